@@ -1,0 +1,444 @@
+//! `Chunk`: events of one tag, encoded once as MessagePack `[time, record]` entries.
+//!
+//! A chunk is what is buffered, compressed, written to disk, sent (its entries *are*
+//! the PackedForward payload, its id the `chunk` option that the ack echoes), retried
+//! and acknowledged. Its bytes are a `Bytes`, so handing a chunk to two sinks or to a
+//! socket never copies them.
+
+use std::fmt;
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+
+use crate::event::{Event, Tag};
+use crate::msgpack::{self, ReadError, Reader};
+use crate::receipt::{Delivery, Receipt};
+use crate::time::EventTime;
+use crate::value::Map;
+
+/// A chunk's 16-byte unique id (Fluentd's `unique_id`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId(pub [u8; 16]);
+
+impl ChunkId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        ChunkId(rand::random())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// The id as the forward protocol's `chunk` option carries it: Base64 of the
+    /// 16 bytes.
+    pub fn to_base64(&self) -> String {
+        BASE64.encode(self.0)
+    }
+
+    /// The id as lowercase hex, used in file names and document ids.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(32);
+        for b in self.0 {
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        s
+    }
+
+    /// The id a received forward `chunk` option stands for. Fluentd and nagare send
+    /// Base64 of 16 bytes; any other string is hashed, so that a client's resend of the
+    /// same chunk still maps to the same id (which keeps destination ids idempotent).
+    pub fn from_forward_option(option: &str) -> Self {
+        if let Ok(bytes) = BASE64.decode(option.trim())
+            && let Ok(id) = <[u8; 16]>::try_from(bytes.as_slice())
+        {
+            return ChunkId(id);
+        }
+        use std::hash::{Hash, Hasher};
+        let mut out = [0u8; 16];
+        for (i, half) in out.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (i, option).hash(&mut h);
+            half.copy_from_slice(&h.finish().to_be_bytes());
+        }
+        ChunkId(out)
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Events of one tag, encoded once.
+#[derive(Clone)]
+pub struct Chunk {
+    id: ChunkId,
+    tag: Tag,
+    entries: Bytes,
+    count: u32,
+    receipts: Vec<Receipt>,
+}
+
+impl Chunk {
+    /// A chunk over already encoded entries. `count` must be the number of entries in
+    /// `entries` (see [`count_entries`] for bytes from an untrusted peer).
+    pub fn new(id: ChunkId, tag: Tag, entries: Bytes, count: u32) -> Self {
+        Self {
+            id,
+            tag,
+            entries,
+            count,
+            receipts: Vec::new(),
+        }
+    }
+
+    /// Attaches a receipt that reports this chunk's outcome.
+    pub fn with_receipt(mut self, receipt: Receipt) -> Self {
+        self.receipts.push(receipt);
+        self
+    }
+
+    /// The chunk's id.
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+
+    /// The tag every event in the chunk carries.
+    pub fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    /// The encoded entries: a MessagePack stream of `[time, record]` arrays.
+    pub fn entries(&self) -> &Bytes {
+        &self.entries
+    }
+
+    /// Number of events.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Size of the encoded entries in bytes.
+    pub fn byte_size(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Decodes the events one by one.
+    pub fn events(&self) -> Entries<'_> {
+        Entries::new(&self.entries)
+    }
+
+    /// The receipts riding on this chunk.
+    pub fn receipts(&self) -> &[Receipt] {
+        &self.receipts
+    }
+
+    /// Detaches the receipts (a durable buffer does this once the chunk is safely
+    /// written, which tells the source its data is committed).
+    pub fn take_receipts(&mut self) -> Vec<Receipt> {
+        std::mem::take(&mut self.receipts)
+    }
+
+    /// Moves receipts from another chunk onto this one (a filter that re-encodes a
+    /// chunk keeps the original's receipts).
+    pub fn adopt_receipts(&mut self, receipts: Vec<Receipt>) {
+        self.receipts.extend(receipts);
+    }
+
+    /// Marks the outcome on every receipt; the sources learn it once every copy of
+    /// the chunk is dropped.
+    pub fn mark(&self, outcome: Delivery) {
+        for r in &self.receipts {
+            r.mark(outcome);
+        }
+    }
+}
+
+impl fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chunk")
+            .field("id", &self.id)
+            .field("tag", &self.tag)
+            .field("count", &self.count)
+            .field("bytes", &self.entries.len())
+            .finish()
+    }
+}
+
+/// An iterator over a chunk's `(time, record)` entries.
+#[derive(Debug, Clone)]
+pub struct Entries<'a> {
+    reader: Reader<'a>,
+    failed: bool,
+}
+
+impl<'a> Entries<'a> {
+    /// Iterates the entries in `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            reader: Reader::new(bytes),
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for Entries<'_> {
+    type Item = Result<(EventTime, Map), ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.reader.is_empty() {
+            return None;
+        }
+        let r = read_entry(&mut self.reader);
+        self.failed = r.is_err();
+        Some(r)
+    }
+}
+
+/// Reads one entry. Accepts `[time, record]` with any time form the forward protocol
+/// allows, and Fluent Bit's `[[time, metadata], record]`.
+pub fn read_entry(r: &mut Reader<'_>) -> Result<(EventTime, Map), ReadError> {
+    let time = read_entry_head(r)?;
+    let record = r.read_map()?;
+    Ok((time, record))
+}
+
+fn read_entry_head(r: &mut Reader<'_>) -> Result<EventTime, ReadError> {
+    let start = r.position();
+    let n = r.read_array_len()?;
+    if n < 2 {
+        return Err(ReadError::Invalid {
+            what: format!("an entry must be [time, record], found an array of {n}"),
+            offset: start,
+        });
+    }
+    let time = if matches!(
+        r.peek_marker()?,
+        rmp::Marker::FixArray(_) | rmp::Marker::Array16 | rmp::Marker::Array32
+    ) {
+        // Fluent Bit 2.x: [[time, metadata], record].
+        let m = r.read_array_len()?;
+        if m == 0 {
+            return Err(ReadError::Invalid {
+                what: "an entry's [time, metadata] header is empty".into(),
+                offset: start,
+            });
+        }
+        let t = r.read_time()?;
+        for _ in 1..m {
+            r.skip_value()?;
+        }
+        t
+    } else {
+        r.read_time()?
+    };
+    if !matches!(
+        r.peek_marker()?,
+        rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32
+    ) {
+        return Err(ReadError::Invalid {
+            what: "an entry's record must be a map".into(),
+            offset: r.position(),
+        });
+    }
+    // The record is read (or skipped) by the caller; extra elements after it are not
+    // part of the protocol, so they are refused rather than silently dropped.
+    if n > 2 {
+        return Err(ReadError::Invalid {
+            what: format!("an entry must be [time, record], found an array of {n}"),
+            offset: start,
+        });
+    }
+    Ok(time)
+}
+
+/// Checks that `bytes` is a well-formed stream of entries and counts them, without
+/// decoding the records. Used on every chunk received from a peer, so that garbage is
+/// refused at the door with the offset of the first bad byte.
+pub fn count_entries(bytes: &[u8]) -> Result<u32, ReadError> {
+    let mut r = Reader::new(bytes);
+    let mut n = 0u32;
+    while !r.is_empty() {
+        read_entry_head(&mut r)?;
+        r.skip_value()?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Builds a chunk by appending events of one tag.
+#[derive(Debug)]
+pub struct ChunkBuilder {
+    tag: Tag,
+    buf: Vec<u8>,
+    count: u32,
+    receipts: Vec<Receipt>,
+    started: Option<Instant>,
+}
+
+impl ChunkBuilder {
+    /// An empty builder for `tag`.
+    pub fn new(tag: Tag) -> Self {
+        Self {
+            tag,
+            buf: Vec::new(),
+            count: 0,
+            receipts: Vec::new(),
+            started: None,
+        }
+    }
+
+    /// The tag of the chunk being built.
+    pub fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    /// Appends one event.
+    pub fn push(&mut self, time: EventTime, record: &Map) {
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+            self.buf.reserve(4096);
+        }
+        self.buf.push(0x92);
+        msgpack::write_time(&mut self.buf, time);
+        msgpack::write_map(&mut self.buf, record);
+        self.count += 1;
+    }
+
+    /// Appends one already encoded `[time, record]` entry.
+    pub fn push_encoded(&mut self, entry: &[u8]) {
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+        self.buf.extend_from_slice(entry);
+        self.count += 1;
+    }
+
+    /// Appends one event.
+    pub fn push_event(&mut self, event: &Event) {
+        self.push(event.time, &event.record);
+    }
+
+    /// Attaches a receipt to the chunk being built.
+    pub fn add_receipt(&mut self, receipt: Receipt) {
+        self.receipts.push(receipt);
+    }
+
+    /// Encoded size so far.
+    pub fn byte_size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Events so far.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether nothing was appended since the last `finish`.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// How long ago the first event of the current chunk was appended.
+    pub fn age(&self) -> std::time::Duration {
+        self.started.map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    /// Takes the chunk built so far, leaving the builder empty; `None` when empty.
+    pub fn finish(&mut self) -> Option<Chunk> {
+        if self.count == 0 {
+            return None;
+        }
+        let entries = Bytes::from(std::mem::take(&mut self.buf));
+        let mut chunk = Chunk::new(ChunkId::random(), self.tag.clone(), entries, self.count);
+        chunk.receipts = std::mem::take(&mut self.receipts);
+        self.count = 0;
+        self.started = None;
+        Some(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    fn record(i: i64) -> Map {
+        let mut m = Map::new();
+        m.insert("message", format!("line {i}"));
+        m.insert("n", i);
+        m
+    }
+
+    #[test]
+    fn builds_and_decodes() {
+        let mut b = ChunkBuilder::new(Tag::new("app.web"));
+        for i in 0..3 {
+            b.push(EventTime::new(1_700_000_000 + i, 0), &record(i));
+        }
+        let chunk = b.finish().unwrap();
+        assert!(b.finish().is_none());
+        assert_eq!(chunk.count(), 3);
+        assert_eq!(count_entries(chunk.entries()).unwrap(), 3);
+        let events: Vec<_> = chunk.events().map(Result::unwrap).collect();
+        assert_eq!(events[2].0, EventTime::new(1_700_000_002, 0));
+        assert_eq!(events[2].1.get("n"), Some(&Value::Int(2)));
+    }
+
+    #[test]
+    fn accepts_fluent_bit_metadata_entries() {
+        // [[time, {}], {"a": 1}]
+        let bytes = [
+            0x92, 0x92, 0xce, 0x65, 0x53, 0xf1, 0x00, 0x80, 0x81, 0xa1, b'a', 0x01,
+        ];
+        assert_eq!(count_entries(&bytes).unwrap(), 1);
+        let (t, m) = Entries::new(&bytes).next().unwrap().unwrap();
+        assert_eq!(t.secs(), 0x6553_f100);
+        assert_eq!(m.get("a"), Some(&Value::Int(1)));
+    }
+
+    #[test]
+    fn refuses_garbage_with_an_offset() {
+        let err = count_entries(&[0x92, 0x01, 0x02]).unwrap_err();
+        assert_eq!(
+            err,
+            ReadError::Invalid {
+                what: "an entry's record must be a map".into(),
+                offset: 2
+            }
+        );
+        let err = count_entries(b"hello").unwrap_err();
+        assert!(
+            matches!(err, ReadError::Invalid { offset: 0, .. }),
+            "{err:?}"
+        );
+        assert_eq!(count_entries(&[0x92, 0x01]), Err(ReadError::Incomplete));
+    }
+
+    #[test]
+    fn chunk_ids_from_forward_options() {
+        let id = ChunkId::random();
+        assert_eq!(ChunkId::from_forward_option(&id.to_base64()), id);
+        // Fluentd's Base64.encode64 appends a newline.
+        assert_eq!(
+            ChunkId::from_forward_option(&format!("{}\n", id.to_base64())),
+            id
+        );
+        let a = ChunkId::from_forward_option("not base64 at all");
+        assert_eq!(a, ChunkId::from_forward_option("not base64 at all"));
+        assert_ne!(a, ChunkId::from_forward_option("something else"));
+        assert_eq!(id.to_hex().len(), 32);
+    }
+}

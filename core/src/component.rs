@@ -1,0 +1,62 @@
+//! The shapes every component fits: what a source and a sink are given to run.
+//!
+//! A source reads from somewhere and emits chunks through the [`Router`]; a sink
+//! takes leases from its [`Buffer`] and confirms (acks) each chunk once its
+//! destination did. Filters are the [`Filter`](crate::router::Filter) trait. The
+//! binary turns config into these contexts and runs each component as a task.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::buffer::Buffer;
+use crate::router::Router;
+use crate::shutdown::Shutdown;
+
+/// Everything a running source needs.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The source's name in the config (for logs).
+    pub name: String,
+    /// Where to emit chunks.
+    pub router: Arc<Router>,
+    /// Cancelled when the source must stop: stop reading, emit what is held, return.
+    pub shutdown: Shutdown,
+    /// The process's state directory (checkpoints live under it).
+    pub data_dir: PathBuf,
+}
+
+/// Everything a running sink needs.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// The sink's name in the config (for logs).
+    pub name: String,
+    /// The sink's input. The sink returns once `pop` yields `None` (the buffer was
+    /// closed at shutdown and is drained).
+    pub buffer: Buffer,
+    /// Cancelled when the drain at shutdown took too long: return at once; chunks
+    /// still leased go back to the buffer.
+    pub abort: Shutdown,
+    /// The process's state directory (dead-letter files default under it).
+    pub data_dir: PathBuf,
+}
+
+/// A config value that is well-formed YAML but not usable, found by a component's
+/// `validate`; the binary turns it into a located config error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    /// Dotted path of the key, relative to the component (`batch.max_bytes`).
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Invalid {
+    /// An issue with `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}

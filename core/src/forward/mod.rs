@@ -1,0 +1,17 @@
+//! The Fluentd Forward Protocol v1, shared by the forwarder (client) and the
+//! aggregator (server).
+//!
+//! - [`codec`]: frames to bytes and back: Message, Forward, PackedForward and
+//!   CompressedPackedForward; EventTime; options; the ack.
+//!
+//! Decoding is two steps, as in mini-redis: a cheap "is a whole frame here?" check
+//! over the receive buffer ([`codec::frame_len`]), then a parse of exactly those bytes
+//! ([`codec::decode_frame`]) that borrows the entries from the buffer instead of
+//! copying them.
+
+pub mod codec;
+
+pub use codec::{
+    Compression, DecodeError, DecodeLimits, EventsMessage, Frame, Mode, Options, decode_ack,
+    decode_frame, encode_ack, encode_forward, encode_message, encode_packed_forward, frame_len,
+};

@@ -1,0 +1,36 @@
+//! nagare-core: the nouns every nagare component shares.
+//!
+//! - [`time`]: `EventTime`, RFC 3339 in and out.
+//! - [`value`]: the record type (`Value`, an ordered `Map`), JSON in and out.
+//! - [`event`]: `Event` (tag, time, record) and `Tag`.
+//! - [`msgpack`]: MessagePack writer and zero-copy reader.
+//! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`.
+//! - [`receipt`]: how a source learns its chunk was delivered (checkpoints hang on it).
+//! - [`buffer`]: the bounded queue of chunks in front of each sink, with leases.
+//! - [`pattern`]: Fluentd tag patterns.
+//! - [`router`]: filters and sinks by tag; the `Filter` shape.
+//! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
+//! - [`forward`]: the Fluentd Forward Protocol v1 codec.
+//! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, sizes, durations.
+//! - [`retry`]: exponential backoff with jitter.
+//! - [`shutdown`]: the shutdown token and signals.
+
+pub mod buffer;
+pub mod chunk;
+pub mod component;
+pub mod config;
+pub mod event;
+pub mod forward;
+pub mod msgpack;
+pub mod pattern;
+pub mod receipt;
+pub mod retry;
+pub mod router;
+pub mod shutdown;
+pub mod time;
+pub mod value;
+
+pub use chunk::{Chunk, ChunkBuilder, ChunkId};
+pub use event::{Event, Tag};
+pub use time::EventTime;
+pub use value::{Map, Value};

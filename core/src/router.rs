@@ -1,0 +1,364 @@
+//! The tag router: which filters an event passes through and which sinks' buffers
+//! receive it.
+//!
+//! Filters apply in config order to every event whose tag matches their pattern; then
+//! the event goes to **every** sink whose pattern matches (as in Fluent Bit and
+//! Vector; Fluentd users get its `copy` behaviour without writing it). The decision is
+//! made once per tag and cached, so the per-chunk cost is a hash lookup.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::buffer::{Buffer, BufferClosed};
+use crate::chunk::{Chunk, ChunkBuilder};
+use crate::event::{Event, Tag};
+use crate::pattern::TagPattern;
+use crate::receipt::Delivery;
+
+/// A filter: transforms an event in place, or drops it.
+pub trait Filter: Send + Sync {
+    /// Returns `false` to drop the event.
+    fn filter(&self, event: &mut Event) -> bool;
+}
+
+struct FilterRoute {
+    name: String,
+    pattern: TagPattern,
+    filter: Arc<dyn Filter>,
+}
+
+struct SinkRoute {
+    name: String,
+    pattern: TagPattern,
+    buffer: Buffer,
+}
+
+/// Cached tags before the cache is cleared; tags from forward clients are unbounded.
+const CACHE_LIMIT: usize = 16_384;
+
+/// Routes chunks by tag. Shared by every source of a process.
+pub struct Router {
+    filters: Vec<FilterRoute>,
+    sinks: Vec<SinkRoute>,
+    cache: Mutex<HashMap<Tag, Arc<Route>>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field(
+                "filters",
+                &self
+                    .filters
+                    .iter()
+                    .map(|r| (&r.name, r.pattern.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "sinks",
+                &self
+                    .sinks
+                    .iter()
+                    .map(|r| (&r.name, r.pattern.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Collects filters and sinks, then builds the [`Router`].
+#[derive(Default)]
+pub struct RouterBuilder {
+    filters: Vec<FilterRoute>,
+    sinks: Vec<SinkRoute>,
+}
+
+impl fmt::Debug for RouterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterBuilder")
+            .field("filters", &self.filters.len())
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl RouterBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a filter; filters run in the order they are added.
+    pub fn filter(
+        &mut self,
+        name: &str,
+        pattern: TagPattern,
+        filter: Arc<dyn Filter>,
+    ) -> &mut Self {
+        self.filters.push(FilterRoute {
+            name: name.to_string(),
+            pattern,
+            filter,
+        });
+        self
+    }
+
+    /// Adds a sink's buffer.
+    pub fn sink(&mut self, name: &str, pattern: TagPattern, buffer: Buffer) -> &mut Self {
+        self.sinks.push(SinkRoute {
+            name: name.to_string(),
+            pattern,
+            buffer,
+        });
+        self
+    }
+
+    /// The router.
+    pub fn build(self) -> Router {
+        Router {
+            filters: self.filters,
+            sinks: self.sinks,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Router {
+    /// The route for `tag`.
+    pub fn route(&self, tag: &Tag) -> Arc<Route> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = cache.get(tag) {
+            return r.clone();
+        }
+        let route = Arc::new(self.resolve(tag));
+        if route.sinks.is_empty() {
+            tracing::warn!(tag = %tag, "no sink matches tag; its events are discarded");
+        }
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(tag.clone(), route.clone());
+        route
+    }
+
+    fn resolve(&self, tag: &Tag) -> Route {
+        let filters = self
+            .filters
+            .iter()
+            .filter(|f| f.pattern.matches(tag))
+            .map(|f| f.filter.clone())
+            .collect();
+        let sinks: Vec<(String, Buffer)> = self
+            .sinks
+            .iter()
+            .filter(|s| s.pattern.matches(tag))
+            .map(|s| (s.name.clone(), s.buffer.clone()))
+            .collect();
+        Route {
+            tag: tag.clone(),
+            filters,
+            sinks,
+        }
+    }
+
+    /// Routes a chunk: filters (if any match its tag), then every matching sink.
+    pub async fn emit(&self, chunk: Chunk) -> Result<(), BufferClosed> {
+        self.route(chunk.tag()).emit(chunk).await
+    }
+
+    /// Names of the filters and sinks `tag` would pass through, in order.
+    pub fn describe(&self, tag: &str) -> (Vec<&str>, Vec<&str>) {
+        let filters = self
+            .filters
+            .iter()
+            .filter(|f| f.pattern.matches(tag))
+            .map(|f| f.name.as_str())
+            .collect();
+        let sinks = self
+            .sinks
+            .iter()
+            .filter(|s| s.pattern.matches(tag))
+            .map(|s| s.name.as_str())
+            .collect();
+        (filters, sinks)
+    }
+}
+
+/// What happens to events of one tag.
+pub struct Route {
+    tag: Tag,
+    filters: Vec<Arc<dyn Filter>>,
+    sinks: Vec<(String, Buffer)>,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("tag", &self.tag)
+            .field("filters", &self.filters.len())
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Route {
+    /// The tag this route is for.
+    pub fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    /// Whether any filter applies.
+    pub fn has_filters(&self) -> bool {
+        !self.filters.is_empty()
+    }
+
+    /// Whether no sink receives these events.
+    pub fn is_discarded(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Runs the filters over one event; `false` means it was dropped. Sources that
+    /// build their own chunks call this before encoding, then [`Route::deliver`].
+    pub fn apply(&self, event: &mut Event) -> bool {
+        self.filters.iter().all(|f| f.filter(event))
+    }
+
+    /// Filters a chunk (decoding and re-encoding it only if a filter applies), then
+    /// delivers it.
+    pub async fn emit(&self, chunk: Chunk) -> Result<(), BufferClosed> {
+        if self.filters.is_empty() {
+            return self.deliver(chunk).await;
+        }
+        let mut builder = ChunkBuilder::new(chunk.tag().clone());
+        for entry in chunk.events() {
+            match entry {
+                Ok((time, record)) => {
+                    let mut event = Event::new(chunk.tag().clone(), time, record);
+                    if self.apply(&mut event) {
+                        builder.push(event.time, &event.record);
+                    }
+                }
+                Err(e) => {
+                    // Chunks are validated when they enter the process; this is a bug
+                    // or memory corruption, so say so loudly and keep the rest.
+                    tracing::error!(tag = %chunk.tag(), chunk = %chunk.id(), error = %e, "undecodable entry in a chunk; skipping the rest of it");
+                    break;
+                }
+            }
+        }
+        let mut original = chunk;
+        let receipts = original.take_receipts();
+        match builder.finish() {
+            Some(mut filtered) => {
+                filtered.adopt_receipts(receipts);
+                self.deliver(filtered).await
+            }
+            // Every event was filtered out: that is their delivery.
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a chunk (already filtered) to every matching sink's buffer, waiting for
+    /// room in each.
+    pub async fn deliver(&self, chunk: Chunk) -> Result<(), BufferClosed> {
+        match self.sinks.len() {
+            0 => {
+                chunk.mark(Delivery::Dropped);
+                Ok(())
+            }
+            1 => self.sinks[0].1.push(chunk).await,
+            n => {
+                for (_, buffer) in &self.sinks[..n - 1] {
+                    buffer.push(chunk.clone()).await?;
+                }
+                self.sinks[n - 1].1.push(chunk).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::BufferConfig;
+    use crate::receipt::Receipt;
+    use crate::time::EventTime;
+    use crate::value::{Map, Value};
+
+    struct AddField;
+    impl Filter for AddField {
+        fn filter(&self, event: &mut Event) -> bool {
+            event.record.insert("seen", true);
+            event.record.get("drop").is_none()
+        }
+    }
+
+    fn chunk(tag: &str, records: &[Map]) -> Chunk {
+        let mut b = ChunkBuilder::new(Tag::new(tag));
+        for r in records {
+            b.push(EventTime::new(1, 0), r);
+        }
+        b.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_to_every_matching_sink_through_filters() {
+        let a = Buffer::new("a", &BufferConfig::default());
+        let b = Buffer::new("b", &BufferConfig::default());
+        let mut rb = RouterBuilder::new();
+        rb.filter(
+            "mark",
+            TagPattern::new("app.**").unwrap(),
+            Arc::new(AddField),
+        );
+        rb.sink("a", TagPattern::new("app.*").unwrap(), a.clone());
+        rb.sink("b", TagPattern::new("**").unwrap(), b.clone());
+        let router = rb.build();
+
+        let keep: Map = [("msg", "hi")].into_iter().collect();
+        let drop: Map = [("drop", "yes")].into_iter().collect();
+        let (receipt, rx) = Receipt::channel();
+        router
+            .emit(chunk("app.web", &[keep, drop]).with_receipt(receipt))
+            .await
+            .unwrap();
+        router
+            .emit(chunk("sys.kernel", &[Map::new()]))
+            .await
+            .unwrap();
+
+        let got = a.pop().await.unwrap();
+        assert_eq!(got.chunk().count(), 1, "the filter dropped one event");
+        let (_, rec) = got.chunk().events().next().unwrap().unwrap();
+        assert_eq!(rec.get("seen"), Some(&Value::Bool(true)));
+        assert_eq!(
+            a.stats().queued_chunks,
+            0,
+            "sys.kernel does not match app.*"
+        );
+        assert_eq!(b.stats().queued_chunks, 2);
+        got.ack();
+        b.pop().await.unwrap().ack();
+        assert_eq!(
+            rx.await.unwrap(),
+            Delivery::Delivered,
+            "both sinks confirmed"
+        );
+        assert_eq!(router.describe("app.web"), (vec!["mark"], vec!["a", "b"]));
+    }
+
+    #[tokio::test]
+    async fn unmatched_tags_are_dropped_and_reported() {
+        let router = RouterBuilder::new().build();
+        let (receipt, rx) = Receipt::channel();
+        router
+            .emit(chunk("x", &[Map::new()]).with_receipt(receipt))
+            .await
+            .unwrap();
+        assert_eq!(rx.await.unwrap(), Delivery::Dropped);
+    }
+}
