@@ -113,9 +113,20 @@ impl ConfigDocument {
                 {
                     path.push(field);
                 }
-                let line = self
+                let mut line = self
                     .locate(&path)
                     .or_else(|| inner.location().map(|l| l.line()));
+                // Values inside a tagged component are also reported without their
+                // key; find the line in the component's block that holds the value
+                // the message names.
+                if let (Some(at), Some(value)) = (line, offending_value(&message))
+                    && let Some((n, key)) = find_value_in_block(&self.text, at, &value)
+                {
+                    if path.last() != Some(&key) {
+                        path.push(key);
+                    }
+                    line = Some(n);
+                }
                 Err(ConfigError {
                     file: self.origin.clone(),
                     line,
@@ -236,6 +247,65 @@ fn quoted_after(message: &str, prefix: &str) -> Option<String> {
     let start = message.find(prefix)? + prefix.len();
     let end = message[start..].find('`')?;
     Some(message[start..start + end].to_string())
+}
+
+/// The value a serde message complains about: ``unknown variant `x` `` or
+/// `invalid type: string "x"` / ``invalid type: integer `3` ``.
+fn offending_value(message: &str) -> Option<String> {
+    if let Some(v) = quoted_after(message, "unknown variant `") {
+        return Some(v);
+    }
+    // nagare's own value errors start with the value: "`8 parsecs` is not a size".
+    if message.starts_with('`') {
+        return quoted_after(message, "`");
+    }
+    for prefix in ["invalid type: string \"", "invalid value: string \""] {
+        if let Some(start) = message.find(prefix).map(|i| i + prefix.len())
+            && let Some(end) = message[start..].find('"')
+        {
+            return Some(message[start..start + end].to_string());
+        }
+    }
+    for prefix in [
+        "invalid type: integer `",
+        "invalid type: floating point `",
+        "invalid type: boolean `",
+    ] {
+        if let Some(v) = quoted_after(message, prefix) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Finds, in the block that starts at 1-based `line`, the first `key: value` line
+/// whose value is `value`; returns its line and key.
+fn find_value_in_block(text: &str, line: usize, value: &str) -> Option<(usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = line.checked_sub(1)?;
+    let head = lines.get(start)?;
+    let block_indent = head.len() - head.trim_start().len();
+    for (n, l) in lines.iter().enumerate().skip(start) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if n > start && l.len() - t.len() <= block_indent {
+            break;
+        }
+        let body = t.strip_prefix("- ").unwrap_or(t);
+        if let Some((k, v)) = body.split_once(':') {
+            let v = v.split(" #").next().unwrap_or("").trim();
+            let v = v.trim_matches('"').trim_matches('\'');
+            if v == value {
+                return Some((
+                    n + 1,
+                    k.trim().trim_matches('"').trim_matches('\'').to_string(),
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// serde_norway appends " at line L column C" to some messages; the location is
@@ -576,6 +646,18 @@ mod tests {
         let err = doc("sinks:\n  out:\n    type: fiel\n").unwrap_err();
         assert!(err.message.starts_with("unknown variant `fiel`"), "{err}");
         assert_eq!(err.line, Some(3), "{err}");
+    }
+
+    #[test]
+    fn wrong_value_type_inside_a_component_names_the_key() {
+        let text = "sinks:\n  out:\n    type: file\n    match: a\n    path: /x\n    every: [1]\n    limit: true\n";
+        let err = doc(text).unwrap_err();
+        assert!(err.line.is_some(), "{err}");
+        let text =
+            "sinks:\n  out:\n    type: file\n    match: a\n    path: /x\n    limit: nonsense\n";
+        let err = doc(text).unwrap_err();
+        assert_eq!(err.line, Some(6), "{err}");
+        assert_eq!(err.key.as_deref(), Some("sinks.out.limit"), "{err}");
     }
 
     #[test]

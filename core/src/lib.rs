@@ -11,6 +11,7 @@
 //! - [`router`]: filters and sinks by tag; the `Filter` shape.
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
 //! - [`forward`]: the Fluentd Forward Protocol v1 codec.
+//! - [`filters`]: filters either tier can run (`record_modifier`, `grep`).
 //! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, sizes, durations.
 //! - [`retry`]: exponential backoff with jitter.
 //! - [`shutdown`]: the shutdown token and signals.
@@ -20,6 +21,7 @@ pub mod chunk;
 pub mod component;
 pub mod config;
 pub mod event;
+pub mod filters;
 pub mod forward;
 pub mod msgpack;
 pub mod pattern;
