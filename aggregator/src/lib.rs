@@ -1,1 +1,11 @@
-//! placeholder
+//! nagare-aggregator: the server side of a nagare deployment.
+//!
+//! - [`sources`]: where events enter: the Forward Protocol server (`forward`).
+//! - [`sinks`]: where events leave: `elasticsearch`, `file`, `stdout`, and the shared
+//!   dead-letter file.
+//!
+//! Each component lives in its own folder (`config.rs`, `source.rs` or `sink.rs`,
+//! and the files of its job) and is run by the binary from its config.
+
+pub mod sinks;
+pub mod sources;

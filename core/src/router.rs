@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::buffer::{Buffer, BufferClosed};
 use crate::chunk::{Chunk, ChunkBuilder};
@@ -16,10 +18,28 @@ use crate::event::{Event, Tag};
 use crate::pattern::TagPattern;
 use crate::receipt::Delivery;
 
-/// A filter: transforms an event in place, or drops it.
+/// What a filter decided about an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep it (possibly changed) and pass it on.
+    Keep,
+    /// Drop it on purpose (a `grep` that excludes it).
+    Drop,
+    /// It is invalid for this filter: send it to the error route with the reason.
+    Reject(String),
+}
+
+/// A filter: transforms an event in place, drops it, or rejects it.
 pub trait Filter: Send + Sync {
-    /// Returns `false` to drop the event.
-    fn filter(&self, event: &mut Event) -> bool;
+    /// Decides about one event.
+    fn filter(&self, event: &mut Event) -> Verdict;
+}
+
+/// Tag prefix of the error route.
+pub const ERROR_TAG_PREFIX: &str = "@ERROR.";
+
+fn is_error_pattern(p: &TagPattern) -> bool {
+    p.as_str().starts_with("@ERROR")
 }
 
 struct FilterRoute {
@@ -132,7 +152,7 @@ impl Router {
             return r.clone();
         }
         let route = Arc::new(self.resolve(tag));
-        if route.sinks.is_empty() {
+        if route.sinks.is_empty() && !tag.starts_with(ERROR_TAG_PREFIX) {
             tracing::warn!(tag = %tag, "no sink matches tag; its events are discarded");
         }
         if cache.len() >= CACHE_LIMIT {
@@ -143,22 +163,37 @@ impl Router {
     }
 
     fn resolve(&self, tag: &Tag) -> Route {
-        let filters = self
-            .filters
-            .iter()
-            .filter(|f| f.pattern.matches(tag))
-            .map(|f| f.filter.clone())
-            .collect();
+        let is_error = tag.starts_with(ERROR_TAG_PREFIX);
+        // The error route has no filters: its events already failed one.
+        let filters = if is_error {
+            Vec::new()
+        } else {
+            self.filters
+                .iter()
+                .filter(|f| f.pattern.matches(tag))
+                .map(|f| f.filter.clone())
+                .collect()
+        };
         let sinks: Vec<(String, Buffer)> = self
             .sinks
             .iter()
-            .filter(|s| s.pattern.matches(tag))
+            .filter(|s| is_error_pattern(&s.pattern) == is_error && s.pattern.matches(tag))
             .map(|s| (s.name.clone(), s.buffer.clone()))
             .collect();
+        let error_route = if is_error || self.filters.is_empty() {
+            None
+        } else {
+            let etag = Tag::from(format!("{ERROR_TAG_PREFIX}{tag}"));
+            Some(Arc::new(self.resolve(&etag)))
+        };
         Route {
             tag: tag.clone(),
             filters,
             sinks,
+            rejected: Mutex::new(None),
+            error_route,
+            rejections: AtomicU64::new(0),
+            last_reject_log: Mutex::new(None),
         }
     }
 
@@ -175,10 +210,11 @@ impl Router {
             .filter(|f| f.pattern.matches(tag))
             .map(|f| f.name.as_str())
             .collect();
+        let is_error = tag.starts_with(ERROR_TAG_PREFIX);
         let sinks = self
             .sinks
             .iter()
-            .filter(|s| s.pattern.matches(tag))
+            .filter(|s| is_error_pattern(&s.pattern) == is_error && s.pattern.matches(tag))
             .map(|s| s.name.as_str())
             .collect();
         (filters, sinks)
@@ -190,6 +226,11 @@ pub struct Route {
     tag: Tag,
     filters: Vec<Arc<dyn Filter>>,
     sinks: Vec<(String, Buffer)>,
+    /// Events rejected by a filter, waiting to go to the error route.
+    rejected: Mutex<Option<ChunkBuilder>>,
+    error_route: Option<Arc<Route>>,
+    rejections: AtomicU64,
+    last_reject_log: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for Route {
@@ -221,10 +262,64 @@ impl Route {
         self.sinks.is_empty()
     }
 
-    /// Runs the filters over one event; `false` means it was dropped. Sources that
-    /// build their own chunks call this before encoding, then [`Route::deliver`].
+    /// Runs the filters over one event; `false` means it does not continue (dropped,
+    /// or rejected: then it waits for the error route, which the next `deliver` or
+    /// `flush` sends). Sources that build their own chunks call this before
+    /// encoding, then [`Route::deliver`].
     pub fn apply(&self, event: &mut Event) -> bool {
-        self.filters.iter().all(|f| f.filter(event))
+        for f in &self.filters {
+            match f.filter(event) {
+                Verdict::Keep => {}
+                Verdict::Drop => return false,
+                Verdict::Reject(reason) => {
+                    self.reject(event, reason);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Events rejected by filters on this route since start.
+    pub fn rejections(&self) -> u64 {
+        self.rejections.load(Ordering::Relaxed)
+    }
+
+    fn reject(&self, event: &Event, reason: String) {
+        let total = self.rejections.fetch_add(1, Ordering::Relaxed) + 1;
+        match &self.error_route {
+            Some(er) if !er.sinks.is_empty() => {
+                let mut record = event.record.clone();
+                record.insert("error", reason);
+                let mut held = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+                held.get_or_insert_with(|| ChunkBuilder::new(er.tag.clone()))
+                    .push(event.time, &record);
+            }
+            _ => {
+                let mut last = self.last_reject_log.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(
+                        tag = %self.tag,
+                        total_rejected = total,
+                        %reason,
+                        "a filter rejected an event and no sink matches `@ERROR.**`; it is discarded (add a sink with match \"@ERROR.**\" to keep rejected events)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends events rejected so far to the error route.
+    pub async fn flush(&self) -> Result<(), BufferClosed> {
+        let chunk = {
+            let mut held = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+            held.as_mut().and_then(ChunkBuilder::finish)
+        };
+        match (chunk, &self.error_route) {
+            (Some(c), Some(er)) => er.deliver_now(c).await,
+            _ => Ok(()),
+        }
     }
 
     /// Filters a chunk (decoding and re-encoding it only if a filter applies), then
@@ -258,13 +353,18 @@ impl Route {
                 self.deliver(filtered).await
             }
             // Every event was filtered out: that is their delivery.
-            None => Ok(()),
+            None => self.flush().await,
         }
     }
 
     /// Hands a chunk (already filtered) to every matching sink's buffer, waiting for
-    /// room in each.
+    /// room in each; rejected events held by the route go to the error route first.
     pub async fn deliver(&self, chunk: Chunk) -> Result<(), BufferClosed> {
+        self.flush().await?;
+        self.deliver_now(chunk).await
+    }
+
+    async fn deliver_now(&self, chunk: Chunk) -> Result<(), BufferClosed> {
         match self.sinks.len() {
             0 => {
                 chunk.mark(Delivery::Dropped);
@@ -291,9 +391,15 @@ mod tests {
 
     struct AddField;
     impl Filter for AddField {
-        fn filter(&self, event: &mut Event) -> bool {
+        fn filter(&self, event: &mut Event) -> Verdict {
             event.record.insert("seen", true);
-            event.record.get("drop").is_none()
+            if event.record.get("drop").is_some() {
+                Verdict::Drop
+            } else if event.record.get("bad").is_some() {
+                Verdict::Reject("field `bad` is present".into())
+            } else {
+                Verdict::Keep
+            }
         }
     }
 
@@ -349,6 +455,29 @@ mod tests {
             "both sinks confirmed"
         );
         assert_eq!(router.describe("app.web"), (vec!["mark"], vec!["a", "b"]));
+    }
+
+    #[tokio::test]
+    async fn rejected_events_go_to_error_sinks_only() {
+        let all = Buffer::new("all", &BufferConfig::default());
+        let errors = Buffer::new("errors", &BufferConfig::default());
+        let mut rb = RouterBuilder::new();
+        rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(AddField));
+        rb.sink("all", TagPattern::new("**").unwrap(), all.clone());
+        rb.sink("errors", TagPattern::new("@ERROR.**").unwrap(), errors.clone());
+        let router = rb.build();
+        let good: Map = [("msg", "ok")].into_iter().collect();
+        let bad: Map = [("bad", "yes")].into_iter().collect();
+        router.emit(chunk("app", &[good, bad])).await.unwrap();
+        let kept = all.pop().await.unwrap();
+        assert_eq!(kept.chunk().count(), 1);
+        assert_eq!(all.stats().queued_chunks, 0, "`**` does not receive rejected events");
+        let rejected = errors.pop().await.unwrap();
+        assert_eq!(rejected.chunk().tag().as_str(), "@ERROR.app");
+        let (_, rec) = rejected.chunk().events().next().unwrap().unwrap();
+        assert_eq!(rec.get("error").and_then(Value::as_str), Some("field `bad` is present"));
+        assert_eq!(router.route(&Tag::new("app")).rejections(), 1);
+        assert_eq!(router.describe("@ERROR.app").1, vec!["errors"]);
     }
 
     #[tokio::test]

@@ -1,1 +1,8 @@
-//! placeholder
+//! nagare-forwarder: the node side of a nagare deployment.
+//!
+//! - [`sinks`]: where chunks leave the node: the Forward Protocol client (`forward`).
+//!
+//! Each component lives in its own folder (`config.rs`, `source.rs` or `sink.rs`,
+//! and the files of its job) and is run by the binary from its config.
+
+pub mod sinks;

@@ -1,1 +1,26 @@
-//! placeholder
+//! nagare-testkit: the real servers and clients nagare's tests talk to, started per
+//! test on loopback and stopped when the test ends. Dev-only.
+//!
+//! - [`paths`]: where the repository and `.testenv/` (installed by `scripts/test`) are.
+//! - [`wait`]: `free_port`, `wait_until`.
+//! - [`child`]: [`Child`], the process guard everything below uses (output captured to
+//!   files, killed and reaped on drop).
+//! - [`http`]: a minimal blocking HTTP/1.1 client and message reader for the helpers.
+//! - [`osmem`]: [`Osmem`], an osmem-server (OpenSearch REST API in memory) per test.
+//! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`.
+//! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
+//!   Forward Protocol clients.
+
+pub mod child;
+pub mod clients;
+pub mod fault_proxy;
+pub mod http;
+pub mod osmem;
+pub mod paths;
+pub mod wait;
+
+pub use child::Child;
+pub use clients::{Node, Python};
+pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};
+pub use osmem::{Document, Osmem};
+pub use wait::{free_port, wait_until};

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::component::Invalid;
 use crate::event::Event;
-use crate::router::Filter;
+use crate::router::{Filter, Verdict};
 use crate::value::Value;
 
 /// One rule: a (dotted) key and a regular expression.
@@ -101,9 +101,10 @@ fn matches(event: &Event, key: &str, re: &Regex) -> bool {
 }
 
 impl Filter for Grep {
-    fn filter(&self, event: &mut Event) -> bool {
-        self.keep.iter().all(|(k, re)| matches(event, k, re))
-            && !self.drop.iter().any(|(k, re)| matches(event, k, re))
+    fn filter(&self, event: &mut Event) -> Verdict {
+        let keep = self.keep.iter().all(|(k, re)| matches(event, k, re))
+            && !self.drop.iter().any(|(k, re)| matches(event, k, re));
+        if keep { Verdict::Keep } else { Verdict::Drop }
     }
 }
 
@@ -127,12 +128,12 @@ mod tests {
         )
         .unwrap();
         let g = Grep::new(&c).unwrap();
-        assert!(g.filter(&mut event("error", "default")));
-        assert!(!g.filter(&mut event("info", "default")));
-        assert!(!g.filter(&mut event("fatal", "kube-system")));
+        assert_eq!(g.filter(&mut event("error", "default")), Verdict::Keep);
+        assert_eq!(g.filter(&mut event("info", "default")), Verdict::Drop);
+        assert_eq!(g.filter(&mut event("fatal", "kube-system")), Verdict::Drop);
         let mut no_level = event("x", "default");
         no_level.record.remove("level");
-        assert!(!g.filter(&mut no_level), "a missing key never matches");
+        assert_eq!(g.filter(&mut no_level), Verdict::Drop, "a missing key never matches");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::component::Invalid;
 use crate::event::Event;
-use crate::router::Filter;
+use crate::router::{Filter, Verdict};
 use crate::value::{Map, Value};
 
 /// Config of a `record_modifier` filter.
@@ -103,14 +103,14 @@ fn remove_path(map: &mut Map, path: &[String]) {
 }
 
 impl Filter for RecordModifier {
-    fn filter(&self, event: &mut Event) -> bool {
+    fn filter(&self, event: &mut Event) -> Verdict {
         for path in &self.remove {
             remove_path(&mut event.record, path);
         }
         for (path, value) in &self.set {
             set_path(&mut event.record, path, value.clone());
         }
-        true
+        Verdict::Keep
     }
 }
 
@@ -132,7 +132,7 @@ mod tests {
         record.map_mut("kubernetes").insert("container_id", "abc");
         record.map_mut("kubernetes").insert("pod_name", "web");
         let mut e = Event::new("t".into(), EventTime::new(0, 0), record);
-        assert!(f.filter(&mut e));
+        assert_eq!(f.filter(&mut e), Verdict::Keep);
         assert_eq!(
             serde_json::to_string(&e.record).unwrap(),
             r#"{"kubernetes":{"pod_name":"web","node":"n1"},"cluster":"prod","n":3}"#

@@ -1,0 +1,122 @@
+//! Sends `_bulk` requests: one HTTP client, the endpoints taken in turn (so a retry
+//! goes to the next node), basic auth, gzip, a timeout per request.
+
+use bytes::Bytes;
+use nagare_core::config::Secret;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+
+use super::config::ElasticsearchConfig;
+use super::request_builder::BulkRequest;
+
+/// The response to one `_bulk` request.
+#[derive(Debug)]
+pub struct BulkResponse {
+    /// The endpoint that answered.
+    pub endpoint: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A request that got no response: connection refused or reset, timeout, TLS.
+#[derive(Debug, thiserror::Error)]
+#[error("{endpoint}: {}", error_chain(.error))]
+pub struct SendError {
+    /// The endpoint tried.
+    pub endpoint: String,
+    /// What failed.
+    #[source]
+    pub error: reqwest::Error,
+}
+
+/// Sends bulk requests to the cluster.
+#[derive(Debug)]
+pub struct BulkService {
+    client: reqwest::Client,
+    /// `<endpoint>/_bulk` of each endpoint.
+    urls: Vec<String>,
+    next: usize,
+    auth: Option<(String, Secret)>,
+}
+
+impl BulkService {
+    /// A service for a validated config.
+    pub fn new(config: &ElasticsearchConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout())
+            .connect_timeout(
+                config
+                    .request_timeout()
+                    .min(std::time::Duration::from_secs(10)),
+            )
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build()?;
+        let urls = config
+            .endpoints
+            .iter()
+            .map(|e| format!("{}/_bulk", e.trim_end_matches('/')))
+            .collect();
+        let auth = config
+            .user
+            .clone()
+            .map(|user| (user, config.password.clone().unwrap_or_default()));
+        Ok(Self {
+            client,
+            urls,
+            next: 0,
+            auth,
+        })
+    }
+
+    /// Sends `request` to the next endpoint in turn.
+    pub async fn send(&mut self, request: &BulkRequest) -> Result<BulkResponse, SendError> {
+        let url = self.urls[self.next % self.urls.len()].clone();
+        self.next = self.next.wrapping_add(1);
+        let mut builder = self
+            .client
+            .post(&url)
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            )
+            .body(request.body.clone());
+        if request.gzip {
+            builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        if let Some((user, password)) = &self.auth {
+            builder = builder.basic_auth(user, Some(password.expose()));
+        }
+        let endpoint = url.trim_end_matches("/_bulk").to_string();
+        let response = builder.send().await.map_err(|error| SendError {
+            endpoint: endpoint.clone(),
+            error,
+        })?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|error| SendError {
+            endpoint: endpoint.clone(),
+            error,
+        })?;
+        Ok(BulkResponse {
+            endpoint,
+            status,
+            body,
+        })
+    }
+}
+
+/// An error and its causes, `: `-separated: reqwest's own message alone ("error
+/// sending request") does not say that the connection was refused.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,408 @@
+//! Unit tests: config, request bodies byte for byte, and answer classification.
+
+use std::io::Read;
+
+use nagare_core::config::{ByteSize, ConfigDocument, HumanDuration};
+use nagare_core::{ChunkId, EventTime, Map, Value};
+use serde_json::json;
+
+use super::*;
+
+fn config(yaml: &str) -> ElasticsearchConfig {
+    ConfigDocument::from_text("test.yaml", yaml, |_| None)
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn invalid_key(yaml: &str) -> String {
+    let c = config(yaml);
+    c.validate().expect_err("should be invalid").key
+}
+
+const CHUNK: ChunkId = ChunkId([
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+]);
+const CHUNK_HEX: &str = "00112233445566778899aabbccddeeff";
+
+fn record(pairs: &[(&str, Value)]) -> Map {
+    pairs.iter().map(|(k, v)| (*k, v.clone())).collect()
+}
+
+fn text(item: &EncodedItem) -> &str {
+    std::str::from_utf8(&item.bytes).unwrap()
+}
+
+#[test]
+fn documented_example_parses_with_defaults() {
+    let c = config(
+        r#"
+endpoints: ["http://es-0.es:9200", "http://es-1.es:9200"]
+logstash_format: true
+logstash_prefix: logstash
+logstash_dateformat: "%Y.%m.%d"
+user: nagare
+password: hunter2
+compress: true
+batch: { max_events: 1000, max_bytes: 5MiB, timeout: 1s }
+request_timeout: 30s
+retry: { initial: 1s, max_interval: 60s }
+op_type: index
+include_tag_key: false
+tag_key: tag
+"#,
+    );
+    c.validate().unwrap();
+    assert_eq!(c.endpoints.len(), 2);
+    assert_eq!(format!("{:?}", c.password), "Some(Secret(****))");
+
+    let d = config("endpoints: [http://localhost:9200]\n");
+    d.validate().unwrap();
+    assert_eq!(
+        d.index_target().unwrap(),
+        IndexTarget::Daily {
+            prefix: "logstash".into(),
+            format: "%Y.%m.%d".into()
+        }
+    );
+    assert!(d.compress);
+    assert_eq!(d.batch.max_events, 1000);
+    assert_eq!(d.batch.max_bytes, ByteSize(5 << 20));
+    assert_eq!(d.batch.timeout, HumanDuration::secs(1));
+    assert_eq!(d.request_timeout, HumanDuration::secs(30));
+    assert_eq!(d.retry.initial, HumanDuration::secs(1));
+    assert_eq!(d.retry.max_interval, HumanDuration::secs(60));
+    assert_eq!(d.op_type, OpType::Index);
+    assert_eq!(d.id_key, None);
+    assert_eq!(d.dead_letter_path, None);
+    assert!(!d.include_tag_key);
+    assert_eq!(d.tag_key, "tag");
+
+    let f = config("endpoints: [http://localhost:9200]\nindex: app-logs\nop_type: create\n");
+    f.validate().unwrap();
+    assert_eq!(
+        f.index_target().unwrap(),
+        IndexTarget::Fixed("app-logs".into())
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let err = ConfigDocument::from_text(
+        "t.yaml",
+        "endpoints: [http://a:9200]\nbatch:\n  max_event: 5\n",
+        |_| None,
+    )
+    .unwrap()
+    .parse::<ElasticsearchConfig>()
+    .unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("batch.max_event"), "{err}");
+}
+
+#[test]
+fn invalid_settings_name_their_key() {
+    assert_eq!(invalid_key("endpoints: []\n"), "endpoints");
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200, 'es-1:9200']\n"),
+        "endpoints.1"
+    );
+    assert_eq!(
+        invalid_key("endpoints: ['http://u:p@a:9200']\n"),
+        "endpoints.0"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\nindex: x\nlogstash_format: true\n"),
+        "logstash_format"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\nlogstash_format: false\n"),
+        "logstash_format"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\nindex: Logs\n"),
+        "index"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\nlogstash_dateformat: '%Y.%J'\n"),
+        "logstash_dateformat"
+    );
+    // %b prints "Nov": an index name must be lowercase.
+    let c = config("endpoints: [http://a:9200]\nlogstash_dateformat: '%Y.%b'\n");
+    let e = c.validate().unwrap_err();
+    assert_eq!(e.key, "logstash_prefix");
+    assert!(e.message.contains("must be lowercase"), "{}", e.message);
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\npassword: x\n"),
+        "password"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\nbatch: {max_events: 0}\n"),
+        "batch.max_events"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\nretry: {initial: 2s, max_interval: 1s}\n"),
+        "retry.max_interval"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\ninclude_tag_key: true\ntag_key: '@timestamp'\n"),
+        "tag_key"
+    );
+}
+
+#[test]
+fn action_line_and_document_per_event() {
+    let mut b = RequestBuilder::new(&config("endpoints: [http://a:9200]\nindex: app\n")).unwrap();
+    let t = EventTime::new(1_705_314_600, 123_456_789);
+    let r = record(&[("message", "hello \"world\"".into()), ("n", Value::Int(7))]);
+    let item = b.encode(CHUNK, 0, "app.web", t, &r);
+    assert_eq!(&*item.index, "app");
+    assert_eq!(
+        text(&item),
+        format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-0\"}}}}\n{{\"message\":\"hello \\\"world\\\"\",\"n\":7,\"@timestamp\":\"2024-01-15T10:30:00.123456789Z\"}}\n"
+        )
+    );
+    let item = b.encode(CHUNK, 41, "app.web", t, &Map::new());
+    assert_eq!(
+        text(&item),
+        format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-41\"}}}}\n{{\"@timestamp\":\"2024-01-15T10:30:00.123456789Z\"}}\n"
+        )
+    );
+}
+
+#[test]
+fn create_op_tag_key_and_existing_timestamp() {
+    let mut b = RequestBuilder::new(&config(
+        "endpoints: [http://a:9200]\nindex: app\nop_type: create\ninclude_tag_key: true\ntag_key: fluent_tag\n",
+    ))
+    .unwrap();
+    let t = EventTime::new(0, 5);
+    // The record's own @timestamp is kept; a tag key it carries is replaced in place.
+    let r = record(&[
+        ("fluent_tag", "spoofed".into()),
+        ("@timestamp", "2020-01-01T00:00:00Z".into()),
+        ("a", Value::Null),
+    ]);
+    let item = b.encode(CHUNK, 3, "kube.app", t, &r);
+    assert_eq!(
+        text(&item),
+        format!(
+            "{{\"create\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-3\"}}}}\n{{\"fluent_tag\":\"kube.app\",\"@timestamp\":\"2020-01-01T00:00:00Z\",\"a\":null}}\n"
+        )
+    );
+    let item = b.encode(CHUNK, 4, "kube.app", t, &record(&[("a", Value::Int(1))]));
+    assert!(
+        text(&item).ends_with("\n{\"a\":1,\"@timestamp\":\"1970-01-01T00:00:00.000000005Z\",\"fluent_tag\":\"kube.app\"}\n"),
+        "{}",
+        text(&item)
+    );
+}
+
+#[test]
+fn ids_from_id_key() {
+    let mut b = RequestBuilder::new(&config(
+        "endpoints: [http://a:9200]\nindex: app\nid_key: meta.uid\n",
+    ))
+    .unwrap();
+    let t = EventTime::new(0, 0);
+    let mut meta = Map::new();
+    meta.insert("uid", "a\"b");
+    let item = b.encode(CHUNK, 0, "t", t, &record(&[("meta", Value::Map(meta))]));
+    assert!(
+        text(&item).starts_with("{\"index\":{\"_index\":\"app\",\"_id\":\"a\\\"b\"}}\n"),
+        "{}",
+        text(&item)
+    );
+    let item = b.encode(CHUNK, 0, "t", t, &record(&[("meta.uid", Value::Int(42))]));
+    assert!(
+        text(&item).starts_with("{\"index\":{\"_index\":\"app\",\"_id\":\"42\"}}\n"),
+        "{}",
+        text(&item)
+    );
+    // Without the field, Elasticsearch assigns the id.
+    let item = b.encode(CHUNK, 0, "t", t, &Map::new());
+    assert!(
+        text(&item).starts_with("{\"index\":{\"_index\":\"app\"}}\n"),
+        "{}",
+        text(&item)
+    );
+}
+
+#[test]
+fn daily_indices_across_a_date_boundary() {
+    let mut b = RequestBuilder::new(&config("endpoints: [http://a:9200]\n")).unwrap();
+    // 2024-01-15T23:59:59.999999999Z and one nanosecond later.
+    let before = EventTime::new(1_705_363_199, 999_999_999);
+    let after = EventTime::new(1_705_363_200, 0);
+    let r = Map::new();
+    let a = b.encode(CHUNK, 0, "t", before, &r);
+    let c = b.encode(CHUNK, 1, "t", after, &r);
+    let d = b.encode(CHUNK, 2, "t", before, &r);
+    assert_eq!(&*a.index, "logstash-2024.01.15");
+    assert_eq!(&*c.index, "logstash-2024.01.16");
+    assert_eq!(&*d.index, "logstash-2024.01.15");
+    assert!(text(&c).starts_with(&format!(
+        "{{\"index\":{{\"_index\":\"logstash-2024.01.16\",\"_id\":\"{CHUNK_HEX}-1\"}}}}\n{{\"@timestamp\":\"2024-01-16T00:00:00.000000000Z\"}}"
+    )));
+    // Before the epoch, and a year boundary, with a custom prefix and format.
+    let mut b = RequestBuilder::new(&config(
+        "endpoints: [http://a:9200]\nlogstash_prefix: k8s\nlogstash_dateformat: '%Y%m%d.%H'\n",
+    ))
+    .unwrap();
+    assert_eq!(&*b.index_for(EventTime::new(-1, 0)), "k8s-19691231.23");
+    assert_eq!(
+        &*b.index_for(EventTime::new(1_704_067_199, 0)),
+        "k8s-20231231.23"
+    );
+    assert_eq!(
+        &*b.index_for(EventTime::new(1_704_067_200, 0)),
+        "k8s-20240101.00"
+    );
+    assert_eq!(
+        &*b.index_for(EventTime::new(1_704_070_800, 0)),
+        "k8s-20240101.01"
+    );
+}
+
+#[test]
+fn format_periods() {
+    assert_eq!(format_period("%Y.%m.%d"), 86_400);
+    assert_eq!(format_period("%G-W%V"), 86_400);
+    assert_eq!(format_period("%Y.%m.%d.%H"), 3_600);
+    assert_eq!(format_period("%F %-I%p"), 3_600);
+    assert_eq!(format_period("%Y%m%d%H%M"), 60);
+    assert_eq!(format_period("%s"), 1);
+    assert_eq!(format_period("100%%"), 86_400);
+}
+
+#[test]
+fn batch_body_plain_and_gzipped() {
+    let yaml = "endpoints: [http://a:9200]\nindex: app\ncompress: false\n";
+    let mut plain = RequestBuilder::new(&config(yaml)).unwrap();
+    let t = EventTime::new(1_705_314_600, 0);
+    let items: Vec<EncodedItem> = (0..3)
+        .map(|i| {
+            plain.encode(
+                CHUNK,
+                i,
+                "t",
+                t,
+                &record(&[("i", Value::Int(i64::from(i)))]),
+            )
+        })
+        .collect();
+    let req = plain.build(items.iter().map(|i| i.bytes.as_slice()));
+    let expected: String = (0..3)
+        .map(|i| {
+            format!(
+                "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-{i}\"}}}}\n{{\"i\":{i},\"@timestamp\":\"2024-01-15T10:30:00.000000000Z\"}}\n"
+            )
+        })
+        .collect();
+    assert!(!req.gzip);
+    assert_eq!((req.items, req.ndjson_bytes), (3, expected.len()));
+    assert_eq!(std::str::from_utf8(&req.body).unwrap(), expected);
+
+    let gz = RequestBuilder::new(&config("endpoints: [http://a:9200]\nindex: app\n")).unwrap();
+    let req = gz.build(items.iter().map(|i| i.bytes.as_slice()));
+    assert!(req.gzip);
+    assert_eq!(&req.body[..2], &[0x1f, 0x8b], "gzip magic");
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&req.body[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, expected);
+    assert_eq!(req.ndjson_bytes, expected.len());
+}
+
+#[test]
+fn classifies_whole_request_answers() {
+    let op = OpType::Index;
+    assert!(matches!(
+        classify(429, br#"{"error":{"type":"es_rejected_execution_exception","reason":"queue full"},"status":429}"#, 3, op),
+        BatchOutcome::RetryAll { status: Some(429), reason } if reason == "es_rejected_execution_exception: queue full"
+    ));
+    assert!(matches!(
+        classify(503, b"", 1, op),
+        BatchOutcome::RetryAll {
+            status: Some(503),
+            ..
+        }
+    ));
+    assert!(
+        matches!(classify(502, b"<html>bad gateway</html>", 1, op), BatchOutcome::RetryAll { reason, .. } if reason == "<html>bad gateway</html>")
+    );
+    assert!(matches!(
+        classify(413, b"too big", 2, op),
+        BatchOutcome::Split { status: 413, .. }
+    ));
+    assert!(
+        matches!(classify(400, b"{\"error\":\"bad\"}", 2, op), BatchOutcome::Split { status: 400, reason } if reason == "bad")
+    );
+    assert!(
+        matches!(classify(401, b"", 2, op), BatchOutcome::RetryAll { reason, .. } if reason.contains("check `user` and `password`"))
+    );
+    assert!(
+        matches!(classify(404, b"", 2, op), BatchOutcome::RetryAll { reason, .. } if reason.contains("check that `endpoints`"))
+    );
+    assert!(matches!(
+        classify(200, b"not json", 1, op),
+        BatchOutcome::RetryAll { .. }
+    ));
+    assert!(matches!(
+        classify(200, br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 2, op),
+        BatchOutcome::RetryAll { reason, .. } if reason == "the _bulk response has 1 items for 2 sent"
+    ));
+    assert_eq!(
+        classify(200, br#"{"took":1,"errors":false,"items":[{"index":{"status":201}},{"index":{"status":200}}]}"#, 2, op),
+        BatchOutcome::Items(vec![ItemOutcome::Done, ItemOutcome::Done])
+    );
+}
+
+#[test]
+fn classifies_items() {
+    let body = json!({
+        "took": 3,
+        "errors": true,
+        "items": [
+            {"create": {"_index": "a", "status": 201}},
+            {"create": {"_index": "a", "status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "exists"}}},
+            {"create": {"_index": "a", "status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}},
+            {"create": {"_index": "a", "status": 503, "error": {"type": "unavailable_shards_exception", "reason": "primary down"}}},
+            {"create": {"_index": "a", "status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"}}},
+        ]
+    })
+    .to_string();
+    let BatchOutcome::Items(items) = classify(200, body.as_bytes(), 5, OpType::Create) else {
+        panic!("per-item answer expected");
+    };
+    assert_eq!(items[0], ItemOutcome::Done);
+    assert_eq!(
+        items[1],
+        ItemOutcome::Done,
+        "409 under create: already stored"
+    );
+    assert_eq!(
+        items[2],
+        ItemOutcome::Retry {
+            status: 429,
+            reason: "es_rejected_execution_exception: queue full".into()
+        }
+    );
+    assert!(matches!(&items[3], ItemOutcome::Retry { status: 503, .. }));
+    assert_eq!(
+        items[4],
+        ItemOutcome::Rejected {
+            status: 400,
+            reason: "mapper_parsing_exception: failed to parse field [n]".into(),
+            error: Some(
+                json!({"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"})
+            ),
+        }
+    );
+    // Under `index`, a 409 is a real conflict (an external version), refused for good.
+    assert!(
+        matches!(classify_item(409, None, OpType::Index), ItemOutcome::Rejected { status: 409, reason, .. } if reason == "refused with status 409")
+    );
+}

@@ -1,0 +1,219 @@
+//! The `file` sink's loop: take what the buffer holds (up to a bound), encode it,
+//! append it to its files, fsync them, then ack. A failed write is retried with a
+//! backoff: the leases stay held, so the buffer pushes back on the sources.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use nagare_core::buffer::Lease;
+use nagare_core::component::{Invalid, SinkContext};
+use nagare_core::retry::Backoff;
+
+use super::config::{FileConfig, Format};
+use super::encoder::encode_chunk;
+
+/// Most chunks written in one batch.
+const BATCH_CHUNKS: usize = 256;
+/// Most bytes of encoded chunks taken into one batch.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Files kept open at once; past it, all are closed and reopened on demand (a tag
+/// per file can mean many files).
+const OPEN_FILES: usize = 128;
+
+/// Why the sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSinkError {
+    /// A setting is not usable.
+    #[error("file sink `{sink}`: `{}`: {}", .invalid.key, .invalid.message)]
+    Config {
+        /// The sink's name.
+        sink: String,
+        /// The setting and the problem.
+        invalid: Invalid,
+    },
+}
+
+/// The file an event of `tag` goes to: `{tag}` in `template` replaced by the tag with
+/// every character but letters, digits, `.`, `-` and `_` turned into `_` (and a tag of
+/// dots alone into `_`), so that no tag names a path outside the folder.
+pub fn path_for_tag(template: &str, tag: &str) -> PathBuf {
+    if !template.contains("{tag}") {
+        return PathBuf::from(template);
+    }
+    let mut safe: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() || safe.chars().all(|c| c == '.') {
+        safe = "_".to_string();
+    }
+    PathBuf::from(template.replace("{tag}", &safe))
+}
+
+/// Runs the sink until its buffer is closed and drained, or `ctx.abort` is cancelled.
+pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkError> {
+    config.validate().map_err(|invalid| FileSinkError::Config {
+        sink: ctx.name.clone(),
+        invalid,
+    })?;
+    let files = Arc::new(Mutex::new(Files::default()));
+    let backoff = Backoff::default();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = ctx.abort.cancelled() => return Ok(()),
+            lease = ctx.buffer.pop() => lease,
+        };
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let mut leases = vec![first];
+        let mut taken = leases[0].chunk().byte_size();
+        while leases.len() < BATCH_CHUNKS && taken < BATCH_BYTES {
+            let Some(lease) = ctx.buffer.try_pop() else {
+                break;
+            };
+            taken += lease.chunk().byte_size();
+            leases.push(lease);
+        }
+        let (mut outputs, broken) = encode(&config.path, config.format, &leases, &ctx.name);
+        let mut failures = 0;
+        while !outputs.is_empty() {
+            let files = files.clone();
+            let write = tokio::task::spawn_blocking(move || {
+                let mut files = files.lock().unwrap_or_else(|p| p.into_inner());
+                let result = files.append(&mut outputs);
+                (outputs, result)
+            });
+            let joined = tokio::select! {
+                biased;
+                _ = ctx.abort.cancelled() => return Ok(()),
+                joined = write => joined,
+            };
+            let (rest, result) = match joined {
+                Ok(done) => done,
+                Err(e) => (Vec::new(), Err((PathBuf::new(), io::Error::other(e)))),
+            };
+            outputs = rest;
+            if let Err((path, e)) = result {
+                let delay = backoff.delay(failures);
+                failures += 1;
+                tracing::error!(
+                    sink = %ctx.name,
+                    path = %path.display(),
+                    error = %e,
+                    retry_in = ?delay,
+                    "cannot append to the file; will try again (check the folder's permissions and free space)"
+                );
+                tokio::select! {
+                    biased;
+                    _ = ctx.abort.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        for (i, lease) in leases.into_iter().enumerate() {
+            if broken.contains(&i) {
+                lease.fail();
+            } else {
+                lease.ack();
+            }
+        }
+    }
+}
+
+/// Encodes the leases' events, grouped by file; also returns the indices of leases
+/// whose chunk could not be fully decoded.
+fn encode(
+    template: &str,
+    format: Format,
+    leases: &[Lease],
+    sink: &str,
+) -> (Vec<(PathBuf, Vec<u8>)>, Vec<usize>) {
+    let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut broken = Vec::new();
+    for (i, lease) in leases.iter().enumerate() {
+        let chunk = lease.chunk();
+        let path = path_for_tag(template, chunk.tag());
+        let slot = match outputs.iter().position(|(p, _)| *p == path) {
+            Some(slot) => slot,
+            None => {
+                outputs.push((path, Vec::with_capacity(chunk.byte_size() * 2)));
+                outputs.len() - 1
+            }
+        };
+        if let Err((written, e)) = encode_chunk(format, chunk, &mut outputs[slot].1) {
+            tracing::error!(
+                sink = %sink,
+                tag = %chunk.tag(),
+                chunk = %chunk.id(),
+                error = %e,
+                written,
+                lost = chunk.count().saturating_sub(written),
+                "a chunk's entries cannot be decoded past this point; its remaining events are dropped"
+            );
+            broken.push(i);
+        }
+    }
+    (outputs, broken)
+}
+
+/// The open files.
+#[derive(Default)]
+struct Files {
+    open: HashMap<PathBuf, File>,
+}
+
+impl Files {
+    /// Appends each output to its file and fsyncs it, removing each from `outputs` once
+    /// it is durable. On an error, a partly written output is cut back off its file
+    /// (so a retry does not leave half a line), and the error is returned with the
+    /// path; the outputs not yet written stay in `outputs`.
+    fn append(
+        &mut self,
+        outputs: &mut Vec<(PathBuf, Vec<u8>)>,
+    ) -> Result<(), (PathBuf, io::Error)> {
+        while let Some((path, bytes)) = outputs.last() {
+            if let Err(e) = self.append_one(path, bytes) {
+                let path = path.clone();
+                self.open.remove(&path);
+                return Err((path, e));
+            }
+            outputs.pop();
+        }
+        Ok(())
+    }
+
+    fn append_one(&mut self, path: &PathBuf, bytes: &[u8]) -> io::Result<()> {
+        if !self.open.contains_key(path) {
+            if self.open.len() >= OPEN_FILES {
+                self.open.clear();
+            }
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            self.open.insert(path.clone(), file);
+        }
+        let Some(file) = self.open.get_mut(path) else {
+            return Err(io::Error::other("file not open"));
+        };
+        let before = file.metadata()?.len();
+        let result = file.write_all(bytes).and_then(|()| file.sync_data());
+        if result.is_err() {
+            let _ = file.set_len(before);
+        }
+        result
+    }
+}

@@ -1,0 +1,190 @@
+//! The listener and its accept loop.
+//!
+//! A semaphore caps the clients served at once: a permit is taken *before* `accept`,
+//! so when every permit is in use further clients wait in the kernel's listen backlog
+//! instead of being accepted and starved. Each client runs as a task of a `JoinSet`
+//! owned by the server, so dropping the server's future (an aborted task) closes
+//! every connection with it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nagare_core::component::{Invalid, SourceContext};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinError, JoinSet};
+
+use super::config::ForwardSourceConfig;
+use super::connection::{self, Shared};
+
+/// Why the forward server could not start.
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    /// The config has a value that cannot work.
+    #[error("invalid forward source config at `{}`: {}", .0.key, .0.message)]
+    Invalid(#[from] Invalid),
+    /// The listening socket could not be opened.
+    #[error(
+        "cannot listen for forward clients on {addr}: {source}; {}",
+        bind_hint(source)
+    )]
+    Bind {
+        /// The configured `bind` address.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: io::Error,
+    },
+}
+
+fn bind_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            "another process (a Fluentd, another nagare) already listens on this port; stop it or change `bind`"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges; use a higher port (the Fluentd default is 24224)"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "the address is not one of this host's; use 0.0.0.0 to listen on every interface"
+        }
+        _ => "check `bind`",
+    }
+}
+
+/// A bound Forward Protocol server, ready to [`run`](ForwardServer::run).
+#[derive(Debug)]
+pub struct ForwardServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: ForwardSourceConfig,
+}
+
+impl ForwardServer {
+    /// Validates the config and opens the listening socket, so that a taken port
+    /// fails at startup rather than once the pipeline runs.
+    pub async fn bind(config: &ForwardSourceConfig) -> Result<ForwardServer, ForwardError> {
+        config.validate()?;
+        let bind_error = |source| ForwardError::Bind {
+            addr: config.bind,
+            source,
+        };
+        let listener = TcpListener::bind(config.bind).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        Ok(ForwardServer {
+            listener,
+            local_addr,
+            config: config.clone(),
+        })
+    }
+
+    /// The address actually listened on (the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves clients until `ctx.shutdown` is cancelled; then stops accepting, lets
+    /// each connection finish the frame it is processing, and returns once all are
+    /// closed.
+    pub async fn run(self, ctx: SourceContext) -> Result<(), ForwardError> {
+        let ForwardServer {
+            listener,
+            local_addr,
+            config,
+        } = self;
+        let shared = Arc::new(Shared {
+            source: ctx.name.clone(),
+            router: ctx.router.clone(),
+            shutdown: ctx.shutdown.clone(),
+            limits: config.limits(),
+            idle_timeout: config.idle_timeout(),
+        });
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let mut connections = JoinSet::new();
+        let mut accept_failures = 0u32;
+        tracing::info!(
+            source = %ctx.name,
+            addr = %local_addr,
+            max_connections = config.max_connections,
+            "forward server listening"
+        );
+
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break,
+                Some(done) = connections.join_next() => {
+                    report_panic(&ctx.name, done);
+                    continue;
+                }
+                accepted = accept(&listener, &permits) => accepted,
+            };
+            match accepted {
+                Ok((stream, peer, permit)) => {
+                    accept_failures = 0;
+                    connections.spawn(connection::serve(stream, peer, shared.clone(), permit));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to be released
+                    // instead of spinning on the same error.
+                    let wait = Duration::from_millis(10 << accept_failures.min(7));
+                    accept_failures += 1;
+                    tracing::warn!(
+                        source = %ctx.name,
+                        addr = %local_addr,
+                        error = %e,
+                        retry_in = ?wait,
+                        "cannot accept a forward client; if this is \"too many open files\", raise the process's file limit or lower max_connections"
+                    );
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+
+        drop(listener);
+        let open = connections.len();
+        if open > 0 {
+            tracing::info!(
+                source = %ctx.name,
+                connections = open,
+                "forward server stopped accepting; closing connections after their current frame"
+            );
+        }
+        while let Some(done) = connections.join_next().await {
+            report_panic(&ctx.name, done);
+        }
+        tracing::info!(source = %ctx.name, addr = %local_addr, "forward server stopped");
+        Ok(())
+    }
+}
+
+/// Binds the server described by `config` and runs it until `ctx.shutdown`.
+pub async fn run(config: ForwardSourceConfig, ctx: SourceContext) -> Result<(), ForwardError> {
+    ForwardServer::bind(&config).await?.run(ctx).await
+}
+
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let permit = permits
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the connection semaphore is never closed");
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, permit))
+}
+
+fn report_panic(source: &str, done: Result<(), JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!(source, error = %e, "a forward connection handler panicked; the connection was closed");
+    }
+}

@@ -1,0 +1,556 @@
+//! The server on 127.0.0.1 port 0, driven by raw TCP clients that speak the protocol
+//! through nagare-core's codec (and some that do not speak it at all).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nagare_core::buffer::{Buffer, BufferConfig, Lease, OverflowAction};
+use nagare_core::component::SourceContext;
+use nagare_core::config::{ByteSize, ConfigDocument, HumanDuration};
+use nagare_core::forward::{self, Compression};
+use nagare_core::pattern::TagPattern;
+use nagare_core::router::RouterBuilder;
+use nagare_core::shutdown::Shutdown;
+use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Server {
+    addr: SocketAddr,
+    buffer: Buffer,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), ForwardError>>,
+}
+
+fn local_config() -> ForwardSourceConfig {
+    ForwardSourceConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..ForwardSourceConfig::default()
+    }
+}
+
+async fn start(config: ForwardSourceConfig, buffer_config: BufferConfig) -> Server {
+    let buffer = Buffer::new("out", &buffer_config);
+    let mut routes = RouterBuilder::new();
+    routes.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
+    let shutdown = Shutdown::new();
+    let ctx = SourceContext {
+        name: "from_nodes".into(),
+        router: Arc::new(routes.build()),
+        shutdown: shutdown.clone(),
+        data_dir: PathBuf::new(),
+    };
+    let server = ForwardServer::bind(&config).await.unwrap();
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0);
+    let task = tokio::spawn(server.run(ctx));
+    Server {
+        addr,
+        buffer,
+        shutdown,
+        task,
+    }
+}
+
+fn record(i: i64) -> Map {
+    let mut m = Map::new();
+    m.insert("message", format!("line {i}"));
+    m.insert("n", i);
+    m
+}
+
+fn entries(from: i64, to: i64) -> Vec<u8> {
+    let mut b = ChunkBuilder::new(Tag::new("unused"));
+    for i in from..to {
+        b.push(EventTime::new(1_700_000_000 + i, 7), &record(i));
+    }
+    b.finish().unwrap().entries().to_vec()
+}
+
+fn packed(tag: &str, payload: &[u8], count: u32, chunk: &str, c: Option<Compression>) -> Vec<u8> {
+    let (mut frame, tail) =
+        forward::encode_packed_forward(tag, payload.len(), count, Some(chunk), c);
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(&tail);
+    frame
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Sends a frame and waits for the ack of `chunk`.
+async fn send_acked(stream: &mut TcpStream, frame: &[u8], chunk: &str) {
+    stream.write_all(frame).await.unwrap();
+    assert_eq!(read_ack(stream).await, chunk);
+}
+
+async fn read_ack(stream: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    loop {
+        if let Some((ack, n)) = forward::decode_ack(&buf).unwrap() {
+            assert_eq!(n, buf.len(), "one ack at a time");
+            return ack;
+        }
+        let mut more = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut more))
+            .await
+            .expect("no ack within 5s")
+            .unwrap();
+        assert_ne!(n, 0, "the server closed instead of acking");
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+/// Whether the server closed the connection (EOF or reset) within 5 seconds.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(WAIT, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn pop(buffer: &Buffer) -> Lease {
+    tokio::time::timeout(WAIT, buffer.pop())
+        .await
+        .expect("no chunk within 5s")
+        .expect("buffer closed")
+}
+
+/// Takes the next chunk and confirms it (a lease dropped unconfirmed goes back to the
+/// front of the buffer).
+async fn take(buffer: &Buffer) -> Chunk {
+    let lease = pop(buffer).await;
+    let chunk = lease.chunk().clone();
+    lease.ack();
+    chunk
+}
+
+fn numbers(chunk: &Chunk) -> Vec<i64> {
+    chunk
+        .events()
+        .map(|e| e.unwrap().1.get("n").and_then(Value::as_i64).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_mode_is_routed_and_acked_in_order() {
+    let server = start(local_config(), BufferConfig::default()).await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+
+    let id = ChunkId::random();
+    // Heartbeats are ignored; the PackedForward frame behind them is handled.
+    client.write_all(&[0xc0, 0xc0]).await.unwrap();
+    let frame = packed("app.packed", &entries(0, 3), 3, &id.to_base64(), None);
+    send_acked(&mut client, &frame, &id.to_base64()).await;
+
+    let gz = gzip(&entries(3, 5));
+    let frame = packed("app.gzip", &gz, 2, "gz-chunk", Some(Compression::Gzip));
+    send_acked(&mut client, &frame, "gz-chunk").await;
+
+    let forward_frame = forward::encode_forward(
+        "app.forward",
+        &[(EventTime::new(1, 0), record(5))],
+        Some("fw"),
+    );
+    let message = forward::encode_message("app.message", EventTime::new(2, 3), &record(6), None);
+    // Message mode without a chunk option is not acked; the next frame's ack proves
+    // both were handled, in order.
+    let mut both = message.clone();
+    both.extend_from_slice(&forward_frame);
+    send_acked(&mut client, &both, "fw").await;
+
+    let want: [(&str, Vec<i64>); 4] = [
+        ("app.packed", vec![0, 1, 2]),
+        ("app.gzip", vec![3, 4]),
+        ("app.message", vec![6]),
+        ("app.forward", vec![5]),
+    ];
+    let first = take(&server.buffer).await;
+    assert_eq!(first.id(), id, "the chunk id is the client's");
+    assert_eq!(
+        (first.tag().as_str(), numbers(&first)),
+        (want[0].0, want[0].1.clone())
+    );
+    let (t, _) = first.events().next().unwrap().unwrap();
+    assert_eq!(t, EventTime::new(1_700_000_000, 7));
+    for (tag, ns) in &want[1..] {
+        let chunk = take(&server.buffer).await;
+        assert_eq!((chunk.tag().as_str(), numbers(&chunk)), (*tag, ns.clone()));
+    }
+    assert!(
+        pop_or_none(&server.buffer).await.is_none(),
+        "nothing else was routed"
+    );
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+async fn pop_or_none(buffer: &Buffer) -> Option<Lease> {
+    tokio::time::timeout(Duration::from_millis(100), buffer.pop())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Collects log lines so a test can count what the server said about a peer.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn warnings_about(&self, peer: SocketAddr) -> Vec<String> {
+        let needle = format!("peer={peer}");
+        self.lines()
+            .into_iter()
+            .filter(|l| l.contains("WARN") && l.contains(&needle))
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded, so every task logs through this default.
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+fn pseudo_random_bytes(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn garbage_closes_only_the_bad_connection_with_one_warning() {
+    let (logs, _guard) = capture_logs();
+    let server = start(local_config(), BufferConfig::default()).await;
+    let mut good = TcpStream::connect(server.addr).await.unwrap();
+    send_acked(
+        &mut good,
+        &packed("ok", &entries(0, 1), 1, "c0", None),
+        "c0",
+    )
+    .await;
+
+    let mut claim_4gib = vec![0x93, 0xa1, b't', 0xc6, 0xff, 0xff, 0xff, 0xff];
+    claim_4gib.extend_from_slice(&[0u8; 32]);
+    let whole = packed("t", &entries(0, 2), 2, "cut", None);
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "random bytes",
+            pseudo_random_bytes(4096),
+            "closing forward connection",
+        ),
+        (
+            "an HTTP request",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            "must be an array",
+        ),
+        (
+            "a 4 GiB frame header",
+            claim_4gib,
+            "exceeds the limit of 33554432 bytes",
+        ),
+        (
+            "a truncated frame",
+            whole[..whole.len() / 2].to_vec(),
+            "in the middle of a frame",
+        ),
+    ];
+    for (i, (what, bytes, reason)) in cases.into_iter().enumerate() {
+        let mut bad = TcpStream::connect(server.addr).await.unwrap();
+        let peer = bad.local_addr().unwrap();
+        bad.write_all(&bytes).await.unwrap();
+        // Closing our side ends any frame the server is still waiting on.
+        bad.shutdown().await.unwrap();
+        assert!(closed_by_server(&mut bad).await, "{what}: not closed");
+        let warnings = logs.warnings_about(peer);
+        assert_eq!(warnings.len(), 1, "{what}: one warning, got {warnings:#?}");
+        assert!(warnings[0].contains(reason), "{what}: {}", warnings[0]);
+
+        // The well-behaved client on its own connection is still served.
+        let chunk = format!("c{}", i + 1);
+        send_acked(
+            &mut good,
+            &packed("ok", &entries(0, 1), 1, &chunk, None),
+            &chunk,
+        )
+        .await;
+    }
+    for _ in 0..5 {
+        assert_eq!(take(&server.buffer).await.tag().as_str(), "ok");
+    }
+    assert!(
+        pop_or_none(&server.buffer).await.is_none(),
+        "garbage produced no chunk"
+    );
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn frames_above_the_configured_limit_are_refused() {
+    let (logs, _guard) = capture_logs();
+    let config = ForwardSourceConfig {
+        max_frame_size: ByteSize(1024),
+        max_decompressed_size: ByteSize(1024),
+        ..local_config()
+    };
+    let server = start(config, BufferConfig::default()).await;
+    let small = entries(0, 2);
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    send_acked(&mut client, &packed("t", &small, 2, "small", None), "small").await;
+
+    // Too large on the wire: refused from its header, before the payload arrives.
+    let big = entries(0, 40);
+    assert!(big.len() > 1024);
+    let frame = packed("t", &big, 40, "big", None);
+    let peer = client.local_addr().unwrap();
+    client.write_all(&frame[..16]).await.unwrap();
+    assert!(closed_by_server(&mut client).await);
+    let warnings = logs.warnings_about(peer);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("exceeds the limit of 1024 bytes"),
+        "{}",
+        warnings[0]
+    );
+
+    // Small on the wire, too large once inflated.
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    let peer = client.local_addr().unwrap();
+    let bomb = gzip(&vec![0u8; 64 * 1024]);
+    let frame = packed("t", &bomb, 40, "bomb", Some(Compression::Gzip));
+    assert!(frame.len() < 1024, "{}", frame.len());
+    client.write_all(&frame).await.unwrap();
+    assert!(closed_by_server(&mut client).await);
+    let warnings = logs.warnings_about(peer);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("limit of 1024"), "{}", warnings[0]);
+    assert_eq!(take(&server.buffer).await.count(), 2);
+    assert!(pop_or_none(&server.buffer).await.is_none());
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let config = ForwardSourceConfig {
+        idle_timeout: HumanDuration::millis(200),
+        ..local_config()
+    };
+    let server = start(config, BufferConfig::default()).await;
+    let mut busy = TcpStream::connect(server.addr).await.unwrap();
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // Heartbeats keep a connection alive past the timeout.
+    for _ in 0..5 {
+        busy.write_all(&[0xc0]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed_by_server(&mut idle).await);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    send_acked(
+        &mut busy,
+        &packed("t", &entries(0, 1), 1, "alive", None),
+        "alive",
+    )
+    .await;
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn clients_beyond_max_connections_wait_for_a_free_slot() {
+    let config = ForwardSourceConfig {
+        max_connections: 1,
+        ..local_config()
+    };
+    let server = start(config, BufferConfig::default()).await;
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    send_acked(&mut first, &packed("t", &entries(0, 1), 1, "a", None), "a").await;
+
+    // The kernel completes the second handshake from the backlog, but the server does
+    // not read from it while the first client holds the only slot.
+    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    second
+        .write_all(&packed("t", &entries(1, 2), 1, "b", None))
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte))
+            .await
+            .is_err(),
+        "the second client was served while the first held the only slot"
+    );
+    drop(first);
+    assert_eq!(read_ack(&mut second).await, "b");
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_frame_being_handled_then_closes() {
+    // A buffer with room for one chunk: the second frame's emit waits for room.
+    let tiny = BufferConfig {
+        total_limit_size: ByteSize(1),
+        overflow_action: OverflowAction::Block,
+        ..BufferConfig::default()
+    };
+    let server = start(local_config(), tiny).await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    send_acked(
+        &mut client,
+        &packed("t", &entries(0, 1), 1, "one", None),
+        "one",
+    )
+    .await;
+    client
+        .write_all(&packed("t", &entries(1, 2), 1, "two", None))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !server.task.is_finished(),
+        "the server must wait for the frame it is handling"
+    );
+    assert!(
+        closed_by_server(&mut idle).await,
+        "idle connections close at once"
+    );
+    assert!(
+        TcpStream::connect(server.addr).await.is_err(),
+        "the listener is closed"
+    );
+
+    // Room appears: the pending frame is routed and acked, then the connection closes.
+    let first = pop(&server.buffer).await;
+    assert_eq!(numbers(first.chunk()), vec![0]);
+    first.ack();
+    assert_eq!(read_ack(&mut client).await, "two");
+    assert!(closed_by_server(&mut client).await);
+    tokio::time::timeout(WAIT, server.task)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .unwrap();
+    assert_eq!(numbers(&take(&server.buffer).await), vec![1]);
+}
+
+#[tokio::test]
+async fn a_taken_port_fails_at_bind_with_advice() {
+    let server = start(local_config(), BufferConfig::default()).await;
+    let config = ForwardSourceConfig {
+        bind: server.addr,
+        ..ForwardSourceConfig::default()
+    };
+    let err = ForwardServer::bind(&config).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, ForwardError::Bind { addr, .. } if addr == server.addr),
+        "{text}"
+    );
+    assert!(text.contains(&server.addr.to_string()), "{text}");
+    assert!(text.contains("already listens on this port"), "{text}");
+
+    let invalid = ForwardSourceConfig {
+        max_connections: 0,
+        ..local_config()
+    };
+    let err = ForwardServer::bind(&invalid).await.unwrap_err();
+    assert!(err.to_string().contains("`max_connections`"), "{err}");
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[test]
+fn config_example_and_defaults() {
+    let parse = |text: &str| {
+        ConfigDocument::from_text("nagare.yaml", text, |_| None)
+            .unwrap()
+            .parse::<ForwardSourceConfig>()
+    };
+    let c = parse(
+        "bind: 127.0.0.1:24225\nmax_frame_size: 8MiB\nmax_decompressed_size: 64MiB\nmax_connections: 10\nidle_timeout: 0\n",
+    )
+    .unwrap();
+    assert_eq!(c.bind, "127.0.0.1:24225".parse().unwrap());
+    assert_eq!(c.limits().max_frame_bytes, 8 << 20);
+    assert_eq!(c.limits().max_decompressed_bytes, 64 << 20);
+    assert_eq!(c.max_connections, 10);
+    assert_eq!(c.idle_timeout(), None);
+    c.validate().unwrap();
+
+    // The documented example in config.rs, and the defaults it spells out.
+    let documented = parse(
+        "bind: 0.0.0.0:24224\nmax_frame_size: 32MiB\nmax_decompressed_size: 128MiB\nmax_connections: 1024\nidle_timeout: 120s\n",
+    )
+    .unwrap();
+    let defaults = parse("{}\n").unwrap();
+    for c in [&documented, &defaults] {
+        assert_eq!(c.bind, "0.0.0.0:24224".parse().unwrap());
+        assert_eq!(c.limits(), forward::DecodeLimits::default());
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.idle_timeout(), Some(Duration::from_secs(120)));
+        c.validate().unwrap();
+    }
+
+    let err = parse("bnd: 0.0.0.0:1\n").unwrap_err();
+    assert!(err.message.starts_with("unknown field `bnd`"), "{err}");
+    let err = parse("bind: localhost\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("bind"), "{err}");
+
+    let bad = ForwardSourceConfig {
+        max_decompressed_size: ByteSize(1 << 20),
+        ..ForwardSourceConfig::default()
+    };
+    assert_eq!(bad.validate().unwrap_err().key, "max_decompressed_size");
+    let bad = ForwardSourceConfig {
+        max_frame_size: ByteSize(0),
+        ..ForwardSourceConfig::default()
+    };
+    assert_eq!(bad.validate().unwrap_err().key, "max_frame_size");
+}

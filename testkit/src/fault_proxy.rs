@@ -1,0 +1,454 @@
+//! `FaultProxy`: a fault injector between a sink and osmem-server.
+//!
+//! osmem answers every `_bulk` faithfully but cannot be made to fail on demand, so
+//! this proxy relays requests to it and, for the `_bulk` requests a test chose,
+//! answers as a loaded Elasticsearch cluster does. It is not a server of its own:
+//! everything it does not fault is osmem's own answer.
+//!
+//! - [`BulkFault::Reject`]: the whole request is answered with a status (429, 503)
+//!   and an Elasticsearch error body, and nothing is forwarded, so nothing is stored.
+//! - [`BulkFault::RejectItems`]: the chosen items are cut out of the request before
+//!   it is forwarded (so they are really not stored), and the response gets an item
+//!   with the chosen status (429 `es_rejected_execution_exception`) in their places,
+//!   with `errors: true`, as Elasticsearch answers when a shard's write queue is full.
+//!
+//! Faults are queued and consumed one per `_bulk` request, in order; with the queue
+//! empty, requests pass through. Every `_bulk` request is logged ([`BulkExchange`]),
+//! with the `_id`s it carried, so a test can check what was re-sent.
+
+use std::io::{BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::http::{self, Request, Response};
+
+/// A fault to apply to one `_bulk` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkFault {
+    /// Answer the whole request with this status; forward nothing.
+    Reject(u16),
+    /// Answer the items at these positions (0-based, in request order) with this
+    /// status; forward the others.
+    RejectItems {
+        /// Positions of the items to reject.
+        positions: Vec<usize>,
+        /// Their status (429, or a 5xx).
+        status: u16,
+    },
+}
+
+/// One `_bulk` request seen by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkExchange {
+    /// The `_id` of each item, in order (`None` for an item without one).
+    pub ids: Vec<Option<String>>,
+    /// The fault applied, if any.
+    pub fault: Option<BulkFault>,
+    /// The status the client got.
+    pub status: u16,
+    /// Whether the request body came gzip-compressed.
+    pub gzip: bool,
+    /// The request's `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    faults: std::collections::VecDeque<BulkFault>,
+    log: Vec<BulkExchange>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream: String,
+    state: Mutex<State>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The proxy; stops accepting when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free port of 127.0.0.1 relaying to `upstream`
+    /// (`http://127.0.0.1:PORT`).
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
+        let addr = listener.local_addr().expect("fault proxy address");
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            state: Mutex::new(State::default()),
+            stop: AtomicBool::new(false),
+        });
+        let accept_shared = shared.clone();
+        let accept = std::thread::Builder::new()
+            .name("fault-proxy".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if accept_shared.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let shared = accept_shared.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("fault-proxy-conn".into())
+                        .spawn(move || serve(conn, &shared));
+                }
+            })
+            .expect("start the fault proxy thread");
+        FaultProxy {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues a fault for the next `_bulk` request that has none yet.
+    pub fn push(&self, fault: BulkFault) {
+        self.shared.lock().faults.push_back(fault);
+    }
+
+    /// Faults queued and not yet applied.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.lock().faults.len()
+    }
+
+    /// Every `_bulk` request seen so far.
+    pub fn bulk_log(&self) -> Vec<BulkExchange> {
+        self.shared.lock().log.clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves one client connection (keep-alive) until it closes.
+fn serve(conn: TcpStream, shared: &Shared) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut reader = BufReader::new(&conn);
+    while let Ok(Some(request)) = http::read_request(&mut reader) {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let keep_alive = !http::header(&request.headers, "connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let response = if is_bulk(&request.target) && request.method == "POST" {
+            bulk(request, shared)
+        } else {
+            forward(
+                shared,
+                &request.method,
+                &request.target,
+                &request.headers,
+                &request.body,
+            )
+        };
+        let mut w = &conn;
+        if http::write_response(&mut w, &response, keep_alive).is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn is_bulk(target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or(target);
+    path == "/_bulk" || path.ends_with("/_bulk")
+}
+
+/// Relays a request to osmem; a relay failure becomes a 502.
+fn forward(
+    shared: &Shared,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    match http::send(&shared.upstream, method, target, headers, body) {
+        Ok(r) => r,
+        Err(e) => Response {
+            status: 502,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: format!("fault proxy: upstream {} failed: {e}", shared.upstream).into_bytes(),
+        },
+    }
+}
+
+/// One item of a bulk body: its action line and, unless it is a delete, its source.
+struct Item {
+    op: String,
+    index: Option<String>,
+    id: Option<String>,
+    lines: Vec<u8>,
+}
+
+fn split_items(ndjson: &[u8]) -> Vec<Item> {
+    let mut lines = ndjson.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    let mut items = Vec::new();
+    while let Some(action) = lines.next() {
+        let v: Value = serde_json::from_slice(action).unwrap_or(Value::Null);
+        let (op, meta) = v
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .unwrap_or_else(|| ("index".to_string(), Value::Null));
+        let mut bytes = action.to_vec();
+        bytes.push(b'\n');
+        if op != "delete"
+            && let Some(source) = lines.next()
+        {
+            bytes.extend_from_slice(source);
+            bytes.push(b'\n');
+        }
+        items.push(Item {
+            op,
+            index: meta["_index"].as_str().map(str::to_string),
+            id: meta["_id"].as_str().map(str::to_string),
+            lines: bytes,
+        });
+    }
+    items
+}
+
+fn error_type(status: u16) -> &'static str {
+    match status {
+        429 => "es_rejected_execution_exception",
+        503 => "unavailable_shards_exception",
+        _ => "exception",
+    }
+}
+
+fn bulk(request: Request, shared: &Shared) -> Response {
+    let gzip = http::header(&request.headers, "content-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let body = if gzip {
+        let mut out = Vec::new();
+        if flate2::read::GzDecoder::new(&request.body[..])
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            // Let osmem judge a body that is not gzip after all.
+            return forward(
+                shared,
+                "POST",
+                &request.target,
+                &request.headers,
+                &request.body,
+            );
+        }
+        out
+    } else {
+        request.body.clone()
+    };
+    let items = split_items(&body);
+    let fault = shared.lock().faults.pop_front();
+    let response = match &fault {
+        None => forward(
+            shared,
+            "POST",
+            &request.target,
+            &request.headers,
+            &request.body,
+        ),
+        Some(BulkFault::Reject(status)) => {
+            let kind = error_type(*status);
+            let reason = "rejected by nagare-testkit's FaultProxy";
+            let body = json!({
+                "error": {
+                    "root_cause": [{ "type": kind, "reason": reason }],
+                    "type": kind,
+                    "reason": reason,
+                },
+                "status": status,
+            });
+            Response {
+                status: *status,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: body.to_string().into_bytes(),
+            }
+        }
+        Some(BulkFault::RejectItems { positions, status }) => {
+            reject_items(shared, &request, &items, positions, *status)
+        }
+    };
+    shared.lock().log.push(BulkExchange {
+        ids: items.iter().map(|i| i.id.clone()).collect(),
+        fault,
+        status: response.status,
+        gzip,
+        authorization: http::header(&request.headers, "authorization").map(str::to_string),
+    });
+    response
+}
+
+fn reject_items(
+    shared: &Shared,
+    request: &Request,
+    items: &[Item],
+    positions: &[usize],
+    status: u16,
+) -> Response {
+    let rejected = |i: usize| positions.contains(&i);
+    let mut kept = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if !rejected(i) {
+            kept.extend_from_slice(&item.lines);
+        }
+    }
+    let mut upstream_items = Vec::new().into_iter();
+    let mut took = json!(0);
+    if !kept.is_empty() {
+        let headers: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-encoding"))
+            .cloned()
+            .collect();
+        let resp = forward(shared, "POST", &request.target, &headers, &kept);
+        if resp.status != 200 {
+            return resp;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&resp.body) else {
+            return resp;
+        };
+        took = v["took"].clone();
+        upstream_items = v["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if rejected(i) {
+            out.push(json!({
+                item.op.clone(): {
+                    "_index": item.index,
+                    "_id": item.id,
+                    "status": status,
+                    "error": {
+                        "type": error_type(status),
+                        "reason": "rejected execution by nagare-testkit's FaultProxy",
+                    },
+                }
+            }));
+        } else if let Some(v) = upstream_items.next() {
+            out.push(v);
+        }
+    }
+    let body = json!({ "took": took, "errors": true, "items": out });
+    Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::osmem::Osmem;
+
+    fn bulk_body(ids: &[&str]) -> Vec<u8> {
+        let mut body = String::new();
+        for id in ids {
+            body.push_str(&format!(
+                "{{\"index\":{{\"_index\":\"p\",\"_id\":\"{id}\"}}}}\n{{\"v\":1}}\n"
+            ));
+        }
+        body.into_bytes()
+    }
+
+    fn post(url: &str, body: &[u8], gzip: bool) -> Response {
+        let mut headers = vec![(
+            "Content-Type".to_string(),
+            "application/x-ndjson".to_string(),
+        )];
+        let body = if gzip {
+            use std::io::Write;
+            headers.push(("Content-Encoding".into(), "gzip".into()));
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(body).unwrap();
+            enc.finish().unwrap()
+        } else {
+            body.to_vec()
+        };
+        http::send(url, "POST", "/_bulk", &headers, &body).unwrap()
+    }
+
+    #[test]
+    fn injects_whole_and_item_faults_then_passes_through() {
+        let os = Osmem::start();
+        let proxy = FaultProxy::start(os.url());
+        proxy.push(BulkFault::Reject(429));
+        proxy.push(BulkFault::RejectItems {
+            positions: vec![1],
+            status: 429,
+        });
+
+        let resp = post(&proxy.url(), &bulk_body(&["a", "b", "c"]), false);
+        assert_eq!(resp.status, 429);
+        assert_eq!(
+            resp.json()["error"]["type"],
+            "es_rejected_execution_exception"
+        );
+        assert_eq!(os.count("p"), 0, "a rejected request stores nothing");
+
+        let resp = post(&proxy.url(), &bulk_body(&["a", "b", "c"]), true);
+        assert_eq!(resp.status, 200);
+        let v = resp.json();
+        assert_eq!(v["errors"], json!(true));
+        let statuses: Vec<u64> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["index"]["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, [201, 429, 201]);
+        let ids: Vec<String> = os.documents("p").into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, ["a", "c"], "the rejected item was not stored");
+
+        let resp = post(&proxy.url(), &bulk_body(&["b"]), false);
+        assert_eq!(resp.json()["errors"], json!(false));
+        assert_eq!(os.count("p"), 3);
+
+        let log = proxy.bulk_log();
+        assert_eq!(log.len(), 3);
+        assert_eq!(
+            log[1].ids,
+            [Some("a".into()), Some("b".into()), Some("c".into())]
+        );
+        assert!(log[1].gzip);
+        assert_eq!((log[2].fault.as_ref(), log[2].status), (None, 200));
+        // Other requests pass through untouched.
+        let resp = http::send(&proxy.url(), "GET", "/p/_count", &[], b"").unwrap();
+        assert_eq!(resp.json()["count"], json!(3));
+    }
+}
