@@ -1,0 +1,229 @@
+//! Builds the record of one message.
+//!
+//! The fields are listed once, in order, by `RecordBuilder::fields`; two writers
+//! consume that list. When no filter applies to the tag, the record is written
+//! straight into MessagePack from borrowed text (no `Map`, no per-field
+//! allocation, the `kubernetes` map copied from bytes encoded once per file). When a
+//! filter applies, a [`Map`] is built so that the filter can see and change it.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use nagare_core::EventTime;
+use nagare_core::msgpack;
+use nagare_core::value::{Map, Value, parse_json_object};
+use nagare_parsers::container::{LogLine, decode_text, parse_pod_log_file_name};
+
+/// Set (to `true`) when the message was longer than `max_line_bytes` and this record
+/// holds one piece of it.
+pub const TRUNCATED_KEY: &str = "_truncated";
+/// Set when the line did not have the file's framing and is kept whole as text.
+pub const MALFORMED_KEY: &str = "_malformed";
+/// Set when the message was not valid UTF-8; invalid bytes became U+FFFD.
+pub const INVALID_UTF8_KEY: &str = "_invalid_utf8";
+
+/// Keys the source sets itself. A merged JSON field with one of these names is
+/// replaced by the source's value when the source sets it for that record.
+pub const RESERVED_KEYS: &[&str] = &[
+    "stream",
+    "logtag",
+    "kubernetes",
+    TRUNCATED_KEY,
+    MALFORMED_KEY,
+    INVALID_UTF8_KEY,
+];
+
+/// The per-file part of every record: the Kubernetes names in the file's name.
+#[derive(Debug, Clone, Default)]
+pub struct FileFields {
+    kubernetes: Option<Map>,
+    /// `kubernetes`'s value, encoded once.
+    kubernetes_msgpack: Vec<u8>,
+}
+
+impl FileFields {
+    /// The fields for the file at `path`; none when `kubernetes_metadata` is off or
+    /// the name is not a container log's.
+    pub fn new(path: &Path, kubernetes_metadata: bool) -> Self {
+        let name = path.file_name().map(|n| n.to_string_lossy());
+        let Some(pod) = name
+            .as_deref()
+            .filter(|_| kubernetes_metadata)
+            .and_then(parse_pod_log_file_name)
+        else {
+            return Self::default();
+        };
+        let mut map = Map::with_capacity(4);
+        map.push_unchecked("pod_name", Value::from(pod.pod_name));
+        map.push_unchecked("namespace_name", Value::from(pod.namespace_name));
+        map.push_unchecked("container_name", Value::from(pod.container_name));
+        map.push_unchecked("container_id", Value::from(pod.container_id));
+        let kubernetes_msgpack = msgpack::encode_map(&map);
+        Self {
+            kubernetes: Some(map),
+            kubernetes_msgpack,
+        }
+    }
+}
+
+/// One message, decoded and ready to be written as a record.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    time: Option<EventTime>,
+    stream: Option<&'static str>,
+    logtag: Option<&'static str>,
+    text: Cow<'a, str>,
+    json: Option<Map>,
+    truncated: bool,
+    malformed: bool,
+    invalid_utf8: bool,
+}
+
+impl Message<'_> {
+    /// The event time: the line's own, else `read_time`.
+    pub fn time_or(&self, read_time: EventTime) -> EventTime {
+        self.time.unwrap_or(read_time)
+    }
+}
+
+/// One field's value, borrowed.
+enum Field<'p> {
+    Str(&'p str),
+    True,
+    Value(&'p Value),
+    Map(&'p Map),
+    Kubernetes,
+}
+
+/// The record-shaping part of the config.
+#[derive(Debug, Clone)]
+pub struct RecordBuilder {
+    /// Key of a message not merged as JSON.
+    pub log_key: String,
+    /// Merge JSON object messages into the record.
+    pub merge_json: bool,
+    /// Merge under this key instead of at the top level.
+    pub merge_json_key: Option<String>,
+    /// Keep the text under `log_key` after a merge.
+    pub keep_log: bool,
+}
+
+impl RecordBuilder {
+    /// Decodes a message: text (lossy when not UTF-8) and, with `merge_json`, its
+    /// JSON fields.
+    pub fn message<'a>(&self, line: &LogLine<'a>) -> Message<'a> {
+        let (text, invalid_utf8) = decode_text(line.message);
+        let json = if self.merge_json && !line.malformed {
+            parse_json_object(text.as_bytes())
+        } else {
+            None
+        };
+        Message {
+            time: line.time,
+            stream: line.stream.map(|s| s.as_str()),
+            logtag: line.logtag,
+            text,
+            json,
+            truncated: line.truncated,
+            malformed: line.malformed,
+            invalid_utf8,
+        }
+    }
+
+    /// Calls `f` with each field of the record, in order.
+    fn fields<'p>(
+        &'p self,
+        m: &'p Message<'_>,
+        file: &FileFields,
+        mut f: impl FnMut(&'p str, Field<'p>),
+    ) {
+        if let Some(stream) = m.stream {
+            f("stream", Field::Str(stream));
+        }
+        if let Some(logtag) = m.logtag {
+            f("logtag", Field::Str(logtag));
+        }
+        match (&m.json, &self.merge_json_key) {
+            (Some(json), Some(key)) => f(key, Field::Map(json)),
+            (Some(json), None) => {
+                for (k, v) in json.iter() {
+                    let k = k.as_str();
+                    let replaced = (self.keep_log && k == self.log_key) || sets(m, file, k);
+                    if !replaced {
+                        f(k, Field::Value(v));
+                    }
+                }
+            }
+            (None, _) => {}
+        }
+        if m.json.is_none() || self.keep_log {
+            f(&self.log_key, Field::Str(&m.text));
+        }
+        if m.truncated {
+            f(TRUNCATED_KEY, Field::True);
+        }
+        if m.malformed {
+            f(MALFORMED_KEY, Field::True);
+        }
+        if m.invalid_utf8 {
+            f(INVALID_UTF8_KEY, Field::True);
+        }
+        if file.kubernetes.is_some() {
+            f("kubernetes", Field::Kubernetes);
+        }
+    }
+
+    /// Appends the entry `[time, record]` in MessagePack to `out`.
+    pub fn write_entry(
+        &self,
+        time: EventTime,
+        m: &Message<'_>,
+        file: &FileFields,
+        out: &mut Vec<u8>,
+    ) {
+        let mut count = 0u32;
+        self.fields(m, file, |_, _| count += 1);
+        out.push(0x92);
+        msgpack::write_time(out, time);
+        msgpack::write_map_len(out, count);
+        self.fields(m, file, |key, value| {
+            msgpack::write_str(out, key);
+            match value {
+                Field::Str(s) => msgpack::write_str(out, s),
+                Field::True => out.push(0xc3),
+                Field::Value(v) => msgpack::write_value(out, v),
+                Field::Map(map) => msgpack::write_map(out, map),
+                Field::Kubernetes => out.extend_from_slice(&file.kubernetes_msgpack),
+            }
+        });
+    }
+
+    /// The record as a map, for filters.
+    pub fn to_map(&self, m: &Message<'_>, file: &FileFields) -> Map {
+        let mut map = Map::with_capacity(8);
+        self.fields(m, file, |key, value| {
+            let value = match value {
+                Field::Str(s) => Value::from(s),
+                Field::True => Value::Bool(true),
+                Field::Value(v) => v.clone(),
+                Field::Map(json) => Value::Map(json.clone()),
+                Field::Kubernetes => file.kubernetes.clone().map(Value::Map).unwrap_or_default(),
+            };
+            map.push_unchecked(key, value);
+        });
+        map
+    }
+}
+
+/// Whether the source itself sets `key` in this record.
+fn sets(m: &Message<'_>, file: &FileFields, key: &str) -> bool {
+    match key {
+        "stream" => m.stream.is_some(),
+        "logtag" => m.logtag.is_some(),
+        "kubernetes" => file.kubernetes.is_some(),
+        TRUNCATED_KEY => m.truncated,
+        MALFORMED_KEY => m.malformed,
+        INVALID_UTF8_KEY => m.invalid_utf8,
+        _ => false,
+    }
+}

@@ -1,0 +1,299 @@
+//! The config file: `sources`, `filters` and `sinks`, each a named component with a
+//! `type`, composed from the components' own typed configs.
+//!
+//! ```yaml
+//! data_dir: /var/lib/nagare
+//! sources:
+//!   containers:
+//!     type: tail
+//!     paths: [/var/log/containers/*.log]
+//! filters:
+//!   cluster:
+//!     type: record_modifier
+//!     match: "kube.**"
+//!     records: { cluster: "${CLUSTER_NAME}" }
+//! sinks:
+//!   aggregators:
+//!     type: forward
+//!     match: "**"
+//!     servers: [{ host: nagare-aggregator, port: 24224 }]
+//! ```
+//!
+//! The set of component kinds is closed: one enum per kind, one variant per
+//! component, each wrapping that component's config. `type`, `match` and `buffer` are
+//! read here; everything else belongs to the component, which rejects keys it does not
+//! know.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use nagare_core::buffer::BufferConfig;
+use nagare_core::component::Invalid;
+use nagare_core::config::{ConfigDocument, ConfigError, HumanDuration};
+use nagare_core::filters::grep::GrepConfig;
+use nagare_core::filters::record_modifier::RecordModifierConfig;
+use nagare_core::pattern::TagPattern;
+use serde::Deserialize;
+
+#[cfg(feature = "aggregator")]
+use nagare_aggregator::sinks::{
+    elasticsearch::ElasticsearchConfig, file::FileConfig, stdout::StdoutConfig,
+};
+#[cfg(feature = "aggregator")]
+use nagare_aggregator::sources::forward::ForwardSourceConfig;
+#[cfg(feature = "forwarder")]
+use nagare_forwarder::sinks::forward::ForwardSinkConfig;
+#[cfg(feature = "forwarder")]
+use nagare_forwarder::sources::tail::TailConfig;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for state that must survive restarts: tail checkpoints, file
+    /// buffers, dead-letter files. Created if missing.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// nagare's own logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// At shutdown, how long sinks may take to deliver what their buffers hold
+    /// before the process exits anyway.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+    /// Inputs, by name.
+    #[serde(default)]
+    pub sources: IndexMap<String, SourceConfig>,
+    /// Record filters, by name, applied in the order written to events whose tag
+    /// matches.
+    #[serde(default)]
+    pub filters: IndexMap<String, FilterEntry>,
+    /// Outputs, by name. An event goes to every sink whose `match` pattern matches its
+    /// tag.
+    #[serde(default)]
+    pub sinks: IndexMap<String, SinkEntry>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/nagare")
+}
+
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+/// nagare's own log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level or filter directives: `error`, `warn`, `info`, `debug`, `trace`, or
+    /// per-module directives such as `info,nagare_forwarder=debug`. The `NAGARE_LOG`
+    /// environment variable overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` for people, `json` for log pipelines (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// Format of nagare's own logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A source: where events come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Follow container log files (the forwarder's input).
+    #[cfg(feature = "forwarder")]
+    Tail(TailConfig),
+    /// Receive the Fluentd Forward Protocol (the aggregator's input).
+    #[cfg(feature = "aggregator")]
+    Forward(ForwardSourceConfig),
+}
+
+impl SourceConfig {
+    /// The `type` as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "forwarder")]
+            SourceConfig::Tail(_) => "tail",
+            #[cfg(feature = "aggregator")]
+            SourceConfig::Forward(_) => "forward",
+        }
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            #[cfg(feature = "forwarder")]
+            SourceConfig::Tail(c) => c.validate(),
+            #[cfg(feature = "aggregator")]
+            SourceConfig::Forward(c) => c.validate(),
+        }
+    }
+}
+
+/// A filter entry: a pattern and the filter.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FilterEntry {
+    /// Tag pattern of the events this filter applies to.
+    #[serde(rename = "match")]
+    pub pattern: TagPattern,
+    /// The filter itself.
+    #[serde(flatten)]
+    pub kind: FilterConfig,
+}
+
+/// A filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FilterConfig {
+    /// Add, overwrite and remove fields.
+    RecordModifier(RecordModifierConfig),
+    /// Keep or drop events by regular expressions on fields.
+    Grep(GrepConfig),
+}
+
+impl FilterConfig {
+    /// The `type` as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FilterConfig::RecordModifier(_) => "record_modifier",
+            FilterConfig::Grep(_) => "grep",
+        }
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            FilterConfig::RecordModifier(c) => c.validate(),
+            FilterConfig::Grep(c) => c.validate(),
+        }
+    }
+}
+
+/// A sink entry: a pattern, a buffer and the sink.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SinkEntry {
+    /// Tag pattern of the events this sink receives.
+    #[serde(rename = "match")]
+    pub pattern: TagPattern,
+    /// The buffer in front of the sink.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// The sink itself.
+    #[serde(flatten)]
+    pub kind: SinkConfig,
+}
+
+/// A sink: where events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Send to aggregators over the Fluentd Forward Protocol.
+    #[cfg(feature = "forwarder")]
+    Forward(ForwardSinkConfig),
+    /// Index into Elasticsearch or OpenSearch with the `_bulk` API.
+    #[cfg(feature = "aggregator")]
+    Elasticsearch(ElasticsearchConfig),
+    /// Append NDJSON to local files.
+    #[cfg(feature = "aggregator")]
+    File(FileConfig),
+    /// Print NDJSON to standard output.
+    #[cfg(feature = "aggregator")]
+    Stdout(StdoutConfig),
+}
+
+impl SinkConfig {
+    /// The `type` as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "forwarder")]
+            SinkConfig::Forward(_) => "forward",
+            #[cfg(feature = "aggregator")]
+            SinkConfig::Elasticsearch(_) => "elasticsearch",
+            #[cfg(feature = "aggregator")]
+            SinkConfig::File(_) => "file",
+            #[cfg(feature = "aggregator")]
+            SinkConfig::Stdout(_) => "stdout",
+        }
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            #[cfg(feature = "forwarder")]
+            SinkConfig::Forward(c) => c.validate(),
+            #[cfg(feature = "aggregator")]
+            SinkConfig::Elasticsearch(c) => c.validate(),
+            #[cfg(feature = "aggregator")]
+            SinkConfig::File(c) => c.validate(),
+            #[cfg(feature = "aggregator")]
+            SinkConfig::Stdout(c) => c.validate(),
+        }
+    }
+}
+
+/// Reads, interpolates, decodes and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let doc = ConfigDocument::read(path)?;
+    parse(&doc)
+}
+
+/// Decodes and validates a config document.
+pub fn parse(doc: &ConfigDocument) -> Result<Config, ConfigError> {
+    let config: Config = doc.parse()?;
+    if config.sources.is_empty() {
+        return Err(doc.error(
+            "sources",
+            "no sources: add at least one (a `tail` source on a node, a `forward` source on an aggregator)",
+        ));
+    }
+    if config.sinks.is_empty() {
+        return Err(doc.error(
+            "sinks",
+            "no sinks: add at least one (`forward` on a node, `elasticsearch` or `file` on an aggregator)",
+        ));
+    }
+    let located = |section: &str, name: &str, e: Invalid| {
+        let path = if e.key.is_empty() {
+            format!("{section}.{name}")
+        } else {
+            format!("{section}.{name}.{}", e.key)
+        };
+        doc.error(&path, e.message)
+    };
+    for (name, source) in &config.sources {
+        source.validate().map_err(|e| located("sources", name, e))?;
+    }
+    for (name, filter) in &config.filters {
+        filter
+            .kind
+            .validate()
+            .map_err(|e| located("filters", name, e))?;
+    }
+    for (name, sink) in &config.sinks {
+        sink.kind
+            .validate()
+            .map_err(|e| located("sinks", name, e))?;
+    }
+    Ok(config)
+}

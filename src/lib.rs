@@ -1,0 +1,16 @@
+//! nagare: the binary's library. `main.rs` only parses the command line.
+//!
+//! - [`config`]: the config file: sources, filters and sinks composed from the
+//!   components' typed configs; loading and validation with located errors.
+//! - [`topology`]: builds the router, buffers and tasks from a config, runs them, and
+//!   shuts them down in order.
+//! - [`graph`]: the route graph that `nagare validate` prints.
+//! - [`logging`]: nagare's own logs (text or JSON).
+//! - [`demo`]: `nagare demo`, the whole pipeline on realistic container logs, in two
+//!   processes, into a local file sink.
+
+pub mod config;
+pub mod demo;
+pub mod graph;
+pub mod logging;
+pub mod topology;

@@ -1,0 +1,177 @@
+//! The command line as a user meets it: `--version`, `validate` (route graph and
+//! config errors with file, line and key), `run` refusing bad configs, and `demo`.
+
+mod support;
+
+use std::process::Command;
+
+use support::binary;
+
+fn nagare(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("NAGARE_CONFIG")
+        .output()
+        .expect("run nagare");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = nagare(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("nagare {}", env!("CARGO_PKG_VERSION")));
+    let (code, out, _) = nagare(&["--help"]);
+    assert_eq!(code, 0);
+    for word in ["run", "validate", "demo"] {
+        assert!(out.contains(word), "help names `{word}`:\n{out}");
+    }
+}
+
+const NODE: &str = "\
+data_dir: /tmp/nagare-test
+sources:
+  containers:
+    type: tail
+    paths: [/var/log/containers/*.log]
+  app:
+    type: tail
+    paths: [/var/log/app/*.log]
+    tag: legacy.app
+filters:
+  cluster:
+    type: record_modifier
+    match: \"kube.**\"
+    records: { cluster: prod }
+sinks:
+  aggregators:
+    type: forward
+    match: \"kube.**\"
+    servers: [{ host: aggregator, port: 24224 }]
+  debug:
+    type: stdout
+    match: \"nothing.**\"
+";
+
+#[test]
+fn validate_prints_the_route_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "node.yaml", NODE);
+    let (code, out, err) = nagare(&["validate", "-c", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("valid (2 sources, 1 filter, 2 sinks)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("containers (tail: /var/log/containers/*.log)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tags like kube.var.log.containers.x.log"),
+        "{out}"
+    );
+    assert!(out.contains("-> filters: cluster"), "{out}");
+    assert!(out.contains("-> sinks:   aggregators"), "{out}");
+    assert!(
+        out.contains("tags like legacy.app\n    -> filters: (none)\n    -> sinks:   (none)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sink `debug` (match nothing.**) receives nothing"),
+        "{out}"
+    );
+}
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // An unknown key inside a component.
+        (
+            NODE.replace(
+                "    paths: [/var/log/app/*.log]",
+                "    pathz: [/var/log/app/*.log]",
+            ),
+            "node.yaml:8: at `sources.app.pathz`: unknown field `pathz`",
+        ),
+        // A bad tag pattern.
+        (
+            NODE.replace(
+                "match: \"kube.**\"\n    records",
+                "match: \"kube.{a\"\n    records",
+            ),
+            "at `filters.cluster.match`: invalid tag pattern `kube.{a`",
+        ),
+        // A missing environment variable.
+        (
+            NODE.replace("cluster: prod", "cluster: ${NAGARE_TEST_UNSET_VAR}"),
+            "node.yaml:14: at `records`: environment variable `NAGARE_TEST_UNSET_VAR` is not set",
+        ),
+        // An unknown component type.
+        (
+            NODE.replace("type: stdout", "type: stdot"),
+            "node.yaml:21: at `sinks.debug.type`: unknown variant `stdot`",
+        ),
+        // A component's own check.
+        (
+            NODE.replace(
+                "servers: [{ host: aggregator, port: 24224 }]",
+                "servers: []",
+            ),
+            "at `sinks.aggregators.servers`",
+        ),
+    ];
+    for (text, want) in cases {
+        let path = write(&dir, "node.yaml", &text);
+        for cmd in ["validate", "run"] {
+            let (code, out, err) = nagare(&[cmd, "-c", &path]);
+            assert_eq!(
+                code, 2,
+                "`nagare {cmd}` exits 2 on a bad config\n{out}{err}"
+            );
+            assert!(
+                err.contains(want),
+                "`nagare {cmd}` says {want:?}, got:\n{err}"
+            );
+            assert!(err.contains(&path), "names the file: {err}");
+        }
+    }
+    let (code, _, err) = nagare(&["validate", "-c", "/nonexistent/nagare.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read the config file"), "{err}");
+}
+
+#[test]
+fn demo_delivers_every_line() {
+    let (code, out, err) = nagare(&["demo", "--lines", "200", "--timeout", "60"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("delivered "))
+        .unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words[1], words[3], "every record arrived: {line}");
+    // 200 lines in each of 4 containers; the Python one's tracebacks add records.
+    assert!(words[3].parse::<usize>().unwrap() >= 800, "{line}");
+    for pod in [
+        "shop/web-6d4cf56db6-x7k2p/nginx",
+        "payments/billing-worker-0/worker",
+    ] {
+        assert!(out.contains(pod), "summary lists {pod}:\n{out}");
+    }
+    assert!(
+        out.contains("\"kubernetes\""),
+        "prints a stored record:\n{out}"
+    );
+}

@@ -1,0 +1,89 @@
+//! Helpers shared by the tests that run the real `nagare` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use nagare_testkit::{Child, wait_until};
+
+/// The `nagare` binary cargo built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nagare"))
+}
+
+/// A `nagare run` process with its config written to a file, stopped on drop.
+pub struct Nagare {
+    pub child: Child,
+    pub config: PathBuf,
+}
+
+impl Nagare {
+    /// Writes `config` to `dir/<name>.yaml` and runs `nagare run -c` on it.
+    pub fn start(name: &str, dir: &Path, config: &str) -> Nagare {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, config).expect("write the config");
+        let mut cmd = Command::new(binary());
+        cmd.args(["run", "-c"]).arg(&path).env("NAGARE_LOG", "info");
+        Nagare {
+            child: Child::spawn(name, cmd),
+            config: path,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status (graceful shutdown).
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        signal(self.child.pid(), nix::sys::signal::Signal::SIGTERM);
+        match self.child.wait_timeout(timeout) {
+            Some(status) => status,
+            None => {
+                self.child.kill();
+                panic!(
+                    "{} did not stop within {timeout:?} of SIGTERM\n{}",
+                    self.child.name(),
+                    self.child.logs()
+                )
+            }
+        }
+    }
+
+    /// Panics with the process's output if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait() {
+            panic!(
+                "{} exited early with {status}\n{}",
+                self.child.name(),
+                self.child.logs()
+            );
+        }
+    }
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_listening(process: &mut Nagare, port: u16) {
+    let ok = wait_until(Duration::from_secs(20), || {
+        process.assert_running();
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        ok,
+        "nothing listens on port {port}\n{}",
+        process.child.logs()
+    );
+}
+
+/// Reads an NDJSON file into values (missing file: none).
+pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
+        .collect()
+}
