@@ -295,7 +295,7 @@ impl Drop for Process {
 }
 
 /// Counts the records in the file sink's output, by container.
-fn count_output(path: &Path) -> (usize, BTreeMap<String, usize>, Option<serde_json::Value>) {
+fn count_output(path: &Path) -> (usize, BTreeMap<String, usize>, Option<String>) {
     let mut total = 0;
     let mut by = BTreeMap::new();
     let mut sample = None;
@@ -316,7 +316,7 @@ fn count_output(path: &Path) -> (usize, BTreeMap<String, usize>, Option<serde_js
         );
         *by.entry(key).or_insert(0) += 1;
         if sample.is_none() && v["record"]["level"].is_string() {
-            sample = Some(v);
+            sample = Some(line);
         }
     }
     (total, by, sample)
@@ -456,9 +456,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for (k, n) in &by {
         println!("  {k:<48} {n:>7}");
     }
-    if let Some(s) = sample {
+    if let Some(line) = sample {
+        // Through nagare's own map, which keeps the fields in the order stored.
+        let stored: nagare_core::Map = serde_json::from_str(&line)?;
         println!("\na record as the aggregator stored it:");
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        println!("{}", serde_json::to_string_pretty(&stored)?);
     }
     println!(
         "\nforwarder exited {}, aggregator exited {} (SIGTERM: graceful shutdown)",
