@@ -28,11 +28,14 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use nagare_core::buffer::BufferConfig;
+use nagare_core::buffer::BufferKind;
 use nagare_core::component::Invalid;
 use nagare_core::config::{ConfigDocument, ConfigError, HumanDuration};
+use nagare_core::dead_letter::SecondaryConfig;
 use nagare_core::filters::grep::GrepConfig;
 use nagare_core::filters::record_modifier::RecordModifierConfig;
 use nagare_core::pattern::TagPattern;
+use nagare_parsers::ParserFilterConfig;
 use serde::Deserialize;
 
 #[cfg(feature = "aggregator")]
@@ -41,6 +44,8 @@ use nagare_aggregator::sinks::{
 };
 #[cfg(feature = "aggregator")]
 use nagare_aggregator::sources::forward::ForwardSourceConfig;
+#[cfg(feature = "aggregator")]
+use nagare_aggregator::sources::http::HttpSourceConfig;
 #[cfg(feature = "forwarder")]
 use nagare_forwarder::sinks::forward::ForwardSinkConfig;
 #[cfg(feature = "forwarder")]
@@ -123,6 +128,8 @@ pub enum LogFormat {
 /// A source: where events come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Built once per source at start; boxing would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceConfig {
     /// Follow container log files (the forwarder's input).
     #[cfg(feature = "forwarder")]
@@ -130,6 +137,9 @@ pub enum SourceConfig {
     /// Receive the Fluentd Forward Protocol (the aggregator's input).
     #[cfg(feature = "aggregator")]
     Forward(ForwardSourceConfig),
+    /// Receive records over HTTP (Fluentd `in_http` compatible).
+    #[cfg(feature = "aggregator")]
+    Http(HttpSourceConfig),
 }
 
 impl SourceConfig {
@@ -140,6 +150,8 @@ impl SourceConfig {
             SourceConfig::Tail(_) => "tail",
             #[cfg(feature = "aggregator")]
             SourceConfig::Forward(_) => "forward",
+            #[cfg(feature = "aggregator")]
+            SourceConfig::Http(_) => "http",
         }
     }
 
@@ -149,6 +161,8 @@ impl SourceConfig {
             SourceConfig::Tail(c) => c.validate(),
             #[cfg(feature = "aggregator")]
             SourceConfig::Forward(c) => c.validate(),
+            #[cfg(feature = "aggregator")]
+            SourceConfig::Http(c) => c.validate(),
         }
     }
 }
@@ -172,6 +186,8 @@ pub enum FilterConfig {
     RecordModifier(RecordModifierConfig),
     /// Keep or drop events by regular expressions on fields.
     Grep(GrepConfig),
+    /// Parse a field (by default `log`) with a log format into structured fields.
+    Parser(ParserFilterConfig),
 }
 
 impl FilterConfig {
@@ -180,6 +196,7 @@ impl FilterConfig {
         match self {
             FilterConfig::RecordModifier(_) => "record_modifier",
             FilterConfig::Grep(_) => "grep",
+            FilterConfig::Parser(_) => "parser",
         }
     }
 
@@ -187,19 +204,24 @@ impl FilterConfig {
         match self {
             FilterConfig::RecordModifier(c) => c.validate(),
             FilterConfig::Grep(c) => c.validate(),
+            FilterConfig::Parser(c) => c.validate(),
         }
     }
 }
 
-/// A sink entry: a pattern, a buffer and the sink.
+/// A sink entry: a pattern, a buffer, a secondary output and the sink.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SinkEntry {
     /// Tag pattern of the events this sink receives.
     #[serde(rename = "match")]
     pub pattern: TagPattern,
-    /// The buffer in front of the sink.
+    /// The buffer in front of the sink, and how the sink retries.
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// Where the sink puts records its destination refused for good and chunks that
+    /// ran out of retries.
+    #[serde(default)]
+    pub secondary: SecondaryConfig,
     /// The sink itself.
     #[serde(flatten)]
     pub kind: SinkConfig,
@@ -290,10 +312,38 @@ pub fn parse(doc: &ConfigDocument) -> Result<Config, ConfigError> {
             .validate()
             .map_err(|e| located("filters", name, e))?;
     }
+    let mut folders: Vec<(PathBuf, &str)> = Vec::new();
     for (name, sink) in &config.sinks {
         sink.kind
             .validate()
             .map_err(|e| located("sinks", name, e))?;
+        let within = |section: &str, e: Invalid| Invalid {
+            key: format!("{section}.{}", e.key),
+            message: e.message,
+        };
+        sink.buffer
+            .validate()
+            .map_err(|e| located("sinks", name, within("buffer", e)))?;
+        sink.secondary
+            .validate()
+            .map_err(|e| located("sinks", name, within("secondary", e)))?;
+        if sink.buffer.kind == BufferKind::File {
+            let folder = sink.buffer.folder(&config.data_dir, name);
+            if let Some((_, other)) = folders.iter().find(|(f, _)| *f == folder) {
+                return Err(located(
+                    "sinks",
+                    name,
+                    Invalid::new(
+                        "buffer.path",
+                        format!(
+                            "sink `{other}` keeps its file buffer in {} too; each sink needs a folder of its own",
+                            folder.display()
+                        ),
+                    ),
+                ));
+            }
+            folders.push((folder, name));
+        }
     }
     Ok(config)
 }

@@ -58,8 +58,14 @@ pub fn describe(origin: &str, config: &Config, router: &Router) -> String {
                 }
             }
             #[cfg(feature = "aggregator")]
-            SourceConfig::Forward(c) => {
-                let _ = writeln!(out, "{name} (forward on {})", c.bind);
+            SourceConfig::Forward(_) | SourceConfig::Http(_) => {
+                let listens = match source {
+                    SourceConfig::Forward(c) => format!("forward on {}", c.bind),
+                    SourceConfig::Http(c) => format!("http on {}", c.bind),
+                    #[allow(unreachable_patterns)]
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "{name} ({listens})");
                 let _ = writeln!(out, "  tags chosen by its clients");
                 for (fname, f) in &config.filters {
                     let _ = writeln!(out, "    -> filter {fname} for tags matching {}", f.pattern);

@@ -102,7 +102,7 @@ fn validate(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match nagare::topology::build_router(&config) {
+    match nagare::topology::build_router(&config, false) {
         Ok((router, _)) => {
             print!(
                 "{}",

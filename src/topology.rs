@@ -1,12 +1,15 @@
 //! Turns a [`Config`] into running tasks, and stops them in order.
 //!
-//! Start: one buffer per sink, the router over filters and sinks, then the sinks,
-//! then the sources (listening sockets are bound before anything runs, so a taken
-//! port fails the start instead of a running pipeline).
+//! Start: one buffer per sink (a file buffer recovers the chunks it holds on disk),
+//! with the sink's secondary output; the router over filters and sinks; then the
+//! sinks, then the sources (listening sockets are bound before anything runs, so a
+//! taken port fails the start instead of a running pipeline).
 //!
 //! Stop (SIGTERM/SIGINT, or a component failing): sources stop and emit what they
-//! hold; every buffer is closed; sinks drain their buffers to their destinations,
-//! for at most `shutdown_timeout`; then the process exits.
+//! hold; every buffer is closed; sinks drain their buffers to their destinations
+//! (memory buffers, and file buffers with `flush_at_shutdown`), for at most
+//! `shutdown_timeout`; then the process exits. What a file buffer still holds is
+//! sent after the next start.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +25,18 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, FilterConfig, SinkConfig, SourceConfig};
 
+/// At a stop, how long a sink whose file buffer keeps its chunks (no
+/// `flush_at_shutdown`) may finish the deliveries it has started.
+const KEEPING_SINK_GRACE: Duration = Duration::from_secs(5);
+
 /// Each sink's name and the buffer in front of it, in config order.
 pub type SinkBuffers = Vec<(String, Buffer)>;
 
-/// Builds the router and the sinks' buffers from the config.
-pub fn build_router(config: &Config) -> anyhow::Result<(Arc<Router>, SinkBuffers)> {
+/// Builds the router and the sinks' buffers from the config. With `open`, each
+/// buffer is opened as configured (a file buffer creates its folder and recovers
+/// its chunks); without, every buffer is an empty memory buffer, for `nagare
+/// validate`, which must not touch the disk.
+pub fn build_router(config: &Config, open: bool) -> anyhow::Result<(Arc<Router>, SinkBuffers)> {
     let mut builder = RouterBuilder::new();
     for (name, entry) in &config.filters {
         let filter: Arc<dyn Filter> = match &entry.kind {
@@ -34,12 +44,21 @@ pub fn build_router(config: &Config) -> anyhow::Result<(Arc<Router>, SinkBuffers
             FilterConfig::Grep(c) => {
                 Arc::new(Grep::new(c).map_err(|e| anyhow!("filter `{name}`: {e}"))?)
             }
+            FilterConfig::Parser(c) => Arc::new(
+                nagare_parsers::ParserFilter::new(c)
+                    .map_err(|e| anyhow!("filter `{name}`: `{}`: {e}", e.key))?,
+            ),
         };
         builder.filter(name, entry.pattern.clone(), filter);
     }
     let mut buffers = Vec::new();
     for (name, entry) in &config.sinks {
-        let buffer = Buffer::new(name, &entry.buffer);
+        let buffer = if open {
+            Buffer::open(name, &entry.buffer, &config.data_dir)?
+                .with_secondary(entry.secondary.open(&config.data_dir, name))
+        } else {
+            Buffer::new(name, &entry.buffer)
+        };
         builder.sink(name, entry.pattern.clone(), buffer.clone());
         buffers.push((name.clone(), buffer));
     }
@@ -57,24 +76,38 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
             config.data_dir.display()
         )
     })?;
-    let (router, buffers) = build_router(&config)?;
+    let (router, buffers) = build_router(&config, true)?;
     let sources_stop = Shutdown::new();
     let sinks_abort = Shutdown::new();
+    // Sinks whose file buffer keeps its chunks over a stop are let go sooner: what
+    // they have not delivered is sent after the next start.
+    let keeps_abort = sinks_abort.child_token();
 
     // Bind listeners first: a port in use must fail the start.
     #[cfg(feature = "aggregator")]
     let mut servers = std::collections::HashMap::new();
+    #[cfg(feature = "aggregator")]
+    let mut http_servers = std::collections::HashMap::new();
     for (name, source) in &config.sources {
-        #[allow(irrefutable_let_patterns)]
         #[cfg(feature = "aggregator")]
-        if let SourceConfig::Forward(c) = source {
-            let server = nagare_aggregator::sources::forward::ForwardServer::bind(c)
-                .await
-                .with_context(|| format!("source `{name}`"))?;
-            tracing::info!(source = %name, addr = %server.local_addr(), "forward source listening");
-            servers.insert(name.clone(), server);
+        match source {
+            SourceConfig::Forward(c) => {
+                let server = nagare_aggregator::sources::forward::ForwardServer::bind(c)
+                    .await
+                    .with_context(|| format!("source `{name}`"))?;
+                tracing::info!(source = %name, addr = %server.local_addr(), "forward source listening");
+                servers.insert(name.clone(), server);
+            }
+            SourceConfig::Http(c) => {
+                let server = nagare_aggregator::sources::http::HttpServer::bind(c)
+                    .await
+                    .with_context(|| format!("source `{name}`"))?;
+                http_servers.insert(name.clone(), server);
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
         }
-        let _ = source;
+        let _ = (name, source);
     }
 
     let mut sinks: JoinSet<Task> = JoinSet::new();
@@ -82,7 +115,11 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
         let ctx = SinkContext {
             name: name.clone(),
             buffer: buffer.clone(),
-            abort: sinks_abort.clone(),
+            abort: if buffer.is_durable() && !buffer.config().flushes_at_shutdown() {
+                keeps_abort.clone()
+            } else {
+                sinks_abort.clone()
+            },
             data_dir: config.data_dir.clone(),
         };
         let name = name.clone();
@@ -105,6 +142,8 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
         let source = source.clone();
         #[cfg(feature = "aggregator")]
         let server = servers.remove(&name);
+        #[cfg(feature = "aggregator")]
+        let http_server = http_servers.remove(&name);
         sources.spawn(async move {
             let r = match source {
                 #[cfg(feature = "forwarder")]
@@ -115,6 +154,11 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
                 SourceConfig::Forward(_) => match server {
                     Some(server) => server.run(ctx).await.map_err(anyhow::Error::from),
                     None => Err(anyhow!("forward source was not bound")),
+                },
+                #[cfg(feature = "aggregator")]
+                SourceConfig::Http(_) => match http_server {
+                    Some(server) => server.run(ctx).await.map_err(anyhow::Error::from),
+                    None => Err(anyhow!("http source was not bound")),
                 },
             };
             (name, r)
@@ -153,6 +197,12 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     }
     let started = Instant::now();
     let timeout: Duration = config.shutdown_timeout.into();
+    let grace = timeout.min(KEEPING_SINK_GRACE);
+    let keeps = keeps_abort.clone();
+    let keepers = tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        keeps.cancel();
+    });
     let drained = tokio::time::timeout(timeout, async {
         while let Some(done) = sinks.join_next().await {
             if let (name, Err(e)) = flatten(done) {
@@ -161,20 +211,28 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
         }
     })
     .await;
+    keepers.abort();
     if drained.is_err() {
-        for (name, b) in &buffers {
-            let st = b.stats();
-            if st.queued_chunks + st.in_flight_chunks > 0 {
-                tracing::warn!(
-                    sink = %name,
-                    chunks = st.queued_chunks + st.in_flight_chunks,
-                    bytes = st.queued_bytes + st.in_flight_bytes,
-                    "shutdown_timeout reached with undelivered chunks in a memory buffer; they are lost"
-                );
-            }
-        }
         sinks_abort.cancel();
         while sinks.join_next().await.is_some() {}
+    }
+    for (name, b) in &buffers {
+        let st = b.stats();
+        let chunks = st.staged_chunks + st.queued_chunks + st.in_flight_chunks;
+        let bytes = st.staged_bytes + st.queued_bytes + st.in_flight_bytes;
+        if chunks == 0 {
+            continue;
+        }
+        if b.is_durable() {
+            tracing::info!(sink = %name, chunks, bytes, "undelivered chunks stay in the file buffer; they are sent after the next start");
+        } else {
+            tracing::warn!(
+                sink = %name,
+                chunks,
+                bytes,
+                "shutdown_timeout reached with undelivered chunks in a memory buffer; they are lost"
+            );
+        }
     }
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,

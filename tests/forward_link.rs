@@ -3,6 +3,8 @@
 //! with a real router and buffer, as the binary wires them.
 #![cfg(all(feature = "forwarder", feature = "aggregator"))]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use nagare_aggregator::sources::forward::{ForwardError, ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig, OverflowAction};
-use nagare_core::component::{SinkContext, SourceContext};
+use nagare_core::component::SourceContext;
 use nagare_core::config::{ByteSize, HumanDuration};
 use nagare_core::forward;
 use nagare_core::pattern::TagPattern;
@@ -19,9 +21,8 @@ use nagare_core::receipt::{Delivery, Receipt};
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
-use nagare_forwarder::sinks::forward::{
-    self as forward_sink, Compress, ForwardSinkConfig, ForwardSinkError, ServerConfig,
-};
+use nagare_forwarder::sinks::forward::{Compress, ForwardSinkConfig, ServerConfig};
+use support::link::Forwarder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -83,48 +84,26 @@ fn any_port() -> SocketAddr {
 /// A port on 127.0.0.1 with nothing listening.
 fn dead_server() -> ServerConfig {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    ServerConfig {
-        host: "127.0.0.1".into(),
-        port: l.local_addr().unwrap().port(),
-    }
+    ServerConfig::new("127.0.0.1", l.local_addr().unwrap().port())
 }
 
 fn server(addr: SocketAddr) -> ServerConfig {
-    ServerConfig {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
+    ServerConfig::new(addr.ip().to_string(), addr.port())
 }
 
-/// The forwarder side: chunks pushed into a buffer that the forward sink drains.
-struct Forwarder {
-    buffer: Buffer,
-    abort: Shutdown,
-    task: JoinHandle<Result<(), ForwardSinkError>>,
-}
-
+/// The defaults, with heartbeats and recovery fast enough for tests.
 fn sink_config(servers: Vec<ServerConfig>) -> ForwardSinkConfig {
     let mut c = ForwardSinkConfig::new(servers);
     c.retry_wait = HumanDuration::millis(50);
     c.retry_max_interval = HumanDuration::millis(200);
     c.connect_timeout = HumanDuration::secs(2);
+    c.heartbeat_interval = HumanDuration::millis(200);
+    c.recover_wait = HumanDuration::millis(300);
     c
 }
 
 fn start_forwarder(config: ForwardSinkConfig) -> Forwarder {
-    let buffer = Buffer::new("to_aggregator", &BufferConfig::default());
-    let abort = Shutdown::new();
-    let ctx = SinkContext {
-        name: "to_aggregator".into(),
-        buffer: buffer.clone(),
-        abort: abort.clone(),
-        data_dir: PathBuf::new(),
-    };
-    Forwarder {
-        task: tokio::spawn(forward_sink::run(config, ctx)),
-        buffer,
-        abort,
-    }
+    support::link::start_forwarder("to_aggregator", config)
 }
 
 impl Forwarder {
@@ -488,8 +467,9 @@ async fn a_missing_ack_makes_the_forwarder_resend() {
     for c in &chunks {
         forwarder.buffer.push(c.clone()).await.unwrap();
     }
-    // Long enough for at least two ack timeouts.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Long enough for at least two rounds of ack timeout, failover (there is no
+    // other server) and recovery.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
     assert_eq!(
         forwarder.buffer.stats().in_flight_chunks,
         2,

@@ -1,22 +1,29 @@
 //! Real third-party Forward Protocol clients against the real `nagare` aggregator:
-//! Python's fluent-logger (Message mode, EventTime) and Node's fluent-logger
-//! (PackedForward and CompressedPackedForward with acks). Records land in the file
-//! sink.
+//! Python's fluent-logger (Message mode, EventTime), Node's fluent-logger (Message,
+//! PackedForward and CompressedPackedForward with acks, and the shared-key
+//! handshake), and Go's fluent-logger-golang (Message mode with EventTime, and the
+//! JSON form, both with acks). Records land in the file sink.
 
 mod support;
 
 use std::time::Duration;
 
+use nagare_testkit::clients::Go;
 use nagare_testkit::{Node, Python, free_port, wait_until};
 use support::{Nagare, read_ndjson};
 
 fn aggregator(dir: &std::path::Path, port: u16) -> Nagare {
+    aggregator_with(dir, port, "")
+}
+
+/// An aggregator whose forward source has `extra` keys (indented for it).
+fn aggregator_with(dir: &std::path::Path, port: u16, extra: &str) -> Nagare {
     let mut agg = Nagare::start(
         "aggregator",
         dir,
         &format!(
             "data_dir: {data}\n\
-             sources:\n  clients:\n    type: forward\n    bind: 127.0.0.1:{port}\n\
+             sources:\n  clients:\n    type: forward\n    bind: 127.0.0.1:{port}\n{extra}\
              sinks:\n  out:\n    type: file\n    match: \"**\"\n    path: {out}\n",
             data = dir.join("data").display(),
             out = dir.join("out.ndjson").display(),
@@ -137,4 +144,188 @@ fn node_fluent_logger_compressed_packed_forward_with_acks() {
 #[test]
 fn node_fluent_logger_message_mode_with_acks() {
     node_sends("Message");
+}
+
+/// Log text without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+const SECURED: &str =
+    "    security:\n      self_hostname: aggregator-0\n      shared_key: node-shared-key\n";
+
+/// Node's fluent-logger with `security` (the HELO / PING / PONG handshake): `key` is
+/// the shared key it uses. Prints `acked N` when every emit was acknowledged, or
+/// `handshake error: ...` when the handshake was refused.
+fn node_with_shared_key(port: u16, key: &str) -> nagare_testkit::Child {
+    let script = r#"
+const [port, key] = [Number(process.argv[1]), process.argv[2]];
+const logger = require('fluent-logger').createFluentSender('secure', {
+  host: '127.0.0.1', port, timeout: 3.0, reconnectInterval: 600000,
+  eventMode: 'PackedForward', requireAckResponse: true, ackResponseTimeout: 10000,
+  flushInterval: 50,
+  security: { clientHostname: 'node-client', sharedKey: key },
+});
+let acked = 0;
+logger.on('error', (e) => {
+  console.log('handshake error:', e.message);
+  process.exit(0);
+});
+setTimeout(() => { console.error('only', acked, 'acks'); process.exit(1); }, 20000);
+for (let i = 0; i < 50; i++) {
+  logger.emit('api', { n: i }, (err) => {
+    if (err) { console.log('handshake error:', err.message); process.exit(0); }
+    if (++acked === 50) logger.end(null, null, () => { console.log('acked', acked); process.exit(0); });
+  });
+}
+"#;
+    Node::fluent_logger().spawn_script(script, &[&port.to_string(), key])
+}
+
+#[test]
+fn node_fluent_logger_shared_key_handshake_admits_the_right_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut agg = aggregator_with(dir.path(), port, SECURED);
+    let out = dir.path().join("out.ndjson");
+
+    let mut wrong = node_with_shared_key(port, "not-the-key");
+    wrong.expect_success(Duration::from_secs(30));
+    assert!(
+        wrong
+            .stdout()
+            .contains("handshake error: Authentication failed: shared_key mismatch"),
+        "{}",
+        wrong.logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || agg
+            .child
+            .stderr()
+            .contains("shared_key mismatch")),
+        "{}",
+        agg.child.logs()
+    );
+    let refusal = strip_ansi(&agg.child.stderr())
+        .lines()
+        .find(|l| l.contains("authentication failed"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        refusal.contains("WARN") && refusal.contains("hostname=node-client"),
+        "{refusal}"
+    );
+    assert!(
+        !agg.child.stderr().contains("not-the-key"),
+        "keys are never logged"
+    );
+
+    let mut right = node_with_shared_key(port, "node-shared-key");
+    right.expect_success(Duration::from_secs(30));
+    assert!(right.stdout().contains("acked 50"), "{}", right.logs());
+    assert!(
+        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 50),
+        "{}",
+        agg.child.logs()
+    );
+    assert!(agg.terminate(Duration::from_secs(20)).success());
+    let lines = read_ndjson(&out);
+    assert_eq!(lines.len(), 50, "only the right key delivered");
+    assert!(lines.iter().all(|l| l["tag"] == "secure.api"));
+}
+
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/fluent/fluent-logger-golang/fluent"
+)
+
+func main() {
+	port, _ := strconv.Atoi(os.Args[1])
+	mode := os.Args[2]
+	logger, err := fluent.New(fluent.Config{
+		FluentHost:         "127.0.0.1",
+		FluentPort:         port,
+		RequestAck:         true,
+		SubSecondPrecision: mode == "msgpack",
+		MarshalAsJSON:      mode == "json",
+		Timeout:            5 * time.Second,
+		WriteTimeout:       5 * time.Second,
+		MaxRetry:           3,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "new:", err)
+		os.Exit(1)
+	}
+	base := time.Unix(1714564800, 123456789)
+	for i := 0; i < 100; i++ {
+		record := map[string]interface{}{"n": i, "mode": mode}
+		// Synchronous with RequestAck: returns once the server's ack matched.
+		if err := logger.PostWithTime("go.app", base.Add(time.Duration(i)*time.Second), record); err != nil {
+			fmt.Fprintln(os.Stderr, "post:", err)
+			os.Exit(1)
+		}
+	}
+	logger.Close()
+	fmt.Println("acked 100")
+}
+"#;
+
+fn go_sends(mode: &str) {
+    let program = Go::fluent_logger().build("fluent-client", GO_CLIENT);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut agg = aggregator(dir.path(), port);
+    let mut go = program.spawn(&[&port.to_string(), mode]);
+    go.expect_success(Duration::from_secs(60));
+    assert!(go.stdout().contains("acked 100"), "{}", go.logs());
+    let out = dir.path().join("out.ndjson");
+    assert!(
+        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 100),
+        "{}",
+        agg.child.logs()
+    );
+    assert!(agg.terminate(Duration::from_secs(20)).success());
+    let lines = read_ndjson(&out);
+    assert_eq!(lines.len(), 100);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["tag"], "go.app");
+        assert_eq!(l["record"]["n"], i);
+        assert_eq!(l["record"]["mode"], mode);
+        let t = l["time"].as_str().unwrap();
+        let want = format!("2024-05-01T12:{:02}:{:02}", i / 60, i % 60);
+        assert!(t.starts_with(&want), "{t}");
+        if mode == "msgpack" {
+            // EventTime keeps the nanoseconds.
+            assert!(t.starts_with(&format!("{want}.123456789")), "{t}");
+        }
+    }
+}
+
+#[test]
+fn go_fluent_logger_message_mode_with_event_time_and_acks() {
+    go_sends("msgpack");
+}
+
+#[test]
+fn go_fluent_logger_json_form_with_acks() {
+    go_sends("json");
 }

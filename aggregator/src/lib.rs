@@ -1,6 +1,7 @@
 //! nagare-aggregator: the server side of a nagare deployment.
 //!
-//! - [`sources`]: where events enter: the Forward Protocol server (`forward`).
+//! - [`sources`]: where events enter: the Forward Protocol server (`forward`) and
+//!   the HTTP input (`http`).
 //! - [`sinks`]: where events leave: `elasticsearch`, `file`, `stdout`, and the shared
 //!   dead-letter file.
 //!

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
+use nagare_core::chunk::Segment;
 use nagare_core::component::SinkContext;
-use nagare_core::config::ConfigDocument;
+use nagare_core::config::{ConfigDocument, HumanDuration};
+use nagare_core::dead_letter::DeadLetter;
 use nagare_core::receipt::{Delivery, Receipt};
 use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag, Value};
@@ -28,9 +30,8 @@ fn init_logs() {
 }
 
 fn es_config(endpoint: &str, extra: &str) -> ElasticsearchConfig {
-    // Short waits so that retries happen within a test's time.
     let yaml = format!(
-        "endpoints: ['{endpoint}']\nbatch: {{ max_events: 50, timeout: 100ms }}\nretry: {{ initial: 50ms, max_interval: 200ms }}\nrequest_timeout: 5s\n{extra}"
+        "endpoints: ['{endpoint}']\nbatch: {{ max_events: 50, timeout: 100ms }}\nrequest_timeout: 5s\n{extra}"
     );
     ConfigDocument::from_text("test.yaml", &yaml, |_| None)
         .unwrap()
@@ -62,8 +63,22 @@ struct Running {
     _data: tempfile::TempDir,
 }
 
+/// A memory buffer with short waits between retries, so that they happen within a
+/// test's time.
+fn fast_retries() -> BufferConfig {
+    BufferConfig {
+        retry_wait: HumanDuration::millis(50),
+        retry_max_interval: HumanDuration::millis(200),
+        ..BufferConfig::default()
+    }
+}
+
+fn buffer() -> Buffer {
+    Buffer::new("es", &fast_retries())
+}
+
 fn start(config: ElasticsearchConfig) -> Running {
-    start_with(config, Buffer::new("es", &BufferConfig::default()))
+    start_with(config, buffer())
 }
 
 /// Starts the sink on a buffer that may already hold chunks.
@@ -173,7 +188,7 @@ async fn batches_span_chunks_and_split_large_ones() {
     let os = Osmem::start();
     let proxy = FaultProxy::start(os.url());
     // Queue everything before the sink starts: ten chunks of 3, then one of 70.
-    let buffer = Buffer::new("es", &BufferConfig::default());
+    let buffer = buffer();
     let mut receipts = Vec::new();
     let mut small_ids = Vec::new();
     for c in 0..10 {
@@ -212,7 +227,7 @@ async fn batches_span_chunks_and_split_large_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mapping_conflicts_go_to_the_dead_letter_file_and_the_rest_is_indexed() {
+async fn mapping_conflicts_go_to_the_secondary_file_and_the_rest_is_indexed() {
     let os = Osmem::start();
     os.put_mapping(
         "typed",
@@ -220,13 +235,10 @@ async fn mapping_conflicts_go_to_the_dead_letter_file_and_the_rest_is_indexed() 
     );
     let dir = tempfile::tempdir().unwrap();
     let dead_letter = dir.path().join("dl/es.ndjson");
-    let sink = start(es_config(
-        os.url(),
-        &format!(
-            "index: typed\ncompress: false\ndead_letter_path: '{}'\n",
-            dead_letter.display()
-        ),
-    ));
+    let sink = start_with(
+        es_config(os.url(), "index: typed\ncompress: false\n"),
+        buffer().with_secondary(DeadLetter::new(dead_letter.clone())),
+    );
     let records: Vec<Map> = (0..20)
         .map(|i| {
             let mut r = record(i);
@@ -353,13 +365,10 @@ async fn a_request_refused_as_a_whole_is_split_to_isolate_the_event() {
     }
     let dir = tempfile::tempdir().unwrap();
     let dead_letter = dir.path().join("es.ndjson");
-    let sink = start(es_config(
-        &proxy.url(),
-        &format!(
-            "index: split\ndead_letter_path: '{}'\n",
-            dead_letter.display()
-        ),
-    ));
+    let sink = start_with(
+        es_config(&proxy.url(), "index: split\n"),
+        buffer().with_secondary(DeadLetter::new(dead_letter.clone())),
+    );
     let (ch, rx) = chunk("app", (0..4).map(record).collect(), 0);
     let ids = ids_of(&ch);
     sink.buffer.push(ch).await.unwrap();
@@ -461,4 +470,139 @@ async fn invalid_config_is_an_error_naming_the_key() {
         err.to_string(),
         "elasticsearch sink `es`: `index`: index name `Upper` must be lowercase"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_out_of_retries_go_to_the_secondary_with_the_last_error() {
+    let os = Osmem::start();
+    let proxy = FaultProxy::start(os.url());
+    for _ in 0..3 {
+        proxy.push(BulkFault::Reject(503));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secondary = dir.path().join("gave-up.ndjson");
+    let buffer = Buffer::new(
+        "es",
+        &BufferConfig {
+            retry_max_times: Some(2),
+            ..fast_retries()
+        },
+    )
+    .with_secondary(DeadLetter::new(secondary.clone()));
+    let sink = start_with(es_config(&proxy.url(), "index: tired\n"), buffer);
+    let (ch, rx) = chunk("app", (0..4).map(record).collect(), 0);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Failed);
+    let statuses: Vec<u16> = proxy.bulk_log().iter().map(|x| x.status).collect();
+    assert_eq!(statuses, [503, 503, 503], "the first try and two retries");
+    let lines = read_lines(&secondary);
+    assert_eq!(lines.len(), 4);
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("gave up after 3 failed attempts") && reason.contains("503"),
+        "{reason}"
+    );
+    assert_eq!(lines[0]["status"], 503);
+    assert_eq!(lines[3]["record"]["message"], "line 3");
+    // The sink goes on: the next chunk is indexed.
+    let (next, rx) = chunk("app", vec![record(9)], 0);
+    sink.buffer.push(next).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    assert_eq!(os.count("tired"), 1);
+    sink.finish().await;
+}
+
+/// Accepts connections and reads requests, and never answers: a destination that
+/// hangs. Returns its port and the number of connections that sent a request.
+fn hanging_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                // Hold the connection open, unanswered, until the client goes.
+                while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    (port, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_thread_count_sends_that_many_requests_at_once() {
+    for workers in [1usize, 3] {
+        let (port, requests) = hanging_server();
+        let buffer = Buffer::new(
+            "es",
+            &BufferConfig {
+                flush_thread_count: workers,
+                ..fast_retries()
+            },
+        );
+        for c in 0..5 {
+            // A chunk fills a batch (50 events), so each worker sends one chunk.
+            let (ch, _) = chunk("app", (0..50).map(|i| record(c * 50 + i)).collect(), 0);
+            buffer.push(ch).await.unwrap();
+        }
+        let sink = start_with(
+            es_config(&format!("http://127.0.0.1:{port}"), "index: slow\n"),
+            buffer,
+        );
+        let all_sent = wait_until(Duration::from_secs(10), || {
+            requests.load(std::sync::atomic::Ordering::SeqCst) >= workers
+        });
+        assert!(all_sent, "{workers} workers");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), workers);
+        assert_eq!(sink.buffer.stats().in_flight_chunks, workers);
+        sink.abort.cancel();
+        sink.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_chunk_keeps_the_ids_of_the_chunks_it_was_merged_from() {
+    let os = Osmem::start();
+    let sink = start(es_config(os.url(), "index: merged\n"));
+    let (first, _) = chunk("app", (0..2).map(record).collect(), 0);
+    let (second, _) = chunk("app", (2..5).map(record).collect(), 0);
+    let mut want = ids_of(&first);
+    want.extend(ids_of(&second));
+    // What a staging buffer hands the sink: both chunks' events under a new id.
+    let mut entries = first.entries().to_vec();
+    entries.extend_from_slice(second.entries());
+    let merged = Chunk::new(
+        nagare_core::ChunkId::random(),
+        Tag::new("app"),
+        entries.into(),
+        5,
+    )
+    .with_segments(vec![
+        Segment {
+            id: first.id(),
+            count: 2,
+        },
+        Segment {
+            id: second.id(),
+            count: 3,
+        },
+    ]);
+    let (receipt, rx) = Receipt::channel();
+    sink.buffer
+        .push(merged.with_receipt(receipt))
+        .await
+        .unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    let stored: Vec<String> = os.documents("merged").into_iter().map(|d| d.id).collect();
+    want.sort();
+    assert_eq!(stored, want);
+    sink.finish().await;
 }

@@ -127,6 +127,54 @@ async fn file_sink_record_format_and_retry_until_the_folder_can_be_made() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn file_sink_out_of_retries_puts_the_chunk_in_the_secondary_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("sub");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let buffer = Buffer::new(
+        "out",
+        &BufferConfig {
+            retry_max_times: Some(1),
+            retry_wait: nagare_core::config::HumanDuration::millis(20),
+            ..BufferConfig::default()
+        },
+    );
+    let config: FileConfig = parse_config(&format!(
+        "path: {}/sub/all.ndjson\nformat: record\n",
+        dir.path().display()
+    ));
+    let (ctx, _abort) = ctx(&buffer, dir.path());
+    let task = tokio::spawn(file::run(config, ctx));
+    let (ch, rx) = chunk("t", 2);
+    buffer.push(ch).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Delivery::Failed);
+    // The default secondary: <data_dir>/dead-letter/<sink>.ndjson, with the reason.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("dead-letter/out.ndjson"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["record"]["msg"], "line 1");
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("gave up after 2 failed attempts") && reason.contains("sub/all.ndjson"),
+        "{reason}"
+    );
+    std::fs::remove_file(&blocker).unwrap();
+    let (ch, rx) = chunk("t", 1);
+    buffer.push(ch).await.unwrap();
+    assert_eq!(rx.await.unwrap(), Delivery::Delivered);
+    buffer.close();
+    task.await.unwrap().unwrap();
+}
+
 /// Parses a component config as the binary does.
 fn parse_config<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     nagare_core::config::ConfigDocument::from_text("test.yaml", yaml, |_| None)

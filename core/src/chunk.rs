@@ -6,6 +6,7 @@
 //! socket never copies them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
@@ -81,6 +82,18 @@ impl fmt::Display for ChunkId {
     }
 }
 
+/// A run of consecutive events of a chunk that arrived together, in a chunk of
+/// their own: a buffer that merges small chunks into one keeps where each came from,
+/// so that ids derived from (chunk id, position) stay the same when the original
+/// chunk is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// The id of the chunk these events arrived in.
+    pub id: ChunkId,
+    /// How many events.
+    pub count: u32,
+}
+
 /// Events of one tag, encoded once.
 #[derive(Clone)]
 pub struct Chunk {
@@ -89,6 +102,8 @@ pub struct Chunk {
     entries: Bytes,
     count: u32,
     receipts: Vec<Receipt>,
+    /// Set when the chunk was merged from others (see [`Segment`]).
+    segments: Option<Arc<[Segment]>>,
 }
 
 impl Chunk {
@@ -101,7 +116,60 @@ impl Chunk {
             entries,
             count,
             receipts: Vec::new(),
+            segments: None,
         }
+    }
+
+    /// Records that the events are runs of the chunks `segments` name, in order.
+    /// Their counts must add up to the chunk's count; a single segment carrying the
+    /// chunk's own id says nothing and is not kept.
+    pub fn with_segments(mut self, segments: Vec<Segment>) -> Self {
+        debug_assert_eq!(
+            segments.iter().map(|s| u64::from(s.count)).sum::<u64>(),
+            u64::from(self.count)
+        );
+        self.segments = match segments.as_slice() {
+            [] => None,
+            [only] if only.id == self.id => None,
+            _ => Some(segments.into()),
+        };
+        self
+    }
+
+    /// Gives the chunk another id (a filter that re-encodes a chunk keeps the
+    /// original's id, so that ids derived from it survive a resend).
+    pub fn with_id(mut self, id: ChunkId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The runs of events by the chunk they arrived in: the chunk itself, unless it
+    /// was merged from others.
+    pub fn segments(&self) -> Vec<Segment> {
+        match &self.segments {
+            Some(s) => s.to_vec(),
+            None => vec![Segment {
+                id: self.id,
+                count: self.count,
+            }],
+        }
+    }
+
+    /// For each event in order, the id of the chunk it arrived in and its position
+    /// there: what idempotent destination ids (Elasticsearch `_id`, BigQuery
+    /// `insertId`) derive from.
+    pub fn event_ids(&self) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
+        let own = [Segment {
+            id: self.id,
+            count: self.count,
+        }];
+        let segments: Vec<Segment> = match &self.segments {
+            Some(s) => s.to_vec(),
+            None => own.to_vec(),
+        };
+        segments
+            .into_iter()
+            .flat_map(|s| (0..s.count).map(move |i| (s.id, i)))
     }
 
     /// Attaches a receipt that reports this chunk's outcome.
@@ -425,6 +493,34 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(count_entries(&[0x92, 0x01]), Err(ReadError::Incomplete));
+    }
+
+    #[test]
+    fn merged_chunks_keep_where_each_event_came_from() {
+        let mut b = ChunkBuilder::new(Tag::new("t"));
+        for i in 0..3 {
+            b.push(EventTime::new(i, 0), &record(i));
+        }
+        let plain = b.finish().unwrap();
+        let own: Vec<_> = plain.event_ids().collect();
+        assert_eq!(own, vec![(plain.id(), 0), (plain.id(), 1), (plain.id(), 2)]);
+
+        let (a, c) = (ChunkId([1; 16]), ChunkId([2; 16]));
+        let merged = plain.clone().with_segments(vec![
+            Segment { id: a, count: 2 },
+            Segment { id: c, count: 1 },
+        ]);
+        assert_eq!(
+            merged.event_ids().collect::<Vec<_>>(),
+            vec![(a, 0), (a, 1), (c, 0)]
+        );
+        assert_eq!(merged.segments().len(), 2);
+        // A single segment of the chunk's own id is the same as none.
+        let same = plain.clone().with_segments(vec![Segment {
+            id: plain.id(),
+            count: 3,
+        }]);
+        assert!(same.segments.is_none());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::buffer::Buffer;
+use crate::dead_letter::{self, DeadLetter};
+use crate::retry::Retrier;
 use crate::router::Router;
 use crate::shutdown::Shutdown;
 
@@ -38,6 +40,28 @@ pub struct SinkContext {
     pub abort: Shutdown,
     /// The process's state directory (dead-letter files default under it).
     pub data_dir: PathBuf,
+}
+
+impl SinkContext {
+    /// Where the sink puts what it gives up on: records its destination refused for
+    /// good, and chunks that exhausted their retries. The buffer's secondary output if
+    /// the binary set one, else `<data_dir>/dead-letter/<sink name>.ndjson`.
+    pub fn secondary(&self) -> DeadLetter {
+        self.buffer.secondary().cloned().unwrap_or_else(|| {
+            DeadLetter::new(dead_letter::default_path(&self.data_dir, &self.name))
+        })
+    }
+
+    /// The sink's retry policy (its buffer's `retry_*` settings), with a clock shared
+    /// by every clone.
+    pub fn retrier(&self) -> Retrier {
+        Retrier::new(self.buffer.retry_policy())
+    }
+
+    /// How many deliveries the sink may run at once (`flush_thread_count`).
+    pub fn flush_thread_count(&self) -> usize {
+        self.buffer.config().flush_thread_count.max(1)
+    }
 }
 
 /// A config value that is well-formed YAML but not usable, found by a component's

@@ -6,20 +6,24 @@
 //! - [`msgpack`]: MessagePack writer and zero-copy reader.
 //! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`.
 //! - [`receipt`]: how a source learns its chunk was delivered (checkpoints hang on it).
-//! - [`buffer`]: the bounded queue of chunks in front of each sink, with leases.
+//! - [`buffer`]: the bounded queue of chunks in front of each sink (in memory or in
+//!   files), with leases.
+//! - [`dead_letter`]: the secondary output, where a sink puts what it gives up on.
 //! - [`pattern`]: Fluentd tag patterns.
 //! - [`router`]: filters and sinks by tag; the `Filter` shape.
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
 //! - [`forward`]: the Fluentd Forward Protocol v1 codec.
 //! - [`filters`]: filters either tier can run (`record_modifier`, `grep`).
 //! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, sizes, durations.
-//! - [`retry`]: exponential backoff with jitter.
+//! - [`retry`]: exponential backoff with jitter; the retry policy every sink applies.
 //! - [`shutdown`]: the shutdown token and signals.
+//! - [`tls`]: PEM certificates, keys and CA bundles for TLS, with errors that help.
 
 pub mod buffer;
 pub mod chunk;
 pub mod component;
 pub mod config;
+pub mod dead_letter;
 pub mod event;
 pub mod filters;
 pub mod forward;
@@ -30,6 +34,7 @@ pub mod retry;
 pub mod router;
 pub mod shutdown;
 pub mod time;
+pub mod tls;
 pub mod value;
 
 pub use chunk::{Chunk, ChunkBuilder, ChunkId};

@@ -22,6 +22,9 @@ pub enum Delivery {
     /// A sink gave up on it (retries exhausted or rejected); it went to the
     /// dead-letter output if one was configured.
     Failed = 2,
+    /// The buffer holding it went away (the process stopped before the chunk was
+    /// confirmed): it was not delivered, and a source that can should send it again.
+    Abandoned = 3,
 }
 
 type Callback = Box<dyn FnOnce(Delivery) + Send>;
@@ -36,7 +39,8 @@ impl Drop for Inner {
         let status = match self.status.load(Ordering::Acquire) {
             0 => Delivery::Delivered,
             1 => Delivery::Dropped,
-            _ => Delivery::Failed,
+            2 => Delivery::Failed,
+            _ => Delivery::Abandoned,
         };
         let cb = self
             .callback
@@ -71,8 +75,8 @@ impl Receipt {
         (r, rx)
     }
 
-    /// Records a worse outcome than the current one (`Failed` beats `Dropped` beats
-    /// `Delivered`).
+    /// Records a worse outcome than the current one (`Abandoned` beats `Failed` beats
+    /// `Dropped` beats `Delivered`).
     pub fn mark(&self, outcome: Delivery) {
         self.0.status.fetch_max(outcome as u8, Ordering::AcqRel);
     }

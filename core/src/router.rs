@@ -296,7 +296,10 @@ impl Route {
                     .push(event.time, &record);
             }
             _ => {
-                let mut last = self.last_reject_log.lock().unwrap_or_else(|p| p.into_inner());
+                let mut last = self
+                    .last_reject_log
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     *last = Some(Instant::now());
                     tracing::warn!(
@@ -348,7 +351,10 @@ impl Route {
         let mut original = chunk;
         let receipts = original.take_receipts();
         match builder.finish() {
-            Some(mut filtered) => {
+            Some(filtered) => {
+                // Filters are deterministic, so a chunk sent again comes out the same:
+                // keeping its id keeps ids derived from (chunk id, position) stable.
+                let mut filtered = filtered.with_id(original.id());
                 filtered.adopt_receipts(receipts);
                 self.deliver(filtered).await
             }
@@ -464,18 +470,29 @@ mod tests {
         let mut rb = RouterBuilder::new();
         rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(AddField));
         rb.sink("all", TagPattern::new("**").unwrap(), all.clone());
-        rb.sink("errors", TagPattern::new("@ERROR.**").unwrap(), errors.clone());
+        rb.sink(
+            "errors",
+            TagPattern::new("@ERROR.**").unwrap(),
+            errors.clone(),
+        );
         let router = rb.build();
         let good: Map = [("msg", "ok")].into_iter().collect();
         let bad: Map = [("bad", "yes")].into_iter().collect();
         router.emit(chunk("app", &[good, bad])).await.unwrap();
         let kept = all.pop().await.unwrap();
         assert_eq!(kept.chunk().count(), 1);
-        assert_eq!(all.stats().queued_chunks, 0, "`**` does not receive rejected events");
+        assert_eq!(
+            all.stats().queued_chunks,
+            0,
+            "`**` does not receive rejected events"
+        );
         let rejected = errors.pop().await.unwrap();
         assert_eq!(rejected.chunk().tag().as_str(), "@ERROR.app");
         let (_, rec) = rejected.chunk().events().next().unwrap().unwrap();
-        assert_eq!(rec.get("error").and_then(Value::as_str), Some("field `bad` is present"));
+        assert_eq!(
+            rec.get("error").and_then(Value::as_str),
+            Some("field `bad` is present")
+        );
         assert_eq!(router.route(&Tag::new("app")).rejections(), 1);
         assert_eq!(router.describe("@ERROR.app").1, vec!["errors"]);
     }

@@ -10,9 +10,11 @@
 //! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`.
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
 //!   Forward Protocol clients.
+//! - [`docs`]: the config examples in components' module docs, for tests to parse.
 
 pub mod child;
 pub mod clients;
+pub mod docs;
 pub mod fault_proxy;
 pub mod http;
 pub mod osmem;

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use nagare_testkit::{Child, wait_until};
 
+#[cfg(all(feature = "forwarder", feature = "aggregator"))]
+pub mod link;
+
 /// The `nagare` binary cargo built for these tests.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nagare"))

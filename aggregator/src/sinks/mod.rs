@@ -3,14 +3,14 @@
 //! - [`elasticsearch`]: the `_bulk` API, per-item outcomes, dead-letter for rejects.
 //! - [`file`]: NDJSON files, one per tag if asked.
 //! - [`stdout`]: NDJSON to standard output.
-//! - [`dead_letter`]: the NDJSON file where a sink writes the events its destination
-//!   refused for good.
 //!
 //! Every sink has the same shape: it takes leases from its buffer, batches their
 //! events, builds a request (pure, testable byte for byte), sends it, and classifies
 //! the outcome; it acks a lease only once its destination took every event of it.
+//! Failures are retried under the buffer's retry policy (`nagare_core::retry`);
+//! what is refused for good or runs out of retries goes to the sink's secondary
+//! output (`nagare_core::dead_letter`).
 
-pub mod dead_letter;
 pub mod elasticsearch;
 pub mod file;
 pub mod stdout;

@@ -1,14 +1,28 @@
-//! `Buffer`: an ordered, bounded queue of chunks between the router and one sink.
+//! `Buffer`: an ordered, bounded queue of chunks between the router and one sink, in
+//! memory or in files.
 //!
 //! A chunk leaves the buffer only when its sink confirmed it: the sink takes a
 //! [`Lease`], and the chunk is gone only after `lease.ack()`. A lease dropped without
 //! an ack (a failed send, a sink that stopped) puts the chunk back at the front, so
 //! order and data survive retries. The buffer is bounded by bytes, counting chunks
-//! in flight as well as queued ones; what happens when it is full is the configured
-//! [`OverflowAction`].
+//! being filled and in flight as well as queued ones; what happens when it is full is
+//! the configured [`OverflowAction`]. Both kinds share all of this; only where the
+//! bytes live differs.
+//!
+//! - `config`: [`BufferConfig`], the `buffer:` section (Fluentd's `<buffer>` names).
+//! - `queue`: [`Buffer`] and [`Lease`]: staging, the queue, limits, overflow, leases.
+//! - `file`: the file buffer's storage, recovery and quarantine.
+//! - `format`: the chunk file's layout, byte for byte.
 
 mod config;
-mod memory;
+mod file;
+pub mod format;
+mod queue;
+#[cfg(test)]
+mod tests;
 
-pub use config::{BufferConfig, BufferKind, OverflowAction};
-pub use memory::{Buffer, BufferClosed, BufferStats, Lease};
+pub use config::{
+    BufferCompress, BufferConfig, BufferKind, FlushMode, FsyncPolicy, OverflowAction, RetryType,
+};
+pub use file::QUARANTINE;
+pub use queue::{Buffer, BufferClosed, BufferError, BufferStats, Lease};

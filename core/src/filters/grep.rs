@@ -133,7 +133,11 @@ mod tests {
         assert_eq!(g.filter(&mut event("fatal", "kube-system")), Verdict::Drop);
         let mut no_level = event("x", "default");
         no_level.record.remove("level");
-        assert_eq!(g.filter(&mut no_level), Verdict::Drop, "a missing key never matches");
+        assert_eq!(
+            g.filter(&mut no_level),
+            Verdict::Drop,
+            "a missing key never matches"
+        );
     }
 
     #[test]

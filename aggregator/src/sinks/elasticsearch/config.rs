@@ -14,18 +14,19 @@
 //!     compress: true
 //!     batch: { max_events: 1000, max_bytes: 5MiB, timeout: 1s }
 //!     request_timeout: 30s
-//!     retry: { initial: 1s, max_interval: 60s }
 //!     op_type: index
 //!     include_tag_key: false
 //!     tag_key: tag
 //! ```
+//!
+//! Retries (`retry_wait`, `retry_max_interval`, `retry_timeout`, ...) and the number
+//! of requests in flight (`flush_thread_count`) are the sink's `buffer:` settings;
+//! where refused events go is its `secondary:` output.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nagare_core::component::Invalid;
 use nagare_core::config::{ByteSize, HumanDuration, Secret};
-use nagare_core::retry::Backoff;
 use serde::Deserialize;
 
 /// Ships events to Elasticsearch (or OpenSearch) through the `_bulk` API.
@@ -64,10 +65,6 @@ pub struct ElasticsearchConfig {
     /// How long one `_bulk` request may take before it is abandoned and retried.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
-    /// Waits between retries of refused (429, 5xx) or failed requests. Retries go on
-    /// for as long as the process runs: nothing is dropped for being late.
-    #[serde(default)]
-    pub retry: RetryConfig,
     /// The bulk action: `index` (a re-sent event overwrites itself) or `create` (a
     /// re-sent event is refused with 409, which counts as stored; required by data
     /// streams).
@@ -78,10 +75,6 @@ pub struct ElasticsearchConfig {
     /// never duplicates documents.
     #[serde(default)]
     pub id_key: Option<String>,
-    /// The NDJSON file where refused events go (mapping conflicts and other 4xx).
-    /// Default: `<data_dir>/dead-letter/<sink name>.ndjson`.
-    #[serde(default)]
-    pub dead_letter_path: Option<PathBuf>,
     /// Add the event's tag to each document.
     #[serde(default)]
     pub include_tag_key: bool,
@@ -112,39 +105,6 @@ impl Default for BatchConfig {
             max_events: default_max_events(),
             max_bytes: default_max_bytes(),
             timeout: default_batch_timeout(),
-        }
-    }
-}
-
-/// The `retry:` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// The first wait.
-    #[serde(default = "default_retry_initial")]
-    pub initial: HumanDuration,
-    /// The longest wait; waits double up to it.
-    #[serde(default = "default_retry_max_interval")]
-    pub max_interval: HumanDuration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            initial: default_retry_initial(),
-            max_interval: default_retry_max_interval(),
-        }
-    }
-}
-
-impl RetryConfig {
-    /// The backoff these settings describe.
-    pub fn backoff(&self) -> Backoff {
-        Backoff {
-            initial: self.initial.0,
-            max: self.max_interval.0,
-            multiplier: 2.0,
-            jitter: 0.25,
         }
     }
 }
@@ -216,14 +176,6 @@ fn default_batch_timeout() -> HumanDuration {
     HumanDuration::secs(1)
 }
 
-fn default_retry_initial() -> HumanDuration {
-    HumanDuration::secs(1)
-}
-
-fn default_retry_max_interval() -> HumanDuration {
-    HumanDuration::secs(60)
-}
-
 /// Why `name` cannot be an Elasticsearch index name, if it cannot.
 pub fn index_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
@@ -290,15 +242,6 @@ impl ElasticsearchConfig {
         }
         if self.request_timeout.0.is_zero() {
             return Err(Invalid::new("request_timeout", "must be more than 0"));
-        }
-        if self.retry.initial.0.is_zero() {
-            return Err(Invalid::new("retry.initial", "must be more than 0"));
-        }
-        if self.retry.max_interval.0 < self.retry.initial.0 {
-            return Err(Invalid::new(
-                "retry.max_interval",
-                format!("must be at least retry.initial ({})", self.retry.initial),
-            ));
         }
         if self.include_tag_key && (self.tag_key.is_empty() || self.tag_key == "@timestamp") {
             return Err(Invalid::new(

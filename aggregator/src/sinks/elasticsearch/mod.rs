@@ -1,13 +1,14 @@
 //! The `elasticsearch` sink: events to Elasticsearch or OpenSearch through `_bulk`,
 //! like Fluentd's `out_elasticsearch` (daily `logstash-YYYY.MM.DD` indices,
 //! `@timestamp`, optional tag key), with per-event outcomes: events refused for now
-//! are sent again, events refused for good go to a dead-letter file.
+//! are sent again under the buffer's retry policy, events refused for good (and
+//! events whose retries ran out) go to the sink's secondary output.
 //!
 //! - `config.rs`: [`ElasticsearchConfig`] and its sections.
 //! - `request_builder.rs`: events to NDJSON items, items to (gzipped) bodies; pure.
 //! - `service.rs`: the HTTP client, endpoints in turn.
 //! - `retry.rs`: what an answer means for each event.
-//! - `sink.rs`: the loop: lease, batch, send, resolve, ack.
+//! - `sink.rs`: the loop: lease, batch, send, resolve, ack; `flush_thread_count` of them.
 
 mod config;
 mod request_builder;
@@ -17,7 +18,7 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-pub use config::{BatchConfig, ElasticsearchConfig, IndexTarget, OpType, RetryConfig};
+pub use config::{BatchConfig, ElasticsearchConfig, IndexTarget, OpType};
 pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, format_period, gzip};
 pub use retry::{BatchOutcome, ItemOutcome, classify, classify_item, error_reason};
 pub use service::{BulkResponse, BulkService, SendError};

@@ -22,7 +22,7 @@ use nagare_core::component::Invalid;
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
 use super::config::{ElasticsearchConfig, IndexTarget, OpType};
-use crate::sinks::dead_letter::write_json;
+use nagare_core::dead_letter::write_json;
 
 /// One event encoded as a bulk item.
 #[derive(Debug, Clone, PartialEq, Eq)]

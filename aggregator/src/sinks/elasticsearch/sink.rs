@@ -2,26 +2,34 @@
 //!
 //! Events of several chunks share a request, and a chunk larger than a batch is
 //! spread over several; each lease is acked once every one of its events is resolved
-//! (stored, or refused for good and written to the dead-letter file, in which case
-//! the lease is failed so its source learns not everything arrived). Events refused
-//! for now (429, 5xx) are sent again, alone, after a backoff, for as long as the
-//! process runs. One request is in flight at a time: while it is retried, new chunks
-//! wait in the buffer, which pushes back on the sources.
+//! (stored, or written to the secondary output, in which case the lease is failed so
+//! its source learns not everything arrived). Events refused for good (a mapping
+//! conflict) go to the secondary at once; events refused for now (429, 5xx) and
+//! requests that fail are sent again, alone, under the buffer's retry policy, until
+//! they are stored or their retries run out (`retry_timeout`, `retry_max_times`),
+//! when they too go to the secondary with the last reason.
+//!
+//! `flush_thread_count` workers run this loop side by side, each with its own batch
+//! and one request in flight; while they retry, new chunks wait in the buffer, which
+//! pushes back on the sources. Each event's `_id` derives from the chunk it arrived
+//! in and its position there ([`Chunk::event_ids`](nagare_core::Chunk::event_ids)),
+//! so a chunk sent again, even merged into another by a buffer, overwrites itself.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use nagare_core::buffer::{Buffer, Lease};
 use nagare_core::component::{Invalid, SinkContext};
-use nagare_core::retry::Backoff;
+use nagare_core::dead_letter::{self, DeadLetter, DeadLetterEntry};
+use nagare_core::retry::{Attempts, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::config::{BatchConfig, ElasticsearchConfig, OpType};
 use super::request_builder::{BulkRequest, RequestBuilder};
 use super::retry::{BatchOutcome, ItemOutcome, classify};
 use super::service::BulkService;
-use crate::sinks::dead_letter::{self, DeadLetter, DeadLetterEntry};
 
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,38 +59,40 @@ pub async fn run(config: ElasticsearchConfig, ctx: SinkContext) -> Result<(), El
         invalid,
     };
     config.validate().map_err(invalid)?;
-    let builder = RequestBuilder::new(&config).map_err(invalid)?;
-    let service = BulkService::new(&config).map_err(|source| ElasticsearchError::Client {
-        sink: ctx.name.clone(),
-        source,
-    })?;
-    let dead_letter_path = config
-        .dead_letter_path
-        .clone()
-        .unwrap_or_else(|| dead_letter::default_path(&ctx.data_dir, &ctx.name));
+    let secondary = ctx.secondary();
+    let retrier = ctx.retrier();
+    let workers = ctx.flush_thread_count();
     tracing::info!(
         sink = %ctx.name,
         endpoints = ?config.endpoints,
-        dead_letter = %dead_letter_path.display(),
+        secondary = %secondary.path().display(),
+        workers,
         "elasticsearch sink started"
     );
-    let sink = Sink {
-        name: ctx.name,
-        buffer: ctx.buffer,
-        abort: ctx.abort,
-        builder,
-        service,
-        dead_letter: DeadLetter::new(dead_letter_path),
-        batch: config.batch.clone(),
-        backoff: config.retry.backoff(),
-        op_type: config.op_type,
-        chunks: HashMap::new(),
-        next_slot: 0,
-        ready: VecDeque::new(),
-        ready_bytes: 0,
-        ready_since: None,
-    };
-    sink.run().await;
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let sink = Sink {
+            name: ctx.name.clone(),
+            buffer: ctx.buffer.clone(),
+            abort: ctx.abort.clone(),
+            builder: RequestBuilder::new(&config).map_err(invalid)?,
+            service: BulkService::new(&config).map_err(|source| ElasticsearchError::Client {
+                sink: ctx.name.clone(),
+                source,
+            })?,
+            dead_letter: secondary.clone(),
+            batch: config.batch.clone(),
+            retrier: retrier.clone(),
+            op_type: config.op_type,
+            chunks: HashMap::new(),
+            next_slot: 0,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            ready_since: None,
+        };
+        tasks.spawn(sink.run());
+    }
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -105,19 +115,28 @@ struct Item {
     bytes: Vec<u8>,
 }
 
-/// An item refused for good, and why.
+/// An item that goes to the secondary output, and why.
 struct Refused {
     item: Item,
-    status: u16,
+    status: Option<u16>,
     reason: String,
     error: Option<serde_json::Value>,
 }
 
 /// A group of items to send, with its request once built (a retry of the same group
-/// sends the same bytes).
+/// sends the same bytes), and its failures so far.
 struct Group {
     items: Vec<Item>,
     request: Option<BulkRequest>,
+    attempts: Attempts,
+}
+
+/// Why items go to the secondary output: refused by Elasticsearch, or out of
+/// retries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Refused,
+    GaveUp,
 }
 
 struct Sink {
@@ -128,7 +147,7 @@ struct Sink {
     service: BulkService,
     dead_letter: DeadLetter,
     batch: BatchConfig,
-    backoff: Backoff,
+    retrier: Retrier,
     op_type: OpType,
     chunks: HashMap<u64, Pending>,
     next_slot: u64,
@@ -188,11 +207,11 @@ impl Sink {
         let (id, tag) = (chunk.id(), chunk.tag().clone());
         let mut encoded = 0u32;
         let mut unreadable = 0u32;
-        for (position, entry) in chunk.events().enumerate() {
+        for ((position, entry), (origin, at)) in chunk.events().enumerate().zip(chunk.event_ids()) {
             match entry {
                 Ok((time, record)) => {
                     let position = position as u32;
-                    let item = self.builder.encode(id, position, &tag, time, &record);
+                    let item = self.builder.encode(origin, at, &tag, time, &record);
                     self.ready_bytes += item.bytes.len();
                     self.ready.push_back(Item {
                         slot,
@@ -267,8 +286,8 @@ impl Sink {
         let mut groups = vec![Group {
             items,
             request: None,
+            attempts: Attempts::new(),
         }];
-        let mut failures = 0u32;
         while let Some(mut group) = groups.pop() {
             let request = match group.request.take() {
                 Some(r) => r,
@@ -304,9 +323,13 @@ impl Sink {
                     let mut retry = Vec::new();
                     let mut refused = Vec::new();
                     let mut retry_reason = None;
+                    let mut stored = false;
                     for (item, outcome) in group.items.into_iter().zip(outcomes) {
                         match outcome {
-                            ItemOutcome::Done => self.resolve(item.slot, false),
+                            ItemOutcome::Done => {
+                                stored = true;
+                                self.resolve(item.slot, false);
+                            }
                             ItemOutcome::Retry { status, reason } => {
                                 retry_reason.get_or_insert((status, reason));
                                 retry.push(item);
@@ -317,11 +340,14 @@ impl Sink {
                                 error,
                             } => refused.push(Refused {
                                 item,
-                                status,
+                                status: Some(status),
                                 reason,
                                 error,
                             }),
                         }
+                    }
+                    if stored {
+                        self.retrier.succeeded();
                     }
                     tracing::debug!(
                         sink = %self.name,
@@ -332,51 +358,100 @@ impl Sink {
                         refused = refused.len(),
                         "bulk request answered"
                     );
-                    if !refused.is_empty() && !self.refuse(refused).await {
+                    if !refused.is_empty() && !self.refuse(refused, Why::Refused).await {
                         return false;
                     }
                     if let Some((status, reason)) = retry_reason {
-                        let delay = self.backoff.delay(failures);
-                        tracing::warn!(
-                            sink = %self.name,
-                            endpoint = %endpoint,
-                            status,
-                            reason = %reason,
-                            events = retry.len(),
-                            attempt = failures + 1,
-                            retry_in = ?delay,
-                            "Elasticsearch refused some events for now; sending them again"
-                        );
-                        if !self.pause(delay).await {
-                            return false;
+                        let mut attempts = group.attempts;
+                        match self.retrier.failed(&mut attempts) {
+                            Next::RetryIn(delay) => {
+                                tracing::warn!(
+                                    sink = %self.name,
+                                    endpoint = %endpoint,
+                                    status,
+                                    reason = %reason,
+                                    events = retry.len(),
+                                    attempt = attempts.failures(),
+                                    retry_in = ?delay,
+                                    "Elasticsearch refused some events for now; sending them again"
+                                );
+                                if !self.pause(delay).await {
+                                    return false;
+                                }
+                                groups.push(Group {
+                                    items: retry,
+                                    request: None,
+                                    attempts,
+                                });
+                            }
+                            Next::GiveUp {
+                                failures,
+                                failing_for,
+                            } => {
+                                let reason = gave_up(
+                                    failures,
+                                    failing_for,
+                                    &format!("status {status}: {reason}"),
+                                );
+                                let refused = retry
+                                    .into_iter()
+                                    .map(|item| Refused {
+                                        item,
+                                        status: Some(status),
+                                        reason: reason.clone(),
+                                        error: None,
+                                    })
+                                    .collect();
+                                if !self.refuse(refused, Why::GaveUp).await {
+                                    return false;
+                                }
+                            }
                         }
-                        failures += 1;
-                        groups.push(Group {
-                            items: retry,
-                            request: None,
-                        });
-                    } else {
-                        failures = 0;
                     }
                 }
                 BatchOutcome::RetryAll { status, reason } => {
-                    let delay = self.backoff.delay(failures);
-                    tracing::warn!(
-                        sink = %self.name,
-                        endpoint = %endpoint,
-                        status = status.map(i64::from).unwrap_or(-1),
-                        reason = %reason,
-                        events = group.items.len(),
-                        attempt = failures + 1,
-                        retry_in = ?delay,
-                        "bulk request failed; sending it again"
-                    );
-                    if !self.pause(delay).await {
-                        return false;
+                    match self.retrier.failed(&mut group.attempts) {
+                        Next::RetryIn(delay) => {
+                            tracing::warn!(
+                                sink = %self.name,
+                                endpoint = %endpoint,
+                                status = status.map(i64::from).unwrap_or(-1),
+                                reason = %reason,
+                                events = group.items.len(),
+                                attempt = group.attempts.failures(),
+                                retry_in = ?delay,
+                                "bulk request failed; sending it again"
+                            );
+                            if !self.pause(delay).await {
+                                return false;
+                            }
+                            group.request = Some(request);
+                            groups.push(group);
+                        }
+                        Next::GiveUp {
+                            failures,
+                            failing_for,
+                        } => {
+                            let last = match status {
+                                Some(status) => format!("status {status}: {reason}"),
+                                None => reason,
+                            };
+                            let reason = gave_up(failures, failing_for, &last);
+                            let refused = group
+                                .items
+                                .into_iter()
+                                .map(|item| Refused {
+                                    item,
+                                    status,
+                                    reason: reason.clone(),
+                                    error: None,
+                                })
+                                .collect();
+                            if !self.refuse(refused, Why::GaveUp).await {
+                                return false;
+                            }
+                        }
                     }
-                    failures += 1;
-                    group.request = Some(request);
-                    groups.push(group);
                 }
                 BatchOutcome::Split { status, reason } => {
                     if group.items.len() == 1 {
@@ -385,12 +460,12 @@ impl Sink {
                             .into_iter()
                             .map(|item| Refused {
                                 item,
-                                status,
+                                status: Some(status),
                                 reason: reason.clone(),
                                 error: None,
                             })
                             .collect();
-                        if !self.refuse(refused).await {
+                        if !self.refuse(refused, Why::Refused).await {
                             return false;
                         }
                     } else {
@@ -406,10 +481,12 @@ impl Sink {
                         groups.push(Group {
                             items: second,
                             request: None,
+                            attempts: group.attempts,
                         });
                         groups.push(Group {
                             items: group.items,
                             request: None,
+                            attempts: group.attempts,
                         });
                     }
                 }
@@ -448,9 +525,9 @@ impl Sink {
         }
     }
 
-    /// Writes refused events to the dead-letter file (retrying the write until it
-    /// succeeds), then resolves them. Returns false when aborted.
-    async fn refuse(&mut self, mut refused: Vec<Refused>) -> bool {
+    /// Writes events to the secondary output (retrying the write until it succeeds),
+    /// then resolves them. Returns false when aborted.
+    async fn refuse(&mut self, mut refused: Vec<Refused>, why: Why) -> bool {
         refused.sort_by_key(|r| (r.item.slot, r.item.position));
         let mut lines = Vec::new();
         let mut at = 0;
@@ -481,7 +558,7 @@ impl Sink {
                             time,
                             record: &record,
                             reason: &r.reason,
-                            status: Some(r.status),
+                            status: r.status,
                             destination: Some(("index", &r.item.index)),
                             error: r.error.as_ref(),
                         },
@@ -501,14 +578,14 @@ impl Sink {
             match written {
                 Ok(()) => break,
                 Err(e) => {
-                    let delay = self.backoff.delay(failures);
+                    let delay = self.retrier.policy().backoff.delay(failures);
                     tracing::error!(
                         sink = %self.name,
                         path = %self.dead_letter.path().display(),
                         error = %e,
                         events = refused.len(),
                         retry_in = ?delay,
-                        "cannot write refused events to the dead-letter file; fix the path or free space"
+                        "cannot write to the secondary output; fix the path or free space"
                     );
                     if !self.pause(delay).await {
                         return false;
@@ -518,18 +595,39 @@ impl Sink {
             }
         }
         let first = &refused[0];
-        tracing::warn!(
-            sink = %self.name,
-            events = refused.len(),
-            status = first.status,
-            reason = %first.reason,
-            index = %first.item.index,
-            path = %self.dead_letter.path().display(),
-            "Elasticsearch refused events for good; wrote them to the dead-letter file"
-        );
+        let status = first.status.map(i64::from).unwrap_or(-1);
+        let path = self.dead_letter.path().display();
+        match why {
+            Why::Refused => tracing::warn!(
+                sink = %self.name,
+                events = refused.len(),
+                status,
+                reason = %first.reason,
+                index = %first.item.index,
+                path = %path,
+                "Elasticsearch refused events for good; wrote them to the secondary output"
+            ),
+            Why::GaveUp => tracing::error!(
+                sink = %self.name,
+                events = refused.len(),
+                status,
+                reason = %first.reason,
+                index = %first.item.index,
+                path = %path,
+                "retries ran out (retry_timeout / retry_max_times); wrote the events to the secondary output"
+            ),
+        }
         for r in refused {
             self.resolve(r.item.slot, true);
         }
         true
     }
+}
+
+/// The reason written for events whose retries ran out.
+fn gave_up(failures: u32, failing_for: std::time::Duration, last: &str) -> String {
+    format!(
+        "gave up after {failures} failed attempts over {}s; last error: {last}",
+        failing_for.as_secs()
+    )
 }

@@ -46,7 +46,6 @@ password: hunter2
 compress: true
 batch: { max_events: 1000, max_bytes: 5MiB, timeout: 1s }
 request_timeout: 30s
-retry: { initial: 1s, max_interval: 60s }
 op_type: index
 include_tag_key: false
 tag_key: tag
@@ -70,11 +69,8 @@ tag_key: tag
     assert_eq!(d.batch.max_bytes, ByteSize(5 << 20));
     assert_eq!(d.batch.timeout, HumanDuration::secs(1));
     assert_eq!(d.request_timeout, HumanDuration::secs(30));
-    assert_eq!(d.retry.initial, HumanDuration::secs(1));
-    assert_eq!(d.retry.max_interval, HumanDuration::secs(60));
     assert_eq!(d.op_type, OpType::Index);
     assert_eq!(d.id_key, None);
-    assert_eq!(d.dead_letter_path, None);
     assert!(!d.include_tag_key);
     assert_eq!(d.tag_key, "tag");
 
@@ -138,10 +134,6 @@ fn invalid_settings_name_their_key() {
     assert_eq!(
         invalid_key("endpoints: [http://a:9200]\nbatch: {max_events: 0}\n"),
         "batch.max_events"
-    );
-    assert_eq!(
-        invalid_key("endpoints: [http://a:9200]\nretry: {initial: 2s, max_interval: 1s}\n"),
-        "retry.max_interval"
     );
     assert_eq!(
         invalid_key("endpoints: [http://a:9200]\ninclude_tag_key: true\ntag_key: '@timestamp'\n"),

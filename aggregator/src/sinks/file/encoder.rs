@@ -11,7 +11,7 @@ use nagare_core::msgpack::ReadError;
 use nagare_core::{EventTime, Map};
 
 use super::config::Format;
-use crate::sinks::dead_letter::write_json;
+use nagare_core::dead_letter::write_json;
 
 /// Appends one event as a line.
 pub fn encode_event(format: Format, tag: &str, time: EventTime, record: &Map, out: &mut Vec<u8>) {

@@ -1,6 +1,8 @@
 //! The `file` sink's loop: take what the buffer holds (up to a bound), encode it,
-//! append it to its files, fsync them, then ack. A failed write is retried with a
-//! backoff: the leases stay held, so the buffer pushes back on the sources.
+//! append it to its files, fsync them, then ack. A failed write is retried under the
+//! buffer's retry policy while the leases stay held, so the buffer pushes back on the
+//! sources; once the retries run out, the chunks not written go to the secondary
+//! output with the last error, and the sink goes on.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -10,15 +12,18 @@ use std::sync::{Arc, Mutex};
 
 use nagare_core::buffer::Lease;
 use nagare_core::component::{Invalid, SinkContext};
-use nagare_core::retry::Backoff;
+use nagare_core::retry::{Attempts, Next};
 
 use super::config::{FileConfig, Format};
 use super::encoder::encode_chunk;
 
 /// Most chunks written in one batch.
 const BATCH_CHUNKS: usize = 256;
-/// Most bytes of encoded chunks taken into one batch.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes of encoded chunks past which no further chunk joins a batch. A batch is
+/// acked only once all of it is written and fsynced, so a crash in between writes it
+/// again after the restart: this bounds those copies (to this plus one chunk) while
+/// still fsyncing about once per MiB.
+const BATCH_BYTES: usize = 1024 * 1024;
 /// Files kept open at once; past it, all are closed and reopened on demand (a tag
 /// per file can mean many files).
 const OPEN_FILES: usize = 128;
@@ -66,7 +71,8 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
         invalid,
     })?;
     let files = Arc::new(Mutex::new(Files::default()));
-    let backoff = Backoff::default();
+    let retrier = ctx.retrier();
+    let secondary = ctx.secondary();
     loop {
         let first = tokio::select! {
             biased;
@@ -79,14 +85,14 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
         let mut leases = vec![first];
         let mut taken = leases[0].chunk().byte_size();
         while leases.len() < BATCH_CHUNKS && taken < BATCH_BYTES {
-            let Some(lease) = ctx.buffer.try_pop() else {
+            let Some(lease) = ctx.buffer.pop_ready().await else {
                 break;
             };
             taken += lease.chunk().byte_size();
             leases.push(lease);
         }
-        let (mut outputs, broken) = encode(&config.path, config.format, &leases, &ctx.name);
-        let mut failures = 0;
+        let (mut outputs, mut broken) = encode(&config.path, config.format, &leases, &ctx.name);
+        let mut attempts = Attempts::new();
         while !outputs.is_empty() {
             let files = files.clone();
             let write = tokio::task::spawn_blocking(move || {
@@ -104,20 +110,64 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
                 Err(e) => (Vec::new(), Err((PathBuf::new(), io::Error::other(e)))),
             };
             outputs = rest;
-            if let Err((path, e)) = result {
-                let delay = backoff.delay(failures);
-                failures += 1;
-                tracing::error!(
-                    sink = %ctx.name,
-                    path = %path.display(),
-                    error = %e,
-                    retry_in = ?delay,
-                    "cannot append to the file; will try again (check the folder's permissions and free space)"
-                );
-                tokio::select! {
-                    biased;
-                    _ = ctx.abort.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
+            let Err((path, e)) = result else {
+                retrier.succeeded();
+                break;
+            };
+            match retrier.failed(&mut attempts) {
+                Next::RetryIn(delay) => {
+                    tracing::error!(
+                        sink = %ctx.name,
+                        path = %path.display(),
+                        error = %e,
+                        attempt = attempts.failures(),
+                        retry_in = ?delay,
+                        "cannot append to the file; will try again (check the folder's permissions and free space)"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = ctx.abort.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Next::GiveUp {
+                    failures,
+                    failing_for,
+                } => {
+                    // The chunks whose file was not written go to the secondary.
+                    let unwritten: Vec<PathBuf> = outputs.drain(..).map(|(p, _)| p).collect();
+                    let reason = format!(
+                        "gave up after {failures} failed attempts over {}s; last error: cannot append to {}: {e}",
+                        failing_for.as_secs(),
+                        path.display()
+                    );
+                    let mut moved = 0;
+                    for (i, lease) in leases.iter().enumerate() {
+                        let chunk = lease.chunk();
+                        if !unwritten.contains(&path_for_tag(&config.path, chunk.tag())) {
+                            continue;
+                        }
+                        let mut failures = 0;
+                        while let Err(e) = secondary.write_chunk(chunk, &reason).await {
+                            let delay = retrier.policy().backoff.delay(failures);
+                            failures += 1;
+                            tracing::error!(sink = %ctx.name, path = %secondary.path().display(), error = %e, retry_in = ?delay, "cannot write to the secondary output either; trying again");
+                            tokio::select! {
+                                biased;
+                                _ = ctx.abort.cancelled() => return Ok(()),
+                                _ = tokio::time::sleep(delay) => {}
+                            }
+                        }
+                        moved += chunk.count();
+                        broken.push(i);
+                    }
+                    tracing::error!(
+                        sink = %ctx.name,
+                        events = moved,
+                        secondary = %secondary.path().display(),
+                        %reason,
+                        "retries ran out (retry_timeout / retry_max_times); wrote the events to the secondary output"
+                    );
                 }
             }
         }

@@ -59,7 +59,7 @@ pub async fn run_to(
         };
         let mut leases = vec![first];
         while leases.len() < BATCH_CHUNKS {
-            match ctx.buffer.try_pop() {
+            match ctx.buffer.pop_ready().await {
                 Some(lease) => leases.push(lease),
                 None => break,
             }

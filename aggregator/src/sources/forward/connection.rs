@@ -1,26 +1,44 @@
-//! One client: bytes in, frames out, chunks to the router, acks back.
+//! One client: TLS and the handshake if configured, then bytes in, frames out,
+//! chunks to the router, acks back.
 //!
 //! Frames of a connection are handled strictly in order, one at a time: the next one
 //! is not looked at until the router accepted the previous one. A full buffer
 //! downstream therefore stops this connection's reads, and TCP pushes back on the
 //! client, which is the backpressure the `block` overflow policy promises.
+//!
+//! Memory: a connection reads into a 64 KiB buffer. A frame that needs more draws
+//! on the server-wide budget (`max_buffered_bytes`, a semaphore counted in KiB)
+//! before each further read, and gives it back once the frame is handed on; so the
+//! partial frames of all connections together stay under the budget, whatever the
+//! clients announce.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use nagare_core::forward::{self, DecodeError, DecodeLimits, EventsMessage, Frame};
+use bytes::{Buf, BytesMut};
+use nagare_core::forward::handshake::{self, Helo};
+use nagare_core::forward::{self, DecodeError, DecodeLimits, EventsMessage, Frame, JsonScanner};
 use nagare_core::router::Router;
 use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkId, Tag};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use super::handshake::Auth;
 
 /// Bytes asked of the socket per read; frames larger than this grow the buffer.
 const READ_SIZE: usize = 64 * 1024;
+
+/// Bytes a connection may hold without drawing on the shared budget: its read buffer
+/// and one read beyond it.
+const FREE_BYTES: usize = 2 * READ_SIZE;
+
+/// How long a TLS handshake may take when no idle timeout is set.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every connection of one server shares.
 #[derive(Debug)]
@@ -30,6 +48,11 @@ pub(super) struct Shared {
     pub(super) shutdown: Shutdown,
     pub(super) limits: DecodeLimits,
     pub(super) idle_timeout: Option<Duration>,
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(super) auth: Option<Auth>,
+    pub(super) deny_keepalive: bool,
+    /// The partial-frame budget, one permit per KiB.
+    pub(super) budget: Arc<Semaphore>,
 }
 
 /// Why a connection ended.
@@ -41,10 +64,26 @@ enum Close {
     Truncated { buffered: usize },
     /// The client sent something that is not a frame, or too large a frame.
     Invalid(DecodeError),
+    /// The client did not answer HELO with a valid PING.
+    BadHandshake(DecodeError),
+    /// The client's PING was refused.
+    AuthFailed {
+        hostname: String,
+        username: String,
+        reason: &'static str,
+    },
+    /// The TLS handshake failed.
+    Tls(io::Error),
+    /// The client closed before the TLS handshake (a TCP heartbeat or port probe).
+    TlsProbe,
     /// Nothing arrived for the idle timeout.
     Idle(Duration),
+    /// No buffer budget could be had for the idle timeout.
+    NoBudget(Duration),
     /// The socket failed (reset by the peer, usually).
     Io(io::Error),
+    /// The server closes after one frame (`deny_keepalive`).
+    KeepaliveDenied,
     /// The server is shutting down.
     Shutdown,
     /// The pipeline no longer accepts chunks (shutdown reached the buffers).
@@ -63,14 +102,47 @@ pub(super) async fn serve(
         tracing::debug!(source = %shared.source, peer = %peer, error = %e, "cannot set TCP_NODELAY");
     }
     tracing::debug!(source = %shared.source, peer = %peer, "forward client connected");
-    let mut conn = Connection {
-        stream,
-        peer,
-        buf: BytesMut::with_capacity(READ_SIZE),
-        shared: &shared,
+    let close = match &shared.tls {
+        Some(tls) => match accept_tls(TlsAcceptor::from(tls.clone()), stream, &shared).await {
+            Ok(tls) => Connection::new(tls, peer, &shared).run().await,
+            Err(close) => close,
+        },
+        None => Connection::new(stream, peer, &shared).run().await,
     };
-    let close = conn.run().await;
-    let source = &shared.source;
+    report(&shared.source, peer, close);
+}
+
+async fn accept_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    shared: &Shared,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Close> {
+    // A client that connects and closes without a byte (a TCP heartbeat, a port
+    // check) is not a TLS failure worth a warning.
+    let mut first = [0u8; 1];
+    let limit = shared.idle_timeout.unwrap_or(TLS_HANDSHAKE_TIMEOUT);
+    let peeked = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Err(Close::Shutdown),
+        peeked = tokio::time::timeout(limit, stream.peek(&mut first)) => peeked,
+    };
+    match peeked {
+        Err(_) => return Err(Close::Idle(limit)),
+        Ok(Ok(0)) => return Err(Close::TlsProbe),
+        Ok(Err(e)) => return Err(Close::Io(e)),
+        Ok(Ok(_)) => {}
+    }
+    let accepted = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Err(Close::Shutdown),
+        accepted = tokio::time::timeout(limit, acceptor.accept(stream)) => accepted,
+    };
+    match accepted {
+        Err(_) => Err(Close::Idle(limit)),
+        Ok(Err(e)) => Err(Close::Tls(e)),
+        Ok(Ok(tls)) => Ok(tls),
+    }
+}
+
+fn report(source: &str, peer: SocketAddr, close: Close) {
     match close {
         Close::Invalid(e @ DecodeError::TooLarge { .. }) => {
             tracing::warn!(
@@ -88,6 +160,36 @@ pub(super) async fn serve(
                 "closing forward connection: the client sent bytes that are not a forward protocol frame (a TLS or HTTP client on this port?)"
             );
         }
+        Close::BadHandshake(e) => {
+            tracing::warn!(
+                source = %source,
+                peer = %peer,
+                error = %e,
+                "refused forward client: it did not answer HELO with a PING; configure the client's shared key (Fluentd <security>, fluent-logger `security`)"
+            );
+        }
+        Close::AuthFailed {
+            hostname,
+            username,
+            reason,
+        } => {
+            tracing::warn!(
+                source = %source,
+                peer = %peer,
+                hostname = %hostname,
+                username = %username,
+                reason,
+                "refused forward client: authentication failed; check that its shared_key (and username/password) match this server's security section"
+            );
+        }
+        Close::Tls(e) => {
+            tracing::warn!(
+                source = %source,
+                peer = %peer,
+                error = %e,
+                "refused forward client: TLS handshake failed; check the client's certificate and that it trusts this server's CA"
+            );
+        }
         Close::Truncated { buffered } => {
             tracing::warn!(
                 source = %source,
@@ -96,14 +198,25 @@ pub(super) async fn serve(
                 "forward client closed the connection in the middle of a frame; the partial frame is discarded (a client waiting for acks sends it again)"
             );
         }
+        Close::NoBudget(after) => {
+            tracing::warn!(
+                source = %source,
+                peer = %peer,
+                waited = ?after,
+                "closing forward connection: no room in max_buffered_bytes for its frame (too many large frames arriving at once); the client sends it again"
+            );
+        }
         Close::Io(e) => {
             tracing::info!(source = %source, peer = %peer, error = %e, "forward connection failed");
         }
         Close::Idle(after) => {
             tracing::debug!(source = %source, peer = %peer, idle = ?after, "closing idle forward connection");
         }
-        Close::PeerClosed => {
+        Close::TlsProbe | Close::PeerClosed => {
             tracing::debug!(source = %source, peer = %peer, "forward client disconnected");
+        }
+        Close::KeepaliveDenied => {
+            tracing::debug!(source = %source, peer = %peer, "closing forward connection after its frame (deny_keepalive)");
         }
         Close::Shutdown | Close::BufferClosed => {
             tracing::debug!(source = %source, peer = %peer, "closing forward connection for shutdown");
@@ -111,62 +224,253 @@ pub(super) async fn serve(
     }
 }
 
-struct Connection<'a> {
-    stream: TcpStream,
+/// How the client encodes its frames, known from its first byte.
+enum Wire {
+    Unknown,
+    MessagePack,
+    Json(JsonScanner),
+}
+
+struct Connection<'a, S> {
+    stream: S,
     peer: SocketAddr,
     buf: BytesMut,
     shared: &'a Shared,
+    wire: Wire,
+    /// Budget drawn for a frame larger than the free allowance.
+    budget: Option<OwnedSemaphorePermit>,
+    budget_kib: usize,
 }
 
-impl Connection<'_> {
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
+    fn new(stream: S, peer: SocketAddr, shared: &'a Shared) -> Self {
+        Self {
+            stream,
+            peer,
+            buf: BytesMut::with_capacity(READ_SIZE),
+            shared,
+            wire: Wire::Unknown,
+            budget: None,
+            budget_kib: 0,
+        }
+    }
+
     async fn run(&mut self) -> Close {
+        if let Some(auth) = &self.shared.auth {
+            if let Err(close) = self.handshake(auth).await {
+                return close;
+            }
+            // The handshake is MessagePack; so is everything after it.
+            self.wire = Wire::MessagePack;
+        }
         loop {
             if let Err(close) = self.handle_buffered_frames().await {
                 return close;
             }
-            self.buf.reserve(READ_SIZE);
-            let read = tokio::select! {
-                biased;
-                _ = self.shared.shutdown.cancelled() => return Close::Shutdown,
-                read = read_or_idle(&mut self.stream, &mut self.buf, self.shared.idle_timeout) => read,
-            };
-            match read {
-                Ok(0) if self.buf.is_empty() => return Close::PeerClosed,
+            match self.read_more().await {
+                Ok(0) if self.only_whitespace_left() => return Close::PeerClosed,
                 Ok(0) => {
                     return Close::Truncated {
                         buffered: self.buf.len(),
                     };
                 }
                 Ok(_) => {}
-                Err(ReadFailure::Idle(d)) => return Close::Idle(d),
-                Err(ReadFailure::Io(e)) => return Close::Io(e),
+                Err(close) => return close,
             }
+        }
+    }
+
+    fn only_whitespace_left(&self) -> bool {
+        match self.wire {
+            Wire::Json(_) => self.buf.iter().all(u8::is_ascii_whitespace),
+            _ => self.buf.is_empty(),
+        }
+    }
+
+    /// HELO, then the client's PING, then PONG.
+    async fn handshake(&mut self, auth: &Auth) -> Result<(), Close> {
+        let helo = auth.helo();
+        self.write(&handshake::encode_helo(&helo)).await?;
+        let ping = loop {
+            match handshake::decode_ping(&self.buf) {
+                Ok(Some((ping, len))) => {
+                    self.buf.advance(len);
+                    break ping;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Close::BadHandshake(e)),
+            }
+            match self.read_more().await? {
+                0 if self.buf.is_empty() => return Err(Close::PeerClosed),
+                0 => {
+                    return Err(Close::Truncated {
+                        buffered: self.buf.len(),
+                    });
+                }
+                _ => {}
+            }
+        };
+        self.answer_ping(auth, &helo, ping).await
+    }
+
+    async fn answer_ping(
+        &mut self,
+        auth: &Auth,
+        helo: &Helo,
+        ping: handshake::Ping,
+    ) -> Result<(), Close> {
+        match auth.check(helo, &ping) {
+            Ok(pong) => {
+                self.write(&handshake::encode_pong(&pong)).await?;
+                tracing::debug!(source = %self.shared.source, peer = %self.peer, hostname = %ping.hostname, "forward client authenticated");
+                Ok(())
+            }
+            Err(refusal) => {
+                // Tell the client why before closing, as Fluentd does; it may already
+                // be gone, which changes nothing.
+                let _ = self.write(&handshake::encode_pong(&refusal.pong)).await;
+                Err(Close::AuthFailed {
+                    hostname: ping.hostname,
+                    username: ping.username,
+                    reason: refusal.reason,
+                })
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, after securing budget for them. `Ok(0)`
+    /// is the client's end of stream.
+    async fn read_more(&mut self) -> Result<usize, Close> {
+        self.reserve_budget().await?;
+        let shared = self.shared;
+        self.buf.reserve(READ_SIZE);
+        let read = self.stream.read_buf(&mut self.buf);
+        let read = async {
+            match shared.idle_timeout {
+                Some(limit) => match tokio::time::timeout(limit, read).await {
+                    Ok(r) => r.map_err(Close::Io),
+                    Err(_) => Err(Close::Idle(limit)),
+                },
+                None => read.await.map_err(Close::Io),
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => Err(Close::Shutdown),
+            read = read => read,
+        }
+    }
+
+    /// Holds budget for everything buffered beyond the free allowance, plus one read.
+    async fn reserve_budget(&mut self) -> Result<(), Close> {
+        let wanted = (self.buf.len() + READ_SIZE).saturating_sub(FREE_BYTES);
+        let kib = wanted.div_ceil(1024);
+        if kib <= self.budget_kib {
+            return Ok(());
+        }
+        let more = u32::try_from(kib - self.budget_kib).unwrap_or(u32::MAX);
+        let shared = self.shared;
+        let acquire = shared.budget.clone().acquire_many_owned(more);
+        let acquired = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return Err(Close::Shutdown),
+            acquired = async {
+                match shared.idle_timeout {
+                    Some(limit) => tokio::time::timeout(limit, acquire)
+                        .await
+                        .map_err(|_| Close::NoBudget(limit)),
+                    None => Ok(acquire.await),
+                }
+            } => acquired?,
+        };
+        let permit = acquired.expect("the budget semaphore is never closed");
+        match &mut self.budget {
+            Some(held) => held.merge(permit),
+            None => self.budget = Some(permit),
+        }
+        self.budget_kib = kib;
+        Ok(())
+    }
+
+    /// Gives the budget back once the buffer is small again, and lets go of a grown
+    /// allocation.
+    fn release_budget(&mut self) {
+        if self.budget_kib > 0 && self.buf.len() + READ_SIZE <= FREE_BYTES {
+            self.budget = None;
+            self.budget_kib = 0;
+        }
+        if self.buf.capacity() > 4 * READ_SIZE && self.buf.len() <= READ_SIZE {
+            let mut fresh = BytesMut::with_capacity(READ_SIZE);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
         }
     }
 
     /// Handles every whole frame in the buffer, in order.
     async fn handle_buffered_frames(&mut self) -> Result<(), Close> {
-        let limits = &self.shared.limits;
         loop {
             // Between frames is where shutdown takes effect: the frame being handled
             // is finished (emitted and acked), the rest is left to the client's resend.
             if self.shared.shutdown.is_cancelled() {
                 return Err(Close::Shutdown);
             }
-            let Some(len) = forward::frame_len(&self.buf, limits).map_err(Close::Invalid)? else {
+            let Some(first) = self.buf.first().copied() else {
+                self.release_budget();
                 return Ok(());
             };
-            // The frame's bytes become the chunk's entries without a copy (unless
-            // they were compressed or in Message mode).
-            let frame = self.buf.split_to(len).freeze();
-            match forward::decode_frame(frame, limits).map_err(Close::Invalid)? {
+            if matches!(self.wire, Wire::Unknown) {
+                // Fluentd's rule: a connection that opens with `[` or `{` speaks JSON.
+                self.wire = if forward::is_json_start(first) {
+                    Wire::Json(JsonScanner::new())
+                } else {
+                    Wire::MessagePack
+                };
+            }
+            let limits = &self.shared.limits;
+            let (frame, json) = match &mut self.wire {
+                Wire::Json(scanner) => {
+                    let Some(len) = scanner
+                        .frame_len(&self.buf, limits)
+                        .map_err(Close::Invalid)?
+                    else {
+                        return Ok(());
+                    };
+                    scanner.reset();
+                    let text = self.buf.split_to(len);
+                    (
+                        forward::decode_json_frame(&text).map_err(Close::Invalid)?,
+                        true,
+                    )
+                }
+                _ => {
+                    let Some(len) =
+                        forward::frame_len(&self.buf, limits).map_err(Close::Invalid)?
+                    else {
+                        return Ok(());
+                    };
+                    // The frame's bytes become the chunk's entries without a copy
+                    // (unless they were compressed or in Message mode).
+                    let frame = self.buf.split_to(len).freeze();
+                    (
+                        forward::decode_frame(frame, limits).map_err(Close::Invalid)?,
+                        false,
+                    )
+                }
+            };
+            self.release_budget();
+            match frame {
                 Frame::Heartbeat => {}
-                Frame::Events(message) => self.handle_events(message).await?,
+                Frame::Events(message) => {
+                    self.handle_events(message, json).await?;
+                    if self.shared.deny_keepalive {
+                        return Err(Close::KeepaliveDenied);
+                    }
+                }
             }
         }
     }
 
-    async fn handle_events(&mut self, message: EventsMessage) -> Result<(), Close> {
+    async fn handle_events(&mut self, message: EventsMessage, json: bool) -> Result<(), Close> {
         let EventsMessage {
             tag,
             entries,
@@ -187,37 +491,29 @@ impl Connection<'_> {
         }
         // The ack says "it is in my buffer": sent only once the router took the chunk.
         if let Some(chunk) = options.chunk {
-            let ack = forward::encode_ack(&chunk);
-            let write = self.stream.write_all(&ack);
-            let written = match self.shared.idle_timeout {
-                Some(limit) => tokio::time::timeout(limit, write)
-                    .await
-                    .map_err(|_| Close::Idle(limit))?,
-                None => write.await,
+            let ack = if json {
+                forward::encode_json_ack(&chunk)
+            } else {
+                forward::encode_ack(&chunk)
             };
-            written.map_err(Close::Io)?;
+            self.write(&ack).await?;
             tracing::trace!(source = %self.shared.source, peer = %self.peer, chunk, "acked");
         }
         Ok(())
     }
-}
 
-enum ReadFailure {
-    Idle(Duration),
-    Io(io::Error),
-}
-
-async fn read_or_idle(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    idle: Option<Duration>,
-) -> Result<usize, ReadFailure> {
-    let read = stream.read_buf(buf);
-    match idle {
-        Some(limit) => match tokio::time::timeout(limit, read).await {
-            Ok(r) => r.map_err(ReadFailure::Io),
-            Err(_) => Err(ReadFailure::Idle(limit)),
-        },
-        None => read.await.map_err(ReadFailure::Io),
+    /// Writes and flushes `bytes`, within the idle timeout.
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Close> {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        let written = match self.shared.idle_timeout {
+            Some(limit) => tokio::time::timeout(limit, write)
+                .await
+                .map_err(|_| Close::Idle(limit))?,
+            None => write.await,
+        };
+        written.map_err(Close::Io)
     }
 }

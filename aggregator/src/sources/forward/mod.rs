@@ -1,23 +1,35 @@
 //! The `forward` source: a Fluentd Forward Protocol v1 server.
 //!
 //! It accepts what Fluentd's `out_forward`, Fluent Bit's `forward` output, the
-//! fluent-logger libraries and nagare's forwarder send: Message, Forward,
-//! PackedForward and CompressedPackedForward frames (gzip, and zstd between nagare
-//! peers) and heartbeats. Each events frame becomes one chunk, routed by its tag. A
-//! frame with a `chunk` option is acknowledged with `{"ack": chunk}` once the router
-//! took it into the matching sinks' buffers, so the client keeps it until then
-//! (at-least-once).
+//! fluent-logger libraries, Docker's fluentd log driver and nagare's forwarder send:
+//! Message, Forward, PackedForward and CompressedPackedForward frames (gzip, and zstd
+//! between nagare peers), the JSON form (when no handshake is required), and `nil`
+//! heartbeats; it answers one-byte UDP heartbeats on the same port. Each events frame
+//! becomes one chunk, routed by its tag. A frame with a `chunk` option is acknowledged
+//! with `{"ack": chunk}` once the router took it into the matching sinks' buffers, so
+//! the client keeps it until then (at-least-once). With `security`, every client must
+//! first pass the HELO / PING / PONG shared-key handshake (and a user check with
+//! `user_auth`); with `tls`, connections are TLS (rustls), optionally with client
+//! certificates.
 //!
-//! - `config`: [`ForwardSourceConfig`].
-//! - `source`: the listener and accept loop ([`ForwardServer`]).
-//! - `connection`: one client: frames in, chunks out, acks back.
+//! - `config`: [`ForwardSourceConfig`] and its `tls` / `security` sections.
+//! - `source`: the listener, the accept loop and the UDP heartbeat responder
+//!   ([`ForwardServer`]).
+//! - `connection`: one client: TLS, handshake, frames in, chunks out, acks back.
+//! - `handshake`: the server's side of HELO / PING / PONG.
+//! - `tls`: the rustls acceptor from PEM files.
 
 mod config;
 mod connection;
+mod handshake;
 mod source;
+mod tls;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::ForwardSourceConfig;
+pub use config::{
+    ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig, machine_hostname,
+};
 pub use source::{ForwardError, ForwardServer, run};
+pub use tls::TlsSetupError;

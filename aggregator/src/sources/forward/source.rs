@@ -1,4 +1,5 @@
-//! The listener and its accept loop.
+//! The listener and its accept loop, and the UDP heartbeat responder on the same
+//! port.
 //!
 //! A semaphore caps the clients served at once: a permit is taken *before* `accept`,
 //! so when every permit is in use further clients wait in the kernel's listen backlog
@@ -12,13 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nagare_core::component::{Invalid, SourceContext};
+use nagare_core::forward::UDP_HEARTBEAT;
+use nagare_core::shutdown::Shutdown;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
 use super::config::ForwardSourceConfig;
 use super::connection::{self, Shared};
+use super::handshake::Auth;
+use super::tls::{self, TlsSetupError};
 
 /// Why the forward server could not start.
 #[derive(Debug, Error)]
@@ -37,6 +42,9 @@ pub enum ForwardError {
         /// The system's reason.
         source: io::Error,
     },
+    /// The TLS certificate, key or CA cannot be used.
+    #[error("cannot set up TLS for the forward source: {0}")]
+    Tls(#[from] TlsSetupError),
 }
 
 fn bind_hint(e: &io::Error) -> &'static str {
@@ -58,25 +66,36 @@ fn bind_hint(e: &io::Error) -> &'static str {
 #[derive(Debug)]
 pub struct ForwardServer {
     listener: TcpListener,
+    heartbeats: UdpSocket,
     local_addr: SocketAddr,
     config: ForwardSourceConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ForwardServer {
-    /// Validates the config and opens the listening socket, so that a taken port
+    /// Validates the config, reads the TLS files and opens the listening sockets (TCP,
+    /// and UDP on the same port for heartbeats), so that a mistake or a taken port
     /// fails at startup rather than once the pipeline runs.
     pub async fn bind(config: &ForwardSourceConfig) -> Result<ForwardServer, ForwardError> {
         config.validate()?;
-        let bind_error = |source| ForwardError::Bind {
-            addr: config.bind,
-            source,
-        };
-        let listener = TcpListener::bind(config.bind).await.map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let bind_error = |addr, source| ForwardError::Bind { addr, source };
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| bind_error(config.bind, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| bind_error(config.bind, e))?;
+        // Port 0 picked a TCP port; heartbeats go to that same port.
+        let heartbeats = UdpSocket::bind(local_addr)
+            .await
+            .map_err(|e| bind_error(local_addr, e))?;
         Ok(ForwardServer {
             listener,
+            heartbeats,
             local_addr,
             config: config.clone(),
+            tls,
         })
     }
 
@@ -91,23 +110,45 @@ impl ForwardServer {
     pub async fn run(self, ctx: SourceContext) -> Result<(), ForwardError> {
         let ForwardServer {
             listener,
+            heartbeats,
             local_addr,
             config,
+            tls,
         } = self;
+        let auth = config
+            .security
+            .as_ref()
+            .map(|s| Auth::new(s, !config.deny_keepalive));
         let shared = Arc::new(Shared {
             source: ctx.name.clone(),
             router: ctx.router.clone(),
             shutdown: ctx.shutdown.clone(),
             limits: config.limits(),
             idle_timeout: config.idle_timeout(),
+            tls,
+            auth,
+            deny_keepalive: config.deny_keepalive,
+            budget: Arc::new(Semaphore::new(
+                config.max_buffered_bytes.as_usize().div_ceil(1024),
+            )),
         });
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let mut connections = JoinSet::new();
         let mut accept_failures = 0u32;
+        // In a JoinSet owned by this future, so that dropping the server (an aborted
+        // task) releases the UDP port with the TCP one.
+        let mut responder = JoinSet::new();
+        responder.spawn(answer_heartbeats(
+            heartbeats,
+            ctx.name.clone(),
+            ctx.shutdown.clone(),
+        ));
         tracing::info!(
             source = %ctx.name,
             addr = %local_addr,
             max_connections = config.max_connections,
+            tls = shared.tls.is_some(),
+            shared_key = shared.auth.is_some(),
             "forward server listening"
         );
 
@@ -147,6 +188,7 @@ impl ForwardServer {
         }
 
         drop(listener);
+        responder.abort_all();
         let open = connections.len();
         if open > 0 {
             tracing::info!(
@@ -166,6 +208,28 @@ impl ForwardServer {
 /// Binds the server described by `config` and runs it until `ctx.shutdown`.
 pub async fn run(config: ForwardSourceConfig, ctx: SourceContext) -> Result<(), ForwardError> {
     ForwardServer::bind(&config).await?.run(ctx).await
+}
+
+/// Answers every UDP heartbeat (one byte, `0x00`) with the same byte, as Fluentd's
+/// `in_forward` does, so that clients with `heartbeat_type: udp` see this server up.
+async fn answer_heartbeats(socket: UdpSocket, source: String, shutdown: Shutdown) {
+    let mut buf = [0u8; 128];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        match received {
+            Ok((_, peer)) => {
+                if let Err(e) = socket.send_to(UDP_HEARTBEAT, peer).await {
+                    tracing::debug!(source = %source, peer = %peer, error = %e, "cannot answer a UDP heartbeat");
+                }
+            }
+            // An ICMP error for an earlier answer surfaces here on some systems;
+            // it concerns that peer only.
+            Err(e) => tracing::debug!(source = %source, error = %e, "UDP heartbeat receive failed"),
+        }
+    }
 }
 
 async fn accept(

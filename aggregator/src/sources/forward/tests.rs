@@ -15,6 +15,7 @@ use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
+use nagare_testkit::docs::documented_example;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -553,4 +554,320 @@ fn config_example_and_defaults() {
         ..ForwardSourceConfig::default()
     };
     assert_eq!(bad.validate().unwrap_err().key, "max_frame_size");
+}
+
+// ---------------------------------------------------------------------------
+// The handshake, the JSON form, UDP heartbeats, keepalive and the memory budget.
+
+use nagare_core::config::Secret;
+use nagare_core::forward::handshake::{self as hs, Helo, Ping, Pong};
+
+fn secured(user_auth: bool) -> ForwardSourceConfig {
+    ForwardSourceConfig {
+        security: Some(SecurityConfig {
+            self_hostname: Some("aggregator-0".into()),
+            shared_key: Secret::new("s3cret"),
+            user_auth,
+            users: vec![UserConfig {
+                username: "node".into(),
+                password: Secret::new("pw"),
+            }],
+        }),
+        ..local_config()
+    }
+}
+
+/// A handshake message decoder: the message and its length, or "need more bytes".
+type Decoder<T> = fn(&[u8]) -> Result<Option<(T, usize)>, forward::DecodeError>;
+
+/// Reads one handshake message with `decode`.
+async fn read_message<T>(stream: &mut TcpStream, decode: Decoder<T>) -> T {
+    let mut buf = Vec::new();
+    loop {
+        if let Some((m, n)) = decode(&buf).unwrap() {
+            assert_eq!(n, buf.len());
+            return m;
+        }
+        let mut more = [0u8; 512];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut more))
+            .await
+            .expect("no handshake message within 5s")
+            .unwrap();
+        assert_ne!(n, 0, "the server closed during the handshake");
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+/// Runs the client's side of the handshake; returns the server's PONG.
+async fn handshake(
+    stream: &mut TcpStream,
+    key: &str,
+    user: Option<(&str, &str)>,
+    salt: &[u8],
+) -> (Helo, Pong) {
+    let helo: Helo = read_message(stream, hs::decode_helo).await;
+    let (username, password_digest) = match user {
+        Some((u, p)) => (u.to_string(), hs::password_digest(&helo.auth_salt, u, p)),
+        None => (String::new(), String::new()),
+    };
+    let ping = Ping {
+        hostname: "node-1".into(),
+        shared_key_salt: salt.to_vec(),
+        shared_key_digest: hs::shared_key_digest(salt, "node-1", &helo.nonce, key),
+        username,
+        password_digest,
+    };
+    stream.write_all(&hs::encode_ping(&ping)).await.unwrap();
+    let pong: Pong = read_message(stream, hs::decode_pong).await;
+    (helo, pong)
+}
+
+#[tokio::test]
+async fn the_shared_key_handshake_admits_the_right_key_only() {
+    let (logs, _guard) = capture_logs();
+    let server = start(secured(false), BufferConfig::default()).await;
+
+    let mut good = TcpStream::connect(server.addr).await.unwrap();
+    let (helo, pong) = handshake(&mut good, "s3cret", None, b"salt-as-bin").await;
+    assert_eq!(helo.nonce.len(), 16);
+    assert!(helo.auth_salt.is_empty(), "no user auth configured");
+    assert!(helo.keepalive);
+    assert!(pong.auth_ok, "{pong:?}");
+    assert_eq!(pong.hostname, "aggregator-0");
+    assert_eq!(
+        pong.shared_key_digest,
+        hs::shared_key_digest(b"salt-as-bin", "aggregator-0", &helo.nonce, "s3cret"),
+        "the server proves it knows the key"
+    );
+    send_acked(&mut good, &packed("t", &entries(0, 2), 2, "a", None), "a").await;
+
+    let mut bad = TcpStream::connect(server.addr).await.unwrap();
+    let peer = bad.local_addr().unwrap();
+    let (_, pong) = handshake(&mut bad, "wrong", None, b"0123abcd").await;
+    assert!(!pong.auth_ok);
+    assert_eq!(pong.reason, "shared_key mismatch");
+    assert!(closed_by_server(&mut bad).await);
+    let warnings = logs.warnings_about(peer);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("authentication failed")
+            && warnings[0].contains("shared_key mismatch"),
+        "{}",
+        warnings[0]
+    );
+    assert!(!warnings[0].contains("s3cret"), "the key is never logged");
+
+    // A client that skips the handshake and sends events is refused too.
+    let mut rude = TcpStream::connect(server.addr).await.unwrap();
+    let peer = rude.local_addr().unwrap();
+    let _: Helo = read_message(&mut rude, hs::decode_helo).await;
+    rude.write_all(&packed("t", &entries(0, 1), 1, "x", None))
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut rude).await);
+    let warnings = logs.warnings_about(peer);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("did not answer HELO with a PING"),
+        "{}",
+        warnings[0]
+    );
+
+    assert_eq!(numbers(&take(&server.buffer).await), vec![0, 1]);
+    assert!(pop_or_none(&server.buffer).await.is_none());
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn user_authentication_checks_name_and_password() {
+    let (logs, _guard) = capture_logs();
+    let server = start(secured(true), BufferConfig::default()).await;
+    let mut good = TcpStream::connect(server.addr).await.unwrap();
+    // Node's fluent-logger sends its salt as a hex string; any bytes do.
+    let (helo, pong) = handshake(&mut good, "s3cret", Some(("node", "pw")), b"9f86d081").await;
+    assert_eq!(helo.auth_salt.len(), 16, "a salt for the password digest");
+    assert!(pong.auth_ok, "{pong:?}");
+    send_acked(&mut good, &packed("t", &entries(0, 1), 1, "u", None), "u").await;
+
+    for (user, password) in [("node", "nope"), ("root", "pw")] {
+        let mut bad = TcpStream::connect(server.addr).await.unwrap();
+        let peer = bad.local_addr().unwrap();
+        let (_, pong) = handshake(&mut bad, "s3cret", Some((user, password)), b"s").await;
+        assert!(!pong.auth_ok);
+        assert_eq!(pong.reason, "username/password mismatch");
+        assert!(closed_by_server(&mut bad).await);
+        let warnings = logs.warnings_about(peer);
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].contains(&format!("username={user}")),
+            "{}",
+            warnings[0]
+        );
+    }
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_json_form_is_accepted_and_acked_in_json() {
+    let server = start(local_config(), BufferConfig::default()).await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"[\"json.msg\", 1700000000.25, {\"n\": 1}]\n[\"json.fwd\", [[1700000001, {\"n\": 2}], [1700000002, {\"n\": 3}]], {\"chunk\": \"j1\"}]")
+        .await
+        .unwrap();
+    let mut ack = vec![0u8; 12];
+    tokio::time::timeout(WAIT, client.read_exact(&mut ack))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack, br#"{"ack":"j1"}"#);
+    let first = take(&server.buffer).await;
+    assert_eq!(
+        (first.tag().as_str(), numbers(&first)),
+        ("json.msg", vec![1])
+    );
+    let (t, _) = first.events().next().unwrap().unwrap();
+    assert_eq!(t, EventTime::new(1_700_000_000, 250_000_000));
+    let second = take(&server.buffer).await;
+    assert_eq!(
+        (second.tag().as_str(), numbers(&second)),
+        ("json.fwd", vec![2, 3])
+    );
+    drop(client);
+
+    // With the handshake required, JSON is not offered (the handshake is MessagePack).
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+    let (logs, _guard) = capture_logs();
+    let server = start(secured(false), BufferConfig::default()).await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    let peer = client.local_addr().unwrap();
+    let _: Helo = read_message(&mut client, hs::decode_helo).await;
+    client.write_all(b"[\"t\", 1, {}]").await.unwrap();
+    assert!(closed_by_server(&mut client).await);
+    assert_eq!(logs.warnings_about(peer).len(), 1);
+    assert!(pop_or_none(&server.buffer).await.is_none());
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn udp_heartbeats_are_answered_on_the_same_port() {
+    let server = start(local_config(), BufferConfig::default()).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(server.addr).await.unwrap();
+    for _ in 0..3 {
+        socket.send(b"\0").await.unwrap();
+        let mut answer = [0xffu8; 8];
+        let n = tokio::time::timeout(WAIT, socket.recv(&mut answer))
+            .await
+            .expect("no heartbeat answer")
+            .unwrap();
+        assert_eq!(&answer[..n], b"\0");
+    }
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn deny_keepalive_closes_after_each_frame_and_says_so_in_helo() {
+    let mut config = secured(false);
+    config.deny_keepalive = true;
+    let server = start(config, BufferConfig::default()).await;
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    let (helo, pong) = handshake(&mut client, "s3cret", None, b"s").await;
+    assert!(!helo.keepalive);
+    assert!(pong.auth_ok);
+    send_acked(&mut client, &packed("t", &entries(0, 1), 1, "k", None), "k").await;
+    assert!(closed_by_server(&mut client).await);
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn large_frames_share_the_buffer_budget() {
+    let config = ForwardSourceConfig {
+        max_frame_size: ByteSize(1 << 20),
+        max_decompressed_size: ByteSize(1 << 20),
+        max_buffered_bytes: ByteSize(1 << 20),
+        ..local_config()
+    };
+    let server = start(config, BufferConfig::default()).await;
+    let big = |from: i64, to: i64, id: &str| {
+        packed("big", &entries(from, to), (to - from) as u32, id, None)
+    };
+    let a = big(0, 25_000, "a");
+    let b = big(25_000, 40_000, "b");
+    assert!(a.len() > 700 << 10 && a.len() < 1 << 20, "{}", a.len());
+    assert!(b.len() > 450 << 10, "{}", b.len());
+
+    // A holds most of the budget with a frame it has not finished.
+    let mut ca = TcpStream::connect(server.addr).await.unwrap();
+    ca.write_all(&a[..a.len() - 10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B's whole frame cannot be taken in meanwhile: no ack.
+    let mut cb = TcpStream::connect(server.addr).await.unwrap();
+    let writer = tokio::spawn(async move {
+        cb.write_all(&b).await.unwrap();
+        cb
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        pop_or_none(&server.buffer).await.is_none(),
+        "B was read past the budget"
+    );
+
+    // A completes: its budget returns, and B goes through.
+    ca.write_all(&a[a.len() - 10..]).await.unwrap();
+    assert_eq!(read_ack(&mut ca).await, "a");
+    let mut cb = writer.await.unwrap();
+    assert_eq!(read_ack(&mut cb).await, "b");
+    assert_eq!(take(&server.buffer).await.count(), 25_000);
+    assert_eq!(take(&server.buffer).await.count(), 15_000);
+    server.shutdown.cancel();
+    server.task.await.unwrap().unwrap();
+}
+
+#[test]
+fn documented_example_with_tls_and_security() {
+    let text = documented_example(include_str!("config.rs"));
+    let c = ConfigDocument::from_text("nagare.yaml", &text, |name| Some(format!("<{name}>")))
+        .unwrap()
+        .parse::<ForwardSourceConfig>()
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    c.validate().unwrap();
+    let tls = c.tls.as_ref().unwrap();
+    assert!(tls.client_cert_auth);
+    assert_eq!(
+        tls.cert_path,
+        std::path::Path::new("/etc/nagare/tls/tls.crt")
+    );
+    let sec = c.security.as_ref().unwrap();
+    assert_eq!(sec.shared_key.expose(), "<FORWARD_SHARED_KEY>");
+    assert!(sec.user_auth);
+    assert_eq!(sec.users[0].username, "node");
+    assert_eq!(c.max_buffered_bytes, ByteSize(256 << 20));
+    assert!(!c.deny_keepalive);
+
+    let bad = |text: &str| {
+        ConfigDocument::from_text("nagare.yaml", text, |_| None)
+            .unwrap()
+            .parse::<ForwardSourceConfig>()
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .key
+    };
+    assert_eq!(bad("security:\n  shared_key: ''\n"), "security.shared_key");
+    assert_eq!(
+        bad("security:\n  shared_key: k\n  user_auth: true\n"),
+        "security.users"
+    );
+    assert_eq!(
+        bad("tls:\n  cert_path: a\n  private_key_path: b\n  client_cert_auth: true\n"),
+        "tls.client_cert_auth"
+    );
+    assert_eq!(bad("max_buffered_bytes: 1MiB\n"), "max_buffered_bytes");
 }

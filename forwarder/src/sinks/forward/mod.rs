@@ -4,22 +4,45 @@
 //!
 //! Each chunk goes out as one PackedForward frame (CompressedPackedForward with
 //! `compress: gzip` or `zstd`) carrying the chunk's id as its `chunk` option; the chunk
-//! leaves the buffer once the server's `{"ack": id}` comes back. Servers are tried in
-//! the order listed, with failover to the next when one is down.
+//! leaves the buffer once the server's `{"ack": id}` comes back. Chunks are spread over
+//! several servers by weight, with `standby` servers for when every primary is down; a
+//! phi accrual failure detector fed by heartbeats (UDP, TCP or the transport itself)
+//! marks servers down within seconds and up again once they recover; host names are
+//! re-resolved, each address a server of its own. TLS (rustls) and the shared-key
+//! handshake are optional.
 //!
-//! - `config`: [`ForwardSinkConfig`], [`ServerConfig`], [`Compress`].
+//! - `config`: [`ForwardSinkConfig`], [`ServerConfig`], [`Compress`], the `security`
+//!   and `tls` sections, [`HeartbeatType`].
 //! - `encoder`: a chunk to frame bytes, pure ([`encode`], [`EncodedChunk`]).
-//! - `connection`: one TCP connection: frames out, acks in.
-//! - `sink`: the loop: lease, send, match acks, reconnect and resend ([`run`]).
+//! - `connection`: one connection: TCP, TLS, handshake; frames out, acks in.
+//! - `tls`: the rustls client settings from PEM files.
+//! - `detector`: the phi accrual failure detector ([`Detector`]).
+//! - `balancer`: smooth weighted round robin with standbys ([`Balancer`]).
+//! - `node`: one server address: its health and the worker owning its connection.
+//! - `heartbeat`: the probes that feed each node's detector.
+//! - `resolve`: host names to addresses (one node each) and node-list changes.
+//! - `sink`: the dispatcher: lease, assign by weight, confirm on ack, fail over,
+//!   re-resolve ([`run`]).
 
+mod balancer;
 mod config;
 mod connection;
+mod detector;
 mod encoder;
+mod heartbeat;
+mod node;
+mod resolve;
 mod sink;
+mod tls;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{Compress, ForwardSinkConfig, ServerConfig};
+pub use balancer::{Balancer, Candidate};
+pub use config::{
+    ClientSecurityConfig, ClientTlsConfig, Compress, ForwardSinkConfig, HeartbeatType, ServerConfig,
+};
+pub use detector::{Detector, DetectorConfig, Transition};
 pub use encoder::{EncodedChunk, encode};
 pub use sink::{ForwardSinkError, run};
+pub use tls::ClientTlsError;

@@ -4,7 +4,10 @@ use nagare_core::component::Invalid;
 use nagare_core::config::{ByteSize, HumanDuration};
 use serde::Deserialize;
 
+use nagare_parsers::multiline::MultilineConfig;
+
 use super::record::RESERVED_KEYS;
+use crate::filters::kubernetes::KubernetesConfig;
 
 /// How the lines of a followed file are framed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -32,9 +35,10 @@ pub struct TailConfig {
     /// Globs of files not to follow, even when `paths` matches them.
     #[serde(default)]
     pub exclude_paths: Vec<String>,
-    /// Read the files present at start from their beginning; when false they are
-    /// read from their end. Files that appear later are always read from their
-    /// beginning.
+    /// On the very first start (no checkpoints yet), read the files present from
+    /// their beginning; when false they are read from their end. Files that appear
+    /// later, and files that appeared while the source was not running, are always
+    /// read from their beginning; files with a checkpoint resume from it.
     #[serde(default = "default_read_from_head")]
     pub read_from_head: bool,
     /// The events' tag. A `*` is replaced by the file's path with `/` turned into `.`
@@ -47,9 +51,43 @@ pub struct TailConfig {
     /// How often the globs are expanded again to find new files.
     #[serde(default = "default_refresh_interval")]
     pub refresh_interval: HumanDuration,
-    /// How often followed files are checked for new data.
+    /// How often followed files are checked for new data (with `watch`, a write
+    /// wakes the source at once as well).
     #[serde(default = "default_poll_interval")]
     pub poll_interval: HumanDuration,
+    /// Be told by the kernel (inotify) when files are created, renamed or written,
+    /// instead of waiting for the intervals. Polling goes on underneath, and is all
+    /// that is used where the kernel cannot watch.
+    #[serde(default = "default_watch")]
+    pub watch: bool,
+    /// Do not start following files last modified longer ago than this (files
+    /// already followed are kept). Off by default.
+    #[serde(default)]
+    pub ignore_older: Option<HumanDuration>,
+    /// Most files open at once; files found beyond it wait (with a log line) until
+    /// others are let go.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+    /// How long a file that was rotated away or deleted is still watched for new
+    /// data once read to its end (a writer may still hold it open briefly).
+    #[serde(default = "default_rotate_wait")]
+    pub rotate_wait: HumanDuration,
+    /// How often delivered offsets are written to the checkpoint file (under
+    /// `<data_dir>/tail/<source name>/`). After a crash, lines delivered since the
+    /// last write are read again.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: HumanDuration,
+    /// How long the checkpoint of a file no longer followed is kept, so that a
+    /// restart still recognises it (a rotated file left half read).
+    #[serde(default = "default_checkpoint_forget_after")]
+    pub checkpoint_forget_after: HumanDuration,
+    /// Join the lines of stack traces and other multiline events (after CRI and
+    /// docker pieces are merged): `languages` and/or a `custom` rule.
+    #[serde(default)]
+    pub multiline: Option<MultilineConfig>,
+    /// Pod metadata from the Kubernetes API server (with `kubernetes_metadata`).
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
     /// When a message is a JSON object, merge its fields into the record.
     #[serde(default = "default_merge_json")]
     pub merge_json: bool,
@@ -63,11 +101,13 @@ pub struct TailConfig {
     #[serde(default = "default_log_key")]
     pub log_key: String,
     /// Add `kubernetes: {pod_name, namespace_name, container_name, container_id}`
-    /// from the name of a `/var/log/containers` file.
+    /// from the name of a `/var/log/containers` file, and what the API server says
+    /// about the pod (see `kubernetes`).
     #[serde(default = "default_kubernetes_metadata")]
     pub kubernetes_metadata: bool,
     /// Longest message kept whole; a longer one is emitted in pieces flagged
-    /// `_truncated`.
+    /// `_truncated`. Each line as written in the file (its CRI header or docker
+    /// wrapper included) is cut at this size too.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: ByteSize,
     /// A chunk is emitted when it reaches this size, and whenever a file has been
@@ -90,6 +130,26 @@ fn default_refresh_interval() -> HumanDuration {
 
 fn default_poll_interval() -> HumanDuration {
     HumanDuration::millis(250)
+}
+
+fn default_watch() -> bool {
+    true
+}
+
+fn default_max_open_files() -> usize {
+    1024
+}
+
+fn default_rotate_wait() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+
+fn default_checkpoint_interval() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+
+fn default_checkpoint_forget_after() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 
 fn default_merge_json() -> bool {
@@ -123,6 +183,14 @@ impl TailConfig {
             format: TailFormat::default(),
             refresh_interval: default_refresh_interval(),
             poll_interval: default_poll_interval(),
+            watch: default_watch(),
+            ignore_older: None,
+            max_open_files: default_max_open_files(),
+            rotate_wait: default_rotate_wait(),
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_forget_after: default_checkpoint_forget_after(),
+            multiline: None,
+            kubernetes: KubernetesConfig::default(),
             merge_json: default_merge_json(),
             merge_json_key: None,
             keep_log: false,
@@ -207,11 +275,22 @@ impl TailConfig {
         for (key, d) in [
             ("refresh_interval", self.refresh_interval),
             ("poll_interval", self.poll_interval),
+            ("checkpoint_interval", self.checkpoint_interval),
         ] {
             if d.0.is_zero() {
                 return Err(Invalid::new(key, "must be longer than 0, e.g. `250ms`"));
             }
         }
+        if self.max_open_files == 0 {
+            return Err(Invalid::new("max_open_files", "must be at least 1"));
+        }
+        if let Some(ml) = &self.multiline {
+            ml.validate()
+                .map_err(|e| Invalid::new(format!("multiline.{}", e.key), e.message))?;
+        }
+        self.kubernetes
+            .validate()
+            .map_err(|e| Invalid::new(format!("kubernetes.{}", e.key), e.message))?;
         Ok(())
     }
 }

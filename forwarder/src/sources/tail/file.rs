@@ -1,20 +1,28 @@
-//! One followed file: its open handle, identity, read offset and framing state.
+//! One followed file: its open handle, identity (device + inode + fingerprint), read
+//! offset and framing state.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use nagare_core::router::Route;
 use nagare_core::{ChunkBuilder, Tag};
 use nagare_parsers::container::{ContainerParser, LineSplitter};
+use nagare_parsers::multiline::{Detector, Multiline};
 
+use super::checkpoint::SlotId;
 use super::record::FileFields;
 
-/// A file's identity: device and inode. It survives renames (so a rotated file that
-/// still matches the globs is not read twice) and tells a new file created under an
-/// old name from the old one.
+/// Bytes of a file's start that its fingerprint covers.
+pub const FINGERPRINT_BYTES: u32 = 1024;
+
+/// A file's identity on its filesystem: device and inode. It survives renames (so a
+/// rotated file is not read twice) and tells a new file created under an old name
+/// from the old one. An inode number can be reused once a file is deleted, which the
+/// [`Fingerprint`] detects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId {
     /// The device the file lives on.
@@ -33,20 +41,138 @@ impl FileId {
     }
 }
 
+/// A hash of a file's first bytes (up to [`FINGERPRINT_BYTES`]). Log files only grow
+/// until they are truncated or replaced, so a file whose first `len` bytes still hash
+/// the same is the same file, and one whose do not was truncated and rewritten, or is
+/// a new file on a reused inode. A copy made by copytruncate has the fingerprint of the
+/// original's old content, which is how the copy is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// How many bytes it covers (fewer than [`FINGERPRINT_BYTES`] while the file was
+    /// shorter).
+    pub len: u32,
+    /// FNV-1a of those bytes (stable across versions, unlike std's hasher).
+    pub hash: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `file`'s first bytes as they are now.
+    pub fn of(file: &File) -> io::Result<Self> {
+        let mut buf = [0u8; FINGERPRINT_BYTES as usize];
+        let n = read_at_most(file, &mut buf)?;
+        Ok(Self {
+            len: n as u32,
+            hash: fnv1a(&buf[..n]),
+        })
+    }
+
+    /// Whether `file` still starts with the bytes this fingerprint covers.
+    pub fn matches(&self, file: &File) -> io::Result<bool> {
+        if self.len == 0 {
+            return Ok(true);
+        }
+        let mut buf = [0u8; FINGERPRINT_BYTES as usize];
+        let want = &mut buf[..self.len as usize];
+        let n = read_at_most(file, want)?;
+        Ok(n == self.len as usize && fnv1a(want) == self.hash)
+    }
+
+    /// Whether it covers all the bytes it ever will.
+    pub fn is_complete(&self) -> bool {
+        self.len >= FINGERPRINT_BYTES
+    }
+}
+
+/// Reads from offset 0 until `buf` is full or the file ends.
+fn read_at_most(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// 64-bit FNV-1a.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Where reading a newly opened file starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At its first byte.
+    Head,
+    /// At its current end (only new lines).
+    End,
+    /// At a checkpointed offset.
+    At(u64),
+}
+
+/// Multiline joining state of one file: one machine per stream, since stdout and
+/// stderr interleave.
+#[derive(Debug, Clone)]
+pub struct MultilineState {
+    /// Lines of stdout, or of a file without streams.
+    pub stdout: Multiline,
+    /// Lines of stderr.
+    pub stderr: Multiline,
+}
+
+impl MultilineState {
+    /// Fresh machines.
+    pub fn new(detector: &Detector) -> Self {
+        Self {
+            stdout: Multiline::new(detector),
+            stderr: Multiline::new(detector),
+        }
+    }
+
+    /// Whether an event is held on either stream.
+    pub fn is_holding(&self) -> bool {
+        self.stdout.is_holding() || self.stderr.is_holding()
+    }
+
+    /// The earliest time a held event is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.stdout.deadline(), self.stderr.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// A file being followed.
 #[derive(Debug)]
 pub struct FollowedFile {
-    /// The path it was found under.
+    /// The path it was found under (as the glob matched it).
     pub path: PathBuf,
+    /// The path with symlinks resolved, where rotation happens.
+    pub real_path: PathBuf,
     /// Its identity.
     pub id: FileId,
+    /// Its fingerprint, grown as the file grows.
+    pub fingerprint: Fingerprint,
     file: File,
     /// Offset of the next byte to read.
     read_offset: u64,
     /// Lines split from what was read.
     pub splitter: LineSplitter,
+    /// The last line handed out by the splitter was a piece of a longer line.
+    pub in_long_line: bool,
     /// The framing; `None` until the first line decides it (`format: auto`).
     pub parser: Option<ContainerParser>,
+    /// Multiline joining, when configured.
+    pub multiline: Option<MultilineState>,
     /// Fields every record of this file carries.
     pub fields: FileFields,
     /// The events' tag.
@@ -55,39 +181,79 @@ pub struct FollowedFile {
     pub route: Arc<Route>,
     /// The chunk being filled.
     pub builder: ChunkBuilder,
-    /// Offset just after the last line whose record went into a chunk.
-    pub record_end_offset: u64,
-    /// The path no longer leads to this file: read what is left, then let it go.
-    pub gone: bool,
+    /// Lines in the chunk being filled.
+    pub builder_lines: u64,
+    /// Offset just after the last line taken by the parser.
+    pub consumed: u64,
+    /// Start of the earliest line whose content is held (a CRI `P` piece waiting for
+    /// its `F`, a multiline event waiting for its end), if any: a restart must read
+    /// from there.
+    pub held_from: Option<u64>,
+    /// The offset last handed to the checkpoints.
+    pub tracked: u64,
+    /// The checkpoint slot.
+    pub slot: SlotId,
+    /// When the path stopped leading to this file (rotated away, deleted): it is read
+    /// to its end, kept for `rotate_wait`, then let go.
+    pub gone: Option<Instant>,
+    /// When it was opened.
+    pub opened: Instant,
+    /// Bytes read since it was opened.
+    pub bytes_read: u64,
+    /// Lines read since it was opened.
+    pub lines_read: u64,
+    /// Truncations seen.
+    pub truncations: u64,
 }
 
 impl FollowedFile {
-    /// Opens the file at `path`, positioned at its start or at its current end.
+    /// Opens the file at `path`; its lines are split at `line_cap` bytes.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         path: &Path,
-        start_at_end: bool,
+        file: File,
+        start: Start,
+        slot: SlotId,
         tag: Tag,
         route: Arc<Route>,
         fields: FileFields,
-        max_line_bytes: usize,
+        line_cap: usize,
     ) -> io::Result<Self> {
-        let mut file = File::open(path)?;
+        let mut file = file;
         let meta = file.metadata()?;
-        let offset = if start_at_end { meta.len() } else { 0 };
+        let offset = match start {
+            Start::Head => 0,
+            Start::End => meta.len(),
+            Start::At(o) => o.min(meta.len()),
+        };
         file.seek(SeekFrom::Start(offset))?;
+        let fingerprint = Fingerprint::of(&file)?;
+        let real_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Self {
             path: path.to_path_buf(),
+            real_path,
             id: FileId::of(&meta),
+            fingerprint,
             file,
             read_offset: offset,
-            splitter: LineSplitter::new(max_line_bytes),
+            splitter: LineSplitter::new(line_cap),
+            in_long_line: false,
             parser: None,
+            multiline: None,
             fields,
             builder: ChunkBuilder::new(tag.clone()),
+            builder_lines: 0,
             tag,
             route,
-            record_end_offset: offset,
-            gone: false,
+            consumed: offset,
+            held_from: None,
+            tracked: offset,
+            slot,
+            gone: None,
+            opened: Instant::now(),
+            bytes_read: 0,
+            lines_read: 0,
+            truncations: 0,
         })
     }
 
@@ -96,21 +262,59 @@ impl FollowedFile {
         self.read_offset
     }
 
-    /// Restarts from the beginning if the file is now shorter than what was read
-    /// (it was truncated, e.g. by copytruncate rotation). Returns whether it was.
-    pub fn restart_if_truncated(&mut self) -> io::Result<bool> {
-        let len = self.file.metadata()?.len();
-        if len >= self.read_offset {
-            return Ok(false);
+    /// The offset a restart must read from so that nothing not yet emitted is
+    /// skipped.
+    pub fn safe_offset(&self) -> u64 {
+        self.held_from.unwrap_or(self.consumed)
+    }
+
+    /// The file's current size.
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Whether the file no longer holds what was read: it is shorter than the read
+    /// offset, or its first bytes changed (truncated, then written past the old
+    /// offset before this check).
+    pub fn was_truncated(&self) -> io::Result<bool> {
+        if self.size()? < self.read_offset {
+            return Ok(true);
         }
+        Ok(!self.fingerprint.matches(&self.file)?)
+    }
+
+    /// Starts again from the beginning (after a truncation), forgetting what the
+    /// splitter and parsers held.
+    pub fn restart(&mut self, slot: SlotId) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(0))?;
         self.read_offset = 0;
-        self.record_end_offset = 0;
+        self.consumed = 0;
+        self.held_from = None;
+        self.tracked = 0;
+        self.slot = slot;
         self.splitter.reset();
+        self.in_long_line = false;
         if let Some(parser) = &mut self.parser {
             parser.reset();
         }
-        Ok(true)
+        if let Some(ml) = &mut self.multiline {
+            ml.stdout.flush(|_| {});
+            ml.stderr.flush(|_| {});
+        }
+        self.fingerprint = Fingerprint::of(&self.file)?;
+        Ok(())
+    }
+
+    /// Recomputes the fingerprint once more of the file exists; returns whether it
+    /// changed.
+    pub fn grow_fingerprint(&mut self) -> io::Result<bool> {
+        if self.fingerprint.is_complete() || self.read_offset <= u64::from(self.fingerprint.len) {
+            return Ok(false);
+        }
+        let fp = Fingerprint::of(&self.file)?;
+        let changed = fp != self.fingerprint;
+        self.fingerprint = fp;
+        Ok(changed)
     }
 
     /// Reads the next block into `buf`; 0 at the current end of the file.
@@ -127,5 +331,21 @@ impl FollowedFile {
         };
         self.read_offset += n as u64;
         Ok(n)
+    }
+
+    /// Frees the splitter's buffer when the file is idle at its end: the bytes of an
+    /// unfinished last line are given back to the file (the offset steps back over
+    /// them) so that 200 idle files do not each keep a read block's worth of memory.
+    pub fn shrink(&mut self) -> io::Result<()> {
+        if self.in_long_line {
+            return Ok(());
+        }
+        let pending = self.splitter.pending() as u64;
+        if pending > 0 {
+            self.file.seek(SeekFrom::Current(-(pending as i64)))?;
+            self.read_offset -= pending;
+        }
+        self.splitter = LineSplitter::new(self.splitter.max_line_bytes());
+        Ok(())
     }
 }

@@ -4,18 +4,36 @@
 //!
 //! - [`config`]: [`TailConfig`], the source's keys and their defaults.
 //! - [`discover`]: glob expansion with excludes; the tag of a path.
-//! - [`file`](mod@file): one followed file: handle, identity (device + inode), offset, framing.
+//! - [`watch`]: kernel notifications (inotify) that wake the source, polling below.
+//! - [`file`](mod@file): one followed file: handle, identity (device + inode +
+//!   fingerprint of its first bytes), offsets, framing and multiline state.
+//! - [`checkpoint`]: the checkpoint store: offsets that move only when the chunk
+//!   holding the lines was delivered (its receipt fired), written atomically.
 //! - [`record`]: the record built for each message.
-//! - [`source`]: the runtime, [`run`].
+//! - [`metrics`]: [`TailMetrics`], the counters the source keeps up to date.
+//! - [`source`]: the runtime, [`run`] / [`run_with_metrics`].
 //!
 //! # Files
 //!
-//! The globs are expanded every `refresh_interval`; followed files are read every
-//! `poll_interval` in blocks of 256 KiB. Files are told apart by device and inode, so
-//! a file renamed by rotation is not read twice, and a new file under the old name is
-//! read from its start. A file whose path no longer leads to it (rotated away,
-//! deleted) is read to its end and then let go. A file that became shorter than what
-//! was read (copytruncate) is read again from its start.
+//! The globs are expanded every `refresh_interval`, and at once when the kernel
+//! reports a file created or moved in a watched directory; followed files are read
+//! when written (inotify) and every `poll_interval`, in blocks of 256 KiB. Files are
+//! told apart by device, inode and a fingerprint of their first 1 KiB, so a file
+//! renamed by rotation is not read twice, a new file under the old name is read from
+//! its start, and a reused inode is noticed. A file whose path no longer leads to it
+//! (rotated away, deleted) is read to its end through its open handle, watched for
+//! `rotate_wait`, then let go. A file that became shorter than what was read, or whose
+//! first bytes changed (copytruncate), is read again from its start after the rest of
+//! its old content is read from the copy beside it.
+//!
+//! # Checkpoints
+//!
+//! Each chunk carries a receipt; when it fires (the next hop acknowledged the chunk,
+//! or a durable buffer committed it) the file's checkpoint moves past the chunk's
+//! lines, and the store writes it every `checkpoint_interval`. A restart resumes each
+//! file at its checkpoint, reads files that appeared meanwhile from their start, and
+//! finds files rotated meanwhile beside their old path. Delivery is at-least-once: a
+//! crash re-sends what was not checkpointed, never less.
 //!
 //! # Records
 //!
@@ -39,19 +57,33 @@
 //!
 //! Each file fills one chunk for its tag; the chunk is emitted when it reaches
 //! `chunk_limit_size` and whenever the file has been read to its current end.
-//! Emitting waits for room in the sinks' buffers, so a full buffer pauses reading.
-//! At shutdown the chunks being filled are emitted; a message whose last piece has
-//! not been written yet stays unemitted.
+//! Emitting waits for room in the sinks' buffers, so a full buffer pauses reading
+//! (no reads, no memory growth) until there is room. At shutdown the chunks being
+//! filled are emitted; a message whose last piece has not been written yet, and a
+//! multiline event still open, stay unemitted, before the checkpoint, and are read
+//! again whole after the restart.
+//!
+//! # Multiline and Kubernetes metadata
+//!
+//! With `multiline`, merged messages pass through one joiner per file and stream
+//! (`nagare_parsers::multiline`), which holds a stack trace until it ends or
+//! `flush_timeout` passes. With `kubernetes_metadata`, the pod's metadata from the API
+//! server ([`crate::filters::kubernetes`]) is encoded once per file and re-encoded when
+//! the cache changes; lines of pods annotated `nagare.io/exclude: "true"` are dropped.
 
+pub mod checkpoint;
 pub mod config;
 pub mod discover;
 pub mod file;
+pub mod metrics;
 pub mod record;
 pub mod source;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{TailConfig, TailFormat};
+pub use metrics::{FileMetrics, TailMetrics, TailMetricsSnapshot};
 pub use record::{INVALID_UTF8_KEY, MALFORMED_KEY, TRUNCATED_KEY};
-pub use source::{TailError, run};
+pub use source::{TailError, run, run_with_metrics};

@@ -14,6 +14,8 @@ use nagare_core::msgpack;
 use nagare_core::value::{Map, Value, parse_json_object};
 use nagare_parsers::container::{LogLine, decode_text, parse_pod_log_file_name};
 
+use crate::filters::kubernetes::KubernetesMetadata;
+
 /// Set (to `true`) when the message was longer than `max_line_bytes` and this record
 /// holds one piece of it.
 pub const TRUNCATED_KEY: &str = "_truncated";
@@ -33,12 +35,21 @@ pub const RESERVED_KEYS: &[&str] = &[
     INVALID_UTF8_KEY,
 ];
 
-/// The per-file part of every record: the Kubernetes names in the file's name.
+/// The per-file part of every record: the Kubernetes names in the file's name, and
+/// what the API server says about its pod.
 #[derive(Debug, Clone, Default)]
 pub struct FileFields {
+    /// `(namespace, pod, container)` from the file name.
+    names: Option<(String, String, String)>,
+    /// The file name's four fields.
+    base: Map,
     kubernetes: Option<Map>,
     /// `kubernetes`'s value, encoded once.
     kubernetes_msgpack: Vec<u8>,
+    /// The pod is annotated `nagare.io/exclude: "true"`: its lines are not shipped.
+    pub excluded: bool,
+    /// The metadata cache generation the fields were built from.
+    generation: Option<u64>,
 }
 
 impl FileFields {
@@ -60,9 +71,48 @@ impl FileFields {
         map.push_unchecked("container_id", Value::from(pod.container_id));
         let kubernetes_msgpack = msgpack::encode_map(&map);
         Self {
+            names: Some((
+                pod.namespace_name.to_string(),
+                pod.pod_name.to_string(),
+                pod.container_name.to_string(),
+            )),
+            base: map.clone(),
             kubernetes: Some(map),
             kubernetes_msgpack,
+            excluded: false,
+            generation: None,
         }
+    }
+
+    /// Adds what the API server's cache knows about the file's pod, if the cache
+    /// changed since the last call. Returns whether the fields changed.
+    pub fn refresh(&mut self, api: &KubernetesMetadata) -> bool {
+        let generation = api.generation();
+        if self.generation == Some(generation) {
+            return false;
+        }
+        self.generation = Some(generation);
+        let Some((namespace, pod, container)) = &self.names else {
+            return false;
+        };
+        let Some(lookup) = api.lookup(namespace, pod, container) else {
+            return false;
+        };
+        let mut map = self.base.clone();
+        for (k, v) in lookup.fields.iter() {
+            map.push_unchecked(k.as_str(), v.clone());
+        }
+        self.kubernetes_msgpack = msgpack::encode_map(&map);
+        self.kubernetes = Some(map);
+        self.excluded = lookup.excluded;
+        true
+    }
+
+    /// `(namespace, pod, container)` from the file name.
+    pub fn names(&self) -> Option<(&str, &str, &str)> {
+        self.names
+            .as_ref()
+            .map(|(n, p, c)| (n.as_str(), p.as_str(), c.as_str()))
     }
 }
 
@@ -83,6 +133,11 @@ impl Message<'_> {
     /// The event time: the line's own, else `read_time`.
     pub fn time_or(&self, read_time: EventTime) -> EventTime {
         self.time.unwrap_or(read_time)
+    }
+
+    /// Whether the message was not valid UTF-8.
+    pub fn is_invalid_utf8(&self) -> bool {
+        self.invalid_utf8
     }
 }
 

@@ -1,8 +1,11 @@
-//! The dead-letter file: events a destination refused for good (a mapping conflict, a
-//! document too large), kept as NDJSON so that nothing is silently lost and they can
-//! be fixed and replayed.
+//! The secondary output: where a sink puts what it could not deliver, so that nothing
+//! is silently lost and it can be fixed and replayed (Fluentd's `<secondary>` with
+//! `secondary_file`).
 //!
-//! One line per event:
+//! Two kinds of events end up there: records the destination refused for good (a
+//! mapping conflict, a document too large), and the records of chunks that exhausted
+//! their retries (`retry_timeout`, `retry_max_times`). Each is one NDJSON line with
+//! the reason:
 //! `{"time":"2024-01-15T10:30:00.000000000Z","tag":"app","index":"logs","status":400,
 //! "reason":"mapper_parsing_exception: failed to parse field [n]","error":{...},
 //! "record":{...}}`. `index` is the destination's own word for where the event was
@@ -15,9 +18,59 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use nagare_core::{EventTime, Map};
+use serde::Deserialize;
 
-/// One refused event.
+use crate::chunk::Chunk;
+use crate::component::Invalid;
+use crate::time::EventTime;
+use crate::value::Map;
+
+/// The kinds of secondary output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondaryKind {
+    /// An append-only NDJSON file.
+    #[default]
+    File,
+}
+
+/// The `secondary:` section of a sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondaryConfig {
+    /// What the secondary output is: `file`.
+    #[serde(rename = "type", default)]
+    pub kind: SecondaryKind,
+    /// The NDJSON file. Default: `<data_dir>/dead-letter/<sink name>.ndjson`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl SecondaryConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(p) = &self.path
+            && (p.as_os_str().is_empty() || p.to_string_lossy().ends_with('/'))
+        {
+            return Err(Invalid::new(
+                "path",
+                "name a file, like `/var/lib/nagare/dead-letter/es.ndjson`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The secondary output of sink `sink` under `data_dir`.
+    pub fn open(&self, data_dir: &Path, sink: &str) -> DeadLetter {
+        DeadLetter::new(
+            self.path
+                .clone()
+                .unwrap_or_else(|| default_path(data_dir, sink)),
+        )
+    }
+}
+
+/// One event that did not make it.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadLetterEntry<'a> {
     /// The event's tag.
@@ -65,9 +118,31 @@ pub fn encode_entry(entry: &DeadLetterEntry<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Appends every event of `chunk` as a line with `reason`; returns how many. An
+/// undecodable entry ends the chunk (the lines before it are kept).
+pub fn encode_chunk(chunk: &Chunk, reason: &str, out: &mut Vec<u8>) -> u32 {
+    let mut n = 0;
+    for (time, record) in chunk.events().map_while(Result::ok) {
+        encode_entry(
+            &DeadLetterEntry {
+                tag: chunk.tag(),
+                time,
+                record: &record,
+                reason,
+                status: None,
+                destination: None,
+                error: None,
+            },
+            out,
+        );
+        n += 1;
+    }
+    n
+}
+
 /// Serializes `value` as JSON onto `out`. Writing into a `Vec` cannot fail and every
 /// value a sink holds serializes, so a failure can only write `null`.
-pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+pub fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     if serde_json::to_writer(&mut *out, value).is_err() {
         out.extend_from_slice(b"null");
     }
@@ -75,7 +150,15 @@ pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value:
 
 /// The default file of a sink: `<data_dir>/dead-letter/<sink name>.ndjson`.
 pub fn default_path(data_dir: &Path, sink_name: &str) -> PathBuf {
-    let safe: String = sink_name
+    data_dir
+        .join("dead-letter")
+        .join(format!("{}.ndjson", safe_name(sink_name)))
+}
+
+/// `name` with every character but letters, digits, `-`, `_` and `.` turned into `_`
+/// (and a name of dots alone into `sink`), fit to be one path component.
+pub fn safe_name(name: &str) -> String {
+    let safe: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
@@ -85,16 +168,15 @@ pub fn default_path(data_dir: &Path, sink_name: &str) -> PathBuf {
             }
         })
         .collect();
-    let safe = if safe.chars().all(|c| c == '.') {
+    if safe.chars().all(|c| c == '.') {
         "sink".to_string()
     } else {
         safe
-    };
-    data_dir.join("dead-letter").join(format!("{safe}.ndjson"))
+    }
 }
 
-/// An append-only NDJSON dead-letter file, opened on first use. Cloning gives another
-/// handle to the same file.
+/// An append-only NDJSON file, opened on first use. Cloning gives another handle to
+/// the same file.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     path: PathBuf,
@@ -123,6 +205,13 @@ impl DeadLetter {
         tokio::task::spawn_blocking(move || this.write_blocking(&lines))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// Writes every event of `chunk` with `reason` (see [`encode_chunk`]).
+    pub async fn write_chunk(&self, chunk: &Chunk, reason: &str) -> io::Result<()> {
+        let mut lines = Vec::with_capacity(chunk.byte_size() * 2);
+        encode_chunk(chunk, reason, &mut lines);
+        self.write(lines).await
     }
 
     /// [`write`](Self::write) on the calling thread.
@@ -158,7 +247,9 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nagare_core::Value;
+    use crate::chunk::ChunkBuilder;
+    use crate::event::Tag;
+    use crate::value::Value;
 
     #[test]
     fn encodes_one_line_per_entry() {
@@ -186,11 +277,44 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_chunk_with_its_reason() {
+        let mut b = ChunkBuilder::new(Tag::new("app"));
+        for i in 0..2 {
+            let mut m = Map::new();
+            m.insert("i", Value::Int(i));
+            b.push(EventTime::new(0, 0), &m);
+        }
+        let chunk = b.finish().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(encode_chunk(&chunk, "gave up", &mut out), 2);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"tag\":\"app\",\"reason\":\"gave up\",\"record\":{\"i\":0}}\n{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"tag\":\"app\",\"reason\":\"gave up\",\"record\":{\"i\":1}}\n"
+        );
+    }
+
+    #[test]
     fn default_path_is_per_sink_and_safe() {
         let p = default_path(Path::new("/var/lib/nagare"), "es/main");
         assert_eq!(p, Path::new("/var/lib/nagare/dead-letter/es_main.ndjson"));
         let p = default_path(Path::new("/d"), "..");
         assert_eq!(p, Path::new("/d/dead-letter/sink.ndjson"));
+        let configured = SecondaryConfig {
+            kind: SecondaryKind::File,
+            path: Some("/x/y.ndjson".into()),
+        };
+        assert_eq!(
+            configured.open(Path::new("/d"), "es").path(),
+            Path::new("/x/y.ndjson")
+        );
+        assert!(
+            SecondaryConfig {
+                path: Some("/x/".into()),
+                ..SecondaryConfig::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,396 @@
+//! The tail source's throughput and memory.
+//!
+//! 1. Resident memory while tailing 200 container log files (read from their start,
+//!    then appended to while the source runs): the process's peak RSS (VmHWM).
+//! 2. Throughput on one core over one file of realistic CRI lines (70 % JSON
+//!    messages, 80-1000 bytes, some split into `P` pieces): the real tail source
+//!    (discovery, CRI framing and merge, JSON merge, record and chunk encoding,
+//!    checkpoint tracking) on a current-thread runtime, delivering into a null next hop
+//!    (a buffer whose consumer acknowledges at once); beside it, in the same run, a
+//!    bare loop that reads the file, splits the CRI fields and parses JSON messages
+//!    with serde_json.
+//!
+//! `cargo bench --bench tail_throughput` uses a 1 GiB file; run as a test (`cargo
+//! test --benches`) it uses a small one and finishes in a few seconds.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nagare_core::buffer::{Buffer, BufferConfig};
+use nagare_core::component::SourceContext;
+use nagare_core::config::HumanDuration;
+use nagare_core::pattern::TagPattern;
+use nagare_core::router::RouterBuilder;
+use nagare_core::shutdown::Shutdown;
+use nagare_forwarder::filters::kubernetes::ApiMode;
+use nagare_forwarder::sources::tail::{TailConfig, TailFormat, TailMetrics, run_with_metrics};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+struct Sizes {
+    big_file: u64,
+    files: usize,
+    per_file: u64,
+    append_for: Duration,
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let sizes = if bench {
+        Sizes {
+            big_file: 1 << 30,
+            files: 200,
+            per_file: 256 << 10,
+            append_for: Duration::from_secs(5),
+        }
+    } else {
+        Sizes {
+            big_file: 16 << 20,
+            files: 200,
+            per_file: 16 << 10,
+            append_for: Duration::from_millis(500),
+        }
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("nagare-tail-bench-")
+        .tempdir()
+        .expect("temporary directory");
+
+    let rss = many_files(dir.path(), &sizes);
+    println!(
+        "tail_throughput: resident memory while tailing {} files: {:.1} MiB peak (VmHWM), {:.1} MiB at the end (VmRSS)",
+        sizes.files,
+        rss.0 as f64 / 1024.0,
+        rss.1 as f64 / 1024.0
+    );
+
+    let big = dir.path().join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let path = big.join(format!(
+        "checkout-7f9c8d7b5-q4m8n_shop_checkout-{}.log",
+        "ab".repeat(32)
+    ));
+    let stats = generate(&path, sizes.big_file, 1);
+    let size = std::fs::metadata(&path).unwrap().len();
+    // Warm the page cache so both sides read from memory.
+    bare_loop(&path);
+    let (bare_secs, bare_json) = bare_loop(&path);
+    let (tail_secs, records) = tail_file(&big, dir.path().join("state"), stats.messages);
+    assert_eq!(records, stats.messages, "every message became a record");
+    assert!(bare_json > 0);
+
+    let mib = size as f64 / MIB;
+    println!(
+        "tail_throughput: {:.1} MiB of CRI lines, {} lines ({:.0} % JSON messages, {:.1} % of messages split into P pieces), {} messages",
+        mib,
+        stats.lines,
+        stats.json as f64 * 100.0 / stats.messages as f64,
+        stats.split as f64 * 100.0 / stats.messages as f64,
+        stats.messages
+    );
+    println!(
+        "  bare read + CRI split + serde_json (one core): {:>7.1} MiB/s",
+        mib / bare_secs
+    );
+    println!(
+        "  nagare tail source -> null next hop (one core): {:>7.1} MiB/s  ({:.2}x the bare loop, {:.0} records/s)",
+        mib / tail_secs,
+        bare_secs / tail_secs,
+        records as f64 / tail_secs
+    );
+}
+
+#[derive(Debug, Default)]
+struct Generated {
+    lines: u64,
+    messages: u64,
+    json: u64,
+    split: u64,
+}
+
+const PATHS: [&str; 6] = [
+    "/api/v1/orders",
+    "/api/v1/items/8812",
+    "/healthz",
+    "/api/v1/users/42/cart",
+    "/static/app.3f9c.js",
+    "/api/v1/checkout",
+];
+
+/// Appends realistic CRI lines to `path` until it holds `bytes`.
+fn generate(path: &Path, bytes: u64, seed: u64) -> Generated {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
+    let mut g = Generated::default();
+    let mut written = 0u64;
+    let mut n = 0u64;
+    while written < bytes {
+        n += 1;
+        let ts = format!(
+            "2024-05-01T12:{:02}:{:02}.{:09}Z",
+            (n / 60_000) % 60,
+            (n / 1000) % 60,
+            n % 1_000_000_000
+        );
+        let stream = if rng.random_range(0..10) == 0 {
+            "stderr"
+        } else {
+            "stdout"
+        };
+        // Message length: mostly 100-400 bytes, a tail up to 1000.
+        let target = if rng.random_range(0..10) < 8 {
+            rng.random_range(60..380)
+        } else {
+            rng.random_range(380..960)
+        };
+        let json = rng.random_range(0..100) < 70;
+        let mut msg = if json {
+            g.json += 1;
+            format!(
+                r#"{{"level":"{}","ts":"{ts}","logger":"http.server","msg":"request served","method":"GET","path":"{}","status":{},"latency_ms":{:.2},"request_id":"{:016x}","user":{{"id":{},"tier":"gold"}}"#,
+                if n.is_multiple_of(13) {
+                    "error"
+                } else {
+                    "info"
+                },
+                PATHS[(n % 6) as usize],
+                if n.is_multiple_of(13) { 500 } else { 200 },
+                rng.random::<f64>() * 120.0,
+                rng.random::<u64>(),
+                n % 9973
+            )
+        } else {
+            format!(
+                "10.244.{}.{} - - [01/May/2024:12:00:00 +0000] \"GET {} HTTP/1.1\" 200 {} \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\"",
+                n % 250,
+                n % 200,
+                PATHS[(n % 6) as usize],
+                n % 40_000
+            )
+        };
+        if json {
+            if msg.len() + 12 < target {
+                let pad = target - msg.len() - 12;
+                msg.push_str(&format!(r#","detail":"{}""#, "d".repeat(pad)));
+            }
+            msg.push('}');
+        } else {
+            while msg.len() < target {
+                msg.push_str(" trace=ok");
+            }
+        }
+        g.messages += 1;
+        if rng.random_range(0..100) < 5 {
+            // The runtime split it: P pieces, then the F piece.
+            g.split += 1;
+            let cut = msg.len() / 2;
+            let line = format!(
+                "{ts} {stream} P {}\n{ts} {stream} F {}\n",
+                &msg[..cut],
+                &msg[cut..]
+            );
+            written += line.len() as u64;
+            out.write_all(line.as_bytes()).unwrap();
+            g.lines += 2;
+        } else {
+            let line = format!("{ts} {stream} F {msg}\n");
+            written += line.len() as u64;
+            out.write_all(line.as_bytes()).unwrap();
+            g.lines += 1;
+        }
+    }
+    out.flush().unwrap();
+    g
+}
+
+/// Reads the file, splits each line's CRI fields and parses JSON messages with
+/// serde_json. Returns the seconds taken and how many messages parsed as JSON.
+fn bare_loop(path: &Path) -> (f64, u64) {
+    let start = Instant::now();
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut carry: Vec<u8> = Vec::new();
+    let mut json = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        carry.extend_from_slice(&buf[..n]);
+        let mut pos = 0;
+        while let Some(i) = memchr::memchr(b'\n', &carry[pos..]) {
+            let line = &carry[pos..pos + i];
+            pos += i + 1;
+            let mut fields = line.splitn(4, |&b| b == b' ');
+            let (_time, _stream, _tag) = (fields.next(), fields.next(), fields.next());
+            let Some(message) = fields.next() else {
+                continue;
+            };
+            if message.first() == Some(&b'{')
+                && serde_json::from_slice::<serde_json::Value>(message).is_ok()
+            {
+                json += 1;
+            }
+        }
+        carry.drain(..pos);
+    }
+    (start.elapsed().as_secs_f64(), json)
+}
+
+fn tail_config(dir: &Path) -> TailConfig {
+    let mut config = TailConfig::new(vec![format!("{}/*.log", dir.display())]);
+    config.read_from_head = true;
+    config.format = TailFormat::Cri;
+    config.poll_interval = HumanDuration::millis(50);
+    config.kubernetes.api = ApiMode::Disabled;
+    config
+}
+
+/// A router whose only sink is a buffer drained and acknowledged at once.
+fn null_next_hop(
+    rt: &tokio::runtime::Runtime,
+) -> (
+    Arc<nagare_core::router::Router>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    let buffer = Buffer::new("null", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.sink("null", TagPattern::new("**").unwrap(), buffer.clone());
+    let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = records.clone();
+    rt.spawn(async move {
+        while let Some(lease) = buffer.pop().await {
+            counted.fetch_add(
+                u64::from(lease.chunk().count()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            lease.ack();
+        }
+    });
+    (Arc::new(rb.build()), records)
+}
+
+/// Runs the tail source on one core until `messages` records went out. Returns the
+/// seconds taken and the records counted.
+fn tail_file(dir: &Path, state: PathBuf, messages: u64) -> (f64, u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (router, records) = null_next_hop(&rt);
+    let shutdown = Shutdown::new();
+    let ctx = SourceContext {
+        name: "bench".into(),
+        router,
+        shutdown: shutdown.clone(),
+        data_dir: state,
+    };
+    let start = Instant::now();
+    let task = rt.spawn(run_with_metrics(tail_config(dir), ctx, TailMetrics::new()));
+    rt.block_on(async {
+        while records.load(std::sync::atomic::Ordering::Relaxed) < messages {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    shutdown.cancel();
+    rt.block_on(task).unwrap().unwrap();
+    (secs, records.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Tails `sizes.files` files (read from their start, then appended to); returns the
+/// process's peak and final resident memory in KiB.
+fn many_files(root: &Path, sizes: &Sizes) -> (u64, u64) {
+    let dir = root.join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut paths = Vec::new();
+    let mut total = 0u64;
+    for i in 0..sizes.files {
+        let p = dir.join(format!(
+            "pod-{i}-5d8f7c9b4-abcde_ns-{}_app-{:064x}.log",
+            i % 7,
+            i
+        ));
+        total += generate(&p, sizes.per_file, i as u64 + 100).messages;
+        paths.push(p);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (router, records) = null_next_hop(&rt);
+    let shutdown = Shutdown::new();
+    let ctx = SourceContext {
+        name: "many".into(),
+        router,
+        shutdown: shutdown.clone(),
+        data_dir: root.join("state-many"),
+    };
+    let task = rt.spawn(run_with_metrics(tail_config(&dir), ctx, TailMetrics::new()));
+    // Keep writing to every file while they are tailed.
+    let writer = std::thread::spawn({
+        let paths = paths.clone();
+        let until = Instant::now() + sizes.append_for;
+        move || {
+            let mut appended = 0u64;
+            let mut handles: Vec<File> = paths
+                .iter()
+                .map(|p| File::options().append(true).open(p).unwrap())
+                .collect();
+            let mut n = 0u64;
+            while Instant::now() < until {
+                for h in &mut handles {
+                    n += 1;
+                    writeln!(h, "2024-05-01T12:00:00.{n:09}Z stdout F {{\"msg\":\"tick {n}\",\"level\":\"info\"}}").unwrap();
+                    appended += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            appended
+        }
+    });
+    // The source runs (on this thread's runtime) while the writer appends.
+    rt.block_on(async {
+        while !writer.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let appended = writer.join().unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while records.load(std::sync::atomic::Ordering::Relaxed) < total + appended
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert_eq!(
+        records.load(std::sync::atomic::Ordering::Relaxed),
+        total + appended,
+        "every line of the {} files was tailed",
+        sizes.files
+    );
+    let rss = memory();
+    shutdown.cancel();
+    rt.block_on(task).unwrap().unwrap();
+    rss
+}
+
+/// (VmHWM, VmRSS) of this process in KiB.
+fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}

@@ -1,0 +1,506 @@
+//! The file buffer's storage: one file per chunk in the buffer's folder, written in
+//! the layout of [`format`](super::format). Blocking I/O; the buffer calls it on the
+//! blocking pool.
+//!
+//! A chunk being filled is `<seq>.staged`; once queued it is sealed with a trailer,
+//! fsynced and renamed `<seq>.queued`; once its sink acked it, it is deleted. On
+//! start every chunk file is read back in sequence order: intact ones are queued
+//! again; a `.staged` file whose last append was cut short by a crash loses only that
+//! append (it was never acknowledged to anyone); any other damage moves the file to
+//! `quarantine/` with a log line saying why, and the others load.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::config::{BufferCompress, BufferConfig, FsyncPolicy};
+use super::format::{self, Compression, FileHeader, Parsed, SegmentInfo};
+use crate::chunk::{Chunk, ChunkId};
+use crate::event::Tag;
+
+const STAGED: &str = "staged";
+const QUEUED: &str = "queued";
+/// The folder damaged chunk files are moved to.
+pub const QUARANTINE: &str = "quarantine";
+
+/// A chunk file's metadata, as kept in memory while its bytes stay on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChunk {
+    /// Its place in the buffer's order (and its file name).
+    pub seq: u64,
+    /// Its id.
+    pub id: ChunkId,
+    /// Its tag.
+    pub tag: Tag,
+    /// Events in it.
+    pub count: u32,
+    /// Bytes of encoded entries in it.
+    pub raw_bytes: u64,
+    /// Appends in it.
+    pub segments: u32,
+    /// Its length on disk.
+    pub len: u64,
+}
+
+/// Why a chunk file could not be read.
+#[derive(Debug)]
+pub enum ReadFailure {
+    /// The file could not be read (it may be fine).
+    Io(io::Error),
+    /// The file is damaged.
+    Damaged(String),
+}
+
+/// What opening a buffer folder found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Chunks to queue, in order.
+    pub chunks: Vec<FileChunk>,
+    /// The next free sequence number.
+    pub next_seq: u64,
+    /// Files moved to quarantine.
+    pub quarantined: u64,
+}
+
+/// What became of one file at recovery.
+enum Outcome {
+    Queued(FileChunk),
+    Quarantined,
+    Removed,
+}
+
+/// A buffer's folder.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    dir: PathBuf,
+    fsync: bool,
+    compression: Compression,
+    level: i32,
+}
+
+thread_local! {
+    /// One zstd context per thread and level: creating one per append costs more
+    /// than compressing a small chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl FileStore {
+    /// The store for `dir` with `config`'s compression and fsync policy; creates the
+    /// folder.
+    pub fn new(dir: PathBuf, config: &BufferConfig) -> io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            fsync: config.fsync == FsyncPolicy::PerChunk,
+            compression: match config.compress {
+                BufferCompress::Zstd => Compression::Zstd,
+                BufferCompress::None => Compression::None,
+            },
+            level: config.compress_level,
+        })
+    }
+
+    /// The buffer's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, seq: u64, state: &str) -> PathBuf {
+        self.dir.join(format!("{seq:020}.{state}"))
+    }
+
+    /// The stored form of `chunk` as one segment (compressed as configured): CPU
+    /// only, no I/O.
+    pub fn encode_segment(&self, chunk: &Chunk) -> io::Result<Vec<u8>> {
+        let raw = chunk.entries();
+        let mut out = Vec::new();
+        for (i, seg) in chunk.segments().iter().enumerate() {
+            // A chunk that was merged from others is stored as the same runs, so each
+            // keeps its id; the byte boundaries come from walking its entries.
+            let part = if chunk.segments().len() == 1 {
+                raw.clone()
+            } else {
+                segment_bytes(chunk, i)
+            };
+            let stored = match self.compression {
+                Compression::None => None,
+                Compression::Zstd => Some(compress(&part, self.level)?),
+            };
+            out.extend(format::encode_segment(
+                seg.id,
+                seg.count,
+                part.len(),
+                stored.as_deref().unwrap_or(&part),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        if self.fsync { file.sync_data() } else { Ok(()) }
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        if self.fsync {
+            File::open(&self.dir)?.sync_all()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates the staged file of a new chunk; returns its length.
+    pub fn create(&self, seq: u64, id: ChunkId, tag: &Tag) -> io::Result<u64> {
+        let header = format::encode_header(&FileHeader {
+            id,
+            seq,
+            created_ms: now_ms(),
+            compression: self.compression,
+            tag: tag.to_string(),
+        });
+        let path = self.path(seq, STAGED);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all(&header)?;
+        self.sync(&file)?;
+        // The new name must be durable too, or a power loss could take the file.
+        self.sync_dir()?;
+        Ok(header.len() as u64)
+    }
+
+    /// Writes a whole chunk at once (header, its one segment `segment`, trailer) and
+    /// queues it: one write and one fsync of the file, a rename, an fsync of the
+    /// folder. A crash before the rename leaves a sealed staged file, which recovery
+    /// queues. Returns the file's length.
+    pub fn write_sealed(&self, chunk: &FileChunk, segment: &[u8]) -> io::Result<u64> {
+        let mut bytes = format::encode_header(&FileHeader {
+            id: chunk.id,
+            seq: chunk.seq,
+            created_ms: now_ms(),
+            compression: self.compression,
+            tag: chunk.tag.to_string(),
+        });
+        bytes.reserve(segment.len() + format::TRAILER);
+        bytes.extend_from_slice(segment);
+        bytes.extend_from_slice(&format::encode_trailer(
+            chunk.segments,
+            chunk.count,
+            chunk.raw_bytes,
+        ));
+        let staged = self.path(chunk.seq, STAGED);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&staged)?;
+        file.write_all(&bytes)?;
+        self.sync(&file)?;
+        fs::rename(staged, self.path(chunk.seq, QUEUED))?;
+        self.sync_dir()?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Writes `bytes` at `at` in the staged file of `seq` (cutting anything after
+    /// `at` first, so a retry after a failed write starts clean) and fsyncs; returns
+    /// the new length.
+    pub fn append(&self, seq: u64, at: u64, bytes: &[u8]) -> io::Result<u64> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(self.path(seq, STAGED))?;
+        if file.metadata()?.len() != at {
+            file.set_len(at)?;
+        }
+        file.write_all_at(bytes, at)?;
+        self.sync(&file)?;
+        Ok(at + bytes.len() as u64)
+    }
+
+    /// Seals the staged chunk `chunk` (whose file is `chunk.len` bytes long): writes
+    /// the trailer, fsyncs, renames it queued. Returns the new length.
+    /// Sealing again a chunk that is sealed already does nothing, so a failed seal
+    /// can simply be tried again.
+    pub fn seal(&self, chunk: &FileChunk) -> io::Result<u64> {
+        let (staged, queued) = (self.path(chunk.seq, STAGED), self.path(chunk.seq, QUEUED));
+        let len = chunk.len + format::TRAILER as u64;
+        if !staged.exists() && queued.exists() {
+            return Ok(len);
+        }
+        let trailer = format::encode_trailer(chunk.segments, chunk.count, chunk.raw_bytes);
+        self.append(chunk.seq, chunk.len, &trailer)?;
+        fs::rename(staged, queued)?;
+        Ok(len)
+    }
+
+    /// Reads the queued chunk `meta` back into memory, checking every checksum.
+    pub fn read(&self, meta: &FileChunk) -> Result<Chunk, ReadFailure> {
+        let bytes = fs::read(self.path(meta.seq, QUEUED)).map_err(ReadFailure::Io)?;
+        let (header, segments) = match format::parse(&bytes) {
+            Parsed::Intact {
+                header,
+                segments,
+                sealed: true,
+            } => (header, segments),
+            Parsed::Intact { sealed: false, .. } => {
+                return Err(ReadFailure::Damaged(
+                    "the queued chunk has no trailer".to_string(),
+                ));
+            }
+            Parsed::Torn { reason, .. } | Parsed::Damaged { reason } => {
+                return Err(ReadFailure::Damaged(reason));
+            }
+        };
+        let entries =
+            unpack(&bytes, header.compression, &segments).map_err(ReadFailure::Damaged)?;
+        let count = segments.iter().map(|s| s.segment.count).sum();
+        Ok(Chunk::new(header.id, Tag::from(header.tag), entries, count)
+            .with_segments(segments.iter().map(|s| s.segment).collect()))
+    }
+
+    /// Deletes the queued chunk `seq` (its sink confirmed it).
+    pub fn remove(&self, seq: u64) -> io::Result<()> {
+        match fs::remove_file(self.path(seq, QUEUED)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves the queued file of `seq` to quarantine, saying why.
+    pub fn quarantine_queued(&self, seq: u64, reason: &str) {
+        self.quarantine(&self.path(seq, QUEUED), reason);
+    }
+
+    fn quarantine(&self, path: &Path, reason: &str) {
+        let folder = self.dir.join(QUARANTINE);
+        // The time in the name keeps an older quarantined file of the same number.
+        let name = path
+            .file_name()
+            .map(|n| format!("{}.{}", n.to_string_lossy(), now_ms()))
+            .unwrap_or_default();
+        let to = folder.join(name);
+        match fs::create_dir_all(&folder).and_then(|()| fs::rename(path, &to)) {
+            Ok(()) => tracing::warn!(
+                file = %path.display(),
+                moved_to = %to.display(),
+                %reason,
+                "buffer chunk file is damaged; moved it to quarantine, the other chunks load"
+            ),
+            Err(e) => tracing::error!(
+                file = %path.display(),
+                %reason,
+                error = %e,
+                "buffer chunk file is damaged and cannot be moved to quarantine; it is skipped (move or delete it by hand)"
+            ),
+        }
+    }
+
+    /// Reads every chunk file back, in order: queues the intact ones (sealing staged
+    /// ones), cuts appends a crash interrupted, quarantines damaged files.
+    pub fn recover(&self) -> io::Result<Recovered> {
+        let mut found: Vec<(u64, bool, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let parsed = name.split_once('.').and_then(|(seq, state)| {
+                let seq: u64 = seq.parse().ok()?;
+                match state {
+                    STAGED => Some((seq, false)),
+                    QUEUED => Some((seq, true)),
+                    _ => None,
+                }
+            });
+            match parsed {
+                Some((seq, queued)) => found.push((seq, queued, path)),
+                None => {
+                    tracing::debug!(file = %path.display(), "not a buffer chunk file; left alone")
+                }
+            }
+        }
+        found.sort_by_key(|(seq, queued, _)| (*seq, !*queued));
+        let mut out = Recovered::default();
+        let mut last_seq = None;
+        for (seq, queued, path) in found {
+            out.next_seq = out.next_seq.max(seq + 1);
+            if last_seq == Some(seq) {
+                // Both names for one sequence number: the staged one is a leftover
+                // of a rename; the queued one wins.
+                self.quarantine(&path, "a second file for the same chunk number");
+                out.quarantined += 1;
+                continue;
+            }
+            last_seq = Some(seq);
+            match self.recover_one(seq, queued, &path)? {
+                Outcome::Queued(chunk) => out.chunks.push(chunk),
+                Outcome::Quarantined => out.quarantined += 1,
+                Outcome::Removed => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn recover_one(&self, seq: u64, queued: bool, path: &Path) -> io::Result<Outcome> {
+        let mut bytes = Vec::new();
+        File::open(path)?.read_to_end(&mut bytes)?;
+        let meta = |header: &FileHeader, segments: &[SegmentInfo], len: usize| FileChunk {
+            seq,
+            id: header.id,
+            tag: Tag::from(header.tag.clone()),
+            count: segments.iter().map(|s| s.segment.count).sum(),
+            raw_bytes: segments.iter().map(|s| u64::from(s.raw_len)).sum(),
+            segments: segments.len() as u32,
+            len: len as u64,
+        };
+        match format::parse(&bytes) {
+            Parsed::Damaged { reason } => {
+                self.quarantine(path, &reason);
+                Ok(Outcome::Quarantined)
+            }
+            Parsed::Intact { header, .. } | Parsed::Torn { header, .. } if header.seq != seq => {
+                self.quarantine(
+                    path,
+                    &format!(
+                        "its header says chunk number {}, its name {seq}",
+                        header.seq
+                    ),
+                );
+                Ok(Outcome::Quarantined)
+            }
+            Parsed::Intact {
+                header,
+                segments,
+                sealed: true,
+            } => {
+                if !queued {
+                    fs::rename(path, self.path(seq, QUEUED))?;
+                }
+                Ok(Outcome::Queued(meta(&header, &segments, bytes.len())))
+            }
+            Parsed::Intact { .. } | Parsed::Torn { .. } if queued => {
+                self.quarantine(path, "the queued chunk is cut short (it has no trailer)");
+                Ok(Outcome::Quarantined)
+            }
+            Parsed::Intact {
+                header,
+                segments,
+                sealed: false,
+            } => self.seal_recovered(path, meta(&header, &segments, bytes.len())),
+            Parsed::Torn {
+                header,
+                segments,
+                valid_len,
+                reason,
+            } => {
+                tracing::warn!(
+                    file = %path.display(),
+                    cut_bytes = bytes.len() - valid_len,
+                    kept_appends = segments.len(),
+                    %reason,
+                    "a crash interrupted an append to this chunk; that append was never acknowledged, so it is cut off and the rest is kept"
+                );
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)?
+                    .set_len(valid_len as u64)?;
+                self.seal_recovered(path, meta(&header, &segments, valid_len))
+            }
+        }
+    }
+
+    fn seal_recovered(&self, path: &Path, mut chunk: FileChunk) -> io::Result<Outcome> {
+        if chunk.segments == 0 {
+            // Created, then the process stopped before anything was appended.
+            fs::remove_file(path)?;
+            return Ok(Outcome::Removed);
+        }
+        chunk.len = self.seal(&chunk)?;
+        Ok(Outcome::Queued(chunk))
+    }
+}
+
+fn compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let Some((_, c)) = slot.as_mut() else {
+            return Err(io::Error::other("zstd compressor missing"));
+        };
+        c.compress(raw)
+    })
+}
+
+/// The encoded entries of segment `i` of a merged chunk.
+fn segment_bytes(chunk: &Chunk, i: usize) -> Bytes {
+    let segments = chunk.segments();
+    let skip: u32 = segments[..i].iter().map(|s| s.count).sum();
+    let take = segments[i].count;
+    let bytes = chunk.entries();
+    let mut reader = crate::msgpack::Reader::new(bytes);
+    let mut start = bytes.len();
+    let mut end = bytes.len();
+    let mut n = 0u32;
+    loop {
+        if n == skip {
+            start = reader.position();
+        }
+        if n == skip + take {
+            end = reader.position();
+            break;
+        }
+        if reader.is_empty() || reader.skip_value().is_err() {
+            break;
+        }
+        n += 1;
+    }
+    bytes.slice(start.min(end)..end)
+}
+
+/// The encoded entries of all segments, unpacked and checked against their sizes.
+fn unpack(
+    file: &[u8],
+    compression: Compression,
+    segments: &[SegmentInfo],
+) -> Result<Bytes, String> {
+    let total: usize = segments.iter().map(|s| s.raw_len as usize).sum();
+    let mut out = Vec::with_capacity(total);
+    for s in segments {
+        let stored = &file[s.offset..s.offset + s.stored_len as usize];
+        let before = out.len();
+        match compression {
+            Compression::None => out.extend_from_slice(stored),
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::with_buffer(stored)
+                    .map_err(|e| format!("cannot unpack an append: {e}"))?;
+                d.read_to_end(&mut out)
+                    .map_err(|e| format!("cannot unpack an append: {e}"))?;
+            }
+        }
+        if out.len() - before != s.raw_len as usize {
+            return Err(format!(
+                "an append unpacks to {} bytes, its header says {}",
+                out.len() - before,
+                s.raw_len
+            ));
+        }
+    }
+    Ok(Bytes::from(out))
+}

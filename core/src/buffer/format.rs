@@ -1,0 +1,442 @@
+//! The file buffer's chunk file, byte for byte. Pure: bytes in, bytes out.
+//!
+//! A chunk file is a header, one segment per append, and, once the chunk is queued,
+//! a trailer. All integers are little-endian; every part carries a CRC-32 so that a
+//! torn write or a flipped bit is found before anything is trusted.
+//!
+//! ```text
+//! header   "NGRBUF01" | version u16 = 1 | compression u8 (0 none, 1 zstd) | 0 u8
+//!          | tag length u16 | 0 u16 | chunk id [16] | sequence u64
+//!          | created (unix ms) u64 | crc32 of all of the above and the tag u32 | tag
+//! segment  "SEG1" | chunk id [16] | events u32 | encoded bytes u32 | stored bytes u32
+//!          | crc32 of the stored bytes u32 | crc32 of the 36 bytes before u32
+//!          | stored bytes (one zstd frame, or the encoded entries as they are)
+//! trailer  "END1" | segments u32 | events u32 | encoded bytes u64
+//!          | crc32 of the 20 bytes before u32
+//! ```
+//!
+//! The segment's chunk id is the id of the chunk that was appended (a chunk from a
+//! forward client keeps its client's id), so ids derived from it stay the same when
+//! that client sends the chunk again. The trailer's totals must match the segments.
+
+use crate::chunk::{ChunkId, Segment};
+
+/// The first bytes of every chunk file.
+pub const MAGIC: &[u8; 8] = b"NGRBUF01";
+/// The format version written.
+pub const VERSION: u16 = 1;
+const HEADER_FIXED: usize = 8 + 2 + 1 + 1 + 2 + 2 + 16 + 8 + 8 + 4;
+const SEGMENT_MAGIC: &[u8; 4] = b"SEG1";
+/// Bytes of a segment before its stored bytes.
+pub const SEGMENT_HEADER: usize = 4 + 16 + 4 + 4 + 4 + 4 + 4;
+const TRAILER_MAGIC: &[u8; 4] = b"END1";
+/// Bytes of the trailer.
+pub const TRAILER: usize = 4 + 4 + 4 + 8 + 4;
+
+/// How segments are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// As they are.
+    None,
+    /// One zstd frame per segment.
+    Zstd,
+}
+
+/// What a chunk file's header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHeader {
+    /// The chunk's id (the id it is sent with).
+    pub id: ChunkId,
+    /// Its place in the buffer's order.
+    pub seq: u64,
+    /// When it was created, in Unix milliseconds.
+    pub created_ms: u64,
+    /// How its segments are stored.
+    pub compression: Compression,
+    /// The tag of every event in it.
+    pub tag: String,
+}
+
+/// One segment found in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Where it came from and how many events it holds.
+    pub segment: Segment,
+    /// Bytes of encoded entries once unpacked.
+    pub raw_len: u32,
+    /// Offset of its stored bytes in the file.
+    pub offset: usize,
+    /// Length of its stored bytes.
+    pub stored_len: u32,
+}
+
+/// What reading a chunk file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Every part is intact.
+    Intact {
+        /// The header.
+        header: FileHeader,
+        /// The segments, in order.
+        segments: Vec<SegmentInfo>,
+        /// Whether the trailer is there (the chunk was queued).
+        sealed: bool,
+    },
+    /// The segments up to `valid_len` are intact; what follows is an append that was
+    /// cut short (a crash in the middle of a write): a short header, a short payload,
+    /// or zeros.
+    Torn {
+        /// The header.
+        header: FileHeader,
+        /// The intact segments.
+        segments: Vec<SegmentInfo>,
+        /// Bytes of the file that are intact.
+        valid_len: usize,
+        /// What was found after them.
+        reason: String,
+    },
+    /// Something is wrong that a crash cannot explain: the file cannot be trusted.
+    Damaged {
+        /// What is wrong, and where.
+        reason: String,
+    },
+}
+
+fn crc(parts: &[&[u8]]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+fn id_at(b: &[u8], at: usize) -> ChunkId {
+    let mut x = [0u8; 16];
+    x.copy_from_slice(&b[at..at + 16]);
+    ChunkId(x)
+}
+
+/// The header of a new chunk file. Tags longer than 65,535 bytes are refused before
+/// they reach a buffer (the forward server limits them), so the length fits.
+pub fn encode_header(header: &FileHeader) -> Vec<u8> {
+    let tag = header.tag.as_bytes();
+    let tag = &tag[..tag.len().min(usize::from(u16::MAX))];
+    let mut out = Vec::with_capacity(HEADER_FIXED + tag.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.push(match header.compression {
+        Compression::None => 0,
+        Compression::Zstd => 1,
+    });
+    out.push(0);
+    out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(header.id.as_bytes());
+    out.extend_from_slice(&header.seq.to_le_bytes());
+    out.extend_from_slice(&header.created_ms.to_le_bytes());
+    let sum = crc(&[&out, tag]);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(tag);
+    out
+}
+
+/// A segment holding `count` events whose encoded entries are `raw` and whose stored
+/// form is `stored` (`raw` itself, or its zstd frame).
+pub fn encode_segment(id: ChunkId, count: u32, raw_len: usize, stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEGMENT_HEADER + stored.len());
+    out.extend_from_slice(SEGMENT_MAGIC);
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(raw_len as u32).to_le_bytes());
+    out.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc(&[stored]).to_le_bytes());
+    let sum = crc(&[&out]);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(stored);
+    out
+}
+
+/// The trailer that seals a chunk of `segments` segments, `count` events and `raw`
+/// bytes of encoded entries.
+pub fn encode_trailer(segments: u32, count: u32, raw: u64) -> [u8; TRAILER] {
+    let mut out = [0u8; TRAILER];
+    out[..4].copy_from_slice(TRAILER_MAGIC);
+    out[4..8].copy_from_slice(&segments.to_le_bytes());
+    out[8..12].copy_from_slice(&count.to_le_bytes());
+    out[12..20].copy_from_slice(&raw.to_le_bytes());
+    let sum = crc(&[&out[..20]]);
+    out[20..24].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+fn decode_header(b: &[u8]) -> Result<(FileHeader, usize), String> {
+    if b.len() < 8 || &b[..8] != MAGIC {
+        return Err(if b.iter().all(|&x| x == 0) {
+            format!("the file is {} zero bytes, not a chunk", b.len())
+        } else {
+            "the file does not start like a nagare buffer chunk".to_string()
+        });
+    }
+    if b.len() < HEADER_FIXED {
+        return Err(format!(
+            "the file is {} bytes, shorter than a chunk header",
+            b.len()
+        ));
+    }
+    let version = u16_at(b, 8);
+    if version != VERSION {
+        return Err(format!(
+            "the chunk was written in format version {version}, which this nagare does not read"
+        ));
+    }
+    let compression = match b[10] {
+        0 => Compression::None,
+        1 => Compression::Zstd,
+        other => return Err(format!("unknown compression {other} in the chunk header")),
+    };
+    let tag_len = usize::from(u16_at(b, 12));
+    let end = HEADER_FIXED + tag_len;
+    if b.len() < end {
+        return Err("the file ends inside its header".to_string());
+    }
+    let stored = u32_at(b, HEADER_FIXED - 4);
+    if crc(&[&b[..HEADER_FIXED - 4], &b[HEADER_FIXED..end]]) != stored {
+        return Err("the chunk header's checksum does not match".to_string());
+    }
+    let tag = std::str::from_utf8(&b[HEADER_FIXED..end])
+        .map_err(|_| "the chunk header's tag is not UTF-8".to_string())?
+        .to_string();
+    Ok((
+        FileHeader {
+            id: id_at(b, 16),
+            seq: u64_at(b, 32),
+            created_ms: u64_at(b, 40),
+            compression,
+            tag,
+        },
+        end,
+    ))
+}
+
+/// Reads a whole chunk file and says what is in it.
+pub fn parse(b: &[u8]) -> Parsed {
+    let (header, mut at) = match decode_header(b) {
+        Ok(h) => h,
+        Err(reason) => return Parsed::Damaged { reason },
+    };
+    let mut segments = Vec::new();
+    let torn =
+        |header: FileHeader, segments: Vec<SegmentInfo>, at: usize, reason: String| Parsed::Torn {
+            header,
+            segments,
+            valid_len: at,
+            reason,
+        };
+    loop {
+        let rest = &b[at..];
+        if rest.is_empty() {
+            return Parsed::Intact {
+                header,
+                segments,
+                sealed: false,
+            };
+        }
+        // A crash while appending leaves a short record or, after a power loss, a
+        // run of zeros; anything else that does not check out is damage.
+        let zeros = rest.iter().all(|&x| x == 0);
+        if rest.len() < 4 {
+            return torn(
+                header,
+                segments,
+                at,
+                format!("{} bytes after the last append", rest.len()),
+            );
+        }
+        if &rest[..4] == TRAILER_MAGIC {
+            if rest.len() < TRAILER {
+                return Parsed::Damaged {
+                    reason: format!("the trailer at byte {at} is cut short"),
+                };
+            }
+            let t = &rest[..TRAILER];
+            if crc(&[&t[..20]]) != u32_at(t, 20) {
+                return Parsed::Damaged {
+                    reason: format!("the trailer's checksum at byte {at} does not match"),
+                };
+            }
+            let (n, count, raw) = (u32_at(t, 4), u32_at(t, 8), u64_at(t, 12));
+            let found_count: u64 = segments.iter().map(|s| u64::from(s.segment.count)).sum();
+            let found_raw: u64 = segments.iter().map(|s| u64::from(s.raw_len)).sum();
+            if n as usize != segments.len() || u64::from(count) != found_count || raw != found_raw {
+                return Parsed::Damaged {
+                    reason: format!(
+                        "the trailer says {n} appends, {count} events and {raw} bytes, the file holds {}, {found_count} and {found_raw}",
+                        segments.len()
+                    ),
+                };
+            }
+            if rest.len() > TRAILER {
+                return Parsed::Damaged {
+                    reason: format!(
+                        "{} unexpected bytes after the trailer",
+                        rest.len() - TRAILER
+                    ),
+                };
+            }
+            return Parsed::Intact {
+                header,
+                segments,
+                sealed: true,
+            };
+        }
+        if &rest[..4] != SEGMENT_MAGIC {
+            if zeros {
+                return torn(header, segments, at, format!("{} zero bytes", rest.len()));
+            }
+            return Parsed::Damaged {
+                reason: format!("no append starts at byte {at}"),
+            };
+        }
+        if rest.len() < SEGMENT_HEADER {
+            return torn(
+                header,
+                segments,
+                at,
+                format!("an append header cut short at byte {at}"),
+            );
+        }
+        let h = &rest[..SEGMENT_HEADER];
+        if crc(&[&h[..SEGMENT_HEADER - 4]]) != u32_at(h, SEGMENT_HEADER - 4) {
+            return Parsed::Damaged {
+                reason: format!("the checksum of the append header at byte {at} does not match"),
+            };
+        }
+        let stored_len = u32_at(h, 28);
+        let payload_at = at + SEGMENT_HEADER;
+        let Some(payload) = b.get(payload_at..payload_at + stored_len as usize) else {
+            return torn(
+                header,
+                segments,
+                at,
+                format!(
+                    "an append of {stored_len} bytes at byte {at} with only {} written",
+                    rest.len() - SEGMENT_HEADER
+                ),
+            );
+        };
+        if crc(&[payload]) != u32_at(h, 32) {
+            return Parsed::Damaged {
+                reason: format!("the checksum of the append at byte {at} does not match"),
+            };
+        }
+        segments.push(SegmentInfo {
+            segment: Segment {
+                id: id_at(h, 4),
+                count: u32_at(h, 20),
+            },
+            raw_len: u32_at(h, 24),
+            offset: payload_at,
+            stored_len,
+        });
+        at = payload_at + stored_len as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> FileHeader {
+        FileHeader {
+            id: ChunkId([7; 16]),
+            seq: 42,
+            created_ms: 1_700_000_000_000,
+            compression: Compression::None,
+            tag: "kube.app".into(),
+        }
+    }
+
+    fn file(sealed: bool) -> Vec<u8> {
+        let mut f = encode_header(&header());
+        f.extend(encode_segment(ChunkId([1; 16]), 2, 5, b"hello"));
+        f.extend(encode_segment(ChunkId([2; 16]), 1, 3, b"abc"));
+        if sealed {
+            f.extend(encode_trailer(2, 3, 8));
+        }
+        f
+    }
+
+    #[test]
+    fn reads_back_what_it_wrote() {
+        let f = file(true);
+        let Parsed::Intact {
+            header: h,
+            segments,
+            sealed,
+        } = parse(&f)
+        else {
+            panic!("{:?}", parse(&f));
+        };
+        assert_eq!(h, header());
+        assert!(sealed);
+        assert_eq!(segments.len(), 2);
+        assert_eq!(segments[1].segment.id, ChunkId([2; 16]));
+        assert_eq!(&f[segments[0].offset..][..5], b"hello");
+        assert!(matches!(
+            parse(&file(false)),
+            Parsed::Intact { sealed: false, .. }
+        ));
+    }
+
+    #[test]
+    fn a_cut_append_is_torn_not_damaged() {
+        let f = file(false);
+        let first_end = encode_header(&header()).len() + SEGMENT_HEADER + 5;
+        for cut in first_end + 1..f.len() {
+            match parse(&f[..cut]) {
+                Parsed::Torn {
+                    segments,
+                    valid_len,
+                    ..
+                } => {
+                    assert_eq!((segments.len(), valid_len), (1, first_end), "cut at {cut}");
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        let mut zeros = f.clone();
+        zeros.extend([0u8; 4096]);
+        assert!(matches!(parse(&zeros), Parsed::Torn { .. }));
+    }
+
+    #[test]
+    fn flipped_bits_and_cut_trailers_are_damage() {
+        let f = file(true);
+        for at in 0..f.len() {
+            let mut g = f.clone();
+            g[at] ^= 0x10;
+            assert!(
+                !matches!(parse(&g), Parsed::Intact { .. }),
+                "a flip at byte {at} went unnoticed"
+            );
+        }
+        // A sealed file cut inside its trailer.
+        assert!(matches!(parse(&f[..f.len() - 3]), Parsed::Damaged { .. }));
+        assert!(matches!(parse(&[0u8; 100]), Parsed::Damaged { .. }));
+        assert!(matches!(parse(b"NGRBUF"), Parsed::Damaged { .. }));
+    }
+}

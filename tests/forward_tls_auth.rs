@@ -1,0 +1,438 @@
+//! nagare's forwarder to nagare's aggregator over TLS with the shared-key handshake,
+//! both ends in one process on 127.0.0.1 with real routers and buffers. Certificates
+//! are made per test (rcgen); nothing is committed. Every refusal is checked on both
+//! sides: the aggregator's warning and the forwarder's.
+#![cfg(all(feature = "forwarder", feature = "aggregator"))]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nagare_aggregator::sources::forward::{
+    ForwardError, ForwardServer, ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig,
+};
+use nagare_core::buffer::{Buffer, BufferConfig};
+use nagare_core::component::SourceContext;
+use nagare_core::config::{HumanDuration, Secret};
+use nagare_core::pattern::TagPattern;
+use nagare_core::router::RouterBuilder;
+use nagare_core::shutdown::Shutdown;
+use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag};
+use nagare_forwarder::sinks::forward::{
+    ClientSecurityConfig, ClientTlsConfig, ForwardSinkConfig, ServerConfig,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use support::link::Forwarder;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A CA and what it signed, written as PEM files into a temporary folder.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Makes CA `name`; returns its signer.
+    fn ca(&self, name: &str) -> Issuer<'static, KeyPair> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
+        Issuer::new(params, key)
+    }
+
+    /// Makes a certificate for `names`, signed by `ca`, as `<file>.crt` / `.key`.
+    fn leaf(&self, file: &str, names: &[&str], ca: &Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, file);
+        let cert = params.signed_by(&key, ca).unwrap();
+        std::fs::write(self.path(&format!("{file}.crt")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{file}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// Log lines of both ends, captured for assertions.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn warnings(&self, target: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(target))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until a warning of `target` contains every one of `needles`.
+    async fn wait_for(&self, target: &str, needles: &[&str]) -> String {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(l) = self
+                    .warnings(target)
+                    .into_iter()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                {
+                    return l;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "no {target} warning with {needles:?}; warnings: {:#?}",
+                self.warnings(target)
+            )
+        })
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded: every task logs through this default.
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+struct Aggregator {
+    addr: SocketAddr,
+    collected: Buffer,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), ForwardError>>,
+}
+
+async fn start_aggregator(config: ForwardSourceConfig) -> Aggregator {
+    let collected = Buffer::new("collected", &BufferConfig::default());
+    let mut routes = RouterBuilder::new();
+    routes.sink(
+        "collected",
+        TagPattern::new("**").unwrap(),
+        collected.clone(),
+    );
+    let shutdown = Shutdown::new();
+    let ctx = SourceContext {
+        name: "from_nodes".into(),
+        router: Arc::new(routes.build()),
+        shutdown: shutdown.clone(),
+        data_dir: PathBuf::new(),
+    };
+    let server = ForwardServer::bind(&config).await.unwrap();
+    Aggregator {
+        addr: server.local_addr(),
+        collected,
+        shutdown,
+        task: tokio::spawn(server.run(ctx)),
+    }
+}
+
+impl Aggregator {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the server did not stop")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Takes `events` events off the aggregator's buffer.
+    async fn expect_events(&self, events: u32) {
+        let mut got = 0;
+        tokio::time::timeout(WAIT, async {
+            while got < events {
+                let lease = self.collected.pop().await.unwrap();
+                got += lease.chunk().count();
+                lease.ack();
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{got} of {events} events arrived"));
+    }
+}
+
+fn server_config(pki: &Pki, require_client_cert: bool) -> ForwardSourceConfig {
+    ForwardSourceConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(ServerTlsConfig {
+            cert_path: pki.path("aggregator.crt"),
+            private_key_path: pki.path("aggregator.key"),
+            ca_path: Some(pki.path("cluster.crt")),
+            client_cert_auth: require_client_cert,
+        }),
+        security: Some(SecurityConfig {
+            self_hostname: Some("aggregator-0".into()),
+            shared_key: Secret::new("cluster-key"),
+            user_auth: true,
+            users: vec![UserConfig {
+                username: "node".into(),
+                password: Secret::new("node-password"),
+            }],
+        }),
+        ..ForwardSourceConfig::default()
+    }
+}
+
+fn sink_config(addr: SocketAddr, pki: &Pki, ca: &str, key: &str, cert: bool) -> ForwardSinkConfig {
+    let mut c = ForwardSinkConfig::new(vec![ServerConfig::new("localhost", addr.port())]);
+    c.connect_timeout = HumanDuration::secs(3);
+    c.heartbeat_interval = HumanDuration::millis(200);
+    c.recover_wait = HumanDuration::millis(300);
+    c.tls = Some(ClientTlsConfig {
+        ca_path: Some(pki.path(&format!("{ca}.crt"))),
+        cert_path: cert.then(|| pki.path("node.crt")),
+        private_key_path: cert.then(|| pki.path("node.key")),
+        server_name: None,
+        verify_hostname: true,
+        insecure_skip_verify: false,
+    });
+    c.security = Some(ClientSecurityConfig {
+        self_hostname: Some("node-1".into()),
+        shared_key: Secret::new(key),
+        username: Some("node".into()),
+        password: Some(Secret::new("node-password")),
+    });
+    c
+}
+
+fn start_forwarder(config: ForwardSinkConfig) -> Forwarder {
+    support::link::start_forwarder("to_aggregator", config)
+}
+
+impl Forwarder {
+    async fn stop(self) {
+        self.abort.cancel();
+        let _ = tokio::time::timeout(WAIT, self.task).await;
+    }
+}
+
+fn chunk(n: u32) -> Chunk {
+    let mut b = ChunkBuilder::new(Tag::new("kube.secure"));
+    for i in 0..n {
+        let mut m = Map::new();
+        m.insert("message", format!("line {i}"));
+        b.push(EventTime::new(1_700_000_000, i), &m);
+    }
+    b.finish().unwrap()
+}
+
+/// The CA `cluster` signs the aggregator's and the node's certificates; `other` is a
+/// CA nobody here trusts.
+fn pki() -> Pki {
+    let pki = Pki::new();
+    let cluster = pki.ca("cluster");
+    pki.leaf("aggregator", &["localhost", "127.0.0.1"], &cluster);
+    pki.leaf("node", &["node-1"], &cluster);
+    let other = pki.ca("other");
+    pki.leaf("impostor", &["localhost"], &other);
+    pki
+}
+
+#[tokio::test]
+async fn tls_with_client_certificates_and_the_shared_key_delivers() {
+    let (_logs, _guard) = capture_logs();
+    let pki = pki();
+    let aggregator = start_aggregator(server_config(&pki, true)).await;
+    let forwarder = start_forwarder(sink_config(
+        aggregator.addr,
+        &pki,
+        "cluster",
+        "cluster-key",
+        true,
+    ));
+    for _ in 0..5 {
+        forwarder.buffer.push(chunk(20)).await.unwrap();
+    }
+    aggregator.expect_events(100).await;
+    let drained = tokio::time::timeout(WAIT, forwarder.buffer.drained(WAIT)).await;
+    assert!(matches!(drained, Ok(true)), "every chunk was acknowledged");
+    forwarder.stop().await;
+    aggregator.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
+    let (logs, _guard) = capture_logs();
+    let pki = pki();
+    let mut config = server_config(&pki, false);
+    // The aggregator presents a certificate the forwarder's CA did not sign.
+    config.tls.as_mut().unwrap().cert_path = pki.path("impostor.crt");
+    config.tls.as_mut().unwrap().private_key_path = pki.path("impostor.key");
+    let aggregator = start_aggregator(config).await;
+    let forwarder = start_forwarder(sink_config(
+        aggregator.addr,
+        &pki,
+        "cluster",
+        "cluster-key",
+        false,
+    ));
+    forwarder.buffer.push(chunk(1)).await.unwrap();
+    let client = logs
+        .wait_for(
+            "nagare_forwarder",
+            &["TLS handshake failed", "UnknownIssuer"],
+        )
+        .await;
+    assert!(client.contains("tls.ca_path"), "{client}");
+    let server = logs
+        .wait_for(
+            "nagare_aggregator",
+            &["refused forward client: TLS handshake failed"],
+        )
+        .await;
+    assert!(server.contains("peer=127.0.0.1:"), "{server}");
+    assert_eq!(
+        forwarder.buffer.stats().in_flight_chunks,
+        1,
+        "the chunk is kept"
+    );
+    forwarder.stop().await;
+    aggregator.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
+    let (logs, _guard) = capture_logs();
+    let pki = pki();
+    let aggregator = start_aggregator(server_config(&pki, true)).await;
+    let forwarder = start_forwarder(sink_config(
+        aggregator.addr,
+        &pki,
+        "cluster",
+        "cluster-key",
+        false,
+    ));
+    forwarder.buffer.push(chunk(1)).await.unwrap();
+    let server = logs
+        .wait_for(
+            "nagare_aggregator",
+            &["TLS handshake failed", "no certificates"],
+        )
+        .await;
+    assert!(
+        server.contains("check the client's certificate"),
+        "{server}"
+    );
+    logs.wait_for(
+        "nagare_forwarder",
+        &["lost the forward server", "CertificateRequired"],
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), aggregator.collected.pop())
+            .await
+            .is_err(),
+        "nothing got through"
+    );
+    forwarder.stop().await;
+    aggregator.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_shared_key_is_refused_on_both_sides() {
+    let (logs, _guard) = capture_logs();
+    let pki = pki();
+    let aggregator = start_aggregator(server_config(&pki, false)).await;
+    let forwarder = start_forwarder(sink_config(
+        aggregator.addr,
+        &pki,
+        "cluster",
+        "not-the-key",
+        false,
+    ));
+    forwarder.buffer.push(chunk(1)).await.unwrap();
+    let server = logs
+        .wait_for(
+            "nagare_aggregator",
+            &["authentication failed", "shared_key mismatch"],
+        )
+        .await;
+    assert!(server.contains("hostname=node-1"), "{server}");
+    assert!(!server.contains("not-the-key") && !server.contains("cluster-key"));
+    let client = logs
+        .wait_for(
+            "nagare_forwarder",
+            &["the server refused the handshake: shared_key mismatch"],
+        )
+        .await;
+    assert!(client.contains("security.shared_key"), "{client}");
+    forwarder.stop().await;
+    aggregator.stop().await;
+}
+
+fn copy(pki: &Pki, from: &str, to: &Path) {
+    std::fs::copy(pki.path(from), to).unwrap();
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_match_its_certificate_fails_the_start_on_both_sides() {
+    let pki = pki();
+    // The aggregator's certificate with the node's key.
+    let mismatched = pki.path("mismatched.key");
+    copy(&pki, "node.key", &mismatched);
+    let mut config = server_config(&pki, false);
+    config.tls.as_mut().unwrap().private_key_path = mismatched.clone();
+    let err = ForwardServer::bind(&config).await.unwrap_err().to_string();
+    assert!(err.contains("cannot be used together"), "{err}");
+    assert!(
+        err.contains("aggregator.crt") && err.contains("mismatched.key"),
+        "{err}"
+    );
+
+    let mut sink = sink_config("127.0.0.1:1".parse().unwrap(), &pki, "cluster", "k", true);
+    sink.tls.as_mut().unwrap().private_key_path = Some(pki.path("aggregator.key"));
+    let forwarder = start_forwarder(sink);
+    let err = tokio::time::timeout(WAIT, forwarder.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be used together"), "{err}");
+
+    let missing = ServerTlsConfig {
+        cert_path: pki.path("nope.crt"),
+        ..config.tls.clone().unwrap()
+    };
+    config.tls = Some(missing);
+    let err = ForwardServer::bind(&config).await.unwrap_err().to_string();
+    assert!(
+        err.contains("tls.cert_path") && err.contains("nope.crt"),
+        "{err}"
+    );
+}
