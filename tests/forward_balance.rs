@@ -30,6 +30,7 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Aggregator {
     addr: SocketAddr,
     events: Arc<Mutex<u64>>,
+    collected: Buffer,
     shutdown: Shutdown,
     task: JoinHandle<Result<(), ForwardError>>,
     drain: JoinHandle<()>,
@@ -52,6 +53,7 @@ async fn start_aggregator(bind: SocketAddr, events: Arc<Mutex<u64>>) -> Aggregat
     })
     .await
     .unwrap();
+    let collected = buffer.clone();
     let drain = {
         let events = events.clone();
         tokio::spawn(async move {
@@ -64,6 +66,7 @@ async fn start_aggregator(bind: SocketAddr, events: Arc<Mutex<u64>>) -> Aggregat
     Aggregator {
         addr: server.local_addr(),
         events,
+        collected,
         shutdown,
         task: tokio::spawn(server.run(ctx)),
         drain,
@@ -71,7 +74,13 @@ async fn start_aggregator(bind: SocketAddr, events: Arc<Mutex<u64>>) -> Aggregat
 }
 
 impl Aggregator {
-    fn count(&self) -> u64 {
+    /// Events counted so far, once every chunk acked to the forwarder was counted
+    /// (the server acks a chunk when it is in the buffer, before it is counted).
+    async fn count(&self) -> u64 {
+        assert!(
+            self.collected.drained(WAIT).await,
+            "the aggregator's buffer does not drain"
+        );
         *self.events.lock().unwrap()
     }
 
@@ -167,7 +176,10 @@ async fn chunks_are_spread_by_weight() {
     let forwarder = start_forwarder(config(servers, HeartbeatType::Udp));
     forwarder.send(400).await;
     forwarder.drained().await;
-    let counts: Vec<u64> = aggs.iter().map(Aggregator::count).collect();
+    let mut counts = Vec::new();
+    for a in &aggs {
+        counts.push(a.count().await);
+    }
     assert_eq!(counts.iter().sum::<u64>(), 4_000, "{counts:?}");
     // 2:1:1 of 400 chunks is 200:100:100; a busy server's turn may pass to another.
     for (got, want) in counts.iter().zip([2_000, 1_000, 1_000]) {
@@ -198,34 +210,38 @@ async fn a_standby_is_used_only_while_every_primary_is_down() {
     ));
     forwarder.send(40).await;
     forwarder.drained().await;
-    assert_eq!(standby.count(), 0, "primaries up: the standby idles");
-    assert_eq!(a.count() + b.count(), 400);
+    assert_eq!(standby.count().await, 0, "primaries up: the standby idles");
+    assert_eq!(a.count().await + b.count().await, 400);
 
     // One primary down: the other takes everything, still no standby.
     let a_events = a.stop().await;
     forwarder.send(40).await;
     forwarder.drained().await;
-    assert_eq!(standby.count(), 0, "one primary left: the standby idles");
+    assert_eq!(
+        standby.count().await,
+        0,
+        "one primary left: the standby idles"
+    );
 
     // Both primaries down: the standby takes over.
     let b_events = b.stop().await;
-    let before = standby.count();
+    let before = standby.count().await;
     forwarder.send(40).await;
     forwarder.drained().await;
     assert_eq!(
-        standby.count() - before,
+        standby.count().await - before,
         400,
         "every primary down: the standby"
     );
 
     // A primary back (same port): once recovered, it gets the chunks again.
     let a = start_aggregator(a_addr, a_events).await;
-    let back_at = a.count();
+    let back_at = a.count().await;
     let recovered = tokio::time::timeout(WAIT, async {
         loop {
             forwarder.send(1).await;
             forwarder.drained().await;
-            if a.count() > back_at {
+            if a.count().await > back_at {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -233,11 +249,11 @@ async fn a_standby_is_used_only_while_every_primary_is_down() {
     })
     .await;
     assert!(recovered.is_ok(), "the restarted primary never got a chunk");
-    let standby_then = standby.count();
+    let standby_then = standby.count().await;
     forwarder.send(40).await;
     forwarder.drained().await;
     assert_eq!(
-        standby.count(),
+        standby.count().await,
         standby_then,
         "a primary is back: the standby idles"
     );
@@ -274,7 +290,11 @@ async fn a_silent_server_is_detected_by_missing_heartbeats_within_seconds() {
     forwarder.send(20).await;
     forwarder.drained().await;
     let took = started.elapsed();
-    assert_eq!(good.count(), 200, "every chunk reached the good server");
+    assert_eq!(
+        good.count().await,
+        200,
+        "every chunk reached the good server"
+    );
     assert!(
         took < Duration::from_secs(8),
         "failover took {took:?}; the ack timeout is 60 s"
