@@ -25,6 +25,7 @@ pub fn example_tail_tag(tag: &str, glob: &str) -> String {
 }
 
 /// Renders the graph.
+#[cfg_attr(not(feature = "forwarder"), allow(unused_variables))]
 pub fn describe(origin: &str, config: &Config, router: &Router) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -107,6 +108,7 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+#[cfg(feature = "forwarder")]
 fn list(items: &[&str]) -> String {
     if items.is_empty() {
         "(none)".to_string()

@@ -3,6 +3,7 @@
 //! (osmem-server, the OpenSearch API) that stops answering for a minute; buffer files
 //! damaged while the aggregator is stopped; and backpressure from a full buffer all
 //! the way back to the tailer.
+#![cfg(all(feature = "forwarder", feature = "aggregator"))]
 
 mod support;
 
