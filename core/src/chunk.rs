@@ -334,13 +334,25 @@ fn read_entry_head(r: &mut Reader<'_>) -> Result<EventTime, ReadError> {
 
 /// Checks that `bytes` is a well-formed stream of entries and counts them, without
 /// decoding the records. Used on every chunk received from a peer, so that garbage is
-/// refused at the door with the offset of the first bad byte.
+/// refused at the door with the offset of the first bad byte, and every entry that
+/// passes can be decoded downstream: a record must be a map, nested at most
+/// [`MAX_DEPTH`](crate::msgpack::MAX_DEPTH) levels.
 pub fn count_entries(bytes: &[u8]) -> Result<u32, ReadError> {
     let mut r = Reader::new(bytes);
     let mut n = 0u32;
+    let mut open = Vec::new();
     while !r.is_empty() {
         read_entry_head(&mut r)?;
-        r.skip_value()?;
+        if !matches!(
+            r.peek_marker()?,
+            rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32
+        ) {
+            return Err(ReadError::Invalid {
+                what: "an entry's record must be a map".into(),
+                offset: r.position(),
+            });
+        }
+        r.skip_value_nested(&mut open)?;
         n += 1;
     }
     Ok(n)
@@ -448,6 +460,48 @@ mod tests {
         m.insert("message", format!("line {i}"));
         m.insert("n", i);
         m
+    }
+
+    /// One entry `[time, {"a": {"a": ... 1}}]` whose record nests `levels` maps.
+    fn nested_entry(levels: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::msgpack::write_array_len(&mut out, 2);
+        crate::msgpack::write_int(&mut out, 1_700_000_000);
+        for _ in 0..levels {
+            crate::msgpack::write_map_len(&mut out, 1);
+            crate::msgpack::write_str(&mut out, "a");
+        }
+        crate::msgpack::write_int(&mut out, 1);
+        out
+    }
+
+    #[test]
+    fn entries_that_pass_the_door_can_be_decoded() {
+        use crate::msgpack::MAX_DEPTH;
+        // Decoding allows values down to MAX_DEPTH - 1 levels below the record: the
+        // check at the door draws the line at the same place.
+        for levels in [1, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 5_000] {
+            let bytes = nested_entry(levels);
+            let counted = count_entries(&bytes);
+            let decoded = read_entry(&mut Reader::new(&bytes));
+            assert_eq!(counted.is_ok(), decoded.is_ok(), "{levels} levels");
+            assert_eq!(counted.is_ok(), levels < MAX_DEPTH, "{levels} levels");
+            if let Err(e) = counted {
+                assert!(e.to_string().contains("nested deeper"), "{e}");
+            }
+        }
+        // A record that is not a map is refused at the door too.
+        let mut bytes = Vec::new();
+        crate::msgpack::write_array_len(&mut bytes, 2);
+        crate::msgpack::write_int(&mut bytes, 1_700_000_000);
+        crate::msgpack::write_str(&mut bytes, "not a map");
+        let e = count_entries(&bytes).unwrap_err();
+        assert!(e.to_string().contains("must be a map"), "{e}");
+        assert!(read_entry(&mut Reader::new(&bytes)).is_err());
+        // Entries after a good one still count.
+        let mut two = nested_entry(3);
+        two.extend(nested_entry(MAX_DEPTH - 1));
+        assert_eq!(count_entries(&two).unwrap(), 2);
     }
 
     #[test]

@@ -28,8 +28,9 @@ pub enum ReadError {
     },
 }
 
-/// Deepest nesting accepted when decoding a value into a tree.
-pub const MAX_DEPTH: usize = 100;
+/// Deepest nesting accepted when decoding a value into a tree: above serde_json's
+/// own limit (128), so a record built from any JSON nagare parses also decodes.
+pub const MAX_DEPTH: usize = 130;
 
 /// A cursor over a byte slice.
 #[derive(Debug, Clone)]
@@ -271,58 +272,99 @@ impl<'a> Reader<'a> {
         let mut pending: u64 = 1;
         while pending > 0 {
             pending -= 1;
-            let marker = Marker::from_u8(self.u8()?);
-            let (skip, children): (usize, u64) = match marker {
-                Marker::FixPos(_)
-                | Marker::FixNeg(_)
-                | Marker::Null
-                | Marker::True
-                | Marker::False => (0, 0),
-                Marker::U8 | Marker::I8 => (1, 0),
-                Marker::U16 | Marker::I16 => (2, 0),
-                Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
-                Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
-                Marker::FixStr(n) => (usize::from(n), 0),
-                Marker::Str8 | Marker::Bin8 => (usize::from(self.u8()?), 0),
-                Marker::Str16 | Marker::Bin16 => (usize::from(self.be_u16()?), 0),
-                Marker::Str32 | Marker::Bin32 => (self.be_u32()? as usize, 0),
-                Marker::FixArray(n) => (0, u64::from(n)),
-                Marker::Array16 => (0, u64::from(self.be_u16()?)),
-                Marker::Array32 => (0, u64::from(self.be_u32()?)),
-                Marker::FixMap(n) => (0, 2 * u64::from(n)),
-                Marker::Map16 => (0, 2 * u64::from(self.be_u16()?)),
-                Marker::Map32 => (0, 2 * u64::from(self.be_u32()?)),
-                Marker::FixExt1 => (2, 0),
-                Marker::FixExt2 => (3, 0),
-                Marker::FixExt4 => (5, 0),
-                Marker::FixExt8 => (9, 0),
-                Marker::FixExt16 => (17, 0),
-                Marker::Ext8 => (usize::from(self.u8()?) + 1, 0),
-                Marker::Ext16 => (usize::from(self.be_u16()?) + 1, 0),
-                Marker::Ext32 => (self.be_u32()? as usize + 1, 0),
-                Marker::Reserved => {
-                    self.pos -= 1;
-                    return self.invalid("reserved byte 0xc1 is not MessagePack");
-                }
-            };
-            if self.take(skip).is_err() {
-                self.need = self
-                    .pos
-                    .saturating_add(skip)
-                    .saturating_add(pending as usize);
-                return Err(ReadError::Incomplete);
-            }
+            let children = self.skip_head(pending)?;
             pending += children;
-            // A container cannot hold more values than there are bytes left to hold
-            // them; catching that here keeps a lying header from spinning the loop.
-            if pending > (self.buf.len() - self.pos) as u64 {
-                self.need = self
-                    .pos
-                    .saturating_add(usize::try_from(pending).unwrap_or(usize::MAX));
-                return Err(ReadError::Incomplete);
+            self.check_room(pending)?;
+        }
+        Ok(&self.buf[start..self.pos])
+    }
+
+    /// Skips one complete value like [`skip_value`](Self::skip_value), and refuses
+    /// one that [`read_value`](Self::read_value) would refuse for its nesting (values
+    /// [`MAX_DEPTH`] or more levels down), so that what passes can be decoded later.
+    /// `open` is scratch space (values left in each open container), kept by the
+    /// caller to reuse its allocation.
+    pub fn skip_value_nested(&mut self, open: &mut Vec<u64>) -> Result<&'a [u8], ReadError> {
+        let start = self.pos;
+        open.clear();
+        open.push(1);
+        loop {
+            while open.last() == Some(&0) {
+                open.pop();
+            }
+            let Some(left) = open.last_mut() else {
+                break;
+            };
+            *left -= 1;
+            if open.len() > MAX_DEPTH {
+                return self.invalid(format!("value nested deeper than {MAX_DEPTH} levels"));
+            }
+            let pending = open.iter().sum::<u64>();
+            let children = self.skip_head(pending)?;
+            if children > 0 {
+                self.check_room(pending + children)?;
+                open.push(children);
             }
         }
         Ok(&self.buf[start..self.pos])
+    }
+
+    /// Skips one value's marker, lengths and payload; returns how many values it
+    /// contains (a container's elements, a map's keys and values). `pending` is what
+    /// is left to skip after it, for the lower bound of bytes needed.
+    fn skip_head(&mut self, pending: u64) -> Result<u64, ReadError> {
+        let marker = Marker::from_u8(self.u8()?);
+        let (skip, children): (usize, u64) = match marker {
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+                (0, 0)
+            }
+            Marker::U8 | Marker::I8 => (1, 0),
+            Marker::U16 | Marker::I16 => (2, 0),
+            Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
+            Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
+            Marker::FixStr(n) => (usize::from(n), 0),
+            Marker::Str8 | Marker::Bin8 => (usize::from(self.u8()?), 0),
+            Marker::Str16 | Marker::Bin16 => (usize::from(self.be_u16()?), 0),
+            Marker::Str32 | Marker::Bin32 => (self.be_u32()? as usize, 0),
+            Marker::FixArray(n) => (0, u64::from(n)),
+            Marker::Array16 => (0, u64::from(self.be_u16()?)),
+            Marker::Array32 => (0, u64::from(self.be_u32()?)),
+            Marker::FixMap(n) => (0, 2 * u64::from(n)),
+            Marker::Map16 => (0, 2 * u64::from(self.be_u16()?)),
+            Marker::Map32 => (0, 2 * u64::from(self.be_u32()?)),
+            Marker::FixExt1 => (2, 0),
+            Marker::FixExt2 => (3, 0),
+            Marker::FixExt4 => (5, 0),
+            Marker::FixExt8 => (9, 0),
+            Marker::FixExt16 => (17, 0),
+            Marker::Ext8 => (usize::from(self.u8()?) + 1, 0),
+            Marker::Ext16 => (usize::from(self.be_u16()?) + 1, 0),
+            Marker::Ext32 => (self.be_u32()? as usize + 1, 0),
+            Marker::Reserved => {
+                self.pos -= 1;
+                return self.invalid("reserved byte 0xc1 is not MessagePack");
+            }
+        };
+        if self.take(skip).is_err() {
+            self.need = self
+                .pos
+                .saturating_add(skip)
+                .saturating_add(pending as usize);
+            return Err(ReadError::Incomplete);
+        }
+        Ok(children)
+    }
+
+    /// A container cannot hold more values than there are bytes left to hold them;
+    /// catching that here keeps a lying header from spinning a skip loop.
+    fn check_room(&mut self, pending: u64) -> Result<(), ReadError> {
+        if pending > (self.buf.len() - self.pos) as u64 {
+            self.need = self
+                .pos
+                .saturating_add(usize::try_from(pending).unwrap_or(usize::MAX));
+            return Err(ReadError::Incomplete);
+        }
+        Ok(())
     }
 
     /// Decodes one value into a tree.

@@ -294,7 +294,7 @@ pub fn decode_frame(frame: Bytes, limits: &DecodeLimits) -> Result<Frame, Decode
             ) {
                 return Err(invalid("a Message record must be a map", rec_start));
             }
-            r.skip_value()
+            r.skip_value_nested(&mut Vec::new())
                 .map_err(|e| from_read(e, rec_start, "Message record"))?;
             let rec_end = r.position();
             let options = read_options(&mut r, n - 3)?;
