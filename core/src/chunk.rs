@@ -498,6 +498,20 @@ mod tests {
         let e = count_entries(&bytes).unwrap_err();
         assert!(e.to_string().contains("must be a map"), "{e}");
         assert!(read_entry(&mut Reader::new(&bytes)).is_err());
+        // Many containers side by side are not deep.
+        let mut wide = Vec::new();
+        crate::msgpack::write_array_len(&mut wide, 2);
+        crate::msgpack::write_int(&mut wide, 1_700_000_000);
+        crate::msgpack::write_map_len(&mut wide, 1);
+        crate::msgpack::write_str(&mut wide, "list");
+        crate::msgpack::write_array_len(&mut wide, 2 * MAX_DEPTH as u32);
+        for _ in 0..2 * MAX_DEPTH {
+            crate::msgpack::write_map_len(&mut wide, 1);
+            crate::msgpack::write_str(&mut wide, "k");
+            crate::msgpack::write_int(&mut wide, 1);
+        }
+        assert_eq!(count_entries(&wide).unwrap(), 1);
+        assert!(read_entry(&mut Reader::new(&wide)).is_ok());
         // Entries after a good one still count.
         let mut two = nested_entry(3);
         two.extend(nested_entry(MAX_DEPTH - 1));

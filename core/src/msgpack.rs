@@ -267,16 +267,26 @@ impl<'a> Reader<'a> {
     /// Skips one complete value, however deeply nested, and returns the bytes it
     /// spanned.
     pub fn skip_value(&mut self) -> Result<&'a [u8], ReadError> {
+        self.skip_counting().map(|(bytes, _)| bytes)
+    }
+
+    /// [`skip_value`](Self::skip_value), also counting the non-empty containers in
+    /// the value (a bound of its depth).
+    fn skip_counting(&mut self) -> Result<(&'a [u8], u64), ReadError> {
         let start = self.pos;
         // Values still to skip; containers add their children to it.
         let mut pending: u64 = 1;
+        let mut containers: u64 = 0;
         while pending > 0 {
             pending -= 1;
-            let children = self.skip_head(pending)?;
-            pending += children;
-            self.check_room(pending)?;
+            let children = self.skip_head().map_err(|e| self.needs_more(e, pending))?;
+            if children > 0 {
+                containers += 1;
+                pending += children;
+                self.check_room(pending)?;
+            }
         }
-        Ok(&self.buf[start..self.pos])
+        Ok((&self.buf[start..self.pos], containers))
     }
 
     /// Skips one complete value like [`skip_value`](Self::skip_value), and refuses
@@ -285,34 +295,54 @@ impl<'a> Reader<'a> {
     /// `open` is scratch space (values left in each open container), kept by the
     /// caller to reuse its allocation.
     pub fn skip_value_nested(&mut self, open: &mut Vec<u64>) -> Result<&'a [u8], ReadError> {
+        // A value is only as deep as its non-empty containers are many: most values
+        // have a handful, and need no closer look.
+        let saved = self.clone();
+        let (bytes, containers) = self.skip_counting()?;
+        if containers < MAX_DEPTH as u64 {
+            return Ok(bytes);
+        }
+        *self = saved;
         let start = self.pos;
         open.clear();
         open.push(1);
-        loop {
+        // The sum of `open`: values still to skip.
+        let mut pending: u64 = 1;
+        while pending > 0 {
             while open.last() == Some(&0) {
                 open.pop();
             }
-            let Some(left) = open.last_mut() else {
-                break;
-            };
-            *left -= 1;
+            if let Some(left) = open.last_mut() {
+                *left -= 1;
+            }
+            pending -= 1;
             if open.len() > MAX_DEPTH {
                 return self.invalid(format!("value nested deeper than {MAX_DEPTH} levels"));
             }
-            let pending = open.iter().sum::<u64>();
-            let children = self.skip_head(pending)?;
+            let children = self.skip_head().map_err(|e| self.needs_more(e, pending))?;
             if children > 0 {
-                self.check_room(pending + children)?;
+                pending += children;
+                self.check_room(pending)?;
                 open.push(children);
             }
         }
         Ok(&self.buf[start..self.pos])
     }
 
+    /// After an `Incomplete` from [`skip_head`](Self::skip_head): `pending` more
+    /// values (a byte each at least) are needed past what it asked for.
+    fn needs_more(&mut self, e: ReadError, pending: u64) -> ReadError {
+        if e == ReadError::Incomplete {
+            self.need = self
+                .need
+                .saturating_add(usize::try_from(pending).unwrap_or(usize::MAX));
+        }
+        e
+    }
+
     /// Skips one value's marker, lengths and payload; returns how many values it
-    /// contains (a container's elements, a map's keys and values). `pending` is what
-    /// is left to skip after it, for the lower bound of bytes needed.
-    fn skip_head(&mut self, pending: u64) -> Result<u64, ReadError> {
+    /// contains (a container's elements, a map's keys and values).
+    fn skip_head(&mut self) -> Result<u64, ReadError> {
         let marker = Marker::from_u8(self.u8()?);
         let (skip, children): (usize, u64) = match marker {
             Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
@@ -346,10 +376,7 @@ impl<'a> Reader<'a> {
             }
         };
         if self.take(skip).is_err() {
-            self.need = self
-                .pos
-                .saturating_add(skip)
-                .saturating_add(pending as usize);
+            self.need = self.pos.saturating_add(skip);
             return Err(ReadError::Incomplete);
         }
         Ok(children)
