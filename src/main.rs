@@ -6,6 +6,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use nagare::config::{self, LogFormat};
 
+/// jemalloc rather than the C library's allocator: chunks of megabytes are allocated
+/// and freed all the time (a chunk lives from the source until its destination
+/// confirms it), and glibc hands such memory back to the kernel and faults it in
+/// again; jemalloc keeps it for reuse. The benchmarks in `benches/` that measure the
+/// pipeline use the same allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A log pipeline for Kubernetes in the shape of Fluentd: tail container logs on
 /// every node, forward them to aggregators, deliver them to Elasticsearch.
 #[derive(Debug, Parser)]

@@ -1,11 +1,13 @@
 //! The file buffer's cost and the aggregator's memory during an outage.
 //!
 //! 1. Write-then-read: chunks of 1,000 realistic records pushed into a file buffer
-//!    (zstd level 1, `fsync: per_chunk`, one file per chunk), then popped, read back
-//!    and acked (the chunk file deleted), beside a plain sequential write of the same
+//!    (zstd level 1, `fsync: per_chunk`, one file per chunk), popped, read back and
+//!    acked (the chunk file deleted), beside a plain sequential write of the same
 //!    bytes to one file in the same run, fsynced once at the end and, for the same
-//!    durability as the buffer, after each chunk. MiB/s of encoded records, and the
-//!    ratios.
+//!    durability as the buffer, after each chunk. Two ways: one producer pushing every
+//!    chunk, then the reads; and as an aggregator uses it, 4 producers (its
+//!    connections) pushing at once while a consumer (its sink) pops, reads and acks.
+//!    MiB/s of encoded records (all bytes / wall time), and the ratios.
 //! 2. Outage: an aggregator (forward server -> file buffer -> Elasticsearch sink) in
 //!    this process, fed PackedForward chunks at 20,000 records/s by a client that
 //!    waits for acks, while its destination accepts connections and never answers.
@@ -35,6 +37,10 @@ use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
+
+/// The `nagare` binary's allocator, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const RECORDS_PER_CHUNK: usize = 1_000;
 /// The outage's feed rate.
@@ -117,19 +123,23 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Producers pushing at once in the aggregator-like run: the forward_ingest bench's
+/// connections.
+const PRODUCERS: usize = 4;
+
 struct WriteRead {
     bytes: u64,
     disk_bytes: u64,
+    /// One producer pushes every chunk, then they are read.
     buffer: Duration,
+    /// `PRODUCERS` producers push while a consumer reads.
+    buffer_concurrent: Duration,
     plain: Duration,
     /// The plain write with the file buffer's durability: fsynced after each chunk.
     plain_synced: Duration,
 }
 
-/// Pushes every chunk into a file buffer, then pops, reads and acks them all; and
-/// writes the same encoded bytes to one plain file.
-fn write_then_read(rt: &Runtime, dir: &Path, chunks: &[Chunk], fsync: FsyncPolicy) -> WriteRead {
-    let bytes: u64 = chunks.iter().map(|c| c.byte_size() as u64).sum();
+fn open_buffer(dir: &Path, fsync: FsyncPolicy) -> Buffer {
     let config = BufferConfig {
         total_limit_size: ByteSize(4 << 30),
         flush_mode: FlushMode::Immediate,
@@ -137,24 +147,62 @@ fn write_then_read(rt: &Runtime, dir: &Path, chunks: &[Chunk], fsync: FsyncPolic
         fsync,
         ..BufferConfig::file(dir.join("buffer"))
     };
-    let buffer = Buffer::open("bench", &config, dir).unwrap();
+    Buffer::open("bench", &config, dir).unwrap()
+}
+
+/// Pops, reads and acks `n` chunks.
+async fn consume(buffer: &Buffer, n: usize) {
+    for _ in 0..n {
+        let lease = buffer.pop().await.expect("every chunk is queued");
+        assert_eq!(lease.chunk().count() as usize, RECORDS_PER_CHUNK);
+        lease.ack();
+    }
+}
+
+/// Pushes every chunk into a file buffer, then pops, reads and acks them all; does it
+/// again with `PRODUCERS` producers and a consumer at once; and writes the same
+/// encoded bytes to one plain file.
+fn write_then_read(rt: &Runtime, dir: &Path, chunks: &[Chunk], fsync: FsyncPolicy) -> WriteRead {
+    let bytes: u64 = chunks.iter().map(|c| c.byte_size() as u64).sum();
+    let one = dir.join("one");
+    let buffer = open_buffer(&one, fsync);
     let started = Instant::now();
     let disk_bytes = rt.block_on(async {
         for c in chunks {
             buffer.push(c.clone()).await.unwrap();
         }
-        let disk = dir_bytes(&dir.join("buffer"));
-        let mut read = 0;
-        while read < chunks.len() {
-            let lease = buffer.pop_ready().await.expect("every chunk is queued");
-            assert_eq!(lease.chunk().count() as usize, RECORDS_PER_CHUNK);
-            lease.ack();
-            read += 1;
-        }
+        let disk = dir_bytes(&one.join("buffer"));
+        consume(&buffer, chunks.len()).await;
         disk
     });
     let buffer_time = started.elapsed();
-    assert_eq!(buffer.stats().queued_chunks, 0);
+    assert_eq!(buffer.stats(), Default::default());
+
+    let many = dir.join("many");
+    let buffer = open_buffer(&many, fsync);
+    let shares: Vec<Vec<Chunk>> = (0..PRODUCERS)
+        .map(|p| chunks.iter().skip(p).step_by(PRODUCERS).cloned().collect())
+        .collect();
+    let started = Instant::now();
+    rt.block_on(async {
+        let producers: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let buffer = buffer.clone();
+                tokio::spawn(async move {
+                    for c in share {
+                        buffer.push(c).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        consume(&buffer, chunks.len()).await;
+        for p in producers {
+            p.await.unwrap();
+        }
+    });
+    let buffer_concurrent = started.elapsed();
+    assert_eq!(buffer.stats(), Default::default());
 
     let started = Instant::now();
     let mut file = std::fs::File::create(dir.join("plain")).unwrap();
@@ -179,6 +227,7 @@ fn write_then_read(rt: &Runtime, dir: &Path, chunks: &[Chunk], fsync: FsyncPolic
         bytes,
         disk_bytes,
         buffer: buffer_time,
+        buffer_concurrent,
         plain,
         plain_synced,
     }
@@ -393,19 +442,27 @@ fn main() {
         first.disk_bytes as f64 / 1048576.0
     );
     println!(
-        "| round | fsync | file buffer write+read MiB/s | plain sequential write (one fsync at the end) MiB/s | ratio | plain write fsynced per chunk MiB/s | ratio |"
+        "| round | fsync | producers | file buffer write+read MiB/s | plain sequential write (one fsync at the end) MiB/s | ratio | plain write fsynced per chunk MiB/s | ratio |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (i, (r, n)) in runs.iter().zip(&unsynced).enumerate() {
         for (policy, r) in [("per chunk", r), ("never", n)] {
-            let (b, p) = (mib(r.bytes, r.buffer), mib(r.bytes, r.plain));
-            let ps = mib(r.bytes, r.plain_synced);
-            println!(
-                "| {} | {policy} | {b:.0} | {p:.0} | {:.0} % | {ps:.0} | {:.0} % |",
-                i + 1,
-                b / p * 100.0,
-                b / ps * 100.0
-            );
+            let (p, ps) = (mib(r.bytes, r.plain), mib(r.bytes, r.plain_synced));
+            for (producers, took) in [
+                ("1, then the reads".to_string(), r.buffer),
+                (
+                    format!("{PRODUCERS}, a consumer at once"),
+                    r.buffer_concurrent,
+                ),
+            ] {
+                let b = mib(r.bytes, took);
+                println!(
+                    "| {} | {policy} | {producers} | {b:.0} | {p:.0} | {:.0} % | {ps:.0} | {:.0} % |",
+                    i + 1,
+                    b / p * 100.0,
+                    b / ps * 100.0
+                );
+            }
         }
     }
 

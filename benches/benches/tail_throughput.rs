@@ -30,6 +30,10 @@ use nagare_forwarder::sources::tail::{TailConfig, TailFormat, TailMetrics, run_w
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The `nagare` binary's allocator, so that the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const MIB: f64 = 1024.0 * 1024.0;
 
 struct Sizes {
@@ -97,6 +101,9 @@ fn main() {
         "  bare read + CRI split + serde_json (one core): {:>7.1} MiB/s",
         mib / bare_secs
     );
+    if std::env::var_os("NAGARE_BENCH_SOURCE_KEYS").is_some() {
+        println!("  (NAGARE_BENCH_SOURCE_KEYS: records carry path_key, offset_key, event_id_key)");
+    }
     println!(
         "  nagare tail source -> null next hop (one core): {:>7.1} MiB/s  ({:.2}x the bare loop, {:.0} records/s)",
         mib / tail_secs,
@@ -248,6 +255,13 @@ fn tail_config(dir: &Path) -> TailConfig {
     config.format = TailFormat::Cri;
     config.poll_interval = HumanDuration::millis(50);
     config.kubernetes.api = ApiMode::Disabled;
+    // NAGARE_BENCH_SOURCE_KEYS=1: records also carry the file's path, the line's
+    // offset and its event id, to measure what those cost.
+    if std::env::var_os("NAGARE_BENCH_SOURCE_KEYS").is_some() {
+        config.path_key = Some("path".into());
+        config.offset_key = Some("offset".into());
+        config.event_id_key = Some("line_id".into());
+    }
     config
 }
 

@@ -258,6 +258,7 @@ fn check_multiline(data: &[u8]) {
             bytes: l,
             stream: None,
             time: reference(),
+            offset: 0,
         };
         m.push(line, now, |msg| take(msg.bytes, msg.lines));
     }

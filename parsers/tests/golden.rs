@@ -110,6 +110,7 @@ fn run_multiline(config: &str, input: &[u8]) -> String {
             bytes: l,
             stream: Some(Stream::Stdout),
             time: EventTime::from_unix_nanos(reference.as_unix_nanos() + i as i128 * 1_000_000),
+            offset: i as u64,
         };
         m.push(line, t0 + Duration::from_millis(i as u64), &mut take);
     }

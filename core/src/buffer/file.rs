@@ -3,16 +3,22 @@
 //! blocking pool.
 //!
 //! A chunk being filled is `<seq>.staged`; once queued it is sealed with a trailer,
-//! fsynced and renamed `<seq>.queued`; once its sink acked it, it is deleted. On
-//! start every chunk file is read back in sequence order: intact ones are queued
+//! fsynced and renamed `<seq>.queued`. A chunk queued as it comes is written whole
+//! as `<seq>.queued` at once. Once its sink acked it, it is deleted. A new file's
+//! name is made durable by an fsync of the folder that runs while the file's own
+//! fsync does, and that concurrent writers share ([`DirSync`]).
+//!
+//! On start every chunk file is read back in sequence order: intact ones are queued
 //! again; a `.staged` file whose last append was cut short by a crash loses only that
-//! append (it was never acknowledged to anyone); any other damage moves the file to
-//! `quarantine/` with a log line saying why, and the others load.
+//! append (it was never acknowledged to anyone); an empty file (a crash right after
+//! it was created) is removed; any other damage moves the file to `quarantine/` with
+//! a log line saying why, and the others load.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -80,12 +86,146 @@ pub struct FileStore {
     fsync: bool,
     compression: Compression,
     level: i32,
+    /// Fsyncs the folder for writers, with `fsync: per_chunk`.
+    dir_sync: Option<Arc<DirSync>>,
+}
+
+/// Group commit of the folder's fsync, run by a thread of its own. A file's new name
+/// is durable once the folder is fsynced after the name was made; one fsync covers
+/// every name made before it started. A writer asks for one right after it creates
+/// its file, writes and fsyncs the file meanwhile, then waits for it: the two fsyncs
+/// overlap, and writers asking at the same time share one.
+#[derive(Debug)]
+struct DirSync {
+    runs: Arc<DirSyncRuns>,
+}
+
+#[derive(Debug, Default)]
+struct DirSyncRuns {
+    state: Mutex<RunState>,
+    /// Wakes the idle thread: a run is wanted, or the store is gone.
+    wanted: Condvar,
+    /// Wakes the writers waiting for a run: one ended.
+    ended: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct RunState {
+    /// Runs started so far; the running one, if any, is number `started`.
+    started: u64,
+    /// The last run that succeeded (runs end in the order they start: one at a time).
+    succeeded: u64,
+    /// The last run that failed, and why.
+    failed: u64,
+    failure: Option<(io::ErrorKind, String)>,
+    /// A writer waits for a run that has not started yet.
+    wanted: bool,
+    /// The thread waits for `wanted`.
+    idle: bool,
+    /// The store is gone: the thread ends.
+    closing: bool,
+}
+
+impl DirSyncRuns {
+    fn lock(&self) -> MutexGuard<'_, RunState> {
+        // The counters are updated whole under the lock; a panic elsewhere cannot
+        // leave them half-done.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, on: &Condvar, state: MutexGuard<'a, RunState>) -> MutexGuard<'a, RunState> {
+        on.wait(state).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The thread: fsyncs `dir` whenever a writer wants it, until the store is gone.
+    fn run(&self, dir: &Path) {
+        let mut state = self.lock();
+        loop {
+            if state.wanted {
+                state.wanted = false;
+                state.started += 1;
+                let run = state.started;
+                drop(state);
+                let result = File::open(dir).and_then(|d| d.sync_all());
+                state = self.lock();
+                match result {
+                    Ok(()) => state.succeeded = run,
+                    Err(e) => {
+                        state.failed = run;
+                        state.failure = Some((
+                            e.kind(),
+                            format!("cannot fsync the folder {}: {e}", dir.display()),
+                        ));
+                    }
+                }
+                self.ended.notify_all();
+            } else if state.closing {
+                return;
+            } else {
+                state.idle = true;
+                state = self.wait(&self.wanted, state);
+                state.idle = false;
+            }
+        }
+    }
+}
+
+impl DirSync {
+    fn start(dir: &Path) -> io::Result<Self> {
+        let runs = Arc::new(DirSyncRuns::default());
+        let (thread_runs, dir) = (runs.clone(), dir.to_path_buf());
+        std::thread::Builder::new()
+            .name("buffer-dir-sync".into())
+            .spawn(move || thread_runs.run(&dir))?;
+        Ok(Self { runs })
+    }
+
+    /// Asks for an fsync of the folder that covers every name made so far; returns
+    /// the run to wait for.
+    fn request(&self) -> u64 {
+        let mut state = self.runs.lock();
+        // A running fsync may have started before the caller's name was made: only
+        // one that starts from now on counts.
+        state.wanted = true;
+        if state.idle {
+            self.runs.wanted.notify_one();
+        }
+        state.started + 1
+    }
+
+    /// Waits for run `run` (or a later one) to end.
+    fn wait(&self, run: u64) -> io::Result<()> {
+        let mut state = self.runs.lock();
+        loop {
+            if state.succeeded >= run {
+                return Ok(());
+            }
+            if state.failed >= run {
+                let (kind, why) = state.failure.clone().unwrap_or((
+                    io::ErrorKind::Other,
+                    "cannot fsync the buffer folder".to_string(),
+                ));
+                return Err(io::Error::new(kind, why));
+            }
+            state = self.runs.wait(&self.runs.ended, state);
+        }
+    }
+}
+
+impl Drop for DirSync {
+    fn drop(&mut self) {
+        self.runs.lock().closing = true;
+        self.runs.wanted.notify_one();
+    }
 }
 
 thread_local! {
     /// One zstd context per thread and level: creating one per append costs more
     /// than compressing a small chunk.
     static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// One zstd decompression context per thread, for the same reason.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -101,9 +241,15 @@ impl FileStore {
     /// folder.
     pub fn new(dir: PathBuf, config: &BufferConfig) -> io::Result<Self> {
         fs::create_dir_all(&dir)?;
+        let fsync = config.fsync == FsyncPolicy::PerChunk;
         Ok(Self {
+            dir_sync: if fsync {
+                Some(Arc::new(DirSync::start(&dir)?))
+            } else {
+                None
+            },
             dir,
-            fsync: config.fsync == FsyncPolicy::PerChunk,
+            fsync,
             compression: match config.compress {
                 BufferCompress::Zstd => Compression::Zstd,
                 BufferCompress::None => Compression::None,
@@ -152,11 +298,24 @@ impl FileStore {
         if self.fsync { file.sync_data() } else { Ok(()) }
     }
 
-    fn sync_dir(&self) -> io::Result<()> {
-        if self.fsync {
-            File::open(&self.dir)?.sync_all()
-        } else {
-            Ok(())
+    /// Creates (or empties) the file at `path` for writing and asks for the fsync of
+    /// the folder that makes its name durable; [`FileStore::finish`] waits for it.
+    fn create_file(&self, path: &Path) -> io::Result<(File, Option<u64>)> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok((file, self.dir_sync.as_ref().map(|d| d.request())))
+    }
+
+    /// Fsyncs `file`, then waits for the fsync of the folder asked for when it was
+    /// created (`dir_run`), which ran meanwhile.
+    fn finish(&self, file: &File, dir_run: Option<u64>) -> io::Result<()> {
+        self.sync(file)?;
+        match (&self.dir_sync, dir_run) {
+            (Some(d), Some(run)) => d.wait(run),
+            _ => Ok(()),
         }
     }
 
@@ -169,49 +328,47 @@ impl FileStore {
             compression: self.compression,
             tag: tag.to_string(),
         });
-        let path = self.path(seq, STAGED);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        file.write_all(&header)?;
-        self.sync(&file)?;
         // The new name must be durable too, or a power loss could take the file.
-        self.sync_dir()?;
+        let (mut file, dir_run) = self.create_file(&self.path(seq, STAGED))?;
+        file.write_all(&header)?;
+        self.finish(&file, dir_run)?;
         Ok(header.len() as u64)
     }
 
-    /// Writes a whole chunk at once (header, its one segment `segment`, trailer) and
-    /// queues it: one write and one fsync of the file, a rename, an fsync of the
-    /// folder. A crash before the rename leaves a sealed staged file, which recovery
-    /// queues. Returns the file's length.
+    /// Writes a whole chunk at once, queued: header, its one segment `segment` and
+    /// trailer in one write to `<seq>.queued`, one fsync of the file and one of the
+    /// folder, which run at the same time (the folder's is shared with the writers
+    /// asking for one at the same moment). Returns the file's length.
+    ///
+    /// A crash before both fsyncs are done can leave the file cut short or empty; the
+    /// push had not returned, so nothing in it was acknowledged. Recovery removes an
+    /// empty chunk file and quarantines a cut one, as it does any `.queued` file
+    /// without its trailer (it cannot tell a cut write from later damage).
     pub fn write_sealed(&self, chunk: &FileChunk, segment: &[u8]) -> io::Result<u64> {
-        let mut bytes = format::encode_header(&FileHeader {
+        let header = format::encode_header(&FileHeader {
             id: chunk.id,
             seq: chunk.seq,
             created_ms: now_ms(),
             compression: self.compression,
             tag: chunk.tag.to_string(),
         });
-        bytes.reserve(segment.len() + format::TRAILER);
-        bytes.extend_from_slice(segment);
-        bytes.extend_from_slice(&format::encode_trailer(
-            chunk.segments,
-            chunk.count,
-            chunk.raw_bytes,
-        ));
-        let staged = self.path(chunk.seq, STAGED);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&staged)?;
-        file.write_all(&bytes)?;
-        self.sync(&file)?;
-        fs::rename(staged, self.path(chunk.seq, QUEUED))?;
-        self.sync_dir()?;
-        Ok(bytes.len() as u64)
+        let trailer = format::encode_trailer(chunk.segments, chunk.count, chunk.raw_bytes);
+        let path = self.path(chunk.seq, QUEUED);
+        let (mut file, dir_run) = self.create_file(&path)?;
+        let mut parts = [
+            IoSlice::new(&header),
+            IoSlice::new(segment),
+            IoSlice::new(&trailer),
+        ];
+        let written =
+            write_all_vectored(&mut file, &mut parts).and_then(|()| self.finish(&file, dir_run));
+        if let Err(e) = written {
+            // Not committed: leave no cut file behind for the next start to find (a
+            // retry writes it again whole).
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok((header.len() + segment.len() + trailer.len()) as u64)
     }
 
     /// Writes `bytes` at `at` in the staged file of `seq` (cutting anything after
@@ -368,6 +525,16 @@ impl FileStore {
             segments: segments.len() as u32,
             len: len as u64,
         };
+        if bytes.is_empty() {
+            // Created, then the process or the machine stopped before a byte of it
+            // was on disk: nothing in it was acknowledged.
+            tracing::warn!(
+                file = %path.display(),
+                "an empty buffer chunk file (a crash interrupted its first write; nothing in it was acknowledged); removed it"
+            );
+            fs::remove_file(path)?;
+            return Ok(Outcome::Removed);
+        }
         match format::parse(&bytes) {
             Parsed::Damaged { reason } => {
                 self.quarantine(path, &reason);
@@ -394,7 +561,10 @@ impl FileStore {
                 Ok(Outcome::Queued(meta(&header, &segments, bytes.len())))
             }
             Parsed::Intact { .. } | Parsed::Torn { .. } if queued => {
-                self.quarantine(path, "the queued chunk is cut short (it has no trailer)");
+                self.quarantine(
+                    path,
+                    "the queued chunk is cut short (it has no trailer): damaged on disk, or its write was cut by a crash before it was acknowledged",
+                );
                 Ok(Outcome::Quarantined)
             }
             Parsed::Intact {
@@ -435,6 +605,19 @@ impl FileStore {
     }
 }
 
+/// Writes every byte of `parts` in as few calls as the kernel allows.
+fn write_all_vectored(file: &mut File, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !parts.is_empty() {
+        match file.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -445,6 +628,20 @@ fn compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
             return Err(io::Error::other("zstd compressor missing"));
         };
         c.compress(raw)
+    })
+}
+
+/// Unpacks the zstd frame `stored` into `into`, which must have room for it.
+fn decompress(stored: &[u8], into: &mut io::Cursor<&mut Vec<u8>>) -> io::Result<usize> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let Some(d) = slot.as_mut() else {
+            return Err(io::Error::other("zstd decompressor missing"));
+        };
+        d.decompress_to_buffer(stored, into)
     })
 }
 
@@ -488,9 +685,12 @@ fn unpack(
         match compression {
             Compression::None => out.extend_from_slice(stored),
             Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::with_buffer(stored)
-                    .map_err(|e| format!("cannot unpack an append: {e}"))?;
-                d.read_to_end(&mut out)
+                // Straight after what is unpacked already: `out` has exactly the room
+                // the headers promise, and the check below finds a frame that takes
+                // more or less than its own share.
+                let mut into = io::Cursor::new(&mut out);
+                into.set_position(before as u64);
+                decompress(stored, &mut into)
                     .map_err(|e| format!("cannot unpack an append: {e}"))?;
             }
         }

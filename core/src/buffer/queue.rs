@@ -22,8 +22,14 @@
 //! The work of a file push and of sealing staged chunks runs in a task of its own, so
 //! a caller that stops waiting (a `select!` that took another branch) never leaves a
 //! chunk half-accounted; a lease whose read is abandoned puts its chunk back.
+//!
+//! File pushes from many producers (an aggregator's connections) write side by side:
+//! a chunk queued as it comes has a file of its own, so only pushes that append to or
+//! seal a staged chunk take the writer lock, and the fsyncs of the folder are shared
+//! (see [`FileStore`]). What each write changes in the queue waits for its [`Turn`],
+//! so chunks are queued in the order their pushes were planned, as if one at a time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -185,6 +191,9 @@ struct State {
     /// Room promised to pushes whose chunk is being written.
     reserved: usize,
     next_seq: u64,
+    /// Turns taken and not over yet (see [`Turn`]); the first one goes.
+    turns: BTreeSet<u64>,
+    next_turn: u64,
     closed: bool,
     /// A producer waits for room while chunks are staged: queue them now.
     flush_now: bool,
@@ -220,9 +229,11 @@ struct Shared {
     items: Notify,
     /// Signalled when room is freed.
     space: Notify,
-    /// Held by whoever writes chunk files (appends, seals), so that one staged chunk
-    /// is never written by two tasks at once.
+    /// Held by whoever writes staged chunk files (appends, seals), so that one staged
+    /// chunk is never written by two tasks at once.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Signalled when a turn is over.
+    turns: Notify,
     secondary: OnceLock<DeadLetter>,
 }
 
@@ -387,6 +398,48 @@ impl fmt::Debug for Buffer {
     }
 }
 
+/// A place in the order of the changes that file writes make to the queue: taken
+/// under the state lock when the write is planned, waited for once the write is
+/// done. Dropped (the change made, or given up), it lets the next one go.
+struct Turn {
+    shared: Arc<Shared>,
+    number: u64,
+}
+
+impl Turn {
+    /// Takes the next turn. `st` is the locked state of `shared`.
+    fn take(shared: &Arc<Shared>, st: &mut State) -> Self {
+        let number = st.next_turn;
+        st.next_turn += 1;
+        st.turns.insert(number);
+        Self {
+            shared: shared.clone(),
+            number,
+        }
+    }
+
+    /// Waits until every earlier turn is over.
+    async fn wait(&self) {
+        loop {
+            let over = self.shared.turns.notified();
+            tokio::pin!(over);
+            over.as_mut().enable();
+            if self.shared.lock().turns.first() == Some(&self.number) {
+                return;
+            }
+            over.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Never dropped with the state locked: it locks the state itself.
+        self.shared.lock().turns.remove(&self.number);
+        self.shared.turns.notify_waiters();
+    }
+}
+
 /// What one file push must write, decided under the state lock.
 struct Plan {
     /// The tag's staged chunk, full: seal it first.
@@ -472,6 +525,7 @@ impl Buffer {
                 items: Notify::new(),
                 space: Notify::new(),
                 writer: Arc::new(tokio::sync::Mutex::new(())),
+                turns: Notify::new(),
                 secondary: OnceLock::new(),
             }),
         }
@@ -670,6 +724,66 @@ impl Buffer {
         }
     }
 
+    /// Whether `chunk` is queued by itself rather than added to its tag's staged
+    /// chunk. `st` is the locked state.
+    fn alone(&self, st: &State, chunk: &Chunk) -> bool {
+        let shared = &self.shared;
+        !shared.stages
+            || shared.full(chunk.count(), chunk.byte_size())
+            || (st.staged.len() >= MAX_STAGED && !st.staged.contains_key(chunk.tag()))
+    }
+
+    /// Decides what a file push of `chunk` writes, and takes its turn. `st` is the
+    /// locked state; the caller holds the writer lock unless the chunk is queued by
+    /// itself with no staged chunk of its tag.
+    fn plan_file(&self, st: &mut State, chunk: &Chunk) -> (Plan, Turn) {
+        let shared = &self.shared;
+        let tag = chunk.tag();
+        let mut seal_first = None;
+        if let Some(s) = st.staged.get(tag)
+            && (!shared.stages || !shared.fits(s.count(), s.raw_bytes(), chunk))
+            && let Some(Staged {
+                body: StagedBody::File(f),
+                ..
+            }) = st.staged.remove(tag)
+        {
+            seal_first = Some(f);
+        }
+        let alone = self.alone(st, chunk);
+        let existing = match st.staged.get(tag) {
+            Some(Staged {
+                body: StagedBody::File(f),
+                ..
+            }) if !alone => Some(f.clone()),
+            _ => None,
+        };
+        let target = existing.unwrap_or_else(|| {
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            FileChunk {
+                seq,
+                // A chunk queued as it is keeps its id; a new staged chunk gets one.
+                id: if alone { chunk.id() } else { ChunkId::random() },
+                tag: tag.clone(),
+                count: 0,
+                raw_bytes: 0,
+                segments: 0,
+                len: 0,
+            }
+        });
+        let seal_after = alone
+            || shared.full(
+                target.count.saturating_add(chunk.count()),
+                target.raw_bytes as usize + chunk.byte_size(),
+            );
+        let plan = Plan {
+            seal_first,
+            target,
+            seal_after,
+        };
+        (plan, Turn::take(shared, st))
+    }
+
     /// Writes a file chunk whose room is reserved, then releases its receipts.
     async fn commit_file(
         &self,
@@ -678,53 +792,23 @@ impl Buffer {
         size: usize,
     ) -> Result<(), BufferClosed> {
         let shared = &self.shared;
-        let _writer = shared.writer.clone().lock_owned().await;
         let tag = chunk.tag().clone();
-        let plan = {
-            let mut st = shared.lock();
-            let mut seal_first = None;
-            if let Some(s) = st.staged.get(&tag)
-                && (!shared.stages || !shared.fits(s.count(), s.raw_bytes(), &chunk))
-                && let Some(Staged {
-                    body: StagedBody::File(f),
-                    ..
-                }) = st.staged.remove(&tag)
-            {
-                seal_first = Some(f);
-            }
-            let alone = !shared.stages
-                || shared.full(chunk.count(), chunk.byte_size())
-                || (st.staged.len() >= MAX_STAGED && !st.staged.contains_key(&tag));
-            let existing = match st.staged.get(&tag) {
-                Some(Staged {
-                    body: StagedBody::File(f),
-                    ..
-                }) if !alone => Some(f.clone()),
-                _ => None,
-            };
-            let target = existing.unwrap_or_else(|| {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                FileChunk {
-                    seq,
-                    // A chunk queued as it is keeps its id; a new staged chunk gets one.
-                    id: if alone { chunk.id() } else { ChunkId::random() },
-                    tag: tag.clone(),
-                    count: 0,
-                    raw_bytes: 0,
-                    segments: 0,
-                    len: 0,
+        // A chunk queued by itself, with no staged chunk of its tag to seal first,
+        // is a file no one else writes: it needs no writer lock.
+        let mut writer = None;
+        let (plan, turn) = loop {
+            let planned = {
+                let mut st = shared.lock();
+                let touches_staged = !self.alone(&st, &chunk) || st.staged.contains_key(&tag);
+                if writer.is_none() && shared.stages && touches_staged {
+                    None
+                } else {
+                    Some(self.plan_file(&mut st, &chunk))
                 }
-            });
-            let seal_after = alone
-                || shared.full(
-                    target.count.saturating_add(chunk.count()),
-                    target.raw_bytes as usize + chunk.byte_size(),
-                );
-            Plan {
-                seal_first,
-                target,
-                seal_after,
+            };
+            match planned {
+                Some(planned) => break planned,
+                None => writer = Some(shared.writer.clone().lock_owned().await),
             }
         };
         let Plan {
@@ -766,6 +850,7 @@ impl Buffer {
             }
         };
         let done = shared.io("write a chunk", job).await;
+        turn.wait().await;
         let mut st = shared.lock();
         st.reserved -= size;
         let (sealed_first, written) = match done {
@@ -783,6 +868,7 @@ impl Buffer {
                     );
                 }
                 drop(st);
+                drop(turn);
                 shared.space.notify_waiters();
                 return Err(closed);
             }
@@ -818,6 +904,8 @@ impl Buffer {
             );
         }
         drop(st);
+        drop(turn);
+        drop(writer);
         shared.space.notify_waiters();
         // Committed: the source may count these events as delivered to this buffer.
         drop(chunk.take_receipts());
@@ -940,7 +1028,7 @@ impl Buffer {
         let task = tokio::spawn(async move {
             let shared = &this.shared;
             let _writer = shared.writer.clone().lock_owned().await;
-            let mut due: Vec<(Tag, Staged)> = {
+            let (mut due, turn): (Vec<(Tag, Staged)>, Turn) = {
                 let mut st = shared.lock();
                 let flushing = st.closed || st.flush_now;
                 st.flush_now = false;
@@ -953,9 +1041,11 @@ impl Buffer {
                     })
                     .map(|(t, _)| t.clone())
                     .collect();
-                tags.into_iter()
+                let due = tags
+                    .into_iter()
                     .filter_map(|t| st.staged.remove(&t).map(|s| (t, s)))
-                    .collect()
+                    .collect();
+                (due, Turn::take(shared, &mut st))
             };
             if due.is_empty() {
                 return;
@@ -980,6 +1070,7 @@ impl Buffer {
                     .collect()
             };
             let sealed = shared.io("queue a staged chunk", job).await;
+            turn.wait().await;
             let mut st = shared.lock();
             match sealed {
                 Ok(sealed) => {
@@ -996,6 +1087,8 @@ impl Buffer {
                     }
                 }
             }
+            drop(st);
+            drop(turn);
         });
         let _ = task.await;
     }

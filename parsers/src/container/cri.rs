@@ -136,7 +136,7 @@ impl CriParser {
         let cri = match parse(line.bytes) {
             Ok(cri) => cri,
             Err(_) => {
-                emit(LogLine::malformed(line.bytes));
+                emit(LogLine::malformed(line));
                 return;
             }
         };
@@ -146,6 +146,7 @@ impl CriParser {
             bytes: cri.message,
             last: !cri.partial,
             cri: true,
+            offset: line.offset,
         };
         self.pending
             .get(cri.stream)
@@ -169,11 +170,12 @@ impl CriParser {
                         message: cri.message,
                         truncated: true,
                         malformed: false,
+                        offset: line.offset,
                     });
                 }
                 Err(_) => emit(LogLine {
                     truncated: true,
-                    ..LogLine::malformed(line.bytes)
+                    ..LogLine::malformed(line)
                 }),
             }
             return;
@@ -186,10 +188,11 @@ impl CriParser {
                 message: line.bytes,
                 truncated: true,
                 malformed: false,
+                offset: line.offset,
             }),
             None => emit(LogLine {
                 truncated: true,
-                ..LogLine::malformed(line.bytes)
+                ..LogLine::malformed(line)
             }),
         }
     }

@@ -212,7 +212,7 @@ impl DockerParser {
             return;
         }
         let Ok(docker) = parse(line.bytes, &mut self.scratch) else {
-            emit(LogLine::malformed(line.bytes));
+            emit(LogLine::malformed(line));
             return;
         };
         let (bytes, last) = match docker.log.strip_suffix(b"\n") {
@@ -225,6 +225,7 @@ impl DockerParser {
             bytes,
             last,
             cri: false,
+            offset: line.offset,
         };
         self.pending
             .get(docker.stream)
@@ -250,6 +251,7 @@ impl DockerParser {
             message,
             truncated: true,
             malformed: false,
+            offset: line.offset,
         });
     }
 }

@@ -10,6 +10,11 @@
 //! of them are handed out as a piece flagged [`Line::truncated`], and so on until the
 //! newline arrives; every piece of such a line carries the flag, and all but the first
 //! are marked [`Line::continuation`].
+//!
+//! Each line also says where it starts in the stream ([`Line::offset`]): the splitter
+//! counts the bytes it hands out, from the offset it was told the stream starts at
+//! ([`LineSplitter::starting_at`]), so a reader that resumes a file in the middle gets
+//! the lines' offsets in the file.
 
 use memchr::memchr;
 
@@ -22,6 +27,9 @@ pub struct Line<'a> {
     pub truncated: bool,
     /// This piece continues a line whose earlier piece was already handed out.
     pub continuation: bool,
+    /// Where the line (or piece) starts in the stream: bytes handed out before it,
+    /// plus the offset the splitter started at.
+    pub offset: u64,
 }
 
 /// Splits a byte stream into lines, across reads.
@@ -30,6 +38,8 @@ pub struct LineSplitter {
     buf: Vec<u8>,
     /// Start of the bytes not yet handed out.
     pos: usize,
+    /// Offset in the stream of `buf[0]`.
+    base: u64,
     max_line_bytes: usize,
     /// The previous piece handed out was a truncated piece of a line not yet ended.
     in_long_line: bool,
@@ -38,9 +48,16 @@ pub struct LineSplitter {
 impl LineSplitter {
     /// A splitter that cuts lines longer than `max_line_bytes` (at least 1) into pieces.
     pub fn new(max_line_bytes: usize) -> Self {
+        Self::starting_at(max_line_bytes, 0)
+    }
+
+    /// [`new`](Self::new), for a stream whose first byte fed is at `offset` (a file
+    /// read from the middle): the lines' offsets count from there.
+    pub fn starting_at(max_line_bytes: usize, offset: u64) -> Self {
         Self {
             buf: Vec::new(),
             pos: 0,
+            base: offset,
             max_line_bytes: max_line_bytes.max(1),
             in_long_line: false,
         }
@@ -59,6 +76,7 @@ impl LineSplitter {
         if self.pos > 0 {
             // Everything before `pos` was handed out; keep only the rest.
             self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
             self.pos = 0;
         }
         self.buf.extend_from_slice(data);
@@ -70,6 +88,7 @@ impl LineSplitter {
         Lines {
             buf: &self.buf,
             pos: &mut self.pos,
+            base: self.base,
             max_line_bytes: self.max_line_bytes,
             in_long_line: &mut self.in_long_line,
         }
@@ -80,10 +99,12 @@ impl LineSplitter {
         self.buf.len() - self.pos
     }
 
-    /// Forgets everything buffered (the file was truncated or replaced).
+    /// Forgets everything buffered (the file was truncated or replaced); the next
+    /// byte fed is the stream's first, at offset 0.
     pub fn reset(&mut self) {
         self.buf.clear();
         self.pos = 0;
+        self.base = 0;
         self.in_long_line = false;
     }
 }
@@ -93,6 +114,7 @@ impl LineSplitter {
 pub struct Lines<'a> {
     buf: &'a [u8],
     pos: &'a mut usize,
+    base: u64,
     max_line_bytes: usize,
     in_long_line: &'a mut bool,
 }
@@ -115,6 +137,7 @@ impl<'a> Iterator for Lines<'a> {
         // is too long either way.
         let window = &rest[..rest.len().min(max + 1)];
         let continuation = *self.in_long_line;
+        let offset = self.base + *self.pos as u64;
         match memchr(b'\n', window) {
             Some(i) => {
                 *self.pos += i + 1;
@@ -123,6 +146,7 @@ impl<'a> Iterator for Lines<'a> {
                     bytes: &rest[..i],
                     truncated: continuation,
                     continuation,
+                    offset,
                 })
             }
             None if rest.len() > max => {
@@ -132,6 +156,7 @@ impl<'a> Iterator for Lines<'a> {
                     bytes: &rest[..max],
                     truncated: true,
                     continuation,
+                    offset,
                 })
             }
             None => None,

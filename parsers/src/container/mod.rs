@@ -71,18 +71,22 @@ pub struct LogLine<'a> {
     pub truncated: bool,
     /// The line did not have the expected framing; `message` is the whole line.
     pub malformed: bool,
+    /// Where the message's first line starts in the stream ([`Line::offset`] of its
+    /// first piece): the same each time the same bytes are read from the same place.
+    pub offset: u64,
 }
 
 impl<'a> LogLine<'a> {
     /// A line kept as it is because its framing could not be parsed.
-    pub fn malformed(line: &'a [u8]) -> Self {
+    pub fn malformed(line: Line<'a>) -> Self {
         Self {
             time: None,
             stream: None,
             logtag: None,
-            message: line,
+            message: line.bytes,
             truncated: false,
             malformed: true,
+            offset: line.offset,
         }
     }
 
@@ -95,6 +99,7 @@ impl<'a> LogLine<'a> {
             message: line.bytes,
             truncated: line.truncated,
             malformed: false,
+            offset: line.offset,
         }
     }
 }
@@ -167,6 +172,8 @@ struct Pending {
     open: bool,
     /// Part of this message was already emitted because it grew past the cap.
     cut: bool,
+    /// Offset of the first piece held.
+    offset: u64,
 }
 
 /// One piece of a message, as a framing parser read it.
@@ -179,6 +186,8 @@ struct Piece<'a> {
     last: bool,
     /// Whether to report CRI logtags (`P` / `F`).
     cri: bool,
+    /// The piece's line's offset.
+    offset: u64,
 }
 
 impl Pending {
@@ -187,6 +196,7 @@ impl Pending {
         self.time = None;
         self.open = false;
         self.cut = false;
+        self.offset = 0;
     }
 
     /// Adds a piece (at most `max` bytes long); emits the messages it completes.
@@ -201,6 +211,7 @@ impl Pending {
                 message: piece.bytes,
                 truncated: false,
                 malformed: false,
+                offset: piece.offset,
             });
             return;
         }
@@ -213,6 +224,7 @@ impl Pending {
                 message: &self.bytes,
                 truncated: true,
                 malformed: false,
+                offset: self.offset,
             });
             self.bytes.clear();
             self.open = false;
@@ -221,6 +233,7 @@ impl Pending {
         if !self.open {
             self.open = true;
             self.time = piece.time;
+            self.offset = piece.offset;
         }
         if !piece.last {
             self.bytes.extend_from_slice(piece.bytes);
@@ -239,6 +252,7 @@ impl Pending {
             message,
             truncated: self.cut,
             malformed: false,
+            offset: self.offset,
         });
         self.clear();
     }

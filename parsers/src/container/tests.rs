@@ -36,6 +36,16 @@ fn run(parser: &mut ContainerParser, max: usize, input: &[u8]) -> Vec<Out> {
     out
 }
 
+/// The offset of each message `parser` emits for `input`.
+fn offsets(parser: &mut ContainerParser, max: usize, input: &[u8]) -> Vec<u64> {
+    let mut splitter = LineSplitter::new(max);
+    let mut out = Vec::new();
+    for line in splitter.feed(input) {
+        parser.push(line, |l| out.push(l.offset));
+    }
+    out
+}
+
 fn t(s: &str) -> Option<EventTime> {
     EventTime::parse_rfc3339(s.as_bytes())
 }
@@ -130,6 +140,26 @@ mod lines {
         }
         // The last 8 bytes wait for a ninth (or a newline) to tell whether they are cut.
         assert_eq!(pieces, (1000 - 8) / 8);
+    }
+
+    #[test]
+    fn lines_know_where_they_start_across_reads_pieces_and_resets() {
+        let mut s = LineSplitter::starting_at(4, 1000);
+        let mut got = Vec::new();
+        for read in [&b"ab\ncd"[..], b"e\n0123456789\n"] {
+            got.extend(s.feed(read).map(|l| (l.offset, l.bytes.to_vec())));
+        }
+        let want: Vec<(u64, Vec<u8>)> = vec![
+            (1000, b"ab".to_vec()),
+            (1003, b"cde".to_vec()),
+            (1007, b"0123".to_vec()),
+            (1011, b"4567".to_vec()),
+            (1015, b"89".to_vec()),
+        ];
+        assert_eq!(got, want);
+        s.reset();
+        let first = s.feed(b"x\n").next().map(|l| l.offset);
+        assert_eq!(first, Some(0));
     }
 
     #[test]
@@ -228,6 +258,16 @@ mod cri {
             ]
         );
         assert_eq!(out[1].time, t(T1), "a merged message keeps its first time");
+        // And the offset of its first piece's line.
+        let starts: Vec<u64> = input
+            .match_indices('\n')
+            .map(|(i, _)| i as u64 + 1)
+            .collect();
+        let line_at = |n: usize| if n == 0 { 0 } else { starts[n - 1] };
+        assert_eq!(
+            offsets(&mut cri(), 1 << 20, input.as_bytes()),
+            [line_at(1), line_at(0), line_at(5)]
+        );
     }
 
     #[test]
@@ -382,6 +422,13 @@ mod docker {
         assert_eq!(out[0].message.len(), 32 * 1024 + 3);
         assert!(out[0].message.ends_with("aend"));
         assert!(!out[0].truncated);
+        // The merged message is at its first piece's line.
+        let first = line("first\n", "stdout");
+        let after = format!("{first}{input}");
+        assert_eq!(
+            offsets(&mut docker(), 1 << 20, after.as_bytes()),
+            [0, first.len() as u64]
+        );
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub struct Line<'a> {
     pub stream: Option<Stream>,
     /// When it was written.
     pub time: EventTime,
+    /// Where it starts in its file (see [`LogLine::offset`](crate::container::LogLine::offset)).
+    pub offset: u64,
 }
 
 /// One event coming out: a line on its own, or the lines of a trace joined by `\n`.
@@ -124,6 +126,8 @@ pub struct Message<'a> {
     pub stream: Option<Stream>,
     /// The time of its first line.
     pub time: EventTime,
+    /// The offset of its first line.
+    pub offset: u64,
     /// How many lines it joins.
     pub lines: usize,
     /// It was cut at `max_lines` or `max_bytes`: the lines after it belong to it.
@@ -139,6 +143,8 @@ pub struct Multiline {
     lines: usize,
     stream: Option<Stream>,
     time: EventTime,
+    /// The offset of the held event's first line.
+    offset: u64,
     /// When the last line was added to the held event.
     last: Option<Instant>,
 }
@@ -153,6 +159,7 @@ impl Multiline {
             lines: 0,
             stream: None,
             time: EventTime::default(),
+            offset: 0,
             last: None,
         }
     }
@@ -207,6 +214,7 @@ impl Multiline {
                 self.lines = 1;
                 self.stream = line.stream;
                 self.time = line.time;
+                self.offset = line.offset;
                 self.last = Some(now);
                 self.state = to;
             }
@@ -214,6 +222,7 @@ impl Multiline {
                 bytes: line.bytes,
                 stream: line.stream,
                 time: line.time,
+                offset: line.offset,
                 lines: 1,
                 cut: false,
             }),
@@ -239,6 +248,7 @@ impl Multiline {
                 bytes: &self.held,
                 stream: self.stream,
                 time: self.time,
+                offset: self.offset,
                 lines: self.lines,
                 cut,
             });

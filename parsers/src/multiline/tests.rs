@@ -20,6 +20,7 @@ fn run(d: &Detector, lines: &[&str]) -> Vec<(String, usize, bool)> {
             bytes: l.as_bytes(),
             stream: Some(Stream::Stderr),
             time: EventTime::new(i as i64, 0),
+            offset: i as u64,
         };
         m.push(line, t0 + Duration::from_millis(i as u64), |msg| {
             out.push((
@@ -67,6 +68,35 @@ fn plain_lines_pass_at_once_and_traces_are_joined() {
     );
 }
 
+/// An event carries the offset of its first line, whether it ends on the next line,
+/// or is flushed.
+#[test]
+fn events_carry_the_offset_of_their_first_line() {
+    let d = detector("languages: [java]\n");
+    let mut m = Multiline::new(&d);
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let lines = [
+        (0, "starting"),
+        (9, "java.lang.IllegalStateException: boom"),
+        (47, "\tat com.example.App.run(App.java:10)"),
+        (85, "done"),
+        (90, "java.lang.Error: again"),
+        (113, "\tat com.example.App.main(App.java:5)"),
+    ];
+    for (offset, text) in lines {
+        let line = Line {
+            bytes: text.as_bytes(),
+            stream: None,
+            time: EventTime::new(1, 0),
+            offset,
+        };
+        m.push(line, t0, |msg| out.push((msg.offset, msg.lines)));
+    }
+    m.flush(|msg| out.push((msg.offset, msg.lines)));
+    assert_eq!(out, [(0, 1), (9, 2), (85, 1), (90, 2)]);
+}
+
 #[test]
 fn a_held_event_waits_for_its_deadline() {
     let d = detector("languages: [python]\nflush_timeout: 2s\n");
@@ -77,6 +107,7 @@ fn a_held_event_waits_for_its_deadline() {
         bytes: s.as_bytes(),
         stream: None,
         time: EventTime::new(7, 0),
+        offset: 0,
     };
     m.push(line("Traceback (most recent call last):"), t0, |_| {
         panic!("held")

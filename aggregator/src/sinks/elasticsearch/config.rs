@@ -17,6 +17,8 @@
 //!     op_type: index
 //!     include_tag_key: false
 //!     tag_key: tag
+//!     id_key: line_id               # e.g. the tail source's event_id_key
+//!     remove_keys: [line_id]
 //! ```
 //!
 //! Retries (`retry_wait`, `retry_max_interval`, `retry_timeout`, ...) and the number
@@ -70,11 +72,16 @@ pub struct ElasticsearchConfig {
     /// streams).
     #[serde(default)]
     pub op_type: OpType,
-    /// A record field (dotted path) whose value becomes the document `_id`. Unset:
-    /// the id is the chunk id and the event's position in it, so a chunk sent twice
-    /// never duplicates documents.
+    /// A record field (dotted path) whose value becomes the document `_id`. Unset,
+    /// and for a record without that field: the id is the chunk id and the event's
+    /// position in it, so a chunk sent twice never duplicates documents.
     #[serde(default)]
     pub id_key: Option<String>,
+    /// Top-level record fields left out of the document (as Fluentd's
+    /// fluent-plugin-elasticsearch `remove_keys`), e.g. the field `id_key` reads, so
+    /// that it is not indexed as well. `id_key` still sees them.
+    #[serde(default)]
+    pub remove_keys: Vec<String>,
     /// Add the event's tag to each document.
     #[serde(default)]
     pub include_tag_key: bool,
@@ -248,6 +255,22 @@ impl ElasticsearchConfig {
                 "tag_key",
                 "must be a field name other than `@timestamp`",
             ));
+        }
+        for (i, key) in self.remove_keys.iter().enumerate() {
+            if key.is_empty() {
+                return Err(Invalid::new(
+                    format!("remove_keys.{i}"),
+                    "an empty key; name a top-level field of the records",
+                ));
+            }
+            if self.include_tag_key && *key == self.tag_key {
+                return Err(Invalid::new(
+                    format!("remove_keys.{i}"),
+                    format!(
+                        "`{key}` is `tag_key`, which `include_tag_key` adds to every document; remove one of the two"
+                    ),
+                ));
+            }
         }
         if self.id_key.as_deref() == Some("") {
             return Err(Invalid::new(

@@ -7,10 +7,10 @@
 //! {"message":"hello","@timestamp":"2024-01-15T10:30:00.123456789Z"}
 //! ```
 //!
-//! The document is the record, then `@timestamp` from the event time (unless the
-//! record has one), then the tag under `tag_key` when `include_tag_key` is set (in
-//! place, if the record has that key). A batch's items are concatenated and, with
-//! `compress`, gzipped.
+//! The document is the record without its `remove_keys` fields, then `@timestamp`
+//! from the event time (unless the record has one, not removed), then the tag under
+//! `tag_key` when `include_tag_key` is set (in place, if the record has that key). A
+//! batch's items are concatenated and, with `compress`, gzipped.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -52,6 +52,7 @@ pub struct RequestBuilder {
     index: IndexNamer,
     op_type: OpType,
     id_key: Option<String>,
+    remove_keys: Vec<String>,
     tag_key: Option<String>,
     compress: bool,
     scratch: String,
@@ -64,6 +65,7 @@ impl RequestBuilder {
             index: IndexNamer::new(config.index_target()?),
             op_type: config.op_type,
             id_key: config.id_key.clone(),
+            remove_keys: config.remove_keys.clone(),
             tag_key: config.include_tag_key.then(|| config.tag_key.clone()),
             compress: config.compress,
             scratch: String::with_capacity(32),
@@ -90,18 +92,23 @@ impl RequestBuilder {
         bytes.extend_from_slice(self.op_type.as_str().as_bytes());
         bytes.extend_from_slice(b"\":{\"_index\":");
         write_json(&mut bytes, &*index);
-        match &self.id_key {
+        // The record's `id_key` field when it has one; otherwise (no `id_key`, or a
+        // record without that field) the chunk and position, so a resent chunk
+        // still overwrites its documents.
+        let own_id = self
+            .id_key
+            .as_deref()
+            .and_then(|key| record.get(key).or_else(|| record.get_path(key)))
+            .and_then(id_text);
+        match own_id {
+            Some(id) => {
+                bytes.extend_from_slice(b",\"_id\":");
+                write_json(&mut bytes, &id);
+            }
             None => {
                 bytes.extend_from_slice(b",\"_id\":\"");
                 bytes.extend_from_slice(chunk.to_hex().as_bytes());
                 bytes.extend_from_slice(format!("-{position}\"").as_bytes());
-            }
-            Some(key) => {
-                let id = record.get(key).or_else(|| record.get_path(key));
-                if let Some(id) = id.and_then(id_text) {
-                    bytes.extend_from_slice(b",\"_id\":");
-                    write_json(&mut bytes, &id);
-                }
             }
         }
         bytes.extend_from_slice(b"}}\n");
@@ -116,6 +123,9 @@ impl RequestBuilder {
         let mut has_timestamp = false;
         let mut wrote_tag = false;
         for (key, value) in record.iter() {
+            if self.remove_keys.iter().any(|k| k == key.as_str()) {
+                continue;
+            }
             if !first {
                 out.push(b',');
             }
@@ -183,7 +193,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// The `_id` text of an `id_key` value: strings as they are, numbers and booleans
-/// printed; anything else gives no id (Elasticsearch assigns one).
+/// printed; anything else gives none (the derived id is used).
 fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::Str(s) if !s.is_empty() => Some(s.to_string()),

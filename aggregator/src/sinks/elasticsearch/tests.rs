@@ -49,10 +49,14 @@ request_timeout: 30s
 op_type: index
 include_tag_key: false
 tag_key: tag
+id_key: line_id
+remove_keys: [line_id]
 "#,
     );
     c.validate().unwrap();
     assert_eq!(c.endpoints.len(), 2);
+    assert_eq!(c.id_key.as_deref(), Some("line_id"));
+    assert_eq!(c.remove_keys, ["line_id"]);
     assert_eq!(format!("{:?}", c.password), "Some(Secret(****))");
 
     let d = config("endpoints: [http://localhost:9200]\n");
@@ -71,6 +75,7 @@ tag_key: tag
     assert_eq!(d.request_timeout, HumanDuration::secs(30));
     assert_eq!(d.op_type, OpType::Index);
     assert_eq!(d.id_key, None);
+    assert!(d.remove_keys.is_empty());
     assert!(!d.include_tag_key);
     assert_eq!(d.tag_key, "tag");
 
@@ -138,6 +143,14 @@ fn invalid_settings_name_their_key() {
     assert_eq!(
         invalid_key("endpoints: [http://a:9200]\ninclude_tag_key: true\ntag_key: '@timestamp'\n"),
         "tag_key"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\nremove_keys: [a, '']\n"),
+        "remove_keys.1"
+    );
+    assert_eq!(
+        invalid_key("endpoints: [http://a:9200]\ninclude_tag_key: true\nremove_keys: [tag]\n"),
+        "remove_keys.0"
     );
 }
 
@@ -212,10 +225,41 @@ fn ids_from_id_key() {
         "{}",
         text(&item)
     );
-    // Without the field, Elasticsearch assigns the id.
-    let item = b.encode(CHUNK, 0, "t", t, &Map::new());
+    // A record without the field keeps the chunk-derived id, so a resend of its
+    // chunk still overwrites rather than duplicates it.
+    let item = b.encode(CHUNK, 7, "t", t, &Map::new());
     assert!(
-        text(&item).starts_with("{\"index\":{\"_index\":\"app\"}}\n"),
+        text(&item).starts_with(&format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-7\"}}}}\n"
+        )),
+        "{}",
+        text(&item)
+    );
+}
+
+#[test]
+fn remove_keys_are_left_out_of_documents_after_id_key_read_them() {
+    let mut b = RequestBuilder::new(&config(
+        "endpoints: [http://a:9200]\nindex: app\nid_key: line_id\nremove_keys: [line_id, '@timestamp', absent]\n",
+    ))
+    .unwrap();
+    let t = EventTime::new(1_705_314_600, 0);
+    let r = record(&[
+        ("line_id", "0123456789abcdef-4096".into()),
+        ("log", "hello".into()),
+        ("@timestamp", "2020-01-01T00:00:00Z".into()),
+        ("meta", Value::Map(record(&[("line_id", Value::Int(1))]))),
+    ]);
+    let item = b.encode(CHUNK, 0, "t", t, &r);
+    // Only top-level keys go; a removed `@timestamp` is written from the event time.
+    assert_eq!(
+        text(&item),
+        "{\"index\":{\"_index\":\"app\",\"_id\":\"0123456789abcdef-4096\"}}\n{\"log\":\"hello\",\"meta\":{\"line_id\":1},\"@timestamp\":\"2024-01-15T10:30:00.000000000Z\"}\n"
+    );
+    // A record of removed keys only is an empty document but for `@timestamp`.
+    let item = b.encode(CHUNK, 1, "t", t, &record(&[("line_id", "x-1".into())]));
+    assert!(
+        text(&item).ends_with("\n{\"@timestamp\":\"2024-01-15T10:30:00.000000000Z\"}\n"),
         "{}",
         text(&item)
     );

@@ -30,8 +30,14 @@ use tokio_rustls::TlsAcceptor;
 
 use super::handshake::Auth;
 
-/// Bytes asked of the socket per read; frames larger than this grow the buffer.
+/// Bytes asked of the socket per read while the buffer is small; frames larger than
+/// this grow the buffer.
 const READ_SIZE: usize = 64 * 1024;
+
+/// Most bytes asked of the socket per read. A large frame is read in reads that grow
+/// with what is buffered of it, up to this: fewer, larger reads cost both ends of the
+/// connection less (fewer wake-ups, window updates and socket lock handovers).
+const MAX_READ_SIZE: usize = 1024 * 1024;
 
 /// Bytes a connection may hold without drawing on the shared budget: its read buffer
 /// and one read beyond it.
@@ -341,9 +347,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
     /// Reads more bytes into the buffer, after securing budget for them. `Ok(0)`
     /// is the client's end of stream.
     async fn read_more(&mut self) -> Result<usize, Close> {
-        self.reserve_budget().await?;
+        // A larger read only while the budget has room for it at once: waiting for
+        // room for a large read could wait forever for budget that a small read
+        // (the frame's last bytes) would not need.
+        let mut want = self.read_size();
+        if want > READ_SIZE && !self.try_reserve_budget(want) {
+            want = READ_SIZE;
+        }
+        self.reserve_budget(want).await?;
         let shared = self.shared;
-        self.buf.reserve(READ_SIZE);
+        self.buf.reserve(want);
         let read = self.stream.read_buf(&mut self.buf);
         let read = async {
             match shared.idle_timeout {
@@ -361,10 +374,48 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
     }
 
-    /// Holds budget for everything buffered beyond the free allowance, plus one read.
-    async fn reserve_budget(&mut self) -> Result<(), Close> {
-        let wanted = (self.buf.len() + READ_SIZE).saturating_sub(FREE_BYTES);
-        let kib = wanted.div_ceil(1024);
+    /// Bytes to ask of the next read: as many as are buffered (a frame being read
+    /// grows geometrically), between [`READ_SIZE`] and [`MAX_READ_SIZE`].
+    fn read_size(&self) -> usize {
+        self.buf.len().clamp(READ_SIZE, MAX_READ_SIZE)
+    }
+
+    /// KiB of budget that everything buffered beyond the free allowance, plus one
+    /// read of `read` bytes, needs.
+    fn budget_needed(&self, read: usize) -> usize {
+        (self.buf.len() + read)
+            .saturating_sub(FREE_BYTES)
+            .div_ceil(1024)
+    }
+
+    /// Like [`reserve_budget`](Self::reserve_budget) without waiting: whether the
+    /// budget for a read of `read` bytes is held now.
+    fn try_reserve_budget(&mut self, read: usize) -> bool {
+        let kib = self.budget_needed(read);
+        if kib <= self.budget_kib {
+            return true;
+        }
+        let more = u32::try_from(kib - self.budget_kib).unwrap_or(u32::MAX);
+        let Ok(permit) = self.shared.budget.clone().try_acquire_many_owned(more) else {
+            return false;
+        };
+        self.hold(permit, kib);
+        true
+    }
+
+    /// Adds `permit` to the budget held, which then amounts to `kib`.
+    fn hold(&mut self, permit: OwnedSemaphorePermit, kib: usize) {
+        match &mut self.budget {
+            Some(held) => held.merge(permit),
+            None => self.budget = Some(permit),
+        }
+        self.budget_kib = kib;
+    }
+
+    /// Holds budget for everything buffered beyond the free allowance, plus one read
+    /// of `read` bytes.
+    async fn reserve_budget(&mut self, read: usize) -> Result<(), Close> {
+        let kib = self.budget_needed(read);
         if kib <= self.budget_kib {
             return Ok(());
         }
@@ -384,11 +435,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
             } => acquired?,
         };
         let permit = acquired.expect("the budget semaphore is never closed");
-        match &mut self.budget {
-            Some(held) => held.merge(permit),
-            None => self.budget = Some(permit),
-        }
-        self.budget_kib = kib;
+        self.hold(permit, kib);
         Ok(())
     }
 

@@ -114,6 +114,25 @@ pub struct TailConfig {
     /// read to its current end.
     #[serde(default = "default_chunk_limit_size")]
     pub chunk_limit_size: ByteSize,
+    /// Add the path of the record's file under this key (Fluentd `path_key`, Fluent
+    /// Bit `Path_Key`, Vector `file_key`): the path the file was found under by the
+    /// globs. Off by default.
+    #[serde(default)]
+    pub path_key: Option<String>,
+    /// Add the byte offset in its file of the record's first byte under this key
+    /// (Fluent Bit `Offset_Key`, Vector `offset_key`): for a message merged from CRI
+    /// or docker pieces, and for a multiline event, the offset of its first line.
+    /// Off by default.
+    #[serde(default)]
+    pub offset_key: Option<String>,
+    /// Add an id unique to the line under this key, the same each time the line is
+    /// read again (after a crash, under a rotated name, after a restart):
+    /// `<16 hex digits>-<offset>`, the digits a hash of the node's name and the file's
+    /// identity, the offset the record's `offset_key` value. Made to be a
+    /// destination's document id (the Elasticsearch sink's `id_key`), so a line read
+    /// twice is stored once. Off by default.
+    #[serde(default)]
+    pub event_id_key: Option<String>,
 }
 
 fn default_read_from_head() -> bool {
@@ -198,7 +217,22 @@ impl TailConfig {
             kubernetes_metadata: default_kubernetes_metadata(),
             max_line_bytes: default_max_line_bytes(),
             chunk_limit_size: default_chunk_limit_size(),
+            path_key: None,
+            offset_key: None,
+            event_id_key: None,
         }
+    }
+
+    /// The keys of the fields the source adds on request (`path_key`, `offset_key`,
+    /// `event_id_key`), with the config key that names each.
+    pub fn source_keys(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("path_key", &self.path_key),
+            ("offset_key", &self.offset_key),
+            ("event_id_key", &self.event_id_key),
+        ]
+        .into_iter()
+        .filter_map(|(name, key)| key.as_deref().map(|k| (name, k)))
     }
 
     /// Checks what serde cannot: globs, the tag, non-zero sizes and intervals, and
@@ -263,6 +297,31 @@ impl TailConfig {
                      tail source sets itself; choose another key or remove it to merge at the top"
                 ),
             ));
+        }
+        let mut taken: Vec<(&str, &str)> = vec![("log_key", self.log_key.as_str())];
+        if let Some(key) = &self.merge_json_key {
+            taken.push(("merge_json_key", key));
+        }
+        for (name, key) in self.source_keys() {
+            if key.is_empty() {
+                return Err(Invalid::new(
+                    name,
+                    "the key is empty; name the field, or remove the setting",
+                ));
+            }
+            if RESERVED_KEYS.contains(&key) {
+                return Err(Invalid::new(
+                    name,
+                    format!("`{key}` is a field the tail source sets itself; choose another key"),
+                ));
+            }
+            if let Some((other, _)) = taken.iter().find(|(_, k)| *k == key) {
+                return Err(Invalid::new(
+                    name,
+                    format!("`{key}` is already `{other}`; give each field its own key"),
+                ));
+            }
+            taken.push((name, key));
         }
         for (key, size) in [
             ("max_line_bytes", self.max_line_bytes),

@@ -83,6 +83,40 @@ impl Fingerprint {
     }
 }
 
+/// The hash that starts the event ids of a file's lines (`event_id_key`): 64-bit
+/// FNV-1a of the node's name, the file's device and inode, and the file's head: its
+/// first line (newline included) or its first `min(1 KiB, line_cap)` bytes, whichever
+/// is shorter. `None` while the file holds neither a newline nor that many bytes:
+/// then no line of it can have been emitted yet.
+///
+/// Not the [`Fingerprint`], which grows with a young file: a line read again later
+/// would get another id. The head cannot change once a line of the file was read
+/// (bytes are only appended), so every reading of the file gives the same hash; a
+/// file truncated and written again gets a new head, and new ids, unless its first
+/// line is the same as before.
+pub fn event_id_hash(
+    file: &File,
+    id: FileId,
+    node: &str,
+    line_cap: usize,
+) -> io::Result<Option<u64>> {
+    let mut buf = [0u8; FINGERPRINT_BYTES as usize];
+    let cap = line_cap.clamp(1, buf.len());
+    let n = read_at_most(file, &mut buf[..cap])?;
+    let head = match buf[..n].iter().position(|&b| b == b'\n') {
+        Some(i) => &buf[..=i],
+        None if n == cap => &buf[..n],
+        None => return Ok(None),
+    };
+    let mut bytes = Vec::with_capacity(node.len() + 17 + head.len());
+    bytes.extend_from_slice(node.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&id.dev.to_le_bytes());
+    bytes.extend_from_slice(&id.ino.to_le_bytes());
+    bytes.extend_from_slice(head);
+    Ok(Some(fnv1a(&bytes)))
+}
+
 /// Reads from offset 0 until `buf` is full or the file ends.
 fn read_at_most(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -236,7 +270,7 @@ impl FollowedFile {
             fingerprint,
             file,
             read_offset: offset,
-            splitter: LineSplitter::new(line_cap),
+            splitter: LineSplitter::starting_at(line_cap, offset),
             in_long_line: false,
             parser: None,
             multiline: None,
@@ -292,6 +326,7 @@ impl FollowedFile {
         self.held_from = None;
         self.tracked = 0;
         self.slot = slot;
+        self.fields.event_id_hash = None;
         self.splitter.reset();
         self.in_long_line = false;
         if let Some(parser) = &mut self.parser {
@@ -345,7 +380,17 @@ impl FollowedFile {
             self.file.seek(SeekFrom::Current(-(pending as i64)))?;
             self.read_offset -= pending;
         }
-        self.splitter = LineSplitter::new(self.splitter.max_line_bytes());
+        self.splitter = LineSplitter::starting_at(self.splitter.max_line_bytes(), self.read_offset);
+        Ok(())
+    }
+
+    /// Works out the file's event id hash ([`event_id_hash`]) for `node`, if it is not
+    /// known yet and the file's head is there.
+    pub fn identify(&mut self, node: &str) -> io::Result<()> {
+        if self.fields.event_id_hash.is_none() {
+            let cap = self.splitter.max_line_bytes();
+            self.fields.event_id_hash = event_id_hash(&self.file, self.id, node, cap)?;
+        }
         Ok(())
     }
 }

@@ -47,9 +47,14 @@
 //! | `_malformed` | the line did not have the file's framing | `true`; the whole line is the text |
 //! | `_invalid_utf8` | the message was not valid UTF-8 | `true`; invalid bytes became U+FFFD |
 //! | `kubernetes` | `kubernetes_metadata` and the file name is `<pod>_<namespace>_<container>-<id>.log` | `{pod_name, namespace_name, container_name, container_id}` |
+//! | `path_key` | set | the path the file was found under |
+//! | `offset_key` | set | the offset in the file of the record's first line (of a merged message's first piece, of a multiline event's first line) |
+//! | `event_id_key` | set | `<16 hex digits>-<offset>`: the file's identity hashed ([`file::event_id_hash`]), and the offset |
 //!
 //! A merged JSON field named like a field the source sets for that record is
-//! replaced by the source's value. The event time is the line's CRI or docker time,
+//! replaced by the source's value. A checkpoint is always the start of a record (a
+//! held piece or multiline event keeps it at its first line), so a record read again
+//! after a crash has the offset, and the event id, it had. The event time is the line's CRI or docker time,
 //! or the time it was read (raw and malformed lines). A CRI or docker message keeps
 //! the time of its first piece.
 //!

@@ -134,6 +134,14 @@ pub async fn run_with_metrics(
             merge_json: config.merge_json,
             merge_json_key: config.merge_json_key.clone(),
             keep_log: config.keep_log,
+            path_key: config.path_key.clone(),
+            offset_key: config.offset_key.clone(),
+            event_id_key: config.event_id_key.clone(),
+            node_name: if config.event_id_key.is_some() {
+                node_name()
+            } else {
+                String::new()
+            },
         },
         discovery,
         files: BTreeMap::new(),
@@ -717,6 +725,7 @@ impl Emitter<'_> {
             message: joined.bytes,
             truncated: joined.cut,
             malformed: false,
+            offset: joined.offset,
         };
         self.emit(&msg);
     }
@@ -749,6 +758,7 @@ fn route_message(
         bytes: msg.message,
         stream: msg.stream,
         time: msg.time.unwrap_or(em.read_time),
+        offset: msg.offset,
     };
     machine.push(line, now, |joined| em.emit_joined(&joined, logtag));
 }
@@ -784,6 +794,11 @@ impl Turn<'_> {
             };
             bytes += n as u64;
             file.bytes_read += n as u64;
+            if let Some(node) = self.records.event_id_node()
+                && let Err(e) = file.identify(node)
+            {
+                tracing::warn!(source = %self.ctx.name, path = %file.path.display(), error = %e, "cannot read a file's first line for its event ids; its records go without `event_id_key` until it can be read");
+            }
             self.metrics
                 .bytes_read
                 .fetch_add(n as u64, Ordering::Relaxed);
@@ -815,6 +830,7 @@ impl Turn<'_> {
                     break;
                 };
                 let end = end_offset - lines.remaining() as u64;
+                debug_assert_eq!(line.offset, start, "the splitter counts file offsets");
                 lines_read += 1;
                 *in_long_line = line.truncated && line.bytes.len() == line_cap;
                 let parser = parser.get_or_insert_with(|| {
@@ -932,6 +948,7 @@ impl Turn<'_> {
                 };
                 any = true;
                 let end = end_offset - lines.remaining() as u64;
+                debug_assert_eq!(line.offset, start, "the splitter counts file offsets");
                 *in_long_line = line.truncated && line.bytes.len() == line_cap;
                 let Some(parser) = parser.as_mut() else {
                     break;
@@ -1131,6 +1148,18 @@ async fn deliver(route: &Route, chunk: Chunk, metrics: &TailMetrics) -> Result<(
     let r = fut.await;
     metrics.paused.store(false, Ordering::Relaxed);
     r
+}
+
+/// The node's name for event ids: `NODE_NAME` (set from the downward API's
+/// `spec.nodeName` in the DaemonSet: a pod's own host name changes when the pod is
+/// replaced, the node's does not), else the kernel's host name.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// The framing of a file read with `format: auto`, from its first line.
