@@ -501,7 +501,7 @@ impl ForwardSinkConfig {
 
 /// The machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else
 /// `localhost`).
-pub(super) fn machine_hostname() -> String {
+pub(crate) fn machine_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -39,6 +39,7 @@ mod tls;
 mod tests;
 
 pub use balancer::{Balancer, Candidate};
+pub(crate) use config::machine_hostname;
 pub use config::{
     ClientSecurityConfig, ClientTlsConfig, Compress, ForwardSinkConfig, HeartbeatType, ServerConfig,
 };

@@ -1152,14 +1152,13 @@ async fn deliver(route: &Route, chunk: Chunk, metrics: &TailMetrics) -> Result<(
 
 /// The node's name for event ids: `NODE_NAME` (set from the downward API's
 /// `spec.nodeName` in the DaemonSet: a pod's own host name changes when the pod is
-/// replaced, the node's does not), else the kernel's host name.
+/// replaced, the node's does not), else the machine's host name.
 fn node_name() -> String {
     std::env::var("NODE_NAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+        .unwrap_or_else(crate::sinks::forward::machine_hostname)
 }
 
 /// The framing of a file read with `format: auto`, from its first line.
