@@ -490,16 +490,41 @@ fn main() {
     link_cost();
 }
 
-/// What the loopback forward link costs the tailer: the best of three runs each way.
+/// What the loopback forward link costs the tailer, on two logs: this bench's mix of
+/// access and JSON lines, and the tail benchmark's log (`tail_throughput`: 70 % JSON
+/// messages of 100-1,000 bytes, 5 % split into `P` pieces).
 fn link_cost() {
     let dir = tempfile::tempdir().unwrap();
     let lines = 2_000_000;
-    let (path, size) = cri_file(dir.path(), lines);
-    // The best of three runs each way, by wall time and by the forwarder's CPU time.
+    let (mixed, size) = cri_file(dir.path(), lines);
+    link_cost_on(
+        &format!("{} MiB CRI file, {lines} lines", size >> 20),
+        &mixed,
+        size,
+        lines as u64,
+    );
+    std::fs::remove_file(&mixed).unwrap();
+    let tail_log = dir
+        .path()
+        .join("web-5d8f7c9b4-x2k7p_shop_web-9c1e2d3f4a5b.log");
+    let generated = nagare_benches::cri_workload::generate(&tail_log, 256 << 20, 1);
+    let size = std::fs::metadata(&tail_log).unwrap().len();
+    link_cost_on(
+        &format!(
+            "the tail benchmark's log: {} MiB, {} messages",
+            size >> 20,
+            generated.messages
+        ),
+        &tail_log,
+        size,
+        generated.messages,
+    );
+}
+
+/// The best of three runs each way, by wall time and by the forwarder's CPU time.
+fn link_cost_on(what: &str, path: &std::path::Path, size: u64, events: u64) {
     let best = |over: bool| {
-        let runs: Vec<(Duration, f64)> = (0..3)
-            .map(|_| tail_run(&path, lines as u64, over))
-            .collect();
+        let runs: Vec<(Duration, f64)> = (0..3).map(|_| tail_run(path, events, over)).collect();
         let wall = runs.iter().map(|r| r.0).min().unwrap();
         let cpu = runs.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
         (wall, cpu)
@@ -507,8 +532,7 @@ fn link_cost() {
     let (alone, alone_cpu) = best(false);
     let (linked, linked_cpu) = best(true);
     println!(
-        "\nforwarder: tail ({} MiB CRI file, {lines} lines) into a null sink: {:.0} MiB/s; tail -> forward -> loopback aggregator -> null sink: {:.0} MiB/s; the link costs {:.1} % in time ({:.1} % in the forwarder thread's CPU: {alone_cpu:.2} s -> {linked_cpu:.2} s)",
-        size >> 20,
+        "\nforwarder: tail ({what}) into a null sink: {:.0} MiB/s; tail -> forward -> loopback aggregator -> null sink: {:.0} MiB/s; the link costs {:.1} % in time ({:.1} % in the forwarder thread's CPU: {alone_cpu:.2} s -> {linked_cpu:.2} s)",
         mib(size, alone),
         mib(size, linked),
         (linked.as_secs_f64() / alone.as_secs_f64() - 1.0) * 100.0,

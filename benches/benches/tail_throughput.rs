@@ -14,11 +14,12 @@
 //! test --benches`) it uses a small one and finishes in a few seconds.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nagare_benches::cri_workload::generate;
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SourceContext;
 use nagare_core::config::HumanDuration;
@@ -27,8 +28,6 @@ use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
 use nagare_forwarder::filters::kubernetes::ApiMode;
 use nagare_forwarder::sources::tail::{TailConfig, TailFormat, TailMetrics, run_with_metrics};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// The `nagare` binary's allocator, so that the figures are the binary's.
 #[global_allocator]
@@ -110,109 +109,6 @@ fn main() {
         bare_secs / tail_secs,
         records as f64 / tail_secs
     );
-}
-
-#[derive(Debug, Default)]
-struct Generated {
-    lines: u64,
-    messages: u64,
-    json: u64,
-    split: u64,
-}
-
-const PATHS: [&str; 6] = [
-    "/api/v1/orders",
-    "/api/v1/items/8812",
-    "/healthz",
-    "/api/v1/users/42/cart",
-    "/static/app.3f9c.js",
-    "/api/v1/checkout",
-];
-
-/// Appends realistic CRI lines to `path` until it holds `bytes`.
-fn generate(path: &Path, bytes: u64, seed: u64) -> Generated {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
-    let mut g = Generated::default();
-    let mut written = 0u64;
-    let mut n = 0u64;
-    while written < bytes {
-        n += 1;
-        let ts = format!(
-            "2024-05-01T12:{:02}:{:02}.{:09}Z",
-            (n / 60_000) % 60,
-            (n / 1000) % 60,
-            n % 1_000_000_000
-        );
-        let stream = if rng.random_range(0..10) == 0 {
-            "stderr"
-        } else {
-            "stdout"
-        };
-        // Message length: mostly 100-400 bytes, a tail up to 1000.
-        let target = if rng.random_range(0..10) < 8 {
-            rng.random_range(60..380)
-        } else {
-            rng.random_range(380..960)
-        };
-        let json = rng.random_range(0..100) < 70;
-        let mut msg = if json {
-            g.json += 1;
-            format!(
-                r#"{{"level":"{}","ts":"{ts}","logger":"http.server","msg":"request served","method":"GET","path":"{}","status":{},"latency_ms":{:.2},"request_id":"{:016x}","user":{{"id":{},"tier":"gold"}}"#,
-                if n.is_multiple_of(13) {
-                    "error"
-                } else {
-                    "info"
-                },
-                PATHS[(n % 6) as usize],
-                if n.is_multiple_of(13) { 500 } else { 200 },
-                rng.random::<f64>() * 120.0,
-                rng.random::<u64>(),
-                n % 9973
-            )
-        } else {
-            format!(
-                "10.244.{}.{} - - [01/May/2024:12:00:00 +0000] \"GET {} HTTP/1.1\" 200 {} \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\"",
-                n % 250,
-                n % 200,
-                PATHS[(n % 6) as usize],
-                n % 40_000
-            )
-        };
-        if json {
-            if msg.len() + 12 < target {
-                let pad = target - msg.len() - 12;
-                msg.push_str(&format!(r#","detail":"{}""#, "d".repeat(pad)));
-            }
-            msg.push('}');
-        } else {
-            while msg.len() < target {
-                msg.push_str(" trace=ok");
-            }
-        }
-        g.messages += 1;
-        if rng.random_range(0..100) < 5 {
-            // The runtime split it: P pieces, then the F piece.
-            g.split += 1;
-            let cut = msg.len() / 2;
-            let line = format!(
-                "{ts} {stream} P {}\n{ts} {stream} F {}\n",
-                &msg[..cut],
-                &msg[cut..]
-            );
-            written += line.len() as u64;
-            out.write_all(line.as_bytes()).unwrap();
-            g.lines += 2;
-        } else {
-            let line = format!("{ts} {stream} F {msg}\n");
-            written += line.len() as u64;
-            out.write_all(line.as_bytes()).unwrap();
-            g.lines += 1;
-        }
-    }
-    out.flush().unwrap();
-    g
 }
 
 /// Reads the file, splits each line's CRI fields and parses JSON messages with

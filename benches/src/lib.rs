@@ -5,12 +5,14 @@
 //!   serde_json into `serde_json::Value` for JSON, and the `regex` crate with the
 //!   expression Fluentd uses (apache2, nginx, syslog) or a straightforward one
 //!   (logfmt, LTSV, CSV), each building the same record nagare does.
+//! - [`cri_workload`]: the realistic container log the tail benchmarks read.
 //! - [`Case`]: one format's corpus, nagare's parser and its baseline, as the
 //!   criterion benches (`benches/parsers.rs`) and the summary table
 //!   (`benches/parsers_table.rs`) run them.
 
 pub mod baseline;
 pub mod corpus;
+pub mod cri_workload;
 
 use nagare_core::EventTime;
 use nagare_parsers::{Parser, ParserConfig};
