@@ -3,7 +3,9 @@
 //! sink (a buffer drained and acked at once). Uncompressed, gzip and zstd, beside the
 //! decode-only baseline (frame check + decode + chunk, no I/O) measured in the same
 //! run. Then the forwarder side: the tail source alone, and the tail source shipping
-//! over a loopback forward link, to see what the link costs the tailer.
+//! over a loopback forward link, to see what the link costs the tailer, on two logs:
+//! a mix of short access-log and JSON lines, and the tail benchmark's log
+//! ([`nagare_benches::cri_workload`]).
 //!
 //!   cargo bench -p nagare-benches --bench forward_ingest
 //!
