@@ -569,19 +569,24 @@ sinks:
     assert!(aggregator.terminate(Duration::from_secs(30)).success());
 }
 
-/// The chunk files of a buffer folder, in order.
-fn chunk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The one segment file of a buffer folder, and where each of its chunks starts.
+fn segment_chunks(dir: &Path) -> (PathBuf, Vec<usize>) {
+    let segments: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "queued" || x == "staged")
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "segment"))
         .collect();
-    v.sort();
-    v
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let bytes = std::fs::read(&segments[0]).unwrap();
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while let Ok(len) = nagare_core::buffer::format::sealed_len(&bytes[at..]) {
+        starts.push(at);
+        at += len;
+    }
+    assert_eq!(at, bytes.len(), "the segment is whole chunks");
+    (segments[0].clone(), starts)
 }
 
 #[test]
@@ -640,22 +645,16 @@ sinks:
     drop(client);
     assert!(aggregator.terminate(Duration::from_secs(30)).success());
 
-    // Damage three of the eight files while it is stopped.
+    // Damage three of the eight chunks while it is stopped: zero one, flip a bit in
+    // another, and cut the file inside the last one.
     let buffer = dir.path().join("agg/buffer/archive");
-    let files = chunk_files(&buffer);
-    assert_eq!(files.len(), 8, "{files:?}");
-    let len = std::fs::metadata(&files[1]).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&files[1])
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    std::fs::write(&files[3], vec![0u8; len as usize]).unwrap();
-    let mut bytes = std::fs::read(&files[6]).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x01;
-    std::fs::write(&files[6], bytes).unwrap();
+    let (segment, at) = segment_chunks(&buffer);
+    assert_eq!(at.len(), 8, "{at:?}");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[at[1]..at[2]].fill(0);
+    bytes[(at[3] + at[4]) / 2] ^= 0x01;
+    bytes.truncate((at[7] + bytes.len()) / 2);
+    std::fs::write(&segment, bytes).unwrap();
 
     std::fs::remove_file(&out_dir).unwrap();
     let mut aggregator = start_aggregator(dir.path(), &config, port);
@@ -673,7 +672,7 @@ sinks:
     let mut chunks: Vec<u64> = got.keys().map(|n| n / 50).collect();
     chunks.sort_unstable();
     chunks.dedup();
-    assert_eq!(chunks, [0, 2, 4, 5, 7], "the five intact chunks, whole");
+    assert_eq!(chunks, [0, 2, 4, 5, 6], "the five intact chunks, whole");
     assert_eq!(got.len(), 250);
     let quarantined = std::fs::read_dir(buffer.join("quarantine"))
         .unwrap()
@@ -681,9 +680,9 @@ sinks:
     assert_eq!(quarantined, 3);
     let logs = aggregator.child.logs();
     assert_eq!(
-        logs.matches("moved it to quarantine").count(),
+        logs.matches("copied it to quarantine").count(),
         3,
-        "one line per damaged file\n{logs}"
+        "one line per damaged chunk\n{logs}"
     );
     for reason in ["no trailer", "zero bytes", "checksum"] {
         assert!(logs.contains(reason), "the log says why ({reason})\n{logs}");

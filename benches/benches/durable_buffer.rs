@@ -1,8 +1,8 @@
 //! The file buffer's cost and the aggregator's memory during an outage.
 //!
 //! 1. Write-then-read: chunks of 1,000 realistic records pushed into a file buffer
-//!    (zstd level 1, `fsync: per_chunk`, one file per chunk), popped, read back and
-//!    acked (the chunk file deleted), beside a plain sequential write of the same
+//!    (zstd level 1, `fsync: per_chunk`, appended to segment files), popped, read
+//!    back and acked, beside a plain sequential write of the same
 //!    bytes to one file in the same run, fsynced once at the end and, for the same
 //!    durability as the buffer, after each chunk. Two ways: one producer pushing every
 //!    chunk, then the reads; and as an aggregator uses it, 4 producers (its

@@ -1,18 +1,21 @@
-//! The file buffer's storage: one file per chunk in the buffer's folder, written in
-//! the layout of [`format`](super::format). Blocking I/O; the buffer calls it on the
-//! blocking pool.
+//! The file buffer's storage: chunk files and segment files in the buffer's folder,
+//! in the layout of [`format`](super::format). Blocking I/O; the buffer calls it on
+//! the blocking pool.
 //!
 //! A chunk being filled is `<seq>.staged`; once queued it is sealed with a trailer,
-//! fsynced and renamed `<seq>.queued`. A chunk queued as it comes is written whole
-//! as `<seq>.queued` at once. Once its sink acked it, it is deleted. A new file's
-//! name is made durable by an fsync of the folder that runs while the file's own
-//! fsync does, and that concurrent writers share ([`DirSync`]).
+//! fsynced and renamed `<seq>.queued`. A chunk queued as it comes is appended whole
+//! to a segment file holding several ([`segment`](super::segment)), so that
+//! concurrent writers share fdatasyncs. Once its sink acked it, a chunk file is
+//! deleted, a chunk in a segment acked there. A new staged file's name is made
+//! durable by an fsync of the folder that runs while the file's own fsync does, and
+//! that concurrent writers share ([`DirSync`]).
 //!
-//! On start every chunk file is read back in sequence order: intact ones are queued
+//! On start every chunk is read back in sequence order: intact ones are queued
 //! again; a `.staged` file whose last append was cut short by a crash loses only that
 //! append (it was never acknowledged to anyone); an empty file (a crash right after
-//! it was created) is removed; any other damage moves the file to `quarantine/` with
-//! a log line saying why, and the others load.
+//! it was created) is removed; any other damage moves the file (or the damaged
+//! stretch of a segment) to `quarantine/` with a log line saying why, and the others
+//! load.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
@@ -25,6 +28,7 @@ use bytes::Bytes;
 
 use super::config::{BufferCompress, BufferConfig, FsyncPolicy};
 use super::format::{self, Compression, FileHeader, Parsed, SegmentInfo};
+use super::segment::{self, Ledger, Spot};
 use crate::chunk::{Chunk, ChunkId};
 use crate::event::Tag;
 
@@ -50,6 +54,17 @@ pub struct FileChunk {
     pub segments: u32,
     /// Its length on disk.
     pub len: u64,
+    /// Where its bytes are.
+    pub place: Place,
+}
+
+/// Where a chunk's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In a file of its own, named after its sequence number.
+    File,
+    /// In a segment, with other chunks queued whole.
+    Segment(Spot),
 }
 
 /// Why a chunk file could not be read.
@@ -88,6 +103,16 @@ pub struct FileStore {
     level: i32,
     /// Fsyncs the folder for writers, with `fsync: per_chunk`.
     dir_sync: Option<Arc<DirSync>>,
+    /// The segments chunks queued whole are appended to.
+    ledger: Arc<Ledger>,
+}
+
+/// Bytes a segment holds before the next is opened: a sixteenth of the buffer's
+/// limit, between 1 MiB and 16 MiB (a chunk larger than that has a segment of its
+/// own). Delivered chunks stay on disk until every chunk of their segment is
+/// delivered, so this bounds what the buffer's files hold beyond its limit.
+pub fn segment_limit(config: &BufferConfig) -> u64 {
+    (config.total_limit_size.0 / 16).clamp(1 << 20, 16 << 20)
 }
 
 /// Group commit of the folder's fsync, run by a thread of its own. A file's new name
@@ -243,6 +268,7 @@ impl FileStore {
         fs::create_dir_all(&dir)?;
         let fsync = config.fsync == FsyncPolicy::PerChunk;
         Ok(Self {
+            ledger: Arc::new(Ledger::new(dir.clone(), fsync, segment_limit(config))),
             dir_sync: if fsync {
                 Some(Arc::new(DirSync::start(&dir)?))
             } else {
@@ -336,15 +362,15 @@ impl FileStore {
     }
 
     /// Writes a whole chunk at once, queued: header, its one segment `segment` and
-    /// trailer in one write to `<seq>.queued`, one fsync of the file and one of the
-    /// folder, which run at the same time (the folder's is shared with the writers
-    /// asking for one at the same moment). Returns the file's length.
+    /// trailer appended in one write to the open segment file, and (with `fsync:
+    /// per_chunk`) an fdatasync shared with the writers appending at the same moment.
+    /// Returns its length and place.
     ///
-    /// A crash before both fsyncs are done can leave the file cut short or empty; the
-    /// push had not returned, so nothing in it was acknowledged. Recovery removes an
-    /// empty chunk file and quarantines a cut one, as it does any `.queued` file
-    /// without its trailer (it cannot tell a cut write from later damage).
-    pub fn write_sealed(&self, chunk: &FileChunk, segment: &[u8]) -> io::Result<u64> {
+    /// A crash before the fdatasync is done can leave it cut short; the push had not
+    /// returned, so nothing in it was acknowledged. Recovery quarantines it, as it
+    /// does any damaged stretch of a segment (it cannot tell a cut write from later
+    /// damage).
+    pub fn write_sealed(&self, chunk: &FileChunk, segment: &[u8]) -> io::Result<(u64, Place)> {
         let header = format::encode_header(&FileHeader {
             id: chunk.id,
             seq: chunk.seq,
@@ -353,22 +379,14 @@ impl FileStore {
             tag: chunk.tag.to_string(),
         });
         let trailer = format::encode_trailer(chunk.segments, chunk.count, chunk.raw_bytes);
-        let path = self.path(chunk.seq, QUEUED);
-        let (mut file, dir_run) = self.create_file(&path)?;
         let mut parts = [
             IoSlice::new(&header),
             IoSlice::new(segment),
             IoSlice::new(&trailer),
         ];
-        let written =
-            write_all_vectored(&mut file, &mut parts).and_then(|()| self.finish(&file, dir_run));
-        if let Err(e) = written {
-            // Not committed: leave no cut file behind for the next start to find (a
-            // retry writes it again whole).
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-        Ok((header.len() + segment.len() + trailer.len()) as u64)
+        let spot = self.ledger.append(&mut parts)?;
+        let len = (header.len() + segment.len() + trailer.len()) as u64;
+        Ok((len, Place::Segment(spot)))
     }
 
     /// Writes `bytes` at `at` in the staged file of `seq` (cutting anything after
@@ -402,15 +420,33 @@ impl FileStore {
         Ok(len)
     }
 
+    /// The bytes of the queued chunk `meta`.
+    fn bytes(&self, meta: &FileChunk) -> io::Result<Vec<u8>> {
+        match meta.place {
+            Place::File => fs::read(self.path(meta.seq, QUEUED)),
+            Place::Segment(spot) => self.ledger.read(spot, meta.len),
+        }
+    }
+
     /// Reads the queued chunk `meta` back into memory, checking every checksum.
     pub fn read(&self, meta: &FileChunk) -> Result<Chunk, ReadFailure> {
-        let bytes = fs::read(self.path(meta.seq, QUEUED)).map_err(ReadFailure::Io)?;
+        let bytes = self.bytes(meta).map_err(ReadFailure::Io)?;
         let (header, segments) = match format::parse(&bytes) {
             Parsed::Intact {
                 header,
                 segments,
                 sealed: true,
-            } => (header, segments),
+            } if header.seq == meta.seq => (header, segments),
+            Parsed::Intact {
+                header,
+                sealed: true,
+                ..
+            } => {
+                return Err(ReadFailure::Damaged(format!(
+                    "chunk number {} was expected, chunk number {} was found",
+                    meta.seq, header.seq
+                )));
+            }
             Parsed::Intact { sealed: false, .. } => {
                 return Err(ReadFailure::Damaged(
                     "the queued chunk has no trailer".to_string(),
@@ -427,17 +463,62 @@ impl FileStore {
             .with_segments(segments.iter().map(|s| s.segment).collect()))
     }
 
-    /// Deletes the queued chunk `seq` (its sink confirmed it).
-    pub fn remove(&self, seq: u64) -> io::Result<()> {
-        match fs::remove_file(self.path(seq, QUEUED)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+    /// Removes the queued chunk `meta` (its sink confirmed it, or it was dropped):
+    /// deletes its file, or acks it in its segment.
+    pub fn remove(&self, meta: &FileChunk) -> io::Result<()> {
+        match meta.place {
+            Place::File => match fs::remove_file(self.path(meta.seq, QUEUED)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            Place::Segment(spot) => self.ledger.release(spot),
         }
     }
 
-    /// Moves the queued file of `seq` to quarantine, saying why.
-    pub fn quarantine_queued(&self, seq: u64, reason: &str) {
-        self.quarantine(&self.path(seq, QUEUED), reason);
+    /// Moves the queued chunk `meta` to quarantine, saying why: its file, or a copy
+    /// of its bytes in a segment (then acked there).
+    pub fn quarantine_queued(&self, meta: &FileChunk, reason: &str) {
+        match meta.place {
+            Place::File => self.quarantine(&self.path(meta.seq, QUEUED), reason),
+            Place::Segment(spot) => {
+                let bytes = self.ledger.read(spot, meta.len).unwrap_or_default();
+                self.quarantine_bytes(spot, &bytes, reason);
+                if let Err(e) = self.ledger.release(spot) {
+                    tracing::warn!(segment = %self.ledger.path(spot.segment).display(), error = %e, "cannot ack a damaged chunk in its segment; it is reported again after a restart");
+                }
+            }
+        }
+    }
+
+    /// Writes `bytes`, found at `spot`, to quarantine, saying why.
+    fn quarantine_bytes(&self, spot: Spot, bytes: &[u8], reason: &str) {
+        let folder = self.dir.join(QUARANTINE);
+        let segment = self.ledger.path(spot.segment);
+        let to = folder.join(format!(
+            "{:020}.{}.at-{}.{}",
+            spot.segment,
+            segment::SEGMENT,
+            spot.at,
+            now_ms()
+        ));
+        match fs::create_dir_all(&folder).and_then(|()| fs::write(&to, bytes)) {
+            Ok(()) => tracing::warn!(
+                segment = %segment.display(),
+                at_byte = spot.at,
+                bytes = bytes.len(),
+                copied_to = %to.display(),
+                %reason,
+                "a stretch of a buffer segment is damaged; copied it to quarantine, the other chunks load"
+            ),
+            Err(e) => tracing::error!(
+                segment = %segment.display(),
+                at_byte = spot.at,
+                bytes = bytes.len(),
+                %reason,
+                error = %e,
+                "a stretch of a buffer segment is damaged and cannot be copied to quarantine; it is skipped"
+            ),
+        }
     }
 
     fn quarantine(&self, path: &Path, reason: &str) {
@@ -468,6 +549,7 @@ impl FileStore {
     /// ones), cuts appends a crash interrupted, quarantines damaged files.
     pub fn recover(&self) -> io::Result<Recovered> {
         let mut found: Vec<(u64, bool, PathBuf)> = Vec::new();
+        let (mut segments, mut acks) = (Vec::new(), Vec::new());
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let path = entry.path();
@@ -484,9 +566,11 @@ impl FileStore {
                     _ => None,
                 }
             });
-            match parsed {
-                Some((seq, queued)) => found.push((seq, queued, path)),
-                None => {
+            match (parsed, segment::parse_name(&name)) {
+                (Some((seq, queued)), _) => found.push((seq, queued, path)),
+                (None, Some((number, true))) => segments.push(number),
+                (None, Some((number, false))) => acks.push(number),
+                (None, None) => {
                     tracing::debug!(file = %path.display(), "not a buffer chunk file; left alone")
                 }
             }
@@ -510,7 +594,45 @@ impl FileStore {
                 Outcome::Removed => {}
             }
         }
+        segments.sort_unstable();
+        for number in segments {
+            self.recover_segment(number, &mut out)?;
+        }
+        for number in acks {
+            self.ledger.remove_orphan_acks(number)?;
+        }
+        out.chunks.sort_by_key(|c| c.seq);
         Ok(out)
+    }
+
+    /// Queues the chunks of segment `number` not acked yet and quarantines what is
+    /// damaged in it.
+    fn recover_segment(&self, number: u64, out: &mut Recovered) -> io::Result<()> {
+        let found = self.ledger.recover(number)?;
+        out.next_seq = out.next_seq.max(found.max_seq.map_or(0, |s| s + 1));
+        for damage in &found.damage {
+            self.quarantine_bytes(damage.spot, &damage.bytes, &damage.reason);
+            out.quarantined += 1;
+        }
+        for chunk in found.chunks {
+            let Parsed::Intact {
+                header, segments, ..
+            } = chunk.parsed
+            else {
+                continue;
+            };
+            out.chunks.push(FileChunk {
+                seq: header.seq,
+                id: header.id,
+                tag: Tag::from(header.tag),
+                count: segments.iter().map(|s| s.segment.count).sum(),
+                raw_bytes: segments.iter().map(|s| u64::from(s.raw_len)).sum(),
+                segments: segments.len() as u32,
+                len: chunk.len,
+                place: Place::Segment(chunk.spot),
+            });
+        }
+        Ok(())
     }
 
     fn recover_one(&self, seq: u64, queued: bool, path: &Path) -> io::Result<Outcome> {
@@ -524,6 +646,7 @@ impl FileStore {
             raw_bytes: segments.iter().map(|s| u64::from(s.raw_len)).sum(),
             segments: segments.len() as u32,
             len: len as u64,
+            place: Place::File,
         };
         if bytes.is_empty() {
             // Created, then the process or the machine stopped before a byte of it
@@ -603,19 +726,6 @@ impl FileStore {
         chunk.len = self.seal(&chunk)?;
         Ok(Outcome::Queued(chunk))
     }
-}
-
-/// Writes every byte of `parts` in as few calls as the kernel allows.
-fn write_all_vectored(file: &mut File, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !parts.is_empty() {
-        match file.write_vectored(parts) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut parts, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {

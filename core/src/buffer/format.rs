@@ -234,26 +234,53 @@ fn decode_header(b: &[u8]) -> Result<(FileHeader, usize), String> {
 
 /// Reads a whole chunk file and says what is in it.
 pub fn parse(b: &[u8]) -> Parsed {
+    scan(b, true).0
+}
+
+/// The length of the sealed chunk at the start of `b`, which may go on with more
+/// chunks (a segment file holds several, one after another); or why there is none.
+pub fn sealed_len(b: &[u8]) -> Result<usize, String> {
+    match scan(b, false) {
+        (Parsed::Intact { sealed: true, .. }, len) => Ok(len),
+        (Parsed::Intact { .. } | Parsed::Torn { .. }, _) => {
+            Err("the chunk is cut short (it has no trailer)".to_string())
+        }
+        (Parsed::Damaged { reason }, _) => Err(reason),
+    }
+}
+
+/// Whether `b` starts with a chunk header whose checksum matches.
+pub fn starts_with_header(b: &[u8]) -> bool {
+    decode_header(b).is_ok()
+}
+
+/// Reads the chunk at the start of `b`: all of `b` when `whole`, else up to its
+/// trailer. Returns what it found and, for a sealed chunk, where it ends.
+fn scan(b: &[u8], whole: bool) -> (Parsed, usize) {
     let (header, mut at) = match decode_header(b) {
         Ok(h) => h,
-        Err(reason) => return Parsed::Damaged { reason },
+        Err(reason) => return (Parsed::Damaged { reason }, 0),
     };
     let mut segments = Vec::new();
-    let torn =
-        |header: FileHeader, segments: Vec<SegmentInfo>, at: usize, reason: String| Parsed::Torn {
+    let torn = |header: FileHeader, segments: Vec<SegmentInfo>, at: usize, reason: String| {
+        let torn = Parsed::Torn {
             header,
             segments,
             valid_len: at,
             reason,
         };
+        (torn, 0)
+    };
+    let damaged = |reason: String| (Parsed::Damaged { reason }, 0);
     loop {
         let rest = &b[at..];
         if rest.is_empty() {
-            return Parsed::Intact {
+            let open = Parsed::Intact {
                 header,
                 segments,
                 sealed: false,
             };
+            return (open, 0);
         }
         // A crash while appending leaves a short record or, after a power loss, a
         // run of zeros; anything else that does not check out is damage.
@@ -268,48 +295,41 @@ pub fn parse(b: &[u8]) -> Parsed {
         }
         if &rest[..4] == TRAILER_MAGIC {
             if rest.len() < TRAILER {
-                return Parsed::Damaged {
-                    reason: format!("the trailer at byte {at} is cut short"),
-                };
+                return damaged(format!("the trailer at byte {at} is cut short"));
             }
             let t = &rest[..TRAILER];
             if crc(&[&t[..20]]) != u32_at(t, 20) {
-                return Parsed::Damaged {
-                    reason: format!("the trailer's checksum at byte {at} does not match"),
-                };
+                return damaged(format!(
+                    "the trailer's checksum at byte {at} does not match"
+                ));
             }
             let (n, count, raw) = (u32_at(t, 4), u32_at(t, 8), u64_at(t, 12));
             let found_count: u64 = segments.iter().map(|s| u64::from(s.segment.count)).sum();
             let found_raw: u64 = segments.iter().map(|s| u64::from(s.raw_len)).sum();
             if n as usize != segments.len() || u64::from(count) != found_count || raw != found_raw {
-                return Parsed::Damaged {
-                    reason: format!(
-                        "the trailer says {n} appends, {count} events and {raw} bytes, the file holds {}, {found_count} and {found_raw}",
-                        segments.len()
-                    ),
-                };
+                return damaged(format!(
+                    "the trailer says {n} appends, {count} events and {raw} bytes, the file holds {}, {found_count} and {found_raw}",
+                    segments.len()
+                ));
             }
-            if rest.len() > TRAILER {
-                return Parsed::Damaged {
-                    reason: format!(
-                        "{} unexpected bytes after the trailer",
-                        rest.len() - TRAILER
-                    ),
-                };
+            if whole && rest.len() > TRAILER {
+                return damaged(format!(
+                    "{} unexpected bytes after the trailer",
+                    rest.len() - TRAILER
+                ));
             }
-            return Parsed::Intact {
+            let sealed = Parsed::Intact {
                 header,
                 segments,
                 sealed: true,
             };
+            return (sealed, at + TRAILER);
         }
         if &rest[..4] != SEGMENT_MAGIC {
             if zeros {
                 return torn(header, segments, at, format!("{} zero bytes", rest.len()));
             }
-            return Parsed::Damaged {
-                reason: format!("no append starts at byte {at}"),
-            };
+            return damaged(format!("no append starts at byte {at}"));
         }
         if rest.len() < SEGMENT_HEADER {
             return torn(
@@ -321,9 +341,9 @@ pub fn parse(b: &[u8]) -> Parsed {
         }
         let h = &rest[..SEGMENT_HEADER];
         if crc(&[&h[..SEGMENT_HEADER - 4]]) != u32_at(h, SEGMENT_HEADER - 4) {
-            return Parsed::Damaged {
-                reason: format!("the checksum of the append header at byte {at} does not match"),
-            };
+            return damaged(format!(
+                "the checksum of the append header at byte {at} does not match"
+            ));
         }
         let stored_len = u32_at(h, 28);
         let payload_at = at + SEGMENT_HEADER;
@@ -339,9 +359,9 @@ pub fn parse(b: &[u8]) -> Parsed {
             );
         };
         if crc(&[payload]) != u32_at(h, 32) {
-            return Parsed::Damaged {
-                reason: format!("the checksum of the append at byte {at} does not match"),
-            };
+            return damaged(format!(
+                "the checksum of the append at byte {at} does not match"
+            ));
         }
         segments.push(SegmentInfo {
             segment: Segment {

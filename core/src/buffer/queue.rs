@@ -24,10 +24,11 @@
 //! chunk half-accounted; a lease whose read is abandoned puts its chunk back.
 //!
 //! File pushes from many producers (an aggregator's connections) write side by side:
-//! a chunk queued as it comes has a file of its own, so only pushes that append to or
-//! seal a staged chunk take the writer lock, and the fsyncs of the folder are shared
-//! (see [`FileStore`]). What each write changes in the queue waits for its [`Turn`],
-//! so chunks are queued in the order their pushes were planned, as if one at a time.
+//! a chunk queued as it comes is appended to a segment file, where concurrent
+//! appends share their fdatasyncs, so only pushes that append to or seal a staged
+//! chunk take the writer lock (see [`FileStore`]). What each write changes in the
+//! queue waits for its [`Turn`], so chunks are queued in the order their pushes were
+//! planned, as if one at a time.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -41,7 +42,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use super::config::{BufferConfig, BufferKind, OverflowAction};
-use super::file::{FileChunk, FileStore, ReadFailure};
+use super::file::{FileChunk, FileStore, Place, ReadFailure};
 use super::format;
 use crate::chunk::{Chunk, ChunkId, Segment};
 use crate::dead_letter::DeadLetter;
@@ -569,30 +570,51 @@ impl Buffer {
     /// is written (and fsynced, with `fsync: per_chunk`), when its receipts are
     /// released. A failing disk is retried while the producer waits.
     pub async fn push(&self, chunk: Chunk) -> Result<(), BufferClosed> {
-        let segment = match &self.shared.store {
-            None => None,
-            Some(store) => Some(encode(self.shared.name, store, &chunk).await?),
-        };
-        let size = segment.as_ref().map_or(chunk.byte_size(), Vec::len);
-        let Some(chunk) = self.admit(chunk, size).await? else {
+        let Some(store) = &self.shared.store else {
+            let size = chunk.byte_size();
+            let Some(chunk) = self.admit(chunk, size).await? else {
+                return Ok(());
+            };
+            let mut st = self.shared.lock();
+            st.reserved -= size;
+            self.stage_memory(&mut st, chunk, size);
             return Ok(());
         };
-        match segment {
-            None => {
-                let mut st = self.shared.lock();
-                st.reserved -= size;
-                self.stage_memory(&mut st, chunk, size);
-                Ok(())
-            }
-            Some(segment) => {
-                // Everything from here on runs to its end even if the caller stops
-                // waiting, so the chunk is either committed or not, never lost track of.
-                let this = self.clone();
-                let task =
-                    tokio::spawn(async move { this.commit_file(chunk, segment, size).await });
-                task.await.unwrap_or(Err(BufferClosed(self.shared.name)))
-            }
+        // A large chunk is compressed on the blocking pool. When the most it can take
+        // on disk fits at once, that happens in the same job as its write, which
+        // saves a round trip to the pool; otherwise it is compressed first and waits
+        // for room at its real size.
+        let bound = stored_bound(&chunk);
+        let (stored, size) = if chunk.byte_size() >= INLINE_ENCODE && self.try_reserve(bound) {
+            (None, bound)
+        } else {
+            let stored = encode(self.shared.name, store, &chunk).await?;
+            let size = stored.len();
+            (Some(stored), size)
+        };
+        let chunk = if stored.is_some() {
+            let Some(chunk) = self.admit(chunk, size).await? else {
+                return Ok(());
+            };
+            chunk
+        } else {
+            chunk
+        };
+        // Everything from here on runs to its end even if the caller stops waiting,
+        // so the chunk is either committed or not, never lost track of.
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.commit_file(chunk, stored, size).await });
+        task.await.unwrap_or(Err(BufferClosed(self.shared.name)))
+    }
+
+    /// Reserves room for `size` bytes if there is room right now.
+    fn try_reserve(&self, size: usize) -> bool {
+        let mut st = self.shared.lock();
+        let room = !st.closed && st.used() + size <= self.shared.limit;
+        if room {
+            st.reserved += size;
         }
+        room
     }
 
     /// Waits for room for `size` bytes (or applies the overflow policy) and reserves
@@ -661,7 +683,7 @@ impl Buffer {
         };
         if let Some(store) = &self.shared.store {
             for f in doomed {
-                if let Err(e) = store.remove(f.seq) {
+                if let Err(e) = store.remove(&f) {
                     tracing::warn!(buffer = self.shared.name, error = %e, "cannot delete a discarded chunk file; it will be sent after a restart");
                 }
             }
@@ -769,6 +791,7 @@ impl Buffer {
                 raw_bytes: 0,
                 segments: 0,
                 len: 0,
+                place: Place::File,
             }
         });
         let seal_after = alone
@@ -784,11 +807,12 @@ impl Buffer {
         (plan, Turn::take(shared, st))
     }
 
-    /// Writes a file chunk whose room is reserved, then releases its receipts.
+    /// Writes a file chunk whose room (`size` bytes) is reserved, compressing it
+    /// first unless `stored` is its stored form already; then releases its receipts.
     async fn commit_file(
         &self,
         mut chunk: Chunk,
-        segment: Vec<u8>,
+        stored: Option<Vec<u8>>,
         size: usize,
     ) -> Result<(), BufferClosed> {
         let shared = &self.shared;
@@ -818,7 +842,16 @@ impl Buffer {
         } = plan;
         let added_segments = chunk.segments().len() as u32;
         let (added_count, added_raw) = (chunk.count(), chunk.byte_size() as u64);
-        let segment = Arc::new(segment);
+        let stored = Arc::new(match stored {
+            Some(stored) => Stored::Ready(stored),
+            None => {
+                // The job needs the entries, not the receipts: those stay with the
+                // push until the chunk is committed.
+                let mut bare = chunk.clone();
+                drop(bare.take_receipts());
+                Stored::Later(bare, OnceLock::new())
+            }
+        });
         let job = {
             let (seal_first, target) = (seal_first.clone(), target.clone());
             move |store: &FileStore| -> io::Result<(Option<FileChunk>, FileChunk)> {
@@ -829,6 +862,7 @@ impl Buffer {
                     }),
                     None => None,
                 };
+                let segment = stored.get(store)?;
                 let mut t = target.clone();
                 let new = t.len == 0;
                 t.count += added_count;
@@ -836,13 +870,13 @@ impl Buffer {
                 t.segments += added_segments;
                 if new && seal_after {
                     // A chunk queued as it comes: written whole, in one go.
-                    t.len = store.write_sealed(&t, &segment)?;
+                    (t.len, t.place) = store.write_sealed(&t, segment)?;
                     return Ok((sealed_first, t));
                 }
                 if new {
                     t.len = store.create(t.seq, t.id, &t.tag)?;
                 }
-                t.len = store.append(t.seq, t.len, &segment)?;
+                t.len = store.append(t.seq, t.len, segment)?;
                 if seal_after {
                     t.len = store.seal(&t)?;
                 }
@@ -1138,7 +1172,7 @@ impl Buffer {
             }
             Err(ReadFailure::Damaged(reason)) => {
                 if let Some(store) = &self.shared.store {
-                    store.quarantine_queued(meta.seq, &reason);
+                    store.quarantine_queued(&meta, &reason);
                 }
                 tracing::error!(
                     buffer = self.shared.name,
@@ -1236,14 +1270,46 @@ impl Buffer {
     }
 }
 
+/// Chunks from this size on are compressed on the blocking pool, not on the async
+/// threads.
+const INLINE_ENCODE: usize = 64 * 1024;
+
+/// The most bytes `chunk` can take once stored: zstd's bound for each of its runs
+/// (a run grows by at most 1/256, plus 64 bytes for a small one) and their headers.
+fn stored_bound(chunk: &Chunk) -> usize {
+    let raw = chunk.byte_size();
+    raw + raw / 256 + chunk.segments().len().max(1) * (format::SEGMENT_HEADER + 65)
+}
+
+/// A chunk's stored form in a file push: given, or made by the job that writes it
+/// (once: a write that is tried again reuses it).
+enum Stored {
+    Ready(Vec<u8>),
+    Later(Chunk, OnceLock<Vec<u8>>),
+}
+
+impl Stored {
+    fn get(&self, store: &FileStore) -> io::Result<&[u8]> {
+        match self {
+            Stored::Ready(stored) => Ok(stored),
+            Stored::Later(chunk, made) => {
+                if let Some(stored) = made.get() {
+                    return Ok(stored);
+                }
+                let stored = store.encode_segment(chunk)?;
+                Ok(made.get_or_init(|| stored))
+            }
+        }
+    }
+}
+
 /// The stored form of a chunk, compressed off the async threads when it is large.
 async fn encode(
     name: &'static str,
     store: &FileStore,
     chunk: &Chunk,
 ) -> Result<Vec<u8>, BufferClosed> {
-    const INLINE: usize = 64 * 1024;
-    let encoded = if chunk.byte_size() < INLINE {
+    let encoded = if chunk.byte_size() < INLINE_ENCODE {
         store.encode_segment(chunk)
     } else {
         let (store, chunk) = (store.clone(), chunk.clone());
@@ -1342,7 +1408,7 @@ impl Lease {
 
     fn release(&mut self) {
         if let (Some(meta), Some(store)) = (self.file.take(), &self.shared.store)
-            && let Err(e) = store.remove(meta.seq)
+            && let Err(e) = store.remove(&meta)
         {
             tracing::warn!(buffer = self.shared.name, chunk = meta.seq, error = %e, "cannot delete a delivered chunk file; it will be sent again after a restart");
         }

@@ -344,7 +344,11 @@ async fn file_buffer_blocks_on_its_disk_limit_and_drops_oldest_files() {
         b.push(chunk_of("a", i, 1)).await.unwrap();
     }
     assert_eq!(b.stats().dropped_chunks, 2);
-    assert_eq!(files(&dir.path().join("buf"), ".queued").len(), 2);
+    assert_eq!(first_n(b.pop().await.unwrap().chunk()), 2);
+    drop(b);
+    // The dropped ones are gone for good: a restart finds the two kept.
+    let b = Buffer::open("fb", &config, dir.path()).unwrap();
+    assert_eq!(b.stats().recovered_chunks, 2);
     assert_eq!(first_n(b.pop().await.unwrap().chunk()), 2);
 }
 
@@ -369,8 +373,9 @@ async fn flush_at_shutdown_off_leaves_chunks_on_disk_for_the_next_start() {
     assert!(b.pop().await.is_none());
 }
 
-/// Writes `n` queued one-event chunks and returns their files in order.
-async fn queued_files(dir: &Path, n: i64) -> Vec<std::path::PathBuf> {
+/// Writes `n` one-event chunks queued as they come (into one segment) and returns
+/// the segment's file and where each chunk starts in it.
+async fn queued_segment(dir: &Path, n: i64) -> (std::path::PathBuf, Vec<usize>) {
     let config = BufferConfig {
         flush_mode: FlushMode::Immediate,
         ..file_config(dir)
@@ -380,14 +385,80 @@ async fn queued_files(dir: &Path, n: i64) -> Vec<std::path::PathBuf> {
         b.push(chunk_of("a", i, 1)).await.unwrap();
     }
     drop(b);
-    files(&dir.join("buf"), ".queued")
+    let segments = files(&dir.join("buf"), ".segment");
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let offsets = super::segment::chunk_offsets(&segments[0]);
+    assert_eq!(offsets.len(), n as usize);
+    (segments[0].clone(), offsets)
+}
+
+fn pop_all_now(b: &Buffer) -> Vec<i64> {
+    let mut got = Vec::new();
+    while let Some(l) = b.try_pop() {
+        got.push(first_n(l.chunk()));
+        l.ack();
+    }
+    got
+}
+
+#[tokio::test]
+async fn damaged_chunks_in_a_segment_are_quarantined_and_the_rest_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, at) = queued_segment(dir.path(), 6).await;
+    // Zero one chunk, flip a bit in another, and cut the file inside the last one.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[at[1]..at[2]].fill(0);
+    bytes[at[4] - 40] ^= 0x04;
+    bytes.truncate(at[5] + (bytes.len() - at[5]) / 2);
+    std::fs::write(&segment, bytes).unwrap();
+    // And leave a file of an unknown name alone.
+    std::fs::write(dir.path().join("buf/notes.txt"), b"mine").unwrap();
+
+    let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
+    assert_eq!(b.stats().recovered_chunks, 3);
+    assert_eq!(b.stats().quarantined_chunks, 3);
+    assert_eq!(pop_all_now(&b), vec![0, 2, 4]);
+    let quarantine = dir.path().join("buf").join(QUARANTINE);
+    let mut copies: Vec<Vec<u8>> = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    copies.sort_by_key(Vec::len);
+    assert_eq!(copies.len(), 3);
+    assert!(
+        copies
+            .iter()
+            .any(|c| c.len() == at[2] - at[1] && c.iter().all(|&x| x == 0)),
+        "the zeroed stretch is copied whole"
+    );
+    assert!(dir.path().join("buf/notes.txt").exists());
+    drop(b);
+    // Reported once: the next start finds nothing left, and no new damage.
+    let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
+    assert_eq!(
+        (b.stats().recovered_chunks, b.stats().quarantined_chunks),
+        (0, 0)
+    );
+    assert_eq!(std::fs::read_dir(&quarantine).unwrap().count(), 3);
+    assert!(
+        files(&dir.path().join("buf"), ".segment").is_empty(),
+        "a segment with nothing left in it is deleted"
+    );
 }
 
 #[tokio::test]
 async fn damaged_chunk_files_are_quarantined_and_the_rest_load() {
+    // Chunks queued from staged ones have files of their own.
     let dir = tempfile::tempdir().unwrap();
-    let f = queued_files(dir.path(), 6).await;
-    // Truncate, zero and flip a bit in three of them.
+    let config = file_config(dir.path());
+    let b = Buffer::open("fb", &config, dir.path()).unwrap();
+    for i in 0..4 {
+        b.push(chunk_of(&format!("t{i}"), i, 1)).await.unwrap();
+    }
+    b.flush().await;
+    drop(b);
+    let f = files(&dir.path().join("buf"), ".queued");
+    assert_eq!(f.len(), 4);
     let len = std::fs::metadata(&f[1]).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -395,42 +466,65 @@ async fn damaged_chunk_files_are_quarantined_and_the_rest_load() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    std::fs::write(&f[2], vec![0u8; len as usize]).unwrap();
-    let mut bytes = std::fs::read(&f[4]).unwrap();
+    let mut bytes = std::fs::read(&f[2]).unwrap();
     let at = bytes.len() - 40;
     bytes[at] ^= 0x04;
-    std::fs::write(&f[4], bytes).unwrap();
-    // And leave a file of an unknown name alone.
-    std::fs::write(dir.path().join("buf/notes.txt"), b"mine").unwrap();
-
-    let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
-    assert_eq!(b.stats().recovered_chunks, 3);
-    assert_eq!(b.stats().quarantined_chunks, 3);
-    let mut got = Vec::new();
-    while let Some(l) = b.try_pop() {
-        got.push(first_n(l.chunk()));
-        l.ack();
-    }
-    assert_eq!(got, vec![0, 3, 5]);
+    std::fs::write(&f[2], bytes).unwrap();
+    let b = Buffer::open("fb", &config, dir.path()).unwrap();
+    assert_eq!(
+        (b.stats().recovered_chunks, b.stats().quarantined_chunks),
+        (2, 2)
+    );
+    assert_eq!(pop_all_now(&b), vec![0, 3]);
     let quarantined = std::fs::read_dir(dir.path().join("buf").join(QUARANTINE))
         .unwrap()
         .count();
-    assert_eq!(quarantined, 3);
-    assert!(dir.path().join("buf/notes.txt").exists());
+    assert_eq!(quarantined, 2);
 }
 
 #[tokio::test]
 async fn a_chunk_damaged_after_start_is_quarantined_when_read() {
     let dir = tempfile::tempdir().unwrap();
-    let f = queued_files(dir.path(), 2).await;
+    let (segment, at) = queued_segment(dir.path(), 2).await;
     let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
-    let mut bytes = std::fs::read(&f[0]).unwrap();
-    let at = bytes.len() - 30;
-    bytes[at] ^= 0xff;
-    std::fs::write(&f[0], bytes).unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[at[1] - 30] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
     let lease = b.pop().await.unwrap();
     assert_eq!(first_n(lease.chunk()), 1, "the damaged one is skipped");
     assert_eq!(b.stats().quarantined_chunks, 1);
+    lease.ack();
+    drop(b);
+    // It was acked in its segment when it was quarantined: not found again.
+    let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
+    assert_eq!(
+        (b.stats().recovered_chunks, b.stats().quarantined_chunks),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn acked_chunks_of_a_segment_are_not_sent_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, _) = queued_segment(dir.path(), 5).await;
+    let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
+    // Ack the first and the fourth; hold the second; give back the third.
+    let l0 = b.pop().await.unwrap();
+    let l1 = b.pop().await.unwrap();
+    let l2 = b.pop().await.unwrap();
+    let l3 = b.pop().await.unwrap();
+    l0.ack();
+    l3.ack();
+    l2.retry();
+    std::mem::forget(l1);
+    drop(b);
+    let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
+    assert_eq!(pop_all_now(&b), vec![1, 2, 4]);
+    assert!(
+        !segment.exists(),
+        "every chunk delivered: the segment is deleted"
+    );
+    assert!(files(&dir.path().join("buf"), ".acks").is_empty());
 }
 
 #[tokio::test]
@@ -458,25 +552,88 @@ async fn an_append_cut_by_a_crash_is_dropped_and_the_staged_chunk_kept() {
     assert_eq!(numbers(lease.chunk()), vec![0, 1, 2, 3]);
 }
 
-#[tokio::test]
-async fn an_empty_chunk_file_is_removed_at_start() {
+/// Four producers push `each` chunks at once, `chunk(producer, i)`, each committed
+/// before the next.
+async fn push_from_four(b: &Buffer, each: i64, chunk: fn(i64, i64) -> Chunk) {
+    let producers: Vec<_> = (0..4i64)
+        .map(|p| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let (r, rx) = Receipt::channel();
+                    b.push(chunk(p, i).with_receipt(r)).await.unwrap();
+                    assert_eq!(rx.await.unwrap(), Delivery::Delivered);
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_fill_in_turn_and_are_deleted_once_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let f = queued_files(dir.path(), 3).await;
-    // A crash right after the file of a chunk was created: nothing of it on disk,
-    // nothing of it acknowledged.
-    std::fs::write(&f[1], b"").unwrap();
+    // Segments of 1 MiB (the least); chunks of about 10 KiB, stored as they are.
+    let config = BufferConfig {
+        flush_mode: FlushMode::Immediate,
+        compress: BufferCompress::None,
+        total_limit_size: ByteSize(16 << 20),
+        ..file_config(dir.path())
+    };
+    let b = Buffer::open("fb", &config, dir.path()).unwrap();
+    push_from_four(&b, 100, |p, i| chunk_of("a", (p * 100 + i) * 100, 100)).await;
+    let buf = dir.path().join("buf");
+    let segments = files(&buf, ".segment");
+    assert!(segments.len() >= 3, "{segments:?}");
+    // Deliver the first half: every segment wholly delivered is gone at once.
+    let mut first = Vec::new();
+    for _ in 0..200 {
+        let l = b.pop().await.unwrap();
+        first.push(first_n(l.chunk()));
+        l.ack();
+    }
+    let left = files(&buf, ".segment");
+    assert!(left.len() < segments.len(), "{left:?}");
+    drop(b);
+    let b = Buffer::open("fb", &config, dir.path()).unwrap();
+    assert_eq!(b.stats().recovered_chunks, 200);
+    let mut second = Vec::new();
+    while let Some(l) = b.try_pop() {
+        second.push(first_n(l.chunk()));
+        l.ack();
+    }
+    let mut all: Vec<i64> = first.into_iter().chain(second).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..400).map(|c| c * 100).collect::<Vec<_>>());
+    drop(b);
+    // Nothing left to deliver: the next start deletes what is left.
+    let b = Buffer::open("fb", &config, dir.path()).unwrap();
+    assert_eq!(b.stats().recovered_chunks, 0);
+    assert!(files(&buf, ".segment").is_empty() && files(&buf, ".acks").is_empty());
+}
+
+#[tokio::test]
+async fn empty_chunk_files_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    queued_segment(dir.path(), 3).await;
+    // Crashes right after a file was created: nothing of it on disk, nothing of it
+    // acknowledged.
+    let empty = [
+        dir.path().join("buf/00000000000000000100.queued"),
+        dir.path().join("buf/00000000000000000101.segment"),
+    ];
+    for f in &empty {
+        std::fs::write(f, b"").unwrap();
+    }
     let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
     assert_eq!(
         (b.stats().recovered_chunks, b.stats().quarantined_chunks),
-        (2, 0)
+        (3, 0)
     );
-    assert!(!f[1].exists());
-    let mut got = Vec::new();
-    while let Some(l) = b.try_pop() {
-        got.push(first_n(l.chunk()));
-        l.ack();
-    }
-    assert_eq!(got, vec![0, 2]);
+    assert!(empty.iter().all(|f| !f.exists()));
+    assert_eq!(pop_all_now(&b), vec![0, 1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,20 +646,10 @@ async fn concurrent_file_pushes_are_queued_in_sequence_order() {
         ..file_config(dir.path())
     };
     let b = Buffer::open("fb", &config, dir.path()).unwrap();
-    let producers: Vec<_> = (0..4i64)
-        .map(|p| {
-            let b = b.clone();
-            tokio::spawn(async move {
-                for i in 0..25 {
-                    let (r, rx) = Receipt::channel();
-                    b.push(chunk_of("a", p * 1000 + i, 1).with_receipt(r))
-                        .await
-                        .unwrap();
-                    assert_eq!(rx.await.unwrap(), Delivery::Delivered);
-                }
-            })
-        })
-        .collect();
+    let producers = tokio::spawn({
+        let b = b.clone();
+        async move { push_from_four(&b, 25, |p, i| chunk_of("a", p * 1000 + i, 1)).await }
+    });
     let mut live = Vec::new();
     while live.len() < 100 {
         let lease = b.pop().await.unwrap();
@@ -510,9 +657,7 @@ async fn concurrent_file_pushes_are_queued_in_sequence_order() {
         // A crash: no lease is acked.
         std::mem::forget(lease);
     }
-    for p in producers {
-        p.await.unwrap();
-    }
+    producers.await.unwrap();
     for p in 0..4 {
         let mine: Vec<i64> = live.iter().copied().filter(|n| n / 1000 == p).collect();
         assert_eq!(mine, (p * 1000..p * 1000 + 25).collect::<Vec<_>>());
@@ -530,7 +675,7 @@ async fn concurrent_file_pushes_are_queued_in_sequence_order() {
 #[tokio::test]
 async fn a_cancelled_pop_puts_the_chunk_back() {
     let dir = tempfile::tempdir().unwrap();
-    queued_files(dir.path(), 1).await;
+    queued_segment(dir.path(), 1).await;
     let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
     // Poll the pop once (it starts reading), then drop it.
     let mut pop = Box::pin(b.pop());
@@ -564,7 +709,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..3usize, 1..5i64).prop_map(|(t, n)| Op::Push { t, n }),
+        // From 7 events on (the record limit) a chunk is queued whole, in a segment.
+        4 => (0..3usize, 1..10i64).prop_map(|(t, n)| Op::Push { t, n }),
         3 => Just(Op::Pop),
         2 => (0..8usize).prop_map(Op::Ack),
         1 => (0..8usize).prop_map(Op::Retry),
@@ -656,11 +802,22 @@ async fn run_model(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
                 if !durable {
                     // Nothing survives a memory buffer.
                     pending.clear();
-                } else if torn && let Some(f) = files(&dir.path().join("buf"), ".staged").first() {
+                } else if torn {
+                    // An append the crash cut short, never committed: to a staged
+                    // chunk, and a whole chunk to the last segment.
                     let c = chunk_of("x", 1_000_000, 3);
                     let seg = format::encode_segment(c.id(), 3, c.byte_size(), c.entries());
-                    let mut file = std::fs::OpenOptions::new().append(true).open(f).unwrap();
-                    std::io::Write::write_all(&mut file, &seg[..seg.len() - 7]).unwrap();
+                    let buf = dir.path().join("buf");
+                    let staged = files(&buf, ".staged");
+                    let segments = files(&buf, ".segment");
+                    let cuts = [
+                        staged.first().map(|f| (f, &seg[..seg.len() - 7])),
+                        segments.last().map(|f| (f, &seg[..seg.len() / 2])),
+                    ];
+                    for (f, cut) in cuts.into_iter().flatten() {
+                        let mut file = std::fs::OpenOptions::new().append(true).open(f).unwrap();
+                        std::io::Write::write_all(&mut file, cut).unwrap();
+                    }
                 }
                 b = open();
             }
