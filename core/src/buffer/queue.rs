@@ -585,20 +585,16 @@ impl Buffer {
         // saves a round trip to the pool; otherwise it is compressed first and waits
         // for room at its real size.
         let bound = stored_bound(&chunk);
-        let (stored, size) = if chunk.byte_size() >= INLINE_ENCODE && self.try_reserve(bound) {
-            (None, bound)
+        let (chunk, stored, size) = if chunk.byte_size() >= INLINE_ENCODE && self.try_reserve(bound)
+        {
+            (chunk, None, bound)
         } else {
             let stored = encode(self.shared.name, store, &chunk).await?;
             let size = stored.len();
-            (Some(stored), size)
-        };
-        let chunk = if stored.is_some() {
             let Some(chunk) = self.admit(chunk, size).await? else {
                 return Ok(());
             };
-            chunk
-        } else {
-            chunk
+            (chunk, Some(stored), size)
         };
         // Everything from here on runs to its end even if the caller stops waiting,
         // so the chunk is either committed or not, never lost track of.
