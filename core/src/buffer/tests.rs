@@ -552,6 +552,33 @@ async fn an_append_cut_by_a_crash_is_dropped_and_the_staged_chunk_kept() {
     assert_eq!(numbers(lease.chunk()), vec![0, 1, 2, 3]);
 }
 
+#[tokio::test]
+async fn large_chunks_compressed_with_their_write_give_back_their_room() {
+    // A chunk of 64 KiB or more whose worst-case size fits is compressed in the job
+    // that writes it, on room reserved for that worst case: the room must come back
+    // whole, or the buffer fills with nothing in it and the next push waits forever.
+    let dir = tempfile::tempdir().unwrap();
+    let large = chunk_of("a", 0, 1_000);
+    assert!(large.byte_size() >= 64 * 1024);
+    let config = BufferConfig {
+        flush_mode: FlushMode::Immediate,
+        total_limit_size: ByteSize(large.byte_size() as u64 * 3),
+        ..file_config(dir.path())
+    };
+    let b = Buffer::open("fb", &config, dir.path()).unwrap();
+    for round in 0..20 {
+        let c = chunk_of("a", round * 1_000, 1_000);
+        tokio::time::timeout(Duration::from_secs(5), b.push(c))
+            .await
+            .expect("room came back")
+            .unwrap();
+        let lease = b.pop().await.unwrap();
+        assert_eq!(first_n(lease.chunk()), round * 1_000);
+        lease.ack();
+    }
+    assert!(b.drained(Duration::from_secs(1)).await, "nothing held back");
+}
+
 /// Four producers push `each` chunks at once, `chunk(producer, i)`, each committed
 /// before the next.
 async fn push_from_four(b: &Buffer, each: i64, chunk: fn(i64, i64) -> Chunk) {
