@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 
 use super::*;
 
+// The handshake's MessagePack types, as each real client sends and reads them.
+mod handshake_types;
+
 const WAIT: Duration = Duration::from_secs(5);
 
 struct Server {

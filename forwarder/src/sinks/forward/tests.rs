@@ -16,6 +16,9 @@ use nagare_testkit::docs::documented_example;
 
 use super::*;
 
+// The handshake against Fluent Bit's `in_forward`, byte for byte.
+mod fluent_bit;
+
 fn chunk(tag: &str, from: i64, to: i64) -> Chunk {
     let mut b = ChunkBuilder::new(Tag::new(tag));
     for i in from..to {
