@@ -1,6 +1,7 @@
 //! nagare's forwarder to nagare's aggregator over TLS with the shared-key handshake,
 //! both ends in one process on 127.0.0.1 with real routers and buffers. Certificates
-//! are made per test (rcgen); nothing is committed. Every refusal is checked on both
+//! are made per test (rcgen, and the openssl command line for keys encrypted with a
+//! passphrase); nothing is committed. Every refusal is checked on both
 //! sides: the aggregator's warning and the forwarder's.
 #![cfg(all(feature = "forwarder", feature = "aggregator"))]
 
@@ -192,6 +193,7 @@ fn server_config(pki: &Pki, require_client_cert: bool) -> ForwardSourceConfig {
         tls: Some(ServerTlsConfig {
             cert_path: pki.path("aggregator.crt"),
             private_key_path: pki.path("aggregator.key"),
+            private_key_passphrase: None,
             ca_path: Some(pki.path("cluster.crt")),
             client_cert_auth: require_client_cert,
         }),
@@ -217,6 +219,7 @@ fn sink_config(addr: SocketAddr, pki: &Pki, ca: &str, key: &str, cert: bool) -> 
         ca_path: Some(pki.path(&format!("{ca}.crt"))),
         cert_path: cert.then(|| pki.path("node.crt")),
         private_key_path: cert.then(|| pki.path("node.key")),
+        private_key_passphrase: None,
         server_name: None,
         verify_hostname: true,
         insecure_skip_verify: false,
@@ -433,6 +436,155 @@ async fn a_key_that_does_not_match_its_certificate_fails_the_start_on_both_sides
     let err = ForwardServer::bind(&config).await.unwrap_err().to_string();
     assert!(
         err.contains("tls.cert_path") && err.contains("nope.crt"),
+        "{err}"
+    );
+}
+
+/// Runs the openssl command line in `dir` with `args` (split at spaces).
+fn openssl(dir: &Path, args: &str) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args.split(' '))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}); scripts/test installs it"));
+    assert!(
+        out.status.success(),
+        "openssl {args} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and two leaves made by the openssl command line, with the keys users have:
+/// the aggregator's encrypted as PKCS#8 (what `openssl req` writes without `-nodes`),
+/// the node's in OpenSSL's older `Proc-Type: 4,ENCRYPTED` form (`openssl rsa -aes256
+/// -traditional`).
+fn openssl_pki() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(
+        d,
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca",
+    );
+    std::fs::write(
+        d.join("aggregator.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("node.ext"), "subjectAltName=DNS:node-1\n").unwrap();
+    openssl(
+        d,
+        "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -passout pass:aggregator-pass -keyout aggregator.key -out aggregator.csr -subj /CN=localhost",
+    );
+    openssl(
+        d,
+        "req -newkey rsa:2048 -nodes -keyout node-plain.key -out node.csr -subj /CN=node-1",
+    );
+    openssl(
+        d,
+        "rsa -aes256 -traditional -in node-plain.key -passout pass:node-pass -out node.key",
+    );
+    for leaf in ["aggregator", "node"] {
+        openssl(
+            d,
+            &format!(
+                "x509 -req -in {leaf}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile {leaf}.ext -out {leaf}.crt"
+            ),
+        );
+    }
+    let aggregator_key = std::fs::read_to_string(d.join("aggregator.key")).unwrap();
+    assert!(aggregator_key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let node_key = std::fs::read_to_string(d.join("node.key")).unwrap();
+    assert!(node_key.contains("Proc-Type: 4,ENCRYPTED"), "{node_key}");
+    dir
+}
+
+fn encrypted_server_config(d: &Path, passphrase: Option<&str>) -> ForwardSourceConfig {
+    ForwardSourceConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(ServerTlsConfig {
+            cert_path: d.join("aggregator.crt"),
+            private_key_path: d.join("aggregator.key"),
+            private_key_passphrase: passphrase.map(Secret::new),
+            ca_path: Some(d.join("ca.crt")),
+            client_cert_auth: true,
+        }),
+        ..ForwardSourceConfig::default()
+    }
+}
+
+fn encrypted_sink_config(addr: SocketAddr, d: &Path, passphrase: &str) -> ForwardSinkConfig {
+    let mut c = ForwardSinkConfig::new(vec![ServerConfig::new("localhost", addr.port())]);
+    c.connect_timeout = HumanDuration::secs(3);
+    c.tls = Some(ClientTlsConfig {
+        ca_path: Some(d.join("ca.crt")),
+        cert_path: Some(d.join("node.crt")),
+        private_key_path: Some(d.join("node.key")),
+        private_key_passphrase: Some(Secret::new(passphrase)),
+        server_name: None,
+        verify_hostname: true,
+        insecure_skip_verify: false,
+    });
+    c
+}
+
+#[tokio::test]
+async fn keys_encrypted_with_a_passphrase_serve_tls_on_both_sides() {
+    let (_logs, _guard) = capture_logs();
+    let pki = openssl_pki();
+    let d = pki.path();
+    let aggregator = start_aggregator(encrypted_server_config(d, Some("aggregator-pass"))).await;
+    let forwarder = start_forwarder(encrypted_sink_config(aggregator.addr, d, "node-pass"));
+    for _ in 0..3 {
+        forwarder.buffer.push(chunk(10)).await.unwrap();
+    }
+    aggregator.expect_events(30).await;
+    let drained = tokio::time::timeout(WAIT, forwarder.buffer.drained(WAIT)).await;
+    assert!(matches!(drained, Ok(true)), "every chunk was acknowledged");
+    forwarder.stop().await;
+    aggregator.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_passphrase_fails_the_start_naming_the_file_and_the_key() {
+    let pki = openssl_pki();
+    let d = pki.path();
+    let err = ForwardServer::bind(&encrypted_server_config(d, Some("nope")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tls.private_key_path")
+            && err.contains("aggregator.key")
+            && err.contains("tls.private_key_passphrase does not decrypt the key"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("nope"),
+        "the passphrase is never printed: {err}"
+    );
+    let err = ForwardServer::bind(&encrypted_server_config(d, None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("aggregator.key")
+            && err.contains("give its passphrase in tls.private_key_passphrase"),
+        "{err}"
+    );
+
+    let forwarder = start_forwarder(encrypted_sink_config(
+        "127.0.0.1:1".parse().unwrap(),
+        d,
+        "aggregator-pass",
+    ));
+    let err = tokio::time::timeout(WAIT, forwarder.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node.key") && err.contains("tls.private_key_passphrase does not decrypt"),
         "{err}"
     );
 }

@@ -14,6 +14,7 @@
 //!     tls:
 //!       cert_path: /etc/nagare/tls/tls.crt
 //!       private_key_path: /etc/nagare/tls/tls.key
+//!       private_key_passphrase: ${TLS_KEY_PASSPHRASE}
 //!       ca_path: /etc/nagare/tls/ca.crt
 //!       client_cert_auth: true
 //!     security:
@@ -88,9 +89,14 @@ pub struct ForwardSourceConfig {
 pub struct ServerTlsConfig {
     /// PEM file with the server's certificate, followed by its intermediates.
     pub cert_path: PathBuf,
-    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1;
-    /// unencrypted).
+    /// PEM file with the certificate's private key: PKCS#8, PKCS#1 or SEC1, or one of
+    /// them encrypted with `private_key_passphrase`.
     pub private_key_path: PathBuf,
+    /// The passphrase of an encrypted private key (PKCS#8 `BEGIN ENCRYPTED PRIVATE
+    /// KEY`, or OpenSSL's older `Proc-Type: 4,ENCRYPTED` PEM); Fluentd's
+    /// `private_key_passphrase`.
+    #[serde(default)]
+    pub private_key_passphrase: Option<Secret>,
     /// PEM file with the CA certificates that client certificates are verified
     /// against. Without it, clients are not asked for a certificate.
     #[serde(default)]

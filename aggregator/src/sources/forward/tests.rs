@@ -847,6 +847,10 @@ fn documented_example_with_tls_and_security() {
         tls.cert_path,
         std::path::Path::new("/etc/nagare/tls/tls.crt")
     );
+    assert_eq!(
+        tls.private_key_passphrase.as_ref().map(Secret::expose),
+        Some("<TLS_KEY_PASSPHRASE>")
+    );
     let sec = c.security.as_ref().unwrap();
     assert_eq!(sec.shared_key.expose(), "<FORWARD_SHARED_KEY>");
     assert!(sec.user_auth);

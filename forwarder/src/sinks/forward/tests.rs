@@ -214,6 +214,10 @@ fn config_mistakes_name_their_key() {
             "security",
         ),
         ("servers:\n  - host: a\n    shared_key: k\n", "servers.0"),
+        (
+            "servers:\n  - host: a\ntls:\n  ca_path: c\n  private_key_passphrase: p\n",
+            "tls.private_key_passphrase",
+        ),
     ];
     for (text, key) in cases {
         let invalid = parse(text).unwrap().validate().unwrap_err();
