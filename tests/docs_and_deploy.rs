@@ -16,8 +16,10 @@ fn repo() -> PathBuf {
 }
 
 /// Values for the environment variables the examples reference.
-const ENV: [(&str, &str); 6] = [
+const ENV: [(&str, &str); 8] = [
     ("NODE_NAME", "node-1"),
+    ("FORWARD_SHARED_KEY", "cluster-key"),
+    ("LEGACY_SHARED_KEY", "legacy-key"),
     ("ES_URL", "http://elasticsearch:9200"),
     ("ES_PASSWORD", "secret"),
     ("POD_NAME", "legacy-app"),

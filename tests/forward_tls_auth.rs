@@ -205,6 +205,9 @@ fn server_config(pki: &Pki, require_client_cert: bool) -> ForwardSourceConfig {
                 username: "node".into(),
                 password: Secret::new("node-password"),
             }],
+            allow_anonymous_source: true,
+            clients: Vec::new(),
+            resolve_interval: HumanDuration::secs(60),
         }),
         ..ForwardSourceConfig::default()
     }

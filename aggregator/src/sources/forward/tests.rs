@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 
 use super::*;
 
+// `security.clients`: keys and users per client address.
+mod clients;
 // The handshake's MessagePack types, as each real client sends and reads them.
 mod handshake_types;
 
@@ -575,6 +577,9 @@ fn secured(user_auth: bool) -> ForwardSourceConfig {
                 username: "node".into(),
                 password: Secret::new("pw"),
             }],
+            allow_anonymous_source: true,
+            clients: Vec::new(),
+            resolve_interval: HumanDuration::secs(60),
         }),
         ..local_config()
     }
@@ -855,6 +860,22 @@ fn documented_example_with_tls_and_security() {
     assert_eq!(sec.shared_key.expose(), "<FORWARD_SHARED_KEY>");
     assert!(sec.user_auth);
     assert_eq!(sec.users[0].username, "node");
+    assert!(!sec.allow_anonymous_source);
+    assert_eq!(sec.clients.len(), 2);
+    assert_eq!(
+        sec.clients[0].network,
+        Some("10.0.0.0/8".parse::<Network>().unwrap())
+    );
+    assert_eq!(sec.clients[0].users, vec!["node".to_string()]);
+    assert_eq!(
+        sec.clients[1].host.as_deref(),
+        Some("legacy-fluentd.example.com")
+    );
+    assert_eq!(
+        sec.clients[1].shared_key.as_ref().map(Secret::expose),
+        Some("<LEGACY_SHARED_KEY>")
+    );
+    assert_eq!(sec.resolve_interval, HumanDuration::secs(60));
     assert_eq!(c.max_buffered_bytes, ByteSize(256 << 20));
     assert!(!c.deny_keepalive);
 
