@@ -443,64 +443,6 @@ async fn a_key_that_does_not_match_its_certificate_fails_the_start_on_both_sides
     );
 }
 
-/// Runs the openssl command line in `dir` with `args` (split at spaces).
-fn openssl(dir: &Path, args: &str) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args.split(' '))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}); scripts/test installs it"));
-    assert!(
-        out.status.success(),
-        "openssl {args} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and two leaves made by the openssl command line, with the keys users have:
-/// the aggregator's encrypted as PKCS#8 (what `openssl req` writes without `-nodes`),
-/// the node's in OpenSSL's older `Proc-Type: 4,ENCRYPTED` form (`openssl rsa -aes256
-/// -traditional`).
-fn openssl_pki() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    openssl(
-        d,
-        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca",
-    );
-    std::fs::write(
-        d.join("aggregator.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    std::fs::write(d.join("node.ext"), "subjectAltName=DNS:node-1\n").unwrap();
-    openssl(
-        d,
-        "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -passout pass:aggregator-pass -keyout aggregator.key -out aggregator.csr -subj /CN=localhost",
-    );
-    openssl(
-        d,
-        "req -newkey rsa:2048 -nodes -keyout node-plain.key -out node.csr -subj /CN=node-1",
-    );
-    openssl(
-        d,
-        "rsa -aes256 -traditional -in node-plain.key -passout pass:node-pass -out node.key",
-    );
-    for leaf in ["aggregator", "node"] {
-        openssl(
-            d,
-            &format!(
-                "x509 -req -in {leaf}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile {leaf}.ext -out {leaf}.crt"
-            ),
-        );
-    }
-    let aggregator_key = std::fs::read_to_string(d.join("aggregator.key")).unwrap();
-    assert!(aggregator_key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
-    let node_key = std::fs::read_to_string(d.join("node.key")).unwrap();
-    assert!(node_key.contains("Proc-Type: 4,ENCRYPTED"), "{node_key}");
-    dir
-}
-
 fn encrypted_server_config(d: &Path, passphrase: Option<&str>) -> ForwardSourceConfig {
     ForwardSourceConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -533,7 +475,7 @@ fn encrypted_sink_config(addr: SocketAddr, d: &Path, passphrase: &str) -> Forwar
 #[tokio::test]
 async fn keys_encrypted_with_a_passphrase_serve_tls_on_both_sides() {
     let (_logs, _guard) = capture_logs();
-    let pki = openssl_pki();
+    let pki = support::openssl::encrypted_pki();
     let d = pki.path();
     let aggregator = start_aggregator(encrypted_server_config(d, Some("aggregator-pass"))).await;
     let forwarder = start_forwarder(encrypted_sink_config(aggregator.addr, d, "node-pass"));
@@ -549,7 +491,7 @@ async fn keys_encrypted_with_a_passphrase_serve_tls_on_both_sides() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_passphrase_fails_the_start_naming_the_file_and_the_key() {
-    let pki = openssl_pki();
+    let pki = support::openssl::encrypted_pki();
     let d = pki.path();
     let err = ForwardServer::bind(&encrypted_server_config(d, Some("nope")))
         .await

@@ -10,6 +10,7 @@ use nagare_testkit::{Child, wait_until};
 
 #[cfg(all(feature = "forwarder", feature = "aggregator"))]
 pub mod link;
+pub mod openssl;
 
 /// The `nagare` binary cargo built for these tests.
 pub fn binary() -> PathBuf {
