@@ -174,7 +174,8 @@ pub(crate) fn parse(text: &str, env: Option<Env<'_>>) -> Result<Node, YamlError>
         }
     };
     let mut stack: Vec<Open> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    // Anchored values and their sizes in values, for aliases.
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut nodes = 0usize;
     for next in Parser::new_from_str(text) {
@@ -268,9 +269,18 @@ pub(crate) fn parse(text: &str, env: Option<Env<'_>>) -> Result<Node, YamlError>
                 None => return Err(error(line, "this is not valid YAML: unbalanced collection")),
             },
             Event::Alias(id) => {
-                let Some(node) = anchors.get(&id) else {
+                let Some((node, size)) = anchors.get(&id) else {
                     return Err(error(line, "this is not valid YAML: unknown anchor"));
                 };
+                // Counted before the copy is made: aliases of aliases grow
+                // exponentially.
+                nodes += size;
+                if nodes > MAX_NODES {
+                    return Err(error(
+                        line,
+                        "the document expands to too many values (aliases of aliases?)",
+                    ));
+                }
                 let mut node = node.clone();
                 node.line = line;
                 (node, 0)
@@ -278,15 +288,10 @@ pub(crate) fn parse(text: &str, env: Option<Env<'_>>) -> Result<Node, YamlError>
             _ => continue,
         };
         let (node, anchor) = done;
-        nodes += node.count();
-        if nodes > MAX_NODES {
-            return Err(error(
-                line,
-                "the document expands to too many values (aliases of aliases?)",
-            ));
-        }
+        nodes += 1;
         if anchor != 0 {
-            anchors.insert(anchor, node.clone());
+            let size = node.count();
+            anchors.insert(anchor, (node.clone(), size));
         }
         match stack.last_mut() {
             None => root = Some(node),
@@ -413,6 +418,16 @@ mod tests {
         let deep = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
         assert!(err(&deep).message.contains("nested too deep"));
         assert_eq!(parse("", None).unwrap(), Node::null(1));
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let prev = format!("*a{}", i - 1);
+            bomb.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        assert!(err(&bomb).message.contains("too many values"));
+        let aliases = parse("a: &x {b: 1}\nc: *x\n", None).unwrap();
+        // What an alias holds is written where its anchor is.
+        assert_eq!(aliases.lookup(&["c".into()]), (2, true));
+        assert_eq!(aliases.lookup(&["c".into(), "b".into()]), (1, true));
     }
 
     #[test]
