@@ -14,7 +14,8 @@
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
 //! - [`forward`]: the Fluentd Forward Protocol v1 codec.
 //! - [`filters`]: filters either tier can run (`record_modifier`, `grep`).
-//! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, sizes, durations.
+//! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, `Tagged`
+//!   component configs, sizes, durations.
 //! - [`retry`]: exponential backoff with jitter; the retry policy every sink applies.
 //! - [`shutdown`]: the shutdown token and signals.
 //! - [`tls`]: PEM certificates, keys and CA bundles for TLS, with errors that help.
