@@ -76,6 +76,15 @@ pub struct Stored {
     pub gone_since: Option<u64>,
 }
 
+impl Stored {
+    /// Whether the fingerprint covers every byte before the offset (or the first
+    /// KiB, all it ever covers): only then does a file that starts with the
+    /// fingerprinted bytes hold the lines the offset skips.
+    pub fn fingerprint_covers_offset(&self) -> bool {
+        self.fingerprint.is_complete() || u64::from(self.fingerprint.len) >= self.offset
+    }
+}
+
 /// A file followed by the source, as the checkpoint store knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SlotId(u64);

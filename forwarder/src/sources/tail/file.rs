@@ -81,6 +81,23 @@ impl Fingerprint {
     pub fn is_complete(&self) -> bool {
         self.len >= FINGERPRINT_BYTES
     }
+
+    /// Takes in `bytes`, read from the file at offset `start`, where they reach past
+    /// what the fingerprint covers (up to [`FINGERPRINT_BYTES`]). FNV-1a runs byte by
+    /// byte, so the result is the hash of the longer prefix.
+    pub fn extend(&mut self, start: u64, bytes: &[u8]) {
+        let covered = u64::from(self.len);
+        let end = (start + bytes.len() as u64).min(u64::from(FINGERPRINT_BYTES));
+        if start > covered || end <= covered {
+            return;
+        }
+        let mut h = if self.len == 0 { fnv1a(&[]) } else { self.hash };
+        for &b in &bytes[(covered - start) as usize..(end - start) as usize] {
+            h = fnv1a_step(h, b);
+        }
+        self.hash = h;
+        self.len = end as u32;
+    }
 }
 
 /// The hash that starts the event ids of a file's lines (`event_id_key`): 64-bit
@@ -133,12 +150,14 @@ fn read_at_most(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// 64-bit FNV-1a.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| fnv1a_step(h, b))
+}
+
+/// One byte of FNV-1a.
+fn fnv1a_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
 }
 
 /// Where reading a newly opened file starts.
@@ -194,7 +213,7 @@ pub struct FollowedFile {
     pub real_path: PathBuf,
     /// Its identity.
     pub id: FileId,
-    /// Its fingerprint, grown as the file grows.
+    /// Its fingerprint, grown as the file is read.
     pub fingerprint: Fingerprint,
     file: File,
     /// Offset of the next byte to read.
@@ -340,19 +359,10 @@ impl FollowedFile {
         Ok(())
     }
 
-    /// Recomputes the fingerprint once more of the file exists; returns whether it
-    /// changed.
-    pub fn grow_fingerprint(&mut self) -> io::Result<bool> {
-        if self.fingerprint.is_complete() || self.read_offset <= u64::from(self.fingerprint.len) {
-            return Ok(false);
-        }
-        let fp = Fingerprint::of(&self.file)?;
-        let changed = fp != self.fingerprint;
-        self.fingerprint = fp;
-        Ok(changed)
-    }
-
-    /// Reads the next block into `buf`; 0 at the current end of the file.
+    /// Reads the next block into `buf`; 0 at the current end of the file. The
+    /// fingerprint takes in what was read of the file's first KiB, so that it always
+    /// covers what was read: it is made from the bytes as they were read, not read
+    /// again later, when a copytruncate may have emptied the file in between.
     ///
     /// The read is a plain blocking read: followed files are regular files whose new
     /// data is in the page cache, so one block takes microseconds, less than handing
@@ -364,6 +374,7 @@ impl FollowedFile {
                 r => break r?,
             }
         };
+        self.fingerprint.extend(self.read_offset, &buf[..n]);
         self.read_offset += n as u64;
         Ok(n)
     }

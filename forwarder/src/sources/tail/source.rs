@@ -336,10 +336,15 @@ impl Tailer {
             .checkpoints
             .claim(|e| e.id == id && fp_matches(e))
             // A file whose content another entry knew: a copy or a move across
-            // devices that the globs match.
+            // devices that the globs match. Only if the entry's fingerprint covers
+            // what its offset skips: a few bytes many files start with are no proof.
             .or_else(|| {
-                self.checkpoints
-                    .claim(|e| e.id != id && e.fingerprint.len > 0 && fp_matches(e))
+                self.checkpoints.claim(|e| {
+                    e.id != id
+                        && e.fingerprint.len > 0
+                        && e.fingerprint_covers_offset()
+                        && fp_matches(e)
+                })
             });
         let (slot, start) = match resumed {
             Some(slot) => {
@@ -552,10 +557,14 @@ impl Tailer {
         if let Some((path, handle)) = copy {
             match self.open_followed(&path, handle, Start::At(safe), old_slot, tag) {
                 Ok(mut copy) => {
+                    // The entry takes the copy's fingerprint, which covers the
+                    // original's and may be longer: a short one (the original held
+                    // a few bytes when last fingerprinted) would let any new file
+                    // starting with those bytes pass for the copy after a restart.
                     self.checkpoints.update_identity(
                         old_slot,
                         copy.id,
-                        old_fingerprint,
+                        copy.fingerprint,
                         Some(&copy.real_path),
                     );
                     copy.real_path = real_path;
@@ -780,6 +789,7 @@ impl Turn<'_> {
             if self.ctx.shutdown.is_cancelled() {
                 break;
             }
+            let fingerprint = file.fingerprint;
             let n = match file.read(self.block) {
                 Ok(0) => {
                     at_end = true;
@@ -792,6 +802,12 @@ impl Turn<'_> {
                     break;
                 }
             };
+            // Before the lines go into a chunk: a checkpoint that passes them has a
+            // fingerprint that covers them.
+            if file.fingerprint != fingerprint {
+                self.checkpoints
+                    .update_identity(file.slot, file.id, file.fingerprint, None);
+            }
             bytes += n as u64;
             file.bytes_read += n as u64;
             if let Some(node) = self.records.event_id_node()
@@ -881,14 +897,6 @@ impl Turn<'_> {
         file.lines_read += lines_read;
         if at_end {
             self.emit(file).await?;
-            if let Err(e) = file.grow_fingerprint().map(|changed| {
-                if changed {
-                    self.checkpoints
-                        .update_identity(file.slot, file.id, file.fingerprint, None);
-                }
-            }) {
-                tracing::debug!(source = %self.ctx.name, path = %file.path.display(), error = %e, "cannot read a file's first bytes");
-            }
             if let Err(e) = file.shrink() {
                 tracing::debug!(source = %self.ctx.name, path = %file.path.display(), error = %e, "cannot step back over a partial line");
             }

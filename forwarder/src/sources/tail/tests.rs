@@ -1558,6 +1558,8 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     assert_eq!(left, [1]);
 }
 
+mod copytruncate;
+
 /// Model-based test: random scripts of writes, partial writes, rename rotations,
 /// copytruncates, deletions, recreations, graceful restarts and crashes are played
 /// against the real tail source on real files, and what comes out is checked against
@@ -1581,7 +1583,13 @@ mod model {
         Delete,
         Recreate,
         Restart,
-        Crash,
+        /// The next hop acknowledges what the source emitted so far (until then it
+        /// lies past the checkpoint).
+        Ack,
+        /// The source is killed; with `true`, what it emitted was acknowledged first,
+        /// with `false` what was not acknowledged yet never will be (chunks in
+        /// flight), so it is read again after the restart.
+        Crash(bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1593,7 +1601,8 @@ mod model {
             1 => Just(Op::Delete),
             1 => Just(Op::Recreate),
             1 => Just(Op::Restart),
-            1 => Just(Op::Crash),
+            2 => Just(Op::Ack),
+            1 => any::<bool>().prop_map(Op::Crash),
         ]
     }
 
@@ -1626,6 +1635,13 @@ mod model {
     struct Run {
         tail: Option<Tail>,
         got: BTreeMap<String, usize>,
+        /// Chunks taken from the buffer and not acknowledged yet: their lines lie
+        /// past the checkpoint.
+        held: Vec<nagare_core::buffer::Lease>,
+        /// Chunks a crashed source had handed out, never acknowledged: kept until
+        /// the end so that dropping them neither hands them back nor fires their
+        /// receipts (as after a kill, nothing of that process acts again).
+        dead: Vec<nagare_core::buffer::Lease>,
     }
 
     impl Run {
@@ -1633,15 +1649,26 @@ mod model {
             self.tail.as_ref().expect("running")
         }
 
+        fn record(&mut self, got: &[Got]) {
+            for g in got {
+                let line = g.str("log").unwrap().to_string();
+                *self.got.entry(line).or_default() += 1;
+            }
+        }
+
+        /// Takes what the source emitted and acknowledges everything taken.
         fn drain(&mut self) {
-            while let Some(lease) = self.tail().buffer.try_pop() {
-                for g in decode(lease.chunk()) {
-                    *self
-                        .got
-                        .entry(g.str("log").unwrap().to_string())
-                        .or_default() += 1;
-                }
+            self.take();
+            for lease in self.held.drain(..) {
                 lease.ack();
+            }
+        }
+
+        /// Takes what the source emitted so far, recorded but not acknowledged.
+        fn take(&mut self) {
+            while let Some(lease) = self.tail().buffer.try_pop() {
+                self.record(&decode(lease.chunk()));
+                self.held.push(lease);
             }
         }
 
@@ -1652,7 +1679,7 @@ mod model {
                 return;
             };
             for _ in 0..300 {
-                self.drain();
+                self.take();
                 let m = self.tail().metrics.snapshot();
                 if m.files
                     .iter()
@@ -1675,8 +1702,10 @@ mod model {
         let mut run = Run {
             tail: Some(Tail::start(dir, config)),
             got: BTreeMap::new(),
+            held: Vec::new(),
+            dead: Vec::new(),
         };
-        let crashes = ops.iter().filter(|o| matches!(o, Op::Crash)).count();
+        let crashes = ops.iter().filter(|o| matches!(o, Op::Crash(_))).count();
         let complete_partial = |model: &mut Model| {
             if let Some((n, rest)) = model.partial.take() {
                 append(&path, format!("{rest}\n").as_bytes());
@@ -1750,17 +1779,21 @@ mod model {
                     model.must.insert(line);
                     model.exists = true;
                 }
+                Op::Ack => run.drain(),
                 Op::Restart => {
+                    run.drain();
                     let (got, tail) = run.tail.take().unwrap().restart().await;
-                    for g in got {
-                        *run.got
-                            .entry(g.str("log").unwrap().to_string())
-                            .or_default() += 1;
-                    }
+                    run.record(&got);
                     run.tail = Some(tail);
                 }
-                Op::Crash => {
-                    run.drain();
+                Op::Crash(ack) => {
+                    if *ack {
+                        run.drain();
+                    } else {
+                        run.take();
+                        let in_flight = std::mem::take(&mut run.held);
+                        run.dead.extend(in_flight);
+                    }
                     for line in model.deleted.drain(..) {
                         if !run.got.contains_key(&line) && model.must.remove(&line) {
                             model.may.insert(line);
@@ -1774,7 +1807,7 @@ mod model {
                 }
                 _ => {}
             }
-            run.drain();
+            run.take();
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
         // Everything that must come out does.
@@ -1788,11 +1821,8 @@ mod model {
         tokio::time::sleep(Duration::from_millis(100)).await;
         run.drain();
         let tail = run.tail.take().unwrap();
-        for g in tail.stop().await {
-            *run.got
-                .entry(g.str("log").unwrap().to_string())
-                .or_default() += 1;
-        }
+        let got = tail.stop().await;
+        run.record(&got);
         let missing: Vec<&String> = model
             .must
             .iter()
