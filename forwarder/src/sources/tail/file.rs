@@ -101,10 +101,11 @@ impl Fingerprint {
 }
 
 /// The hash that starts the event ids of a file's lines (`event_id_key`): 64-bit
-/// FNV-1a of the node's name, the file's device and inode, and the file's head: its
-/// first line (newline included) or its first `min(1 KiB, line_cap)` bytes, whichever
-/// is shorter. `None` while the file holds neither a newline nor that many bytes:
-/// then no line of it can have been emitted yet.
+/// FNV-1a of the node's name, the device and inode `id` (the file's origin: its own,
+/// or for a copy, the original's, see [`FollowedFile::origin`]), and the file's head:
+/// its first line (newline included) or its first `min(1 KiB, line_cap)` bytes,
+/// whichever is shorter. `None` while the file holds neither a newline nor that many
+/// bytes: then no line of it can have been emitted yet.
 ///
 /// Not the [`Fingerprint`], which grows with a young file: a line read again later
 /// would get another id. The head cannot change once a line of the file was read
@@ -213,6 +214,11 @@ pub struct FollowedFile {
     pub real_path: PathBuf,
     /// Its identity.
     pub id: FileId,
+    /// The identity its lines' event ids are made from: its own, or for a copy
+    /// (made by copytruncate, or a move to another filesystem) the original's, so
+    /// that a line read from the copy has the id it had when read from the original
+    /// (the copy's bytes, and so its head and offsets, are the original's).
+    pub origin: FileId,
     /// Its fingerprint, grown as the file is read.
     pub fingerprint: Fingerprint,
     file: File,
@@ -282,10 +288,12 @@ impl FollowedFile {
         file.seek(SeekFrom::Start(offset))?;
         let fingerprint = Fingerprint::of(&file)?;
         let real_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let id = FileId::of(&meta);
         Ok(Self {
             path: path.to_path_buf(),
             real_path,
-            id: FileId::of(&meta),
+            id,
+            origin: id,
             fingerprint,
             file,
             read_offset: offset,
@@ -337,9 +345,11 @@ impl FollowedFile {
     }
 
     /// Starts again from the beginning (after a truncation), forgetting what the
-    /// splitter and parsers held.
+    /// splitter and parsers held. What the file holds now is its own: its lines'
+    /// ids are made from its own identity.
     pub fn restart(&mut self, slot: SlotId) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(0))?;
+        self.origin = self.id;
         self.read_offset = 0;
         self.consumed = 0;
         self.held_from = None;
@@ -395,12 +405,12 @@ impl FollowedFile {
         Ok(())
     }
 
-    /// Works out the file's event id hash ([`event_id_hash`]) for `node`, if it is not
-    /// known yet and the file's head is there.
+    /// Works out the file's event id hash ([`event_id_hash`]) for `node`, from its
+    /// origin, if it is not known yet and the file's head is there.
     pub fn identify(&mut self, node: &str) -> io::Result<()> {
         if self.fields.event_id_hash.is_none() {
             let cap = self.splitter.max_line_bytes();
-            self.fields.event_id_hash = event_id_hash(&self.file, self.id, node, cap)?;
+            self.fields.event_id_hash = event_id_hash(&self.file, self.origin, node, cap)?;
         }
         Ok(())
     }

@@ -912,6 +912,7 @@ async fn a_reused_inode_is_told_apart_by_the_fingerprint() {
     let meta = std::fs::metadata(&path).unwrap();
     let stale = checkpoint::Stored {
         id: file::FileId::of(&meta),
+        origin: file::FileId::of(&meta),
         fingerprint: file::Fingerprint { len: 9, hash: 42 },
         offset: 12,
         path: path.clone(),
@@ -936,6 +937,7 @@ async fn a_torn_checkpoint_file_is_ignored_and_files_are_read_from_their_start()
     let file = std::fs::File::open(&path).unwrap();
     let whole = checkpoint::encode(&[checkpoint::Stored {
         id: file::FileId::of(&meta),
+        origin: file::FileId::of(&meta),
         fingerprint: file::Fingerprint::of(&file).unwrap(),
         offset: meta.len(),
         path: path.clone(),
@@ -957,6 +959,8 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
     let entries = vec![
         checkpoint::Stored {
             id: file::FileId { dev: 2049, ino: 77 },
+            // A copy: its lines' ids come from the original's inode.
+            origin: file::FileId { dev: 2049, ino: 12 },
             fingerprint: file::Fingerprint {
                 len: 1024,
                 hash: 0xdead_beef,
@@ -967,6 +971,7 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
         },
         checkpoint::Stored {
             id: file::FileId { dev: 1, ino: 2 },
+            origin: file::FileId { dev: 1, ino: 2 },
             fingerprint: file::Fingerprint::default(),
             offset: 0,
             path: PathBuf::from("/x.log"),
@@ -986,6 +991,14 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
     flipped[40] ^= 1;
     assert!(checkpoint::decode(&flipped).is_err());
     assert!(checkpoint::decode(b"").is_err());
+    // A file written before entries had an origin: each file is its own.
+    let mut v1 = String::from(
+        "nagare-tail-checkpoints 1\n2049 77 1024 00000000deadbeef 123456 - \"/x.log\"\n",
+    );
+    let sum = file::fnv1a(v1.as_bytes());
+    v1.push_str(&format!("end 1 {sum:016x}\n"));
+    let old = checkpoint::decode(v1.as_bytes()).unwrap();
+    assert_eq!((old[0].origin, old[0].offset), (old[0].id, 123_456));
 }
 
 #[tokio::test]
@@ -1520,6 +1533,7 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     let dir = Tail::dir();
     let entry = |ino: u64, name: &str| checkpoint::Stored {
         id: file::FileId { dev: 1, ino },
+        origin: file::FileId { dev: 1, ino },
         fingerprint: file::Fingerprint { len: 3, hash: 7 },
         offset: 100,
         path: dir.path().join(name),
@@ -1564,8 +1578,10 @@ mod copytruncate;
 /// copytruncates, deletions, recreations, graceful restarts and crashes are played
 /// against the real tail source on real files, and what comes out is checked against
 /// a model of which lines must: every line completed in a file the source had a
-/// chance to see comes out at least once, nothing else comes out, and without crashes
-/// nothing comes out twice.
+/// chance to see comes out at least once, nothing else comes out, without crashes
+/// nothing comes out twice, and a line that comes out twice (read again after a
+/// crash, from the file, from its rotated name or from a copytruncate copy) carries
+/// the same event id each time.
 mod model {
     use std::collections::{BTreeMap, BTreeSet};
     use std::os::unix::fs::MetadataExt;
@@ -1635,6 +1651,8 @@ mod model {
     struct Run {
         tail: Option<Tail>,
         got: BTreeMap<String, usize>,
+        /// The event ids each line came out with.
+        ids: BTreeMap<String, BTreeSet<String>>,
         /// Chunks taken from the buffer and not acknowledged yet: their lines lie
         /// past the checkpoint.
         held: Vec<nagare_core::buffer::Lease>,
@@ -1652,6 +1670,8 @@ mod model {
         fn record(&mut self, got: &[Got]) {
             for g in got {
                 let line = g.str("log").unwrap().to_string();
+                let id = g.str("line_id").expect("an event id").to_string();
+                self.ids.entry(line.clone()).or_default().insert(id);
                 *self.got.entry(line).or_default() += 1;
             }
         }
@@ -1698,10 +1718,12 @@ mod model {
         let path = dir.path().join("app.log");
         let mut config = raw_config(dir.path());
         config.rotate_wait = HumanDuration::millis(30);
+        config.event_id_key = Some("line_id".into());
         let mut model = Model::default();
         let mut run = Run {
             tail: Some(Tail::start(dir, config)),
             got: BTreeMap::new(),
+            ids: BTreeMap::new(),
             held: Vec::new(),
             dead: Vec::new(),
         };
@@ -1845,6 +1867,13 @@ mod model {
                 "duplicates without a crash: {dups:?}\nops: {ops:?}"
             );
         }
+        let two_ids: Vec<(&String, &BTreeSet<String>)> =
+            run.ids.iter().filter(|(_, ids)| ids.len() > 1).collect();
+        assert!(
+            two_ids.is_empty(),
+            "{} lines came out with two different ids: {two_ids:?}\nops: {ops:?}",
+            two_ids.len()
+        );
     }
 
     proptest! {
