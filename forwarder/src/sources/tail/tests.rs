@@ -912,6 +912,7 @@ async fn a_reused_inode_is_told_apart_by_the_fingerprint() {
     let meta = std::fs::metadata(&path).unwrap();
     let stale = checkpoint::Stored {
         id: file::FileId::of(&meta),
+        origin: file::FileId::of(&meta),
         fingerprint: file::Fingerprint { len: 9, hash: 42 },
         offset: 12,
         path: path.clone(),
@@ -936,6 +937,7 @@ async fn a_torn_checkpoint_file_is_ignored_and_files_are_read_from_their_start()
     let file = std::fs::File::open(&path).unwrap();
     let whole = checkpoint::encode(&[checkpoint::Stored {
         id: file::FileId::of(&meta),
+        origin: file::FileId::of(&meta),
         fingerprint: file::Fingerprint::of(&file).unwrap(),
         offset: meta.len(),
         path: path.clone(),
@@ -957,6 +959,8 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
     let entries = vec![
         checkpoint::Stored {
             id: file::FileId { dev: 2049, ino: 77 },
+            // A copy: its lines' ids come from the original's inode.
+            origin: file::FileId { dev: 2049, ino: 12 },
             fingerprint: file::Fingerprint {
                 len: 1024,
                 hash: 0xdead_beef,
@@ -967,6 +971,7 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
         },
         checkpoint::Stored {
             id: file::FileId { dev: 1, ino: 2 },
+            origin: file::FileId { dev: 1, ino: 2 },
             fingerprint: file::Fingerprint::default(),
             offset: 0,
             path: PathBuf::from("/x.log"),
@@ -986,6 +991,14 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
     flipped[40] ^= 1;
     assert!(checkpoint::decode(&flipped).is_err());
     assert!(checkpoint::decode(b"").is_err());
+    // A file written before entries had an origin: each file is its own.
+    let mut v1 = String::from(
+        "nagare-tail-checkpoints 1\n2049 77 1024 00000000deadbeef 123456 - \"/x.log\"\n",
+    );
+    let sum = file::fnv1a(v1.as_bytes());
+    v1.push_str(&format!("end 1 {sum:016x}\n"));
+    let old = checkpoint::decode(v1.as_bytes()).unwrap();
+    assert_eq!((old[0].origin, old[0].offset), (old[0].id, 123_456));
 }
 
 #[tokio::test]
@@ -1520,6 +1533,7 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     let dir = Tail::dir();
     let entry = |ino: u64, name: &str| checkpoint::Stored {
         id: file::FileId { dev: 1, ino },
+        origin: file::FileId { dev: 1, ino },
         fingerprint: file::Fingerprint { len: 3, hash: 7 },
         offset: 100,
         path: dir.path().join(name),
@@ -1558,12 +1572,16 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     assert_eq!(left, [1]);
 }
 
+mod copytruncate;
+
 /// Model-based test: random scripts of writes, partial writes, rename rotations,
 /// copytruncates, deletions, recreations, graceful restarts and crashes are played
 /// against the real tail source on real files, and what comes out is checked against
 /// a model of which lines must: every line completed in a file the source had a
-/// chance to see comes out at least once, nothing else comes out, and without crashes
-/// nothing comes out twice.
+/// chance to see comes out at least once, nothing else comes out, without crashes
+/// nothing comes out twice, and a line that comes out twice (read again after a
+/// crash, from the file, from its rotated name or from a copytruncate copy) carries
+/// the same event id each time.
 mod model {
     use std::collections::{BTreeMap, BTreeSet};
     use std::os::unix::fs::MetadataExt;
@@ -1581,7 +1599,13 @@ mod model {
         Delete,
         Recreate,
         Restart,
-        Crash,
+        /// The next hop acknowledges what the source emitted so far (until then it
+        /// lies past the checkpoint).
+        Ack,
+        /// The source is killed; with `true`, what it emitted was acknowledged first,
+        /// with `false` what was not acknowledged yet never will be (chunks in
+        /// flight), so it is read again after the restart.
+        Crash(bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1593,7 +1617,8 @@ mod model {
             1 => Just(Op::Delete),
             1 => Just(Op::Recreate),
             1 => Just(Op::Restart),
-            1 => Just(Op::Crash),
+            2 => Just(Op::Ack),
+            1 => any::<bool>().prop_map(Op::Crash),
         ]
     }
 
@@ -1626,6 +1651,15 @@ mod model {
     struct Run {
         tail: Option<Tail>,
         got: BTreeMap<String, usize>,
+        /// The event ids each line came out with.
+        ids: BTreeMap<String, BTreeSet<String>>,
+        /// Chunks taken from the buffer and not acknowledged yet: their lines lie
+        /// past the checkpoint.
+        held: Vec<nagare_core::buffer::Lease>,
+        /// Chunks a crashed source had handed out, never acknowledged: kept until
+        /// the end so that dropping them neither hands them back nor fires their
+        /// receipts (as after a kill, nothing of that process acts again).
+        dead: Vec<nagare_core::buffer::Lease>,
     }
 
     impl Run {
@@ -1633,15 +1667,28 @@ mod model {
             self.tail.as_ref().expect("running")
         }
 
+        fn record(&mut self, got: &[Got]) {
+            for g in got {
+                let line = g.str("log").unwrap().to_string();
+                let id = g.str("line_id").expect("an event id").to_string();
+                self.ids.entry(line.clone()).or_default().insert(id);
+                *self.got.entry(line).or_default() += 1;
+            }
+        }
+
+        /// Takes what the source emitted and acknowledges everything taken.
         fn drain(&mut self) {
-            while let Some(lease) = self.tail().buffer.try_pop() {
-                for g in decode(lease.chunk()) {
-                    *self
-                        .got
-                        .entry(g.str("log").unwrap().to_string())
-                        .or_default() += 1;
-                }
+            self.take();
+            for lease in self.held.drain(..) {
                 lease.ack();
+            }
+        }
+
+        /// Takes what the source emitted so far, recorded but not acknowledged.
+        fn take(&mut self) {
+            while let Some(lease) = self.tail().buffer.try_pop() {
+                self.record(&decode(lease.chunk()));
+                self.held.push(lease);
             }
         }
 
@@ -1652,7 +1699,7 @@ mod model {
                 return;
             };
             for _ in 0..300 {
-                self.drain();
+                self.take();
                 let m = self.tail().metrics.snapshot();
                 if m.files
                     .iter()
@@ -1671,12 +1718,16 @@ mod model {
         let path = dir.path().join("app.log");
         let mut config = raw_config(dir.path());
         config.rotate_wait = HumanDuration::millis(30);
+        config.event_id_key = Some("line_id".into());
         let mut model = Model::default();
         let mut run = Run {
             tail: Some(Tail::start(dir, config)),
             got: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            held: Vec::new(),
+            dead: Vec::new(),
         };
-        let crashes = ops.iter().filter(|o| matches!(o, Op::Crash)).count();
+        let crashes = ops.iter().filter(|o| matches!(o, Op::Crash(_))).count();
         let complete_partial = |model: &mut Model| {
             if let Some((n, rest)) = model.partial.take() {
                 append(&path, format!("{rest}\n").as_bytes());
@@ -1750,17 +1801,21 @@ mod model {
                     model.must.insert(line);
                     model.exists = true;
                 }
+                Op::Ack => run.drain(),
                 Op::Restart => {
+                    run.drain();
                     let (got, tail) = run.tail.take().unwrap().restart().await;
-                    for g in got {
-                        *run.got
-                            .entry(g.str("log").unwrap().to_string())
-                            .or_default() += 1;
-                    }
+                    run.record(&got);
                     run.tail = Some(tail);
                 }
-                Op::Crash => {
-                    run.drain();
+                Op::Crash(ack) => {
+                    if *ack {
+                        run.drain();
+                    } else {
+                        run.take();
+                        let in_flight = std::mem::take(&mut run.held);
+                        run.dead.extend(in_flight);
+                    }
                     for line in model.deleted.drain(..) {
                         if !run.got.contains_key(&line) && model.must.remove(&line) {
                             model.may.insert(line);
@@ -1774,7 +1829,7 @@ mod model {
                 }
                 _ => {}
             }
-            run.drain();
+            run.take();
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
         // Everything that must come out does.
@@ -1788,11 +1843,8 @@ mod model {
         tokio::time::sleep(Duration::from_millis(100)).await;
         run.drain();
         let tail = run.tail.take().unwrap();
-        for g in tail.stop().await {
-            *run.got
-                .entry(g.str("log").unwrap().to_string())
-                .or_default() += 1;
-        }
+        let got = tail.stop().await;
+        run.record(&got);
         let missing: Vec<&String> = model
             .must
             .iter()
@@ -1815,6 +1867,13 @@ mod model {
                 "duplicates without a crash: {dups:?}\nops: {ops:?}"
             );
         }
+        let two_ids: Vec<(&String, &BTreeSet<String>)> =
+            run.ids.iter().filter(|(_, ids)| ids.len() > 1).collect();
+        assert!(
+            two_ids.is_empty(),
+            "{} lines came out with two different ids: {two_ids:?}\nops: {ops:?}",
+            two_ids.len()
+        );
     }
 
     proptest! {
