@@ -32,7 +32,8 @@
 //!
 //! A write that fails (a full disk, a failed fdatasync) is tried again, with a
 //! backoff, until it works; its push waits, so nothing of it is acknowledged, and
-//! meanwhile it holds up no other write.
+//! meanwhile it holds up no other write. A push given up on (the buffer closed
+//! under it at a stop) marks its chunk abandoned: its source sends it again.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -644,7 +645,13 @@ impl Buffer {
         {
             (chunk, None, bound)
         } else {
-            let stored = encode(self.shared.name, store, &chunk).await?;
+            let stored = match encode(self.shared.name, store, &chunk).await {
+                Ok(stored) => stored,
+                Err(closed) => {
+                    chunk.mark(Delivery::Abandoned);
+                    return Err(closed);
+                }
+            };
             let size = stored.len();
             let Some(chunk) = self.admit(chunk, size).await? else {
                 return Ok(());
@@ -680,6 +687,8 @@ impl Buffer {
             {
                 let mut st = self.shared.lock();
                 if st.closed {
+                    // Never stored: its source must not count it as delivered.
+                    chunk.mark(Delivery::Abandoned);
                     break Err(BufferClosed(self.shared.name));
                 }
                 let limit = self.shared.limit;
@@ -942,8 +951,10 @@ impl Buffer {
         let (sealed_first, written) = match done {
             Ok(done) => done,
             Err(closed) => {
-                // Not committed: the producer still holds the data. A staged chunk
-                // taken out to be sealed goes back as it was.
+                // Not committed: its source must not count it as delivered (a
+                // tailer's checkpoint stays before its lines). A staged chunk taken
+                // out to be sealed goes back as it was.
+                chunk.mark(Delivery::Abandoned);
                 if let Some(f) = seal_first {
                     st.staged.insert(
                         tag,

@@ -13,10 +13,12 @@
 //! producer pays one fdatasync per chunk, as with a file per chunk, minus the file's
 //! creation and the folder's fsync; concurrent producers share them.
 //!
-//! **Failures.** A failed fdatasync fails every append to the segment not yet known
-//! durable, those written while it ran included (the kernel may have dropped their
-//! pages, and a later fdatasync of the file would not say so), and closes the
-//! segment; the callers write their chunks again, to a new segment.
+//! **Failures.** A failed write closes the segment (it is deleted once its chunks
+//! are delivered, which is how a full disk gets its room back). A failed fdatasync
+//! fails every append to the segment not yet known durable, those written while it
+//! ran included (the kernel may have dropped their pages, and a later fdatasync of
+//! the file would not say so), and closes the segment. Either way the caller writes
+//! its chunk again, to a new segment.
 //!
 //! **Acks.** A delivered chunk's offset is appended to `<n>.acks` (12 bytes: offset
 //! u64 and its CRC-32, little-endian), written without an fsync: like deleting a
@@ -159,7 +161,7 @@ impl Ledger {
     ///
     /// On an error nothing of it counts: a write cut short is cut off again, and a
     /// chunk whose fdatasync failed is acked at once, so neither is sent nor
-    /// recovered; the caller writes it again.
+    /// recovered; the segment takes no more appends, and the caller writes it again.
     pub fn append(&self, parts: &mut [IoSlice<'_>]) -> io::Result<Spot> {
         let (spot, append) = {
             let mut st = self.lock();
@@ -176,11 +178,12 @@ impl Ledger {
             let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
             if let Err(e) = write_all_at(&open.file, parts, open.len) {
                 let e = failed("write", &self.path(open.number), e);
-                // Leave no part of it for recovery to find; a file that cannot even
-                // be cut is appended to no more.
-                if open.file.set_len(open.len).is_err() {
-                    self.close_open(&mut st);
-                }
+                // Leave no part of it for recovery to find, and append to it no more:
+                // it is deleted once its chunks are delivered (at once if they are),
+                // which gives a full disk its room back; the next attempt opens a new
+                // segment.
+                let _ = open.file.set_len(open.len);
+                self.close_open(&mut st);
                 return Err(e);
             }
             open.len += len;
