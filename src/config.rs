@@ -64,8 +64,9 @@ pub struct Config {
     /// nagare's own logging.
     #[serde(default)]
     pub log: LogConfig,
-    /// At shutdown, how long sinks may take to deliver what their buffers hold
-    /// before the process exits anyway.
+    /// At shutdown, how long sources may wait for room in their buffers, and then
+    /// how long sinks may take to deliver what their buffers hold before the
+    /// process exits anyway.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
     /// Inputs, by name.

@@ -8,6 +8,8 @@
 //! - [`http`]: a minimal blocking HTTP/1.1 client and message reader for the helpers.
 //! - [`osmem`]: [`Osmem`], an osmem-server (OpenSearch REST API in memory) per test.
 //! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`.
+//! - [`faults`]: [`Strace`] (system calls of a running process made to fail) and
+//!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
 //!   Forward Protocol clients.
 //! - [`docs`]: the config examples in components' module docs, for tests to parse.
@@ -16,6 +18,7 @@ pub mod child;
 pub mod clients;
 pub mod docs;
 pub mod fault_proxy;
+pub mod faults;
 pub mod http;
 pub mod osmem;
 pub mod paths;
@@ -24,5 +27,6 @@ pub mod wait;
 pub use child::Child;
 pub use clients::{Node, Python};
 pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};
+pub use faults::{Strace, Tmpfs};
 pub use osmem::{Document, Osmem};
 pub use wait::{free_port, wait_until};

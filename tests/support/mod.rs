@@ -9,6 +9,8 @@ use std::time::Duration;
 use nagare_testkit::{Child, wait_until};
 
 #[cfg(all(feature = "forwarder", feature = "aggregator"))]
+pub mod fault_client;
+#[cfg(all(feature = "forwarder", feature = "aggregator"))]
 pub mod link;
 pub mod openssl;
 
