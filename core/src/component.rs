@@ -1,6 +1,7 @@
 //! The shapes every component fits: what a source and a sink are given to run.
 //!
-//! A source reads from somewhere and emits chunks through the [`Router`]; a sink
+//! A source reads from somewhere and emits events through the [`Router`] (a
+//! [`Lane`](crate::router::Lane) per tag, or [`Router::emit`] for whole chunks); a sink
 //! takes leases from its [`Buffer`] and confirms (acks) each chunk once its
 //! destination did. Filters are the [`Filter`](crate::router::Filter) trait. The
 //! binary turns config into these contexts and runs each component as a task.
@@ -19,7 +20,8 @@ use crate::shutdown::Shutdown;
 pub struct SourceContext {
     /// The source's name in the config (for logs).
     pub name: String,
-    /// Where to emit chunks.
+    /// Where to emit events: a [`Lane`](crate::router::Lane) per tag
+    /// ([`Router::lane`]), or whole chunks ([`Router::emit`]).
     pub router: Arc<Router>,
     /// Cancelled when the source must stop: stop reading, emit what is held, return.
     pub shutdown: Shutdown,

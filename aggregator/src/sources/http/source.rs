@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use nagare_core::component::{Invalid, SourceContext};
 use nagare_core::config::Secret;
-use nagare_core::{ChunkBuilder, Event, EventTime, Tag, Value};
+use nagare_core::{EventTime, Tag, Value};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -315,25 +315,16 @@ async fn accept(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Re
     let events =
         decode::events(&request, &config.time_key, EventTime::now()).map_err(bad_request)?;
     let extra = extra_fields(config, &parts.headers, peer);
-    let tag = Tag::from(tag);
-    let route = shared.ctx.router.route(&tag);
-    let mut builder = ChunkBuilder::new(tag.clone());
+    let mut lane = shared.ctx.router.lane(&Tag::from(tag));
     for (time, mut record) in events {
         for (k, v) in &extra {
             record.insert(k.clone(), v.clone());
         }
-        let mut event = Event::new(tag.clone(), time, record);
-        if route.apply(&mut event) {
-            builder.push(event.time, &event.record);
-        }
+        lane.push(time, record);
     }
     // The answer waits until the records are in every matching sink's buffer (with a
     // full buffer and `block`, the client waits: backpressure).
-    let delivered = match builder.finish() {
-        Some(chunk) => route.deliver(chunk).await,
-        None => route.flush().await,
-    };
-    delivered.map_err(|_| {
+    lane.send().await.map_err(|_| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down; send again later".to_string(),

@@ -183,7 +183,7 @@ struct Running {
     buffer: Buffer,
     shutdown: Shutdown,
     metrics: Arc<TailMetrics>,
-    task: tokio::task::JoinHandle<Result<(), crate::sources::tail::TailError>>,
+    task: tokio::task::JoinHandle<Result<(), crate::sources::tail::TailSourceError>>,
 }
 
 impl Running {

@@ -5,11 +5,9 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use nagare_core::router::Route;
-use nagare_core::{ChunkBuilder, Tag};
+use nagare_core::router::Lane;
 use nagare_parsers::container::{ContainerParser, LineSplitter};
 use nagare_parsers::multiline::{Detector, Multiline};
 
@@ -234,14 +232,10 @@ pub struct FollowedFile {
     pub multiline: Option<MultilineState>,
     /// Fields every record of this file carries.
     pub fields: FileFields,
-    /// The events' tag.
-    pub tag: Tag,
-    /// Filters and sinks of the tag.
-    pub route: Arc<Route>,
-    /// The chunk being filled.
-    pub builder: ChunkBuilder,
+    /// The way into the router for the file's tag: the chunk being filled.
+    pub lane: Lane,
     /// Lines in the chunk being filled.
-    pub builder_lines: u64,
+    pub lines_in_chunk: u64,
     /// Offset just after the last line taken by the parser.
     pub consumed: u64,
     /// Start of the earliest line whose content is held (a CRI `P` piece waiting for
@@ -273,8 +267,7 @@ impl FollowedFile {
         file: File,
         start: Start,
         slot: SlotId,
-        tag: Tag,
-        route: Arc<Route>,
+        lane: Lane,
         fields: FileFields,
         line_cap: usize,
     ) -> io::Result<Self> {
@@ -302,10 +295,8 @@ impl FollowedFile {
             parser: None,
             multiline: None,
             fields,
-            builder: ChunkBuilder::new(tag.clone()),
-            builder_lines: 0,
-            tag,
-            route,
+            lane,
+            lines_in_chunk: 0,
             consumed: offset,
             held_from: None,
             tracked: offset,

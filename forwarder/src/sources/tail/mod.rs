@@ -11,7 +11,13 @@
 //!   holding the lines was delivered (its receipt fired), written atomically.
 //! - [`record`]: the record built for each message.
 //! - [`metrics`]: [`TailMetrics`], the counters the source keeps up to date.
-//! - [`source`]: the runtime, [`run`] / [`run_with_metrics`].
+//! - [`source`]: the component ([`TailSource`]) and its loop; [`run`] /
+//!   [`run_with_metrics`].
+//! - `files`: the set of followed files: discovery, rotation, truncation, recovery
+//!   after a restart.
+//! - `read`: one file's turn: blocks, lines, framing, multiline.
+//! - `emit`: messages into records in the file's lane, and the chunk out with the
+//!   receipt that moves the checkpoint.
 //!
 //! # Files
 //!
@@ -79,8 +85,11 @@
 pub mod checkpoint;
 pub mod config;
 pub mod discover;
+mod emit;
 pub mod file;
+mod files;
 pub mod metrics;
+mod read;
 pub mod record;
 pub mod source;
 pub mod watch;
@@ -91,4 +100,4 @@ mod tests;
 pub use config::{TailConfig, TailFormat};
 pub use metrics::{FileMetrics, TailMetrics, TailMetricsSnapshot};
 pub use record::{INVALID_UTF8_KEY, MALFORMED_KEY, TRUNCATED_KEY};
-pub use source::{TailError, run, run_with_metrics};
+pub use source::{TailSource, TailSourceError, run, run_with_metrics};

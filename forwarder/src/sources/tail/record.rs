@@ -18,6 +18,7 @@ use nagare_core::msgpack;
 use nagare_core::value::{Map, Value, parse_json_object};
 use nagare_parsers::container::{LogLine, decode_text, parse_pod_log_file_name};
 
+use super::config::TailConfig;
 use crate::filters::kubernetes::KubernetesMetadata;
 
 /// Set (to `true`) when the message was longer than `max_line_bytes` and this record
@@ -194,6 +195,24 @@ pub struct RecordBuilder {
 }
 
 impl RecordBuilder {
+    /// The record shape `config` asks for.
+    pub fn new(config: &TailConfig) -> Self {
+        Self {
+            log_key: config.log_key.clone(),
+            merge_json: config.merge_json,
+            merge_json_key: config.merge_json_key.clone(),
+            keep_log: config.keep_log,
+            path_key: config.path_key.clone(),
+            offset_key: config.offset_key.clone(),
+            event_id_key: config.event_id_key.clone(),
+            node_name: if config.event_id_key.is_some() {
+                node_name()
+            } else {
+                String::new()
+            },
+        }
+    }
+
     /// Decodes a message: text (lossy when not UTF-8) and, with `merge_json`, its
     /// JSON fields.
     pub fn message<'a>(&self, line: &LogLine<'a>) -> Message<'a> {
@@ -380,6 +399,17 @@ fn sets(m: &Message<'_>, file: &FileFields, key: &str) -> bool {
         INVALID_UTF8_KEY => m.invalid_utf8,
         _ => false,
     }
+}
+
+/// The node's name for event ids: `NODE_NAME` (set from the downward API's
+/// `spec.nodeName` in the DaemonSet: a pod's own host name changes when the pod is
+/// replaced, the node's does not), else the machine's host name.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(crate::sinks::forward::machine_hostname)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ struct Tail {
     dir: Arc<tempfile::TempDir>,
     buffer: Buffer,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), TailError>>,
+    task: JoinHandle<Result<(), TailSourceError>>,
     metrics: Arc<TailMetrics>,
     config: TailConfig,
     buffer_config: BufferConfig,
@@ -1572,6 +1572,7 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     assert_eq!(left, [1]);
 }
 
+mod chunks;
 mod copytruncate;
 
 /// Model-based test: random scripts of writes, partial writes, rename rotations,

@@ -1,0 +1,197 @@
+//! The way into the router: a [`Lane`] takes a source's events of one tag through
+//! the filters into a chunk, and delivers the chunk together with the events the
+//! filters rejected, so that no source has to send those itself.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{Route, Verdict};
+use crate::buffer::BufferClosed;
+use crate::chunk::{Chunk, ChunkBuilder, Entries};
+use crate::event::{Event, Tag};
+use crate::receipt::Receipt;
+use crate::time::EventTime;
+use crate::value::Map;
+
+/// One source's way into the router for events of one tag.
+///
+/// Each event pushed passes the tag's filters; the events they keep fill a chunk,
+/// and those they reject (with the reason in an `error` field) wait for the
+/// `@ERROR.<tag>` route. [`Lane::send`] delivers both, the rejected events first,
+/// the kept ones to every matching sink, waiting for room in each buffer. A lane
+/// dropped while it holds rejected events hands them to a task that delivers them,
+/// so they never wait for a send that does not come.
+pub struct Lane {
+    route: Arc<Route>,
+    /// What the next send delivers to the route's sinks.
+    kept: ChunkBuilder,
+    /// Events a filter rejected since the last send, tagged for the error route;
+    /// `None` until the first one.
+    rejected: Option<ChunkBuilder>,
+}
+
+impl fmt::Debug for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lane")
+            .field("tag", self.route.tag())
+            .field("kept", &self.kept.count())
+            .field(
+                "rejected",
+                &self.rejected.as_ref().map_or(0, ChunkBuilder::count),
+            )
+            .finish()
+    }
+}
+
+impl Lane {
+    pub(super) fn new(route: Arc<Route>) -> Self {
+        Self {
+            kept: ChunkBuilder::new(route.tag().clone()),
+            route,
+            rejected: None,
+        }
+    }
+
+    /// The tag of the lane's events.
+    pub fn tag(&self) -> &Tag {
+        self.route.tag()
+    }
+
+    /// Whether a filter applies to the tag. Without one, a source may encode its
+    /// records itself and [`push_encoded`](Lane::push_encoded) them.
+    pub fn has_filters(&self) -> bool {
+        self.route.has_filters()
+    }
+
+    /// Pushes one event through the filters; it joins the next chunk if they keep
+    /// it.
+    pub fn push(&mut self, time: EventTime, record: Map) {
+        if !self.route.has_filters() {
+            self.kept.push(time, &record);
+            return;
+        }
+        let mut event = Event::new(self.route.tag().clone(), time, record);
+        match self.route.filter(&mut event) {
+            Verdict::Keep => self.kept.push(event.time, &event.record),
+            Verdict::Drop => {}
+            Verdict::Reject(reason) => {
+                if let Some(er) = self.route.rejected(&reason) {
+                    let mut record = event.record;
+                    record.insert("error", reason);
+                    self.rejected
+                        .get_or_insert_with(|| ChunkBuilder::new(er.tag().clone()))
+                        .push(event.time, &record);
+                }
+            }
+        }
+    }
+
+    /// Pushes one event already encoded as a MessagePack `[time, record]` entry.
+    /// Where no filter applies it is copied as it is; otherwise it is decoded and
+    /// pushed as [`push`](Lane::push) does.
+    pub fn push_encoded(&mut self, entry: &[u8]) {
+        if !self.route.has_filters() {
+            self.kept.push_encoded(entry);
+            return;
+        }
+        match Entries::new(entry).next() {
+            Some(Ok((time, record))) => self.push(time, record),
+            Some(Err(e)) => {
+                tracing::error!(tag = %self.tag(), error = %e, "an encoded entry pushed into a lane does not decode; it is skipped");
+            }
+            None => {}
+        }
+    }
+
+    /// Attaches a receipt to the next chunk of kept events.
+    pub fn add_receipt(&mut self, receipt: Receipt) {
+        self.kept.add_receipt(receipt);
+    }
+
+    /// Whether no kept event waits for the next send (rejected ones may).
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    /// Encoded size of what the next send delivers: kept and rejected events, so
+    /// that a source that sends when a size is reached does not hold rejected events
+    /// without bound.
+    pub fn byte_size(&self) -> usize {
+        self.kept.byte_size() + self.rejected.as_ref().map_or(0, ChunkBuilder::byte_size)
+    }
+
+    /// Delivers what was pushed since the last send: the rejected events to the
+    /// error route, then the chunk of kept events to every matching sink, waiting
+    /// for room in each buffer (backpressure).
+    pub async fn send(&mut self) -> Result<(), BufferClosed> {
+        let kept = self.kept.finish();
+        self.deliver(kept).await
+    }
+
+    async fn deliver(&mut self, kept: Option<Chunk>) -> Result<(), BufferClosed> {
+        if let Some((er, rejected)) = self.take_rejected() {
+            er.deliver(rejected).await?;
+        }
+        match kept {
+            Some(chunk) => self.route.deliver(chunk).await,
+            None => Ok(()),
+        }
+    }
+
+    fn take_rejected(&mut self) -> Option<(Arc<Route>, Chunk)> {
+        let chunk = self.rejected.as_mut()?.finish()?;
+        Some((self.route.error_route()?.clone(), chunk))
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        let Some((er, rejected)) = self.take_rejected() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let (tag, events) = (er.tag().clone(), rejected.count());
+                    if let Err(e) = er.deliver(rejected).await {
+                        tracing::warn!(%tag, events, error = %e, "events a filter rejected could not go to the error route");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(tag = %er.tag(), events = rejected.count(), "events a filter rejected were discarded: their source stopped outside a runtime");
+            }
+        }
+    }
+}
+
+/// Routes a whole chunk through `route`: filters its events (decoding and
+/// re-encoding it only if a filter applies), then delivers the events kept, with
+/// the chunk's id and receipts, after the rejected ones.
+pub(super) async fn emit(route: Arc<Route>, mut chunk: Chunk) -> Result<(), BufferClosed> {
+    if !route.has_filters() {
+        return route.deliver(chunk).await;
+    }
+    let mut lane = Lane::new(route);
+    for entry in chunk.events() {
+        match entry {
+            Ok((time, record)) => lane.push(time, record),
+            Err(e) => {
+                // Chunks are validated when they enter the process; this is a bug or
+                // memory corruption, so say so loudly and keep the rest.
+                tracing::error!(tag = %chunk.tag(), chunk = %chunk.id(), error = %e, "undecodable entry in a chunk; skipping the rest of it");
+                break;
+            }
+        }
+    }
+    let receipts = chunk.take_receipts();
+    // Filters are deterministic, so a chunk sent again comes out the same: keeping its
+    // id keeps ids derived from (chunk id, position) stable. When every event was
+    // filtered out, that is their delivery: the receipts report it as they drop.
+    let kept = lane.kept.finish().map(|kept| {
+        let mut kept = kept.with_id(chunk.id());
+        kept.adopt_receipts(receipts);
+        kept
+    });
+    lane.deliver(kept).await
+}

@@ -1,0 +1,208 @@
+//! The router's tests: routing by tag through filters, the error route, and lanes.
+
+use super::*;
+use crate::buffer::BufferConfig;
+use crate::chunk::ChunkBuilder;
+use crate::receipt::{Delivery, Receipt};
+use crate::time::EventTime;
+use crate::value::{Map, Value};
+
+struct AddField;
+impl Filter for AddField {
+    fn filter(&self, event: &mut Event) -> Verdict {
+        event.record.insert("seen", true);
+        if event.record.get("drop").is_some() {
+            Verdict::Drop
+        } else if event.record.get("bad").is_some() {
+            Verdict::Reject("field `bad` is present".into())
+        } else {
+            Verdict::Keep
+        }
+    }
+}
+
+fn chunk(tag: &str, records: &[Map]) -> Chunk {
+    let mut b = ChunkBuilder::new(Tag::new(tag));
+    for r in records {
+        b.push(EventTime::new(1, 0), r);
+    }
+    b.finish().unwrap()
+}
+
+#[tokio::test]
+async fn routes_to_every_matching_sink_through_filters() {
+    let a = Buffer::new("a", &BufferConfig::default());
+    let b = Buffer::new("b", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.filter(
+        "mark",
+        TagPattern::new("app.**").unwrap(),
+        Arc::new(AddField),
+    );
+    rb.sink("a", TagPattern::new("app.*").unwrap(), a.clone());
+    rb.sink("b", TagPattern::new("**").unwrap(), b.clone());
+    let router = rb.build();
+
+    let keep: Map = [("msg", "hi")].into_iter().collect();
+    let drop: Map = [("drop", "yes")].into_iter().collect();
+    let (receipt, rx) = Receipt::channel();
+    router
+        .emit(chunk("app.web", &[keep, drop]).with_receipt(receipt))
+        .await
+        .unwrap();
+    router
+        .emit(chunk("sys.kernel", &[Map::new()]))
+        .await
+        .unwrap();
+
+    let got = a.pop().await.unwrap();
+    assert_eq!(got.chunk().count(), 1, "the filter dropped one event");
+    let (_, rec) = got.chunk().events().next().unwrap().unwrap();
+    assert_eq!(rec.get("seen"), Some(&Value::Bool(true)));
+    assert_eq!(
+        a.stats().queued_chunks,
+        0,
+        "sys.kernel does not match app.*"
+    );
+    assert_eq!(b.stats().queued_chunks, 2);
+    got.ack();
+    b.pop().await.unwrap().ack();
+    assert_eq!(
+        rx.await.unwrap(),
+        Delivery::Delivered,
+        "both sinks confirmed"
+    );
+    assert_eq!(router.describe("app.web"), (vec!["mark"], vec!["a", "b"]));
+}
+
+#[tokio::test]
+async fn rejected_events_go_to_error_sinks_only() {
+    let all = Buffer::new("all", &BufferConfig::default());
+    let errors = Buffer::new("errors", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(AddField));
+    rb.sink("all", TagPattern::new("**").unwrap(), all.clone());
+    rb.sink(
+        "errors",
+        TagPattern::new("@ERROR.**").unwrap(),
+        errors.clone(),
+    );
+    let router = rb.build();
+    let good: Map = [("msg", "ok")].into_iter().collect();
+    let bad: Map = [("bad", "yes")].into_iter().collect();
+    router.emit(chunk("app", &[good, bad])).await.unwrap();
+    let kept = all.pop().await.unwrap();
+    assert_eq!(kept.chunk().count(), 1);
+    assert_eq!(
+        all.stats().queued_chunks,
+        0,
+        "`**` does not receive rejected events"
+    );
+    let rejected = errors.pop().await.unwrap();
+    assert_eq!(rejected.chunk().tag().as_str(), "@ERROR.app");
+    let (_, rec) = rejected.chunk().events().next().unwrap().unwrap();
+    assert_eq!(
+        rec.get("error").and_then(Value::as_str),
+        Some("field `bad` is present")
+    );
+    assert_eq!(router.route(&Tag::new("app")).rejections(), 1);
+    assert_eq!(router.describe("@ERROR.app").1, vec!["errors"]);
+}
+
+#[tokio::test]
+async fn unmatched_tags_are_dropped_and_reported() {
+    let router = RouterBuilder::new().build();
+    let (receipt, rx) = Receipt::channel();
+    router
+        .emit(chunk("x", &[Map::new()]).with_receipt(receipt))
+        .await
+        .unwrap();
+    assert_eq!(rx.await.unwrap(), Delivery::Dropped);
+}
+
+fn error_router(all: &Buffer, errors: &Buffer) -> Router {
+    let mut rb = RouterBuilder::new();
+    rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(AddField));
+    rb.sink("all", TagPattern::new("**").unwrap(), all.clone());
+    rb.sink(
+        "errors",
+        TagPattern::new("@ERROR.**").unwrap(),
+        errors.clone(),
+    );
+    rb.build()
+}
+
+#[tokio::test]
+async fn a_send_delivers_rejected_events_when_none_was_kept() {
+    let all = Buffer::new("all", &BufferConfig::default());
+    let errors = Buffer::new("errors", &BufferConfig::default());
+    let router = error_router(&all, &errors);
+    let mut lane = router.lane(&Tag::new("app"));
+    let bad: Map = [("bad", "yes")].into_iter().collect();
+    lane.push(EventTime::new(1, 0), bad.clone());
+    lane.push(EventTime::new(2, 0), bad);
+    assert!(lane.is_empty(), "nothing was kept");
+    lane.send().await.unwrap();
+    let rejected = errors.pop().await.unwrap();
+    assert_eq!(rejected.chunk().tag().as_str(), "@ERROR.app");
+    assert_eq!(rejected.chunk().count(), 2);
+    assert_eq!(all.stats().queued_chunks, 0);
+}
+
+#[tokio::test]
+async fn a_dropped_lane_hands_its_rejected_events_to_the_error_route() {
+    let all = Buffer::new("all", &BufferConfig::default());
+    let errors = Buffer::new("errors", &BufferConfig::default());
+    let router = error_router(&all, &errors);
+    let mut lane = router.lane(&Tag::new("app"));
+    lane.push(EventTime::new(1, 0), [("bad", "yes")].into_iter().collect());
+    lane.push(EventTime::new(2, 0), [("msg", "ok")].into_iter().collect());
+    // The source goes away (a request cancelled, a task ending on an error) without
+    // sending.
+    drop(lane);
+    let rejected = tokio::time::timeout(std::time::Duration::from_secs(10), errors.pop())
+        .await
+        .expect("the rejected event reached the error route")
+        .unwrap();
+    let (_, rec) = rejected.chunk().events().next().unwrap().unwrap();
+    assert_eq!(
+        rec.get("error").and_then(Value::as_str),
+        Some("field `bad` is present")
+    );
+    assert_eq!(
+        all.stats().queued_chunks,
+        0,
+        "kept events are the source's to send"
+    );
+}
+
+#[tokio::test]
+async fn a_lane_counts_rejected_events_in_its_size() {
+    let all = Buffer::new("all", &BufferConfig::default());
+    let errors = Buffer::new("errors", &BufferConfig::default());
+    let router = error_router(&all, &errors);
+    let mut lane = router.lane(&Tag::new("app"));
+    assert_eq!(lane.byte_size(), 0);
+    lane.push(EventTime::new(1, 0), [("bad", "yes")].into_iter().collect());
+    assert!(lane.is_empty());
+    assert!(
+        lane.byte_size() > 0,
+        "a source cutting chunks by size sees them"
+    );
+    lane.send().await.unwrap();
+    assert_eq!(lane.byte_size(), 0);
+}
+
+#[tokio::test]
+async fn encoded_entries_pass_the_filters() {
+    let all = Buffer::new("all", &BufferConfig::default());
+    let errors = Buffer::new("errors", &BufferConfig::default());
+    let router = error_router(&all, &errors);
+    let mut lane = router.lane(&Tag::new("app"));
+    let entry = chunk("app", &[[("msg", "hi")].into_iter().collect()]);
+    lane.push_encoded(entry.entries());
+    lane.send().await.unwrap();
+    let got = all.pop().await.unwrap();
+    let (_, rec) = got.chunk().events().next().unwrap().unwrap();
+    assert_eq!(rec.get("seen"), Some(&Value::Bool(true)), "the filter ran");
+}
