@@ -20,7 +20,8 @@
 //! ```
 //!
 //! The set of component kinds is closed: one enum per kind, one variant per
-//! component, each wrapping that component's config. `type`, `match`, `buffer` and
+//! component, each wrapping that component's config, generated from the component
+//! list ([`components`](crate::components)). `type`, `match`, `buffer` and
 //! `secondary` are read here; everything else belongs to the component, which rejects
 //! keys it does not know. The `type` is read first and the component's keys go
 //! straight to its config ([`Tagged`]), so that an error in them names its line and
@@ -34,24 +35,10 @@ use nagare_core::buffer::BufferKind;
 use nagare_core::component::Invalid;
 use nagare_core::config::{ConfigDocument, ConfigError, HumanDuration, Kind, Tagged, tagged};
 use nagare_core::dead_letter::SecondaryConfig;
-use nagare_core::filters::grep::GrepConfig;
-use nagare_core::filters::record_modifier::RecordModifierConfig;
 use nagare_core::pattern::TagPattern;
-use nagare_parsers::ParserFilterConfig;
 use serde::{Deserialize, Deserializer};
 
-#[cfg(feature = "aggregator")]
-use nagare_aggregator::sinks::{
-    elasticsearch::ElasticsearchConfig, file::FileConfig, stdout::StdoutConfig,
-};
-#[cfg(feature = "aggregator")]
-use nagare_aggregator::sources::forward::ForwardSourceConfig;
-#[cfg(feature = "aggregator")]
-use nagare_aggregator::sources::http::HttpSourceConfig;
-#[cfg(feature = "forwarder")]
-use nagare_forwarder::sinks::forward::ForwardSinkConfig;
-#[cfg(feature = "forwarder")]
-use nagare_forwarder::sources::tail::TailConfig;
+pub use crate::components::{FilterConfig, SinkConfig, SourceConfig};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -128,47 +115,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A source: where events come from.
-#[derive(Debug, Clone)]
-// Built once per source at start; boxing would only add noise to every match.
-#[allow(clippy::large_enum_variant)]
-pub enum SourceConfig {
-    /// Follow container log files (the forwarder's input).
-    #[cfg(feature = "forwarder")]
-    Tail(TailConfig),
-    /// Receive the Fluentd Forward Protocol (the aggregator's input).
-    #[cfg(feature = "aggregator")]
-    Forward(ForwardSourceConfig),
-    /// Receive records over HTTP (Fluentd `in_http` compatible).
-    #[cfg(feature = "aggregator")]
-    Http(HttpSourceConfig),
-}
-
-impl SourceConfig {
-    /// The `type` as written.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            #[cfg(feature = "forwarder")]
-            SourceConfig::Tail(_) => "tail",
-            #[cfg(feature = "aggregator")]
-            SourceConfig::Forward(_) => "forward",
-            #[cfg(feature = "aggregator")]
-            SourceConfig::Http(_) => "http",
-        }
-    }
-
-    fn validate(&self) -> Result<(), Invalid> {
-        match self {
-            #[cfg(feature = "forwarder")]
-            SourceConfig::Tail(c) => c.validate(),
-            #[cfg(feature = "aggregator")]
-            SourceConfig::Forward(c) => c.validate(),
-            #[cfg(feature = "aggregator")]
-            SourceConfig::Http(c) => c.validate(),
-        }
-    }
-}
-
 /// The keys of a source that are not its component's.
 #[derive(Debug, Deserialize)]
 pub struct SourceHead {
@@ -179,25 +125,10 @@ pub struct SourceHead {
 
 impl Tagged for SourceConfig {
     type Head = SourceHead;
-    const KINDS: &'static [&'static str] = &[
-        #[cfg(feature = "forwarder")]
-        "tail",
-        #[cfg(feature = "aggregator")]
-        "forward",
-        #[cfg(feature = "aggregator")]
-        "http",
-    ];
+    const KINDS: &'static [&'static str] = SourceConfig::TYPES;
 
     fn decode<'de, D: Deserializer<'de>>(head: SourceHead, rest: D) -> Result<Self, D::Error> {
-        Ok(match head.kind.as_str() {
-            #[cfg(feature = "forwarder")]
-            "tail" => SourceConfig::Tail(Deserialize::deserialize(rest)?),
-            #[cfg(feature = "aggregator")]
-            "forward" => SourceConfig::Forward(Deserialize::deserialize(rest)?),
-            #[cfg(feature = "aggregator")]
-            "http" => SourceConfig::Http(Deserialize::deserialize(rest)?),
-            other => return Err(serde::de::Error::unknown_variant(other, Self::KINDS)),
-        })
+        SourceConfig::decode_type(head.kind.as_str(), rest)
     }
 }
 
@@ -229,18 +160,12 @@ pub struct FilterHead {
 
 impl Tagged for FilterEntry {
     type Head = FilterHead;
-    const KINDS: &'static [&'static str] = &["record_modifier", "grep", "parser"];
+    const KINDS: &'static [&'static str] = FilterConfig::TYPES;
 
     fn decode<'de, D: Deserializer<'de>>(head: FilterHead, rest: D) -> Result<Self, D::Error> {
-        let kind = match head.kind.as_str() {
-            "record_modifier" => FilterConfig::RecordModifier(Deserialize::deserialize(rest)?),
-            "grep" => FilterConfig::Grep(Deserialize::deserialize(rest)?),
-            "parser" => FilterConfig::Parser(Deserialize::deserialize(rest)?),
-            other => return Err(serde::de::Error::unknown_variant(other, Self::KINDS)),
-        };
         Ok(FilterEntry {
             pattern: head.pattern,
-            kind,
+            kind: FilterConfig::decode_type(head.kind.as_str(), rest)?,
         })
     }
 }
@@ -248,36 +173,6 @@ impl Tagged for FilterEntry {
 impl<'de> Deserialize<'de> for FilterEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         tagged::deserialize(d)
-    }
-}
-
-/// A filter.
-#[derive(Debug, Clone)]
-pub enum FilterConfig {
-    /// Add, overwrite and remove fields.
-    RecordModifier(RecordModifierConfig),
-    /// Keep or drop events by regular expressions on fields.
-    Grep(GrepConfig),
-    /// Parse a field (by default `log`) with a log format into structured fields.
-    Parser(ParserFilterConfig),
-}
-
-impl FilterConfig {
-    /// The `type` as written.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FilterConfig::RecordModifier(_) => "record_modifier",
-            FilterConfig::Grep(_) => "grep",
-            FilterConfig::Parser(_) => "parser",
-        }
-    }
-
-    fn validate(&self) -> Result<(), Invalid> {
-        match self {
-            FilterConfig::RecordModifier(c) => c.validate(),
-            FilterConfig::Grep(c) => c.validate(),
-            FilterConfig::Parser(c) => c.validate(),
-        }
     }
 }
 
@@ -314,34 +209,14 @@ pub struct SinkHead {
 
 impl Tagged for SinkEntry {
     type Head = SinkHead;
-    const KINDS: &'static [&'static str] = &[
-        #[cfg(feature = "forwarder")]
-        "forward",
-        #[cfg(feature = "aggregator")]
-        "elasticsearch",
-        #[cfg(feature = "aggregator")]
-        "file",
-        #[cfg(feature = "aggregator")]
-        "stdout",
-    ];
+    const KINDS: &'static [&'static str] = SinkConfig::TYPES;
 
     fn decode<'de, D: Deserializer<'de>>(head: SinkHead, rest: D) -> Result<Self, D::Error> {
-        let kind = match head.kind.as_str() {
-            #[cfg(feature = "forwarder")]
-            "forward" => SinkConfig::Forward(Deserialize::deserialize(rest)?),
-            #[cfg(feature = "aggregator")]
-            "elasticsearch" => SinkConfig::Elasticsearch(Deserialize::deserialize(rest)?),
-            #[cfg(feature = "aggregator")]
-            "file" => SinkConfig::File(Deserialize::deserialize(rest)?),
-            #[cfg(feature = "aggregator")]
-            "stdout" => SinkConfig::Stdout(Deserialize::deserialize(rest)?),
-            other => return Err(serde::de::Error::unknown_variant(other, Self::KINDS)),
-        };
         Ok(SinkEntry {
             pattern: head.pattern,
             buffer: head.buffer,
             secondary: head.secondary,
-            kind,
+            kind: SinkConfig::decode_type(head.kind.as_str(), rest)?,
         })
     }
 }
@@ -349,54 +224,6 @@ impl Tagged for SinkEntry {
 impl<'de> Deserialize<'de> for SinkEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         tagged::deserialize(d)
-    }
-}
-
-/// A sink: where events go.
-// Parsed once at start and never moved in a hot path: variant sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    /// Send to aggregators over the Fluentd Forward Protocol.
-    #[cfg(feature = "forwarder")]
-    Forward(ForwardSinkConfig),
-    /// Index into Elasticsearch or OpenSearch with the `_bulk` API.
-    #[cfg(feature = "aggregator")]
-    Elasticsearch(ElasticsearchConfig),
-    /// Append NDJSON to local files.
-    #[cfg(feature = "aggregator")]
-    File(FileConfig),
-    /// Print NDJSON to standard output.
-    #[cfg(feature = "aggregator")]
-    Stdout(StdoutConfig),
-}
-
-impl SinkConfig {
-    /// The `type` as written.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            #[cfg(feature = "forwarder")]
-            SinkConfig::Forward(_) => "forward",
-            #[cfg(feature = "aggregator")]
-            SinkConfig::Elasticsearch(_) => "elasticsearch",
-            #[cfg(feature = "aggregator")]
-            SinkConfig::File(_) => "file",
-            #[cfg(feature = "aggregator")]
-            SinkConfig::Stdout(_) => "stdout",
-        }
-    }
-
-    fn validate(&self) -> Result<(), Invalid> {
-        match self {
-            #[cfg(feature = "forwarder")]
-            SinkConfig::Forward(c) => c.validate(),
-            #[cfg(feature = "aggregator")]
-            SinkConfig::Elasticsearch(c) => c.validate(),
-            #[cfg(feature = "aggregator")]
-            SinkConfig::File(c) => c.validate(),
-            #[cfg(feature = "aggregator")]
-            SinkConfig::Stdout(c) => c.validate(),
-        }
     }
 }
 

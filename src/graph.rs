@@ -1,31 +1,19 @@
 //! The route graph `nagare validate` prints: which source feeds which filters and
 //! sinks.
 //!
-//! A tail source's tags are known in shape (its `tag` with the file path in place of
-//! `*`), so the graph follows one example tag per path glob through the real router.
-//! A forward source's tags are chosen by its clients, so it lists every sink with the
-//! pattern a client's tag must match.
+//! Each source says what it knows of its tags (`SourceComponent::describe`). Tags
+//! known in shape (a tail source's: its `tag` with the file path in place of `*`)
+//! are followed through the real router, one example tag per input. Tags chosen by
+//! the source's clients (forward, http) are not known, so every sink is listed with
+//! the pattern a client's tag must match.
 
 use std::fmt::Write as _;
 
 use nagare_core::router::Router;
 
-use crate::config::{Config, SourceConfig};
-
-/// An example tag for files matching `glob`, as a tail source with `tag` would
-/// derive it (Fluentd's rule: `*` in the tag becomes the path, `/` turned into `.`).
-pub fn example_tail_tag(tag: &str, glob: &str) -> String {
-    let example: String = glob
-        .replace("**", "x")
-        .chars()
-        .map(|c| if matches!(c, '*' | '?') { 'x' } else { c })
-        .collect();
-    let dotted = example.trim_start_matches('/').replace('/', ".");
-    tag.replace('*', &dotted)
-}
+use crate::config::Config;
 
 /// Renders the graph.
-#[cfg_attr(not(feature = "forwarder"), allow(unused_variables))]
 pub fn describe(origin: &str, config: &Config, router: &Router) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -41,12 +29,11 @@ pub fn describe(origin: &str, config: &Config, router: &Router) -> String {
     let mut fed = vec![false; config.sinks.len()];
     let sink_index = |name: &str| config.sinks.get_index_of(name);
     for (name, source) in &config.sources {
-        match source {
-            #[cfg(feature = "forwarder")]
-            SourceConfig::Tail(c) => {
-                let _ = writeln!(out, "{name} (tail: {})", c.paths.join(", "));
-                for glob in &c.paths {
-                    let tag = example_tail_tag(&c.tag, glob);
+        let tags = source.describe();
+        let _ = writeln!(out, "{name} ({})", tags.summary);
+        match tags.examples {
+            Some(examples) => {
+                for tag in examples {
                     let (filters, sinks) = router.describe(&tag);
                     let _ = writeln!(out, "  tags like {tag}");
                     let _ = writeln!(out, "    -> filters: {}", list(&filters));
@@ -58,15 +45,7 @@ pub fn describe(origin: &str, config: &Config, router: &Router) -> String {
                     }
                 }
             }
-            #[cfg(feature = "aggregator")]
-            SourceConfig::Forward(_) | SourceConfig::Http(_) => {
-                let listens = match source {
-                    SourceConfig::Forward(c) => format!("forward on {}", c.bind),
-                    SourceConfig::Http(c) => format!("http on {}", c.bind),
-                    #[allow(unreachable_patterns)]
-                    _ => String::new(),
-                };
-                let _ = writeln!(out, "{name} ({listens})");
+            None => {
                 let _ = writeln!(out, "  tags chosen by its clients");
                 for (fname, f) in &config.filters {
                     let _ = writeln!(out, "    -> filter {fname} for tags matching {}", f.pattern);
@@ -108,25 +87,10 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-#[cfg(feature = "forwarder")]
 fn list(items: &[&str]) -> String {
     if items.is_empty() {
         "(none)".to_string()
     } else {
         items.join(", ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn example_tags_follow_fluentd() {
-        assert_eq!(
-            example_tail_tag("kube.*", "/var/log/containers/*.log"),
-            "kube.var.log.containers.x.log"
-        );
-        assert_eq!(example_tail_tag("app", "/var/log/app.log"), "app");
     }
 }

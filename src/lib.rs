@@ -1,5 +1,7 @@
 //! nagare: the binary's library. `main.rs` only parses the command line.
 //!
+//! - [`components`]: every component the binary can run, listed once; `registry`
+//!   holds the macros that turn the list into config enums and start-up steps.
 //! - [`config`]: the config file: sources, filters and sinks composed from the
 //!   components' typed configs; loading and validation with located errors.
 //! - [`topology`]: builds the router, buffers and tasks from a config, runs them, and
@@ -9,8 +11,10 @@
 //! - [`demo`]: `nagare demo`, the whole pipeline on realistic container logs, in two
 //!   processes, into a local file sink.
 
+pub mod components;
 pub mod config;
 pub mod demo;
 pub mod graph;
 pub mod logging;
+mod registry;
 pub mod topology;

@@ -1,9 +1,11 @@
 //! Turns a [`Config`] into running tasks, and stops them in order.
 //!
 //! Start: one buffer per sink (a file buffer recovers the chunks it holds on disk),
-//! with the sink's secondary output; the router over filters and sinks; then the
-//! sinks, then the sources (listening sockets are bound before anything runs, so a
-//! taken port fails the start instead of a running pipeline).
+//! with the sink's secondary output; the router over filters and sinks; every
+//! source built (listening sockets are bound before anything runs, so a taken port
+//! fails the start instead of a running pipeline); then the sinks, then the
+//! sources. Each step is the component list's (`components.rs`): nothing here names
+//! a component.
 //!
 //! Stop (SIGTERM/SIGINT, or a component failing): sources stop and emit what they
 //! hold (for at most `shutdown_timeout` when a buffer cannot take it: then the
@@ -19,13 +21,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use nagare_core::buffer::Buffer;
 use nagare_core::component::{SinkContext, SourceContext};
-use nagare_core::filters::grep::Grep;
-use nagare_core::filters::record_modifier::RecordModifier;
-use nagare_core::router::{Filter, Router, RouterBuilder};
+use nagare_core::router::{Router, RouterBuilder};
 use nagare_core::shutdown::Shutdown;
 use tokio::task::JoinSet;
 
-use crate::config::{Config, FilterConfig, SinkConfig, SourceConfig};
+use crate::config::Config;
 
 /// At a stop, how long a sink whose file buffer keeps its chunks (no
 /// `flush_at_shutdown`) may finish the deliveries it has started.
@@ -41,16 +41,10 @@ pub type SinkBuffers = Vec<(String, Buffer)>;
 pub fn build_router(config: &Config, open: bool) -> anyhow::Result<(Arc<Router>, SinkBuffers)> {
     let mut builder = RouterBuilder::new();
     for (name, entry) in &config.filters {
-        let filter: Arc<dyn Filter> = match &entry.kind {
-            FilterConfig::RecordModifier(c) => Arc::new(RecordModifier::new(c)),
-            FilterConfig::Grep(c) => {
-                Arc::new(Grep::new(c).map_err(|e| anyhow!("filter `{name}`: {e}"))?)
-            }
-            FilterConfig::Parser(c) => Arc::new(
-                nagare_parsers::ParserFilter::new(c)
-                    .map_err(|e| anyhow!("filter `{name}`: `{}`: {e}", e.key))?,
-            ),
-        };
+        let filter = entry
+            .kind
+            .build()
+            .map_err(|e| anyhow!("filter `{name}`: `{}`: {e}", e.key))?;
         builder.filter(name, entry.pattern.clone(), filter);
     }
     let mut buffers = Vec::new();
@@ -85,31 +79,16 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     // they have not delivered is sent after the next start.
     let keeps_abort = sinks_abort.child_token();
 
-    // Bind listeners first: a port in use must fail the start.
-    #[cfg(feature = "aggregator")]
-    let mut servers = std::collections::HashMap::new();
-    #[cfg(feature = "aggregator")]
-    let mut http_servers = std::collections::HashMap::new();
+    // Build the sources first (listening sockets are bound then): a port in use
+    // must fail the start.
+    let mut built = Vec::with_capacity(config.sources.len());
     for (name, source) in &config.sources {
-        #[cfg(feature = "aggregator")]
-        match source {
-            SourceConfig::Forward(c) => {
-                let server = nagare_aggregator::sources::forward::ForwardServer::bind(c)
-                    .await
-                    .with_context(|| format!("source `{name}`"))?;
-                tracing::info!(source = %name, addr = %server.local_addr(), "forward source listening");
-                servers.insert(name.clone(), server);
-            }
-            SourceConfig::Http(c) => {
-                let server = nagare_aggregator::sources::http::HttpServer::bind(c)
-                    .await
-                    .with_context(|| format!("source `{name}`"))?;
-                http_servers.insert(name.clone(), server);
-            }
-            #[allow(unreachable_patterns)]
-            _ => {}
-        }
-        let _ = (name, source);
+        let source = source
+            .clone()
+            .build(name)
+            .await
+            .with_context(|| format!("source `{name}`"))?;
+        built.push((name.clone(), source));
     }
 
     let mut sinks: JoinSet<Task> = JoinSet::new();
@@ -126,45 +105,18 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
         };
         let name = name.clone();
         let kind = entry.kind.clone();
-        sinks.spawn(async move {
-            let r = run_sink(kind, ctx).await;
-            (name, r)
-        });
+        sinks.spawn(async move { (name, kind.run(ctx).await) });
     }
 
     let mut sources: JoinSet<Task> = JoinSet::new();
-    for (name, source) in &config.sources {
+    for (name, source) in built {
         let ctx = SourceContext {
             name: name.clone(),
             router: router.clone(),
             shutdown: sources_stop.clone(),
             data_dir: config.data_dir.clone(),
         };
-        let name = name.clone();
-        let source = source.clone();
-        #[cfg(feature = "aggregator")]
-        let server = servers.remove(&name);
-        #[cfg(feature = "aggregator")]
-        let http_server = http_servers.remove(&name);
-        sources.spawn(async move {
-            let r = match source {
-                #[cfg(feature = "forwarder")]
-                SourceConfig::Tail(c) => nagare_forwarder::sources::tail::run(c, ctx)
-                    .await
-                    .map_err(anyhow::Error::from),
-                #[cfg(feature = "aggregator")]
-                SourceConfig::Forward(_) => match server {
-                    Some(server) => server.run(ctx).await.map_err(anyhow::Error::from),
-                    None => Err(anyhow!("forward source was not bound")),
-                },
-                #[cfg(feature = "aggregator")]
-                SourceConfig::Http(_) => match http_server {
-                    Some(server) => server.run(ctx).await.map_err(anyhow::Error::from),
-                    None => Err(anyhow!("http source was not bound")),
-                },
-            };
-            (name, r)
-        });
+        sources.spawn(async move { (name, source.run(ctx).await) });
     }
     tracing::info!(
         sources = config.sources.len(),
@@ -284,20 +236,4 @@ fn ended(kind: &str, done: Result<Task, tokio::task::JoinError>) -> anyhow::Resu
     };
     tracing::error!(error = %format!("{e:#}"), "shutting down");
     Err(e)
-}
-
-async fn run_sink(kind: SinkConfig, ctx: SinkContext) -> anyhow::Result<()> {
-    match kind {
-        #[cfg(feature = "forwarder")]
-        SinkConfig::Forward(c) => nagare_forwarder::sinks::forward::run(c, ctx).await?,
-        #[cfg(feature = "aggregator")]
-        SinkConfig::Elasticsearch(c) => {
-            nagare_aggregator::sinks::elasticsearch::run(c, ctx).await?
-        }
-        #[cfg(feature = "aggregator")]
-        SinkConfig::File(c) => nagare_aggregator::sinks::file::run(c, ctx).await?,
-        #[cfg(feature = "aggregator")]
-        SinkConfig::Stdout(c) => nagare_aggregator::sinks::stdout::run(c, ctx).await?,
-    }
-    Ok(())
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nagare_aggregator::sources::forward::{ForwardError, ForwardServer, ForwardSourceConfig};
+use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig, ForwardSourceError};
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SourceContext;
 use nagare_core::config::HumanDuration;
@@ -32,7 +32,7 @@ struct Aggregator {
     events: Arc<Mutex<u64>>,
     collected: Buffer,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
+    task: JoinHandle<Result<(), ForwardSourceError>>,
     drain: JoinHandle<()>,
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nagare_aggregator::sources::forward::{ForwardError, ForwardServer, ForwardSourceConfig};
+use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig, ForwardSourceError};
 use nagare_core::buffer::{Buffer, BufferConfig, OverflowAction};
 use nagare_core::component::SourceContext;
 use nagare_core::config::{ByteSize, HumanDuration};
@@ -41,7 +41,7 @@ fn init_logs() {
 struct Aggregator {
     addr: SocketAddr,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
+    task: JoinHandle<Result<(), ForwardSourceError>>,
 }
 
 async fn start_aggregator(bind: SocketAddr, into: &Buffer) -> Aggregator {

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nagare_aggregator::sources::forward::{
-    ForwardError, ForwardServer, ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig,
+    ForwardServer, ForwardSourceConfig, ForwardSourceError, SecurityConfig, ServerTlsConfig,
+    UserConfig,
 };
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SourceContext;
@@ -135,7 +136,7 @@ struct Aggregator {
     addr: SocketAddr,
     collected: Buffer,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
+    task: JoinHandle<Result<(), ForwardSourceError>>,
 }
 
 async fn start_aggregator(config: ForwardSourceConfig) -> Aggregator {

@@ -1,19 +1,115 @@
-//! The shapes every component fits: what a source and a sink are given to run.
+//! The shapes every component fits: one trait per kind, and what a source and a sink
+//! are given to run.
 //!
-//! A source reads from somewhere and emits events through the [`Router`] (a
-//! [`Lane`](crate::router::Lane) per tag, or [`Router::emit`] for whole chunks); a sink
-//! takes leases from its [`Buffer`] and confirms (acks) each chunk once its
-//! destination did. Filters are the [`Filter`](crate::router::Filter) trait. The
-//! binary turns config into these contexts and runs each component as a task.
+//! A source reads from somewhere and emits chunks through the [`Router`] (a
+//! [`Lane`](crate::router::Lane) per tag, or [`Router::emit`] for whole chunks); a
+//! filter is a [`Filter`]; a sink takes leases from its [`Buffer`] and confirms (acks)
+//! each chunk once its destination did.
+//!
+//! Each component implements its kind's trait: [`SourceComponent`],
+//! [`FilterComponent`] or [`SinkComponent`]. The trait names the component's `type`
+//! in the config, its typed config, the checks serde cannot make, and how it is built
+//! and run. The binary lists every component once (`src/components.rs`) and derives
+//! from the list the config enums, their decoding and validation, and the start of
+//! each component, so a component needs no other line outside its folder.
 
+use std::error::Error;
+use std::fmt::Debug;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
 
 use crate::buffer::Buffer;
 use crate::dead_letter::{self, DeadLetter};
 use crate::retry::Retrier;
-use crate::router::Router;
+use crate::router::{Filter, Router};
 use crate::shutdown::Shutdown;
+
+/// A source: where events come from.
+///
+/// Started in two steps so that what can fail does so before anything runs:
+/// [`build`](SourceComponent::build) for every source first (a listening socket is
+/// bound there, so a taken port fails the start), then [`run`](SourceComponent::run)
+/// for each.
+pub trait SourceComponent: Debug + Sized + Send + 'static {
+    /// The `type` that chooses this source in the config.
+    const TYPE: &'static str;
+
+    /// The source's own keys: serde, `deny_unknown_fields`, a doc comment per field.
+    type Config: DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+
+    /// Why the source could not start or stopped; named after the source
+    /// (`TailSourceError`).
+    type Error: Error + Send + Sync + 'static;
+
+    /// Checks what serde cannot (values that parse but cannot work); the binary
+    /// places the error at its key in the file.
+    fn validate(config: &Self::Config) -> Result<(), Invalid>;
+
+    /// What `nagare validate` says about the tags the source emits.
+    fn describe(config: &Self::Config) -> SourceTags;
+
+    /// Prepares what must fail the start rather than a running pipeline: listening
+    /// sockets, compiled patterns. `name` is the source's name in the config.
+    fn build(
+        config: Self::Config,
+        name: &str,
+    ) -> impl Future<Output = Result<Self, Self::Error>> + Send;
+
+    /// Runs until `ctx.shutdown` is cancelled, then emits what it holds and returns.
+    fn run(self, ctx: SourceContext) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// What `nagare validate` prints about a source's tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTags {
+    /// Said after the source's name: `tail: /var/log/containers/*.log`,
+    /// `forward on 0.0.0.0:24224`.
+    pub summary: String,
+    /// Where the tags are known in shape, one example tag per input (a tail
+    /// source's path globs), each followed through the router; `None` where the
+    /// source's clients choose them.
+    pub examples: Option<Vec<String>>,
+}
+
+/// A filter: changes, drops or rejects events of the tags its `match` selects.
+pub trait FilterComponent: Filter + Sized + 'static {
+    /// The `type` that chooses this filter in the config.
+    const TYPE: &'static str;
+
+    /// The filter's own keys (besides `type` and `match`).
+    type Config: DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+
+    /// Checks what serde cannot.
+    fn validate(config: &Self::Config) -> Result<(), Invalid>;
+
+    /// The running filter, from a config that passed `validate`.
+    fn build(config: &Self::Config) -> Result<Self, Invalid>;
+}
+
+/// A sink: where events go. It drains its buffer ([`SinkContext::buffer`]) into its
+/// destination until the buffer is closed and empty.
+pub trait SinkComponent: Sized + 'static {
+    /// The `type` that chooses this sink in the config.
+    const TYPE: &'static str;
+
+    /// The sink's own keys (besides `type`, `match`, `buffer` and `secondary`).
+    type Config: DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+
+    /// Why the sink stopped.
+    type Error: Error + Send + Sync + 'static;
+
+    /// Checks what serde cannot.
+    fn validate(config: &Self::Config) -> Result<(), Invalid>;
+
+    /// Delivers until the buffer is closed and drained, or `ctx.abort`.
+    fn run(
+        config: Self::Config,
+        ctx: SinkContext,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
 
 /// Everything a running source needs.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::component::Invalid;
+use crate::component::{FilterComponent, Invalid};
 use crate::event::Event;
 use crate::router::{Filter, Verdict};
 use crate::value::Value;
@@ -97,6 +97,19 @@ fn matches(event: &Event, key: &str, re: &Regex) -> bool {
         Some(Value::Str(s)) => re.is_match(s),
         Some(v) => re.is_match(&v.to_text()),
         None => false,
+    }
+}
+
+impl FilterComponent for Grep {
+    const TYPE: &'static str = "grep";
+    type Config = GrepConfig;
+
+    fn validate(config: &GrepConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    fn build(config: &GrepConfig) -> Result<Self, Invalid> {
+        Self::new(config)
     }
 }
 

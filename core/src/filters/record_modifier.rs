@@ -18,7 +18,7 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::component::Invalid;
+use crate::component::{FilterComponent, Invalid};
 use crate::event::Event;
 use crate::router::{Filter, Verdict};
 use crate::value::{Map, Value};
@@ -99,6 +99,19 @@ fn remove_path(map: &mut Map, path: &[String]) {
                 remove_path(inner, rest);
             }
         }
+    }
+}
+
+impl FilterComponent for RecordModifier {
+    const TYPE: &'static str = "record_modifier";
+    type Config = RecordModifierConfig;
+
+    fn validate(config: &RecordModifierConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    fn build(config: &RecordModifierConfig) -> Result<Self, Invalid> {
+        Ok(Self::new(config))
     }
 }
 

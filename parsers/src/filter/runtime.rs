@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use nagare_core::Event;
-use nagare_core::component::Invalid;
+use nagare_core::component::{FilterComponent, Invalid};
 use nagare_core::router::{Filter, Verdict};
 use nagare_core::value::{Map, Str, Value};
 
@@ -91,6 +91,19 @@ fn remove(record: &mut Map, path: &[String]) {
                 remove(inner, rest);
             }
         }
+    }
+}
+
+impl FilterComponent for ParserFilter {
+    const TYPE: &'static str = "parser";
+    type Config = ParserFilterConfig;
+
+    fn validate(config: &ParserFilterConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    fn build(config: &ParserFilterConfig) -> Result<Self, Invalid> {
+        Self::new(config)
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use nagare_core::buffer::{Buffer, Lease};
-use nagare_core::component::{Invalid, SinkContext};
+use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::dead_letter::{self, DeadLetter, DeadLetterEntry};
 use nagare_core::retry::{Attempts, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
@@ -50,6 +50,24 @@ pub enum ElasticsearchError {
         /// The cause.
         source: reqwest::Error,
     },
+}
+
+/// The `elasticsearch` sink, as the binary's component list names it.
+#[derive(Debug)]
+pub struct ElasticsearchSink;
+
+impl SinkComponent for ElasticsearchSink {
+    const TYPE: &'static str = "elasticsearch";
+    type Config = ElasticsearchConfig;
+    type Error = ElasticsearchError;
+
+    fn validate(config: &ElasticsearchConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    async fn run(config: ElasticsearchConfig, ctx: SinkContext) -> Result<(), ElasticsearchError> {
+        run(config, ctx).await
+    }
 }
 
 /// Runs the sink until its buffer is closed and drained, or `ctx.abort` is cancelled.

@@ -10,4 +10,4 @@ pub mod encoder;
 mod sink;
 
 pub use config::{FileConfig, Format};
-pub use sink::{FileSinkError, path_for_tag, run};
+pub use sink::{FileSink, FileSinkError, path_for_tag, run};

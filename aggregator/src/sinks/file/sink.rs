@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use nagare_core::buffer::Lease;
-use nagare_core::component::{Invalid, SinkContext};
+use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::retry::{Attempts, Next};
 
 use super::config::{FileConfig, Format};
@@ -62,6 +62,24 @@ pub fn path_for_tag(template: &str, tag: &str) -> PathBuf {
         safe = "_".to_string();
     }
     PathBuf::from(template.replace("{tag}", &safe))
+}
+
+/// The `file` sink, as the binary's component list names it.
+#[derive(Debug)]
+pub struct FileSink;
+
+impl SinkComponent for FileSink {
+    const TYPE: &'static str = "file";
+    type Config = FileConfig;
+    type Error = FileSinkError;
+
+    fn validate(config: &FileConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkError> {
+        run(config, ctx).await
+    }
 }
 
 /// Runs the sink until its buffer is closed and drained, or `ctx.abort` is cancelled.

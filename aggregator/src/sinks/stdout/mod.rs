@@ -8,4 +8,4 @@ mod config;
 mod sink;
 
 pub use config::StdoutConfig;
-pub use sink::{StdoutError, run, run_to};
+pub use sink::{StdoutError, StdoutSink, run, run_to};

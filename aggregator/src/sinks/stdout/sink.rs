@@ -1,7 +1,7 @@
 //! The `stdout` sink's loop: take what the buffer holds, encode it, write it, flush,
 //! ack.
 
-use nagare_core::component::{Invalid, SinkContext};
+use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::config::StdoutConfig;
@@ -30,6 +30,24 @@ pub enum StdoutError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// The `stdout` sink, as the binary's component list names it.
+#[derive(Debug)]
+pub struct StdoutSink;
+
+impl SinkComponent for StdoutSink {
+    const TYPE: &'static str = "stdout";
+    type Config = StdoutConfig;
+    type Error = StdoutError;
+
+    fn validate(config: &StdoutConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    async fn run(config: StdoutConfig, ctx: SinkContext) -> Result<(), StdoutError> {
+        run(config, ctx).await
+    }
 }
 
 /// Runs the sink until its buffer is closed and drained, or `ctx.abort` is cancelled.

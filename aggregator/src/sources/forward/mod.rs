@@ -35,5 +35,5 @@ pub use config::{
     ClientConfig, ForwardSourceConfig, Network, SecurityConfig, ServerTlsConfig, UserConfig,
     machine_hostname,
 };
-pub use source::{ForwardError, ForwardServer, run};
+pub use source::{ForwardServer, ForwardSourceError, run};
 pub use tls::TlsSetupError;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nagare_core::component::{Invalid, SourceContext};
+use nagare_core::component::{Invalid, SourceComponent, SourceContext, SourceTags};
 use nagare_core::forward::UDP_HEARTBEAT;
 use nagare_core::shutdown::Shutdown;
 use thiserror::Error;
@@ -27,7 +27,7 @@ use super::tls::{self, TlsSetupError};
 
 /// Why the forward server could not start.
 #[derive(Debug, Error)]
-pub enum ForwardError {
+pub enum ForwardSourceError {
     /// The config has a value that cannot work.
     #[error("invalid forward source config at `{}`: {}", .0.key, .0.message)]
     Invalid(#[from] Invalid),
@@ -76,10 +76,10 @@ impl ForwardServer {
     /// Validates the config, reads the TLS files and opens the listening sockets (TCP,
     /// and UDP on the same port for heartbeats), so that a mistake or a taken port
     /// fails at startup rather than once the pipeline runs.
-    pub async fn bind(config: &ForwardSourceConfig) -> Result<ForwardServer, ForwardError> {
+    pub async fn bind(config: &ForwardSourceConfig) -> Result<ForwardServer, ForwardSourceError> {
         config.validate()?;
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-        let bind_error = |addr, source| ForwardError::Bind { addr, source };
+        let bind_error = |addr, source| ForwardSourceError::Bind { addr, source };
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| bind_error(config.bind, e))?;
@@ -107,7 +107,7 @@ impl ForwardServer {
     /// Serves clients until `ctx.shutdown` is cancelled; then stops accepting, lets
     /// each connection finish the frame it is processing, and returns once all are
     /// closed.
-    pub async fn run(self, ctx: SourceContext) -> Result<(), ForwardError> {
+    pub async fn run(self, ctx: SourceContext) -> Result<(), ForwardSourceError> {
         let ForwardServer {
             listener,
             heartbeats,
@@ -218,8 +218,39 @@ impl ForwardServer {
     }
 }
 
+/// The `forward` source: built by binding its sockets.
+impl SourceComponent for ForwardServer {
+    const TYPE: &'static str = "forward";
+    type Config = ForwardSourceConfig;
+    type Error = ForwardSourceError;
+
+    fn validate(config: &ForwardSourceConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    fn describe(config: &ForwardSourceConfig) -> SourceTags {
+        SourceTags {
+            summary: format!("forward on {}", config.bind),
+            examples: None,
+        }
+    }
+
+    async fn build(config: ForwardSourceConfig, name: &str) -> Result<Self, ForwardSourceError> {
+        let server = Self::bind(&config).await?;
+        tracing::info!(source = %name, addr = %server.local_addr(), "forward source listening");
+        Ok(server)
+    }
+
+    async fn run(self, ctx: SourceContext) -> Result<(), ForwardSourceError> {
+        ForwardServer::run(self, ctx).await
+    }
+}
+
 /// Binds the server described by `config` and runs it until `ctx.shutdown`.
-pub async fn run(config: ForwardSourceConfig, ctx: SourceContext) -> Result<(), ForwardError> {
+pub async fn run(
+    config: ForwardSourceConfig,
+    ctx: SourceContext,
+) -> Result<(), ForwardSourceError> {
     ForwardServer::bind(&config).await?.run(ctx).await
 }
 

@@ -33,7 +33,7 @@ struct Server {
     addr: SocketAddr,
     buffer: Buffer,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
+    task: JoinHandle<Result<(), ForwardSourceError>>,
 }
 
 fn local_config() -> ForwardSourceConfig {
@@ -496,7 +496,7 @@ async fn a_taken_port_fails_at_bind_with_advice() {
     let err = ForwardServer::bind(&config).await.unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(err, ForwardError::Bind { addr, .. } if addr == server.addr),
+        matches!(err, ForwardSourceError::Bind { addr, .. } if addr == server.addr),
         "{text}"
     );
     assert!(text.contains(&server.addr.to_string()), "{text}");

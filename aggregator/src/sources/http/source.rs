@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use nagare_core::component::{Invalid, SourceContext};
+use nagare_core::component::{Invalid, SourceComponent, SourceContext, SourceTags};
 use nagare_core::config::Secret;
 use nagare_core::{EventTime, Tag, Value};
 use thiserror::Error;
@@ -148,6 +148,32 @@ impl HttpServer {
         }
         tracing::info!(source = %name, addr = %local_addr, "http source stopped");
         Ok(())
+    }
+}
+
+/// The `http` source: built by binding its socket.
+impl SourceComponent for HttpServer {
+    const TYPE: &'static str = "http";
+    type Config = HttpSourceConfig;
+    type Error = HttpSourceError;
+
+    fn validate(config: &HttpSourceConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    fn describe(config: &HttpSourceConfig) -> SourceTags {
+        SourceTags {
+            summary: format!("http on {}", config.bind),
+            examples: None,
+        }
+    }
+
+    async fn build(config: HttpSourceConfig, _name: &str) -> Result<Self, HttpSourceError> {
+        Self::bind(&config).await
+    }
+
+    async fn run(self, ctx: SourceContext) -> Result<(), HttpSourceError> {
+        HttpServer::run(self, ctx).await
     }
 }
 

@@ -45,5 +45,5 @@ pub use config::{
 };
 pub use detector::{Detector, DetectorConfig, Transition};
 pub use encoder::{EncodedChunk, encode};
-pub use sink::{ForwardSinkError, run};
+pub use sink::{ForwardSink, ForwardSinkError, run};
 pub use tls::ClientTlsError;

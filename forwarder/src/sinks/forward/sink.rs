@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, Lease};
-use nagare_core::component::{Invalid, SinkContext};
+use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::dead_letter::DeadLetter;
 use nagare_core::retry::{Attempts, Backoff, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
@@ -55,6 +55,24 @@ pub enum ForwardSinkError {
     Tls(#[from] ClientTlsError),
 }
 
+/// The `forward` sink, as the binary's component list names it.
+#[derive(Debug)]
+pub struct ForwardSink;
+
+impl SinkComponent for ForwardSink {
+    const TYPE: &'static str = "forward";
+    type Config = ForwardSinkConfig;
+    type Error = ForwardSinkError;
+
+    fn validate(config: &ForwardSinkConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), ForwardSinkError> {
+        run(config, ctx).await
+    }
+}
+
 /// Runs the sink until its buffer is closed and drained (every chunk acknowledged),
 /// or until `ctx.abort`, when chunks not yet acknowledged go back to the buffer.
 pub async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), ForwardSinkError> {
@@ -63,7 +81,7 @@ pub async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), Forw
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let retrier = ctx.retrier();
     let secondary = ctx.secondary();
-    let mut sink = ForwardSink {
+    let mut sink = Dispatcher {
         retrier,
         secondary,
         name: ctx.name,
@@ -160,7 +178,8 @@ impl Drop for Node {
     }
 }
 
-struct ForwardSink {
+/// The sink at work: the leased chunks, the server they went to, the workers.
+struct Dispatcher {
     /// The buffer's retry policy: when a chunk whose sends keep failing is given up.
     retrier: Retrier,
     /// Where given-up chunks go.
@@ -196,7 +215,7 @@ enum Step {
     Wake,
 }
 
-impl ForwardSink {
+impl Dispatcher {
     async fn run(&mut self) {
         let mut input_open = true;
         loop {
@@ -648,7 +667,7 @@ impl ForwardSink {
     }
 }
 
-impl Drop for ForwardSink {
+impl Drop for Dispatcher {
     fn drop(&mut self) {
         // A lease dropped unconfirmed goes back to the *front* of the buffer, so
         // release the newest first: the oldest ends up first again.

@@ -76,3 +76,28 @@ pub fn tag_for(tag: &str, path: &std::path::Path) -> String {
     out.push_str(suffix);
     out
 }
+
+/// An example tag for files matching `glob` (its wildcards taken as `x`), as
+/// [`tag_for`] derives it: what `nagare validate` shows for a tail source.
+pub fn example_tag(tag: &str, glob: &str) -> String {
+    let example: String = glob
+        .replace("**", "x")
+        .chars()
+        .map(|c| if matches!(c, '*' | '?') { 'x' } else { c })
+        .collect();
+    tag_for(tag, std::path::Path::new(&example))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_tags_follow_fluentd() {
+        assert_eq!(
+            example_tag("kube.*", "/var/log/containers/*.log"),
+            "kube.var.log.containers.x.log"
+        );
+        assert_eq!(example_tag("app", "/var/log/app.log"), "app");
+    }
+}

@@ -14,13 +14,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nagare_core::buffer::BufferClosed;
-use nagare_core::component::{Invalid, SourceContext};
+use nagare_core::component::{Invalid, SourceComponent, SourceContext, SourceTags};
 use nagare_parsers::multiline::Detector;
 use thiserror::Error;
 
 use super::checkpoint::{CheckpointError, Checkpoints, Loaded};
 use super::config::TailConfig;
-use super::discover::Discovery;
+use super::discover::{Discovery, example_tag};
 use super::file::{FileId, FollowedFile, MultilineState};
 use super::metrics::TailMetrics;
 use super::read::Turn;
@@ -170,6 +170,39 @@ impl TailSource {
         tailer.checkpoints.write_now();
         tracing::debug!(source = %tailer.ctx.name, "tail source stopped");
         Ok(())
+    }
+}
+
+impl SourceComponent for TailSource {
+    const TYPE: &'static str = "tail";
+    type Config = TailConfig;
+    type Error = TailSourceError;
+
+    fn validate(config: &TailConfig) -> Result<(), Invalid> {
+        config.validate()
+    }
+
+    /// The tags are known in shape: the `tag` with a path in place of `*`, shown
+    /// with an example path for each glob.
+    fn describe(config: &TailConfig) -> SourceTags {
+        SourceTags {
+            summary: format!("tail: {}", config.paths.join(", ")),
+            examples: Some(
+                config
+                    .paths
+                    .iter()
+                    .map(|glob| example_tag(&config.tag, glob))
+                    .collect(),
+            ),
+        }
+    }
+
+    async fn build(config: TailConfig, name: &str) -> Result<Self, TailSourceError> {
+        Self::new(config, name)
+    }
+
+    async fn run(self, ctx: SourceContext) -> Result<(), TailSourceError> {
+        TailSource::run(self, ctx).await
     }
 }
 

@@ -1,0 +1,283 @@
+//! What the component list (`components.rs`) expands to: for each kind, the config
+//! enum with one variant per component, and every step the binary takes with a
+//! component, each a `match` the macro writes once per kind:
+//!
+//! - `TYPES`, `kind()`: the `type` names, for config decoding and messages;
+//! - `decode_type()`: the component's own keys decoded straight into its config
+//!   (the config's `Tagged` impls call it, so errors keep their line and key);
+//! - `validate()`: the checks serde cannot make;
+//! - sources: `describe()` (the route graph) and `build()` (sockets bound before
+//!   anything runs), then `run()` on the built [`Source`](crate::components::Source);
+//!   filters: `build()`; sinks: `run()`.
+//!
+//! Each line of a list is `[#[cfg(feature = "...")]] Variant => path::to::Component`,
+//! where the component implements its kind's trait in `nagare_core::component`; a
+//! component that lacks a piece is a compile error at its line, and so are two
+//! components of one kind with the same `type`.
+
+/// Whether no two of `types` are the same: checked when the binary is compiled.
+pub(crate) const fn distinct(types: &[&str]) -> bool {
+    let mut i = 0;
+    while i < types.len() {
+        let mut j = i + 1;
+        while j < types.len() {
+            if same(types[i].as_bytes(), types[j].as_bytes()) {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Expands to the config enum `SourceConfig` and the built `Source`.
+macro_rules! sources {
+    ($( $(#[cfg($cfg:meta)])? $variant:ident => $component:ty ),+ $(,)?) => {
+        /// A source's config: which source (`type`) and its own keys.
+        #[derive(Debug, Clone)]
+        // Built once per source at start; boxing would only add noise.
+        #[allow(clippy::large_enum_variant)]
+        pub enum SourceConfig {
+            $( $(#[cfg($cfg)])? $variant(
+                <$component as ::nagare_core::component::SourceComponent>::Config
+            ), )+
+        }
+
+        /// A source built from its config (its sockets bound), ready to run.
+        #[derive(Debug)]
+        // Built once per source at start and moved once into its task.
+        #[allow(clippy::large_enum_variant)]
+        pub enum Source {
+            $( $(#[cfg($cfg)])? $variant($component), )+
+        }
+
+        const _: () = assert!(
+            $crate::registry::distinct(SourceConfig::TYPES),
+            "two sources have the same `type`"
+        );
+
+        impl SourceConfig {
+            /// Every source's `type`.
+            pub const TYPES: &'static [&'static str] = &[
+                $( $(#[cfg($cfg)])?
+                    <$component as ::nagare_core::component::SourceComponent>::TYPE, )+
+            ];
+
+            /// The `type` as written.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(_) =>
+                        <$component as ::nagare_core::component::SourceComponent>::TYPE, )+
+                }
+            }
+
+            /// Decodes the keys of the source of type `kind`.
+            pub fn decode_type<'de, D: ::serde::Deserializer<'de>>(
+                kind: &str,
+                rest: D,
+            ) -> Result<Self, D::Error> {
+                $( $(#[cfg($cfg)])?
+                if kind == <$component as ::nagare_core::component::SourceComponent>::TYPE {
+                    return Ok(Self::$variant(::serde::Deserialize::deserialize(rest)?));
+                } )+
+                Err(::serde::de::Error::unknown_variant(kind, Self::TYPES))
+            }
+
+            /// Checks what serde cannot.
+            pub fn validate(&self) -> Result<(), ::nagare_core::component::Invalid> {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
+                        <$component as ::nagare_core::component::SourceComponent>::validate(c), )+
+                }
+            }
+
+            /// What `nagare validate` says about the source's tags.
+            pub fn describe(&self) -> ::nagare_core::component::SourceTags {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
+                        <$component as ::nagare_core::component::SourceComponent>::describe(c), )+
+                }
+            }
+
+            /// Builds the source: what must fail the start fails here.
+            pub async fn build(self, name: &str) -> ::anyhow::Result<Source> {
+                Ok(match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) => Source::$variant(
+                        <$component as ::nagare_core::component::SourceComponent>::build(c, name)
+                            .await?,
+                    ), )+
+                })
+            }
+        }
+
+        impl Source {
+            /// Runs the source until `ctx.shutdown`.
+            pub async fn run(
+                self,
+                ctx: ::nagare_core::component::SourceContext,
+            ) -> ::anyhow::Result<()> {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(s) =>
+                        <$component as ::nagare_core::component::SourceComponent>::run(s, ctx)
+                            .await?, )+
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+/// Expands to the config enum `FilterConfig`.
+macro_rules! filters {
+    ($( $(#[cfg($cfg:meta)])? $variant:ident => $component:ty ),+ $(,)?) => {
+        /// A filter's config: which filter (`type`) and its own keys.
+        #[derive(Debug, Clone)]
+        pub enum FilterConfig {
+            $( $(#[cfg($cfg)])? $variant(
+                <$component as ::nagare_core::component::FilterComponent>::Config
+            ), )+
+        }
+
+        const _: () = assert!(
+            $crate::registry::distinct(FilterConfig::TYPES),
+            "two filters have the same `type`"
+        );
+
+        impl FilterConfig {
+            /// Every filter's `type`.
+            pub const TYPES: &'static [&'static str] = &[
+                $( $(#[cfg($cfg)])?
+                    <$component as ::nagare_core::component::FilterComponent>::TYPE, )+
+            ];
+
+            /// The `type` as written.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(_) =>
+                        <$component as ::nagare_core::component::FilterComponent>::TYPE, )+
+                }
+            }
+
+            /// Decodes the keys of the filter of type `kind`.
+            pub fn decode_type<'de, D: ::serde::Deserializer<'de>>(
+                kind: &str,
+                rest: D,
+            ) -> Result<Self, D::Error> {
+                $( $(#[cfg($cfg)])?
+                if kind == <$component as ::nagare_core::component::FilterComponent>::TYPE {
+                    return Ok(Self::$variant(::serde::Deserialize::deserialize(rest)?));
+                } )+
+                Err(::serde::de::Error::unknown_variant(kind, Self::TYPES))
+            }
+
+            /// Checks what serde cannot.
+            pub fn validate(&self) -> Result<(), ::nagare_core::component::Invalid> {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
+                        <$component as ::nagare_core::component::FilterComponent>::validate(c), )+
+                }
+            }
+
+            /// The running filter.
+            pub fn build(
+                &self,
+            ) -> Result<
+                ::std::sync::Arc<dyn ::nagare_core::router::Filter>,
+                ::nagare_core::component::Invalid,
+            > {
+                Ok(match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) => ::std::sync::Arc::new(
+                        <$component as ::nagare_core::component::FilterComponent>::build(c)?,
+                    ), )+
+                })
+            }
+        }
+    };
+}
+
+/// Expands to the config enum `SinkConfig`.
+macro_rules! sinks {
+    ($( $(#[cfg($cfg:meta)])? $variant:ident => $component:ty ),+ $(,)?) => {
+        /// A sink's config: which sink (`type`) and its own keys.
+        #[derive(Debug, Clone)]
+        // Parsed once at start and never moved in a hot path: variant sizes do not
+        // matter.
+        #[allow(clippy::large_enum_variant)]
+        pub enum SinkConfig {
+            $( $(#[cfg($cfg)])? $variant(
+                <$component as ::nagare_core::component::SinkComponent>::Config
+            ), )+
+        }
+
+        const _: () = assert!(
+            $crate::registry::distinct(SinkConfig::TYPES),
+            "two sinks have the same `type`"
+        );
+
+        impl SinkConfig {
+            /// Every sink's `type`.
+            pub const TYPES: &'static [&'static str] = &[
+                $( $(#[cfg($cfg)])?
+                    <$component as ::nagare_core::component::SinkComponent>::TYPE, )+
+            ];
+
+            /// The `type` as written.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(_) =>
+                        <$component as ::nagare_core::component::SinkComponent>::TYPE, )+
+                }
+            }
+
+            /// Decodes the keys of the sink of type `kind`.
+            pub fn decode_type<'de, D: ::serde::Deserializer<'de>>(
+                kind: &str,
+                rest: D,
+            ) -> Result<Self, D::Error> {
+                $( $(#[cfg($cfg)])?
+                if kind == <$component as ::nagare_core::component::SinkComponent>::TYPE {
+                    return Ok(Self::$variant(::serde::Deserialize::deserialize(rest)?));
+                } )+
+                Err(::serde::de::Error::unknown_variant(kind, Self::TYPES))
+            }
+
+            /// Checks what serde cannot.
+            pub fn validate(&self) -> Result<(), ::nagare_core::component::Invalid> {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
+                        <$component as ::nagare_core::component::SinkComponent>::validate(c), )+
+                }
+            }
+
+            /// Runs the sink until its buffer is closed and drained, or `ctx.abort`.
+            pub async fn run(
+                self,
+                ctx: ::nagare_core::component::SinkContext,
+            ) -> ::anyhow::Result<()> {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
+                        <$component as ::nagare_core::component::SinkComponent>::run(c, ctx)
+                            .await?, )+
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use {filters, sinks, sources};
