@@ -45,18 +45,68 @@ const fn same(a: &[u8], b: &[u8]) -> bool {
     true
 }
 
+/// The config enum of one kind (`$enum`), with what every kind has: `TYPES`,
+/// `kind()`, `decode_type()` and `validate()`.
+macro_rules! config_enum {
+    (
+        $kind:literal, $enum:ident, $trait:path,
+        $( $(#[cfg($cfg:meta)])? $variant:ident => $component:ty ),+
+    ) => {
+        #[doc = concat!("A ", $kind, "'s config: which ", $kind, " (`type`) and its own keys.")]
+        #[derive(Debug, Clone)]
+        // Built once per component at start; boxing would only add noise.
+        #[allow(clippy::large_enum_variant)]
+        pub enum $enum {
+            $( $(#[cfg($cfg)])? $variant(<$component as $trait>::Config), )+
+        }
+
+        const _: () = assert!(
+            $crate::registry::distinct($enum::TYPES),
+            concat!("two ", $kind, "s have the same `type`")
+        );
+
+        impl $enum {
+            #[doc = concat!("Every ", $kind, "'s `type`.")]
+            pub const TYPES: &'static [&'static str] = &[
+                $( $(#[cfg($cfg)])? <$component as $trait>::TYPE, )+
+            ];
+
+            /// The `type` as written.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(_) => <$component as $trait>::TYPE, )+
+                }
+            }
+
+            #[doc = concat!("Decodes the keys of the ", $kind, " of type `kind`.")]
+            pub fn decode_type<'de, D: ::serde::Deserializer<'de>>(
+                kind: &str,
+                rest: D,
+            ) -> Result<Self, D::Error> {
+                $( $(#[cfg($cfg)])?
+                if kind == <$component as $trait>::TYPE {
+                    return Ok(Self::$variant(::serde::Deserialize::deserialize(rest)?));
+                } )+
+                Err(::serde::de::Error::unknown_variant(kind, Self::TYPES))
+            }
+
+            /// Checks what serde cannot.
+            pub fn validate(&self) -> Result<(), ::nagare_core::component::Invalid> {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(c) => <$component as $trait>::validate(c), )+
+                }
+            }
+        }
+    };
+}
+
 /// Expands to the config enum `SourceConfig` and the built `Source`.
 macro_rules! sources {
     ($( $(#[cfg($cfg:meta)])? $variant:ident => $component:ty ),+ $(,)?) => {
-        /// A source's config: which source (`type`) and its own keys.
-        #[derive(Debug, Clone)]
-        // Built once per source at start; boxing would only add noise.
-        #[allow(clippy::large_enum_variant)]
-        pub enum SourceConfig {
-            $( $(#[cfg($cfg)])? $variant(
-                <$component as ::nagare_core::component::SourceComponent>::Config
-            ), )+
-        }
+        $crate::registry::config_enum!(
+            "source", SourceConfig, ::nagare_core::component::SourceComponent,
+            $( $(#[cfg($cfg)])? $variant => $component ),+
+        );
 
         /// A source built from its config (its sockets bound), ready to run.
         #[derive(Debug)]
@@ -66,46 +116,7 @@ macro_rules! sources {
             $( $(#[cfg($cfg)])? $variant($component), )+
         }
 
-        const _: () = assert!(
-            $crate::registry::distinct(SourceConfig::TYPES),
-            "two sources have the same `type`"
-        );
-
         impl SourceConfig {
-            /// Every source's `type`.
-            pub const TYPES: &'static [&'static str] = &[
-                $( $(#[cfg($cfg)])?
-                    <$component as ::nagare_core::component::SourceComponent>::TYPE, )+
-            ];
-
-            /// The `type` as written.
-            pub fn kind(&self) -> &'static str {
-                match self {
-                    $( $(#[cfg($cfg)])? Self::$variant(_) =>
-                        <$component as ::nagare_core::component::SourceComponent>::TYPE, )+
-                }
-            }
-
-            /// Decodes the keys of the source of type `kind`.
-            pub fn decode_type<'de, D: ::serde::Deserializer<'de>>(
-                kind: &str,
-                rest: D,
-            ) -> Result<Self, D::Error> {
-                $( $(#[cfg($cfg)])?
-                if kind == <$component as ::nagare_core::component::SourceComponent>::TYPE {
-                    return Ok(Self::$variant(::serde::Deserialize::deserialize(rest)?));
-                } )+
-                Err(::serde::de::Error::unknown_variant(kind, Self::TYPES))
-            }
-
-            /// Checks what serde cannot.
-            pub fn validate(&self) -> Result<(), ::nagare_core::component::Invalid> {
-                match self {
-                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
-                        <$component as ::nagare_core::component::SourceComponent>::validate(c), )+
-                }
-            }
-
             /// What `nagare validate` says about the source's tags.
             pub fn describe(&self) -> ::nagare_core::component::SourceTags {
                 match self {
@@ -145,54 +156,12 @@ macro_rules! sources {
 /// Expands to the config enum `FilterConfig`.
 macro_rules! filters {
     ($( $(#[cfg($cfg:meta)])? $variant:ident => $component:ty ),+ $(,)?) => {
-        /// A filter's config: which filter (`type`) and its own keys.
-        #[derive(Debug, Clone)]
-        pub enum FilterConfig {
-            $( $(#[cfg($cfg)])? $variant(
-                <$component as ::nagare_core::component::FilterComponent>::Config
-            ), )+
-        }
-
-        const _: () = assert!(
-            $crate::registry::distinct(FilterConfig::TYPES),
-            "two filters have the same `type`"
+        $crate::registry::config_enum!(
+            "filter", FilterConfig, ::nagare_core::component::FilterComponent,
+            $( $(#[cfg($cfg)])? $variant => $component ),+
         );
 
         impl FilterConfig {
-            /// Every filter's `type`.
-            pub const TYPES: &'static [&'static str] = &[
-                $( $(#[cfg($cfg)])?
-                    <$component as ::nagare_core::component::FilterComponent>::TYPE, )+
-            ];
-
-            /// The `type` as written.
-            pub fn kind(&self) -> &'static str {
-                match self {
-                    $( $(#[cfg($cfg)])? Self::$variant(_) =>
-                        <$component as ::nagare_core::component::FilterComponent>::TYPE, )+
-                }
-            }
-
-            /// Decodes the keys of the filter of type `kind`.
-            pub fn decode_type<'de, D: ::serde::Deserializer<'de>>(
-                kind: &str,
-                rest: D,
-            ) -> Result<Self, D::Error> {
-                $( $(#[cfg($cfg)])?
-                if kind == <$component as ::nagare_core::component::FilterComponent>::TYPE {
-                    return Ok(Self::$variant(::serde::Deserialize::deserialize(rest)?));
-                } )+
-                Err(::serde::de::Error::unknown_variant(kind, Self::TYPES))
-            }
-
-            /// Checks what serde cannot.
-            pub fn validate(&self) -> Result<(), ::nagare_core::component::Invalid> {
-                match self {
-                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
-                        <$component as ::nagare_core::component::FilterComponent>::validate(c), )+
-                }
-            }
-
             /// The running filter.
             pub fn build(
                 &self,
@@ -213,57 +182,12 @@ macro_rules! filters {
 /// Expands to the config enum `SinkConfig`.
 macro_rules! sinks {
     ($( $(#[cfg($cfg:meta)])? $variant:ident => $component:ty ),+ $(,)?) => {
-        /// A sink's config: which sink (`type`) and its own keys.
-        #[derive(Debug, Clone)]
-        // Parsed once at start and never moved in a hot path: variant sizes do not
-        // matter.
-        #[allow(clippy::large_enum_variant)]
-        pub enum SinkConfig {
-            $( $(#[cfg($cfg)])? $variant(
-                <$component as ::nagare_core::component::SinkComponent>::Config
-            ), )+
-        }
-
-        const _: () = assert!(
-            $crate::registry::distinct(SinkConfig::TYPES),
-            "two sinks have the same `type`"
+        $crate::registry::config_enum!(
+            "sink", SinkConfig, ::nagare_core::component::SinkComponent,
+            $( $(#[cfg($cfg)])? $variant => $component ),+
         );
 
         impl SinkConfig {
-            /// Every sink's `type`.
-            pub const TYPES: &'static [&'static str] = &[
-                $( $(#[cfg($cfg)])?
-                    <$component as ::nagare_core::component::SinkComponent>::TYPE, )+
-            ];
-
-            /// The `type` as written.
-            pub fn kind(&self) -> &'static str {
-                match self {
-                    $( $(#[cfg($cfg)])? Self::$variant(_) =>
-                        <$component as ::nagare_core::component::SinkComponent>::TYPE, )+
-                }
-            }
-
-            /// Decodes the keys of the sink of type `kind`.
-            pub fn decode_type<'de, D: ::serde::Deserializer<'de>>(
-                kind: &str,
-                rest: D,
-            ) -> Result<Self, D::Error> {
-                $( $(#[cfg($cfg)])?
-                if kind == <$component as ::nagare_core::component::SinkComponent>::TYPE {
-                    return Ok(Self::$variant(::serde::Deserialize::deserialize(rest)?));
-                } )+
-                Err(::serde::de::Error::unknown_variant(kind, Self::TYPES))
-            }
-
-            /// Checks what serde cannot.
-            pub fn validate(&self) -> Result<(), ::nagare_core::component::Invalid> {
-                match self {
-                    $( $(#[cfg($cfg)])? Self::$variant(c) =>
-                        <$component as ::nagare_core::component::SinkComponent>::validate(c), )+
-                }
-            }
-
             /// Runs the sink until its buffer is closed and drained, or `ctx.abort`.
             pub async fn run(
                 self,
@@ -280,4 +204,4 @@ macro_rules! sinks {
     };
 }
 
-pub(crate) use {filters, sinks, sources};
+pub(crate) use {config_enum, filters, sinks, sources};

@@ -29,6 +29,22 @@ fn chunk(tag: &str, records: &[Map]) -> Chunk {
     b.finish().unwrap()
 }
 
+/// A router through [`AddField`] to a sink `all` (`**`) and a sink `errors`
+/// (`@ERROR.**`), and the two sinks' buffers.
+fn error_router() -> (Router, Buffer, Buffer) {
+    let all = Buffer::new("all", &BufferConfig::default());
+    let errors = Buffer::new("errors", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(AddField));
+    rb.sink("all", TagPattern::new("**").unwrap(), all.clone());
+    rb.sink(
+        "errors",
+        TagPattern::new("@ERROR.**").unwrap(),
+        errors.clone(),
+    );
+    (rb.build(), all, errors)
+}
+
 #[tokio::test]
 async fn routes_to_every_matching_sink_through_filters() {
     let a = Buffer::new("a", &BufferConfig::default());
@@ -77,17 +93,7 @@ async fn routes_to_every_matching_sink_through_filters() {
 
 #[tokio::test]
 async fn rejected_events_go_to_error_sinks_only() {
-    let all = Buffer::new("all", &BufferConfig::default());
-    let errors = Buffer::new("errors", &BufferConfig::default());
-    let mut rb = RouterBuilder::new();
-    rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(AddField));
-    rb.sink("all", TagPattern::new("**").unwrap(), all.clone());
-    rb.sink(
-        "errors",
-        TagPattern::new("@ERROR.**").unwrap(),
-        errors.clone(),
-    );
-    let router = rb.build();
+    let (router, all, errors) = error_router();
     let good: Map = [("msg", "ok")].into_iter().collect();
     let bad: Map = [("bad", "yes")].into_iter().collect();
     router.emit(chunk("app", &[good, bad])).await.unwrap();
@@ -120,23 +126,9 @@ async fn unmatched_tags_are_dropped_and_reported() {
     assert_eq!(rx.await.unwrap(), Delivery::Dropped);
 }
 
-fn error_router(all: &Buffer, errors: &Buffer) -> Router {
-    let mut rb = RouterBuilder::new();
-    rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(AddField));
-    rb.sink("all", TagPattern::new("**").unwrap(), all.clone());
-    rb.sink(
-        "errors",
-        TagPattern::new("@ERROR.**").unwrap(),
-        errors.clone(),
-    );
-    rb.build()
-}
-
 #[tokio::test]
 async fn a_send_delivers_rejected_events_when_none_was_kept() {
-    let all = Buffer::new("all", &BufferConfig::default());
-    let errors = Buffer::new("errors", &BufferConfig::default());
-    let router = error_router(&all, &errors);
+    let (router, all, errors) = error_router();
     let mut lane = router.lane(&Tag::new("app"));
     let bad: Map = [("bad", "yes")].into_iter().collect();
     lane.push(EventTime::new(1, 0), bad.clone());
@@ -151,9 +143,7 @@ async fn a_send_delivers_rejected_events_when_none_was_kept() {
 
 #[tokio::test]
 async fn a_dropped_lane_hands_its_rejected_events_to_the_error_route() {
-    let all = Buffer::new("all", &BufferConfig::default());
-    let errors = Buffer::new("errors", &BufferConfig::default());
-    let router = error_router(&all, &errors);
+    let (router, all, errors) = error_router();
     let mut lane = router.lane(&Tag::new("app"));
     lane.push(EventTime::new(1, 0), [("bad", "yes")].into_iter().collect());
     lane.push(EventTime::new(2, 0), [("msg", "ok")].into_iter().collect());
@@ -178,9 +168,7 @@ async fn a_dropped_lane_hands_its_rejected_events_to_the_error_route() {
 
 #[tokio::test]
 async fn a_lane_counts_rejected_events_in_its_size() {
-    let all = Buffer::new("all", &BufferConfig::default());
-    let errors = Buffer::new("errors", &BufferConfig::default());
-    let router = error_router(&all, &errors);
+    let (router, _, errors) = error_router();
     let mut lane = router.lane(&Tag::new("app"));
     assert_eq!(lane.byte_size(), 0);
     lane.push(EventTime::new(1, 0), [("bad", "yes")].into_iter().collect());
@@ -191,13 +179,12 @@ async fn a_lane_counts_rejected_events_in_its_size() {
     );
     lane.send().await.unwrap();
     assert_eq!(lane.byte_size(), 0);
+    assert_eq!(errors.stats().queued_chunks, 1);
 }
 
 #[tokio::test]
 async fn encoded_entries_pass_the_filters() {
-    let all = Buffer::new("all", &BufferConfig::default());
-    let errors = Buffer::new("errors", &BufferConfig::default());
-    let router = error_router(&all, &errors);
+    let (router, all, _) = error_router();
     let mut lane = router.lane(&Tag::new("app"));
     let entry = chunk("app", &[[("msg", "hi")].into_iter().collect()]);
     lane.push_encoded(entry.entries());

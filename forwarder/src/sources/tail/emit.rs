@@ -32,24 +32,16 @@ pub(super) struct BlockCounts {
 impl BlockCounts {
     /// Adds the counts to the source's metrics.
     pub(super) fn add_to(&self, m: &TailMetrics) {
-        if self.records > 0 {
-            m.records_emitted.fetch_add(self.records, Ordering::Relaxed);
-        }
-        if self.truncated > 0 {
-            m.lines_truncated
-                .fetch_add(self.truncated, Ordering::Relaxed);
-        }
-        if self.malformed > 0 {
-            m.lines_malformed
-                .fetch_add(self.malformed, Ordering::Relaxed);
-        }
-        if self.invalid_utf8 > 0 {
-            m.lines_invalid_utf8
-                .fetch_add(self.invalid_utf8, Ordering::Relaxed);
-        }
-        if self.excluded > 0 {
-            m.lines_dropped_excluded
-                .fetch_add(self.excluded, Ordering::Relaxed);
+        for (n, counter) in [
+            (self.records, &m.records_emitted),
+            (self.truncated, &m.lines_truncated),
+            (self.malformed, &m.lines_malformed),
+            (self.invalid_utf8, &m.lines_invalid_utf8),
+            (self.excluded, &m.lines_dropped_excluded),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -258,21 +258,13 @@ impl Tailer {
             };
             let tag = Tag::from(tag_for(&self.config.tag, &entry.path));
             match self.open_followed(&path, handle, Start::At(entry.offset), slot, tag) {
-                Ok(mut file) => {
+                Ok(file) => {
                     tracing::info!(source = %self.ctx.name, path = %path.display(), was = %entry.path.display(), offset = entry.offset, "found a rotated file with undelivered lines; reading it to its end");
                     // The entry keeps the path it had, beside which this file is
                     // found again if it is renamed once more before it is finished
                     // (logrotate's `app.log.1` becoming `app.log.2`), and its origin:
                     // a copy's lines keep the ids they had in the original.
-                    self.checkpoints
-                        .update_identity(slot, file.id, file.fingerprint, None);
-                    file.origin = entry.origin;
-                    file.real_path = entry.path.clone();
-                    file.gone = Some(Instant::now());
-                    self.metrics
-                        .copies_recovered
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.files.insert(file.id, file);
+                    self.follow_to_end(file, slot, entry.origin, entry.path.clone());
                 }
                 Err(e) => {
                     self.checkpoints.release(slot);
@@ -284,6 +276,28 @@ impl Tailer {
             .open_files
             .store(self.files.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Follows `file`, a rotated file or a copy found beside the path it had, to
+    /// its end: its checkpoint entry `slot` takes its identity and keeps the path
+    /// the file had (`real_path`, beside which it is looked for again) and the
+    /// identity its lines' ids are made from (`origin`).
+    fn follow_to_end(
+        &mut self,
+        mut file: FollowedFile,
+        slot: SlotId,
+        origin: FileId,
+        real_path: PathBuf,
+    ) {
+        self.checkpoints
+            .update_identity(slot, file.id, file.fingerprint, None);
+        file.origin = origin;
+        file.real_path = real_path;
+        file.gone = Some(Instant::now());
+        self.metrics
+            .copies_recovered
+            .fetch_add(1, Ordering::Relaxed);
+        self.files.insert(file.id, file);
     }
 
     /// The file `id` no longer holds what was read (copytruncate): what was read is
@@ -331,22 +345,14 @@ impl Tailer {
         });
         if let Some((path, handle)) = copy {
             match self.open_followed(&path, handle, Start::At(safe), old_slot, tag) {
-                Ok(mut copy) => {
+                Ok(copy) => {
                     // The entry keeps the original's path (the copy is looked for
                     // beside it after a restart) and origin (the copy's lines keep
                     // their ids). It takes the copy's fingerprint, which covers the
                     // original's and may be longer: a short one (the original held
                     // a few bytes when last fingerprinted) would let any new file
                     // starting with those bytes pass for the copy after a restart.
-                    self.checkpoints
-                        .update_identity(old_slot, copy.id, copy.fingerprint, None);
-                    copy.origin = origin;
-                    copy.real_path = real_path;
-                    copy.gone = Some(Instant::now());
-                    self.metrics
-                        .copies_recovered
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.files.insert(copy.id, copy);
+                    self.follow_to_end(copy, old_slot, origin, real_path);
                 }
                 Err(e) => {
                     tracing::warn!(source = %self.ctx.name, path = %path.display(), error = %e, "cannot open the copy of a truncated file; lines written just before the truncation may be missing");

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use nagare_core::EventTime;
 use nagare_core::component::SourceContext;
+use nagare_core::router::Lane;
 use nagare_parsers::container::{ContainerParser, detect};
 
 use super::checkpoint::Checkpoints;
@@ -16,7 +17,7 @@ use super::config::TailConfig;
 use super::emit::{BlockCounts, RecordWriter, route_message};
 use super::file::{FollowedFile, MultilineState};
 use super::metrics::{FileMetrics, TailMetrics};
-use super::record::RecordBuilder;
+use super::record::{FileFields, RecordBuilder};
 use super::source::TailSourceError;
 use crate::filters::kubernetes::KubernetesMetadata;
 
@@ -167,15 +168,7 @@ impl Turn<'_> {
             let parser = parser.get_or_insert_with(|| {
                 choose_parser(line.bytes, path, max_line_bytes, &self.ctx.name)
             });
-            let mut writer = RecordWriter {
-                records: self.records,
-                scratch: self.scratch,
-                fields,
-                lane,
-                lines_in_chunk,
-                read_time,
-                counts: &mut counts,
-            };
+            let mut writer = self.writer(fields, lane, lines_in_chunk, read_time, &mut counts);
             match multiline.as_mut() {
                 Some(ml) => parser.push(line, |msg| {
                     route_message(msg, Some(&mut *ml), &mut writer, now)
@@ -197,6 +190,27 @@ impl Turn<'_> {
         }
         counts.add_to(self.metrics);
         (full, taken)
+    }
+
+    /// A writer of records into a file's lane (its `fields`, `lane` and
+    /// `lines_in_chunk`), counting into `counts`.
+    fn writer<'b>(
+        &'b mut self,
+        fields: &'b FileFields,
+        lane: &'b mut Lane,
+        lines_in_chunk: &'b mut u64,
+        read_time: EventTime,
+        counts: &'b mut BlockCounts,
+    ) -> RecordWriter<'b> {
+        RecordWriter {
+            records: self.records,
+            scratch: self.scratch,
+            fields,
+            lane,
+            lines_in_chunk,
+            read_time,
+            counts,
+        }
     }
 
     /// Updates the file's row in the metrics.
@@ -237,15 +251,7 @@ impl Turn<'_> {
         let Some(ml) = multiline.as_mut() else {
             return;
         };
-        let mut writer = RecordWriter {
-            records: self.records,
-            scratch: self.scratch,
-            fields,
-            lane,
-            lines_in_chunk,
-            read_time: EventTime::now(),
-            counts: &mut counts,
-        };
+        let mut writer = self.writer(fields, lane, lines_in_chunk, EventTime::now(), &mut counts);
         let logtag = cri.then_some("F");
         ml.stdout.poll(now, |j| writer.write_joined(&j, logtag));
         ml.stderr.poll(now, |j| writer.write_joined(&j, logtag));
@@ -263,15 +269,13 @@ impl Turn<'_> {
             let mut counts = BlockCounts::default();
             let cri = matches!(file.parser, Some(ContainerParser::Cri(_)));
             let logtag = cri.then_some("F");
-            let mut writer = RecordWriter {
-                records: self.records,
-                scratch: self.scratch,
-                fields: &file.fields,
-                lane: &mut file.lane,
-                lines_in_chunk: &mut file.lines_in_chunk,
-                read_time: EventTime::now(),
-                counts: &mut counts,
-            };
+            let mut writer = self.writer(
+                &file.fields,
+                &mut file.lane,
+                &mut file.lines_in_chunk,
+                EventTime::now(),
+                &mut counts,
+            );
             ml.stdout.flush(|j| writer.write_joined(&j, logtag));
             ml.stderr.flush(|j| writer.write_joined(&j, logtag));
             counts.add_to(self.metrics);

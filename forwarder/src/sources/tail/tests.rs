@@ -113,12 +113,23 @@ impl Tail {
         buffer_config: BufferConfig,
         filter: bool,
     ) -> Self {
-        let dir = dir.into();
-        let buffer = Buffer::new("out", &buffer_config);
         let mut rb = RouterBuilder::new();
         if filter {
             rb.filter("mark", TagPattern::new("**").unwrap(), Arc::new(MarkSeen));
         }
+        Self::start_routed(dir, config, buffer_config, rb)
+    }
+
+    /// Starts the source over `dir` with `config`, into the filters and sinks of
+    /// `rb` and a sink `out` for every tag.
+    fn start_routed(
+        dir: impl Into<Arc<tempfile::TempDir>>,
+        config: TailConfig,
+        buffer_config: BufferConfig,
+        mut rb: RouterBuilder,
+    ) -> Self {
+        let dir = dir.into();
+        let buffer = Buffer::new("out", &buffer_config);
         rb.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
         let shutdown = Shutdown::new();
         let ctx = SourceContext {

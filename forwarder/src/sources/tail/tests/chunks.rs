@@ -55,24 +55,15 @@ async fn rejected_lines_leave_in_chunks_of_at_most_chunk_limit_size() {
     let mut config = raw_config(dir.path());
     config.chunk_limit_size = ByteSize(limit as u64);
 
-    let kept = Buffer::new("out", &BufferConfig::default());
     let errors = Buffer::new("errors", &BufferConfig::default());
     let mut rb = RouterBuilder::new();
     rb.filter("check", TagPattern::new("**").unwrap(), Arc::new(RejectAll));
-    rb.sink("out", TagPattern::new("**").unwrap(), kept.clone());
     rb.sink(
         "errors",
         TagPattern::new("@ERROR.**").unwrap(),
         errors.clone(),
     );
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "tail".into(),
-        router: Arc::new(rb.build()),
-        shutdown: shutdown.clone(),
-        data_dir: dir.path().to_path_buf(),
-    };
-    let task = tokio::spawn(run(config, ctx));
+    let tail = Tail::start_routed(dir, config, BufferConfig::default(), rb);
 
     let mut sizes = Vec::new();
     let mut events = 0;
@@ -91,11 +82,5 @@ async fn rejected_lines_leave_in_chunks_of_at_most_chunk_limit_size() {
         sizes.iter().all(|s| *s < limit + 2048),
         "chunks of rejected events, in bytes: {sizes:?}"
     );
-    assert_eq!(kept.stats().queued_chunks, 0, "no event was kept");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the source stops")
-        .unwrap()
-        .unwrap();
+    assert!(tail.stop().await.is_empty(), "no event was kept");
 }
