@@ -4,7 +4,8 @@
 //! - [`value`]: the record type (`Value`, an ordered `Map`), JSON in and out.
 //! - [`event`]: `Event` (tag, time, record) and `Tag`.
 //! - [`msgpack`]: MessagePack writer and zero-copy reader.
-//! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`.
+//! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`,
+//!   and `Walk`, the entry-by-entry decoding every sink delivers from.
 //! - [`receipt`]: how a source learns its chunk was delivered (checkpoints hang on it).
 //! - [`buffer`]: the bounded queue of chunks in front of each sink (in memory or in
 //!   files), with leases.
