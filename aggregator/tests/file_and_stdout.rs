@@ -34,6 +34,26 @@ fn chunk(tag: &str, n: i64) -> (Chunk, oneshot::Receiver<Delivery>) {
     (b.finish().unwrap().with_receipt(receipt), rx)
 }
 
+/// An output in memory that the test keeps a handle on after the sink took it.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn envelope(tag: &str, i: i64) -> String {
     format!(
         "{{\"tag\":\"{tag}\",\"time\":\"2024-01-15T10:30:{i:02}.000000500Z\",\"record\":{{\"msg\":\"line {i}\",\"i\":{i}}}}}\n"
@@ -224,9 +244,11 @@ async fn stdout_sink_writes_the_same_lines() {
         buffer.push(b).await.unwrap();
         buffer.close();
         let (ctx, _abort) = ctx(&buffer, dir.path());
-        let mut out = Vec::new();
-        stdout::run_to(StdoutConfig { format }, ctx, &mut out).await.unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), want);
+        let out = Shared::default();
+        stdout::run_to(StdoutConfig { format }, ctx, out.clone())
+            .await
+            .unwrap();
+        assert_eq!(out.text(), want);
         assert_eq!(a_rx.await.unwrap(), Delivery::Delivered);
         assert_eq!(b_rx.await.unwrap(), Delivery::Delivered);
     }
@@ -253,7 +275,7 @@ async fn sinks_return_at_once_on_abort() {
     let s = tokio::spawn(stdout::run_to(
         StdoutConfig::default(),
         ctx2,
-        tokio::io::sink(),
+        std::io::sink(),
     ));
     abort.cancel();
     tokio::time::timeout(Duration::from_secs(2), f)
