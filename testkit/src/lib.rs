@@ -5,9 +5,10 @@
 //! - [`wait`]: `free_port`, `wait_until`.
 //! - [`child`]: [`Child`], the process guard everything below uses (output captured to
 //!   files, killed and reaped on drop).
-//! - [`http`]: a minimal blocking HTTP/1.1 client and message reader for the helpers.
+//! - [`http`]: a blocking HTTP client (ureq) for the helpers.
 //! - [`osmem`]: [`Osmem`], an osmem-server (OpenSearch REST API in memory) per test.
-//! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`.
+//! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`
+//!   (a hyper server relaying through [`http`]).
 //! - [`faults`]: [`Strace`] (system calls of a running process made to fail) and
 //!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
