@@ -13,12 +13,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nagare_testkit::proc::{dir_bytes, rss_kib};
 use nagare_testkit::{Osmem, free_port, wait_until};
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::{Nagare, signal};
+use support::{Nagare, seqs_in, signal};
 
 /// 2024-05-01T12:00:00Z: every line's time is on that day, so one daily index.
 const DAY: i64 = 1_714_564_800;
@@ -45,24 +46,6 @@ fn write_lines(dir: &Path, names: &[String], from: usize, to: usize) {
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
-}
-
-/// Every `"seq":N` in the NDJSON file, counted.
-fn seqs_in(path: &Path) -> HashMap<u64, u32> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut counts = HashMap::new();
-    for line in text.lines() {
-        if let Some(at) = line.find("\"seq\":") {
-            let digits: String = line[at + 6..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if let Ok(n) = digits.parse() {
-                *counts.entry(n).or_insert(0) += 1;
-            }
-        }
-    }
-    counts
 }
 
 /// The runs of lines of the NDJSON file that repeat a `seq` seen earlier in it: the
@@ -429,29 +412,6 @@ sinks:
         "a run of repeated lines longer than one kill can leave unacknowledged: {longest:?}"
     );
     assert!(extra <= bound, "{file_copies} copies of {LINES} lines");
-}
-
-/// Peak resident memory of `pid` in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Bytes of the files directly in `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[test]

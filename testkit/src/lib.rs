@@ -13,6 +13,8 @@
 //!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
 //!   Forward Protocol clients.
+//! - [`logs`]: [`capture_logs`], what the code under test logs, as lines.
+//! - [`proc`]: `rss_kib` and `dir_bytes`, memory and disk held, for bounds checks.
 //! - [`docs`]: the config examples in components' module docs, for tests to parse.
 
 pub mod child;
@@ -21,13 +23,16 @@ pub mod docs;
 pub mod fault_proxy;
 pub mod faults;
 pub mod http;
+pub mod logs;
 pub mod osmem;
 pub mod paths;
+pub mod proc;
 pub mod wait;
 
 pub use child::Child;
 pub use clients::{Node, Python};
 pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};
 pub use faults::{Strace, Tmpfs};
+pub use logs::{LogCapture, capture_logs};
 pub use osmem::{Document, Osmem};
 pub use wait::{free_port, wait_until};
