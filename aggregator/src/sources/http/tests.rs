@@ -14,6 +14,7 @@ use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, EventTime, Value};
+use nagare_testkit::docs::documented_example;
 use reqwest::StatusCode;
 use tokio::task::JoinHandle;
 
@@ -299,10 +300,8 @@ fn documented_config_and_defaults() {
             .unwrap()
             .parse::<HttpSourceConfig>()
     };
-    let c = parse(
-        "bind: 0.0.0.0:9880\nbody_size_limit: 32MiB\nbearer_token: ${HTTP_INPUT_TOKEN}\ntime_key: time\nadd_remote_addr: false\nadd_http_headers: false\nuse_204_response: false\nkeepalive_timeout: 10s\nmax_connections: 1024\n",
-    )
-    .unwrap();
+    // The example in config.rs, as written there.
+    let c = parse(&documented_example(include_str!("config.rs"))).unwrap();
     c.validate().unwrap();
     assert_eq!(c.bearer_token.as_ref().map(Secret::expose), Some("tok"));
     let d = parse("{}\n").unwrap();
