@@ -2,7 +2,7 @@
 //! test on loopback and stopped when the test ends. Dev-only.
 //!
 //! - [`paths`]: where the repository and `.testenv/` (installed by `scripts/test`) are.
-//! - [`wait`]: `free_port`, `wait_until`.
+//! - [`wait`]: `free_port`, `wait_until` (and `wait_until_async` for async tests).
 //! - [`child`]: [`Child`], the process guard everything below uses (output captured to
 //!   files, killed and reaped on drop).
 //! - [`http`]: a blocking HTTP client (ureq) for the helpers.
@@ -35,4 +35,4 @@ pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};
 pub use faults::{Strace, Tmpfs};
 pub use logs::{LogCapture, capture_logs};
 pub use osmem::{Document, Osmem};
-pub use wait::{free_port, wait_until};
+pub use wait::{free_port, wait_until, wait_until_async};
