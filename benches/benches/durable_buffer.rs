@@ -28,12 +28,11 @@ use std::time::{Duration, Instant};
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
 use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig, FlushMode, FsyncPolicy};
-use nagare_core::component::{SinkContext, SourceContext};
 use nagare_core::config::ByteSize;
 use nagare_core::forward;
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
-use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::{sink_context, source_context};
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag};
 use nagare_testkit::proc::{dir_bytes, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,29 +246,15 @@ fn outage(dir: &Path, seconds: u64) -> Outage {
     .unwrap();
     let mut routes = RouterBuilder::new();
     routes.sink("es", TagPattern::new("**").unwrap(), buffer.clone());
-    let stop = Shutdown::new();
-    let abort = Shutdown::new();
-    let ctx = SourceContext {
-        name: "nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: stop.clone(),
-        data_dir: dir.to_path_buf(),
-    };
+    let (ctx, stop) = source_context("nodes", routes.build(), dir);
+    let (sink_ctx, abort) = sink_context("es", &buffer, dir);
     let (addr, server, sink) = server_rt.block_on(async {
         let config = ForwardSourceConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             ..ForwardSourceConfig::default()
         };
         let server = ForwardServer::bind(&config).await.unwrap();
-        let sink = tokio::spawn(elasticsearch::run(
-            es_config,
-            SinkContext {
-                name: "es".into(),
-                buffer: buffer.clone(),
-                abort: abort.clone(),
-                data_dir: dir.to_path_buf(),
-            },
-        ));
+        let sink = tokio::spawn(elasticsearch::run(es_config, sink_ctx));
         (server.local_addr(), tokio::spawn(server.run(ctx)), sink)
     });
 

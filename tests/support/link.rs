@@ -4,16 +4,15 @@
 //! buffer the test takes chunks from.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use nagare_aggregator::sources::forward::{ForwardError, ForwardServer, ForwardSourceConfig};
+use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::{SinkContext, SourceContext};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::{sink_context, source_context};
 use nagare_forwarder::sinks::forward::{self as forward_sink, ForwardSinkConfig, ForwardSinkError};
 use tokio::task::JoinHandle;
 
@@ -30,13 +29,7 @@ pub struct Forwarder {
 /// Starts the sink `name` with a default memory buffer.
 pub fn start_forwarder(name: &str, config: ForwardSinkConfig) -> Forwarder {
     let buffer = Buffer::new(name, &BufferConfig::default());
-    let abort = Shutdown::new();
-    let ctx = SinkContext {
-        name: name.into(),
-        buffer: buffer.clone(),
-        abort: abort.clone(),
-        data_dir: PathBuf::new(),
-    };
+    let (ctx, abort) = sink_context(name, &buffer, Path::new(""));
     Forwarder {
         task: tokio::spawn(forward_sink::run(config, ctx)),
         buffer,
@@ -57,7 +50,8 @@ pub struct Aggregator {
     pub addr: SocketAddr,
     pub buffer: Buffer,
     pub shutdown: Shutdown,
-    pub task: JoinHandle<Result<(), ForwardError>>,
+    /// Panics with the server's error, should it fail.
+    pub task: JoinHandle<()>,
 }
 
 /// A forward source config with the defaults, listening on `bind` (port 0: any).
@@ -72,19 +66,17 @@ pub fn listening_on(bind: SocketAddr) -> ForwardSourceConfig {
 pub async fn start_aggregator(config: &ForwardSourceConfig, buffer: Buffer) -> Aggregator {
     let mut routes = RouterBuilder::new();
     routes.sink("collected", TagPattern::new("**").unwrap(), buffer.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
+    let (ctx, shutdown) = source_context("from_nodes", routes.build(), Path::new(""));
     let server = ForwardServer::bind(config).await.unwrap();
     Aggregator {
         addr: server.local_addr(),
         buffer,
         shutdown,
-        task: tokio::spawn(server.run(ctx)),
+        task: tokio::spawn(async move {
+            if let Err(e) = server.run(ctx).await {
+                panic!("the forward server failed: {e}");
+            }
+        }),
     }
 }
 
@@ -95,7 +87,6 @@ impl Aggregator {
         tokio::time::timeout(STOP_WAIT, self.task)
             .await
             .expect("the server did not stop")
-            .unwrap()
             .unwrap();
     }
 }

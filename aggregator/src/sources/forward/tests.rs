@@ -3,18 +3,17 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig, Lease, OverflowAction};
-use nagare_core::component::SourceContext;
 use nagare_core::config::{ByteSize, ConfigDocument, HumanDuration};
 use nagare_core::forward::{self, Compression};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
-use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
+use nagare_core::testing::{self, numbers, source_context};
+use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag};
 use nagare_testkit::docs::documented_example;
 use nagare_testkit::{LogCapture, capture_logs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,13 +48,7 @@ async fn start(config: ForwardSourceConfig, buffer_config: BufferConfig) -> Serv
     let buffer = Buffer::new("out", &buffer_config);
     let mut routes = RouterBuilder::new();
     routes.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
+    let (ctx, shutdown) = source_context("from_nodes", routes.build(), Path::new(""));
     let server = ForwardServer::bind(&config).await.unwrap();
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
@@ -136,20 +129,9 @@ async fn pop(buffer: &Buffer) -> Lease {
         .expect("buffer closed")
 }
 
-/// Takes the next chunk and confirms it (a lease dropped unconfirmed goes back to the
-/// front of the buffer).
+/// Takes the next chunk and confirms it.
 async fn take(buffer: &Buffer) -> Chunk {
-    let lease = pop(buffer).await;
-    let chunk = lease.chunk().clone();
-    lease.ack();
-    chunk
-}
-
-fn numbers(chunk: &Chunk) -> Vec<i64> {
-    chunk
-        .events()
-        .map(|e| e.unwrap().1.get("n").and_then(Value::as_i64).unwrap())
-        .collect()
+    testing::take(buffer, WAIT).await
 }
 
 #[tokio::test]

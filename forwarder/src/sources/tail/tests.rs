@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::SourceContext;
 use nagare_core::config::{ByteSize, HumanDuration};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::{Filter, RouterBuilder, Verdict};
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::source_context;
 use nagare_core::{Event, EventTime, Map, Value};
 use nagare_testkit::wait_until_async;
 use tokio::task::JoinHandle;
@@ -124,13 +124,7 @@ impl Tail {
             rb.filter("mark", TagPattern::new("**").unwrap(), Arc::new(MarkSeen));
         }
         rb.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
-        let shutdown = Shutdown::new();
-        let ctx = SourceContext {
-            name: "tail".into(),
-            router: Arc::new(rb.build()),
-            shutdown: shutdown.clone(),
-            data_dir: dir.path().to_path_buf(),
-        };
+        let (ctx, shutdown) = source_context("tail", rb.build(), dir.path());
         let metrics = TailMetrics::new();
         let task = tokio::spawn(run_with_metrics(config.clone(), ctx, metrics.clone()));
         let buffer_config = buffer_config.clone();
