@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nagare_testkit::{Tmpfs, free_port, wait_until};
-use support::fault_client::{acked, aggregator_config, client_program, ids_in, plain, posts, skip};
-use support::{Nagare, seqs_in, wait_listening};
+use support::fault_client::{acked, aggregator_config, client_program, ids_in, posts, skip};
+use support::{Nagare, plain, seqs_in, wait_listening};
 
 /// The first log line of `process` that has every one of `words`, colours removed.
 fn logged(process: &Nagare, words: &[&str]) -> Option<String> {

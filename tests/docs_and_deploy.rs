@@ -32,24 +32,25 @@ const ENV: [(&str, &str); 12] = [
     ("LEGACY_PASSWORD", "legacy-password"),
 ];
 
+/// Runs `cmd`: whether it succeeded, and what it printed.
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 fn validate(name: &str, config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(binary())
+    run(Command::new(binary())
         .args(["validate", "-c"])
         .arg(&path)
-        .envs(ENV)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .envs(ENV))
 }
 
 /// A stand-in for each section a snippet leaves out, so that a snippet showing one
@@ -206,19 +207,9 @@ fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
         nagare_testkit::paths::testenv().join("k8s/bin/kubernetes-validate"),
         "kubernetes-validate",
     );
-    let out = Command::new(bin)
+    run(Command::new(bin)
         .args(["--strict", "-k", "1.30.0"])
-        .args(files)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .args(files))
 }
 
 #[test]
