@@ -20,9 +20,11 @@
 //! ```
 //!
 //! The set of component kinds is closed: one enum per kind, one variant per
-//! component, each wrapping that component's config. `type`, `match` and `buffer` are
-//! read here; everything else belongs to the component, which rejects keys it does not
-//! know.
+//! component, each wrapping that component's config. `type`, `match`, `buffer` and
+//! `secondary` are read here; everything else belongs to the component, which rejects
+//! keys it does not know. The `type` is read first and the component's keys go
+//! straight to its config ([`Tagged`]), so that an error in them names its line and
+//! key.
 
 use std::path::{Path, PathBuf};
 
@@ -30,13 +32,13 @@ use indexmap::IndexMap;
 use nagare_core::buffer::BufferConfig;
 use nagare_core::buffer::BufferKind;
 use nagare_core::component::Invalid;
-use nagare_core::config::{ConfigDocument, ConfigError, HumanDuration};
+use nagare_core::config::{ConfigDocument, ConfigError, HumanDuration, Kind, Tagged, tagged};
 use nagare_core::dead_letter::SecondaryConfig;
 use nagare_core::filters::grep::GrepConfig;
 use nagare_core::filters::record_modifier::RecordModifierConfig;
 use nagare_core::pattern::TagPattern;
 use nagare_parsers::ParserFilterConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[cfg(feature = "aggregator")]
 use nagare_aggregator::sinks::{
@@ -62,8 +64,9 @@ pub struct Config {
     /// nagare's own logging.
     #[serde(default)]
     pub log: LogConfig,
-    /// At shutdown, how long sinks may take to deliver what their buffers hold
-    /// before the process exits anyway.
+    /// At shutdown, how long sources may wait for room in their buffers, and then
+    /// how long sinks may take to deliver what their buffers hold before the
+    /// process exits anyway.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
     /// Inputs, by name.
@@ -126,8 +129,7 @@ pub enum LogFormat {
 }
 
 /// A source: where events come from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 // Built once per source at start; boxing would only add noise to every match.
 #[allow(clippy::large_enum_variant)]
 pub enum SourceConfig {
@@ -167,20 +169,90 @@ impl SourceConfig {
     }
 }
 
+/// The keys of a source that are not its component's.
+#[derive(Debug, Deserialize)]
+pub struct SourceHead {
+    /// Which source.
+    #[serde(rename = "type")]
+    kind: Kind<SourceConfig>,
+}
+
+impl Tagged for SourceConfig {
+    type Head = SourceHead;
+    const KINDS: &'static [&'static str] = &[
+        #[cfg(feature = "forwarder")]
+        "tail",
+        #[cfg(feature = "aggregator")]
+        "forward",
+        #[cfg(feature = "aggregator")]
+        "http",
+    ];
+
+    fn decode<'de, D: Deserializer<'de>>(head: SourceHead, rest: D) -> Result<Self, D::Error> {
+        Ok(match head.kind.as_str() {
+            #[cfg(feature = "forwarder")]
+            "tail" => SourceConfig::Tail(Deserialize::deserialize(rest)?),
+            #[cfg(feature = "aggregator")]
+            "forward" => SourceConfig::Forward(Deserialize::deserialize(rest)?),
+            #[cfg(feature = "aggregator")]
+            "http" => SourceConfig::Http(Deserialize::deserialize(rest)?),
+            other => return Err(serde::de::Error::unknown_variant(other, Self::KINDS)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
+}
+
 /// A filter entry: a pattern and the filter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct FilterEntry {
     /// Tag pattern of the events this filter applies to.
-    #[serde(rename = "match")]
     pub pattern: TagPattern,
     /// The filter itself.
-    #[serde(flatten)]
     pub kind: FilterConfig,
 }
 
+/// The keys of a filter that are not its component's.
+#[derive(Debug, Deserialize)]
+pub struct FilterHead {
+    /// Which filter.
+    #[serde(rename = "type")]
+    kind: Kind<FilterEntry>,
+    /// [`FilterEntry::pattern`].
+    #[serde(rename = "match")]
+    pattern: TagPattern,
+}
+
+impl Tagged for FilterEntry {
+    type Head = FilterHead;
+    const KINDS: &'static [&'static str] = &["record_modifier", "grep", "parser"];
+
+    fn decode<'de, D: Deserializer<'de>>(head: FilterHead, rest: D) -> Result<Self, D::Error> {
+        let kind = match head.kind.as_str() {
+            "record_modifier" => FilterConfig::RecordModifier(Deserialize::deserialize(rest)?),
+            "grep" => FilterConfig::Grep(Deserialize::deserialize(rest)?),
+            "parser" => FilterConfig::Parser(Deserialize::deserialize(rest)?),
+            other => return Err(serde::de::Error::unknown_variant(other, Self::KINDS)),
+        };
+        Ok(FilterEntry {
+            pattern: head.pattern,
+            kind,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for FilterEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
+}
+
 /// A filter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum FilterConfig {
     /// Add, overwrite and remove fields.
     RecordModifier(RecordModifierConfig),
@@ -210,28 +282,80 @@ impl FilterConfig {
 }
 
 /// A sink entry: a pattern, a buffer, a secondary output and the sink.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct SinkEntry {
     /// Tag pattern of the events this sink receives.
-    #[serde(rename = "match")]
     pub pattern: TagPattern,
     /// The buffer in front of the sink, and how the sink retries.
-    #[serde(default)]
     pub buffer: BufferConfig,
     /// Where the sink puts records its destination refused for good and chunks that
     /// ran out of retries.
-    #[serde(default)]
     pub secondary: SecondaryConfig,
     /// The sink itself.
-    #[serde(flatten)]
     pub kind: SinkConfig,
+}
+
+/// The keys of a sink that are not its component's.
+#[derive(Debug, Deserialize)]
+pub struct SinkHead {
+    /// Which sink.
+    #[serde(rename = "type")]
+    kind: Kind<SinkEntry>,
+    /// [`SinkEntry::pattern`].
+    #[serde(rename = "match")]
+    pattern: TagPattern,
+    /// [`SinkEntry::buffer`].
+    #[serde(default)]
+    buffer: BufferConfig,
+    /// [`SinkEntry::secondary`].
+    #[serde(default)]
+    secondary: SecondaryConfig,
+}
+
+impl Tagged for SinkEntry {
+    type Head = SinkHead;
+    const KINDS: &'static [&'static str] = &[
+        #[cfg(feature = "forwarder")]
+        "forward",
+        #[cfg(feature = "aggregator")]
+        "elasticsearch",
+        #[cfg(feature = "aggregator")]
+        "file",
+        #[cfg(feature = "aggregator")]
+        "stdout",
+    ];
+
+    fn decode<'de, D: Deserializer<'de>>(head: SinkHead, rest: D) -> Result<Self, D::Error> {
+        let kind = match head.kind.as_str() {
+            #[cfg(feature = "forwarder")]
+            "forward" => SinkConfig::Forward(Deserialize::deserialize(rest)?),
+            #[cfg(feature = "aggregator")]
+            "elasticsearch" => SinkConfig::Elasticsearch(Deserialize::deserialize(rest)?),
+            #[cfg(feature = "aggregator")]
+            "file" => SinkConfig::File(Deserialize::deserialize(rest)?),
+            #[cfg(feature = "aggregator")]
+            "stdout" => SinkConfig::Stdout(Deserialize::deserialize(rest)?),
+            other => return Err(serde::de::Error::unknown_variant(other, Self::KINDS)),
+        };
+        Ok(SinkEntry {
+            pattern: head.pattern,
+            buffer: head.buffer,
+            secondary: head.secondary,
+            kind,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
 }
 
 /// A sink: where events go.
 // Parsed once at start and never moved in a hot path: variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum SinkConfig {
     /// Send to aggregators over the Fluentd Forward Protocol.
     #[cfg(feature = "forwarder")]

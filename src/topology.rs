@@ -6,10 +6,12 @@
 //! taken port fails the start instead of a running pipeline).
 //!
 //! Stop (SIGTERM/SIGINT, or a component failing): sources stop and emit what they
-//! hold; every buffer is closed; sinks drain their buffers to their destinations
-//! (memory buffers, and file buffers with `flush_at_shutdown`), for at most
-//! `shutdown_timeout`; then the process exits. What a file buffer still holds is
-//! sent after the next start.
+//! hold (for at most `shutdown_timeout` when a buffer cannot take it: then the
+//! buffers close under them, and what was not committed is sent again after the
+//! restart); every buffer is closed; sinks drain their buffers to their
+//! destinations (memory buffers, and file buffers with `flush_at_shutdown`), for at
+//! most `shutdown_timeout`; then the process exits. What a file buffer still holds
+//! is sent after the next start.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,19 +186,32 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
         }
     }
 
-    // 1. Sources stop and hand over what they hold.
+    // 1. Sources stop and hand over what they hold. A buffer that cannot take it (a
+    //    disk that fails or is full, a full buffer with `block`) gets until
+    //    `shutdown_timeout`; then the buffers close under the sources, and what they
+    //    could not hand over is not committed, so they send it again after the
+    //    restart (a tailer's checkpoint stays before it).
     sources_stop.cancel();
-    while let Some(done) = sources.join_next().await {
-        if let (name, Err(e)) = flatten(done) {
-            tracing::error!(source = %name, error = %format!("{e:#}"), "source failed");
+    let timeout: Duration = config.shutdown_timeout.into();
+    if tokio::time::timeout(timeout, join_sources(&mut sources))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sources = sources.len(),
+            ?timeout,
+            "shutdown_timeout reached with sources still waiting for their buffers; closing the buffers: what the sources could not hand over is sent again after the restart"
+        );
+        for (_, b) in &buffers {
+            b.close();
         }
+        join_sources(&mut sources).await;
     }
     // 2. No more input: close the buffers; sinks drain them and return.
     for (_, b) in &buffers {
         b.close();
     }
     let started = Instant::now();
-    let timeout: Duration = config.shutdown_timeout.into();
     let grace = timeout.min(KEEPING_SINK_GRACE);
     let keeps = keeps_abort.clone();
     let keepers = tokio::spawn(async move {
@@ -241,6 +256,15 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     match failed {
         Some(Err(e)) => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Waits for every source to end, logging those that failed.
+async fn join_sources(sources: &mut JoinSet<Task>) {
+    while let Some(done) = sources.join_next().await {
+        if let (name, Err(e)) = flatten(done) {
+            tracing::error!(source = %name, error = %format!("{e:#}"), "source failed");
+        }
     }
 }
 

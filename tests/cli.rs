@@ -175,3 +175,79 @@ fn demo_delivers_every_line() {
         "prints a stored record:\n{out}"
     );
 }
+
+/// A config whose `run` logs an error and exits at once: its forward source's port is
+/// taken (by the listener the caller keeps open).
+fn failing_run_config(dir: &tempfile::TempDir, taken: u16) -> String {
+    write(
+        dir,
+        "taken.yaml",
+        &format!(
+            "data_dir: {}\nsources:\n  in:\n    type: forward\n    bind: 127.0.0.1:{taken}\nsinks:\n  out:\n    type: stdout\n    match: \"**\"\n",
+            dir.path().display()
+        ),
+    )
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let path = failing_run_config(&dir, listener.local_addr().unwrap().port());
+    const ESC: char = '\u{1b}';
+
+    // Standard error to a pipe, as under journald, `kubectl logs` or a log shipper.
+    let out = Command::new(binary())
+        .args(["run", "-c", &path])
+        .env_remove("NO_COLOR")
+        .env_remove("NAGARE_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nagare failed"), "{err}");
+    assert!(!err.contains(ESC), "no colour codes into a pipe: {err:?}");
+
+    // Standard error to a file.
+    let log = dir.path().join("nagare.log");
+    let status = Command::new(binary())
+        .args(["run", "-c", &path])
+        .env_remove("NO_COLOR")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("nagare failed"), "{text}");
+    assert!(!text.contains(ESC), "no colour codes into a file: {text:?}");
+
+    // A terminal (a pseudo-terminal made by `script`) gets colour, unless NO_COLOR
+    // says otherwise.
+    let on_terminal = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("{} run -c {path}", binary().display()),
+            "/dev/null",
+        ])
+        .env_remove("NAGARE_LOG")
+        .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().expect("run `script` (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("nagare failed"), "{text}");
+        text
+    };
+    assert!(on_terminal(None).contains(ESC), "a terminal gets colour");
+    assert!(
+        on_terminal(Some("")).contains(ESC),
+        "an empty NO_COLOR is unset"
+    );
+    assert!(
+        !on_terminal(Some("1")).contains(ESC),
+        "NO_COLOR=1 turns colour off"
+    );
+    drop(listener);
+}

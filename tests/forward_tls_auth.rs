@@ -1,6 +1,7 @@
 //! nagare's forwarder to nagare's aggregator over TLS with the shared-key handshake,
 //! both ends in one process on 127.0.0.1 with real routers and buffers. Certificates
-//! are made per test (rcgen); nothing is committed. Every refusal is checked on both
+//! are made per test (rcgen, and the openssl command line for keys encrypted with a
+//! passphrase); nothing is committed. Every refusal is checked on both
 //! sides: the aggregator's warning and the forwarder's.
 #![cfg(all(feature = "forwarder", feature = "aggregator"))]
 
@@ -8,25 +9,21 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nagare_aggregator::sources::forward::{
-    ForwardError, ForwardServer, ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig,
+    ForwardServer, ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig,
 };
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::SourceContext;
 use nagare_core::config::{HumanDuration, Secret};
-use nagare_core::pattern::TagPattern;
-use nagare_core::router::RouterBuilder;
-use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag};
 use nagare_forwarder::sinks::forward::{
     ClientSecurityConfig, ClientTlsConfig, ForwardSinkConfig, ServerConfig,
 };
+use nagare_testkit::{LogCapture, capture_logs};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use support::link::Forwarder;
-use tokio::task::JoinHandle;
+use support::link::{Aggregator, Forwarder};
+use tracing::Level;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -71,112 +68,33 @@ impl Pki {
     }
 }
 
-/// Log lines of both ends, captured for assertions.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn warnings(&self, target: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains("WARN") && l.contains(target))
-            .map(str::to_string)
-            .collect()
+/// Waits until a warning of `target` contains every one of `needles`.
+async fn wait_for_warning(logs: &LogCapture, target: &str, needles: &[&str]) -> String {
+    let all: Vec<&str> = ["WARN", target]
+        .into_iter()
+        .chain(needles.iter().copied())
+        .collect();
+    match logs.wait_for(WAIT, &all).await {
+        Some(line) => line,
+        None => panic!(
+            "no {target} warning with {needles:?}; warnings: {:#?}",
+            logs.matching(&["WARN", target])
+        ),
     }
-
-    /// Waits until a warning of `target` contains every one of `needles`.
-    async fn wait_for(&self, target: &str, needles: &[&str]) -> String {
-        let found = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(l) = self
-                    .warnings(target)
-                    .into_iter()
-                    .find(|l| needles.iter().all(|n| l.contains(n)))
-                {
-                    return l;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!(
-                "no {target} warning with {needles:?}; warnings: {:#?}",
-                self.warnings(target)
-            )
-        })
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The test runtime is single-threaded: every task logs through this default.
-    (logs, tracing::subscriber::set_default(subscriber))
-}
-
-struct Aggregator {
-    addr: SocketAddr,
-    collected: Buffer,
-    shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
 }
 
 async fn start_aggregator(config: ForwardSourceConfig) -> Aggregator {
     let collected = Buffer::new("collected", &BufferConfig::default());
-    let mut routes = RouterBuilder::new();
-    routes.sink(
-        "collected",
-        TagPattern::new("**").unwrap(),
-        collected.clone(),
-    );
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
-    let server = ForwardServer::bind(&config).await.unwrap();
-    Aggregator {
-        addr: server.local_addr(),
-        collected,
-        shutdown,
-        task: tokio::spawn(server.run(ctx)),
-    }
+    support::link::start_aggregator(&config, collected).await
 }
 
 impl Aggregator {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the server did not stop")
-            .unwrap()
-            .unwrap();
-    }
-
     /// Takes `events` events off the aggregator's buffer.
     async fn expect_events(&self, events: u32) {
         let mut got = 0;
         tokio::time::timeout(WAIT, async {
             while got < events {
-                let lease = self.collected.pop().await.unwrap();
+                let lease = self.buffer.pop().await.unwrap();
                 got += lease.chunk().count();
                 lease.ack();
             }
@@ -192,6 +110,7 @@ fn server_config(pki: &Pki, require_client_cert: bool) -> ForwardSourceConfig {
         tls: Some(ServerTlsConfig {
             cert_path: pki.path("aggregator.crt"),
             private_key_path: pki.path("aggregator.key"),
+            private_key_passphrase: None,
             ca_path: Some(pki.path("cluster.crt")),
             client_cert_auth: require_client_cert,
         }),
@@ -203,6 +122,9 @@ fn server_config(pki: &Pki, require_client_cert: bool) -> ForwardSourceConfig {
                 username: "node".into(),
                 password: Secret::new("node-password"),
             }],
+            allow_anonymous_source: true,
+            clients: Vec::new(),
+            resolve_interval: HumanDuration::secs(60),
         }),
         ..ForwardSourceConfig::default()
     }
@@ -217,6 +139,7 @@ fn sink_config(addr: SocketAddr, pki: &Pki, ca: &str, key: &str, cert: bool) -> 
         ca_path: Some(pki.path(&format!("{ca}.crt"))),
         cert_path: cert.then(|| pki.path("node.crt")),
         private_key_path: cert.then(|| pki.path("node.key")),
+        private_key_passphrase: None,
         server_name: None,
         verify_hostname: true,
         insecure_skip_verify: false,
@@ -232,13 +155,6 @@ fn sink_config(addr: SocketAddr, pki: &Pki, ca: &str, key: &str, cert: bool) -> 
 
 fn start_forwarder(config: ForwardSinkConfig) -> Forwarder {
     support::link::start_forwarder("to_aggregator", config)
-}
-
-impl Forwarder {
-    async fn stop(self) {
-        self.abort.cancel();
-        let _ = tokio::time::timeout(WAIT, self.task).await;
-    }
 }
 
 fn chunk(n: u32) -> Chunk {
@@ -265,7 +181,7 @@ fn pki() -> Pki {
 
 #[tokio::test]
 async fn tls_with_client_certificates_and_the_shared_key_delivers() {
-    let (_logs, _guard) = capture_logs();
+    let _logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, true)).await;
     let forwarder = start_forwarder(sink_config(
@@ -287,7 +203,7 @@ async fn tls_with_client_certificates_and_the_shared_key_delivers() {
 
 #[tokio::test]
 async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::INFO);
     let pki = pki();
     let mut config = server_config(&pki, false);
     // The aggregator presents a certificate the forwarder's CA did not sign.
@@ -302,19 +218,19 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
         false,
     ));
     forwarder.buffer.push(chunk(1)).await.unwrap();
-    let client = logs
-        .wait_for(
-            "nagare_forwarder",
-            &["TLS handshake failed", "UnknownIssuer"],
-        )
-        .await;
+    let client = wait_for_warning(
+        &logs,
+        "nagare_forwarder",
+        &["TLS handshake failed", "UnknownIssuer"],
+    )
+    .await;
     assert!(client.contains("tls.ca_path"), "{client}");
-    let server = logs
-        .wait_for(
-            "nagare_aggregator",
-            &["refused forward client: TLS handshake failed"],
-        )
-        .await;
+    let server = wait_for_warning(
+        &logs,
+        "nagare_aggregator",
+        &["refused forward client: TLS handshake failed"],
+    )
+    .await;
     assert!(server.contains("peer=127.0.0.1:"), "{server}");
     assert_eq!(
         forwarder.buffer.stats().in_flight_chunks,
@@ -327,7 +243,7 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, true)).await;
     let forwarder = start_forwarder(sink_config(
@@ -338,23 +254,24 @@ async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
         false,
     ));
     forwarder.buffer.push(chunk(1)).await.unwrap();
-    let server = logs
-        .wait_for(
-            "nagare_aggregator",
-            &["TLS handshake failed", "no certificates"],
-        )
-        .await;
+    let server = wait_for_warning(
+        &logs,
+        "nagare_aggregator",
+        &["TLS handshake failed", "no certificates"],
+    )
+    .await;
     assert!(
         server.contains("check the client's certificate"),
         "{server}"
     );
-    logs.wait_for(
+    wait_for_warning(
+        &logs,
         "nagare_forwarder",
         &["lost the forward server", "CertificateRequired"],
     )
     .await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(200), aggregator.collected.pop())
+        tokio::time::timeout(Duration::from_millis(200), aggregator.buffer.pop())
             .await
             .is_err(),
         "nothing got through"
@@ -365,7 +282,7 @@ async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn a_wrong_shared_key_is_refused_on_both_sides() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, false)).await;
     let forwarder = start_forwarder(sink_config(
@@ -376,20 +293,20 @@ async fn a_wrong_shared_key_is_refused_on_both_sides() {
         false,
     ));
     forwarder.buffer.push(chunk(1)).await.unwrap();
-    let server = logs
-        .wait_for(
-            "nagare_aggregator",
-            &["authentication failed", "shared_key mismatch"],
-        )
-        .await;
+    let server = wait_for_warning(
+        &logs,
+        "nagare_aggregator",
+        &["authentication failed", "shared_key mismatch"],
+    )
+    .await;
     assert!(server.contains("hostname=node-1"), "{server}");
     assert!(!server.contains("not-the-key") && !server.contains("cluster-key"));
-    let client = logs
-        .wait_for(
-            "nagare_forwarder",
-            &["the server refused the handshake: shared_key mismatch"],
-        )
-        .await;
+    let client = wait_for_warning(
+        &logs,
+        "nagare_forwarder",
+        &["the server refused the handshake: shared_key mismatch"],
+    )
+    .await;
     assert!(client.contains("security.shared_key"), "{client}");
     forwarder.stop().await;
     aggregator.stop().await;
@@ -433,6 +350,97 @@ async fn a_key_that_does_not_match_its_certificate_fails_the_start_on_both_sides
     let err = ForwardServer::bind(&config).await.unwrap_err().to_string();
     assert!(
         err.contains("tls.cert_path") && err.contains("nope.crt"),
+        "{err}"
+    );
+}
+
+fn encrypted_server_config(d: &Path, passphrase: Option<&str>) -> ForwardSourceConfig {
+    ForwardSourceConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(ServerTlsConfig {
+            cert_path: d.join("aggregator.crt"),
+            private_key_path: d.join("aggregator.key"),
+            private_key_passphrase: passphrase.map(Secret::new),
+            ca_path: Some(d.join("ca.crt")),
+            client_cert_auth: true,
+        }),
+        ..ForwardSourceConfig::default()
+    }
+}
+
+fn encrypted_sink_config(addr: SocketAddr, d: &Path, passphrase: &str) -> ForwardSinkConfig {
+    let mut c = ForwardSinkConfig::new(vec![ServerConfig::new("localhost", addr.port())]);
+    c.connect_timeout = HumanDuration::secs(3);
+    c.tls = Some(ClientTlsConfig {
+        ca_path: Some(d.join("ca.crt")),
+        cert_path: Some(d.join("node.crt")),
+        private_key_path: Some(d.join("node.key")),
+        private_key_passphrase: Some(Secret::new(passphrase)),
+        server_name: None,
+        verify_hostname: true,
+        insecure_skip_verify: false,
+    });
+    c
+}
+
+#[tokio::test]
+async fn keys_encrypted_with_a_passphrase_serve_tls_on_both_sides() {
+    let _logs = capture_logs(Level::INFO);
+    let pki = support::openssl::encrypted_pki();
+    let d = pki.path();
+    let aggregator = start_aggregator(encrypted_server_config(d, Some("aggregator-pass"))).await;
+    let forwarder = start_forwarder(encrypted_sink_config(aggregator.addr, d, "node-pass"));
+    for _ in 0..3 {
+        forwarder.buffer.push(chunk(10)).await.unwrap();
+    }
+    aggregator.expect_events(30).await;
+    let drained = tokio::time::timeout(WAIT, forwarder.buffer.drained(WAIT)).await;
+    assert!(matches!(drained, Ok(true)), "every chunk was acknowledged");
+    forwarder.stop().await;
+    aggregator.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_passphrase_fails_the_start_naming_the_file_and_the_key() {
+    let pki = support::openssl::encrypted_pki();
+    let d = pki.path();
+    let err = ForwardServer::bind(&encrypted_server_config(d, Some("nope")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tls.private_key_path")
+            && err.contains("aggregator.key")
+            && err.contains("tls.private_key_passphrase does not decrypt the key"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("nope"),
+        "the passphrase is never printed: {err}"
+    );
+    let err = ForwardServer::bind(&encrypted_server_config(d, None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("aggregator.key")
+            && err.contains("give its passphrase in tls.private_key_passphrase"),
+        "{err}"
+    );
+
+    let forwarder = start_forwarder(encrypted_sink_config(
+        "127.0.0.1:1".parse().unwrap(),
+        d,
+        "aggregator-pass",
+    ));
+    let err = tokio::time::timeout(WAIT, forwarder.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("node.key") && err.contains("tls.private_key_passphrase does not decrypt"),
         "{err}"
     );
 }

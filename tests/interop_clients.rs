@@ -1,8 +1,9 @@
 //! Real third-party Forward Protocol clients against the real `nagare` aggregator:
 //! Python's fluent-logger (Message mode, EventTime), Node's fluent-logger (Message,
 //! PackedForward and CompressedPackedForward with acks, and the shared-key
-//! handshake), and Go's fluent-logger-golang (Message mode with EventTime, and the
-//! JSON form, both with acks). Records land in the file sink.
+//! handshake, and over TLS to a key encrypted with a passphrase), and Go's
+//! fluent-logger-golang (Message mode with EventTime, and the JSON form, both with
+//! acks). Records land in the file sink.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use nagare_testkit::clients::Go;
 use nagare_testkit::{Node, Python, free_port, wait_until};
-use support::{Nagare, read_ndjson};
+use support::{Nagare, plain, read_ndjson};
 
 fn aggregator(dir: &std::path::Path, port: u16) -> Nagare {
     aggregator_with(dir, port, "")
@@ -146,24 +147,6 @@ fn node_fluent_logger_message_mode_with_acks() {
     node_sends("Message");
 }
 
-/// Log text without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 const SECURED: &str =
     "    security:\n      self_hostname: aggregator-0\n      shared_key: node-shared-key\n";
 
@@ -219,7 +202,7 @@ fn node_fluent_logger_shared_key_handshake_admits_the_right_key_only() {
         "{}",
         agg.child.logs()
     );
-    let refusal = strip_ansi(&agg.child.stderr())
+    let refusal = plain(&agg.child.stderr())
         .lines()
         .find(|l| l.contains("authentication failed"))
         .map(str::to_string)
@@ -328,4 +311,81 @@ fn go_fluent_logger_message_mode_with_event_time_and_acks() {
 #[test]
 fn go_fluent_logger_json_form_with_acks() {
     go_sends("json");
+}
+
+#[test]
+fn node_fluent_logger_over_tls_to_a_key_encrypted_with_a_passphrase() {
+    let pki = support::openssl::encrypted_pki();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tls = |passphrase: &str| {
+        format!(
+            "    tls:\n      cert_path: {d}/aggregator.crt\n      private_key_path: {d}/aggregator.key\n      private_key_passphrase: {passphrase}\n{SECURED}",
+            d = pki.path().display()
+        )
+    };
+
+    // A wrong passphrase stops the start, naming the file and the setting.
+    let mut wrong = Nagare::start(
+        "aggregator-wrong",
+        dir.path(),
+        &format!(
+            "data_dir: {data}\nsources:\n  clients:\n    type: forward\n    bind: 127.0.0.1:{port}\n{tls}sinks:\n  out:\n    type: stdout\n    match: \"**\"\n",
+            data = dir.path().join("data-wrong").display(),
+            tls = tls("not-it"),
+        ),
+    );
+    let status = wrong
+        .child
+        .wait_timeout(Duration::from_secs(20))
+        .expect("a wrong passphrase fails the start");
+    assert!(!status.success());
+    let err = plain(&wrong.child.stderr());
+    assert!(
+        err.contains("aggregator.key")
+            && err.contains("tls.private_key_passphrase does not decrypt the key"),
+        "{err}"
+    );
+    assert!(!err.contains("not-it"), "the passphrase is never printed");
+
+    let mut agg = aggregator_with(dir.path(), port, &tls("aggregator-pass"));
+    // Without acks: fluent-logger 3.4 listens for an ack only once its write's
+    // callback has run, which over TLS can be after the ack arrived (seen here as
+    // "ack response timeout" right after a successful handshake). The records
+    // arriving in the file sink are the proof of delivery instead.
+    let script = r#"
+const fs = require('fs');
+const [port, ca] = [Number(process.argv[1]), process.argv[2]];
+const logger = require('fluent-logger').createFluentSender('tls', {
+  host: 'localhost', port, timeout: 3.0, reconnectInterval: 600000,
+  eventMode: 'PackedForward', flushInterval: 50,
+  tls: true, tlsOptions: { ca: fs.readFileSync(ca), servername: 'localhost' },
+  security: { clientHostname: 'node-client', sharedKey: 'node-shared-key' },
+});
+let sent = 0;
+logger.on('error', (e) => { console.error('error', e); process.exit(1); });
+setTimeout(() => { console.error('only', sent, 'sent'); process.exit(1); }, 20000);
+for (let i = 0; i < 20; i++) {
+  logger.emit('api', { n: i }, (err) => {
+    if (err) { console.error('emit', err); process.exit(1); }
+    if (++sent === 20) logger.end(null, null, () => { console.log('sent', sent); process.exit(0); });
+  });
+}
+"#;
+    let ca = pki.path().join("ca.crt");
+    let mut node =
+        Node::fluent_logger().spawn_script(script, &[&port.to_string(), ca.to_str().unwrap()]);
+    node.expect_success(Duration::from_secs(30));
+    assert!(node.stdout().contains("sent 20"), "{}", node.logs());
+    let out = dir.path().join("out.ndjson");
+    assert!(
+        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 20),
+        "{}",
+        agg.child.logs()
+    );
+    assert!(agg.terminate(Duration::from_secs(20)).success());
+    let lines = read_ndjson(&out);
+    assert_eq!(lines.len(), 20);
+    assert!(lines.iter().all(|l| l["tag"] == "tls.api"));
+    assert!(!agg.child.stderr().contains("aggregator-pass"));
 }

@@ -4,17 +4,26 @@
 //! defaults), by rename + create in one run and by copytruncate in the other. The
 //! real `nagare` forwarder tails them and ships to the real `nagare` aggregator,
 //! which writes every record to a file. The forwarder is killed with SIGKILL six
-//! times during the run and restarted.
+//! times during the run and restarted, once only after every file was rotated.
 //!
 //! Checked at the end: every line written is in the aggregator's output (zero loss);
 //! lines that arrived more than once are counted, and each of them was not yet
 //! acknowledged at some kill: its offset was at or past the checkpoint the forwarder
 //! had on disk when it was killed (the checkpoint is where a forwarder records what
-//! the aggregator acknowledged).
+//! the aggregator acknowledged); and every copy of a line carries the event id its
+//! first copy had (`event_id_key`), whether it was read from the file, from its
+//! rotated name or from a copytruncate copy.
+//!
+//! A shorter test kills the forwarder with lines past its checkpoint, runs
+//! copytruncate while it is down, and checks that the lines read again from the copy
+//! keep their ids, so that the Elasticsearch sink (osmem-server, `id_key`) holds one
+//! document per line.
 #![cfg(all(feature = "forwarder", feature = "aggregator"))]
 
 mod support;
 
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use nagare_forwarder::sources::tail::checkpoint::{self, Stored};
 use nagare_forwarder::sources::tail::file::{FINGERPRINT_BYTES, fnv1a};
-use nagare_testkit::{Child, free_port, wait_until};
+use nagare_testkit::{Child, Osmem, free_port, wait_until};
 use support::Nagare;
 
 const FILES: usize = 4;
@@ -34,6 +43,10 @@ const KEEP: usize = 5;
 const LINE: u64 = 64;
 /// When the forwarder is killed, in seconds after the writer started.
 const KILLS: [u64; 6] = [6, 15, 24, 33, 42, 51];
+/// The kill after which the forwarder stays down until every file was rotated (about
+/// 25 s in: each file reaches 10 MiB every 12.6 s), so that what it had read past its
+/// checkpoint is read again from the rotated file (the copy, with copytruncate).
+const DOWN_OVER_A_ROTATION: usize = 2;
 
 #[test]
 fn rename_rotation_with_sigkills_loses_nothing() {
@@ -55,7 +68,7 @@ struct Generation {
 fn forwarder_config(data: &Path, logs: &Path, port: u16) -> String {
     format!(
         "data_dir: {data}\n\
-         sources:\n  containers:\n    type: tail\n    paths: [\"{logs}/*.log\"]\n    format: cri\n    read_from_head: true\n    kubernetes_metadata: false\n    refresh_interval: 200ms\n    poll_interval: 50ms\n    checkpoint_interval: 250ms\n\
+         sources:\n  containers:\n    type: tail\n    paths: [\"{logs}/*.log\"]\n    format: cri\n    read_from_head: true\n    kubernetes_metadata: false\n    refresh_interval: 200ms\n    poll_interval: 50ms\n    checkpoint_interval: 250ms\n    event_id_key: line_id\n\
          sinks:\n  aggregator:\n    type: forward\n    match: \"**\"\n    servers: [{{host: 127.0.0.1, port: {port}}}]\n    buffer:\n      total_limit_size: 16MiB\n",
         data = data.display(),
         logs = logs.display(),
@@ -111,7 +124,7 @@ fn torture(mode: &str) {
     // Kill the forwarder with SIGKILL on schedule, noting the checkpoints it had on
     // disk at that moment, and start it again.
     let mut at_kills: Vec<Vec<(usize, u64, u64)>> = Vec::new();
-    for at in KILLS {
+    for (k, at) in KILLS.into_iter().enumerate() {
         let due = Duration::from_secs(at);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
             std::thread::sleep(wait);
@@ -124,6 +137,18 @@ fn torture(mode: &str) {
         });
         at_kills.push(resolve(&entries, &logs));
         std::thread::sleep(Duration::from_millis(300));
+        if k == DOWN_OVER_A_ROTATION {
+            let manifest = logs.join("manifest");
+            let generations = || {
+                std::fs::read_to_string(&manifest)
+                    .unwrap_or_default()
+                    .lines()
+                    .count()
+            };
+            let before = generations();
+            let rotated = wait_until(Duration::from_secs(15), || generations() >= before + FILES);
+            assert!(rotated, "the files were not rotated within 15 s of a kill");
+        }
         forwarder = Nagare::start("forwarder", dir.path(), &config);
     }
     writer.expect_success(Duration::from_secs(SECONDS + 60));
@@ -147,7 +172,7 @@ fn torture(mode: &str) {
     let stopped = aggregator.terminate(Duration::from_secs(60));
     assert!(stopped.success(), "aggregator: {stopped}");
 
-    let counts = read_output(&output, &totals);
+    let (counts, two_ids) = read_output(&output, &totals);
     let mut missing = Vec::new();
     let mut duplicated = 0u64;
     let mut dup_lines = Vec::new();
@@ -164,11 +189,12 @@ fn torture(mode: &str) {
         }
     }
     eprintln!(
-        "{mode}: {total} lines written in {write_time:?} ({:.0} lines/s), all arrived after {drained:?}: {arrived}; {} kills; {duplicated} duplicates ({} distinct lines, {:.3}%)",
+        "{mode}: {total} lines written in {write_time:?} ({:.0} lines/s), all arrived after {drained:?}: {arrived}; {} kills; {duplicated} duplicates ({} distinct lines, {:.3}%); {} lines arrived with two different ids",
         total as f64 / write_time.as_secs_f64(),
         KILLS.len(),
         dup_lines.len(),
-        duplicated as f64 * 100.0 / total as f64
+        duplicated as f64 * 100.0 / total as f64,
+        two_ids.len(),
     );
     assert!(
         missing.is_empty(),
@@ -196,6 +222,12 @@ fn torture(mode: &str) {
         "{} duplicated lines were checkpointed (acknowledged) before every kill, e.g. {:?}",
         acked_at_every_kill.len(),
         &acked_at_every_kill[..acked_at_every_kill.len().min(20)]
+    );
+    assert!(
+        two_ids.is_empty(),
+        "{} lines arrived with two different event ids, e.g. {:?}",
+        two_ids.len(),
+        &two_ids[..two_ids.len().min(20)]
     );
     drop(writer);
 }
@@ -237,13 +269,18 @@ fn count_lines(path: &Path) -> u64 {
     }
 }
 
-/// How many times each (file, seq) arrived.
-fn read_output(path: &Path, totals: &[u64]) -> Vec<Vec<u32>> {
+/// How many times each (file, seq) arrived, and the (file, seq) of the lines that
+/// arrived with two different event ids.
+#[allow(clippy::type_complexity)]
+fn read_output(path: &Path, totals: &[u64]) -> (Vec<Vec<u32>>, Vec<(usize, usize)>) {
     let mut counts: Vec<Vec<u32>> = totals.iter().map(|&t| vec![0; t as usize]).collect();
+    // A hash of each line's first id (0: not seen yet).
+    let mut ids: Vec<Vec<u64>> = totals.iter().map(|&t| vec![0; t as usize]).collect();
+    let mut two_ids = Vec::new();
     let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
     for line in reader.split(b'\n') {
         let line = line.unwrap();
-        // {"stream":"stdout","logtag":"F","log":"f<i> <seq> xxx"}
+        // {"stream":"stdout","logtag":"F","log":"f<i> <seq> xxx","line_id":"<hash>-<offset>"}
         let Some(at) = find(&line, b"\"log\":\"f") else {
             panic!("unexpected record {}", String::from_utf8_lossy(&line));
         };
@@ -255,8 +292,21 @@ fn read_output(path: &Path, totals: &[u64]) -> Vec<Vec<u32>> {
             .parse()
             .unwrap();
         counts[file][seq] += 1;
+        let Some(at) = find(&line, b"\"line_id\":\"") else {
+            panic!(
+                "a record without its event id: {}",
+                String::from_utf8_lossy(&line)
+            );
+        };
+        let id = &line[at + 11..];
+        let id = fnv1a(&id[..id.iter().position(|&b| b == b'"').unwrap()]).max(1);
+        match ids[file][seq] {
+            0 => ids[file][seq] = id,
+            first if first != id => two_ids.push((file, seq)),
+            _ => {}
+        }
     }
-    counts
+    (counts, two_ids)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -338,4 +388,150 @@ fn read_prefix(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
     }
     buf.truncate(n);
     Ok(buf)
+}
+
+/// Writes CRI lines `from..to` to `path`, each message `{"seq":n,...}`, all on
+/// 2024-05-01 (one daily index).
+fn write_seq_lines(path: &Path, from: usize, to: usize) {
+    let mut text = String::new();
+    for n in from..to {
+        let ts = nagare_core::EventTime::new(1_714_564_800 + n as i64, 0).to_rfc3339();
+        let _ = writeln!(
+            text,
+            "{ts} stdout F {{\"seq\":{n},\"msg\":\"order placed\"}}"
+        );
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+}
+
+/// Per `seq`, the event ids its copies in the NDJSON file carried (as many entries
+/// as copies).
+fn ids_by_seq(path: &Path) -> HashMap<u64, Vec<String>> {
+    let mut ids: HashMap<u64, Vec<String>> = HashMap::new();
+    for record in support::read_ndjson(path) {
+        let seq = record["seq"].as_u64().expect("a seq");
+        let id = record["line_id"].as_str().expect("an event id");
+        ids.entry(seq).or_default().push(id.to_string());
+    }
+    ids
+}
+
+/// The forwarder reads lines, is killed with SIGKILL before its checkpoint passes
+/// them (`checkpoint_interval: 1h`: only the write when the file was found is on
+/// disk), logrotate's copytruncate runs while it is down (`app.log` copied to
+/// `app.log.1`, then emptied, then written again), and after the restart the lines
+/// are read again from the copy. They carry the ids they had, so the Elasticsearch
+/// sink with `id_key` holds exactly one document per line.
+#[test]
+fn lines_read_again_from_a_copytruncate_copy_stay_one_document_each() {
+    const BEFORE: usize = 3_000;
+    const AFTER: usize = 1_000;
+    let osmem = Osmem::start();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let port = free_port();
+    let archive = dir.path().join("out/all.ndjson");
+    let mut aggregator = Nagare::start(
+        "aggregator",
+        dir.path(),
+        &format!(
+            "data_dir: {data}\n\
+             sources:\n  nodes:\n    type: forward\n    bind: 127.0.0.1:{port}\n\
+             sinks:\n  es:\n    type: elasticsearch\n    match: \"**\"\n    endpoints: [\"{url}\"]\n    batch: {{ max_events: 1000, timeout: 100ms }}\n    id_key: line_id\n    remove_keys: [line_id]\n\
+             \x20 archive:\n    type: file\n    match: \"**\"\n    path: {archive}\n    format: record\n",
+            data = dir.path().join("agg-data").display(),
+            url = osmem.url(),
+            archive = archive.display(),
+        ),
+    );
+    support::wait_listening(&mut aggregator, port);
+    let app = logs.join("app.log");
+    write_seq_lines(&app, 0, BEFORE);
+    let fwd_data = dir.path().join("fwd-data");
+    let config = format!(
+        "data_dir: {data}\n\
+         sources:\n  app:\n    type: tail\n    paths: [\"{logs}/*.log\"]\n    format: cri\n    read_from_head: true\n    kubernetes_metadata: false\n    refresh_interval: 100ms\n    poll_interval: 50ms\n    checkpoint_interval: 1h\n    event_id_key: line_id\n\
+         sinks:\n  aggregator:\n    type: forward\n    match: \"**\"\n    servers: [{{host: 127.0.0.1, port: {port}}}]\n",
+        data = fwd_data.display(),
+        logs = logs.display(),
+    );
+    let mut forwarder = Nagare::start("forwarder", dir.path(), &config);
+    let read = wait_until(Duration::from_secs(60), || {
+        forwarder.assert_running();
+        count_lines(&archive) >= BEFORE as u64
+    });
+    assert!(
+        read,
+        "the first lines never arrived\n{}",
+        forwarder.child.logs()
+    );
+    forwarder.child.kill();
+    let store = fwd_data.join("tail/app/checkpoints");
+    let entries = checkpoint::decode(&std::fs::read(&store).unwrap()).unwrap();
+    let size = std::fs::metadata(&app).unwrap().len();
+    let checkpointed = entries.iter().map(|e| e.offset).max().unwrap_or(0);
+    assert!(
+        checkpointed < size,
+        "the lines must lie past the checkpoint on disk: {entries:?}"
+    );
+    // copytruncate, as logrotate does it, then the application writes on.
+    std::fs::copy(&app, logs.join("app.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    write_seq_lines(&app, BEFORE, BEFORE + AFTER);
+
+    let mut forwarder = Nagare::start("forwarder", dir.path(), &config);
+    let all = wait_until(Duration::from_secs(60), || {
+        forwarder.assert_running();
+        ids_by_seq(&archive).len() == BEFORE + AFTER
+    });
+    assert!(all, "lines are missing\n{}", forwarder.child.logs());
+    assert!(forwarder.terminate(Duration::from_secs(30)).success());
+    // A stopped aggregator delivers what its buffers hold first.
+    assert!(aggregator.terminate(Duration::from_secs(30)).success());
+
+    let ids = ids_by_seq(&archive);
+    let read_twice = ids.values().filter(|v| v.len() > 1).count();
+    let two_ids: Vec<(&u64, BTreeSet<&String>)> = ids
+        .iter()
+        .map(|(seq, v)| (seq, v.iter().collect::<BTreeSet<_>>()))
+        .filter(|(_, v)| v.len() > 1)
+        .collect();
+    let docs = osmem.documents("logstash-*");
+    let mut per_seq: HashMap<u64, u32> = HashMap::new();
+    for d in &docs {
+        *per_seq
+            .entry(d.source["seq"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    let indexed_twice = per_seq.values().filter(|&&n| n > 1).count();
+    println!(
+        "copytruncate after SIGKILL: {} lines, {read_twice} read twice (checkpoint on disk at byte {checkpointed} of {size}); {} lines with two different ids; Elasticsearch: {} documents, {indexed_twice} lines indexed twice",
+        BEFORE + AFTER,
+        two_ids.len(),
+        docs.len(),
+    );
+    assert!(read_twice > 0, "no line was read again: nothing was tested");
+    assert!(
+        two_ids.is_empty(),
+        "{} lines read again with another id, e.g. {:?}",
+        two_ids.len(),
+        &two_ids[..two_ids.len().min(5)]
+    );
+    assert_eq!(
+        per_seq.len(),
+        BEFORE + AFTER,
+        "every line is in Elasticsearch"
+    );
+    assert_eq!(docs.len(), BEFORE + AFTER, "one document per line");
 }

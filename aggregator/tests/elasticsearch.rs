@@ -8,11 +8,11 @@ use std::time::Duration;
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::chunk::Segment;
-use nagare_core::component::SinkContext;
 use nagare_core::config::{ConfigDocument, HumanDuration};
 use nagare_core::dead_letter::DeadLetter;
 use nagare_core::receipt::{Delivery, Receipt};
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::{chunk_of, sink_context, with_receipt};
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag, Value};
 use nagare_testkit::{BulkFault, FaultProxy, Osmem, free_port, wait_until};
 use serde_json::json;
@@ -48,12 +48,11 @@ fn record(i: usize) -> Map {
 
 /// A chunk of `records` at T0 + position seconds (+ `nanos`), with a receipt.
 fn chunk(tag: &str, records: Vec<Map>, nanos: u32) -> (Chunk, oneshot::Receiver<Delivery>) {
-    let mut b = ChunkBuilder::new(Tag::new(tag));
-    for (i, r) in records.iter().enumerate() {
-        b.push(EventTime::new(T0 + i as i64, nanos), r);
-    }
-    let (receipt, rx) = Receipt::channel();
-    (b.finish().unwrap().with_receipt(receipt), rx)
+    let timed = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (EventTime::new(T0 + i as i64, nanos), r));
+    with_receipt(chunk_of(tag, timed))
 }
 
 struct Running {
@@ -85,13 +84,7 @@ fn start(config: ElasticsearchConfig) -> Running {
 fn start_with(config: ElasticsearchConfig, buffer: Buffer) -> Running {
     init_logs();
     let data = tempfile::tempdir().unwrap();
-    let abort = Shutdown::new();
-    let ctx = SinkContext {
-        name: "es".into(),
-        buffer: buffer.clone(),
-        abort: abort.clone(),
-        data_dir: data.path().to_path_buf(),
-    };
+    let (ctx, abort) = sink_context("es", &buffer, data.path());
     let task = tokio::spawn(elasticsearch::run(config, ctx));
     Running {
         buffer,

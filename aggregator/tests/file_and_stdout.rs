@@ -6,32 +6,24 @@ use nagare_aggregator::sinks::file::{self, FileConfig, Format};
 use nagare_aggregator::sinks::stdout::{self, StdoutConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SinkContext;
-use nagare_core::receipt::{Delivery, Receipt};
+use nagare_core::receipt::Delivery;
 use nagare_core::shutdown::Shutdown;
-use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag, Value};
+use nagare_core::testing::{chunk_of, sink_context, with_receipt};
+use nagare_core::{Chunk, EventTime, Map, Value};
 use tokio::sync::oneshot;
 
 fn ctx(buffer: &Buffer, data: &std::path::Path) -> (SinkContext, Shutdown) {
-    let abort = Shutdown::new();
-    let ctx = SinkContext {
-        name: "out".into(),
-        buffer: buffer.clone(),
-        abort: abort.clone(),
-        data_dir: data.to_path_buf(),
-    };
-    (ctx, abort)
+    sink_context("out", buffer, data)
 }
 
 fn chunk(tag: &str, n: i64) -> (Chunk, oneshot::Receiver<Delivery>) {
-    let mut b = ChunkBuilder::new(Tag::new(tag));
-    for i in 0..n {
+    let record = |i: i64| {
         let mut r = Map::new();
         r.insert("msg", format!("line {i}"));
         r.insert("i", Value::Int(i));
-        b.push(EventTime::new(1_705_314_600 + i, 500), &r);
-    }
-    let (receipt, rx) = Receipt::channel();
-    (b.finish().unwrap().with_receipt(receipt), rx)
+        (EventTime::new(1_705_314_600 + i, 500), r)
+    };
+    with_receipt(chunk_of(tag, (0..n).map(record)))
 }
 
 /// An output in memory that the test keeps a handle on after the sink took it.

@@ -14,6 +14,7 @@ use std::time::Instant;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Tag};
 use crate::msgpack::{self, ReadError, Reader};
@@ -57,21 +58,20 @@ impl ChunkId {
     }
 
     /// The id a received forward `chunk` option stands for. Fluentd and nagare send
-    /// Base64 of 16 bytes; any other string is hashed, so that a client's resend of the
-    /// same chunk still maps to the same id (which keeps destination ids idempotent).
+    /// Base64 of 16 bytes; any other string stands for the first 16 bytes of its
+    /// SHA-256, so that a client's resend of the same chunk still maps to the same id
+    /// (which keeps destination ids idempotent). The hash must be one whose output is
+    /// specified, not `std`'s `DefaultHasher`: ids end up in stored documents, and a
+    /// chunk resent after an upgrade must get the ids it had before.
     pub fn from_forward_option(option: &str) -> Self {
         if let Ok(bytes) = BASE64.decode(option.trim())
             && let Ok(id) = <[u8; 16]>::try_from(bytes.as_slice())
         {
             return ChunkId(id);
         }
-        use std::hash::{Hash, Hasher};
+        let digest = Sha256::digest(option.as_bytes());
         let mut out = [0u8; 16];
-        for (i, half) in out.chunks_mut(8).enumerate() {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (i, option).hash(&mut h);
-            half.copy_from_slice(&h.finish().to_be_bytes());
-        }
+        out.copy_from_slice(&digest[..16]);
         ChunkId(out)
     }
 }
@@ -618,5 +618,28 @@ mod tests {
         assert_eq!(a, ChunkId::from_forward_option("not base64 at all"));
         assert_ne!(a, ChunkId::from_forward_option("something else"));
         assert_eq!(id.to_hex().len(), 32);
+    }
+
+    #[test]
+    fn chunk_ids_from_other_options_are_pinned() {
+        // Ids of options that are not Base64 of 16 bytes must never change (they end
+        // up in Elasticsearch `_id`s and BigQuery `insertId`s): each is the first 16
+        // bytes of the option's SHA-256, as `printf %s OPTION | sha256sum` prints.
+        for (option, want) in [
+            ("not base64 at all", "8e9cff4762910e8fccd9830de684d87d"),
+            // Fluent Bit's option: 32 hex digits of a checksum of the chunk.
+            (
+                "9b74c9897bac770ffc029102a200c5de",
+                "b04f77f605ec755626a28950534d2454",
+            ),
+            ("chunk-0001", "e44b6524b2afee0f8d9df44d3f8662e4"),
+            ("", "e3b0c44298fc1c149afbf4c8996fb924"),
+        ] {
+            assert_eq!(
+                ChunkId::from_forward_option(option).to_hex(),
+                want,
+                "{option:?}"
+            );
+        }
     }
 }

@@ -3,15 +3,42 @@
 //!
 //! The component configs themselves live with their components; the binary composes
 //! them into one closed enum per kind. This module gives them the shared pieces: the
-//! loader, [`ByteSize`], [`Duration`](HumanDuration) and [`Secret`].
+//! loader, [`Tagged`] for configs chosen by a `type` key, [`ByteSize`],
+//! [`Duration`](HumanDuration) and [`Secret`].
+//!
+//! Loading goes in two steps. The file is parsed into a tree of values that remember
+//! their line, with `${ENV}` references resolved inside scalars; then the tree is
+//! decoded into the typed config. An error found while decoding takes its line and
+//! key path from the tree, never from the wording of an error message.
+//!
+//! - `yaml`: the tree, and the file's own problems (YAML syntax, duplicate keys).
+//! - `interpolate`: `${NAME}`, `${NAME:-default}` and `$${` in one scalar.
+//! - `de`: the serde deserializer over the tree; `located`: its error, and where
+//!   that is; `resolve`: what type a plain scalar is.
+//! - [`tagged`]: configs chosen by a key, decoded without losing lines.
+
+mod de;
+mod interpolate;
+mod located;
+mod resolve;
+pub mod tagged;
+mod yaml;
+
+#[cfg(test)]
+mod decode_tests;
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Expected, Unexpected};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
+
+pub use tagged::{Kind, Tagged};
+
+use located::{DecodeError, Problem};
+use yaml::Node;
 
 /// A config that could not be loaded, with where and why.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -39,16 +66,16 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The text of a config file, kept so that errors found after parsing (an unknown
-/// sink name, a bad combination of options) can still point at a line.
+/// A parsed config file, kept so that errors found after decoding (an unknown sink
+/// name, a bad combination of options) can still point at a line.
 #[derive(Debug, Clone)]
 pub struct ConfigDocument {
     origin: String,
-    text: String,
+    root: Node,
 }
 
 impl ConfigDocument {
-    /// Reads `path` and interpolates environment variables.
+    /// Reads and parses `path`, resolving `${NAME}` from the environment.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
         let raw = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -60,27 +87,26 @@ impl ConfigDocument {
         Self::from_text(&origin, &raw, |name| std::env::var(name).ok())
     }
 
-    /// Builds a document from text; `env` resolves `${NAME}` references.
+    /// Parses a document from text; `env` resolves `${NAME}` references.
     pub fn from_text(
         origin: &str,
         raw: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let text = interpolate(raw, env).map_err(|(line, message)| ConfigError {
+        let root = yaml::parse(raw, Some(&env)).map_err(|e| ConfigError {
             file: origin.to_string(),
-            line: Some(line),
-            key: key_on_line(raw, line),
-            message,
+            line: Some(e.line),
+            key: if e.syntax {
+                None
+            } else {
+                key_on_line(raw, e.line)
+            },
+            message: e.message,
         })?;
         Ok(Self {
             origin: origin.to_string(),
-            text,
+            root,
         })
-    }
-
-    /// The interpolated text.
-    pub fn text(&self) -> &str {
-        &self.text
     }
 
     /// Where the document came from.
@@ -90,151 +116,51 @@ impl ConfigDocument {
 
     /// Decodes the document into `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        let de = serde_norway::Deserializer::from_str(&self.text);
-        match serde_path_to_error::deserialize::<_, T>(de) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let mut path: Vec<String> = e
-                    .path()
-                    .iter()
-                    .filter_map(|seg| match seg {
-                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                        serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
-                        serde_path_to_error::Segment::Unknown => None,
-                    })
-                    .collect();
-                let inner = e.into_inner();
-                let message = clean_message(&inner.to_string());
-                // Errors raised inside a tagged component are reported by serde
-                // without the field they are about; take it from the message.
-                if let Some(field) = quoted_after(&message, "unknown field `")
-                    && path.last() != Some(&field)
-                {
-                    path.push(field);
-                }
-                let mut line = self
-                    .locate(&path)
-                    .or_else(|| inner.location().map(|l| l.line()));
-                // Values inside a tagged component are also reported without their
-                // key; find the line in the component's block that holds the value
-                // the message names.
-                if let (Some(at), Some(value)) = (line, offending_value(&message))
-                    && let Some((n, key)) = find_value_in_block(&self.text, at, &value)
-                {
-                    if path.last() != Some(&key) {
-                        path.push(key);
-                    }
-                    line = Some(n);
-                }
-                Err(ConfigError {
-                    file: self.origin.clone(),
-                    line,
-                    key: (!path.is_empty()).then(|| path.join(".")),
-                    message: explain(message),
-                })
-            }
-        }
+        de::decode(&self.root).map_err(|e| self.decode_error(e))
     }
 
-    /// An error about the value at `path` (dotted), pointing at its line.
+    /// An error about the value at `path` (dotted), pointing at its line, or at the
+    /// line of the closest enclosing key that is written when it is not (a default).
     pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
         let segments: Vec<String> = path.split('.').map(str::to_string).collect();
+        let line = match self.root.lookup(&segments) {
+            (line, true) => Some(line),
+            (line, false) if self.root.lookup(&segments[..1]).1 => Some(line),
+            _ => None,
+        };
         ConfigError {
             file: self.origin.clone(),
-            line: self.locate(&segments),
+            line,
             key: Some(path.to_string()),
             message: message.into(),
         }
     }
 
-    /// Finds the line of a key path in block-style YAML by following indentation.
-    fn locate(&self, path: &[String]) -> Option<usize> {
-        locate(&self.text, path)
-    }
-}
-
-/// Replaces `${NAME}` and `${NAME:-default}` with environment values; `$${` stands for
-/// a literal `${`. A reference to an unset variable without a default is an error,
-/// returned with its 1-based line.
-pub fn interpolate(
-    raw: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<String, (usize, String)> {
-    let mut out = String::with_capacity(raw.len());
-    for (i, line) in raw.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        // YAML comments are not interpolated, so a commented-out reference to an
-        // unset variable is harmless.
-        while let Some(pos) = rest.find('$') {
-            let before = &rest[..pos];
-            if is_comment_start(&out, before) {
-                break;
-            }
-            out.push_str(before);
-            let after = &rest[pos..];
-            if let Some(tail) = after.strip_prefix("$${") {
-                out.push_str("${");
-                rest = tail;
-            } else if let Some(tail) = after.strip_prefix("${") {
-                let Some(end) = tail.find('}') else {
-                    return Err((i + 1, "`${` is not closed by `}`".into()));
-                };
-                let expr = &tail[..end];
-                let (name, default) = match expr.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (expr, None),
-                };
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !name.starts_with(|c: char| c.is_ascii_digit());
-                if !valid {
-                    return Err((
-                        i + 1,
-                        format!("`${{{expr}}}` is not a valid environment variable reference"),
-                    ));
-                }
-                match env(name).or_else(|| default.map(str::to_string)) {
-                    Some(v) => out.push_str(&v),
-                    None => {
-                        return Err((
-                            i + 1,
-                            format!(
-                                "environment variable `{name}` is not set (referenced as `${{{expr}}}`); set it, or give a default with `${{{name}:-value}}`"
-                            ),
-                        ));
-                    }
-                }
-                rest = &tail[end + 1..];
-            } else {
-                out.push('$');
-                rest = &after[1..];
-            }
+    fn decode_error(&self, e: DecodeError) -> ConfigError {
+        let (line, path) = match e.at {
+            Some((line, path)) => (Some(line), path),
+            None => (None, Vec::new()),
+        };
+        // The hints for the mistakes users make most.
+        let message = match e.problem {
+            Problem::UnknownField(_) => format!(
+                "{}; check the spelling, or see docs/configuration.md for the options of this component",
+                e.message
+            ),
+            Problem::UnknownVariant(_) => format!("{}; check the spelling of the value", e.message),
+            _ => e.message,
+        };
+        ConfigError {
+            file: self.origin.clone(),
+            line,
+            key: (!path.is_empty()).then(|| path.join(".")),
+            message,
         }
-        out.push_str(rest);
     }
-    Ok(out)
 }
 
-/// Whether the text of the current line so far starts a YAML comment before the `$`.
-fn is_comment_start(out: &str, before: &str) -> bool {
-    let line_start = out.rfind('\n').map(|p| p + 1).unwrap_or(0);
-    let so_far = format!("{}{}", &out[line_start..], before);
-    let mut in_single = false;
-    let mut in_double = false;
-    let mut prev_space = true;
-    for c in so_far.chars() {
-        match c {
-            '\'' if !in_double => in_single = !in_single,
-            '"' if !in_single => in_double = !in_double,
-            '#' if !in_single && !in_double && prev_space => return true,
-            _ => {}
-        }
-        prev_space = c == ' ' || c == '\t';
-    }
-    false
-}
-
+/// The key a line of the file starts with (`path` for `    path: ${DATA_DIR}/out`),
+/// for problems found before there is a tree to ask.
 fn key_on_line(text: &str, line: usize) -> Option<String> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
     let t = l.trim_start().trim_start_matches("- ");
@@ -243,164 +169,13 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
     (!k.is_empty() && !k.contains(' ')).then(|| k.to_string())
 }
 
-fn quoted_after(message: &str, prefix: &str) -> Option<String> {
-    let start = message.find(prefix)? + prefix.len();
-    let end = message[start..].find('`')?;
-    Some(message[start..start + end].to_string())
-}
-
-/// The value a serde message complains about: ``unknown variant `x` `` or
-/// `invalid type: string "x"` / ``invalid type: integer `3` ``.
-fn offending_value(message: &str) -> Option<String> {
-    if let Some(v) = quoted_after(message, "unknown variant `") {
-        return Some(v);
-    }
-    // nagare's own value errors start with the value: "`8 parsecs` is not a size".
-    if message.starts_with('`') {
-        return quoted_after(message, "`");
-    }
-    for prefix in ["invalid type: string \"", "invalid value: string \""] {
-        if let Some(start) = message.find(prefix).map(|i| i + prefix.len())
-            && let Some(end) = message[start..].find('"')
-        {
-            return Some(message[start..start + end].to_string());
-        }
-    }
-    for prefix in [
-        "invalid type: integer `",
-        "invalid type: floating point `",
-        "invalid type: boolean `",
-    ] {
-        if let Some(v) = quoted_after(message, prefix) {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// Finds, in the block that starts at 1-based `line`, the first `key: value` line
-/// whose value is `value`; returns its line and key.
-fn find_value_in_block(text: &str, line: usize, value: &str) -> Option<(usize, String)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = line.checked_sub(1)?;
-    let head = lines.get(start)?;
-    let block_indent = head.len() - head.trim_start().len();
-    for (n, l) in lines.iter().enumerate().skip(start) {
-        let t = l.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        if n > start && l.len() - t.len() <= block_indent {
-            break;
-        }
-        let body = t.strip_prefix("- ").unwrap_or(t);
-        if let Some((k, v)) = body.split_once(':') {
-            let v = v.split(" #").next().unwrap_or("").trim();
-            let v = v.trim_matches('"').trim_matches('\'');
-            if v == value {
-                return Some((
-                    n + 1,
-                    k.trim().trim_matches('"').trim_matches('\'').to_string(),
-                ));
-            }
-        }
-    }
-    None
-}
-
-/// serde_norway appends " at line L column C" to some messages; the location is
-/// reported separately, so drop it from the text.
-fn clean_message(m: &str) -> String {
-    let m = match m.rfind(" at line ") {
-        Some(i) if m[i..].contains(" column ") => &m[..i],
-        _ => m,
-    };
-    // It also prefixes the path ("sinks.out: ..."), which is reported separately.
-    match m.split_once(": ") {
-        Some((head, rest))
-            if !head.is_empty()
-                && head
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-[]".contains(c)) =>
-        {
-            rest.to_string()
-        }
-        _ => m.to_string(),
-    }
-}
-
-/// Adds a hint to the serde messages users meet most.
-fn explain(message: String) -> String {
-    if message.starts_with("unknown field") {
-        format!(
-            "{message}; check the spelling, or see docs/configuration.md for the options of this component"
-        )
-    } else if message.starts_with("unknown variant") {
-        format!("{message}; check the spelling of the value")
-    } else {
-        message
-    }
-}
-
-/// 1-based line of a key path in block-style YAML (flow style is not followed).
+/// 1-based line of a key path (map keys and sequence indices) in a YAML text, block
+/// or flow style; `None` when the path is not in it.
 pub fn locate(text: &str, path: &[String]) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    // (first line to search, indent the current block's parent sits at)
-    let mut from = 0usize;
-    let mut parent_indent: isize = -1;
-    let mut found = None;
-    // The line of the sequence item just entered: it carries the item's first key.
-    let mut item_line: Option<usize> = None;
-    for seg in path {
-        let index: Option<usize> = seg.parse().ok();
-        let mut hit = None;
-        let mut seq_count = 0usize;
-        let mut seq_indent: Option<usize> = None;
-        for (n, line) in lines.iter().enumerate().skip(from) {
-            let trimmed = line.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed == "---" {
-                continue;
-            }
-            let indent = line.len() - trimmed.len();
-            if found.is_some() && item_line != Some(n) && (indent as isize) <= parent_indent {
-                break;
-            }
-            if let Some(i) = index {
-                if let Some(rest) = trimmed.strip_prefix('-') {
-                    let si = *seq_indent.get_or_insert(indent);
-                    if indent == si {
-                        if seq_count == i {
-                            // Keys of a mapping item sit two columns past the dash.
-                            let key_indent = indent + 1 + (rest.len() - rest.trim_start().len());
-                            hit = Some((n, key_indent as isize - 1));
-                            break;
-                        }
-                        seq_count += 1;
-                    }
-                }
-                continue;
-            }
-            let body = trimmed.strip_prefix("- ").unwrap_or(trimmed);
-            let key_indent = indent + (trimmed.len() - body.len());
-            let key = body
-                .split_once(':')
-                .map(|(k, _)| k.trim().trim_matches('"').trim_matches('\''));
-            if key == Some(seg.as_str()) && (key_indent as isize) > parent_indent {
-                hit = Some((n, key_indent as isize));
-                break;
-            }
-        }
-        let (n, ind) = hit?;
-        found = Some(n + 1);
-        from = n + 1;
-        parent_indent = ind;
-        item_line = None;
-        if index.is_some() {
-            from = n;
-            item_line = Some(n);
-        }
+    match yaml::parse(text, None).ok()?.lookup(path) {
+        (line, true) => Some(line),
+        _ => None,
     }
-    found
 }
 
 /// A size in bytes, written as a number or with a unit: `512`, `8k`, `64MiB`, `1GB`.
@@ -415,16 +190,16 @@ impl ByteSize {
         usize::try_from(self.0).unwrap_or(usize::MAX)
     }
 
-    /// Parses the text form.
+    /// Parses the text form; an error says what a size looks like.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let num: f64 = num.parse().map_err(|_| {
-            format!("`{s}` is not a size; write it like `512`, `8k`, `64MiB` or `1GB`")
-        })?;
+        let num: f64 = num
+            .parse()
+            .map_err(|_| "a size like `512`, `8k`, `64MiB` or `1GB`".to_string())?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kib" => 1 << 10,
@@ -437,7 +212,7 @@ impl ByteSize {
             "tb" => 1_000_000_000_000,
             other => {
                 return Err(format!(
-                    "`{other}` is not a size unit; use b, k, m, g, KiB, MiB, GiB, KB, MB or GB"
+                    "a size (`{other}` is not a size unit; use b, k, m, g, KiB, MiB, GiB, KB, MB or GB)"
                 ));
             }
         };
@@ -470,7 +245,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+            Raw::S(s) => ByteSize::parse(&s).map_err(|expected| {
+                serde::de::Error::invalid_value(Unexpected::Str(&s), &Reason(expected))
+            }),
         }
     }
 }
@@ -513,15 +290,27 @@ impl<'de> Deserialize<'de> for HumanDuration {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) if n >= 0.0 && n.is_finite() => Ok(HumanDuration(Duration::from_secs_f64(n))),
-            Raw::N(n) => Err(serde::de::Error::custom(format!("`{n}` is not a duration"))),
+            Raw::N(n) => Err(serde::de::Error::invalid_value(
+                Unexpected::Float(n),
+                &"a duration of zero or more seconds",
+            )),
             Raw::S(s) => humantime::parse_duration(s.trim())
                 .map(HumanDuration)
                 .map_err(|e| {
-                    serde::de::Error::custom(format!(
-                        "`{s}` is not a duration ({e}); write it like `500ms`, `5s` or `1m 30s`"
-                    ))
+                    let expected = format!("a duration like `500ms`, `5s` or `1m 30s` ({e})");
+                    serde::de::Error::invalid_value(Unexpected::Str(&s), &Reason(expected))
                 }),
         }
+    }
+}
+
+/// What a value should have been, for serde's "invalid value" errors, which keep the
+/// value itself so that the decoder can point at its line.
+struct Reason(String);
+
+impl Expected for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

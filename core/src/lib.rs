@@ -15,10 +15,13 @@
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
 //! - [`forward`]: the Fluentd Forward Protocol v1 codec.
 //! - [`filters`]: filters either tier can run (`record_modifier`, `grep`).
-//! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, sizes, durations.
+//! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, `Tagged`
+//!   component configs, sizes, durations.
 //! - [`retry`]: exponential backoff with jitter; the retry policy every sink applies.
 //! - [`shutdown`]: the shutdown token and signals.
 //! - [`tls`]: PEM certificates, keys and CA bundles for TLS, with errors that help.
+//! - `testing` (tests only, and the `test-support` feature): builders the tests of
+//!   every crate share.
 
 pub mod buffer;
 pub mod chunk;
@@ -34,6 +37,8 @@ pub mod receipt;
 pub mod retry;
 pub mod router;
 pub mod shutdown;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod time;
 pub mod tls;
 pub mod value;

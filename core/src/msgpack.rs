@@ -585,6 +585,14 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(out, s);
 }
 
+/// Appends a `str` of bytes that are not checked to be UTF-8: an opaque value that a
+/// peer insists on reading as `str`.
+pub fn write_str_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).expect("a str is at most 4 GiB");
+    let _ = rmp::encode::write_str_len(out, len);
+    out.extend_from_slice(b);
+}
+
 /// Appends a `bin`.
 pub fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
     let _ = rmp::encode::write_bin(out, b);

@@ -254,6 +254,12 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// `e`, saying which operation failed on which file; its kind stays, so that callers
+/// can still tell a missing file or a full disk apart.
+pub(super) fn failed(op: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot {op} {}: {e}", path.display()))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -320,8 +326,11 @@ impl FileStore {
         Ok(out)
     }
 
-    fn sync(&self, file: &File) -> io::Result<()> {
-        if self.fsync { file.sync_data() } else { Ok(()) }
+    fn sync(&self, file: &File, path: &Path) -> io::Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
+        file.sync_data().map_err(|e| failed("fdatasync", path, e))
     }
 
     /// Creates (or empties) the file at `path` for writing and asks for the fsync of
@@ -331,14 +340,15 @@ impl FileStore {
             .write(true)
             .create(true)
             .truncate(true)
-            .open(path)?;
+            .open(path)
+            .map_err(|e| failed("create", path, e))?;
         Ok((file, self.dir_sync.as_ref().map(|d| d.request())))
     }
 
-    /// Fsyncs `file`, then waits for the fsync of the folder asked for when it was
-    /// created (`dir_run`), which ran meanwhile.
-    fn finish(&self, file: &File, dir_run: Option<u64>) -> io::Result<()> {
-        self.sync(file)?;
+    /// Fsyncs `file` (at `path`), then waits for the fsync of the folder asked for
+    /// when it was created (`dir_run`), which ran meanwhile.
+    fn finish(&self, file: &File, path: &Path, dir_run: Option<u64>) -> io::Result<()> {
+        self.sync(file, path)?;
         match (&self.dir_sync, dir_run) {
             (Some(d), Some(run)) => d.wait(run),
             _ => Ok(()),
@@ -355,9 +365,11 @@ impl FileStore {
             tag: tag.to_string(),
         });
         // The new name must be durable too, or a power loss could take the file.
-        let (mut file, dir_run) = self.create_file(&self.path(seq, STAGED))?;
-        file.write_all(&header)?;
-        self.finish(&file, dir_run)?;
+        let path = self.path(seq, STAGED);
+        let (mut file, dir_run) = self.create_file(&path)?;
+        file.write_all(&header)
+            .map_err(|e| failed("write", &path, e))?;
+        self.finish(&file, &path, dir_run)?;
         Ok(header.len() as u64)
     }
 
@@ -393,14 +405,17 @@ impl FileStore {
     /// `at` first, so a retry after a failed write starts clean) and fsyncs; returns
     /// the new length.
     pub fn append(&self, seq: u64, at: u64, bytes: &[u8]) -> io::Result<u64> {
+        let path = self.path(seq, STAGED);
         let file = OpenOptions::new()
             .write(true)
-            .open(self.path(seq, STAGED))?;
-        if file.metadata()?.len() != at {
-            file.set_len(at)?;
+            .open(&path)
+            .map_err(|e| failed("open", &path, e))?;
+        if file.metadata().map_err(|e| failed("stat", &path, e))?.len() != at {
+            file.set_len(at).map_err(|e| failed("cut back", &path, e))?;
         }
-        file.write_all_at(bytes, at)?;
-        self.sync(&file)?;
+        file.write_all_at(bytes, at)
+            .map_err(|e| failed("write", &path, e))?;
+        self.sync(&file, &path)?;
         Ok(at + bytes.len() as u64)
     }
 
@@ -416,7 +431,10 @@ impl FileStore {
         }
         let trailer = format::encode_trailer(chunk.segments, chunk.count, chunk.raw_bytes);
         self.append(chunk.seq, chunk.len, &trailer)?;
-        fs::rename(staged, queued)?;
+        fs::rename(&staged, &queued).map_err(|e| {
+            let to = queued.display();
+            failed(&format!("rename to {to}"), &staged, e)
+        })?;
         Ok(len)
     }
 
@@ -467,10 +485,15 @@ impl FileStore {
     /// deletes its file, or acks it in its segment.
     pub fn remove(&self, meta: &FileChunk) -> io::Result<()> {
         match meta.place {
-            Place::File => match fs::remove_file(self.path(meta.seq, QUEUED)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            },
+            Place::File => {
+                let path = self.path(meta.seq, QUEUED);
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        Err(failed("delete", &path, e))
+                    }
+                    _ => Ok(()),
+                }
+            }
             Place::Segment(spot) => self.ledger.release(spot),
         }
     }

@@ -29,6 +29,11 @@
 //! chunk take the writer lock (see [`FileStore`]). What each write changes in the
 //! queue waits for its [`Turn`], so chunks are queued in the order their pushes were
 //! planned, as if one at a time.
+//!
+//! A write that fails (a full disk, a failed fdatasync) is tried again, with a
+//! backoff, until it works; its push waits, so nothing of it is acknowledged, and
+//! meanwhile it holds up no other write. A push given up on (the buffer closed
+//! under it at a stop) marks its chunk abandoned: its source sends it again.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -206,6 +211,9 @@ struct State {
     last_drop_log: Option<Instant>,
     drops_since_log: u64,
     last_io_log: Option<Instant>,
+    /// A failed write was logged and no write has succeeded since (to say, once,
+    /// when it works again).
+    io_failing: bool,
 }
 
 impl State {
@@ -309,27 +317,51 @@ impl Shared {
     }
 
     /// Logs a failed write at most every 10 s.
-    fn log_io(&self, what: &str, error: &io::Error, retry_in: Duration) {
+    fn log_io(&self, what: &str, error: &io::Error, retry_in: Duration, attempts: u32) {
         let mut st = self.lock();
         if st
             .last_io_log
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
         {
             st.last_io_log = Some(Instant::now());
+            st.io_failing = true;
             drop(st);
             tracing::error!(
                 buffer = self.name,
-                dir = %self.store.as_ref().map(|s| s.dir().display().to_string()).unwrap_or_default(),
+                dir = %self.dir_name(),
                 %error,
                 ?retry_in,
-                "cannot {what} in the file buffer; trying again, and its producers wait meanwhile (check free space and permissions)"
+                attempts,
+                "cannot {what} in the file buffer: it is not committed, so it is not acknowledged to its source; trying again, and its producers wait meanwhile (check the disk: free space, errors in the kernel log, permissions)"
             );
         }
     }
 
+    /// Logs, once after a logged failure, that a write worked again.
+    fn log_io_recovered(&self, what: &str, failures: u32) {
+        let mut st = self.lock();
+        if std::mem::take(&mut st.io_failing) {
+            drop(st);
+            tracing::warn!(
+                buffer = self.name,
+                dir = %self.dir_name(),
+                failures,
+                "the file buffer writes again: could {what} after {failures} failed attempts"
+            );
+        }
+    }
+
+    fn dir_name(&self) -> String {
+        self.store
+            .as_ref()
+            .map(|s| s.dir().display().to_string())
+            .unwrap_or_default()
+    }
+
     /// Runs `op` on the file store on the blocking pool until it succeeds, waiting
-    /// between attempts; gives up only once the buffer is closed.
-    async fn io<T, F>(&self, what: &'static str, op: F) -> Result<T, BufferClosed>
+    /// between attempts (out of the queue's order meanwhile: `turn`, the place of
+    /// what it writes, goes to the back); gives up only once the buffer is closed.
+    async fn io<T, F>(&self, what: &'static str, turn: &mut Turn, op: F) -> Result<T, BufferClosed>
     where
         T: Send + 'static,
         F: Fn(&FileStore) -> io::Result<T> + Send + Sync + 'static,
@@ -346,16 +378,23 @@ impl Shared {
                 .await
                 .unwrap_or_else(|e| Err(io::Error::other(e)));
             match result {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    if failures > 0 {
+                        self.log_io_recovered(what, failures);
+                    }
+                    return Ok(v);
+                }
                 Err(e) => {
                     if self.lock().closed {
-                        tracing::error!(buffer = self.name, error = %e, "cannot {what} in the file buffer, and it is closing; giving up");
+                        tracing::error!(buffer = self.name, error = %e, "cannot {what} in the file buffer, and it is closing; giving up: it was not committed, so its source sends it again after the restart");
                         return Err(BufferClosed(self.name));
                     }
                     let delay = backoff.delay(failures);
                     failures += 1;
-                    self.log_io(what, &e, delay);
+                    self.log_io(what, &e, delay, failures);
+                    turn.leave();
                     tokio::time::sleep(delay).await;
+                    turn.rejoin();
                 }
             }
         }
@@ -417,6 +456,23 @@ impl Turn {
             shared: shared.clone(),
             number,
         }
+    }
+
+    /// Leaves the order while a write that failed waits for its next attempt, so
+    /// that it holds up no write planned before or meanwhile: a chunk that does not
+    /// fit in what is left of a full disk must not keep smaller ones from being
+    /// written and delivered, which is also what gives a segment's room back.
+    fn leave(&mut self) {
+        self.shared.lock().turns.remove(&self.number);
+        self.shared.turns.notify_waiters();
+    }
+
+    /// Takes the last place in the order again, for the next attempt.
+    fn rejoin(&mut self) {
+        let mut st = self.shared.lock();
+        self.number = st.next_turn;
+        st.next_turn += 1;
+        st.turns.insert(self.number);
     }
 
     /// Waits until every earlier turn is over.
@@ -589,7 +645,13 @@ impl Buffer {
         {
             (chunk, None, bound)
         } else {
-            let stored = encode(self.shared.name, store, &chunk).await?;
+            let stored = match encode(self.shared.name, store, &chunk).await {
+                Ok(stored) => stored,
+                Err(closed) => {
+                    chunk.mark(Delivery::Abandoned);
+                    return Err(closed);
+                }
+            };
             let size = stored.len();
             let Some(chunk) = self.admit(chunk, size).await? else {
                 return Ok(());
@@ -625,6 +687,8 @@ impl Buffer {
             {
                 let mut st = self.shared.lock();
                 if st.closed {
+                    // Never stored: its source must not count it as delivered.
+                    chunk.mark(Delivery::Abandoned);
                     break Err(BufferClosed(self.shared.name));
                 }
                 let limit = self.shared.limit;
@@ -879,15 +943,18 @@ impl Buffer {
                 Ok((sealed_first, t))
             }
         };
-        let done = shared.io("write a chunk", job).await;
+        let mut turn = turn;
+        let done = shared.io("write a chunk", &mut turn, job).await;
         turn.wait().await;
         let mut st = shared.lock();
         st.reserved -= size;
         let (sealed_first, written) = match done {
             Ok(done) => done,
             Err(closed) => {
-                // Not committed: the producer still holds the data. A staged chunk
-                // taken out to be sealed goes back as it was.
+                // Not committed: its source must not count it as delivered (a
+                // tailer's checkpoint stays before its lines). A staged chunk taken
+                // out to be sealed goes back as it was.
+                chunk.mark(Delivery::Abandoned);
                 if let Some(f) = seal_first {
                     st.staged.insert(
                         tag,
@@ -1099,7 +1166,8 @@ impl Buffer {
                     })
                     .collect()
             };
-            let sealed = shared.io("queue a staged chunk", job).await;
+            let mut turn = turn;
+            let sealed = shared.io("queue a staged chunk", &mut turn, job).await;
             turn.wait().await;
             let mut st = shared.lock();
             match sealed {
@@ -1406,7 +1474,7 @@ impl Lease {
         if let (Some(meta), Some(store)) = (self.file.take(), &self.shared.store)
             && let Err(e) = store.remove(&meta)
         {
-            tracing::warn!(buffer = self.shared.name, chunk = meta.seq, error = %e, "cannot delete a delivered chunk file; it will be sent again after a restart");
+            tracing::warn!(buffer = self.shared.name, chunk = meta.seq, error = %e, "cannot mark a delivered chunk as done in the file buffer; it is sent again after a restart (a duplicate, nothing lost)");
         }
         let mut st = self.shared.lock();
         st.in_flight_bytes -= self.size;

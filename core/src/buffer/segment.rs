@@ -2,15 +2,23 @@
 //! so that one fdatasync commits every chunk written since the last one.
 //!
 //! `<n>.segment` holds chunks one after another, each byte for byte a sealed chunk
-//! file of [`format`](super::format) (`n` counts the segments of the folder). Appends go to one open segment at a time; once it holds the segment
-//! limit it is closed and the next append opens a new one (its name made durable by
-//! an fsync of the folder before anything in it is acknowledged).
+//! file of [`format`](super::format) (`n` counts the segments of the folder).
+//! Appends go to one open segment at a time; once it holds the segment limit it is
+//! closed and the next append opens a new one (its name made durable by an fsync of
+//! the folder before anything in it is acknowledged).
 //!
 //! **Group commit.** A writer appends its chunk under the ledger's lock, then waits
 //! for an fdatasync that started after its write. The first writer to find none
 //! running runs one for everybody written so far; the others wait for it. A single
 //! producer pays one fdatasync per chunk, as with a file per chunk, minus the file's
 //! creation and the folder's fsync; concurrent producers share them.
+//!
+//! **Failures.** A failed write closes the segment (it is deleted once its chunks
+//! are delivered, which is how a full disk gets its room back). A failed fdatasync
+//! fails every append to the segment not yet known durable, those written while it
+//! ran included (the kernel may have dropped their pages, and a later fdatasync of
+//! the file would not say so), and closes the segment. Either way the caller writes
+//! its chunk again, to a new segment.
 //!
 //! **Acks.** A delivered chunk's offset is appended to `<n>.acks` (12 bytes: offset
 //! u64 and its CRC-32, little-endian), written without an fsync: like deleting a
@@ -30,6 +38,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::file::failed;
 use super::format;
 
 /// File name ending of a segment.
@@ -152,7 +161,7 @@ impl Ledger {
     ///
     /// On an error nothing of it counts: a write cut short is cut off again, and a
     /// chunk whose fdatasync failed is acked at once, so neither is sent nor
-    /// recovered; the caller writes it again.
+    /// recovered; the segment takes no more appends, and the caller writes it again.
     pub fn append(&self, parts: &mut [IoSlice<'_>]) -> io::Result<Spot> {
         let (spot, append) = {
             let mut st = self.lock();
@@ -168,11 +177,13 @@ impl Ledger {
             };
             let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
             if let Err(e) = write_all_at(&open.file, parts, open.len) {
-                // Leave no part of it for recovery to find; a file that cannot even
-                // be cut is appended to no more.
-                if open.file.set_len(open.len).is_err() {
-                    self.close_open(&mut st);
-                }
+                let e = failed("write", &self.path(open.number), e);
+                // Leave no part of it for recovery to find, and append to it no more:
+                // it is deleted once its chunks are delivered (at once if they are),
+                // which gives a full disk its room back; the next attempt opens a new
+                // segment.
+                let _ = open.file.set_len(open.len);
+                self.close_open(&mut st);
                 return Err(e);
             }
             open.len += len;
@@ -203,7 +214,8 @@ impl Ledger {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)?;
+            .open(&path)
+            .map_err(|e| failed("create", &path, e))?;
         if self.fsync {
             let made_durable = File::open(&self.dir).and_then(|d| d.sync_all());
             if let Err(e) = made_durable {
@@ -234,7 +246,7 @@ impl Ledger {
             let written = st.written;
             match open.file.sync_data() {
                 Ok(()) => st.synced = st.synced.max(written),
-                Err(e) => self.record_failure(st, written, &e),
+                Err(e) => self.record_failure(st, written, open.number, &e),
             }
             self.synced.notify_all();
         }
@@ -244,11 +256,25 @@ impl Ledger {
         }
     }
 
-    fn record_failure(&self, st: &mut LedgerState, up_to: u64, e: &io::Error) {
+    /// An fdatasync of segment `number` failed: every append up to number `up_to` not
+    /// known durable fails with it. Logged here, once per failed fdatasync (the
+    /// segment takes no more appends), since the pushes it fails each report only
+    /// their own error, at most every 10 s.
+    fn record_failure(&self, st: &mut LedgerState, up_to: u64, number: u64, e: &io::Error) {
+        let path = self.path(number);
+        tracing::error!(
+            segment = %path.display(),
+            chunks = up_to.saturating_sub(st.synced.max(st.failed)),
+            error = %e,
+            "cannot fdatasync a buffer segment: the chunks written to it since its last fdatasync that worked are not committed (not acknowledged to their sources); they are written again to a new segment, and this one takes no more"
+        );
         st.failed = st.failed.max(up_to);
         st.failure = Some((
             e.kind(),
-            format!("cannot fdatasync a segment in {}: {e}", self.dir.display()),
+            format!(
+                "cannot fdatasync {}: {e}; the chunks written to it since its last fdatasync that worked are not committed, and are written again to a new segment",
+                path.display()
+            ),
         ));
     }
 
@@ -291,7 +317,14 @@ impl Ledger {
             match result {
                 Ok(()) => st.synced = st.synced.max(up_to),
                 Err(e) => {
-                    self.record_failure(&mut st, up_to, &e);
+                    // Not only the appends this fdatasync covered fail, but every one
+                    // written so far: those written while it ran may have been in the
+                    // writeback that failed, whose pages the kernel may drop, and a
+                    // later fdatasync of the file (the one closing it) then succeeds
+                    // without them. Appends to a newer segment fail with them, and are
+                    // written again like the others.
+                    let written = st.written;
+                    self.record_failure(&mut st, written, number, &e);
                     // The file may have lost pages nobody can tell apart: append to
                     // it no more.
                     if st.open.as_ref().is_some_and(|o| o.number == number) {
@@ -338,11 +371,13 @@ impl Ledger {
         record[..8].copy_from_slice(&spot.at.to_le_bytes());
         let sum = crc32fast::hash(&record[..8]);
         record[8..].copy_from_slice(&sum.to_le_bytes());
+        let path = self.acks_path(spot.segment);
         OpenOptions::new()
             .append(true)
             .create(true)
-            .open(self.acks_path(spot.segment))?
-            .write_all(&record)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&record))
+            .map_err(|e| failed("record a delivered chunk in", &path, e))
     }
 
     /// Deletes segment `number` and its acks: the segment first, so that a crash in

@@ -11,9 +11,25 @@
 //!
 //! The server speaks first, as soon as the connection is open; events flow only after
 //! a PONG with `auth_ok = true`, whose digest proves to the client that the server
-//! knows the shared key too. Salts and nonces are opaque bytes: Fluentd sends them as
-//! `bin`, Node's fluent-logger sends its salt as a hex `str`; both are accepted, and
-//! digests are computed over the bytes as received.
+//! knows the shared key too. Digests are computed over the bytes of each field as
+//! received.
+//!
+//! ## MessagePack types, by implementation
+//!
+//! The specification says "string" for salts and nonces without saying `str` or
+//! `bin`, and implementations disagree on both what they send and what they accept:
+//!
+//! | message | field | Fluentd sends | Fluent Bit sends | Node fluent-logger sends | strict readers |
+//! |---|---|---|---|---|---|
+//! | HELO | `nonce`, `auth` | `bin` (16 random bytes) | `str` holding 16 random bytes (not UTF-8), no `keepalive` | (client only) | Node computes the password digest only when `auth` is `bin` |
+//! | PING | every element | `str` (its salt is 32 hex digits) | `str` (its salt: 16 random bytes in a `str`) | `str` (salt: 32 hex digits) | Fluent Bit's `in_forward` refuses any element that is not `str` ("Invalid shared_key_salt type message"), and a PING of 1,023 bytes or more |
+//! | PONG | `"PONG"`, reason, hostname, digest | `str`, and `auth_ok` a boolean | `str` | (client only) | Fluentd's and Node's clients want exactly 5 elements; Fluent Bit's `out_forward` copies the reason into a 32-byte buffer, so it must stay under 32 bytes |
+//!
+//! So nagare sends what every reader takes: HELO as Fluentd does (`bin` nonce and
+//! salt, `""` for "no user authentication", `keepalive`), PING and PONG with `str`
+//! everywhere and a salt of 32 hex digits ([`new_shared_key_salt`]), refusal reasons
+//! under 32 bytes. It reads `str` and `bin` alike wherever bytes are expected, UTF-8
+//! or not, and a HELO without `keepalive` as keepalive (Fluent Bit's).
 //!
 //! Heartbeats over UDP are one byte, `0x00`, sent to the server's port; the server
 //! answers each with the same byte (Fluentd's `heartbeat_type udp`).
@@ -29,6 +45,10 @@ pub const UDP_HEARTBEAT: &[u8] = b"\0";
 
 /// Largest handshake message accepted; real ones are a few hundred bytes.
 pub const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
+
+/// A refusal reason in PONG is shorter than this: Fluent Bit's `out_forward` copies
+/// it into a buffer of this size.
+pub const MAX_REASON_BYTES: usize = 32;
 
 /// The server's greeting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +66,9 @@ pub struct Helo {
 pub struct Ping {
     /// The client's self-declared host name.
     pub hostname: String,
-    /// The client's salt for the shared-key digests (either direction).
+    /// The client's salt for the shared-key digests (either direction), as received:
+    /// any bytes from other clients; 32 hex digits from nagare
+    /// ([`new_shared_key_salt`]).
     pub shared_key_salt: Vec<u8>,
     /// `sha512_hex(shared_key_salt + hostname + nonce + shared_key)`.
     pub shared_key_digest: String,
@@ -95,6 +117,19 @@ pub fn password_digest(auth_salt: &[u8], username: &str, password: &str) -> Stri
     sha512_hex(&[auth_salt, username.as_bytes(), password.as_bytes()])
 }
 
+/// A fresh salt for PING: 16 random bytes as 32 lowercase hex digits, which is what
+/// Fluentd's and Node's clients send, and valid UTF-8 in the `str` that Fluent Bit
+/// requires.
+pub fn new_shared_key_salt() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
 /// Encodes HELO. The nonce and salt go as `bin`, as Fluentd sends them; an empty salt
 /// goes as the empty `str`, which is how Fluentd says "no user authentication".
 pub fn encode_helo(helo: &Helo) -> Vec<u8> {
@@ -115,13 +150,14 @@ pub fn encode_helo(helo: &Helo) -> Vec<u8> {
     out
 }
 
-/// Encodes PING; the salt goes as `bin`.
+/// Encodes PING, every element a `str` (Fluent Bit refuses anything else). The salt
+/// goes as `str` whatever its bytes; [`new_shared_key_salt`] makes them hex.
 pub fn encode_ping(ping: &Ping) -> Vec<u8> {
     let mut out = Vec::with_capacity(320);
     msgpack::write_array_len(&mut out, 6);
     msgpack::write_str(&mut out, "PING");
     msgpack::write_str(&mut out, &ping.hostname);
-    msgpack::write_bin(&mut out, &ping.shared_key_salt);
+    msgpack::write_str_bytes(&mut out, &ping.shared_key_salt);
     msgpack::write_str(&mut out, &ping.shared_key_digest);
     msgpack::write_str(&mut out, &ping.username);
     msgpack::write_str(&mut out, &ping.password_digest);
@@ -397,6 +433,30 @@ mod tests {
         let (helo, _) = decode_helo(&msg).unwrap().unwrap();
         assert_eq!(helo.nonce, b"abc");
         assert_eq!(helo.auth_salt, b"salt");
+
+        // Fluent Bit's in_forward: two keys, no keepalive, 16 random bytes (not UTF-8)
+        // in each str.
+        let nonce = [0xffu8, 0xfe, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0xc3];
+        let salt = [0x80u8; 16];
+        let msg = bytes(&[
+            &[0x92, 0xa4],
+            b"HELO",
+            &[0x82, 0xa5],
+            b"nonce",
+            &[0xb0],
+            &nonce,
+            &[0xa4],
+            b"auth",
+            &[0xb0],
+            &salt,
+        ]);
+        let (helo, len) = decode_helo(&msg).unwrap().unwrap();
+        assert_eq!(len, msg.len());
+        assert_eq!(
+            (helo.nonce.as_slice(), helo.auth_salt.as_slice()),
+            (&nonce[..], &salt[..])
+        );
+        assert!(helo.keepalive, "keepalive unless the server says otherwise");
     }
 
     #[test]
@@ -408,12 +468,13 @@ mod tests {
             username: String::new(),
             password_digest: String::new(),
         };
+        // Every element a str: the salt too, as Fluent Bit requires.
         let want = bytes(&[
             &[0x96, 0xa4],
             b"PING",
             &[0xa6],
             b"node-1",
-            &[0xc4, 0x04],
+            &[0xa4],
             b"s4lt",
             &[0xa2],
             b"ab",
@@ -424,14 +485,33 @@ mod tests {
             decode_ping(&want).unwrap(),
             Some((ping.clone(), want.len()))
         );
-        // Node's fluent-logger sends the salt as a hex str.
-        let mut as_str = want.clone();
-        as_str[13] = 0xa4;
-        as_str.remove(14);
-        assert_eq!(decode_ping(&as_str).unwrap().unwrap().0, ping);
+        // A salt as bin (older clients) reads the same.
+        let mut as_bin = want.clone();
+        as_bin[13] = 0x04;
+        as_bin.insert(13, 0xc4);
+        assert_eq!(decode_ping(&as_bin).unwrap().unwrap().0, ping);
         for cut in 0..want.len() {
             assert_eq!(decode_ping(&want[..cut]).unwrap(), None, "cut {cut}");
         }
+        // Fluent Bit's salt: random bytes, not UTF-8, in a str.
+        let raw = Ping {
+            shared_key_salt: vec![0xff, 0x00, 0xc3, 0x28],
+            ..ping
+        };
+        let encoded = encode_ping(&raw);
+        assert_eq!(&encoded[13..18], &[0xa4, 0xff, 0x00, 0xc3, 0x28]);
+        assert_eq!(decode_ping(&encoded).unwrap().unwrap().0, raw);
+    }
+
+    #[test]
+    fn salts_are_32_fresh_hex_digits() {
+        let a = new_shared_key_salt();
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(a, new_shared_key_salt());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!     tls:
 //!       cert_path: /etc/nagare/tls/tls.crt
 //!       private_key_path: /etc/nagare/tls/tls.key
+//!       private_key_passphrase: ${TLS_KEY_PASSPHRASE}
 //!       ca_path: /etc/nagare/tls/ca.crt
 //!       client_cert_auth: true
 //!     security:
@@ -23,6 +24,15 @@
 //!       users:
 //!         - username: node
 //!           password: ${FORWARD_PASSWORD}
+//!         - username: legacy
+//!           password: ${LEGACY_PASSWORD}
+//!       allow_anonymous_source: false
+//!       clients:
+//!         - network: 10.0.0.0/8
+//!           users: [node]
+//!         - host: legacy-fluentd.example.com
+//!           shared_key: ${LEGACY_SHARED_KEY}
+//!           users: [legacy]
 //! ```
 
 use std::net::SocketAddr;
@@ -33,6 +43,8 @@ use nagare_core::component::Invalid;
 use nagare_core::config::{ByteSize, HumanDuration, Secret};
 use nagare_core::forward::DecodeLimits;
 use serde::Deserialize;
+
+pub use super::clients::Network;
 
 /// Largest frame the protocol can express: a `bin 32` payload is at most 4 GiB.
 const PROTOCOL_MAX_FRAME: u64 = 4 << 30;
@@ -88,9 +100,14 @@ pub struct ForwardSourceConfig {
 pub struct ServerTlsConfig {
     /// PEM file with the server's certificate, followed by its intermediates.
     pub cert_path: PathBuf,
-    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1;
-    /// unencrypted).
+    /// PEM file with the certificate's private key: PKCS#8, PKCS#1 or SEC1, or one of
+    /// them encrypted with `private_key_passphrase`.
     pub private_key_path: PathBuf,
+    /// The passphrase of an encrypted private key (PKCS#8 `BEGIN ENCRYPTED PRIVATE
+    /// KEY`, or OpenSSL's older `Proc-Type: 4,ENCRYPTED` PEM); Fluentd's
+    /// `private_key_passphrase`.
+    #[serde(default)]
+    pub private_key_passphrase: Option<Secret>,
     /// PEM file with the CA certificates that client certificates are verified
     /// against. Without it, clients are not asked for a certificate.
     #[serde(default)]
@@ -117,6 +134,39 @@ pub struct SecurityConfig {
     /// The accepted users, with `user_auth`.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Accept clients that match no entry of `clients` (with `shared_key`). When
+    /// false, such a client is refused, and `clients` must not be empty.
+    #[serde(default = "default_allow_anonymous_source")]
+    pub allow_anonymous_source: bool,
+    /// Clients known by address, each with its own key and users (Fluentd's
+    /// `<client>`). A connection is matched to the first entry its address belongs
+    /// to.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// How often the `host` names of `clients` are resolved again; `0` resolves them
+    /// only at start.
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: HumanDuration,
+}
+
+/// Clients known by their address (Fluentd's `<client>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// A host name (or address): connections from any address it resolves to.
+    /// Give `host` or `network`, not both.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Connections from this network (`10.0.0.0/8`, `fd00::/8`, or one address).
+    #[serde(default)]
+    pub network: Option<Network>,
+    /// The key these clients must prove they know, instead of `security.shared_key`.
+    #[serde(default)]
+    pub shared_key: Option<Secret>,
+    /// With `user_auth`: the only `security.users` these clients may authenticate
+    /// as. Empty: any of them.
+    #[serde(default)]
+    pub users: Vec<String>,
 }
 
 /// One user of user authentication.
@@ -127,6 +177,14 @@ pub struct UserConfig {
     pub username: String,
     /// The password.
     pub password: Secret,
+}
+
+fn default_allow_anonymous_source() -> bool {
+    true
+}
+
+fn default_resolve_interval() -> HumanDuration {
+    HumanDuration::secs(60)
 }
 
 fn default_bind() -> SocketAddr {
@@ -235,6 +293,7 @@ impl ForwardSourceConfig {
                     "the host name is empty; leave it out to use the machine's host name",
                 ));
             }
+            sec.validate_clients()?;
         }
         Ok(())
     }
@@ -251,6 +310,68 @@ impl ForwardSourceConfig {
     pub fn idle_timeout(&self) -> Option<Duration> {
         let d = Duration::from(self.idle_timeout);
         (!d.is_zero()).then_some(d)
+    }
+}
+
+impl SecurityConfig {
+    fn validate_clients(&self) -> Result<(), Invalid> {
+        if !self.allow_anonymous_source && self.clients.is_empty() {
+            return Err(Invalid::new(
+                "security.allow_anonymous_source",
+                "false would refuse every client, since no security.clients entry says who may connect; list them under `clients` (host or network), or leave allow_anonymous_source out",
+            ));
+        }
+        for (i, client) in self.clients.iter().enumerate() {
+            let at = |key: &str| format!("security.clients.{i}{key}");
+            match (&client.host, &client.network) {
+                (Some(_), Some(_)) => {
+                    return Err(Invalid::new(
+                        at(""),
+                        "give host or network, not both; make two entries for both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(Invalid::new(
+                        at(""),
+                        "say which clients this is: give host (a name or address) or network (like 10.0.0.0/8)",
+                    ));
+                }
+                (Some(h), None) if h.trim().is_empty() => {
+                    return Err(Invalid::new(
+                        at(".host"),
+                        "the host is empty; give a name or an address",
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(key) = &client.shared_key
+                && key.expose().is_empty()
+            {
+                return Err(Invalid::new(
+                    at(".shared_key"),
+                    "the shared key is empty; give this client's key, or leave it out to use security.shared_key",
+                ));
+            }
+            if !client.users.is_empty() && !self.user_auth {
+                return Err(Invalid::new(
+                    at(".users"),
+                    "users only restrict who may log in with user_auth: true; turn user_auth on or remove the list",
+                ));
+            }
+            if let Some(unknown) = client
+                .users
+                .iter()
+                .find(|name| !self.users.iter().any(|u| &u.username == *name))
+            {
+                return Err(Invalid::new(
+                    at(".users"),
+                    format!(
+                        "`{unknown}` is not one of security.users; add it there (with its password) or correct the name"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::handshake::Auth;
+use super::handshake::{Auth, RefusalKind};
 
 /// Bytes asked of the socket per read while the buffer is small; frames larger than
 /// this grow the buffer.
@@ -76,7 +76,9 @@ enum Close {
     AuthFailed {
         hostname: String,
         username: String,
-        reason: &'static str,
+        kind: RefusalKind,
+        /// The `security.clients` entry its address matched.
+        client: Option<String>,
     },
     /// The TLS handshake failed.
     Tls(io::Error),
@@ -177,15 +179,34 @@ fn report(source: &str, peer: SocketAddr, close: Close) {
         Close::AuthFailed {
             hostname,
             username,
-            reason,
+            kind: RefusalKind::Anonymous,
+            ..
         } => {
             tracing::warn!(
                 source = %source,
                 peer = %peer,
                 hostname = %hostname,
                 username = %username,
-                reason,
-                "refused forward client: authentication failed; check that its shared_key (and username/password) match this server's security section"
+                reason = RefusalKind::Anonymous.reason(),
+                "refused forward client: its address {} matches no security.clients entry and allow_anonymous_source is false; add an entry (host or network) for it",
+                peer.ip()
+            );
+        }
+        Close::AuthFailed {
+            hostname,
+            username,
+            kind,
+            client,
+        } => {
+            let client = client.as_deref().unwrap_or("none (anonymous)");
+            tracing::warn!(
+                source = %source,
+                peer = %peer,
+                hostname = %hostname,
+                username = %username,
+                client = %client,
+                reason = kind.reason(),
+                "refused forward client: authentication failed; check that its shared_key (and username/password) match this server's security section (the client entry's own, if it has one)"
             );
         }
         Close::Tls(e) => {
@@ -325,10 +346,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         helo: &Helo,
         ping: handshake::Ping,
     ) -> Result<(), Close> {
-        match auth.check(helo, &ping) {
-            Ok(pong) => {
-                self.write(&handshake::encode_pong(&pong)).await?;
-                tracing::debug!(source = %self.shared.source, peer = %self.peer, hostname = %ping.hostname, "forward client authenticated");
+        match auth.check(helo, &ping, self.peer.ip()) {
+            Ok(accepted) => {
+                self.write(&handshake::encode_pong(&accepted.pong)).await?;
+                let client = accepted.client.as_deref().unwrap_or("none (anonymous)");
+                tracing::debug!(source = %self.shared.source, peer = %self.peer, hostname = %ping.hostname, client = %client, "forward client authenticated");
                 Ok(())
             }
             Err(refusal) => {
@@ -338,7 +360,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 Err(Close::AuthFailed {
                     hostname: ping.hostname,
                     username: ping.username,
-                    reason: refusal.reason,
+                    kind: refusal.kind,
+                    client: refusal.client,
                 })
             }
         }

@@ -1,9 +1,14 @@
 //! The server's side of the shared-key handshake: HELO out, PING checked, PONG back,
-//! as Fluentd's `in_forward` does it with `<security>`.
+//! as Fluentd's `in_forward` does it with `<security>`: the key, and the users, are
+//! those of the `clients` entry the peer's address matches, else the global ones
+//! (or a refusal, without `allow_anonymous_source`).
+
+use std::net::IpAddr;
 
 use nagare_core::config::Secret;
 use nagare_core::forward::handshake::{self, Helo, Ping, Pong};
 
+use super::clients::Clients;
 use super::config::{SecurityConfig, machine_hostname};
 
 /// What the server checks clients against.
@@ -13,14 +18,50 @@ pub(super) struct Auth {
     shared_key: Secret,
     /// `Some` with user authentication.
     users: Option<Vec<(String, Secret)>>,
+    allow_anonymous_source: bool,
+    pub(super) clients: Clients,
     keepalive: bool,
 }
 
-/// A refused PING: the PONG to send and the reason to log.
+/// Why a PING was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RefusalKind {
+    /// The shared-key digest is wrong.
+    SharedKey,
+    /// No such user, a wrong password, or a user this client may not be.
+    User,
+    /// The address matches no `clients` entry and anonymous clients are refused.
+    Anonymous,
+}
+
+impl RefusalKind {
+    /// The reason PONG gives: Fluentd's words, and under
+    /// [`handshake::MAX_REASON_BYTES`] (Fluent Bit's client copies it into a buffer of
+    /// that size, so Fluentd's "anonymous source host '<address>' denied" is cut short
+    /// here).
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            RefusalKind::SharedKey => "shared_key mismatch",
+            RefusalKind::User => "username/password mismatch",
+            RefusalKind::Anonymous => "anonymous source denied",
+        }
+    }
+}
+
+/// A refused PING: the PONG to send, and why.
 #[derive(Debug)]
 pub(super) struct Refusal {
     pub(super) pong: Pong,
-    pub(super) reason: &'static str,
+    pub(super) kind: RefusalKind,
+    /// The `clients` entry the peer matched, if any.
+    pub(super) client: Option<String>,
+}
+
+/// An accepted PING: the PONG to send, and the `clients` entry matched.
+#[derive(Debug)]
+pub(super) struct Accepted {
+    pub(super) pong: Pong,
+    pub(super) client: Option<String>,
 }
 
 impl Auth {
@@ -38,6 +79,8 @@ impl Auth {
                     .map(|u| (u.username.clone(), u.password.clone()))
                     .collect()
             }),
+            allow_anonymous_source: config.allow_anonymous_source,
+            clients: Clients::new(config),
             keepalive,
         }
     }
@@ -55,42 +98,59 @@ impl Auth {
         }
     }
 
-    /// Checks a PING against the HELO it answers.
-    pub(super) fn check(&self, helo: &Helo, ping: &Ping) -> Result<Pong, Refusal> {
-        let refuse = |reason: &'static str| Refusal {
+    /// Checks a PING from `peer` against the HELO it answers.
+    pub(super) fn check(
+        &self,
+        helo: &Helo,
+        ping: &Ping,
+        peer: IpAddr,
+    ) -> Result<Accepted, Refusal> {
+        let client = self.clients.find(peer);
+        let name = client.map(|c| c.name.to_string());
+        let refuse = |kind: RefusalKind| Refusal {
             pong: Pong {
                 auth_ok: false,
-                reason: reason.to_string(),
+                reason: kind.reason().to_string(),
                 hostname: String::new(),
                 shared_key_digest: String::new(),
             },
-            reason,
+            kind,
+            client: name.clone(),
         };
-        let key = self.shared_key.expose();
+        if client.is_none() && !self.allow_anonymous_source {
+            return Err(refuse(RefusalKind::Anonymous));
+        }
+        let key = client.map_or(&self.shared_key, |c| c.shared_key).expose();
         let expected =
             handshake::shared_key_digest(&ping.shared_key_salt, &ping.hostname, &helo.nonce, key);
         if !same(&expected, &ping.shared_key_digest) {
-            return Err(refuse("shared_key mismatch"));
+            return Err(refuse(RefusalKind::SharedKey));
         }
         if let Some(users) = &self.users {
+            let allowed = client.map_or(&[][..], |c| c.users);
             let known = users.iter().any(|(name, password)| {
                 let digest = handshake::password_digest(&helo.auth_salt, name, password.expose());
-                name == &ping.username && same(&digest, &ping.password_digest)
+                name == &ping.username
+                    && (allowed.is_empty() || allowed.contains(name))
+                    && same(&digest, &ping.password_digest)
             });
             if !known {
-                return Err(refuse("username/password mismatch"));
+                return Err(refuse(RefusalKind::User));
             }
         }
-        Ok(Pong {
-            auth_ok: true,
-            reason: String::new(),
-            hostname: self.self_hostname.clone(),
-            shared_key_digest: handshake::shared_key_digest(
-                &ping.shared_key_salt,
-                &self.self_hostname,
-                &helo.nonce,
-                key,
-            ),
+        Ok(Accepted {
+            pong: Pong {
+                auth_ok: true,
+                reason: String::new(),
+                hostname: self.self_hostname.clone(),
+                shared_key_digest: handshake::shared_key_digest(
+                    &ping.shared_key_salt,
+                    &self.self_hostname,
+                    &helo.nonce,
+                    key,
+                ),
+            },
+            client: name,
         })
     }
 }

@@ -9,16 +9,19 @@
 //! with `{"ack": chunk}` once the router took it into the matching sinks' buffers, so
 //! the client keeps it until then (at-least-once). With `security`, every client must
 //! first pass the HELO / PING / PONG shared-key handshake (and a user check with
-//! `user_auth`); with `tls`, connections are TLS (rustls), optionally with client
-//! certificates.
+//! `user_auth`), with keys and users per client address (`clients`) if configured;
+//! with `tls`, connections are TLS (rustls), optionally with client certificates.
 //!
 //! - `config`: [`ForwardSourceConfig`] and its `tls` / `security` sections.
 //! - `source`: the listener, the accept loop and the UDP heartbeat responder
 //!   ([`ForwardServer`]).
 //! - `connection`: one client: TLS, handshake, frames in, chunks out, acks back.
 //! - `handshake`: the server's side of HELO / PING / PONG.
+//! - `clients`: `security.clients`: which entry a peer's address matches, host names
+//!   resolved again on an interval.
 //! - `tls`: the rustls acceptor from PEM files.
 
+mod clients;
 mod config;
 mod connection;
 mod handshake;
@@ -29,7 +32,8 @@ mod tls;
 mod tests;
 
 pub use config::{
-    ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig, machine_hostname,
+    ClientConfig, ForwardSourceConfig, Network, SecurityConfig, ServerTlsConfig, UserConfig,
+    machine_hostname,
 };
 pub use source::{ForwardError, ForwardServer, run};
 pub use tls::TlsSetupError;

@@ -119,6 +119,10 @@ impl ForwardServer {
             .security
             .as_ref()
             .map(|s| Auth::new(s, !config.deny_keepalive));
+        // Client host names are resolved before the first client is served.
+        if let Some(auth) = &auth {
+            auth.clients.resolve(&ctx.name).await;
+        }
         let shared = Arc::new(Shared {
             source: ctx.name.clone(),
             router: ctx.router.clone(),
@@ -143,6 +147,15 @@ impl ForwardServer {
             ctx.name.clone(),
             ctx.shutdown.clone(),
         ));
+        if shared.auth.is_some() {
+            let shared = shared.clone();
+            let (source, shutdown) = (ctx.name.clone(), ctx.shutdown.clone());
+            responder.spawn(async move {
+                if let Some(auth) = &shared.auth {
+                    auth.clients.keep_resolved(source, shutdown).await;
+                }
+            });
+        }
         tracing::info!(
             source = %ctx.name,
             addr = %local_addr,

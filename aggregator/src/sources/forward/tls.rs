@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use nagare_core::tls::{PemError, load_certs, load_key, load_roots};
+use nagare_core::tls::{KeyFile, PemError, load_certs, load_key, load_roots};
 use rustls::server::WebPkiClientVerifier;
 use thiserror::Error;
 
@@ -28,7 +28,12 @@ pub(super) fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certs = load_certs("tls.cert_path", &config.cert_path)?;
-    let key = load_key("tls.private_key_path", &config.private_key_path)?;
+    let key = load_key(KeyFile {
+        setting: "tls.private_key_path",
+        path: &config.private_key_path,
+        passphrase_setting: "tls.private_key_passphrase",
+        passphrase: config.private_key_passphrase.as_ref(),
+    })?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Config(e.to_string()))?;

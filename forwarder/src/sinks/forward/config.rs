@@ -211,9 +211,15 @@ pub struct ClientTlsConfig {
     /// verify clients.
     #[serde(default)]
     pub cert_path: Option<PathBuf>,
-    /// PEM file with the client certificate's private key (unencrypted).
+    /// PEM file with the client certificate's private key: PKCS#8, PKCS#1 or SEC1,
+    /// or one of them encrypted with `private_key_passphrase`.
     #[serde(default)]
     pub private_key_path: Option<PathBuf>,
+    /// The passphrase of an encrypted `private_key_path` (PKCS#8 `BEGIN ENCRYPTED
+    /// PRIVATE KEY`, or OpenSSL's older `Proc-Type: 4,ENCRYPTED` PEM); Fluentd's
+    /// `tls_client_private_key_passphrase`.
+    #[serde(default)]
+    pub private_key_passphrase: Option<Secret>,
     /// The name the server certificate must carry; defaults to each server's `host`.
     #[serde(default)]
     pub server_name: Option<String>,
@@ -460,6 +466,12 @@ impl ForwardSinkConfig {
                 return Err(Invalid::new(
                     "tls",
                     "a client certificate needs both cert_path and private_key_path",
+                ));
+            }
+            if tls.private_key_passphrase.is_some() && tls.private_key_path.is_none() {
+                return Err(Invalid::new(
+                    "tls.private_key_passphrase",
+                    "there is no private_key_path for the passphrase to decrypt; give the client certificate's cert_path and private_key_path, or remove the passphrase",
                 ));
             }
         }

@@ -160,7 +160,9 @@ impl Connection {
             self.read_more().await?;
         };
         self.server_keepalive = helo.keepalive;
-        let salt = rand::random::<[u8; 16]>();
+        // Hex, sent as str: Fluent Bit's in_forward refuses a PING with a bin salt.
+        let salt = handshake::new_shared_key_salt();
+        let salt = salt.as_bytes();
         let key = auth.shared_key.expose();
         let (username, password_digest) = match &auth.user {
             Some((name, password)) if !helo.auth_salt.is_empty() => (
@@ -173,7 +175,7 @@ impl Connection {
             hostname: auth.self_hostname.clone(),
             shared_key_salt: salt.to_vec(),
             shared_key_digest: handshake::shared_key_digest(
-                &salt,
+                salt,
                 &auth.self_hostname,
                 &helo.nonce,
                 key,
@@ -201,7 +203,7 @@ impl Connection {
         if pong.hostname == auth.self_hostname {
             return Err(ConnectionError::SameHostname(pong.hostname));
         }
-        let expected = handshake::shared_key_digest(&salt, &pong.hostname, &helo.nonce, key);
+        let expected = handshake::shared_key_digest(salt, &pong.hostname, &helo.nonce, key);
         if expected != pong.shared_key_digest {
             return Err(ConnectionError::ServerKeyMismatch);
         }

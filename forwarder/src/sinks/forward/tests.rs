@@ -16,6 +16,9 @@ use nagare_testkit::docs::documented_example;
 
 use super::*;
 
+// The handshake against Fluent Bit's `in_forward`, byte for byte.
+mod fluent_bit;
+
 fn chunk(tag: &str, from: i64, to: i64) -> Chunk {
     let mut b = ChunkBuilder::new(Tag::new(tag));
     for i in from..to {
@@ -211,6 +214,10 @@ fn config_mistakes_name_their_key() {
             "security",
         ),
         ("servers:\n  - host: a\n    shared_key: k\n", "servers.0"),
+        (
+            "servers:\n  - host: a\ntls:\n  ca_path: c\n  private_key_passphrase: p\n",
+            "tls.private_key_passphrase",
+        ),
     ];
     for (text, key) in cases {
         let invalid = parse(text).unwrap().validate().unwrap_err();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use nagare_core::tls::{PemError, load_certs, load_key, load_roots};
+use nagare_core::tls::{KeyFile, PemError, load_certs, load_key, load_roots};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -58,7 +58,12 @@ pub(super) fn client_config(
     let client = match (&config.cert_path, &config.private_key_path) {
         (Some(cert), Some(key)) => {
             let certs = load_certs("tls.cert_path", cert)?;
-            let key = load_key("tls.private_key_path", key)?;
+            let key = load_key(KeyFile {
+                setting: "tls.private_key_path",
+                path: key,
+                passphrase_setting: "tls.private_key_passphrase",
+                passphrase: config.private_key_passphrase.as_ref(),
+            })?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
                 ClientTlsError::Config(format!(
                     "the client certificate in {} and the key cannot be used together: {e}",

@@ -4,9 +4,12 @@
 //! # What a checkpoint says
 //!
 //! A file's checkpoint is its identity (device, inode, fingerprint of its first
-//! bytes), the path it was last seen at, and an offset: every line before the offset
-//! is in a chunk whose receipt fired, that is, the next hop acknowledged it (or a
-//! durable buffer committed it). The offset never moves because a line was *read*.
+//! bytes), its origin (the device and inode its lines' event ids are made from: its
+//! own, or the original's for a copy made by copytruncate), the path it was last seen
+//! at (for a copy: the original's path, beside which rotated copies are looked for),
+//! and an offset: every line before the offset is in a chunk whose receipt fired, that
+//! is, the next hop acknowledged it (or a durable buffer committed it). The offset
+//! never moves because a line was *read*.
 //!
 //! Each file being followed has a [`SlotId`]. When the source hands over a chunk it
 //! asks [`Checkpoints::track`] for a receipt carrying the offset just past the chunk's
@@ -24,10 +27,13 @@
 //! than risk skipping lines.
 //!
 //! ```text
-//! nagare-tail-checkpoints 1
-//! <dev> <ino> <fingerprint length> <fingerprint hex> <offset> <gone since (unix s) or -> <path as a JSON string>
+//! nagare-tail-checkpoints 2
+//! <dev> <ino> <fingerprint length> <fingerprint hex> <offset> <gone since (unix s) or -> <origin dev>:<origin ino> <path as a JSON string>
 //! end <entries> <checksum hex>
 //! ```
+//!
+//! A version 1 file (without the origin) is read as if each file were its own
+//! origin; the next write is version 2.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
@@ -43,7 +49,9 @@ use thiserror::Error;
 use super::file::{FileId, Fingerprint, fnv1a};
 use super::metrics::TailMetrics;
 
-const HEADER: &str = "nagare-tail-checkpoints 1";
+const HEADER: &str = "nagare-tail-checkpoints 2";
+/// The header of files written before entries had an origin.
+const HEADER_V1: &str = "nagare-tail-checkpoints 1";
 const FILE_NAME: &str = "checkpoints";
 
 /// Why a checkpoint file could not be used.
@@ -66,6 +74,10 @@ pub enum CheckpointError {
 pub struct Stored {
     /// The file's identity when last seen.
     pub id: FileId,
+    /// The identity its lines' event ids are made from: `id` itself, or for a copy
+    /// (copytruncate, a move to another filesystem) the original's, which a restart
+    /// gives back to the file ([`super::file::FollowedFile::origin`]).
+    pub origin: FileId,
     /// Fingerprint of its first bytes.
     pub fingerprint: Fingerprint,
     /// Every line before this offset was delivered.
@@ -74,6 +86,15 @@ pub struct Stored {
     pub path: PathBuf,
     /// When the source stopped following it (seconds since the epoch), if it did.
     pub gone_since: Option<u64>,
+}
+
+impl Stored {
+    /// Whether the fingerprint covers every byte before the offset (or the first
+    /// KiB, all it ever covers): only then does a file that starts with the
+    /// fingerprinted bytes hold the lines the offset skips.
+    pub fn fingerprint_covers_offset(&self) -> bool {
+        self.fingerprint.is_complete() || u64::from(self.fingerprint.len) >= self.offset
+    }
 }
 
 /// A file followed by the source, as the checkpoint store knows it.
@@ -305,7 +326,7 @@ impl Checkpoints {
     }
 
     /// The file behind `slot` is now `id` at `path` (a copy found after
-    /// copytruncate), or its fingerprint grew.
+    /// copytruncate, whose lines keep the slot's origin), or its fingerprint grew.
     pub fn update_identity(
         &self,
         slot: SlotId,
@@ -496,8 +517,16 @@ pub fn encode(entries: &[Stored]) -> Vec<u8> {
             .map_or_else(|| "-".to_string(), |t| t.to_string());
         let path = serde_json::to_string(&e.path.to_string_lossy()).unwrap_or_default();
         out.push_str(&format!(
-            "{} {} {} {:016x} {} {} {}\n",
-            e.id.dev, e.id.ino, e.fingerprint.len, e.fingerprint.hash, e.offset, gone, path
+            "{} {} {} {:016x} {} {} {}:{} {}\n",
+            e.id.dev,
+            e.id.ino,
+            e.fingerprint.len,
+            e.fingerprint.hash,
+            e.offset,
+            gone,
+            e.origin.dev,
+            e.origin.ino,
+            path
         ));
     }
     let sum = fnv1a(out.as_bytes());
@@ -530,12 +559,14 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Stored>, &'static str> {
         return Err("checksum mismatch");
     }
     let mut lines = body.lines();
-    if lines.next() != Some(HEADER) {
-        return Err("unknown header or version");
-    }
+    let with_origin = match lines.next() {
+        Some(HEADER) => true,
+        Some(HEADER_V1) => false,
+        _ => return Err("unknown header or version"),
+    };
     let mut out = Vec::with_capacity(count);
     for line in lines {
-        out.push(decode_entry(line).ok_or("malformed entry")?);
+        out.push(decode_entry(line, with_origin).ok_or("malformed entry")?);
     }
     if out.len() != count {
         return Err("entry count mismatch");
@@ -543,8 +574,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Stored>, &'static str> {
     Ok(out)
 }
 
-fn decode_entry(line: &str) -> Option<Stored> {
-    let mut parts = line.splitn(7, ' ');
+fn decode_entry(line: &str, with_origin: bool) -> Option<Stored> {
+    let mut parts = line.splitn(if with_origin { 8 } else { 7 }, ' ');
     let dev = parts.next()?.parse().ok()?;
     let ino = parts.next()?.parse().ok()?;
     let len = parts.next()?.parse().ok()?;
@@ -554,9 +585,20 @@ fn decode_entry(line: &str) -> Option<Stored> {
         "-" => None,
         t => Some(t.parse().ok()?),
     };
+    let id = FileId { dev, ino };
+    let origin = if with_origin {
+        let (dev, ino) = parts.next()?.split_once(':')?;
+        FileId {
+            dev: dev.parse().ok()?,
+            ino: ino.parse().ok()?,
+        }
+    } else {
+        id
+    };
     let path: String = serde_json::from_str(parts.next()?).ok()?;
     Some(Stored {
-        id: FileId { dev, ino },
+        id,
+        origin,
         fingerprint: Fingerprint { len, hash },
         offset,
         path: PathBuf::from(path),

@@ -81,13 +81,31 @@ impl Fingerprint {
     pub fn is_complete(&self) -> bool {
         self.len >= FINGERPRINT_BYTES
     }
+
+    /// Takes in `bytes`, read from the file at offset `start`, where they reach past
+    /// what the fingerprint covers (up to [`FINGERPRINT_BYTES`]). FNV-1a runs byte by
+    /// byte, so the result is the hash of the longer prefix.
+    pub fn extend(&mut self, start: u64, bytes: &[u8]) {
+        let covered = u64::from(self.len);
+        let end = (start + bytes.len() as u64).min(u64::from(FINGERPRINT_BYTES));
+        if start > covered || end <= covered {
+            return;
+        }
+        let mut h = if self.len == 0 { fnv1a(&[]) } else { self.hash };
+        for &b in &bytes[(covered - start) as usize..(end - start) as usize] {
+            h = fnv1a_step(h, b);
+        }
+        self.hash = h;
+        self.len = end as u32;
+    }
 }
 
 /// The hash that starts the event ids of a file's lines (`event_id_key`): 64-bit
-/// FNV-1a of the node's name, the file's device and inode, and the file's head: its
-/// first line (newline included) or its first `min(1 KiB, line_cap)` bytes, whichever
-/// is shorter. `None` while the file holds neither a newline nor that many bytes:
-/// then no line of it can have been emitted yet.
+/// FNV-1a of the node's name, the device and inode `id` (the file's origin: its own,
+/// or for a copy, the original's, see [`FollowedFile::origin`]), and the file's head:
+/// its first line (newline included) or its first `min(1 KiB, line_cap)` bytes,
+/// whichever is shorter. `None` while the file holds neither a newline nor that many
+/// bytes: then no line of it can have been emitted yet.
 ///
 /// Not the [`Fingerprint`], which grows with a young file: a line read again later
 /// would get another id. The head cannot change once a line of the file was read
@@ -133,12 +151,14 @@ fn read_at_most(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// 64-bit FNV-1a.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| fnv1a_step(h, b))
+}
+
+/// One byte of FNV-1a.
+fn fnv1a_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
 }
 
 /// Where reading a newly opened file starts.
@@ -194,7 +214,12 @@ pub struct FollowedFile {
     pub real_path: PathBuf,
     /// Its identity.
     pub id: FileId,
-    /// Its fingerprint, grown as the file grows.
+    /// The identity its lines' event ids are made from: its own, or for a copy
+    /// (made by copytruncate, or a move to another filesystem) the original's, so
+    /// that a line read from the copy has the id it had when read from the original
+    /// (the copy's bytes, and so its head and offsets, are the original's).
+    pub origin: FileId,
+    /// Its fingerprint, grown as the file is read.
     pub fingerprint: Fingerprint,
     file: File,
     /// Offset of the next byte to read.
@@ -263,10 +288,12 @@ impl FollowedFile {
         file.seek(SeekFrom::Start(offset))?;
         let fingerprint = Fingerprint::of(&file)?;
         let real_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let id = FileId::of(&meta);
         Ok(Self {
             path: path.to_path_buf(),
             real_path,
-            id: FileId::of(&meta),
+            id,
+            origin: id,
             fingerprint,
             file,
             read_offset: offset,
@@ -318,9 +345,11 @@ impl FollowedFile {
     }
 
     /// Starts again from the beginning (after a truncation), forgetting what the
-    /// splitter and parsers held.
+    /// splitter and parsers held. What the file holds now is its own: its lines'
+    /// ids are made from its own identity.
     pub fn restart(&mut self, slot: SlotId) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(0))?;
+        self.origin = self.id;
         self.read_offset = 0;
         self.consumed = 0;
         self.held_from = None;
@@ -340,19 +369,10 @@ impl FollowedFile {
         Ok(())
     }
 
-    /// Recomputes the fingerprint once more of the file exists; returns whether it
-    /// changed.
-    pub fn grow_fingerprint(&mut self) -> io::Result<bool> {
-        if self.fingerprint.is_complete() || self.read_offset <= u64::from(self.fingerprint.len) {
-            return Ok(false);
-        }
-        let fp = Fingerprint::of(&self.file)?;
-        let changed = fp != self.fingerprint;
-        self.fingerprint = fp;
-        Ok(changed)
-    }
-
-    /// Reads the next block into `buf`; 0 at the current end of the file.
+    /// Reads the next block into `buf`; 0 at the current end of the file. The
+    /// fingerprint takes in what was read of the file's first KiB, so that it always
+    /// covers what was read: it is made from the bytes as they were read, not read
+    /// again later, when a copytruncate may have emptied the file in between.
     ///
     /// The read is a plain blocking read: followed files are regular files whose new
     /// data is in the page cache, so one block takes microseconds, less than handing
@@ -364,6 +384,7 @@ impl FollowedFile {
                 r => break r?,
             }
         };
+        self.fingerprint.extend(self.read_offset, &buf[..n]);
         self.read_offset += n as u64;
         Ok(n)
     }
@@ -384,12 +405,12 @@ impl FollowedFile {
         Ok(())
     }
 
-    /// Works out the file's event id hash ([`event_id_hash`]) for `node`, if it is not
-    /// known yet and the file's head is there.
+    /// Works out the file's event id hash ([`event_id_hash`]) for `node`, from its
+    /// origin, if it is not known yet and the file's head is there.
     pub fn identify(&mut self, node: &str) -> io::Result<()> {
         if self.fields.event_id_hash.is_none() {
             let cap = self.splitter.max_line_bytes();
-            self.fields.event_id_hash = event_id_hash(&self.file, self.id, node, cap)?;
+            self.fields.event_id_hash = event_id_hash(&self.file, self.origin, node, cap)?;
         }
         Ok(())
     }

@@ -336,12 +336,18 @@ impl Tailer {
             .checkpoints
             .claim(|e| e.id == id && fp_matches(e))
             // A file whose content another entry knew: a copy or a move across
-            // devices that the globs match.
+            // devices that the globs match. Only if the entry's fingerprint covers
+            // what its offset skips: a few bytes many files start with are no proof.
             .or_else(|| {
-                self.checkpoints
-                    .claim(|e| e.id != id && e.fingerprint.len > 0 && fp_matches(e))
+                self.checkpoints.claim(|e| {
+                    e.id != id
+                        && e.fingerprint.len > 0
+                        && e.fingerprint_covers_offset()
+                        && fp_matches(e)
+                })
             });
-        let (slot, start) = match resumed {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let (slot, start, origin) = match resumed {
             Some(slot) => {
                 let stored = self.checkpoints.stored(slot).expect("claimed slot");
                 let start = if stored.offset <= len {
@@ -350,31 +356,41 @@ impl Tailer {
                     tracing::info!(source = %self.ctx.name, path = %path.display(), checkpoint = stored.offset, size = len, "file is shorter than its checkpoint (truncated while the source was stopped); reading it from its start");
                     Start::Head
                 };
-                (slot, start)
+                (slot, start, stored.origin)
             }
             None => {
-                // Only on the very first run may files present be skipped to their
-                // end: after that, a file without checkpoint is one that appeared
-                // while the source was not running, and all of it is new.
-                let start =
-                    if at_start && self.loaded == Loaded::Fresh && !self.config.read_from_head {
-                        Start::End
-                    } else {
-                        Start::Head
-                    };
-                let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                let (start, origin) = match self.copy_of_followed(&real, id, &handle) {
+                    // Its lines before what the original delivered were delivered.
+                    Some((origin, delivered)) => (Start::At(delivered.min(len)), origin),
+                    // Only on the very first run may files present be skipped to
+                    // their end: after that, a file without checkpoint is one that
+                    // appeared while the source was not running, and all of it is new.
+                    None if at_start
+                        && self.loaded == Loaded::Fresh
+                        && !self.config.read_from_head =>
+                    {
+                        (Start::End, id)
+                    }
+                    None => (Start::Head, id),
+                };
                 let slot = self.checkpoints.register(Stored {
                     id,
+                    origin,
                     fingerprint: fp,
-                    offset: if start == Start::End { len } else { 0 },
-                    path: real,
+                    offset: match start {
+                        Start::End => len,
+                        Start::At(offset) => offset,
+                        Start::Head => 0,
+                    },
+                    path: real.clone(),
                     gone_since: None,
                 });
-                (slot, start)
+                (slot, start, origin)
             }
         };
         let tag = Tag::from(tag_for(&self.config.tag, path));
         let mut file = self.open_followed(path, handle, start, slot, tag)?;
+        file.origin = origin;
         self.checkpoints
             .update_identity(slot, file.id, file.fingerprint, Some(&file.real_path));
         if let Start::At(offset) = start {
@@ -385,6 +401,29 @@ impl Tailer {
         file.tracked = file.read_offset();
         tracing::info!(source = %self.ctx.name, path = %path.display(), offset = file.read_offset(), resumed = resumed.is_some(), tag = %file.tag, "following file");
         Ok(file)
+    }
+
+    /// If the file at `real` (identity `id`, open as `handle`) is a copy of a file
+    /// being followed, the original's origin and delivered offset. A copy is a file
+    /// beside the original whose name extends the original's (`app.log.1`, where the
+    /// globs match rotated names too) and that starts with the original's
+    /// fingerprinted bytes: copytruncate made it, and the original was not
+    /// truncated yet, or the source has not seen it yet. Its lines are the original's,
+    /// at the same offsets, so they take the original's ids.
+    fn copy_of_followed(&self, real: &Path, id: FileId, handle: &File) -> Option<(FileId, u64)> {
+        let original = self.files.values().find(|f| {
+            f.id != id
+                && f.fingerprint.len > 0
+                && real != f.real_path
+                && is_beside(&f.real_path, real)
+                && f.fingerprint.matches(handle).unwrap_or(false)
+        })?;
+        let delivered = self
+            .checkpoints
+            .stored(original.slot)
+            .map_or(0, |s| s.offset);
+        tracing::info!(source = %self.ctx.name, path = %real.display(), original = %original.real_path.display(), delivered, "found a copy of a followed file (copytruncate); its lines keep the original's event ids");
+        Some((original.origin, delivered))
     }
 
     /// A [`FollowedFile`] with this source's framing, multiline and fields.
@@ -437,12 +476,13 @@ impl Tailer {
             match self.open_followed(&path, handle, Start::At(entry.offset), slot, tag) {
                 Ok(mut file) => {
                     tracing::info!(source = %self.ctx.name, path = %path.display(), was = %entry.path.display(), offset = entry.offset, "found a rotated file with undelivered lines; reading it to its end");
-                    self.checkpoints.update_identity(
-                        slot,
-                        file.id,
-                        file.fingerprint,
-                        Some(&file.real_path),
-                    );
+                    // The entry keeps the path it had, beside which this file is
+                    // found again if it is renamed once more before it is finished
+                    // (logrotate's `app.log.1` becoming `app.log.2`), and its origin:
+                    // a copy's lines keep the ids they had in the original.
+                    self.checkpoints
+                        .update_identity(slot, file.id, file.fingerprint, None);
+                    file.origin = entry.origin;
                     file.real_path = entry.path.clone();
                     file.gone = Some(Instant::now());
                     self.metrics
@@ -530,6 +570,7 @@ impl Tailer {
         turn.emit(file).await?;
         let old_slot = file.slot;
         let old_fingerprint = file.fingerprint;
+        let origin = file.origin;
         let safe = file.safe_offset();
         let read = file.read_offset();
         self.checkpoints.release(old_slot);
@@ -537,6 +578,7 @@ impl Tailer {
             .filter(|(_, h)| h.metadata().is_ok_and(|m| FileId::of(&m) != id));
         let new_slot = self.checkpoints.register(Stored {
             id,
+            origin: id,
             fingerprint: Fingerprint::default(),
             offset: 0,
             path: file.real_path.clone(),
@@ -549,15 +591,24 @@ impl Tailer {
             .update_identity(new_slot, id, file.fingerprint, None);
         tracing::info!(source = %self.ctx.name, path = %file.path.display(), read_up_to = read, copy = ?copy.as_ref().map(|(p, _)| p), "file was truncated (copytruncate); reading it again from its start");
         let (tag, real_path) = (file.tag.clone(), file.real_path.clone());
+        // A copy the globs matched is followed already, from no later than what the
+        // original delivered when it was found: it is read to its end as it is.
+        let copy = copy.filter(|(_, h)| {
+            h.metadata()
+                .is_ok_and(|m| !self.files.contains_key(&FileId::of(&m)))
+        });
         if let Some((path, handle)) = copy {
             match self.open_followed(&path, handle, Start::At(safe), old_slot, tag) {
                 Ok(mut copy) => {
-                    self.checkpoints.update_identity(
-                        old_slot,
-                        copy.id,
-                        old_fingerprint,
-                        Some(&copy.real_path),
-                    );
+                    // The entry keeps the original's path (the copy is looked for
+                    // beside it after a restart) and origin (the copy's lines keep
+                    // their ids). It takes the copy's fingerprint, which covers the
+                    // original's and may be longer: a short one (the original held
+                    // a few bytes when last fingerprinted) would let any new file
+                    // starting with those bytes pass for the copy after a restart.
+                    self.checkpoints
+                        .update_identity(old_slot, copy.id, copy.fingerprint, None);
+                    copy.origin = origin;
                     copy.real_path = real_path;
                     copy.gone = Some(Instant::now());
                     self.metrics
@@ -600,6 +651,20 @@ impl Tailer {
         }
         Ok(())
     }
+}
+
+/// Whether `candidate` lies beside `original` under a rotated name: in the same
+/// directory, named the original's name with something after it (`app.log.1`,
+/// `0.log.20240115-103000`).
+fn is_beside(original: &Path, candidate: &Path) -> bool {
+    let (Some(name), Some(other)) = (original.file_name(), candidate.file_name()) else {
+        return false;
+    };
+    original.parent() == candidate.parent()
+        && other.len() > name.len()
+        && other
+            .as_encoded_bytes()
+            .starts_with(name.as_encoded_bytes())
 }
 
 /// A file at `path` or beside it (same directory, name starting with its name:
@@ -780,6 +845,7 @@ impl Turn<'_> {
             if self.ctx.shutdown.is_cancelled() {
                 break;
             }
+            let fingerprint = file.fingerprint;
             let n = match file.read(self.block) {
                 Ok(0) => {
                     at_end = true;
@@ -792,6 +858,12 @@ impl Turn<'_> {
                     break;
                 }
             };
+            // Before the lines go into a chunk: a checkpoint that passes them has a
+            // fingerprint that covers them.
+            if file.fingerprint != fingerprint {
+                self.checkpoints
+                    .update_identity(file.slot, file.id, file.fingerprint, None);
+            }
             bytes += n as u64;
             file.bytes_read += n as u64;
             if let Some(node) = self.records.event_id_node()
@@ -881,14 +953,6 @@ impl Turn<'_> {
         file.lines_read += lines_read;
         if at_end {
             self.emit(file).await?;
-            if let Err(e) = file.grow_fingerprint().map(|changed| {
-                if changed {
-                    self.checkpoints
-                        .update_identity(file.slot, file.id, file.fingerprint, None);
-                }
-            }) {
-                tracing::debug!(source = %self.ctx.name, path = %file.path.display(), error = %e, "cannot read a file's first bytes");
-            }
             if let Err(e) = file.shrink() {
                 tracing::debug!(source = %self.ctx.name, path = %file.path.display(), error = %e, "cannot step back over a partial line");
             }

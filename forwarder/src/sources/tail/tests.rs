@@ -8,16 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::SourceContext;
 use nagare_core::config::{ByteSize, HumanDuration};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::{Filter, RouterBuilder, Verdict};
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::source_context;
 use nagare_core::{Event, EventTime, Map, Value};
+use nagare_testkit::wait_until_async;
 use tokio::task::JoinHandle;
 
 use super::discover::tag_for;
 use super::*;
+
+/// How long a condition may take to hold.
+const WAIT: Duration = Duration::from_secs(5);
 
 const ID: &str = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
 const T1: &str = "2024-01-15T10:30:00.000000001Z";
@@ -120,13 +124,7 @@ impl Tail {
             rb.filter("mark", TagPattern::new("**").unwrap(), Arc::new(MarkSeen));
         }
         rb.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
-        let shutdown = Shutdown::new();
-        let ctx = SourceContext {
-            name: "tail".into(),
-            router: Arc::new(rb.build()),
-            shutdown: shutdown.clone(),
-            data_dir: dir.path().to_path_buf(),
-        };
+        let (ctx, shutdown) = source_context("tail", rb.build(), dir.path());
         let metrics = TailMetrics::new();
         let task = tokio::spawn(run_with_metrics(config.clone(), ctx, metrics.clone()));
         let buffer_config = buffer_config.clone();
@@ -439,9 +437,9 @@ async fn read_from_head_false_skips_old_lines_but_new_files_are_read_whole() {
     let mut config = config(dir.path());
     config.format = TailFormat::Raw;
     let tail = Tail::start(dir, config);
-    // A file created after start is read from its start; once its lines arrive the
-    // first scan is certainly done.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // A file created after the first scan is read from its start.
+    let scanned = wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await;
+    assert!(scanned, "the old file is followed");
     append(&tail.path("new.log"), b"new 1\nnew 2\n");
     let got = tail.events(2).await;
     assert_eq!(
@@ -478,7 +476,8 @@ async fn a_line_written_in_two_pieces_is_one_event() {
     let mut config = config(dir.path());
     config.format = TailFormat::Cri;
     let tail = Tail::start(dir, config);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let open = wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await;
+    assert!(open, "the empty file is followed");
     append(&path, format!("{T1} stdout F first ha").as_bytes());
     // Several polls see the incomplete line and emit nothing.
     tail.nothing_more().await;
@@ -568,7 +567,8 @@ async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
     let mut got = decode(first.chunk());
     // The buffer holds one chunk at a time (in flight counts), so the source is now
     // waiting for room, in the middle of the block.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let blocked = wait_until_async(WAIT, || tail.buffer.stats().blocked >= 1).await;
+    assert!(blocked, "the source waits for room");
     let stats = tail.buffer.stats();
     assert_eq!((stats.queued_chunks, stats.in_flight_chunks), (0, 1));
     assert!(stats.blocked >= 1);
@@ -723,7 +723,7 @@ async fn lines_not_acknowledged_before_a_crash_are_read_again() {
     assert_eq!(logs(&tail.events(5).await), expected("a", 0..5));
     append(&path, numbered("a", 5..8).as_bytes());
     // Wait until the new lines are in the buffer, but never acknowledge them.
-    let queued = nagare_testkit_wait(|| tail.buffer.stats().queued_chunks > 0).await;
+    let queued = wait_until_async(WAIT, || tail.buffer.stats().queued_chunks > 0).await;
     assert!(queued, "the new lines were read");
     tokio::time::sleep(Duration::from_millis(60)).await;
     let (dir, config) = (tail.config.clone(), tail.buffer_config.clone());
@@ -732,17 +732,6 @@ async fn lines_not_acknowledged_before_a_crash_are_read_again() {
     assert_eq!(logs(&tail.events(3).await), expected("a", 5..8));
     tail.nothing_more().await;
     tail.stop().await;
-}
-
-/// Polls `check` every 10 ms for up to 5 s.
-async fn nagare_testkit_wait(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }
 
 trait WithPaths {
@@ -765,7 +754,7 @@ async fn history_is_skipped_on_the_first_start_only() {
     let mut config = raw_config(dir.path());
     config.read_from_head = false;
     let tail = Tail::start(dir, config);
-    assert!(nagare_testkit_wait(|| tail.metrics.snapshot().open_files == 1).await);
+    assert!(wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await);
     append(&old, numbered("old", 2..3).as_bytes());
     assert_eq!(logs(&tail.events(1).await), expected("old", 2..3));
     let home = tail.dir.clone();
@@ -896,7 +885,7 @@ async fn a_file_deleted_while_followed_is_read_to_its_end() {
     // Recreated under the same name: a new file, read from its start.
     append(&path, numbered("b", 0..2).as_bytes());
     assert_eq!(logs(&tail.events(2).await), expected("b", 0..2));
-    let gone = nagare_testkit_wait(|| tail.metrics.snapshot().open_files == 1).await;
+    let gone = wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await;
     let m = tail.metrics.snapshot();
     assert!(gone, "the deleted file is let go: {m:?}");
     assert_eq!(m.deletions + m.rotations, 1);
@@ -912,6 +901,7 @@ async fn a_reused_inode_is_told_apart_by_the_fingerprint() {
     let meta = std::fs::metadata(&path).unwrap();
     let stale = checkpoint::Stored {
         id: file::FileId::of(&meta),
+        origin: file::FileId::of(&meta),
         fingerprint: file::Fingerprint { len: 9, hash: 42 },
         offset: 12,
         path: path.clone(),
@@ -936,6 +926,7 @@ async fn a_torn_checkpoint_file_is_ignored_and_files_are_read_from_their_start()
     let file = std::fs::File::open(&path).unwrap();
     let whole = checkpoint::encode(&[checkpoint::Stored {
         id: file::FileId::of(&meta),
+        origin: file::FileId::of(&meta),
         fingerprint: file::Fingerprint::of(&file).unwrap(),
         offset: meta.len(),
         path: path.clone(),
@@ -957,6 +948,8 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
     let entries = vec![
         checkpoint::Stored {
             id: file::FileId { dev: 2049, ino: 77 },
+            // A copy: its lines' ids come from the original's inode.
+            origin: file::FileId { dev: 2049, ino: 12 },
             fingerprint: file::Fingerprint {
                 len: 1024,
                 hash: 0xdead_beef,
@@ -967,6 +960,7 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
         },
         checkpoint::Stored {
             id: file::FileId { dev: 1, ino: 2 },
+            origin: file::FileId { dev: 1, ino: 2 },
             fingerprint: file::Fingerprint::default(),
             offset: 0,
             path: PathBuf::from("/x.log"),
@@ -986,6 +980,14 @@ fn checkpoint_files_round_trip_and_refuse_damage() {
     flipped[40] ^= 1;
     assert!(checkpoint::decode(&flipped).is_err());
     assert!(checkpoint::decode(b"").is_err());
+    // A file written before entries had an origin: each file is its own.
+    let mut v1 = String::from(
+        "nagare-tail-checkpoints 1\n2049 77 1024 00000000deadbeef 123456 - \"/x.log\"\n",
+    );
+    let sum = file::fnv1a(v1.as_bytes());
+    v1.push_str(&format!("end 1 {sum:016x}\n"));
+    let old = checkpoint::decode(v1.as_bytes()).unwrap();
+    assert_eq!((old[0].origin, old[0].offset), (old[0].id, 123_456));
 }
 
 #[tokio::test]
@@ -1003,7 +1005,7 @@ async fn backpressure_pauses_reading_until_there_is_room() {
         ..BufferConfig::default()
     };
     let tail = Tail::start_with(dir, config, buffer, false);
-    let paused = nagare_testkit_wait(|| tail.metrics.snapshot().paused).await;
+    let paused = wait_until_async(WAIT, || tail.metrics.snapshot().paused).await;
     assert!(paused, "the source waits for room");
     let before = tail.metrics.snapshot();
     let offset = before.files[0].read_offset;
@@ -1484,7 +1486,7 @@ async fn lines_read_again_after_a_crash_under_a_rotated_name_keep_their_ids() {
         offset == Some(cri(0).len().to_string().as_str())
     };
     assert!(
-        nagare_testkit_wait(on_disk).await,
+        wait_until_async(WAIT, on_disk).await,
         "the checkpoint is written"
     );
     // Past the first KiB, never acknowledged.
@@ -1520,6 +1522,7 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     let dir = Tail::dir();
     let entry = |ino: u64, name: &str| checkpoint::Stored {
         id: file::FileId { dev: 1, ino },
+        origin: file::FileId { dev: 1, ino },
         fingerprint: file::Fingerprint { len: 3, hash: 7 },
         offset: 100,
         path: dir.path().join(name),
@@ -1558,12 +1561,16 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     assert_eq!(left, [1]);
 }
 
+mod copytruncate;
+
 /// Model-based test: random scripts of writes, partial writes, rename rotations,
 /// copytruncates, deletions, recreations, graceful restarts and crashes are played
 /// against the real tail source on real files, and what comes out is checked against
 /// a model of which lines must: every line completed in a file the source had a
-/// chance to see comes out at least once, nothing else comes out, and without crashes
-/// nothing comes out twice.
+/// chance to see comes out at least once, nothing else comes out, without crashes
+/// nothing comes out twice, and a line that comes out twice (read again after a
+/// crash, from the file, from its rotated name or from a copytruncate copy) carries
+/// the same event id each time.
 mod model {
     use std::collections::{BTreeMap, BTreeSet};
     use std::os::unix::fs::MetadataExt;
@@ -1581,7 +1588,13 @@ mod model {
         Delete,
         Recreate,
         Restart,
-        Crash,
+        /// The next hop acknowledges what the source emitted so far (until then it
+        /// lies past the checkpoint).
+        Ack,
+        /// The source is killed; with `true`, what it emitted was acknowledged first,
+        /// with `false` what was not acknowledged yet never will be (chunks in
+        /// flight), so it is read again after the restart.
+        Crash(bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1593,7 +1606,8 @@ mod model {
             1 => Just(Op::Delete),
             1 => Just(Op::Recreate),
             1 => Just(Op::Restart),
-            1 => Just(Op::Crash),
+            2 => Just(Op::Ack),
+            1 => any::<bool>().prop_map(Op::Crash),
         ]
     }
 
@@ -1626,6 +1640,15 @@ mod model {
     struct Run {
         tail: Option<Tail>,
         got: BTreeMap<String, usize>,
+        /// The event ids each line came out with.
+        ids: BTreeMap<String, BTreeSet<String>>,
+        /// Chunks taken from the buffer and not acknowledged yet: their lines lie
+        /// past the checkpoint.
+        held: Vec<nagare_core::buffer::Lease>,
+        /// Chunks a crashed source had handed out, never acknowledged: kept until
+        /// the end so that dropping them neither hands them back nor fires their
+        /// receipts (as after a kill, nothing of that process acts again).
+        dead: Vec<nagare_core::buffer::Lease>,
     }
 
     impl Run {
@@ -1633,15 +1656,28 @@ mod model {
             self.tail.as_ref().expect("running")
         }
 
+        fn record(&mut self, got: &[Got]) {
+            for g in got {
+                let line = g.str("log").unwrap().to_string();
+                let id = g.str("line_id").expect("an event id").to_string();
+                self.ids.entry(line.clone()).or_default().insert(id);
+                *self.got.entry(line).or_default() += 1;
+            }
+        }
+
+        /// Takes what the source emitted and acknowledges everything taken.
         fn drain(&mut self) {
-            while let Some(lease) = self.tail().buffer.try_pop() {
-                for g in decode(lease.chunk()) {
-                    *self
-                        .got
-                        .entry(g.str("log").unwrap().to_string())
-                        .or_default() += 1;
-                }
+            self.take();
+            for lease in self.held.drain(..) {
                 lease.ack();
+            }
+        }
+
+        /// Takes what the source emitted so far, recorded but not acknowledged.
+        fn take(&mut self) {
+            while let Some(lease) = self.tail().buffer.try_pop() {
+                self.record(&decode(lease.chunk()));
+                self.held.push(lease);
             }
         }
 
@@ -1652,7 +1688,7 @@ mod model {
                 return;
             };
             for _ in 0..300 {
-                self.drain();
+                self.take();
                 let m = self.tail().metrics.snapshot();
                 if m.files
                     .iter()
@@ -1671,12 +1707,16 @@ mod model {
         let path = dir.path().join("app.log");
         let mut config = raw_config(dir.path());
         config.rotate_wait = HumanDuration::millis(30);
+        config.event_id_key = Some("line_id".into());
         let mut model = Model::default();
         let mut run = Run {
             tail: Some(Tail::start(dir, config)),
             got: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            held: Vec::new(),
+            dead: Vec::new(),
         };
-        let crashes = ops.iter().filter(|o| matches!(o, Op::Crash)).count();
+        let crashes = ops.iter().filter(|o| matches!(o, Op::Crash(_))).count();
         let complete_partial = |model: &mut Model| {
             if let Some((n, rest)) = model.partial.take() {
                 append(&path, format!("{rest}\n").as_bytes());
@@ -1750,17 +1790,21 @@ mod model {
                     model.must.insert(line);
                     model.exists = true;
                 }
+                Op::Ack => run.drain(),
                 Op::Restart => {
+                    run.drain();
                     let (got, tail) = run.tail.take().unwrap().restart().await;
-                    for g in got {
-                        *run.got
-                            .entry(g.str("log").unwrap().to_string())
-                            .or_default() += 1;
-                    }
+                    run.record(&got);
                     run.tail = Some(tail);
                 }
-                Op::Crash => {
-                    run.drain();
+                Op::Crash(ack) => {
+                    if *ack {
+                        run.drain();
+                    } else {
+                        run.take();
+                        let in_flight = std::mem::take(&mut run.held);
+                        run.dead.extend(in_flight);
+                    }
                     for line in model.deleted.drain(..) {
                         if !run.got.contains_key(&line) && model.must.remove(&line) {
                             model.may.insert(line);
@@ -1774,7 +1818,7 @@ mod model {
                 }
                 _ => {}
             }
-            run.drain();
+            run.take();
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
         // Everything that must come out does.
@@ -1788,11 +1832,8 @@ mod model {
         tokio::time::sleep(Duration::from_millis(100)).await;
         run.drain();
         let tail = run.tail.take().unwrap();
-        for g in tail.stop().await {
-            *run.got
-                .entry(g.str("log").unwrap().to_string())
-                .or_default() += 1;
-        }
+        let got = tail.stop().await;
+        run.record(&got);
         let missing: Vec<&String> = model
             .must
             .iter()
@@ -1815,6 +1856,13 @@ mod model {
                 "duplicates without a crash: {dups:?}\nops: {ops:?}"
             );
         }
+        let two_ids: Vec<(&String, &BTreeSet<String>)> =
+            run.ids.iter().filter(|(_, ids)| ids.len() > 1).collect();
+        assert!(
+            two_ids.is_empty(),
+            "{} lines came out with two different ids: {two_ids:?}\nops: {ops:?}",
+            two_ids.len()
+        );
     }
 
     proptest! {

@@ -1,0 +1,199 @@
+//! Config errors name the line and the key path of the mistake wherever it sits:
+//! inside a component (chosen by `type`), in nested maps, in sequence items, in flow
+//! style, and inside a parser's `parse` map, for every kind of mistake: an unknown
+//! key, a value of the wrong type, a missing key, a bad enum value, a bad size or
+//! duration. Each case runs the real `nagare validate` on a real file.
+
+#![cfg(all(feature = "forwarder", feature = "aggregator"))]
+
+mod support;
+
+use std::process::Command;
+
+use support::binary;
+
+/// A valid config; each case below breaks one line of it.
+const BASE: &str = r#"data_dir: /tmp/nagare-config-errors
+sources:
+  app:
+    type: tail
+    paths: [/var/log/app/*.log]
+    multiline:
+      languages: [java]
+      flush_timeout: 1s
+filters:
+  parse:
+    type: parser
+    match: "app.**"
+    parse:
+      format: regex
+      expression: '^(?<msg>.*)$'
+sinks:
+  aggregators:
+    type: forward
+    match: "app.**"
+    servers:
+      - host: agg-0
+        port: 24224
+      - { host: agg-1, port: 24224, weight: 60 }
+    buffer:
+      flush_interval: 5s
+      total_limit_size: 64MiB
+  search:
+    type: elasticsearch
+    match: "kube.**"
+    endpoints: ["http://es:9200"]
+    index: lots
+    batch:
+      max_events: 500
+      timeout: 2s
+    request_timeout: 30s
+"#;
+
+fn validate(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nagare.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(binary())
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Without the temporary folder: `nagare.yaml:LINE: at `KEY`: MESSAGE`.
+    let shown = err
+        .trim()
+        .strip_prefix("error: ")
+        .unwrap_or(&err)
+        .replace(&format!("{}/", dir.path().display()), "");
+    (out.status.code().unwrap_or(-1), shown)
+}
+
+/// `BASE` with the lines from `line` (1-based) on replaced by those of `with`.
+fn broken(line: usize, with: &str) -> String {
+    let mut lines: Vec<&str> = BASE.lines().collect();
+    for (i, new) in with.lines().enumerate() {
+        lines[line - 1 + i] = new;
+    }
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn the_base_config_is_valid() {
+    let (code, err) = validate(BASE);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn every_kind_of_mistake_names_its_line_and_key() {
+    let cases: &[(usize, &str, &str)] = &[
+        // An unknown key in a block sequence item.
+        (
+            22,
+            "        prot: 24224",
+            "nagare.yaml:22: at `sinks.aggregators.servers.0.prot`: unknown field `prot`",
+        ),
+        // A value of the wrong type in a flow map in a sequence.
+        (
+            23,
+            "      - { host: agg-1, port: many, weight: 60 }",
+            "nagare.yaml:23: at `sinks.aggregators.servers.1.port`: invalid type: string \"many\", expected u16",
+        ),
+        // A missing key in a flow map in a sequence.
+        (
+            23,
+            "      - { port: 24224, weight: 60 }",
+            "nagare.yaml:23: at `sinks.aggregators.servers.1`: missing field `host`",
+        ),
+        // A bad enum value in a nested map.
+        (
+            25,
+            "      overflow_action: drop_everything",
+            "nagare.yaml:25: at `sinks.aggregators.buffer.overflow_action`: unknown variant `drop_everything`",
+        ),
+        // A bad size in a nested map.
+        (
+            26,
+            "      total_limit_size: 64 parsecs",
+            "nagare.yaml:26: at `sinks.aggregators.buffer.total_limit_size`: invalid value: string \"64 parsecs\", expected a size (`parsecs` is not a size unit",
+        ),
+        // A bad duration in a source's nested map.
+        (
+            8,
+            "      flush_timeout: soon",
+            "nagare.yaml:8: at `sources.app.multiline.flush_timeout`: invalid value: string \"soon\", expected a duration like `500ms`, `5s` or `1m 30s`",
+        ),
+        // An unknown key in a source's nested map.
+        (
+            7,
+            "      langauges: [java]",
+            "nagare.yaml:7: at `sources.app.multiline.langauges`: unknown field `langauges`",
+        ),
+        // An unknown key among a parser's keys, which sit beside `format`.
+        (
+            15,
+            "      expresion: '^(?<msg>.*)$'",
+            "nagare.yaml:15: at `filters.parse.parse.expresion`: unknown field `expresion`",
+        ),
+        // A bad enum value that names the kind of a parser.
+        (
+            14,
+            "      format: yaml",
+            "nagare.yaml:14: at `filters.parse.parse.format`: unknown variant `yaml`",
+        ),
+        // A value whose text also appears on an earlier line of the component
+        // (`index: lots`): the line is the one of the key the value is under.
+        (
+            33,
+            "      max_events: lots",
+            "nagare.yaml:33: at `sinks.search.batch.max_events`: invalid type: string \"lots\", expected usize",
+        ),
+        // A bad duration in a flow map.
+        (
+            32,
+            "    batch: { max_events: 500, timeout: 2 fortnights }\n    # flow style\n    #",
+            "nagare.yaml:32: at `sinks.search.batch.timeout`: invalid value: string \"2 fortnights\"",
+        ),
+        // An unknown key of the component itself.
+        (
+            30,
+            "    endpointz: [\"http://es:9200\"]",
+            "nagare.yaml:30: at `sinks.search.endpointz`: unknown field `endpointz`",
+        ),
+        // A key every sink needs, missing: reported on the sink's own line.
+        (
+            19,
+            "    matches: \"app.**\"",
+            "nagare.yaml:17: at `sinks.aggregators`: missing field `match`",
+        ),
+        // The kind itself.
+        (
+            11,
+            "    type: parsr",
+            "nagare.yaml:11: at `filters.parse.type`: unknown variant `parsr`, expected one of `record_modifier`, `grep`, `parser`",
+        ),
+        // A key written twice.
+        (
+            35,
+            "    endpoints: [\"http://es:9201\"]",
+            "nagare.yaml:35: at `endpoints`: duplicate key `endpoints` (also on line 30)",
+        ),
+        // Not YAML.
+        (
+            22,
+            "        port: 24224: 1",
+            "nagare.yaml:22: this is not valid YAML: mapping values are not allowed in this context",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (line, with, want) in cases {
+        let (code, err) = validate(&broken(*line, with));
+        if code != 2 || !err.starts_with(want) {
+            failures.push(format!(
+                "line {line} `{}`:\n  want {want}\n  got  {err} (exit {code})",
+                with.trim()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
