@@ -1,8 +1,8 @@
-//! Builders the tests of every nagare crate share: chunks of records, the numbers back
-//! out of a chunk, a chunk taken off a buffer, and the contexts a source or a sink runs
-//! in. Compiled for core's own tests, and for other crates' tests with the
-//! `test-support` feature (their dev-dependency on nagare-core turns it on); never in
-//! a release build.
+//! Builders the tests of every nagare crate share: chunks of records (and one with an
+//! entry that cannot be decoded), the numbers back out of a chunk, a chunk taken off a
+//! buffer, and the contexts a source or a sink runs in. Compiled for core's own tests,
+//! and for other crates' tests with the `test-support` feature (their dev-dependency
+//! on nagare-core turns it on); never in a release build.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +22,27 @@ use crate::value::{Map, Value};
 pub fn chunk_of(tag: &str, events: impl IntoIterator<Item = (EventTime, Map)>) -> Chunk {
     let mut b = ChunkBuilder::new(Tag::new(tag));
     for (time, record) in events {
+        b.push(time, &record);
+    }
+    b.finish().expect("a test chunk has events")
+}
+
+/// An entry that cannot be decoded, `[1, "x"]` (its record is not a map), as a
+/// misbehaving client could send: it is framed, so the entries after it can be.
+pub const UNDECODABLE_ENTRY: [u8; 4] = [0x92, 0x01, 0xa1, b'x'];
+
+/// A chunk of `events` under `tag` with [`UNDECODABLE_ENTRY`] inserted before the
+/// event at `at` (so at entry position `at`); panics when there are no events.
+pub fn chunk_with_undecodable(
+    tag: &str,
+    events: impl IntoIterator<Item = (EventTime, Map)>,
+    at: usize,
+) -> Chunk {
+    let mut b = ChunkBuilder::new(Tag::new(tag));
+    for (i, (time, record)) in events.into_iter().enumerate() {
+        if i == at {
+            b.push_encoded(&UNDECODABLE_ENTRY);
+        }
         b.push(time, &record);
     }
     b.finish().expect("a test chunk has events")

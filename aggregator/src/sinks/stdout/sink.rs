@@ -108,7 +108,9 @@ pub async fn run_to<W: Write + Send + 'static>(
         };
         match sink.deliver(lease.chunk()).await? {
             Outcome::Delivered => lease.ack(),
-            Outcome::GaveUp => lease.fail(),
+            // Not all of the chunk was written: it counts as failed, as a chunk with
+            // an event refused for good does in every sink.
+            Outcome::GaveUp | Outcome::SetApart => lease.fail(),
             // The lease goes back to the buffer as it is dropped.
             Outcome::Aborted => return Ok(()),
         }
@@ -117,8 +119,11 @@ pub async fn run_to<W: Write + Send + 'static>(
 
 /// What became of a chunk.
 enum Outcome {
-    /// Every event was written (undecodable entries went to the secondary output).
+    /// Every event was written.
     Delivered,
+    /// Every event that could be decoded was written; the entries that could not
+    /// went to the secondary output.
+    SetApart,
     /// The retries ran out; the events not written went to the secondary output.
     GaveUp,
     /// The sink was aborted first.
@@ -230,7 +235,7 @@ impl<W: Write + Send + 'static> Sink<W> {
             }
             None => {
                 tracing::error!(sink = %self.ctx.name, tag = %chunk.tag(), chunk = %chunk.id(), entries = undecodable, secondary = %path, "a chunk held entries that cannot be decoded; wrote those to the secondary output with the reason and delivered the rest");
-                Ok(Outcome::Delivered)
+                Ok(Outcome::SetApart)
             }
         }
     }
