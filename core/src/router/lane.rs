@@ -173,14 +173,15 @@ pub(super) async fn emit(route: Arc<Route>, mut chunk: Chunk) -> Result<(), Buff
         return route.deliver(chunk).await;
     }
     let mut lane = Lane::new(route);
-    for entry in chunk.events() {
+    for entry in chunk.walk() {
         match entry {
             Ok((time, record)) => lane.push(time, record),
-            Err(e) => {
-                // Chunks are validated when they enter the process; this is a bug or
-                // memory corruption, so say so loudly and keep the rest.
-                tracing::error!(tag = %chunk.tag(), chunk = %chunk.id(), error = %e, "undecodable entry in a chunk; skipping the rest of it");
-                break;
+            Err(bad) => {
+                // Chunks are checked when they enter the process, so this is a bug or
+                // damage: no filter can apply to it, and it passes on as it is, for
+                // the sinks to put in their secondary output with the reason.
+                tracing::error!(tag = %chunk.tag(), chunk = %chunk.id(), reason = %bad.reason(), "undecodable entry in a chunk; passing it on unfiltered");
+                lane.kept.push_encoded(bad.bytes);
             }
         }
     }

@@ -193,3 +193,28 @@ async fn encoded_entries_pass_the_filters() {
     let (_, rec) = got.chunk().events().next().unwrap().unwrap();
     assert_eq!(rec.get("seen"), Some(&Value::Bool(true)), "the filter ran");
 }
+
+#[tokio::test]
+async fn an_undecodable_entry_passes_filters_unchanged_and_the_rest_is_filtered() {
+    let a = Buffer::new("a", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.filter("mark", TagPattern::new("**").unwrap(), Arc::new(AddField));
+    rb.sink("a", TagPattern::new("**").unwrap(), a.clone());
+    let router = rb.build();
+    let keep: Map = [("msg", "hi")].into_iter().collect();
+    let mut b = ChunkBuilder::new(Tag::new("app"));
+    b.push(EventTime::new(1, 0), &keep);
+    // [1, "x"]: a record that is not a map.
+    let bad = [0x92, 0x01, 0xa1, b'x'];
+    b.push_encoded(&bad);
+    b.push(EventTime::new(1, 0), &keep);
+    router.emit(b.finish().unwrap()).await.unwrap();
+    let got = a.try_pop().unwrap();
+    let steps: Vec<_> = got.chunk().walk().collect();
+    assert_eq!(steps.len(), 3);
+    for i in [0, 2] {
+        let (_, rec) = steps[i].as_ref().unwrap();
+        assert_eq!(rec.get("seen"), Some(&Value::Bool(true)));
+    }
+    assert_eq!(steps[1].as_ref().unwrap_err().bytes, bad);
+}
