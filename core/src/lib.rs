@@ -6,6 +6,7 @@
 //! - [`msgpack`]: MessagePack writer and zero-copy reader.
 //! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`.
 //! - [`receipt`]: how a source learns its chunk was delivered (checkpoints hang on it).
+//! - [`compression`]: `Compression` (none, gzip, zstd), packing and bounded unpacking.
 //! - [`buffer`]: the bounded queue of chunks in front of each sink (in memory or in
 //!   files), with leases.
 //! - [`dead_letter`]: the secondary output, where a sink puts what it gives up on.
@@ -23,6 +24,7 @@
 pub mod buffer;
 pub mod chunk;
 pub mod component;
+pub mod compression;
 pub mod config;
 pub mod dead_letter;
 pub mod event;

@@ -25,8 +25,6 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-pub use config::{
-    BufferCompress, BufferConfig, BufferKind, FlushMode, FsyncPolicy, OverflowAction, RetryType,
-};
+pub use config::{BufferConfig, BufferKind, FlushMode, FsyncPolicy, OverflowAction, RetryType};
 pub use file::QUARANTINE;
 pub use queue::{Buffer, BufferClosed, BufferError, BufferStats, Lease};

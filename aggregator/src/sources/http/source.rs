@@ -2,7 +2,7 @@
 //! connections, and one handler per request that answers only once the records are
 //! in the sinks' buffers.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use nagare_core::component::{Invalid, SourceContext};
+use nagare_core::compression::{self, Compression, DecompressError};
 use nagare_core::config::Secret;
 use nagare_core::{ChunkBuilder, Event, EventTime, Tag, Value};
 use thiserror::Error;
@@ -283,22 +284,26 @@ async fn accept(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Re
     };
     let body = match encoding.as_deref().map(str::trim) {
         None | Some("" | "identity") => body,
-        Some("gzip" | "x-gzip") => inflate(flate2::read::MultiGzDecoder::new(&body[..]), limit)
-            .map_err(|e| match e {
-                Inflate::TooLarge => too_large(),
-                Inflate::Bad(e) => (
-                    StatusCode::BAD_REQUEST,
-                    format!("the gzip body is broken: {e}"),
-                ),
-            })?,
-        Some("deflate") => {
-            inflate(flate2::read::ZlibDecoder::new(&body[..]), limit).map_err(|e| match e {
-                Inflate::TooLarge => too_large(),
-                Inflate::Bad(e) => (
-                    StatusCode::BAD_REQUEST,
-                    format!("the deflate body is broken: {e}"),
-                ),
-            })?
+        Some(name @ ("gzip" | "x-gzip" | "deflate")) => {
+            let (name, unpacked) = if name == "deflate" {
+                let zlib = flate2::read::ZlibDecoder::new(&body[..]);
+                ("deflate", compression::read_limited(zlib, limit))
+            } else {
+                (
+                    "gzip",
+                    compression::decompress(Compression::Gzip, &body, limit),
+                )
+            };
+            match unpacked {
+                Ok(body) => Bytes::from(body),
+                Err(DecompressError::TooLarge { .. }) => return Err(too_large()),
+                Err(DecompressError::Broken(e)) => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!("the {name} body is broken: {e}"),
+                    ));
+                }
+            }
         }
         Some(other) => {
             return Err((
@@ -339,23 +344,6 @@ async fn accept(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Re
             "the server is shutting down; send again later".to_string(),
         )
     })
-}
-
-enum Inflate {
-    TooLarge,
-    Bad(io::Error),
-}
-
-fn inflate(reader: impl Read, limit: usize) -> Result<Bytes, Inflate> {
-    let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Inflate::Bad)?;
-    if out.len() > limit {
-        return Err(Inflate::TooLarge);
-    }
-    Ok(Bytes::from(out))
 }
 
 fn extra_fields(

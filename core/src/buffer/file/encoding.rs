@@ -6,8 +6,9 @@ use std::io;
 use bytes::Bytes;
 
 use super::FileStore;
-use crate::buffer::format::{self, Compression, SegmentInfo};
+use crate::buffer::format::{self, SegmentInfo};
 use crate::chunk::Chunk;
+use crate::compression::{self, Compression};
 
 impl FileStore {
     /// The stored form of `chunk` as one segment (compressed as configured): CPU
@@ -23,56 +24,16 @@ impl FileStore {
             } else {
                 segment_bytes(chunk, i)
             };
-            let stored = match self.compression {
-                Compression::None => None,
-                Compression::Zstd => Some(compress(&part, self.level)?),
-            };
+            let stored = compression::compress(self.compression, self.level, &part)?;
             out.extend(format::encode_segment(
                 seg.id,
                 seg.count,
                 part.len(),
-                stored.as_deref().unwrap_or(&part),
+                &stored,
             ));
         }
         Ok(out)
     }
-}
-
-thread_local! {
-    /// One zstd context per thread and level: creating one per append costs more
-    /// than compressing a small chunk.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
-    /// One zstd decompression context per thread, for the same reason.
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-fn compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        let Some((_, c)) = slot.as_mut() else {
-            return Err(io::Error::other("zstd compressor missing"));
-        };
-        c.compress(raw)
-    })
-}
-
-/// Unpacks the zstd frame `stored` into `into`, which must have room for it.
-fn decompress(stored: &[u8], into: &mut io::Cursor<&mut Vec<u8>>) -> io::Result<usize> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        let Some(d) = slot.as_mut() else {
-            return Err(io::Error::other("zstd decompressor missing"));
-        };
-        d.decompress_to_buffer(stored, into)
-    })
 }
 
 /// The encoded entries of segment `i` of a merged chunk.
@@ -112,18 +73,11 @@ pub(super) fn unpack(
     for s in segments {
         let stored = &file[s.offset..s.offset + s.stored_len as usize];
         let before = out.len();
-        match compression {
-            Compression::None => out.extend_from_slice(stored),
-            Compression::Zstd => {
-                // Straight after what is unpacked already: `out` has exactly the room
-                // the headers promise, and the check below finds a frame that takes
-                // more or less than its own share.
-                let mut into = io::Cursor::new(&mut out);
-                into.set_position(before as u64);
-                decompress(stored, &mut into)
-                    .map_err(|e| format!("cannot unpack an append: {e}"))?;
-            }
-        }
+        // Straight after what is unpacked already: `out` has exactly the room the
+        // headers promise, and the check below finds a frame that takes more or less
+        // than its own share.
+        compression::decompress_into(compression, stored, &mut out)
+            .map_err(|e| format!("cannot unpack an append: {e}"))?;
         if out.len() - before != s.raw_len as usize {
             return Err(format!(
                 "an append unpacks to {} bytes, its header says {}",

@@ -35,10 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::config::{BufferCompress, BufferConfig, FsyncPolicy};
-use super::format::Compression;
+use super::config::{BufferConfig, FsyncPolicy};
 use super::segment::{Ledger, Spot};
 use crate::chunk::ChunkId;
+use crate::compression::Compression;
 use crate::event::Tag;
 use dir_sync::DirSync;
 
@@ -135,10 +135,7 @@ impl FileStore {
             },
             dir,
             fsync,
-            compression: match config.compress {
-                BufferCompress::Zstd => Compression::Zstd,
-                BufferCompress::None => Compression::None,
-            },
+            compression: config.compress,
             level: config.compress_level,
         })
     }
