@@ -14,6 +14,7 @@
 //! - [`router`]: filters and sinks by tag; the `Filter` shape.
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
 //! - [`forward`]: the Fluentd Forward Protocol v1 codec.
+//! - [`host`]: the machine's host name.
 //! - [`filters`]: filters either tier can run (`record_modifier`, `grep`).
 //! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, `Tagged`
 //!   component configs, sizes, durations.
@@ -30,6 +31,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod filters;
 pub mod forward;
+pub mod host;
 pub mod msgpack;
 pub mod pattern;
 pub mod receipt;

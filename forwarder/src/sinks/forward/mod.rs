@@ -39,7 +39,6 @@ mod tls;
 mod tests;
 
 pub use balancer::{Balancer, Candidate};
-pub(crate) use config::machine_hostname;
 pub use config::{
     ClientSecurityConfig, ClientTlsConfig, ForwardSinkConfig, HeartbeatType, ServerConfig,
 };

@@ -24,6 +24,7 @@ use nagare_core::buffer::{Buffer, Lease};
 use nagare_core::component::{Invalid, SinkContext};
 use nagare_core::compression::Compression;
 use nagare_core::dead_letter::DeadLetter;
+use nagare_core::host::machine_hostname;
 use nagare_core::retry::{Attempts, Backoff, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
 use thiserror::Error;
@@ -32,7 +33,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::balancer::{Balancer, Candidate};
-use super::config::{ForwardSinkConfig, HeartbeatType, machine_hostname};
+use super::config::{ForwardSinkConfig, HeartbeatType};
 use super::connection::{ClientAuth, Link};
 use super::detector::DetectorConfig;
 use super::encoder::{self, EncodedChunk};
