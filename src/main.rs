@@ -90,10 +90,15 @@ fn run(path: PathBuf, level: Option<String>, format: Option<LogFormat>) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(nagare::topology::run(
+    let result = runtime.block_on(nagare::topology::run(
         config,
         nagare_core::shutdown::signal(),
-    )) {
+    ));
+    // Every component has stopped. A write still running on the blocking pool is one
+    // that cannot finish (standard output is a pipe whose reader is stopped); what it
+    // held was not acked, so the process does not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "nagare failed");

@@ -20,10 +20,9 @@ use std::time::Duration;
 
 use nagare_testkit::{Strace, free_port, wait_until};
 use support::fault_client::{
-    Post, acked, aggregator_config, buffer_files, client_program, ids_in, now_ns, plain, posts,
-    skip,
+    Post, acked, aggregator_config, buffer_files, client_program, ids_in, now_ns, posts, skip,
 };
-use support::{Nagare, wait_listening};
+use support::{Nagare, plain, wait_listening};
 
 /// Runs the EIO scenario against an aggregator whose buffer has `keys`; `what`
 /// names the storage in messages, `file_ending` the files whose fdatasync fails

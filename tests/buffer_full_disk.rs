@@ -16,15 +16,14 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nagare_testkit::{Tmpfs, free_port, wait_until};
-use support::fault_client::{acked, aggregator_config, client_program, ids_in, plain, posts, skip};
-use support::{Nagare, wait_listening};
+use support::fault_client::{acked, aggregator_config, client_program, ids_in, posts, skip};
+use support::{Nagare, plain, seqs_in, wait_listening};
 
 /// The first log line of `process` that has every one of `words`, colours removed.
 fn logged(process: &Nagare, words: &[&str]) -> Option<String> {
@@ -232,24 +231,6 @@ fn write_lines(path: &Path, from: usize, to: usize) {
         .open(path)
         .unwrap();
     f.write_all(text.as_bytes()).unwrap();
-}
-
-/// Every `"seq":N` in the NDJSON file, counted.
-fn seqs_in(path: &Path) -> HashMap<u64, u32> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut counts = HashMap::new();
-    for line in text.lines() {
-        if let Some(at) = line.find("\"seq\":") {
-            let digits: String = line[at + 6..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if let Ok(n) = digits.parse() {
-                *counts.entry(n).or_insert(0) += 1;
-            }
-        }
-    }
-    counts
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nagare_testkit::docs::{markdown_yaml_blocks, module_doc_yaml};
 use serde::Deserialize as _;
 use support::binary;
 
@@ -16,7 +17,7 @@ fn repo() -> PathBuf {
 }
 
 /// Values for the environment variables the examples reference.
-const ENV: [(&str, &str); 8] = [
+const ENV: [(&str, &str); 12] = [
     ("NODE_NAME", "node-1"),
     ("FORWARD_SHARED_KEY", "cluster-key"),
     ("LEGACY_SHARED_KEY", "legacy-key"),
@@ -25,70 +26,147 @@ const ENV: [(&str, &str); 8] = [
     ("POD_NAME", "legacy-app"),
     ("POD_NAMESPACE", "default"),
     ("CLUSTER_NAME", "prod"),
+    ("HTTP_INPUT_TOKEN", "token"),
+    ("TLS_KEY_PASSPHRASE", "passphrase"),
+    ("FORWARD_PASSWORD", "node-password"),
+    ("LEGACY_PASSWORD", "legacy-password"),
 ];
+
+/// Runs `cmd`: whether it succeeded, and what it printed.
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
 
 fn validate(name: &str, config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(name);
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(binary())
+    run(Command::new(binary())
         .args(["validate", "-c"])
         .arg(&path)
-        .envs(ENV)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .envs(ENV))
 }
 
-/// The ```yaml blocks of a Markdown file that are whole configs.
-fn complete_configs(markdown: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(markdown).unwrap();
-    let mut out = Vec::new();
-    let mut block: Option<String> = None;
-    for line in text.lines() {
-        match &mut block {
-            None if line.trim_start().starts_with("```yaml") => block = Some(String::new()),
-            Some(b) if line.trim_start().starts_with("```") => {
-                let has = |k: &str| b.lines().any(|l| l.starts_with(k));
-                if has("sources:") && has("sinks:") {
-                    out.push(b.clone());
-                }
-                block = None;
-            }
-            Some(b) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            None => {}
+/// A stand-in for each section a snippet leaves out, so that a snippet showing one
+/// component validates as a whole config around it.
+const STAND_INS: [(&str, &str); 2] = [
+    (
+        "sources:",
+        "sources:\n  stand_in_source:\n    type: http\n    bind: 127.0.0.1:0\n",
+    ),
+    (
+        "sinks:",
+        "sinks:\n  stand_in_sink:\n    type: stdout\n    match: \"**\"\n",
+    ),
+];
+
+/// The config a ```yaml block of the docs shows: the block itself when it is a whole
+/// config (it has `sources:` and `sinks:`), else the block with a stand-in for the
+/// section it leaves out; `None` for a block that shows no component.
+fn as_config(block: &str) -> Option<(bool, String)> {
+    let has = |k: &str| block.lines().any(|l| l.starts_with(k));
+    if !["sources:", "filters:", "sinks:"].iter().any(|k| has(k)) {
+        return None;
+    }
+    let whole = has("sources:") && has("sinks:");
+    let mut config = block.to_string();
+    for (section, stand_in) in STAND_INS {
+        if !has(section) {
+            config.push_str(stand_in);
         }
     }
-    out
+    Some((whole, config))
+}
+
+/// Every page of the docs that shows configs.
+fn doc_pages() -> Vec<PathBuf> {
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    pages.sort();
+    pages.insert(0, repo().join("README.md"));
+    pages
 }
 
 #[test]
 fn documented_configs_are_valid() {
-    let mut checked = 0;
-    for doc in ["README.md", "docs/configuration.md"] {
-        for (i, config) in complete_configs(&repo().join(doc)).into_iter().enumerate() {
+    let (mut whole, mut snippets) = (0, 0);
+    for page in doc_pages() {
+        let name = page.strip_prefix(repo()).unwrap().display().to_string();
+        for (line, block) in markdown_yaml_blocks(&page) {
+            let Some((is_whole, config)) = as_config(&block) else {
+                continue;
+            };
             let (ok, out) = validate("example.yaml", &config);
             assert!(
                 ok,
-                "{doc}, complete config #{}, does not validate:\n{config}\n{out}",
-                i + 1
+                "{name}, the config at line {line}, does not validate:\n{config}\n{out}"
             );
-            checked += 1;
+            if is_whole {
+                whole += 1;
+            } else {
+                snippets += 1;
+            }
         }
     }
     assert!(
-        checked >= 3,
-        "expected the README and the reference to show whole configs, found {checked}"
+        whole >= 3 && snippets >= 10,
+        "expected the README and the reference to show whole configs and one per component, found {whole} and {snippets}"
+    );
+}
+
+/// The `.rs` files under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The examples in the module docs of components (and of the config module) are
+/// configs the binary accepts, each with a stand-in for the sections it leaves out.
+#[test]
+fn module_doc_configs_are_valid() {
+    let mut files = Vec::new();
+    for dir in [
+        "src",
+        "core/src",
+        "parsers/src",
+        "forwarder/src",
+        "aggregator/src",
+    ] {
+        rust_files(&repo().join(dir), &mut files);
+    }
+    files.sort();
+    let mut checked = Vec::new();
+    for file in files {
+        let block = module_doc_yaml(&std::fs::read_to_string(&file).unwrap());
+        let Some((_, config)) = as_config(&block) else {
+            continue;
+        };
+        let name = file.strip_prefix(repo()).unwrap().display().to_string();
+        let (ok, out) = validate("example.yaml", &config);
+        assert!(
+            ok,
+            "the example in {name} does not validate:\n{config}\n{out}"
+        );
+        checked.push(name);
+    }
+    assert!(
+        checked.len() >= 8,
+        "expected an example in the docs of every component, found {checked:?}"
     );
 }
 
@@ -129,19 +207,9 @@ fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
         nagare_testkit::paths::testenv().join("k8s/bin/kubernetes-validate"),
         "kubernetes-validate",
     );
-    let out = Command::new(bin)
+    run(Command::new(bin)
         .args(["--strict", "-k", "1.30.0"])
-        .args(files)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+        .args(files))
 }
 
 #[test]

@@ -13,12 +13,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nagare_testkit::proc::{dir_bytes, rss_kib};
 use nagare_testkit::{Osmem, free_port, wait_until};
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::{Nagare, signal};
+use support::{Nagare, seqs_in, signal};
 
 /// 2024-05-01T12:00:00Z: every line's time is on that day, so one daily index.
 const DAY: i64 = 1_714_564_800;
@@ -45,24 +46,6 @@ fn write_lines(dir: &Path, names: &[String], from: usize, to: usize) {
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
-}
-
-/// Every `"seq":N` in the NDJSON file, counted.
-fn seqs_in(path: &Path) -> HashMap<u64, u32> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut counts = HashMap::new();
-    for line in text.lines() {
-        if let Some(at) = line.find("\"seq\":") {
-            let digits: String = line[at + 6..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            if let Ok(n) = digits.parse() {
-                *counts.entry(n).or_insert(0) += 1;
-            }
-        }
-    }
-    counts
 }
 
 /// The runs of lines of the NDJSON file that repeat a `seq` seen earlier in it: the
@@ -431,29 +414,6 @@ sinks:
     assert!(extra <= bound, "{file_copies} copies of {LINES} lines");
 }
 
-/// Peak resident memory of `pid` in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Bytes of the files directly in `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_minute_without_the_destination_loses_nothing_and_keeps_memory_flat() {
     const RATE: usize = 500; // lines per second
@@ -698,11 +658,11 @@ sinks:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_with_block_pauses_the_tailer_until_the_destination_is_back() {
     use nagare_core::buffer::{Buffer, BufferConfig};
-    use nagare_core::component::{SinkContext, SourceContext};
     use nagare_core::config::ByteSize;
     use nagare_core::pattern::TagPattern;
     use nagare_core::router::RouterBuilder;
-    use nagare_core::shutdown::Shutdown;
+
+    use nagare_core::testing::{sink_context, source_context};
     use nagare_forwarder::sinks::forward::{self, ForwardSinkConfig, ServerConfig};
     use nagare_forwarder::sources::tail::{self, TailConfig, TailMetrics};
 
@@ -767,9 +727,8 @@ sinks:
     .unwrap();
     let mut rb = RouterBuilder::new();
     rb.sink("aggregator", TagPattern::new("**").unwrap(), buffer.clone());
-    let router = std::sync::Arc::new(rb.build());
-    let stop = Shutdown::new();
-    let abort = Shutdown::new();
+    let (source_ctx, stop) = source_context("containers", rb.build(), &data);
+    let (sink_ctx, abort) = sink_context("aggregator", &buffer, &data);
     let metrics = TailMetrics::new();
     let mut tail_config = TailConfig::new(vec![format!("{}/*.log", logs.display())]);
     tail_config.read_from_head = true;
@@ -777,22 +736,12 @@ sinks:
     tail_config.refresh_interval = nagare_core::config::HumanDuration::millis(100);
     let source = tokio::spawn(tail::run_with_metrics(
         tail_config,
-        SourceContext {
-            name: "containers".into(),
-            router,
-            shutdown: stop.clone(),
-            data_dir: data.clone(),
-        },
+        source_ctx,
         metrics.clone(),
     ));
     let sink = tokio::spawn(forward::run(
         ForwardSinkConfig::new(vec![ServerConfig::new("127.0.0.1", port)]),
-        SinkContext {
-            name: "aggregator".into(),
-            buffer: buffer.clone(),
-            abort: abort.clone(),
-            data_dir: data.clone(),
-        },
+        sink_ctx,
     ));
 
     // A steady stream for 40 s; osmem stops answering from 5 s to 20 s.
@@ -871,9 +820,9 @@ sinks:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_forward_sink_gives_up_under_retry_max_times_into_its_secondary_output() {
     use nagare_core::buffer::{Buffer, BufferConfig};
-    use nagare_core::component::SinkContext;
     use nagare_core::receipt::{Delivery, Receipt};
-    use nagare_core::shutdown::Shutdown;
+
+    use nagare_core::testing::sink_context;
     use nagare_forwarder::sinks::forward::{self, ForwardSinkConfig, ServerConfig};
 
     // A server that takes every connection and closes it at once: each send fails.
@@ -906,15 +855,8 @@ async fn the_forward_sink_gives_up_under_retry_max_times_into_its_secondary_outp
     buffer.close();
     let mut config = ForwardSinkConfig::new(vec![ServerConfig::new("127.0.0.1", port)]);
     config.retry_wait = nagare_core::config::HumanDuration::millis(100);
-    let sink = forward::run(
-        config,
-        SinkContext {
-            name: "aggregator".into(),
-            buffer: buffer.clone(),
-            abort: Shutdown::new(),
-            data_dir: dir.path().to_path_buf(),
-        },
-    );
+    let (ctx, _abort) = sink_context("aggregator", &buffer, dir.path());
+    let sink = forward::run(config, ctx);
     // One send and one retry fail; then the chunk goes to the secondary output, and
     // the sink, its buffer closed and empty, returns.
     tokio::time::timeout(Duration::from_secs(30), sink)

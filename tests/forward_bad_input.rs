@@ -16,20 +16,11 @@ use std::time::{Duration, Instant};
 
 use nagare_core::forward;
 use nagare_core::{ChunkBuilder, EventTime, Map, Tag};
+use nagare_testkit::proc::rss_kib;
 use nagare_testkit::{free_port, wait_until};
 use support::{Nagare, read_ndjson};
 
 const FLOOD: usize = 2_000;
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// 2,000 sockets here and as many in the aggregator: make sure the limit allows it.
 fn raise_open_file_limit() {

@@ -8,20 +8,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nagare_aggregator::sources::forward::{ForwardError, ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::SourceContext;
 use nagare_core::config::HumanDuration;
-use nagare_core::pattern::TagPattern;
-use nagare_core::router::RouterBuilder;
-use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag};
 use nagare_forwarder::sinks::forward::{ForwardSinkConfig, HeartbeatType, ServerConfig};
-use support::link::Forwarder;
+use support::link::{self, Forwarder};
 use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -30,45 +24,26 @@ const WAIT: Duration = Duration::from_secs(15);
 struct Aggregator {
     addr: SocketAddr,
     events: Arc<Mutex<u64>>,
-    collected: Buffer,
-    shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
+    server: link::Aggregator,
     drain: JoinHandle<()>,
 }
 
 async fn start_aggregator(bind: SocketAddr, events: Arc<Mutex<u64>>) -> Aggregator {
-    let buffer = Buffer::new("collected", &BufferConfig::default());
-    let mut routes = RouterBuilder::new();
-    routes.sink("collected", TagPattern::new("**").unwrap(), buffer.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
-    let server = ForwardServer::bind(&ForwardSourceConfig {
-        bind,
-        ..ForwardSourceConfig::default()
-    })
-    .await
-    .unwrap();
-    let collected = buffer.clone();
+    let collected = Buffer::new("collected", &BufferConfig::default());
+    let server = link::start_aggregator(&link::listening_on(bind), collected.clone()).await;
     let drain = {
         let events = events.clone();
         tokio::spawn(async move {
-            while let Some(lease) = buffer.pop().await {
+            while let Some(lease) = collected.pop().await {
                 *events.lock().unwrap() += u64::from(lease.chunk().count());
                 lease.ack();
             }
         })
     };
     Aggregator {
-        addr: server.local_addr(),
+        addr: server.addr,
         events,
-        collected,
-        shutdown,
-        task: tokio::spawn(server.run(ctx)),
+        server,
         drain,
     }
 }
@@ -78,19 +53,14 @@ impl Aggregator {
     /// (the server acks a chunk when it is in the buffer, before it is counted).
     async fn count(&self) -> u64 {
         assert!(
-            self.collected.drained(WAIT).await,
+            self.server.buffer.drained(WAIT).await,
             "the aggregator's buffer does not drain"
         );
         *self.events.lock().unwrap()
     }
 
     async fn stop(self) -> Arc<Mutex<u64>> {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the server did not stop")
-            .unwrap()
-            .unwrap();
+        self.server.stop().await;
         self.drain.abort();
         self.events
     }
@@ -137,11 +107,6 @@ impl Forwarder {
             "chunks left: {:?}",
             self.buffer.stats()
         );
-    }
-
-    async fn stop(self) {
-        self.abort.cancel();
-        let _ = tokio::time::timeout(WAIT, self.task).await;
     }
 }
 

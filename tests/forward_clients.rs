@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use nagare_testkit::{Node, free_port, wait_until};
-use support::{Nagare, read_ndjson};
+use support::{Nagare, plain, read_ndjson};
 
 /// An aggregator whose forward source has the `security` section `security`.
 fn aggregator(dir: &std::path::Path, port: u16, security: &str) -> Nagare {
@@ -97,24 +97,6 @@ fn labels(out: &std::path::Path) -> Vec<String> {
     tags.sort();
     tags.dedup();
     tags
-}
-
-/// Log text without terminal colour codes.
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[test]

@@ -7,23 +7,17 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nagare_aggregator::sources::forward::{ForwardError, ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig, OverflowAction};
-use nagare_core::component::SourceContext;
 use nagare_core::compression::Compression;
 use nagare_core::config::{ByteSize, HumanDuration};
 use nagare_core::forward;
-use nagare_core::pattern::TagPattern;
 use nagare_core::receipt::{Delivery, Receipt};
-use nagare_core::router::RouterBuilder;
-use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
 use nagare_forwarder::sinks::forward::{ForwardSinkConfig, ServerConfig};
-use support::link::Forwarder;
+use support::link::{Aggregator, Forwarder, listening_on};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -38,44 +32,8 @@ fn init_logs() {
         .try_init();
 }
 
-/// The aggregator side: the forward source emitting into one buffer.
-struct Aggregator {
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
-}
-
 async fn start_aggregator(bind: SocketAddr, into: &Buffer) -> Aggregator {
-    let mut routes = RouterBuilder::new();
-    routes.sink("collected", TagPattern::new("**").unwrap(), into.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
-    let config = ForwardSourceConfig {
-        bind,
-        ..ForwardSourceConfig::default()
-    };
-    let server = ForwardServer::bind(&config).await.unwrap();
-    Aggregator {
-        addr: server.local_addr(),
-        shutdown,
-        task: tokio::spawn(server.run(ctx)),
-    }
-}
-
-impl Aggregator {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the server did not stop")
-            .unwrap()
-            .unwrap();
-    }
+    support::link::start_aggregator(&listening_on(bind), into.clone()).await
 }
 
 fn any_port() -> SocketAddr {

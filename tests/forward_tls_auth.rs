@@ -9,25 +9,21 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nagare_aggregator::sources::forward::{
-    ForwardError, ForwardServer, ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig,
+    ForwardServer, ForwardSourceConfig, SecurityConfig, ServerTlsConfig, UserConfig,
 };
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::SourceContext;
 use nagare_core::config::{HumanDuration, Secret};
-use nagare_core::pattern::TagPattern;
-use nagare_core::router::RouterBuilder;
-use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag};
 use nagare_forwarder::sinks::forward::{
     ClientSecurityConfig, ClientTlsConfig, ForwardSinkConfig, ServerConfig,
 };
+use nagare_testkit::{LogCapture, capture_logs};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use support::link::Forwarder;
-use tokio::task::JoinHandle;
+use support::link::{Aggregator, Forwarder};
+use tracing::Level;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -72,112 +68,33 @@ impl Pki {
     }
 }
 
-/// Log lines of both ends, captured for assertions.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn warnings(&self, target: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains("WARN") && l.contains(target))
-            .map(str::to_string)
-            .collect()
+/// Waits until a warning of `target` contains every one of `needles`.
+async fn wait_for_warning(logs: &LogCapture, target: &str, needles: &[&str]) -> String {
+    let all: Vec<&str> = ["WARN", target]
+        .into_iter()
+        .chain(needles.iter().copied())
+        .collect();
+    match logs.wait_for(WAIT, &all).await {
+        Some(line) => line,
+        None => panic!(
+            "no {target} warning with {needles:?}; warnings: {:#?}",
+            logs.matching(&["WARN", target])
+        ),
     }
-
-    /// Waits until a warning of `target` contains every one of `needles`.
-    async fn wait_for(&self, target: &str, needles: &[&str]) -> String {
-        let found = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(l) = self
-                    .warnings(target)
-                    .into_iter()
-                    .find(|l| needles.iter().all(|n| l.contains(n)))
-                {
-                    return l;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!(
-                "no {target} warning with {needles:?}; warnings: {:#?}",
-                self.warnings(target)
-            )
-        })
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The test runtime is single-threaded: every task logs through this default.
-    (logs, tracing::subscriber::set_default(subscriber))
-}
-
-struct Aggregator {
-    addr: SocketAddr,
-    collected: Buffer,
-    shutdown: Shutdown,
-    task: JoinHandle<Result<(), ForwardError>>,
 }
 
 async fn start_aggregator(config: ForwardSourceConfig) -> Aggregator {
     let collected = Buffer::new("collected", &BufferConfig::default());
-    let mut routes = RouterBuilder::new();
-    routes.sink(
-        "collected",
-        TagPattern::new("**").unwrap(),
-        collected.clone(),
-    );
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
-    let server = ForwardServer::bind(&config).await.unwrap();
-    Aggregator {
-        addr: server.local_addr(),
-        collected,
-        shutdown,
-        task: tokio::spawn(server.run(ctx)),
-    }
+    support::link::start_aggregator(&config, collected).await
 }
 
 impl Aggregator {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the server did not stop")
-            .unwrap()
-            .unwrap();
-    }
-
     /// Takes `events` events off the aggregator's buffer.
     async fn expect_events(&self, events: u32) {
         let mut got = 0;
         tokio::time::timeout(WAIT, async {
             while got < events {
-                let lease = self.collected.pop().await.unwrap();
+                let lease = self.buffer.pop().await.unwrap();
                 got += lease.chunk().count();
                 lease.ack();
             }
@@ -240,13 +157,6 @@ fn start_forwarder(config: ForwardSinkConfig) -> Forwarder {
     support::link::start_forwarder("to_aggregator", config)
 }
 
-impl Forwarder {
-    async fn stop(self) {
-        self.abort.cancel();
-        let _ = tokio::time::timeout(WAIT, self.task).await;
-    }
-}
-
 fn chunk(n: u32) -> Chunk {
     let mut b = ChunkBuilder::new(Tag::new("kube.secure"));
     for i in 0..n {
@@ -271,7 +181,7 @@ fn pki() -> Pki {
 
 #[tokio::test]
 async fn tls_with_client_certificates_and_the_shared_key_delivers() {
-    let (_logs, _guard) = capture_logs();
+    let _logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, true)).await;
     let forwarder = start_forwarder(sink_config(
@@ -293,7 +203,7 @@ async fn tls_with_client_certificates_and_the_shared_key_delivers() {
 
 #[tokio::test]
 async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::INFO);
     let pki = pki();
     let mut config = server_config(&pki, false);
     // The aggregator presents a certificate the forwarder's CA did not sign.
@@ -308,19 +218,19 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
         false,
     ));
     forwarder.buffer.push(chunk(1)).await.unwrap();
-    let client = logs
-        .wait_for(
-            "nagare_forwarder",
-            &["TLS handshake failed", "UnknownIssuer"],
-        )
-        .await;
+    let client = wait_for_warning(
+        &logs,
+        "nagare_forwarder",
+        &["TLS handshake failed", "UnknownIssuer"],
+    )
+    .await;
     assert!(client.contains("tls.ca_path"), "{client}");
-    let server = logs
-        .wait_for(
-            "nagare_aggregator",
-            &["refused forward client: TLS handshake failed"],
-        )
-        .await;
+    let server = wait_for_warning(
+        &logs,
+        "nagare_aggregator",
+        &["refused forward client: TLS handshake failed"],
+    )
+    .await;
     assert!(server.contains("peer=127.0.0.1:"), "{server}");
     assert_eq!(
         forwarder.buffer.stats().in_flight_chunks,
@@ -333,7 +243,7 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, true)).await;
     let forwarder = start_forwarder(sink_config(
@@ -344,23 +254,24 @@ async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
         false,
     ));
     forwarder.buffer.push(chunk(1)).await.unwrap();
-    let server = logs
-        .wait_for(
-            "nagare_aggregator",
-            &["TLS handshake failed", "no certificates"],
-        )
-        .await;
+    let server = wait_for_warning(
+        &logs,
+        "nagare_aggregator",
+        &["TLS handshake failed", "no certificates"],
+    )
+    .await;
     assert!(
         server.contains("check the client's certificate"),
         "{server}"
     );
-    logs.wait_for(
+    wait_for_warning(
+        &logs,
         "nagare_forwarder",
         &["lost the forward server", "CertificateRequired"],
     )
     .await;
     assert!(
-        tokio::time::timeout(Duration::from_millis(200), aggregator.collected.pop())
+        tokio::time::timeout(Duration::from_millis(200), aggregator.buffer.pop())
             .await
             .is_err(),
         "nothing got through"
@@ -371,7 +282,7 @@ async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
 
 #[tokio::test]
 async fn a_wrong_shared_key_is_refused_on_both_sides() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, false)).await;
     let forwarder = start_forwarder(sink_config(
@@ -382,20 +293,20 @@ async fn a_wrong_shared_key_is_refused_on_both_sides() {
         false,
     ));
     forwarder.buffer.push(chunk(1)).await.unwrap();
-    let server = logs
-        .wait_for(
-            "nagare_aggregator",
-            &["authentication failed", "shared_key mismatch"],
-        )
-        .await;
+    let server = wait_for_warning(
+        &logs,
+        "nagare_aggregator",
+        &["authentication failed", "shared_key mismatch"],
+    )
+    .await;
     assert!(server.contains("hostname=node-1"), "{server}");
     assert!(!server.contains("not-the-key") && !server.contains("cluster-key"));
-    let client = logs
-        .wait_for(
-            "nagare_forwarder",
-            &["the server refused the handshake: shared_key mismatch"],
-        )
-        .await;
+    let client = wait_for_warning(
+        &logs,
+        "nagare_forwarder",
+        &["the server refused the handshake: shared_key mismatch"],
+    )
+    .await;
     assert!(client.contains("security.shared_key"), "{client}");
     forwarder.stop().await;
     aggregator.stop().await;
@@ -474,7 +385,7 @@ fn encrypted_sink_config(addr: SocketAddr, d: &Path, passphrase: &str) -> Forwar
 
 #[tokio::test]
 async fn keys_encrypted_with_a_passphrase_serve_tls_on_both_sides() {
-    let (_logs, _guard) = capture_logs();
+    let _logs = capture_logs(Level::INFO);
     let pki = support::openssl::encrypted_pki();
     let d = pki.path();
     let aggregator = start_aggregator(encrypted_server_config(d, Some("aggregator-pass"))).await;

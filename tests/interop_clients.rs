@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nagare_testkit::clients::Go;
 use nagare_testkit::{Node, Python, free_port, wait_until};
-use support::{Nagare, read_ndjson};
+use support::{Nagare, plain, read_ndjson};
 
 fn aggregator(dir: &std::path::Path, port: u16) -> Nagare {
     aggregator_with(dir, port, "")
@@ -147,24 +147,6 @@ fn node_fluent_logger_message_mode_with_acks() {
     node_sends("Message");
 }
 
-/// Log text without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 const SECURED: &str =
     "    security:\n      self_hostname: aggregator-0\n      shared_key: node-shared-key\n";
 
@@ -220,7 +202,7 @@ fn node_fluent_logger_shared_key_handshake_admits_the_right_key_only() {
         "{}",
         agg.child.logs()
     );
-    let refusal = strip_ansi(&agg.child.stderr())
+    let refusal = plain(&agg.child.stderr())
         .lines()
         .find(|l| l.contains("authentication failed"))
         .map(str::to_string)
@@ -358,7 +340,7 @@ fn node_fluent_logger_over_tls_to_a_key_encrypted_with_a_passphrase() {
         .wait_timeout(Duration::from_secs(20))
         .expect("a wrong passphrase fails the start");
     assert!(!status.success());
-    let err = strip_ansi(&wrong.child.stderr());
+    let err = plain(&wrong.child.stderr());
     assert!(
         err.contains("aggregator.key")
             && err.contains("tls.private_key_passphrase does not decrypt the key"),

@@ -8,11 +8,11 @@ use std::time::Duration;
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::chunk::Segment;
-use nagare_core::component::SinkContext;
 use nagare_core::config::{ConfigDocument, HumanDuration};
 use nagare_core::dead_letter::DeadLetter;
 use nagare_core::receipt::{Delivery, Receipt};
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::{chunk_of, chunk_with_undecodable, sink_context, with_receipt};
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag, Value};
 use nagare_testkit::{BulkFault, FaultProxy, Osmem, free_port, wait_until};
 use serde_json::json;
@@ -48,12 +48,11 @@ fn record(i: usize) -> Map {
 
 /// A chunk of `records` at T0 + position seconds (+ `nanos`), with a receipt.
 fn chunk(tag: &str, records: Vec<Map>, nanos: u32) -> (Chunk, oneshot::Receiver<Delivery>) {
-    let mut b = ChunkBuilder::new(Tag::new(tag));
-    for (i, r) in records.iter().enumerate() {
-        b.push(EventTime::new(T0 + i as i64, nanos), r);
-    }
-    let (receipt, rx) = Receipt::channel();
-    (b.finish().unwrap().with_receipt(receipt), rx)
+    let timed = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (EventTime::new(T0 + i as i64, nanos), r));
+    with_receipt(chunk_of(tag, timed))
 }
 
 struct Running {
@@ -85,13 +84,7 @@ fn start(config: ElasticsearchConfig) -> Running {
 fn start_with(config: ElasticsearchConfig, buffer: Buffer) -> Running {
     init_logs();
     let data = tempfile::tempdir().unwrap();
-    let abort = Shutdown::new();
-    let ctx = SinkContext {
-        name: "es".into(),
-        buffer: buffer.clone(),
-        abort: abort.clone(),
-        data_dir: data.path().to_path_buf(),
-    };
+    let (ctx, abort) = sink_context("es", &buffer, data.path());
     let task = tokio::spawn(elasticsearch::run(config, ctx));
     Running {
         buffer,
@@ -223,6 +216,36 @@ async fn batches_span_chunks_and_split_large_ones() {
     // whose other 50 fill the second.
     let sizes: Vec<usize> = log.iter().map(|x| x.ids.len()).collect();
     assert_eq!(sizes, [50, 50]);
+    sink.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_entry_goes_to_the_secondary_alone_and_the_rest_of_its_chunk_is_indexed() {
+    let os = Osmem::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("es.ndjson");
+    let sink = start_with(
+        es_config(os.url(), "index: mixed\ncompress: false\n"),
+        buffer().with_secondary(DeadLetter::new(dead_letter.clone())),
+    );
+    let timed = (0..10).map(|i| (EventTime::new(T0 + i as i64, 0), record(i)));
+    let (ch, rx) = with_receipt(chunk_with_undecodable("app.api", timed, 4));
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(
+        outcome(rx).await,
+        Delivery::Failed,
+        "its source learns one entry did not arrive"
+    );
+    assert_eq!(os.count("mixed"), 10, "every event that can be decoded");
+    let lines = read_lines(&dead_letter);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["tag"], "app.api");
+    assert_eq!(lines[0]["entry"], 4);
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("undecodable entry 4 at byte "),
+        "{reason}"
+    );
     sink.finish().await;
 }
 

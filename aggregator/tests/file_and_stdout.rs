@@ -6,32 +6,46 @@ use nagare_aggregator::sinks::file::{self, FileConfig, Format};
 use nagare_aggregator::sinks::stdout::{self, StdoutConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SinkContext;
-use nagare_core::receipt::{Delivery, Receipt};
+use nagare_core::receipt::Delivery;
 use nagare_core::shutdown::Shutdown;
-use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag, Value};
+use nagare_core::testing::{
+    UNDECODABLE_ENTRY, chunk_of, chunk_with_undecodable, sink_context, with_receipt,
+};
+use nagare_core::{Chunk, EventTime, Map, Value};
 use tokio::sync::oneshot;
 
 fn ctx(buffer: &Buffer, data: &std::path::Path) -> (SinkContext, Shutdown) {
-    let abort = Shutdown::new();
-    let ctx = SinkContext {
-        name: "out".into(),
-        buffer: buffer.clone(),
-        abort: abort.clone(),
-        data_dir: data.to_path_buf(),
-    };
-    (ctx, abort)
+    sink_context("out", buffer, data)
 }
 
 fn chunk(tag: &str, n: i64) -> (Chunk, oneshot::Receiver<Delivery>) {
-    let mut b = ChunkBuilder::new(Tag::new(tag));
-    for i in 0..n {
+    let record = |i: i64| {
         let mut r = Map::new();
         r.insert("msg", format!("line {i}"));
         r.insert("i", Value::Int(i));
-        b.push(EventTime::new(1_705_314_600 + i, 500), &r);
+        (EventTime::new(1_705_314_600 + i, 500), r)
+    };
+    with_receipt(chunk_of(tag, (0..n).map(record)))
+}
+
+/// An output in memory that the test keeps a handle on after the sink took it.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
-    let (receipt, rx) = Receipt::channel();
-    (b.finish().unwrap().with_receipt(receipt), rx)
+}
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn envelope(tag: &str, i: i64) -> String {
@@ -224,9 +238,11 @@ async fn stdout_sink_writes_the_same_lines() {
         buffer.push(b).await.unwrap();
         buffer.close();
         let (ctx, _abort) = ctx(&buffer, dir.path());
-        let mut out = Vec::new();
-        stdout::run_to(StdoutConfig { format }, ctx, &mut out).await.unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), want);
+        let out = Shared::default();
+        stdout::run_to(StdoutConfig { format }, ctx, out.clone())
+            .await
+            .unwrap();
+        assert_eq!(out.text(), want);
         assert_eq!(a_rx.await.unwrap(), Delivery::Delivered);
         assert_eq!(b_rx.await.unwrap(), Delivery::Delivered);
     }
@@ -253,7 +269,7 @@ async fn sinks_return_at_once_on_abort() {
     let s = tokio::spawn(stdout::run_to(
         StdoutConfig::default(),
         ctx2,
-        tokio::io::sink(),
+        std::io::sink(),
     ));
     abort.cancel();
     tokio::time::timeout(Duration::from_secs(2), f)
@@ -266,4 +282,88 @@ async fn sinks_return_at_once_on_abort() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// Events 0..n of [`chunk`], with an entry that cannot be decoded at position 1.
+fn chunk_with_a_bad_entry(tag: &str, n: i64) -> (Chunk, oneshot::Receiver<Delivery>) {
+    let record = |i: i64| {
+        let mut r = Map::new();
+        r.insert("msg", format!("line {i}"));
+        r.insert("i", Value::Int(i));
+        (EventTime::new(1_705_314_600 + i, 500), r)
+    };
+    with_receipt(chunk_with_undecodable(tag, (0..n).map(record), 1))
+}
+
+/// The secondary output's line for the entry of [`chunk_with_a_bad_entry`] that
+/// cannot be decoded: where it is, why, and its bytes.
+fn assert_set_apart(data: &std::path::Path) {
+    let text = std::fs::read_to_string(data.join("dead-letter/out.ndjson")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert_eq!(lines[0]["tag"], "t");
+    assert_eq!(lines[0]["entry"], 1);
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("undecodable entry 1 at byte "),
+        "{reason}"
+    );
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(lines[0]["msgpack"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(bytes, UNDECODABLE_ENTRY);
+}
+
+#[tokio::test]
+async fn file_sink_sets_an_undecodable_entry_apart_and_writes_the_rest_of_its_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::new("out", &BufferConfig::default());
+    let path = dir.path().join("all.ndjson");
+    let config: FileConfig = parse_config(&format!("path: {}\nformat: record\n", path.display()));
+    let (bad, bad_rx) = chunk_with_a_bad_entry("t", 4);
+    let (good, good_rx) = chunk("t", 1);
+    buffer.push(bad).await.unwrap();
+    buffer.push(good).await.unwrap();
+    buffer.close();
+    let (ctx, _abort) = ctx(&buffer, dir.path());
+    file::run(config, ctx).await.unwrap();
+    let want: String = [0, 1, 2, 3, 0]
+        .iter()
+        .map(|i| format!("{{\"msg\":\"line {i}\",\"i\":{i}}}\n"))
+        .collect();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+    assert_set_apart(dir.path());
+    // Not all of it reached the file: its source learns so, as for a refused event.
+    assert_eq!(bad_rx.await.unwrap(), Delivery::Failed);
+    assert_eq!(good_rx.await.unwrap(), Delivery::Delivered);
+}
+
+#[tokio::test]
+async fn stdout_sink_sets_an_undecodable_entry_apart_and_writes_the_rest_of_its_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::new("out", &BufferConfig::default());
+    let (bad, bad_rx) = chunk_with_a_bad_entry("t", 4);
+    buffer.push(bad).await.unwrap();
+    buffer.close();
+    let (ctx, _abort) = ctx(&buffer, dir.path());
+    let out = Shared::default();
+    stdout::run_to(
+        StdoutConfig {
+            format: Format::Record,
+        },
+        ctx,
+        out.clone(),
+    )
+    .await
+    .unwrap();
+    let want: String = (0..4)
+        .map(|i| format!("{{\"msg\":\"line {i}\",\"i\":{i}}}\n"))
+        .collect();
+    assert_eq!(out.text(), want);
+    assert_set_apart(dir.path());
+    assert_eq!(bad_rx.await.unwrap(), Delivery::Failed);
 }

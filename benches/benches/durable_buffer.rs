@@ -28,14 +28,14 @@ use std::time::{Duration, Instant};
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
 use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig, FlushMode, FsyncPolicy};
-use nagare_core::component::{SinkContext, SourceContext};
 use nagare_core::compression::Compression;
 use nagare_core::config::ByteSize;
 use nagare_core::forward;
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
-use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::{sink_context, source_context};
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag};
+use nagare_testkit::proc::{dir_bytes, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
@@ -99,29 +99,6 @@ fn runtime(name: &str, threads: usize) -> Runtime {
 
 fn mib(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / time.as_secs_f64().max(1e-9)
-}
-
-/// Resident memory of this process in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Bytes of the files directly in `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// Producers pushing at once in the aggregator-like run: the forward_ingest bench's
@@ -270,29 +247,15 @@ fn outage(dir: &Path, seconds: u64) -> Outage {
     .unwrap();
     let mut routes = RouterBuilder::new();
     routes.sink("es", TagPattern::new("**").unwrap(), buffer.clone());
-    let stop = Shutdown::new();
-    let abort = Shutdown::new();
-    let ctx = SourceContext {
-        name: "nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: stop.clone(),
-        data_dir: dir.to_path_buf(),
-    };
+    let (ctx, stop) = source_context("nodes", routes.build(), dir);
+    let (sink_ctx, abort) = sink_context("es", &buffer, dir);
     let (addr, server, sink) = server_rt.block_on(async {
         let config = ForwardSourceConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             ..ForwardSourceConfig::default()
         };
         let server = ForwardServer::bind(&config).await.unwrap();
-        let sink = tokio::spawn(elasticsearch::run(
-            es_config,
-            SinkContext {
-                name: "es".into(),
-                buffer: buffer.clone(),
-                abort: abort.clone(),
-                data_dir: dir.to_path_buf(),
-            },
-        ));
+        let sink = tokio::spawn(elasticsearch::run(es_config, sink_ctx));
         (server.local_addr(), tokio::spawn(server.run(ctx)), sink)
     });
 
@@ -359,7 +322,7 @@ fn outage(dir: &Path, seconds: u64) -> Outage {
         std::thread::sleep(
             (t0 + Duration::from_secs(second)).saturating_duration_since(Instant::now()),
         );
-        samples.push((rss_kib(), dir_bytes(&buffer_dir)));
+        samples.push((rss_kib(std::process::id()), dir_bytes(&buffer_dir)));
     }
     feeding.store(false, Ordering::Relaxed);
     let _ = client_rt.block_on(feed);

@@ -19,7 +19,7 @@
 //! arrives.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,13 +27,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::{SinkContext, SourceContext};
 use nagare_core::compression::Compression;
 use nagare_core::config::{ByteSize, ConfigDocument};
 use nagare_core::forward::{self, DecodeLimits, Frame};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
-use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::{sink_context, source_context};
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
 use nagare_forwarder::sinks::forward::{self as forward_sink, ForwardSinkConfig, ServerConfig};
 use nagare_forwarder::sources::tail::TailConfig;
@@ -172,13 +171,7 @@ fn ingest(server_rt: &Runtime, client_rt: &Runtime, frames: &[Bytes], rounds: us
     );
     let mut routes = RouterBuilder::new();
     routes.sink("null", TagPattern::new("**").unwrap(), sink.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "bench".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
+    let (ctx, shutdown) = source_context("bench", routes.build(), Path::new(""));
     let arrived = Arc::new(AtomicU64::new(0));
     let (addr, server) = server_rt.block_on(async {
         let config = ForwardSourceConfig {
@@ -342,7 +335,6 @@ fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration
     let forwarder_sink = if over_forward {
         let mut routes = RouterBuilder::new();
         routes.sink("null", TagPattern::new("**").unwrap(), null.clone());
-        let shutdown = Shutdown::new();
         let server = aggregator_rt.block_on(async {
             ForwardServer::bind(&ForwardSourceConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
@@ -352,26 +344,13 @@ fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration
             .unwrap()
         });
         let addr = server.local_addr();
-        let ctx = SourceContext {
-            name: "aggregator".into(),
-            router: Arc::new(routes.build()),
-            shutdown: shutdown.clone(),
-            data_dir: PathBuf::new(),
-        };
+        let (ctx, shutdown) = source_context("aggregator", routes.build(), Path::new(""));
         aggregator_rt.spawn(server.run(ctx));
         stop.push(shutdown);
         let buffer = Buffer::new("to_aggregator", &BufferConfig::default());
-        let abort = Shutdown::new();
+        let (ctx, abort) = sink_context("to_aggregator", &buffer, Path::new(""));
         let config = ForwardSinkConfig::new(vec![ServerConfig::new("127.0.0.1", addr.port())]);
-        forwarder_rt.spawn(nagare_forwarder::sinks::forward::run(
-            config,
-            SinkContext {
-                name: "to_aggregator".into(),
-                buffer: buffer.clone(),
-                abort: abort.clone(),
-                data_dir: PathBuf::new(),
-            },
-        ));
+        forwarder_rt.spawn(nagare_forwarder::sinks::forward::run(config, ctx));
         stop.push(abort);
         buffer
     } else {
@@ -379,7 +358,6 @@ fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration
     };
     let mut routes = RouterBuilder::new();
     routes.sink("out", TagPattern::new("**").unwrap(), forwarder_sink);
-    let shutdown = Shutdown::new();
     let config: TailConfig = ConfigDocument::from_text(
         "bench.yaml",
         &format!(
@@ -392,12 +370,7 @@ fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration
     .parse()
     .unwrap();
     let data_dir = tempfile::tempdir().unwrap();
-    let ctx = SourceContext {
-        name: "tail".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: data_dir.path().to_path_buf(),
-    };
+    let (ctx, shutdown) = source_context("tail", routes.build(), data_dir.path());
     let started = Instant::now();
     let tail = forwarder_rt.spawn(nagare_forwarder::sources::tail::run(config, ctx));
     while arrived.load(Ordering::Relaxed) < lines {

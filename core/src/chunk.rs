@@ -4,6 +4,8 @@
 //! the PackedForward payload, its id the `chunk` option that the ack echoes), retried
 //! and acknowledged. Its bytes are a `Bytes`, so handing a chunk to two sinks or to a
 //! socket never copies them.
+//!
+//! - `walk.rs`: [`Walk`], decoding entry by entry past the ones that cannot be.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +21,10 @@ use crate::msgpack::{self, ReadError, Reader};
 use crate::receipt::{Delivery, Receipt};
 use crate::time::EventTime;
 use crate::value::Map;
+
+mod walk;
+
+pub use walk::{BadEntry, Walk};
 
 /// A chunk's 16-byte unique id (Fluentd's `unique_id`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -198,9 +204,16 @@ impl Chunk {
         self.entries.len()
     }
 
-    /// Decodes the events one by one.
+    /// Decodes the events one by one, stopping at the first entry that cannot be
+    /// decoded.
     pub fn events(&self) -> Entries<'_> {
         Entries::new(&self.entries)
+    }
+
+    /// Decodes the events one by one, going on past an entry that cannot be decoded
+    /// (it comes out located, as a [`BadEntry`]): what sinks deliver from.
+    pub fn walk(&self) -> Walk<'_> {
+        Walk::new(&self.entries)
     }
 
     /// The receipts riding on this chunk.
@@ -240,7 +253,8 @@ impl fmt::Debug for Chunk {
     }
 }
 
-/// An iterator over a chunk's `(time, record)` entries.
+/// An iterator over a chunk's `(time, record)` entries that ends after the first
+/// one it cannot decode; [`Walk`] goes on past it.
 #[derive(Debug, Clone)]
 pub struct Entries<'a> {
     reader: Reader<'a>,

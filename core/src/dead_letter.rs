@@ -12,16 +12,29 @@
 //! going (an Elasticsearch index, a table); `status` and `error` appear when the
 //! destination gave them. The file is opened in append mode and every write is
 //! fsynced before the sink considers those events done.
+//!
+//! A third kind has no time or record to show: an entry of a chunk that cannot be
+//! decoded (see [`Walk`](crate::chunk::Walk)). Its line says where it was and keeps
+//! its bytes, Base64-encoded MessagePack, for whoever repairs it:
+//! `{"tag":"app","reason":"undecodable entry 3 at byte 812: an entry's record must
+//! be a map at byte 818","chunk":"<id hex>","entry":3,"offset":812,"events":1,
+//! "msgpack":"kgGpbm90IGEgbWFw"}`. `events` is how many of the chunk's events the
+//! bytes stand for: 1, or, when the rest of the chunk cannot be split into entries,
+//! all the events from there to its end.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 
-use crate::chunk::Chunk;
+use crate::chunk::{BadEntry, Chunk};
 use crate::component::Invalid;
+use crate::retry::Backoff;
+use crate::shutdown::Shutdown;
 use crate::time::EventTime;
 use crate::value::Map;
 
@@ -118,26 +131,74 @@ pub fn encode_entry(entry: &DeadLetterEntry<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-/// Appends every event of `chunk` as a line with `reason`; returns how many. An
-/// undecodable entry ends the chunk (the lines before it are kept).
-pub fn encode_chunk(chunk: &Chunk, reason: &str, out: &mut Vec<u8>) -> u32 {
+/// Appends the line of an entry of `chunk` that cannot be decoded: where it is, why,
+/// and its bytes. `context`, when given, comes first in the reason (why the chunk
+/// was going to the secondary output anyway).
+pub fn encode_undecodable(
+    chunk: &Chunk,
+    bad: &BadEntry<'_>,
+    context: Option<&str>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"{\"tag\":");
+    write_json(out, chunk.tag().as_str());
+    out.extend_from_slice(b",\"reason\":");
+    match context {
+        Some(context) => write_json(out, &format!("{context}; {}", bad.reason())),
+        None => write_json(out, &bad.reason()),
+    }
+    out.extend_from_slice(b",\"chunk\":\"");
+    out.extend_from_slice(chunk.id().to_hex().as_bytes());
+    out.extend_from_slice(
+        format!(
+            "\",\"entry\":{},\"offset\":{},\"events\":{},\"msgpack\":\"",
+            bad.index,
+            bad.offset,
+            bad.events(chunk.count())
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(BASE64.encode(bad.bytes).as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// Appends the lines for what of `chunk` did not reach its destination: every entry
+/// that cannot be decoded and, when `gave_up` gives a position and a reason, every
+/// event from that position on (its undecodable entries with that reason first).
+/// Returns how many lines.
+pub fn encode_undelivered(chunk: &Chunk, gave_up: Option<(u32, &str)>, out: &mut Vec<u8>) -> u32 {
     let mut n = 0;
-    for (time, record) in chunk.events().map_while(Result::ok) {
-        encode_entry(
-            &DeadLetterEntry {
-                tag: chunk.tag(),
-                time,
-                record: &record,
-                reason,
-                status: None,
-                destination: None,
-                error: None,
-            },
-            out,
-        );
+    for (position, step) in chunk.walk().enumerate() {
+        let given_up = gave_up.filter(|(from, _)| position as u64 >= u64::from(*from));
+        match step {
+            Ok((time, record)) => {
+                let Some((_, reason)) = given_up else {
+                    continue;
+                };
+                encode_entry(
+                    &DeadLetterEntry {
+                        tag: chunk.tag(),
+                        time,
+                        record: &record,
+                        reason,
+                        status: None,
+                        destination: None,
+                        error: None,
+                    },
+                    out,
+                );
+            }
+            Err(bad) => encode_undecodable(chunk, &bad, given_up.map(|(_, r)| r), out),
+        }
         n += 1;
     }
     n
+}
+
+/// Appends every entry of `chunk` as a line with `reason`; returns how many (see
+/// [`encode_undelivered`]).
+pub fn encode_chunk(chunk: &Chunk, reason: &str, out: &mut Vec<u8>) -> u32 {
+    encode_undelivered(chunk, Some((0, reason)), out)
 }
 
 /// Serializes `value` as JSON onto `out`. Writing into a `Vec` cannot fail and every
@@ -212,6 +273,38 @@ impl DeadLetter {
         let mut lines = Vec::with_capacity(chunk.byte_size() * 2);
         encode_chunk(chunk, reason, &mut lines);
         self.write(lines).await
+    }
+
+    /// Writes `lines` like [`write`](Self::write), trying again after `backoff`'s
+    /// waits until it works: what a sink gives up on must not be dropped, so it waits
+    /// for the secondary output to be writable (logging why it is not). Returns false
+    /// when `abort` is cancelled first.
+    pub async fn write_until_done(
+        &self,
+        lines: Vec<u8>,
+        backoff: &Backoff,
+        abort: &Shutdown,
+        sink: &str,
+    ) -> bool {
+        let mut failures = 0;
+        loop {
+            let written = tokio::select! {
+                biased;
+                _ = abort.cancelled() => return false,
+                written = self.write(lines.clone()) => written,
+            };
+            let Err(e) = written else {
+                return true;
+            };
+            let delay = backoff.delay(failures);
+            failures += 1;
+            tracing::error!(sink = %sink, path = %self.path.display(), error = %e, retry_in = ?delay, "cannot write to the secondary output; trying again (fix the path or free space)");
+            tokio::select! {
+                biased;
+                _ = abort.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 
     /// [`write`](Self::write) on the calling thread.
@@ -291,6 +384,66 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"tag\":\"app\",\"reason\":\"gave up\",\"record\":{\"i\":0}}\n{\"time\":\"1970-01-01T00:00:00.000000000Z\",\"tag\":\"app\",\"reason\":\"gave up\",\"record\":{\"i\":1}}\n"
         );
+    }
+
+    #[test]
+    fn an_undecodable_entry_keeps_its_place_and_bytes() {
+        let mut b = ChunkBuilder::new(Tag::new("app"));
+        let mut m = Map::new();
+        m.insert("i", Value::Int(0));
+        b.push(EventTime::new(0, 0), &m);
+        // [1, "not a map"], then a good entry again.
+        let bad = [
+            0x92, 0x01, 0xa9, b'n', b'o', b't', b' ', b'a', b' ', b'm', b'a', b'p',
+        ];
+        b.push_encoded(&bad);
+        b.push(EventTime::new(0, 0), &m);
+        let chunk = b.finish().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(encode_chunk(&chunk, "gave up", &mut out), 3);
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["record"]["i"], 0);
+        assert_eq!(lines[2]["record"]["i"], 0);
+        assert_eq!(
+            lines[1],
+            serde_json::json!({
+                "tag": "app",
+                "reason": "gave up; undecodable entry 1 at byte 15: an entry's record must be a map at byte 17",
+                "chunk": chunk.id().to_hex(),
+                "entry": 1,
+                "offset": 15,
+                "events": 1,
+                "msgpack": BASE64.encode(bad),
+            })
+        );
+        // Delivered but for the bad entry: its line alone, with no other reason.
+        let mut out = Vec::new();
+        assert_eq!(encode_undelivered(&chunk, None, &mut out), 1);
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            line["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("undecodable entry 1 ")
+        );
+        // Given up from the last event on: the bad entry as such, then that event.
+        let mut out = Vec::new();
+        assert_eq!(
+            encode_undelivered(&chunk, Some((2, "gave up")), &mut out),
+            2
+        );
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("\"reason\":\"undecodable entry 1 "),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("\"reason\":\"gave up\""), "{}", lines[1]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`value`]: the record type (`Value`, an ordered `Map`), JSON in and out.
 //! - [`event`]: `Event` (tag, time, record) and `Tag`.
 //! - [`msgpack`]: MessagePack writer and zero-copy reader.
-//! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`.
+//! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`,
+//!   and `Walk`, the entry-by-entry decoding every sink delivers from.
 //! - [`receipt`]: how a source learns its chunk was delivered (checkpoints hang on it).
 //! - [`compression`]: `Compression` (none, gzip, zstd), packing and bounded unpacking.
 //! - [`buffer`]: the bounded queue of chunks in front of each sink (in memory or in
@@ -21,6 +22,8 @@
 //! - [`retry`]: exponential backoff with jitter; the retry policy every sink applies.
 //! - [`shutdown`]: the shutdown token and signals.
 //! - [`tls`]: PEM certificates, keys and CA bundles for TLS, with errors that help.
+//! - `testing` (tests only, and the `test-support` feature): builders the tests of
+//!   every crate share.
 
 pub mod buffer;
 pub mod chunk;
@@ -38,6 +41,8 @@ pub mod receipt;
 pub mod retry;
 pub mod router;
 pub mod shutdown;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod time;
 pub mod tls;
 pub mod value;

@@ -332,7 +332,7 @@ impl Route {
             return self.deliver(chunk).await;
         }
         let mut builder = ChunkBuilder::new(chunk.tag().clone());
-        for entry in chunk.events() {
+        for entry in chunk.walk() {
             match entry {
                 Ok((time, record)) => {
                     let mut event = Event::new(chunk.tag().clone(), time, record);
@@ -340,11 +340,12 @@ impl Route {
                         builder.push(event.time, &event.record);
                     }
                 }
-                Err(e) => {
-                    // Chunks are validated when they enter the process; this is a bug
-                    // or memory corruption, so say so loudly and keep the rest.
-                    tracing::error!(tag = %chunk.tag(), chunk = %chunk.id(), error = %e, "undecodable entry in a chunk; skipping the rest of it");
-                    break;
+                Err(bad) => {
+                    // Chunks are checked when they enter the process, so this is a bug
+                    // or damage: no filter can apply to it, and it passes on as it is,
+                    // for the sinks to put in their secondary output with the reason.
+                    tracing::error!(tag = %chunk.tag(), chunk = %chunk.id(), reason = %bad.reason(), "undecodable entry in a chunk; passing it on unfiltered");
+                    builder.push_encoded(bad.bytes);
                 }
             }
         }
@@ -495,6 +496,31 @@ mod tests {
         );
         assert_eq!(router.route(&Tag::new("app")).rejections(), 1);
         assert_eq!(router.describe("@ERROR.app").1, vec!["errors"]);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_entry_passes_filters_unchanged_and_the_rest_is_filtered() {
+        let a = Buffer::new("a", &BufferConfig::default());
+        let mut rb = RouterBuilder::new();
+        rb.filter("mark", TagPattern::new("**").unwrap(), Arc::new(AddField));
+        rb.sink("a", TagPattern::new("**").unwrap(), a.clone());
+        let router = rb.build();
+        let keep: Map = [("msg", "hi")].into_iter().collect();
+        let mut b = ChunkBuilder::new(Tag::new("app"));
+        b.push(EventTime::new(1, 0), &keep);
+        // [1, "x"]: a record that is not a map.
+        let bad = [0x92, 0x01, 0xa1, b'x'];
+        b.push_encoded(&bad);
+        b.push(EventTime::new(1, 0), &keep);
+        router.emit(b.finish().unwrap()).await.unwrap();
+        let got = a.try_pop().unwrap();
+        let steps: Vec<_> = got.chunk().walk().collect();
+        assert_eq!(steps.len(), 3);
+        for i in [0, 2] {
+            let (_, rec) = steps[i].as_ref().unwrap();
+            assert_eq!(rec.get("seen"), Some(&Value::Bool(true)));
+        }
+        assert_eq!(steps[1].as_ref().unwrap_err().bytes, bad);
     }
 
     #[tokio::test]

@@ -2,16 +2,19 @@
 //! test on loopback and stopped when the test ends. Dev-only.
 //!
 //! - [`paths`]: where the repository and `.testenv/` (installed by `scripts/test`) are.
-//! - [`wait`]: `free_port`, `wait_until`.
+//! - [`wait`]: `free_port`, `wait_until` (and `wait_until_async` for async tests).
 //! - [`child`]: [`Child`], the process guard everything below uses (output captured to
 //!   files, killed and reaped on drop).
-//! - [`http`]: a minimal blocking HTTP/1.1 client and message reader for the helpers.
+//! - [`http`]: a blocking HTTP client (ureq) for the helpers.
 //! - [`osmem`]: [`Osmem`], an osmem-server (OpenSearch REST API in memory) per test.
-//! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`.
+//! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`
+//!   (a hyper server relaying through [`http`]).
 //! - [`faults`]: [`Strace`] (system calls of a running process made to fail) and
 //!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
 //!   Forward Protocol clients.
+//! - [`logs`]: [`capture_logs`], what the code under test logs, as lines.
+//! - [`proc`]: `rss_kib` and `dir_bytes`, memory and disk held, for bounds checks.
 //! - [`docs`]: the config examples in components' module docs, for tests to parse.
 
 pub mod child;
@@ -20,13 +23,16 @@ pub mod docs;
 pub mod fault_proxy;
 pub mod faults;
 pub mod http;
+pub mod logs;
 pub mod osmem;
 pub mod paths;
+pub mod proc;
 pub mod wait;
 
 pub use child::Child;
 pub use clients::{Node, Python};
 pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};
 pub use faults::{Strace, Tmpfs};
+pub use logs::{LogCapture, capture_logs};
 pub use osmem::{Document, Osmem};
-pub use wait::{free_port, wait_until};
+pub use wait::{free_port, wait_until, wait_until_async};

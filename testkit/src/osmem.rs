@@ -113,7 +113,7 @@ impl Osmem {
         method: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> std::io::Result<Response> {
+    ) -> Result<Response, ureq::Error> {
         http::send_json(&self.url, method, path, body)
     }
 

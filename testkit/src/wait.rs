@@ -1,4 +1,4 @@
-//! Ports and polling.
+//! Ports and polling: wait on the condition a test needs, never a fixed time.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -24,6 +24,21 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until`] for async tests: awaits between checks, so tasks on the test's own
+/// runtime (a `#[tokio::test]` runs them all on its one thread) go on meanwhile.
+pub async fn wait_until_async(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

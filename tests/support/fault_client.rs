@@ -154,25 +154,6 @@ pub fn ids_in(path: &Path) -> HashMap<String, u32> {
     counts
 }
 
-/// `text` without the terminal colour codes of nagare's text logs.
-pub fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // An escape sequence runs to its final letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Skips the test (printing why) when strace or root is not there.
 pub fn skip() -> bool {
     match faults::unavailable() {

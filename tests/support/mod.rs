@@ -93,3 +93,41 @@ pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
         .collect()
 }
+
+/// Every `"seq":N` in the NDJSON file, counted (missing file: none): which numbered
+/// lines arrived, and how often.
+pub fn seqs_in(path: &Path) -> std::collections::HashMap<u64, u32> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut counts = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(at) = line.find("\"seq\":") {
+            let digits: String = line[at + 6..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(n) = digits.parse() {
+                *counts.entry(n).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// `text` without the terminal colour codes of nagare's text logs.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An escape sequence runs to its final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -9,32 +9,25 @@ use proptest::prelude::*;
 
 use super::format;
 use super::*;
-use crate::chunk::{Chunk, ChunkBuilder, ChunkId};
+use crate::chunk::{Chunk, ChunkId};
 use crate::config::{ByteSize, HumanDuration};
-use crate::event::Tag;
 use crate::receipt::{Delivery, Receipt};
+use crate::testing::{self, numbers};
 use crate::time::EventTime;
 use crate::value::Map;
 
 fn chunk_of(tag: &str, from: i64, n: i64) -> Chunk {
-    let mut b = ChunkBuilder::new(Tag::new(tag));
-    for i in from..from + n {
+    let padded = |i: i64| {
         let mut m = Map::new();
         m.insert("n", i);
         m.insert("pad", "x".repeat(80));
-        b.push(EventTime::new(i, 0), &m);
-    }
-    b.finish().unwrap()
+        (EventTime::new(i, 0), m)
+    };
+    testing::chunk_of(tag, (from..from + n).map(padded))
 }
 
 fn chunk(n: u32) -> Chunk {
     chunk_of("t", i64::from(n), 1)
-}
-
-fn numbers(c: &Chunk) -> Vec<i64> {
-    c.events()
-        .map(|e| e.unwrap().1.get("n").unwrap().as_i64().unwrap())
-        .collect()
 }
 
 fn first_n(c: &Chunk) -> i64 {

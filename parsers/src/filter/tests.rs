@@ -5,6 +5,7 @@ use nagare_core::pattern::TagPattern;
 use nagare_core::router::{Filter, RouterBuilder, Verdict};
 use nagare_core::value::{Map, Value};
 use nagare_core::{ChunkBuilder, Event, EventTime, Tag};
+use nagare_testkit::docs::documented_example;
 
 use super::{ParserFilter, ParserFilterConfig};
 
@@ -179,11 +180,9 @@ async fn rejected_records_reach_the_error_route() {
 
 #[test]
 fn the_documented_example_parses() {
-    // The filter's own keys from the module docs (the binary takes `type` and
-    // `match`).
-    let f = filter(
-        "key_name: log\nreserve_data: true\nremove_key_name_field: true\nparse:\n  format: multi_format\n  patterns:\n    - format: json\n    - format: nginx\n",
-    );
+    // The filter's own keys from the module docs, as written there (the binary takes
+    // `type` and `match`).
+    let f = filter(&documented_example(include_str!("mod.rs")));
     let mut e = event(
         r#"10.0.0.1 - - [15/Jan/2024:10:30:00 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.5.0" "-""#,
     );

@@ -1,3 +1,5 @@
+use nagare_testkit::docs::documented_example;
+
 use super::*;
 
 fn config(yaml: &str) -> ParserConfig {
@@ -16,8 +18,9 @@ fn json(p: &Parsed) -> String {
 
 #[test]
 fn the_documented_example_parses() {
+    // The example in the module docs, as written there.
     let p = parse(
-        "format: regex\nexpression: '^(?<time>[^ ]+) (?<level>\\w+) (?<took>[\\d.]+)ms (?<message>.*)$'\ntime_key: time\ntime_format: '%Y-%m-%dT%H:%M:%S%.f%z'\ntimezone: Asia/Tokyo\ntypes: {took: float}\n",
+        &documented_example(include_str!("mod.rs")),
         "2024-01-15T10:30:00.25+0900 INFO 12.5ms served /",
     )
     .unwrap();

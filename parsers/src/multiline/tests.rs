@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use nagare_core::EventTime;
+use nagare_testkit::docs::documented_example;
 
 use super::*;
 use crate::container::Stream;
@@ -227,7 +228,8 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn the_documented_example_parses() {
-    let d = detector("languages: [java, python, go]\nmax_lines: 1000\nflush_timeout: 1s\n");
+    // The example in the module docs, as written there.
+    let d = detector(&documented_example(include_str!("mod.rs")));
     let out = run(
         &d,
         &[

@@ -169,7 +169,9 @@ impl Sink {
                     biased;
                     _ = self.abort.cancelled() => return,
                     lease = self.buffer.pop() => match lease {
-                        Some(lease) => self.accept(lease),
+                        Some(lease) => if !self.accept(lease).await {
+                            return;
+                        },
                         None => closed = true,
                     },
                     _ = flush_timer, if deadline.is_some() => break,
@@ -199,16 +201,19 @@ impl Sink {
             || self.ready_bytes >= self.batch.max_bytes.as_usize()
     }
 
-    /// Encodes a leased chunk's events into `ready`.
-    fn accept(&mut self, lease: Lease) {
+    /// Encodes a leased chunk's events into `ready`. An entry that cannot be decoded
+    /// goes to the secondary output alone (its place, its bytes and why), and the
+    /// rest of its chunk is sent. Returns false when aborted.
+    async fn accept(&mut self, lease: Lease) -> bool {
         let slot = self.next_slot;
         self.next_slot += 1;
         let chunk = lease.chunk();
-        let (id, tag) = (chunk.id(), chunk.tag().clone());
+        let tag = chunk.tag().clone();
         let mut encoded = 0u32;
-        let mut unreadable = 0u32;
-        for ((position, entry), (origin, at)) in chunk.events().enumerate().zip(chunk.event_ids()) {
-            match entry {
+        let mut undecodable = 0u32;
+        let mut dead = Vec::new();
+        for ((position, step), (origin, at)) in chunk.walk().enumerate().zip(chunk.event_ids()) {
+            match step {
                 Ok((time, record)) => {
                     let position = position as u32;
                     let item = self.builder.encode(origin, at, &tag, time, &record);
@@ -221,27 +226,37 @@ impl Sink {
                     });
                     encoded += 1;
                 }
-                Err(e) => {
-                    unreadable = chunk.count().saturating_sub(encoded).max(1);
-                    tracing::error!(
-                        sink = %self.name,
-                        tag = %tag,
-                        chunk = %id,
-                        error = %e,
-                        lost = unreadable,
-                        "a chunk's entries cannot be decoded past this point; its remaining events are dropped"
-                    );
-                    break;
+                Err(bad) => {
+                    dead_letter::encode_undecodable(chunk, &bad, None, &mut dead);
+                    undecodable += 1;
                 }
             }
         }
+        if undecodable > 0 {
+            let backoff = &self.retrier.policy().backoff;
+            if !self
+                .dead_letter
+                .write_until_done(dead, backoff, &self.abort, &self.name)
+                .await
+            {
+                return false;
+            }
+            tracing::error!(
+                sink = %self.name,
+                tag = %tag,
+                chunk = %chunk.id(),
+                entries = undecodable,
+                secondary = %self.dead_letter.path().display(),
+                "a chunk held entries that cannot be decoded; wrote those to the secondary output with the reason and sent the rest"
+            );
+        }
         if encoded == 0 {
-            if unreadable > 0 {
+            if undecodable > 0 {
                 lease.fail();
             } else {
                 lease.ack();
             }
-            return;
+            return true;
         }
         if self.ready_since.is_none() {
             self.ready_since = Some(Instant::now());
@@ -251,9 +266,10 @@ impl Sink {
             Pending {
                 lease,
                 unresolved: encoded,
-                rejected: unreadable,
+                rejected: undecodable,
             },
         );
+        true
     }
 
     /// Takes the next batch from `ready`: up to `max_events` items and `max_bytes`
@@ -544,7 +560,7 @@ impl Sink {
             };
             let chunk = pending.lease.chunk();
             let mut wanted = refused[at..end].iter().peekable();
-            for (position, entry) in chunk.events().enumerate() {
+            for (position, entry) in chunk.walk().enumerate() {
                 if wanted.peek().is_none() {
                     break;
                 }

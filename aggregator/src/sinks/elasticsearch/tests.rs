@@ -4,6 +4,7 @@ use std::io::Read;
 
 use nagare_core::config::{ByteSize, ConfigDocument, HumanDuration};
 use nagare_core::{ChunkId, EventTime, Map, Value};
+use nagare_testkit::docs::documented_example;
 use serde_json::json;
 
 use super::*;
@@ -35,24 +36,13 @@ fn text(item: &EncodedItem) -> &str {
 
 #[test]
 fn documented_example_parses_with_defaults() {
-    let c = config(
-        r#"
-endpoints: ["http://es-0.es:9200", "http://es-1.es:9200"]
-logstash_format: true
-logstash_prefix: logstash
-logstash_dateformat: "%Y.%m.%d"
-user: nagare
-password: hunter2
-compress: true
-batch: { max_events: 1000, max_bytes: 5MiB, timeout: 1s }
-request_timeout: 30s
-op_type: index
-include_tag_key: false
-tag_key: tag
-id_key: line_id
-remove_keys: [line_id]
-"#,
-    );
+    // The example in config.rs, as written there.
+    let text = documented_example(include_str!("config.rs"));
+    let c: ElasticsearchConfig =
+        ConfigDocument::from_text("nagare.yaml", &text, |name| Some(format!("<{name}>")))
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
     c.validate().unwrap();
     assert_eq!(c.endpoints.len(), 2);
     assert_eq!(c.id_key.as_deref(), Some("line_id"));

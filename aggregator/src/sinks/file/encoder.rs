@@ -7,11 +7,10 @@
 //! order.
 
 use nagare_core::chunk::Chunk;
-use nagare_core::msgpack::ReadError;
 use nagare_core::{EventTime, Map};
 
 use super::config::Format;
-use nagare_core::dead_letter::write_json;
+use nagare_core::dead_letter::{self, write_json};
 
 /// Appends one event as a line.
 pub fn encode_event(format: Format, tag: &str, time: EventTime, record: &Map, out: &mut Vec<u8>) {
@@ -32,24 +31,38 @@ pub fn encode_event(format: Format, tag: &str, time: EventTime, record: &Map, ou
     out.push(b'\n');
 }
 
-/// Appends every event of `chunk`; returns how many. On an undecodable entry, the
-/// lines before it are kept in `out` and the error is returned with that count.
+/// What [`encode_chunk`] did with a chunk's entries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    /// Events appended as lines.
+    pub lines: u32,
+    /// Entries that cannot be decoded, appended as secondary-output lines instead.
+    pub undecodable: u32,
+}
+
+/// Appends every event of `chunk` as a line to `out`, going on past an entry that
+/// cannot be decoded: that entry alone goes to `dead` as a secondary-output line (its
+/// place, its bytes and why).
 pub fn encode_chunk(
     format: Format,
     chunk: &Chunk,
     out: &mut Vec<u8>,
-) -> Result<u32, (u32, ReadError)> {
-    let mut n = 0;
-    for entry in chunk.events() {
-        match entry {
+    dead: &mut Vec<u8>,
+) -> Encoded {
+    let mut done = Encoded::default();
+    for step in chunk.walk() {
+        match step {
             Ok((time, record)) => {
                 encode_event(format, chunk.tag(), time, &record, out);
-                n += 1;
+                done.lines += 1;
             }
-            Err(e) => return Err((n, e)),
+            Err(bad) => {
+                dead_letter::encode_undecodable(chunk, &bad, None, dead);
+                done.undecodable += 1;
+            }
         }
     }
-    Ok(n)
+    done
 }
 
 #[cfg(test)]
@@ -94,8 +107,16 @@ mod tests {
             b.push(EventTime::new(i, 0), &m);
         }
         let chunk = b.finish().unwrap();
-        let mut out = Vec::new();
-        assert_eq!(encode_chunk(Format::Record, &chunk, &mut out).unwrap(), 3);
+        let (mut out, mut dead) = (Vec::new(), Vec::new());
+        let done = encode_chunk(Format::Record, &chunk, &mut out, &mut dead);
+        assert_eq!(
+            done,
+            Encoded {
+                lines: 3,
+                undecodable: 0
+            }
+        );
         assert_eq!(out, b"{\"i\":0}\n{\"i\":1}\n{\"i\":2}\n");
+        assert!(dead.is_empty());
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use nagare_core::buffer::Lease;
 use nagare_core::component::{Invalid, SinkContext};
+use nagare_core::dead_letter;
 use nagare_core::retry::{Attempts, Next};
 
 use super::config::{FileConfig, Format};
@@ -91,7 +92,9 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
             taken += lease.chunk().byte_size();
             leases.push(lease);
         }
-        let (mut outputs, mut broken) = encode(&config.path, config.format, &leases, &ctx.name);
+        let Batch { mut outputs, dead } = encode(&config.path, config.format, &leases);
+        // Chunks given up on (their events written to the secondary output).
+        let mut broken = Vec::new();
         let mut attempts = Attempts::new();
         while !outputs.is_empty() {
             let files = files.clone();
@@ -147,16 +150,14 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
                         if !unwritten.contains(&path_for_tag(&config.path, chunk.tag())) {
                             continue;
                         }
-                        let mut failures = 0;
-                        while let Err(e) = secondary.write_chunk(chunk, &reason).await {
-                            let delay = retrier.policy().backoff.delay(failures);
-                            failures += 1;
-                            tracing::error!(sink = %ctx.name, path = %secondary.path().display(), error = %e, retry_in = ?delay, "cannot write to the secondary output either; trying again");
-                            tokio::select! {
-                                biased;
-                                _ = ctx.abort.cancelled() => return Ok(()),
-                                _ = tokio::time::sleep(delay) => {}
-                            }
+                        let mut lines = Vec::new();
+                        dead_letter::encode_chunk(chunk, &reason, &mut lines);
+                        let backoff = &retrier.policy().backoff;
+                        if !secondary
+                            .write_until_done(lines, backoff, &ctx.abort, &ctx.name)
+                            .await
+                        {
+                            return Ok(());
                         }
                         moved += chunk.count();
                         broken.push(i);
@@ -171,6 +172,34 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
                 }
             }
         }
+        // The undecodable entries of the chunks written (a chunk given up on went to
+        // the secondary output whole, those entries with it).
+        let mut lines = Vec::new();
+        let mut undecodable = Vec::new();
+        for (i, (lease, dead)) in leases.iter().zip(&dead).enumerate() {
+            if !dead.is_empty() && !broken.contains(&i) {
+                lines.extend_from_slice(dead);
+                undecodable.push(lease.chunk().id().to_hex());
+            }
+        }
+        // Not all of those chunks reached the file: they count as failed, as a chunk
+        // with an event refused for good does in every sink.
+        broken.extend((0..dead.len()).filter(|&i| !dead[i].is_empty()));
+        if !lines.is_empty() {
+            let backoff = &retrier.policy().backoff;
+            if !secondary
+                .write_until_done(lines, backoff, &ctx.abort, &ctx.name)
+                .await
+            {
+                return Ok(());
+            }
+            tracing::error!(
+                sink = %ctx.name,
+                chunks = ?undecodable,
+                secondary = %secondary.path().display(),
+                "chunks held entries that cannot be decoded; wrote those to the secondary output with the reason and wrote the rest"
+            );
+        }
         for (i, lease) in leases.into_iter().enumerate() {
             if broken.contains(&i) {
                 lease.fail();
@@ -181,17 +210,20 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
     }
 }
 
-/// Encodes the leases' events, grouped by file; also returns the indices of leases
-/// whose chunk could not be fully decoded.
-fn encode(
-    template: &str,
-    format: Format,
-    leases: &[Lease],
-    sink: &str,
-) -> (Vec<(PathBuf, Vec<u8>)>, Vec<usize>) {
+/// The leases' events encoded, grouped by file.
+struct Batch {
+    /// Each file's lines.
+    outputs: Vec<(PathBuf, Vec<u8>)>,
+    /// For each lease, the secondary-output lines of its undecodable entries.
+    dead: Vec<Vec<u8>>,
+}
+
+/// Encodes the leases' events, grouped by file; an entry that cannot be decoded is
+/// set apart for the secondary output, and the rest of its chunk is written.
+fn encode(template: &str, format: Format, leases: &[Lease]) -> Batch {
     let mut outputs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    let mut broken = Vec::new();
-    for (i, lease) in leases.iter().enumerate() {
+    let mut dead = Vec::with_capacity(leases.len());
+    for lease in leases {
         let chunk = lease.chunk();
         let path = path_for_tag(template, chunk.tag());
         let slot = match outputs.iter().position(|(p, _)| *p == path) {
@@ -201,20 +233,11 @@ fn encode(
                 outputs.len() - 1
             }
         };
-        if let Err((written, e)) = encode_chunk(format, chunk, &mut outputs[slot].1) {
-            tracing::error!(
-                sink = %sink,
-                tag = %chunk.tag(),
-                chunk = %chunk.id(),
-                error = %e,
-                written,
-                lost = chunk.count().saturating_sub(written),
-                "a chunk's entries cannot be decoded past this point; its remaining events are dropped"
-            );
-            broken.push(i);
-        }
+        let mut lines = Vec::new();
+        encode_chunk(format, chunk, &mut outputs[slot].1, &mut lines);
+        dead.push(lines);
     }
-    (outputs, broken)
+    Batch { outputs, dead }
 }
 
 /// The open files.

@@ -3,23 +3,24 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig, Lease, OverflowAction};
-use nagare_core::component::SourceContext;
 use nagare_core::compression::Compression;
 use nagare_core::config::{ByteSize, ConfigDocument, HumanDuration};
 use nagare_core::forward;
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
-use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
+use nagare_core::testing::{self, numbers, source_context};
+use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag};
 use nagare_testkit::docs::documented_example;
+use nagare_testkit::{LogCapture, capture_logs};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tracing::Level;
 
 use super::*;
 
@@ -48,13 +49,7 @@ async fn start(config: ForwardSourceConfig, buffer_config: BufferConfig) -> Serv
     let buffer = Buffer::new("out", &buffer_config);
     let mut routes = RouterBuilder::new();
     routes.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_nodes".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
+    let (ctx, shutdown) = source_context("from_nodes", routes.build(), Path::new(""));
     let server = ForwardServer::bind(&config).await.unwrap();
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
@@ -135,20 +130,9 @@ async fn pop(buffer: &Buffer) -> Lease {
         .expect("buffer closed")
 }
 
-/// Takes the next chunk and confirms it (a lease dropped unconfirmed goes back to the
-/// front of the buffer).
+/// Takes the next chunk and confirms it.
 async fn take(buffer: &Buffer) -> Chunk {
-    let lease = pop(buffer).await;
-    let chunk = lease.chunk().clone();
-    lease.ack();
-    chunk
-}
-
-fn numbers(chunk: &Chunk) -> Vec<i64> {
-    chunk
-        .events()
-        .map(|e| e.unwrap().1.get("n").and_then(Value::as_i64).unwrap())
-        .collect()
+    testing::take(buffer, WAIT).await
 }
 
 #[tokio::test]
@@ -217,47 +201,9 @@ async fn pop_or_none(buffer: &Buffer) -> Option<Lease> {
         .flatten()
 }
 
-/// Collects log lines so a test can count what the server said about a peer.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn warnings_about(&self, peer: SocketAddr) -> Vec<String> {
-        let needle = format!("peer={peer}");
-        self.lines()
-            .into_iter()
-            .filter(|l| l.contains("WARN") && l.contains(&needle))
-            .collect()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The test runtime is single-threaded, so every task logs through this default.
-    (logs, tracing::subscriber::set_default(subscriber))
+/// What the server warned about `peer`.
+fn warnings_about(logs: &LogCapture, peer: SocketAddr) -> Vec<String> {
+    logs.matching(&["WARN", &format!("peer={peer}")])
 }
 
 fn pseudo_random_bytes(n: usize) -> Vec<u8> {
@@ -274,7 +220,7 @@ fn pseudo_random_bytes(n: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_closes_only_the_bad_connection_with_one_warning() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::DEBUG);
     let server = start(local_config(), BufferConfig::default()).await;
     let mut good = TcpStream::connect(server.addr).await.unwrap();
     send_acked(
@@ -316,7 +262,7 @@ async fn garbage_closes_only_the_bad_connection_with_one_warning() {
         // Closing our side ends any frame the server is still waiting on.
         bad.shutdown().await.unwrap();
         assert!(closed_by_server(&mut bad).await, "{what}: not closed");
-        let warnings = logs.warnings_about(peer);
+        let warnings = warnings_about(&logs, peer);
         assert_eq!(warnings.len(), 1, "{what}: one warning, got {warnings:#?}");
         assert!(warnings[0].contains(reason), "{what}: {}", warnings[0]);
 
@@ -342,7 +288,7 @@ async fn garbage_closes_only_the_bad_connection_with_one_warning() {
 
 #[tokio::test]
 async fn frames_above_the_configured_limit_are_refused() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::DEBUG);
     let config = ForwardSourceConfig {
         max_frame_size: ByteSize(1024),
         max_decompressed_size: ByteSize(1024),
@@ -365,7 +311,7 @@ async fn frames_above_the_configured_limit_are_refused() {
     let peer = client.local_addr().unwrap();
     client.write_all(&frame[..16]).await.unwrap();
     assert!(closed_by_server(&mut client).await);
-    let warnings = logs.warnings_about(peer);
+    let warnings = warnings_about(&logs, peer);
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].contains("exceeds the limit of 1024 bytes"),
@@ -381,7 +327,7 @@ async fn frames_above_the_configured_limit_are_refused() {
     assert!(frame.len() < 1024, "{}", frame.len());
     client.write_all(&frame).await.unwrap();
     assert!(closed_by_server(&mut client).await);
-    let warnings = logs.warnings_about(peer);
+    let warnings = warnings_about(&logs, peer);
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(warnings[0].contains("limit of 1024"), "{}", warnings[0]);
     assert_eq!(take(&server.buffer).await.count(), 2);
@@ -649,7 +595,7 @@ async fn handshake(
 
 #[tokio::test]
 async fn the_shared_key_handshake_admits_the_right_key_only() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::DEBUG);
     let server = start(secured(false), BufferConfig::default()).await;
 
     let mut good = TcpStream::connect(server.addr).await.unwrap();
@@ -677,7 +623,7 @@ async fn the_shared_key_handshake_admits_the_right_key_only() {
     assert!(!pong.auth_ok);
     assert_eq!(pong.reason, "shared_key mismatch");
     assert!(closed_by_server(&mut bad).await);
-    let warnings = logs.warnings_about(peer);
+    let warnings = warnings_about(&logs, peer);
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].contains("authentication failed")
@@ -695,7 +641,7 @@ async fn the_shared_key_handshake_admits_the_right_key_only() {
         .await
         .unwrap();
     assert!(closed_by_server(&mut rude).await);
-    let warnings = logs.warnings_about(peer);
+    let warnings = warnings_about(&logs, peer);
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
         warnings[0].contains("did not answer HELO with a PING"),
@@ -711,7 +657,7 @@ async fn the_shared_key_handshake_admits_the_right_key_only() {
 
 #[tokio::test]
 async fn user_authentication_checks_name_and_password() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::DEBUG);
     let server = start(secured(true), BufferConfig::default()).await;
     let mut good = TcpStream::connect(server.addr).await.unwrap();
     // Node's fluent-logger sends its salt as a hex string; any bytes do.
@@ -732,7 +678,7 @@ async fn user_authentication_checks_name_and_password() {
         assert!(!pong.auth_ok);
         assert_eq!(pong.reason, "username/password mismatch");
         assert!(closed_by_server(&mut bad).await);
-        let warnings = logs.warnings_about(peer);
+        let warnings = warnings_about(&logs, peer);
         assert_eq!(warnings.len(), 1, "{warnings:#?}");
         assert!(
             warnings[0].contains(&format!("username={user}")),
@@ -775,14 +721,14 @@ async fn the_json_form_is_accepted_and_acked_in_json() {
     // With the handshake required, JSON is not offered (the handshake is MessagePack).
     server.shutdown.cancel();
     server.task.await.unwrap().unwrap();
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs(Level::DEBUG);
     let server = start(secured(false), BufferConfig::default()).await;
     let mut client = TcpStream::connect(server.addr).await.unwrap();
     let peer = client.local_addr().unwrap();
     let _: Helo = read_message(&mut client, hs::decode_helo).await;
     client.write_all(b"[\"t\", 1, {}]").await.unwrap();
     assert!(closed_by_server(&mut client).await);
-    assert_eq!(logs.warnings_about(peer).len(), 1);
+    assert_eq!(warnings_about(&logs, peer).len(), 1);
     assert!(pop_or_none(&server.buffer).await.is_none());
     server.shutdown.cancel();
     server.task.await.unwrap().unwrap();

@@ -23,8 +23,11 @@ fn bad(what: impl Into<String>) -> BadRequest {
 
 /// The tag for a request path: `/app/web` gives `app.web`.
 pub fn tag_from_path(path: &str) -> Result<String, BadRequest> {
-    let decoded = percent_decode(path.trim_start_matches('/').as_bytes(), false);
-    let tag = String::from_utf8(decoded).map_err(|_| bad("the tag in the path is not UTF-8"))?;
+    // A path keeps `+` as it is: only a form's `+` means a space.
+    let decoded = percent_encoding::percent_decode_str(path.trim_start_matches('/'));
+    let tag = decoded
+        .decode_utf8()
+        .map_err(|_| bad("the tag in the path is not UTF-8"))?;
     let tag = tag.trim_end_matches('/').replace('/', ".");
     if tag.is_empty() {
         return Err(bad(
@@ -198,45 +201,13 @@ fn parse_time_text(s: &str) -> Option<EventTime> {
         .map(EventTime::from_secs_f64)
 }
 
-/// Parses `a=1&b=x+y` into pairs, percent-decoded, `+` as space.
+/// Parses `a=1&b=x+y` into pairs, percent-decoded, `+` as space, as a browser
+/// encodes a form (WHATWG `application/x-www-form-urlencoded`); a `%` not followed by
+/// two hex digits stays as it is, and bytes that are not UTF-8 become U+FFFD.
 pub fn parse_form(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                String::from_utf8_lossy(&percent_decode(k.as_bytes(), true)).into_owned(),
-                String::from_utf8_lossy(&percent_decode(v.as_bytes(), true)).into_owned(),
-            )
-        })
+    form_urlencoded::parse(text.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn percent_decode(s: &[u8], plus_is_space: bool) -> Vec<u8> {
-    let hex = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -400,9 +371,10 @@ mod tests {
 
     #[test]
     fn percent_decoding_edges() {
-        assert_eq!(percent_decode(b"%41%4", true), b"A%4");
-        assert_eq!(percent_decode(b"%zz+", true), b"%zz ");
-        assert_eq!(percent_decode(b"a+b", false), b"a+b");
+        let value = |form: &str| parse_form(form).remove(0).1;
+        assert_eq!(value("v=%41%4"), "A%4");
+        assert_eq!(value("v=%zz+"), "%zz ");
+        assert_eq!(tag_from_path("/a+b").unwrap(), "a+b");
         assert_eq!(
             parse_form("a=1&&b&c=%2B"),
             vec![

@@ -2,18 +2,19 @@
 //! a real router, filter and buffers behind it.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig, OverflowAction};
-use nagare_core::component::SourceContext;
 use nagare_core::config::{ByteSize, ConfigDocument, Secret};
 use nagare_core::filters::record_modifier::{RecordModifier, RecordModifierConfig};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::{self, numbers, source_context};
 use nagare_core::{Chunk, EventTime, Value};
+use nagare_testkit::docs::documented_example;
 use reqwest::StatusCode;
 use tokio::task::JoinHandle;
 
@@ -45,13 +46,7 @@ async fn start(config: HttpSourceConfig, app_buffer: BufferConfig) -> Server {
     );
     routes.sink("app", TagPattern::new("app.**").unwrap(), app.clone());
     routes.sink("all", TagPattern::new("**").unwrap(), all.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "from_apps".into(),
-        router: Arc::new(routes.build()),
-        shutdown: shutdown.clone(),
-        data_dir: PathBuf::new(),
-    };
+    let (ctx, shutdown) = source_context("from_apps", routes.build(), Path::new(""));
     let server = HttpServer::bind(&HttpSourceConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         ..config
@@ -80,20 +75,7 @@ impl Server {
 }
 
 async fn take(buffer: &Buffer) -> Chunk {
-    let lease = tokio::time::timeout(WAIT, buffer.pop())
-        .await
-        .expect("no chunk within 5s")
-        .unwrap();
-    let chunk = lease.chunk().clone();
-    lease.ack();
-    chunk
-}
-
-fn ns(chunk: &Chunk) -> Vec<i64> {
-    chunk
-        .events()
-        .map(|e| e.unwrap().1.get("n").and_then(Value::as_i64).unwrap())
-        .collect()
+    testing::take(buffer, WAIT).await
 }
 
 #[tokio::test]
@@ -110,7 +92,10 @@ async fn every_body_form_is_routed_through_filters_to_every_matching_sink() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let chunk = take(&server.app).await;
-    assert_eq!((chunk.tag().as_str(), ns(&chunk)), ("app.web", vec![1, 2]));
+    assert_eq!(
+        (chunk.tag().as_str(), numbers(&chunk)),
+        ("app.web", vec![1, 2])
+    );
     let events: Vec<_> = chunk.events().map(Result::unwrap).collect();
     assert_eq!(events[0].0, EventTime::new(1_700_000_000, 500_000_000));
     assert_eq!(events[1].0, EventTime::new(1_700_000_009, 0));
@@ -120,7 +105,7 @@ async fn every_body_form_is_routed_through_filters_to_every_matching_sink() {
         "the filter ran"
     );
     assert_eq!(
-        ns(&take(&server.all).await),
+        numbers(&take(&server.all).await),
         vec![1, 2],
         "and every matching sink got it"
     );
@@ -132,8 +117,8 @@ async fn every_body_form_is_routed_through_filters_to_every_matching_sink() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(ns(&take(&server.app).await), vec![3, 4]);
-    assert_eq!(ns(&take(&server.all).await), vec![3, 4]);
+    assert_eq!(numbers(&take(&server.app).await), vec![3, 4]);
+    assert_eq!(numbers(&take(&server.all).await), vec![3, 4]);
 
     let mut mp = Vec::new();
     let mut m = nagare_core::Map::new();
@@ -147,7 +132,10 @@ async fn every_body_form_is_routed_through_filters_to_every_matching_sink() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let chunk = take(&server.all).await;
-    assert_eq!((chunk.tag().as_str(), ns(&chunk)), ("other.mp", vec![5]));
+    assert_eq!(
+        (chunk.tag().as_str(), numbers(&chunk)),
+        ("other.mp", vec![5])
+    );
     let (_, record) = chunk.events().next().unwrap().unwrap();
     assert_eq!(
         record.get("via"),
@@ -163,7 +151,7 @@ async fn every_body_form_is_routed_through_filters_to_every_matching_sink() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(ns(&take(&server.app).await), vec![6]);
+    assert_eq!(numbers(&take(&server.app).await), vec![6]);
 
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(br#"{"n":7}"#).unwrap();
@@ -175,7 +163,7 @@ async fn every_body_form_is_routed_through_filters_to_every_matching_sink() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(ns(&take(&server.app).await), vec![7]);
+    assert_eq!(numbers(&take(&server.app).await), vec![7]);
     server.stop().await;
 }
 
@@ -202,14 +190,14 @@ async fn the_answer_waits_until_the_records_are_in_the_buffer() {
         !second.is_finished(),
         "answered before the buffer took the records"
     );
-    assert_eq!(ns(&take(&server.app).await), vec![1]);
+    assert_eq!(numbers(&take(&server.app).await), vec![1]);
     let answer = tokio::time::timeout(WAIT, second)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
-    assert_eq!(ns(&take(&server.app).await), vec![2]);
+    assert_eq!(numbers(&take(&server.app).await), vec![2]);
     server.stop().await;
 }
 
@@ -312,7 +300,7 @@ async fn compressed_bodies_are_unpacked_within_the_body_limit() {
     zlib.write_all(br#"{"n":8}"#).unwrap();
     let r = post("deflate", zlib.finish().unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(ns(&take(&server.app).await), vec![8]);
+    assert_eq!(numbers(&take(&server.app).await), vec![8]);
 
     let r = post("x-gzip", b"not gzip at all".to_vec()).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -340,10 +328,8 @@ fn documented_config_and_defaults() {
             .unwrap()
             .parse::<HttpSourceConfig>()
     };
-    let c = parse(
-        "bind: 0.0.0.0:9880\nbody_size_limit: 32MiB\nbearer_token: ${HTTP_INPUT_TOKEN}\ntime_key: time\nadd_remote_addr: false\nadd_http_headers: false\nuse_204_response: false\nkeepalive_timeout: 10s\nmax_connections: 1024\n",
-    )
-    .unwrap();
+    // The example in config.rs, as written there.
+    let c = parse(&documented_example(include_str!("config.rs"))).unwrap();
     c.validate().unwrap();
     assert_eq!(c.bearer_token.as_ref().map(Secret::expose), Some("tok"));
     let d = parse("{}\n").unwrap();

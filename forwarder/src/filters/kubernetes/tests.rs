@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::SourceContext;
 use nagare_core::config::HumanDuration;
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::source_context;
 use nagare_core::{Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -224,13 +224,7 @@ fn start(dir: &Path, kubernetes: KubernetesConfig) -> Running {
     let buffer = Buffer::new("out", &BufferConfig::default());
     let mut rb = RouterBuilder::new();
     rb.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "containers".into(),
-        router: Arc::new(rb.build()),
-        shutdown: shutdown.clone(),
-        data_dir: dir.join("state"),
-    };
+    let (ctx, shutdown) = source_context("containers", rb.build(), &dir.join("state"));
     let metrics = TailMetrics::new();
     let task = tokio::spawn(run_with_metrics(config, ctx, metrics.clone()));
     Running {

@@ -8,16 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::component::SourceContext;
 use nagare_core::config::{ByteSize, HumanDuration};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::{Filter, RouterBuilder, Verdict};
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::source_context;
 use nagare_core::{Event, EventTime, Map, Value};
+use nagare_testkit::wait_until_async;
 use tokio::task::JoinHandle;
 
 use super::discover::tag_for;
 use super::*;
+
+/// How long a condition may take to hold.
+const WAIT: Duration = Duration::from_secs(5);
 
 const ID: &str = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708";
 const T1: &str = "2024-01-15T10:30:00.000000001Z";
@@ -120,13 +124,7 @@ impl Tail {
             rb.filter("mark", TagPattern::new("**").unwrap(), Arc::new(MarkSeen));
         }
         rb.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
-        let shutdown = Shutdown::new();
-        let ctx = SourceContext {
-            name: "tail".into(),
-            router: Arc::new(rb.build()),
-            shutdown: shutdown.clone(),
-            data_dir: dir.path().to_path_buf(),
-        };
+        let (ctx, shutdown) = source_context("tail", rb.build(), dir.path());
         let metrics = TailMetrics::new();
         let task = tokio::spawn(run_with_metrics(config.clone(), ctx, metrics.clone()));
         let buffer_config = buffer_config.clone();
@@ -439,9 +437,9 @@ async fn read_from_head_false_skips_old_lines_but_new_files_are_read_whole() {
     let mut config = config(dir.path());
     config.format = TailFormat::Raw;
     let tail = Tail::start(dir, config);
-    // A file created after start is read from its start; once its lines arrive the
-    // first scan is certainly done.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // A file created after the first scan is read from its start.
+    let scanned = wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await;
+    assert!(scanned, "the old file is followed");
     append(&tail.path("new.log"), b"new 1\nnew 2\n");
     let got = tail.events(2).await;
     assert_eq!(
@@ -478,7 +476,8 @@ async fn a_line_written_in_two_pieces_is_one_event() {
     let mut config = config(dir.path());
     config.format = TailFormat::Cri;
     let tail = Tail::start(dir, config);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let open = wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await;
+    assert!(open, "the empty file is followed");
     append(&path, format!("{T1} stdout F first ha").as_bytes());
     // Several polls see the incomplete line and emit nothing.
     tail.nothing_more().await;
@@ -568,7 +567,8 @@ async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
     let mut got = decode(first.chunk());
     // The buffer holds one chunk at a time (in flight counts), so the source is now
     // waiting for room, in the middle of the block.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let blocked = wait_until_async(WAIT, || tail.buffer.stats().blocked >= 1).await;
+    assert!(blocked, "the source waits for room");
     let stats = tail.buffer.stats();
     assert_eq!((stats.queued_chunks, stats.in_flight_chunks), (0, 1));
     assert!(stats.blocked >= 1);
@@ -723,7 +723,7 @@ async fn lines_not_acknowledged_before_a_crash_are_read_again() {
     assert_eq!(logs(&tail.events(5).await), expected("a", 0..5));
     append(&path, numbered("a", 5..8).as_bytes());
     // Wait until the new lines are in the buffer, but never acknowledge them.
-    let queued = nagare_testkit_wait(|| tail.buffer.stats().queued_chunks > 0).await;
+    let queued = wait_until_async(WAIT, || tail.buffer.stats().queued_chunks > 0).await;
     assert!(queued, "the new lines were read");
     tokio::time::sleep(Duration::from_millis(60)).await;
     let (dir, config) = (tail.config.clone(), tail.buffer_config.clone());
@@ -732,17 +732,6 @@ async fn lines_not_acknowledged_before_a_crash_are_read_again() {
     assert_eq!(logs(&tail.events(3).await), expected("a", 5..8));
     tail.nothing_more().await;
     tail.stop().await;
-}
-
-/// Polls `check` every 10 ms for up to 5 s.
-async fn nagare_testkit_wait(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }
 
 trait WithPaths {
@@ -765,7 +754,7 @@ async fn history_is_skipped_on_the_first_start_only() {
     let mut config = raw_config(dir.path());
     config.read_from_head = false;
     let tail = Tail::start(dir, config);
-    assert!(nagare_testkit_wait(|| tail.metrics.snapshot().open_files == 1).await);
+    assert!(wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await);
     append(&old, numbered("old", 2..3).as_bytes());
     assert_eq!(logs(&tail.events(1).await), expected("old", 2..3));
     let home = tail.dir.clone();
@@ -896,7 +885,7 @@ async fn a_file_deleted_while_followed_is_read_to_its_end() {
     // Recreated under the same name: a new file, read from its start.
     append(&path, numbered("b", 0..2).as_bytes());
     assert_eq!(logs(&tail.events(2).await), expected("b", 0..2));
-    let gone = nagare_testkit_wait(|| tail.metrics.snapshot().open_files == 1).await;
+    let gone = wait_until_async(WAIT, || tail.metrics.snapshot().open_files == 1).await;
     let m = tail.metrics.snapshot();
     assert!(gone, "the deleted file is let go: {m:?}");
     assert_eq!(m.deletions + m.rotations, 1);
@@ -1016,7 +1005,7 @@ async fn backpressure_pauses_reading_until_there_is_room() {
         ..BufferConfig::default()
     };
     let tail = Tail::start_with(dir, config, buffer, false);
-    let paused = nagare_testkit_wait(|| tail.metrics.snapshot().paused).await;
+    let paused = wait_until_async(WAIT, || tail.metrics.snapshot().paused).await;
     assert!(paused, "the source waits for room");
     let before = tail.metrics.snapshot();
     let offset = before.files[0].read_offset;
@@ -1497,7 +1486,7 @@ async fn lines_read_again_after_a_crash_under_a_rotated_name_keep_their_ids() {
         offset == Some(cri(0).len().to_string().as_str())
     };
     assert!(
-        nagare_testkit_wait(on_disk).await,
+        wait_until_async(WAIT, on_disk).await,
         "the checkpoint is written"
     );
     // Past the first KiB, never acknowledged.

@@ -66,7 +66,7 @@ async fn settle(tail: &Tail) -> Vec<Got> {
 /// Waits until the checkpoint file on disk satisfies `check`.
 async fn on_disk(tail: &Tail, what: &str, check: impl Fn(&[checkpoint::Stored]) -> bool) {
     let store = tail.path("tail/tail/checkpoints");
-    let written = nagare_testkit_wait(|| {
+    let written = wait_until_async(WAIT, || {
         let bytes = std::fs::read(&store).unwrap_or_default();
         checkpoint::decode(&bytes).is_ok_and(|e| check(&e))
     })
