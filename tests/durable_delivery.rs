@@ -590,8 +590,13 @@ sinks:
             nagare_core::msgpack::write_map(&mut entries, &m);
         }
         let id = nagare_core::ChunkId::random().to_base64();
-        let (head, tail) =
-            nagare_core::forward::encode_packed_forward("app", entries.len(), 50, Some(&id), None);
+        let (head, tail) = nagare_core::forward::encode_packed_forward(
+            "app",
+            entries.len(),
+            50,
+            Some(&id),
+            nagare_core::compression::Compression::None,
+        );
         client.write_all(&head).unwrap();
         client.write_all(&entries).unwrap();
         client.write_all(&tail).unwrap();
@@ -713,7 +718,7 @@ sinks:
         &BufferConfig {
             total_limit_size: ByteSize(64 * 1024),
             chunk_limit_size: ByteSize(32 * 1024),
-            compress: nagare_core::buffer::BufferCompress::None,
+            compress: nagare_core::compression::Compression::None,
             flush_interval: nagare_core::config::HumanDuration::millis(200),
             ..BufferConfig::file(data.join("buffer"))
         },

@@ -41,8 +41,13 @@ fn frame(n: u64, chunk: &str) -> Vec<u8> {
         b.push(EventTime::new(1_700_000_000, 0), &m);
     }
     let c = b.finish().unwrap();
-    let (mut f, tail) =
-        forward::encode_packed_forward("good", c.entries().len(), c.count(), Some(chunk), None);
+    let (mut f, tail) = forward::encode_packed_forward(
+        "good",
+        c.entries().len(),
+        c.count(),
+        Some(chunk),
+        nagare_core::compression::Compression::None,
+    );
     f.extend_from_slice(c.entries());
     f.extend_from_slice(&tail);
     f

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig, OverflowAction};
+use nagare_core::compression::Compression;
 use nagare_core::config::{ByteSize, HumanDuration};
 use nagare_core::forward;
 use nagare_core::receipt::{Delivery, Receipt};
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
-use nagare_forwarder::sinks::forward::{Compress, ForwardSinkConfig, ServerConfig};
+use nagare_forwarder::sinks::forward::{ForwardSinkConfig, ServerConfig};
 use support::link::{Aggregator, Forwarder, listening_on};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -308,7 +309,7 @@ async fn a_chunk_stays_in_the_forwarder_until_the_aggregator_acks_it() {
 #[tokio::test]
 async fn gzip_and_zstd_chunks_arrive_intact() {
     init_logs();
-    for compress in [Compress::Gzip, Compress::Zstd] {
+    for compress in [Compression::Gzip, Compression::Zstd] {
         let collected = Buffer::new("collected", &BufferConfig::default());
         let aggregator = start_aggregator(any_port(), &collected).await;
         let mut config = sink_config(vec![server(aggregator.addr)]);
@@ -487,7 +488,8 @@ async fn garbage_clients_do_not_disturb_a_streaming_forwarder() {
 
     let mut claim_4gib = vec![0x93, 0xa1, b't', 0xc6, 0xff, 0xff, 0xff, 0xff];
     claim_4gib.extend_from_slice(&[0; 16]);
-    let (mut truncated, tail) = forward::encode_packed_forward("t", 100, 1, Some("x"), None);
+    let (mut truncated, tail) =
+        forward::encode_packed_forward("t", 100, 1, Some("x"), Compression::None);
     truncated.extend_from_slice(&[0x92; 10]);
     drop(tail);
     let noise: Vec<u8> = (0..2048u32)

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
 use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig, FlushMode, FsyncPolicy};
+use nagare_core::compression::Compression;
 use nagare_core::config::ByteSize;
 use nagare_core::forward;
 use nagare_core::pattern::TagPattern;
@@ -302,7 +303,7 @@ fn outage(dir: &Path, seconds: u64) -> Outage {
                     c.entries().len(),
                     c.count(),
                     Some(&id),
-                    None,
+                    Compression::None,
                 );
                 wr.write_all(&head).await.unwrap();
                 wr.write_all(c.entries()).await.unwrap();

@@ -27,13 +27,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
+use nagare_core::compression::Compression;
 use nagare_core::config::{ByteSize, ConfigDocument};
-use nagare_core::forward::{self, Compression, DecodeLimits, Frame};
+use nagare_core::forward::{self, DecodeLimits, Frame};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::testing::{sink_context, source_context};
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
-use nagare_forwarder::sinks::forward::{ForwardSinkConfig, ServerConfig};
+use nagare_forwarder::sinks::forward::{self as forward_sink, ForwardSinkConfig, ServerConfig};
 use nagare_forwarder::sources::tail::TailConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
@@ -114,22 +115,8 @@ fn chunk(seed: usize) -> Chunk {
 }
 
 /// A chunk as the forwarder puts it on the wire.
-fn frame(c: &Chunk, compression: Option<Compression>) -> Vec<u8> {
-    let payload = match compression {
-        None => c.entries().to_vec(),
-        Some(Compression::Gzip) => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(c.entries()).unwrap();
-            e.finish().unwrap()
-        }
-        Some(Compression::Zstd) => zstd::bulk::compress(c.entries(), 3).unwrap(),
-    };
-    let id = c.id().to_base64();
-    let (mut f, tail) =
-        forward::encode_packed_forward(c.tag(), payload.len(), c.count(), Some(&id), compression);
-    f.extend_from_slice(&payload);
-    f.extend_from_slice(&tail);
-    f
+fn frame(c: &Chunk, compression: Compression) -> Vec<u8> {
+    forward_sink::encode(c, compression, true).unwrap().to_vec()
 }
 
 /// CPU seconds used so far by this process's threads named `name`.
@@ -414,9 +401,9 @@ fn main() {
     let server_rt = runtime("ingest-server");
     let client_rt = runtime("ingest-client");
     let cases = [
-        ("uncompressed", None, rounds),
-        ("gzip", Some(Compression::Gzip), rounds / 4 + 1),
-        ("zstd", Some(Compression::Zstd), rounds / 2 + 1),
+        ("uncompressed", Compression::None, rounds),
+        ("gzip", Compression::Gzip, rounds / 4 + 1),
+        ("zstd", Compression::Zstd, rounds / 2 + 1),
     ];
     let mut table = Vec::new();
     for (name, compression, rounds) in cases {

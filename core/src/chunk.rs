@@ -49,12 +49,7 @@ impl ChunkId {
 
     /// The id as lowercase hex, used in file names and document ids.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(32);
-        for b in self.0 {
-            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        }
-        s
+        hex::encode(self.0)
     }
 
     /// The id a received forward `chunk` option stands for. Fluentd and nagare send

@@ -7,6 +7,7 @@
 //! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`,
 //!   and `Walk`, the entry-by-entry decoding every sink delivers from.
 //! - [`receipt`]: how a source learns its chunk was delivered (checkpoints hang on it).
+//! - [`compression`]: `Compression` (none, gzip, zstd), packing and bounded unpacking.
 //! - [`buffer`]: the bounded queue of chunks in front of each sink (in memory or in
 //!   files), with leases.
 //! - [`dead_letter`]: the secondary output, where a sink puts what it gives up on.
@@ -14,6 +15,7 @@
 //! - [`router`]: filters and sinks by tag; the `Filter` shape.
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
 //! - [`forward`]: the Fluentd Forward Protocol v1 codec.
+//! - [`host`]: the machine's host name.
 //! - [`filters`]: filters either tier can run (`record_modifier`, `grep`).
 //! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, `Tagged`
 //!   component configs, sizes, durations.
@@ -26,11 +28,13 @@
 pub mod buffer;
 pub mod chunk;
 pub mod component;
+pub mod compression;
 pub mod config;
 pub mod dead_letter;
 pub mod event;
 pub mod filters;
 pub mod forward;
+pub mod host;
 pub mod msgpack;
 pub mod pattern;
 pub mod receipt;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::component::Invalid;
+use crate::compression::Compression;
 use crate::config::{ByteSize, HumanDuration};
 use crate::retry::{Backoff, RetryLimit, RetryPolicy};
 
@@ -64,17 +65,6 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// How a file buffer compresses its chunks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BufferCompress {
-    /// zstd, at `compress_level`.
-    #[default]
-    Zstd,
-    /// Stored as they are.
-    None,
-}
-
 /// How the waits between retries grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -124,9 +114,10 @@ pub struct BufferConfig {
     /// What to do with a new chunk when the buffer is full.
     #[serde(default)]
     pub overflow_action: OverflowAction,
-    /// How a file buffer compresses chunks: `zstd` or `none`.
-    #[serde(default)]
-    pub compress: BufferCompress,
+    /// How a file buffer compresses chunks: `zstd` (at `compress_level`) or `none`
+    /// (stored as they are).
+    #[serde(default = "default_compress")]
+    pub compress: Compression,
     /// The zstd level (1 is fast; up to 19 is smaller and slower).
     #[serde(default = "default_compress_level")]
     pub compress_level: i32,
@@ -178,6 +169,10 @@ fn default_flush_thread_count() -> usize {
     1
 }
 
+fn default_compress() -> Compression {
+    Compression::Zstd
+}
+
 fn default_compress_level() -> i32 {
     1
 }
@@ -215,7 +210,7 @@ impl Default for BufferConfig {
             flush_at_shutdown: None,
             flush_thread_count: default_flush_thread_count(),
             overflow_action: OverflowAction::default(),
-            compress: BufferCompress::default(),
+            compress: default_compress(),
             compress_level: default_compress_level(),
             fsync: FsyncPolicy::default(),
             retry_type: RetryType::default(),
@@ -290,6 +285,12 @@ impl BufferConfig {
             return Err(Invalid::new(
                 "flush_thread_count",
                 "must be between 1 and 64",
+            ));
+        }
+        if self.compress == Compression::Gzip {
+            return Err(Invalid::new(
+                "compress",
+                "a file buffer stores chunks with `zstd` or `none`, not `gzip`",
             ));
         }
         if !(-7..=22).contains(&self.compress_level) {
@@ -436,6 +437,8 @@ mod tests {
                 "retry_exponential_backoff_base",
             ),
             ("compress_level: 40\n", "compress_level"),
+            // The one compression type has gzip; a file buffer's chunks do not.
+            ("compress: gzip\n", "compress"),
         ] {
             assert_eq!(parse(yaml).validate().unwrap_err().key, key, "{yaml}");
         }

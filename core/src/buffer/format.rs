@@ -18,8 +18,12 @@
 //! The segment's chunk id is the id of the chunk that was appended (a chunk from a
 //! forward client keeps its client's id), so ids derived from it stay the same when
 //! that client sends the chunk again. The trailer's totals must match the segments.
+//!
+//! The compression byte names one of [`Compression`]'s values; nagare writes 0 or 1
+//! (`buffer.compress` offers `none` and `zstd`), and reads 2 as gzip.
 
 use crate::chunk::{ChunkId, Segment};
+use crate::compression::Compression;
 
 /// The first bytes of every chunk file.
 pub const MAGIC: &[u8; 8] = b"NGRBUF01";
@@ -32,15 +36,6 @@ pub const SEGMENT_HEADER: usize = 4 + 16 + 4 + 4 + 4 + 4 + 4;
 const TRAILER_MAGIC: &[u8; 4] = b"END1";
 /// Bytes of the trailer.
 pub const TRAILER: usize = 4 + 4 + 4 + 8 + 4;
-
-/// How segments are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// As they are.
-    None,
-    /// One zstd frame per segment.
-    Zstd,
-}
 
 /// What a chunk file's header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +136,7 @@ pub fn encode_header(header: &FileHeader) -> Vec<u8> {
     out.push(match header.compression {
         Compression::None => 0,
         Compression::Zstd => 1,
+        Compression::Gzip => 2,
     });
     out.push(0);
     out.extend_from_slice(&(tag.len() as u16).to_le_bytes());
@@ -206,6 +202,7 @@ fn decode_header(b: &[u8]) -> Result<(FileHeader, usize), String> {
     let compression = match b[10] {
         0 => Compression::None,
         1 => Compression::Zstd,
+        2 => Compression::Gzip,
         other => return Err(format!("unknown compression {other} in the chunk header")),
     };
     let tag_len = usize::from(u16_at(b, 12));

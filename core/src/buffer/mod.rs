@@ -11,7 +11,8 @@
 //!
 //! - `config`: [`BufferConfig`], the `buffer:` section (Fluentd's `<buffer>` names).
 //! - `queue`: [`Buffer`] and [`Lease`]: staging, the queue, limits, overflow, leases.
-//! - `file`: the file buffer's storage, recovery and quarantine.
+//! - `file`: the file buffer's storage: chunk files, the folder's fsync, recovery
+//!   and quarantine.
 //! - `segment`: segment files, several chunks queued whole in one, with group
 //!   commit and acks.
 //! - `format`: the chunk file's layout, byte for byte.
@@ -24,8 +25,6 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-pub use config::{
-    BufferCompress, BufferConfig, BufferKind, FlushMode, FsyncPolicy, OverflowAction, RetryType,
-};
+pub use config::{BufferConfig, BufferKind, FlushMode, FsyncPolicy, OverflowAction, RetryType};
 pub use file::QUARANTINE;
 pub use queue::{Buffer, BufferClosed, BufferError, BufferStats, Lease};

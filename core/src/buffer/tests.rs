@@ -598,7 +598,7 @@ async fn segments_fill_in_turn_and_are_deleted_once_delivered() {
     // Segments of 1 MiB (the least); chunks of about 10 KiB, stored as they are.
     let config = BufferConfig {
         flush_mode: FlushMode::Immediate,
-        compress: BufferCompress::None,
+        compress: crate::compression::Compression::None,
         total_limit_size: ByteSize(16 << 20),
         ..file_config(dir.path())
     };

@@ -17,13 +17,13 @@
 //! [`Chunk`]: crate::chunk::Chunk
 
 use std::fmt;
-use std::io::Read;
 
 use bytes::Bytes;
 use rmp::Marker;
 use thiserror::Error;
 
 use crate::chunk::count_entries;
+use crate::compression::{self, Compression, DecompressError};
 use crate::msgpack::{self, ReadError, Reader};
 use crate::time::EventTime;
 use crate::value::Map;
@@ -52,25 +52,6 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Compression of a CompressedPackedForward payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// gzip, possibly several concatenated members (the protocol's only standard one).
-    Gzip,
-    /// zstd: an extension understood by nagare peers.
-    Zstd,
-}
-
-impl Compression {
-    /// The `compressed` option's value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
 /// The option map of an events frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
@@ -79,8 +60,9 @@ pub struct Options {
     pub size: Option<u64>,
     /// `chunk`: the id to echo in the ack. Present means the client waits for one.
     pub chunk: Option<String>,
-    /// `compressed`: the compression of the entries, if recognized.
-    pub compressed: Option<Compression>,
+    /// `compressed`: the compression of the entries, if recognized (`None` when
+    /// absent or not a compression).
+    pub compressed: Compression,
 }
 
 /// A decoded events frame.
@@ -260,8 +242,8 @@ pub fn decode_frame(frame: Bytes, limits: &DecodeLimits) -> Result<Frame, Decode
             let end = start + payload.len();
             let options = read_options(&mut r, n - 2)?;
             let (mode, entries) = match options.compressed {
-                None => (Mode::PackedForward, frame.slice(start..end)),
-                Some(c) => (
+                Compression::None => (Mode::PackedForward, frame.slice(start..end)),
+                c => (
                     Mode::CompressedPackedForward,
                     decompress(c, &frame[start..end], limits.max_decompressed_bytes)?,
                 ),
@@ -359,9 +341,9 @@ fn read_options(r: &mut Reader<'_>, remaining: usize) -> Result<Options, DecodeE
                     .read_str_or_bin()
                     .map_err(|e| from_read(e, value_at, "option compressed"))?;
                 options.compressed = match v {
-                    b"gzip" => Some(Compression::Gzip),
-                    b"zstd" => Some(Compression::Zstd),
-                    _ => None,
+                    b"gzip" => Compression::Gzip,
+                    b"zstd" => Compression::Zstd,
+                    _ => Compression::None,
                 };
             }
             _ => {
@@ -380,26 +362,18 @@ fn read_options(r: &mut Reader<'_>, remaining: usize) -> Result<Options, DecodeE
 }
 
 fn decompress(c: Compression, data: &[u8], limit: usize) -> Result<Bytes, DecodeError> {
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
-    let res = match c {
-        // MultiGzDecoder reads every concatenated member, as the spec requires.
-        Compression::Gzip => flate2::read::MultiGzDecoder::new(data)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out),
-        Compression::Zstd => zstd::stream::read::Decoder::new(data)
-            .and_then(|d| d.take(limit as u64 + 1).read_to_end(&mut out)),
-    };
-    res.map_err(|e| DecodeError::Decompress {
-        compression: c.as_str(),
-        reason: e.to_string(),
-    })?;
-    if out.len() > limit {
-        return Err(DecodeError::TooLarge {
-            size: out.len(),
+    match compression::decompress(c, data, limit) {
+        Ok(out) => Ok(Bytes::from(out)),
+        // It inflated past the limit: at least one byte more.
+        Err(DecompressError::TooLarge { limit }) => Err(DecodeError::TooLarge {
+            size: limit + 1,
             limit,
-        });
+        }),
+        Err(DecompressError::Broken(e)) => Err(DecodeError::Decompress {
+            compression: c.as_str(),
+            reason: e.to_string(),
+        }),
     }
-    Ok(Bytes::from(out))
 }
 
 /// Encodes the ack a server sends for a frame with a `chunk` option.
@@ -443,12 +417,8 @@ pub fn decode_ack(buf: &[u8]) -> Result<Option<(String, usize)>, DecodeError> {
     }
 }
 
-fn write_options(
-    out: &mut Vec<u8>,
-    count: u32,
-    chunk: Option<&str>,
-    compressed: Option<Compression>,
-) {
+fn write_options(out: &mut Vec<u8>, count: u32, chunk: Option<&str>, compressed: Compression) {
+    let compressed = (compressed != Compression::None).then_some(compressed);
     let n = 1 + u32::from(chunk.is_some()) + u32::from(compressed.is_some());
     msgpack::write_map_len(out, n);
     msgpack::write_str(out, "size");
@@ -472,7 +442,7 @@ pub fn encode_packed_forward(
     payload_len: usize,
     count: u32,
     chunk: Option<&str>,
-    compressed: Option<Compression>,
+    compressed: Compression,
 ) -> (Vec<u8>, Vec<u8>) {
     let mut head = Vec::with_capacity(16 + tag.len());
     msgpack::write_array_len(&mut head, 3);
@@ -492,7 +462,7 @@ pub fn encode_message(tag: &str, time: EventTime, record: &Map, chunk: Option<&s
     msgpack::write_time(&mut out, time);
     msgpack::write_map(&mut out, record);
     if chunk.is_some() {
-        write_options(&mut out, 1, chunk, None);
+        write_options(&mut out, 1, chunk, Compression::None);
     }
     out
 }
@@ -508,7 +478,7 @@ pub fn encode_forward(tag: &str, events: &[(EventTime, Map)], chunk: Option<&str
         msgpack::write_time(&mut out, *t);
         msgpack::write_map(&mut out, rec);
     }
-    write_options(&mut out, events.len() as u32, chunk, None);
+    write_options(&mut out, events.len() as u32, chunk, Compression::None);
     out
 }
 
@@ -602,7 +572,7 @@ mod tests {
         tag: &str,
         entries: &[u8],
         chunk: Option<&str>,
-        c: Option<Compression>,
+        c: Compression,
         as_str: bool,
     ) -> Vec<u8> {
         let (head, tail) = encode_packed_forward(tag, entries.len(), 2, chunk, c);
@@ -632,7 +602,7 @@ mod tests {
     fn packed_forward_bin_and_str() {
         let entries = two_entries();
         for as_str in [false, true] {
-            let bytes = packed("tag.name", &entries, Some("abc"), None, as_str);
+            let bytes = packed("tag.name", &entries, Some("abc"), Compression::None, as_str);
             let frame = decode(&bytes).unwrap();
             let (m, evs) = events(&frame);
             assert_eq!(m.mode, Mode::PackedForward);
@@ -645,7 +615,7 @@ mod tests {
             assert_eq!(evs[1].0, EventTime::new(1_441_588_985, 2));
         }
         // The exact PackedForward bytes the forwarder puts on the wire.
-        let (head, tail) = encode_packed_forward("a", 3, 7, Some("Q0g="), None);
+        let (head, tail) = encode_packed_forward("a", 3, 7, Some("Q0g="), Compression::None);
         assert_eq!(head, [0x93, 0xa1, b'a', 0xc4, 0x03]);
         let mut want_tail = vec![0x82, 0xa4];
         want_tail.extend_from_slice(b"size");
@@ -663,13 +633,7 @@ mod tests {
         let (a, b) = entries.split_at(entries.len() / 2);
         let mut two_members = gzip(a);
         two_members.extend_from_slice(&gzip(b));
-        let bytes = packed(
-            "t",
-            &two_members,
-            Some("c1"),
-            Some(Compression::Gzip),
-            false,
-        );
+        let bytes = packed("t", &two_members, Some("c1"), Compression::Gzip, false);
         let frame = decode(&bytes).unwrap();
         let (m, evs) = events(&frame);
         assert_eq!(m.mode, Mode::CompressedPackedForward);
@@ -677,7 +641,7 @@ mod tests {
         assert_eq!(evs.len(), 2);
 
         let z = zstd::encode_all(entries.as_slice(), 1).unwrap();
-        let bytes = packed("t", &z, None, Some(Compression::Zstd), false);
+        let bytes = packed("t", &z, None, Compression::Zstd, false);
         let frame = decode(&bytes).unwrap();
         assert_eq!(events(&frame).1.len(), 2);
     }
@@ -722,8 +686,8 @@ mod tests {
         let frames = [
             encode_message("t", EventTime::new(1, 2), &rec("a", "b"), Some("x")),
             encode_forward("t", &[(EventTime::new(1, 0), rec("a", "b"))], None),
-            packed("t", &entries, Some("c"), None, false),
-            packed("t", &gz, Some("c"), Some(Compression::Gzip), false),
+            packed("t", &entries, Some("c"), Compression::None, false),
+            packed("t", &gz, Some("c"), Compression::Gzip, false),
         ];
         for f in &frames {
             for cut in 0..f.len() {
@@ -758,7 +722,7 @@ mod tests {
         ));
         // A compression bomb: small on the wire, huge inflated.
         let bomb = gzip(&vec![0u8; 1 << 20]);
-        let bytes = packed("t", &bomb, None, Some(Compression::Gzip), false);
+        let bytes = packed("t", &bomb, None, Compression::Gzip, false);
         let err = decode_frame(
             Bytes::from(bytes),
             &DecodeLimits {
@@ -837,7 +801,7 @@ mod tests {
 
             #[test]
             fn mutated_frames_never_panic(flips in proptest::collection::vec((0usize..200, any::<u8>()), 1..8)) {
-                let mut bytes = packed("tag.name", &two_entries(), Some("c"), None, false);
+                let mut bytes = packed("tag.name", &two_entries(), Some("c"), Compression::None, false);
                 for (i, b) in flips {
                     let n = bytes.len();
                     bytes[i % n] = b;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::codec::{self, DecodeLimits, Frame};
 use super::{handshake, json};
 use crate::chunk::{Entries, count_entries};
+use crate::compression::Compression;
 
 /// Runs every decoder over `data` and checks their invariants; panics on a violation.
 pub fn check(data: &[u8]) {
@@ -38,7 +39,7 @@ pub fn check(data: &[u8]) {
                 m.entries.len(),
                 m.count,
                 m.options.chunk.as_deref(),
-                None,
+                Compression::None,
             );
             again.extend_from_slice(&m.entries);
             again.extend_from_slice(&tail);
@@ -124,11 +125,11 @@ mod tests {
         let gz = gz.finish().unwrap();
         let events: Vec<_> = chunk.events().map(Result::unwrap).collect();
         vec![
-            packed(&entries, None),
-            packed(&gz, Some(codec::Compression::Gzip)),
+            packed(&entries, Compression::None),
+            packed(&gz, Compression::Gzip),
             packed(
                 &zstd::encode_all(&entries[..], 1).unwrap(),
-                Some(codec::Compression::Zstd),
+                Compression::Zstd,
             ),
             codec::encode_forward("fwd", &events, Some("c")),
             codec::encode_message("msg", events[0].0, &events[0].1, None),

@@ -97,13 +97,7 @@ fn sha512_hex(parts: &[&[u8]]) -> String {
     for p in parts {
         h.update(p);
     }
-    let digest = h.finalize();
-    let mut out = String::with_capacity(128);
-    for b in digest.iter() {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    out
+    hex::encode(h.finalize())
 }
 
 /// The shared-key digest both sides compute: the client with its own host name in
@@ -121,13 +115,7 @@ pub fn password_digest(auth_salt: &[u8], username: &str, password: &str) -> Stri
 /// Fluentd's and Node's clients send, and valid UTF-8 in the `str` that Fluent Bit
 /// requires.
 pub fn new_shared_key_salt() -> String {
-    let bytes: [u8; 16] = rand::random();
-    let mut out = String::with_capacity(32);
-    for b in bytes {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    out
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// Encodes HELO. The nonce and salt go as `bin`, as Fluentd sends them; an empty salt

@@ -20,8 +20,8 @@ pub mod handshake;
 pub mod json;
 
 pub use codec::{
-    Compression, DecodeError, DecodeLimits, EventsMessage, Frame, Mode, Options, decode_ack,
-    decode_frame, encode_ack, encode_forward, encode_message, encode_packed_forward, frame_len,
+    DecodeError, DecodeLimits, EventsMessage, Frame, Mode, Options, decode_ack, decode_frame,
+    encode_ack, encode_forward, encode_message, encode_packed_forward, frame_len,
 };
 pub use handshake::{Helo, Ping, Pong, UDP_HEARTBEAT};
 pub use json::{JsonScanner, decode_json_frame, encode_json_ack, is_json_start};

@@ -153,8 +153,8 @@ impl KeyBlock {
         let (cipher, iv) = dek
             .split_once(',')
             .ok_or_else(|| Refusal::Unreadable(format!("`DEK-Info: {dek}` has no IV")))?;
-        let iv = hex(iv.trim())
-            .ok_or_else(|| Refusal::Unreadable(format!("`DEK-Info: {dek}`: the IV is not hex")))?;
+        let iv = hex::decode(iv.trim())
+            .map_err(|_| Refusal::Unreadable(format!("`DEK-Info: {dek}`: the IV is not hex")))?;
         let key_len = match cipher {
             "AES-128-CBC" => 16,
             "AES-192-CBC" | "DES-EDE3-CBC" => 24,
@@ -218,16 +218,6 @@ where
         .ok()
 }
 
-fn hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,7 +229,8 @@ mod tests {
         let key = bytes_to_key(b"secret", &[1, 2, 3, 4, 5, 6, 7, 8], 32);
         assert_eq!(
             key,
-            hex("C9E5A1BD216DBE1317E230CEF48F38EE7F0E17AD64022144BCCEC4A1AA2879AB").unwrap()
+            hex::decode("C9E5A1BD216DBE1317E230CEF48F38EE7F0E17AD64022144BCCEC4A1AA2879AB")
+                .unwrap()
         );
         assert_eq!(
             bytes_to_key(b"secret", &[1, 2, 3, 4, 5, 6, 7, 8], 24),

@@ -19,7 +19,7 @@ mod sink;
 mod tests;
 
 pub use config::{BatchConfig, ElasticsearchConfig, IndexTarget, OpType};
-pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, format_period, gzip};
+pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, format_period};
 pub use retry::{BatchOutcome, ItemOutcome, classify, classify_item, error_reason};
 pub use service::{BulkResponse, BulkService, SendError};
 pub use sink::{ElasticsearchError, ElasticsearchSink, run};

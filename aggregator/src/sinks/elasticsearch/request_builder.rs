@@ -12,13 +12,11 @@
 //! `tag_key` when `include_tag_key` is set (in place, if the record has that key). A
 //! batch's items are concatenated and, with `compress`, gzipped.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use nagare_core::component::Invalid;
+use nagare_core::compression::{self, Compression};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
 use super::config::{ElasticsearchConfig, IndexTarget, OpType};
@@ -185,11 +183,11 @@ impl RequestBuilder {
 
 /// Gzips `data`. Level 1: log text compresses well already at the fastest level,
 /// and the aggregator's CPU is better spent on throughput.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::fast());
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(data);
-    enc.finish().unwrap_or_default()
+fn gzip(data: &[u8]) -> Vec<u8> {
+    // Compressing into memory cannot fail.
+    compression::compress(Compression::Gzip, 1, data)
+        .map(|packed| packed.into_owned())
+        .unwrap_or_default()
 }
 
 /// The `_id` text of an `id_key` value: strings as they are, numbers and booleans

@@ -33,7 +33,6 @@ mod tests;
 
 pub use config::{
     ClientConfig, ForwardSourceConfig, Network, SecurityConfig, ServerTlsConfig, UserConfig,
-    machine_hostname,
 };
 pub use source::{ForwardServer, ForwardSourceError, run};
 pub use tls::TlsSetupError;

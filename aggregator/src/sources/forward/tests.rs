@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, BufferConfig, Lease, OverflowAction};
+use nagare_core::compression::Compression;
 use nagare_core::config::{ByteSize, ConfigDocument, HumanDuration};
-use nagare_core::forward::{self, Compression};
+use nagare_core::forward;
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
@@ -76,7 +77,7 @@ fn entries(from: i64, to: i64) -> Vec<u8> {
     b.finish().unwrap().entries().to_vec()
 }
 
-fn packed(tag: &str, payload: &[u8], count: u32, chunk: &str, c: Option<Compression>) -> Vec<u8> {
+fn packed(tag: &str, payload: &[u8], count: u32, chunk: &str, c: Compression) -> Vec<u8> {
     let (mut frame, tail) =
         forward::encode_packed_forward(tag, payload.len(), count, Some(chunk), c);
     frame.extend_from_slice(payload);
@@ -142,11 +143,17 @@ async fn every_mode_is_routed_and_acked_in_order() {
     let id = ChunkId::random();
     // Heartbeats are ignored; the PackedForward frame behind them is handled.
     client.write_all(&[0xc0, 0xc0]).await.unwrap();
-    let frame = packed("app.packed", &entries(0, 3), 3, &id.to_base64(), None);
+    let frame = packed(
+        "app.packed",
+        &entries(0, 3),
+        3,
+        &id.to_base64(),
+        Compression::None,
+    );
     send_acked(&mut client, &frame, &id.to_base64()).await;
 
     let gz = gzip(&entries(3, 5));
-    let frame = packed("app.gzip", &gz, 2, "gz-chunk", Some(Compression::Gzip));
+    let frame = packed("app.gzip", &gz, 2, "gz-chunk", Compression::Gzip);
     send_acked(&mut client, &frame, "gz-chunk").await;
 
     let forward_frame = forward::encode_forward(
@@ -218,14 +225,14 @@ async fn garbage_closes_only_the_bad_connection_with_one_warning() {
     let mut good = TcpStream::connect(server.addr).await.unwrap();
     send_acked(
         &mut good,
-        &packed("ok", &entries(0, 1), 1, "c0", None),
+        &packed("ok", &entries(0, 1), 1, "c0", Compression::None),
         "c0",
     )
     .await;
 
     let mut claim_4gib = vec![0x93, 0xa1, b't', 0xc6, 0xff, 0xff, 0xff, 0xff];
     claim_4gib.extend_from_slice(&[0u8; 32]);
-    let whole = packed("t", &entries(0, 2), 2, "cut", None);
+    let whole = packed("t", &entries(0, 2), 2, "cut", Compression::None);
     let cases: [(&str, Vec<u8>, &str); 4] = [
         (
             "random bytes",
@@ -263,7 +270,7 @@ async fn garbage_closes_only_the_bad_connection_with_one_warning() {
         let chunk = format!("c{}", i + 1);
         send_acked(
             &mut good,
-            &packed("ok", &entries(0, 1), 1, &chunk, None),
+            &packed("ok", &entries(0, 1), 1, &chunk, Compression::None),
             &chunk,
         )
         .await;
@@ -290,12 +297,17 @@ async fn frames_above_the_configured_limit_are_refused() {
     let server = start(config, BufferConfig::default()).await;
     let small = entries(0, 2);
     let mut client = TcpStream::connect(server.addr).await.unwrap();
-    send_acked(&mut client, &packed("t", &small, 2, "small", None), "small").await;
+    send_acked(
+        &mut client,
+        &packed("t", &small, 2, "small", Compression::None),
+        "small",
+    )
+    .await;
 
     // Too large on the wire: refused from its header, before the payload arrives.
     let big = entries(0, 40);
     assert!(big.len() > 1024);
-    let frame = packed("t", &big, 40, "big", None);
+    let frame = packed("t", &big, 40, "big", Compression::None);
     let peer = client.local_addr().unwrap();
     client.write_all(&frame[..16]).await.unwrap();
     assert!(closed_by_server(&mut client).await);
@@ -311,7 +323,7 @@ async fn frames_above_the_configured_limit_are_refused() {
     let mut client = TcpStream::connect(server.addr).await.unwrap();
     let peer = client.local_addr().unwrap();
     let bomb = gzip(&vec![0u8; 64 * 1024]);
-    let frame = packed("t", &bomb, 40, "bomb", Some(Compression::Gzip));
+    let frame = packed("t", &bomb, 40, "bomb", Compression::Gzip);
     assert!(frame.len() < 1024, "{}", frame.len());
     client.write_all(&frame).await.unwrap();
     assert!(closed_by_server(&mut client).await);
@@ -343,7 +355,7 @@ async fn idle_connections_are_closed() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     send_acked(
         &mut busy,
-        &packed("t", &entries(0, 1), 1, "alive", None),
+        &packed("t", &entries(0, 1), 1, "alive", Compression::None),
         "alive",
     )
     .await;
@@ -359,13 +371,18 @@ async fn clients_beyond_max_connections_wait_for_a_free_slot() {
     };
     let server = start(config, BufferConfig::default()).await;
     let mut first = TcpStream::connect(server.addr).await.unwrap();
-    send_acked(&mut first, &packed("t", &entries(0, 1), 1, "a", None), "a").await;
+    send_acked(
+        &mut first,
+        &packed("t", &entries(0, 1), 1, "a", Compression::None),
+        "a",
+    )
+    .await;
 
     // The kernel completes the second handshake from the backlog, but the server does
     // not read from it while the first client holds the only slot.
     let mut second = TcpStream::connect(server.addr).await.unwrap();
     second
-        .write_all(&packed("t", &entries(1, 2), 1, "b", None))
+        .write_all(&packed("t", &entries(1, 2), 1, "b", Compression::None))
         .await
         .unwrap();
     let mut byte = [0u8; 1];
@@ -394,12 +411,12 @@ async fn shutdown_finishes_the_frame_being_handled_then_closes() {
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
     send_acked(
         &mut client,
-        &packed("t", &entries(0, 1), 1, "one", None),
+        &packed("t", &entries(0, 1), 1, "one", Compression::None),
         "one",
     )
     .await;
     client
-        .write_all(&packed("t", &entries(1, 2), 1, "two", None))
+        .write_all(&packed("t", &entries(1, 2), 1, "two", Compression::None))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -593,7 +610,12 @@ async fn the_shared_key_handshake_admits_the_right_key_only() {
         hs::shared_key_digest(b"salt-as-bin", "aggregator-0", &helo.nonce, "s3cret"),
         "the server proves it knows the key"
     );
-    send_acked(&mut good, &packed("t", &entries(0, 2), 2, "a", None), "a").await;
+    send_acked(
+        &mut good,
+        &packed("t", &entries(0, 2), 2, "a", Compression::None),
+        "a",
+    )
+    .await;
 
     let mut bad = TcpStream::connect(server.addr).await.unwrap();
     let peer = bad.local_addr().unwrap();
@@ -615,7 +637,7 @@ async fn the_shared_key_handshake_admits_the_right_key_only() {
     let mut rude = TcpStream::connect(server.addr).await.unwrap();
     let peer = rude.local_addr().unwrap();
     let _: Helo = read_message(&mut rude, hs::decode_helo).await;
-    rude.write_all(&packed("t", &entries(0, 1), 1, "x", None))
+    rude.write_all(&packed("t", &entries(0, 1), 1, "x", Compression::None))
         .await
         .unwrap();
     assert!(closed_by_server(&mut rude).await);
@@ -642,7 +664,12 @@ async fn user_authentication_checks_name_and_password() {
     let (helo, pong) = handshake(&mut good, "s3cret", Some(("node", "pw")), b"9f86d081").await;
     assert_eq!(helo.auth_salt.len(), 16, "a salt for the password digest");
     assert!(pong.auth_ok, "{pong:?}");
-    send_acked(&mut good, &packed("t", &entries(0, 1), 1, "u", None), "u").await;
+    send_acked(
+        &mut good,
+        &packed("t", &entries(0, 1), 1, "u", Compression::None),
+        "u",
+    )
+    .await;
 
     for (user, password) in [("node", "nope"), ("root", "pw")] {
         let mut bad = TcpStream::connect(server.addr).await.unwrap();
@@ -734,7 +761,12 @@ async fn deny_keepalive_closes_after_each_frame_and_says_so_in_helo() {
     let (helo, pong) = handshake(&mut client, "s3cret", None, b"s").await;
     assert!(!helo.keepalive);
     assert!(pong.auth_ok);
-    send_acked(&mut client, &packed("t", &entries(0, 1), 1, "k", None), "k").await;
+    send_acked(
+        &mut client,
+        &packed("t", &entries(0, 1), 1, "k", Compression::None),
+        "k",
+    )
+    .await;
     assert!(closed_by_server(&mut client).await);
     server.shutdown.cancel();
     server.task.await.unwrap().unwrap();
@@ -750,7 +782,13 @@ async fn large_frames_share_the_buffer_budget() {
     };
     let server = start(config, BufferConfig::default()).await;
     let big = |from: i64, to: i64, id: &str| {
-        packed("big", &entries(from, to), (to - from) as u32, id, None)
+        packed(
+            "big",
+            &entries(from, to),
+            (to - from) as u32,
+            id,
+            Compression::None,
+        )
     };
     let a = big(0, 25_000, "a");
     let b = big(25_000, 40_000, "b");

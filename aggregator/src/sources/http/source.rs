@@ -2,7 +2,7 @@
 //! connections, and one handler per request that answers only once the records are
 //! in the sinks' buffers.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use nagare_core::component::{Invalid, SourceComponent, SourceContext, SourceTags};
+use nagare_core::compression::{self, Compression, DecompressError};
 use nagare_core::config::Secret;
 use nagare_core::{EventTime, Tag, Value};
+use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -217,8 +219,8 @@ fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
     };
     let want = token.expose().as_bytes();
     let given = given.trim().as_bytes();
-    // Compare without returning early, so timing does not tell how much was right.
-    want.len() == given.len() && want.iter().zip(given).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    // In constant time, so timing does not tell how much was right.
+    want.ct_eq(given).into()
 }
 
 async fn handle(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response<Body> {
@@ -309,22 +311,26 @@ async fn accept(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Re
     };
     let body = match encoding.as_deref().map(str::trim) {
         None | Some("" | "identity") => body,
-        Some("gzip" | "x-gzip") => inflate(flate2::read::MultiGzDecoder::new(&body[..]), limit)
-            .map_err(|e| match e {
-                Inflate::TooLarge => too_large(),
-                Inflate::Bad(e) => (
-                    StatusCode::BAD_REQUEST,
-                    format!("the gzip body is broken: {e}"),
-                ),
-            })?,
-        Some("deflate") => {
-            inflate(flate2::read::ZlibDecoder::new(&body[..]), limit).map_err(|e| match e {
-                Inflate::TooLarge => too_large(),
-                Inflate::Bad(e) => (
-                    StatusCode::BAD_REQUEST,
-                    format!("the deflate body is broken: {e}"),
-                ),
-            })?
+        Some(name @ ("gzip" | "x-gzip" | "deflate")) => {
+            let (name, unpacked) = if name == "deflate" {
+                let zlib = flate2::read::ZlibDecoder::new(&body[..]);
+                ("deflate", compression::read_limited(zlib, limit))
+            } else {
+                (
+                    "gzip",
+                    compression::decompress(Compression::Gzip, &body, limit),
+                )
+            };
+            match unpacked {
+                Ok(body) => Bytes::from(body),
+                Err(DecompressError::TooLarge { .. }) => return Err(too_large()),
+                Err(DecompressError::Broken(e)) => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!("the {name} body is broken: {e}"),
+                    ));
+                }
+            }
         }
         Some(other) => {
             return Err((
@@ -356,23 +362,6 @@ async fn accept(req: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Re
             "the server is shutting down; send again later".to_string(),
         )
     })
-}
-
-enum Inflate {
-    TooLarge,
-    Bad(io::Error),
-}
-
-fn inflate(reader: impl Read, limit: usize) -> Result<Bytes, Inflate> {
-    let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Inflate::Bad)?;
-    if out.len() > limit {
-        return Err(Inflate::TooLarge);
-    }
-    Ok(Bytes::from(out))
 }
 
 fn extra_fields(

@@ -280,6 +280,47 @@ async fn bearer_token_body_limit_and_bad_requests() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn compressed_bodies_are_unpacked_within_the_body_limit() {
+    let config = HttpSourceConfig {
+        body_size_limit: ByteSize(1024),
+        ..HttpSourceConfig::default()
+    };
+    let server = start(config, BufferConfig::default()).await;
+    let http = reqwest::Client::new();
+    let post = |encoding: &str, body: Vec<u8>| {
+        http.post(format!("{}/app.packed", server.url))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+    };
+
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    zlib.write_all(br#"{"n":8}"#).unwrap();
+    let r = post("deflate", zlib.finish().unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(numbers(&take(&server.app).await), vec![8]);
+
+    let r = post("x-gzip", b"not gzip at all".to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("the gzip body is broken: "), "{text}");
+
+    // Small on the wire, more than body_size_limit once unpacked.
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4000));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(big.as_bytes()).unwrap();
+    let packed = gz.finish().unwrap();
+    assert!(packed.len() < 1024, "{} bytes", packed.len());
+    let r = post("gzip", packed).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let r = post("br", br#"{"n":9}"#.to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    server.stop().await;
+}
+
 #[test]
 fn documented_config_and_defaults() {
     let parse = |text: &str| {

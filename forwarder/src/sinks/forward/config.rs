@@ -40,8 +40,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nagare_core::component::Invalid;
+use nagare_core::compression::Compression;
 use nagare_core::config::{HumanDuration, Secret};
-use nagare_core::forward::Compression;
 use nagare_core::retry::Backoff;
 use serde::Deserialize;
 
@@ -74,7 +74,7 @@ pub struct ForwardSinkConfig {
     /// Compression of the chunks on the wire: `none`, `gzip` (understood by every
     /// Fluentd and Fluent Bit) or `zstd` (nagare aggregators only).
     #[serde(default)]
-    pub compress: Compress,
+    pub compress: Compression,
     /// Most chunks sent and awaiting their ack on one server's connection at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -250,30 +250,6 @@ pub enum HeartbeatType {
     None,
 }
 
-/// Compression of the chunks on the wire.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compress {
-    /// PackedForward: the chunk's entries as they are.
-    #[default]
-    None,
-    /// CompressedPackedForward with gzip.
-    Gzip,
-    /// CompressedPackedForward with zstd (a nagare extension).
-    Zstd,
-}
-
-impl Compress {
-    /// The protocol's compression, `None` for plain PackedForward.
-    pub fn compression(self) -> Option<Compression> {
-        match self {
-            Compress::None => None,
-            Compress::Gzip => Some(Compression::Gzip),
-            Compress::Zstd => Some(Compression::Zstd),
-        }
-    }
-}
-
 fn default_require_ack_response() -> bool {
     true
 }
@@ -351,7 +327,7 @@ impl ForwardSinkConfig {
             ack_response_timeout: default_ack_response_timeout(),
             connect_timeout: default_connect_timeout(),
             send_timeout: default_send_timeout(),
-            compress: Compress::default(),
+            compress: Compression::default(),
             max_in_flight: default_max_in_flight(),
             retry_wait: default_retry_wait(),
             retry_max_interval: default_retry_max_interval(),
@@ -509,15 +485,4 @@ impl ForwardSinkConfig {
         let d = Duration::from(self.expire_dns_cache);
         (!d.is_zero()).then_some(d)
     }
-}
-
-/// The machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else
-/// `localhost`).
-pub(crate) fn machine_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "localhost".to_string())
 }

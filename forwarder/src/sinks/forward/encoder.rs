@@ -5,16 +5,18 @@
 //! buffer's memory, never copied into a frame buffer. Compression happens once per
 //! chunk, so a resend after a reconnect costs no CPU.
 
-use std::io::{self, Write};
+use std::borrow::Cow;
+use std::io;
 
 use bytes::{Buf, Bytes};
 use nagare_core::Chunk;
-use nagare_core::forward::{self, Compression};
-
-use super::config::Compress;
+use nagare_core::compression::{self, Compression};
+use nagare_core::forward;
 
 /// zstd's default level: fast, and about gzip's ratio on log lines.
 const ZSTD_LEVEL: i32 = 3;
+/// gzip's default level.
+const GZIP_LEVEL: i32 = 6;
 
 /// A chunk encoded for the wire.
 #[derive(Debug, Clone)]
@@ -61,11 +63,19 @@ impl EncodedChunk {
 /// goes in the `chunk` option, so the server acks it and derives the same chunk id.
 /// Compression is CPU work proportional to the chunk: call it off the async threads
 /// for large chunks.
-pub fn encode(chunk: &Chunk, compress: Compress, request_ack: bool) -> io::Result<EncodedChunk> {
-    let compression = compress.compression();
-    let payload = match compression {
-        None => chunk.entries().clone(),
-        Some(c) => Bytes::from(compressed(c, chunk.entries())?),
+pub fn encode(
+    chunk: &Chunk,
+    compression: Compression,
+    request_ack: bool,
+) -> io::Result<EncodedChunk> {
+    let level = match compression {
+        Compression::Gzip => GZIP_LEVEL,
+        Compression::Zstd | Compression::None => ZSTD_LEVEL,
+    };
+    let payload = match compression::compress(compression, level, chunk.entries())? {
+        // Not compressed: the chunk's own bytes, not a copy.
+        Cow::Borrowed(_) => chunk.entries().clone(),
+        Cow::Owned(packed) => Bytes::from(packed),
     };
     let ack_id = request_ack.then(|| chunk.id().to_base64());
     let (head, tail) = forward::encode_packed_forward(
@@ -81,18 +91,4 @@ pub fn encode(chunk: &Chunk, compress: Compress, request_ack: bool) -> io::Resul
         tail: Bytes::from(tail),
         ack_id,
     })
-}
-
-fn compressed(c: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
-    match c {
-        Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(
-                Vec::with_capacity(data.len() / 4),
-                flate2::Compression::default(),
-            );
-            e.write_all(data)?;
-            e.finish()
-        }
-        Compression::Zstd => zstd::bulk::compress(data, ZSTD_LEVEL),
-    }
 }

@@ -11,7 +11,7 @@
 //! re-resolved, each address a server of its own. TLS (rustls) and the shared-key
 //! handshake are optional.
 //!
-//! - `config`: [`ForwardSinkConfig`], [`ServerConfig`], [`Compress`], the `security`
+//! - `config`: [`ForwardSinkConfig`], [`ServerConfig`], the `security`
 //!   and `tls` sections, [`HeartbeatType`].
 //! - `encoder`: a chunk to frame bytes, pure ([`encode`], [`EncodedChunk`]).
 //! - `connection`: one connection: TCP, TLS, handshake; frames out, acks in.
@@ -39,9 +39,8 @@ mod tls;
 mod tests;
 
 pub use balancer::{Balancer, Candidate};
-pub(crate) use config::machine_hostname;
 pub use config::{
-    ClientSecurityConfig, ClientTlsConfig, Compress, ForwardSinkConfig, HeartbeatType, ServerConfig,
+    ClientSecurityConfig, ClientTlsConfig, ForwardSinkConfig, HeartbeatType, ServerConfig,
 };
 pub use detector::{Detector, DetectorConfig, Transition};
 pub use encoder::{EncodedChunk, encode};

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use nagare_core::buffer::{Buffer, Lease};
 use nagare_core::component::{Invalid, SinkComponent, SinkContext};
+use nagare_core::compression::Compression;
 use nagare_core::dead_letter::DeadLetter;
+use nagare_core::host::machine_hostname;
 use nagare_core::retry::{Attempts, Backoff, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
 use thiserror::Error;
@@ -31,7 +33,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::balancer::{Balancer, Candidate};
-use super::config::{Compress, ForwardSinkConfig, HeartbeatType, machine_hostname};
+use super::config::{ForwardSinkConfig, HeartbeatType};
 use super::connection::{ClientAuth, Link};
 use super::detector::DetectorConfig;
 use super::encoder::{self, EncodedChunk};
@@ -267,7 +269,8 @@ impl Dispatcher {
         let compress = self.config.compress;
         let request_ack = self.config.require_ack_response;
         let chunk = lease.chunk();
-        let encoded = if compress == Compress::None || chunk.byte_size() < INLINE_COMPRESS_BYTES {
+        let encoded = if compress == Compression::None || chunk.byte_size() < INLINE_COMPRESS_BYTES
+        {
             encoder::encode(chunk, compress, request_ack)
         } else {
             let owned = chunk.clone();
@@ -279,7 +282,7 @@ impl Dispatcher {
             // In-memory compression does not fail in practice; if it ever does, the
             // chunk still goes out, uncompressed, which every server accepts.
             tracing::error!(sink = %self.name, chunk = %chunk.id(), error = %e, "cannot compress a chunk; sending it uncompressed");
-            encoder::encode(chunk, Compress::None, request_ack)
+            encoder::encode(chunk, Compression::None, request_ack)
                 .expect("encoding without compression does not fail")
         })
     }

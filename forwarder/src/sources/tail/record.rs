@@ -409,7 +409,7 @@ fn node_name() -> String {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(crate::sinks::forward::machine_hostname)
+        .unwrap_or_else(nagare_core::host::machine_hostname)
 }
 
 #[cfg(test)]

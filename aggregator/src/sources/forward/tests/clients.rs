@@ -48,7 +48,12 @@ async fn try_client(
             hs::shared_key_digest(b"0123456789abcdef", "aggregator-0", &helo.nonce, key),
             "the server proves it knows this client's key"
         );
-        send_acked(&mut stream, &packed("t", &entries(0, 1), 1, "c", None), "c").await;
+        send_acked(
+            &mut stream,
+            &packed("t", &entries(0, 1), 1, "c", Compression::None),
+            "c",
+        )
+        .await;
         assert_eq!(take(&server.buffer).await.count(), 1);
     } else {
         assert!(closed_by_server(&mut stream).await);

@@ -234,7 +234,12 @@ async fn every_clients_salt_is_accepted_and_answered_in_types_every_client_reads
             "{salt:?}: the PONG digest is over the salt's bytes as sent"
         );
         let id = format!("salt-{i}");
-        send_acked(&mut client, &packed("t", &entries(0, 1), 1, &id, None), &id).await;
+        send_acked(
+            &mut client,
+            &packed("t", &entries(0, 1), 1, &id, Compression::None),
+            &id,
+        )
+        .await;
         assert_eq!(take(&server.buffer).await.count(), 1);
     }
     server.shutdown.cancel();
