@@ -3,11 +3,10 @@
 //!
 //! Writing as it encodes keeps a pipe flowing. Encoding a whole batch before writing
 //! a byte of it (as this sink once did, with up to 256 chunks per batch and no bound
-//! in bytes) left the reader with nothing for as long as that took: seconds for a
-//! memory buffer's 64 MiB in a debug build on a loaded machine, tens of seconds for
-//! a file buffer, whose chunks are 8 MiB; and since nothing was acked until all of
-//! it was written, the buffer stayed full and the sources paused meanwhile, so the
-//! silence came back with every batch, longer after each slow spell of the reader.
+//! in bytes) left the reader with nothing for as long as that took, up to 7 s with a
+//! file buffer's 8 MiB chunks on a loaded machine; and since nothing was acked until
+//! all of it was written, the buffer stayed full and the sources paused meanwhile,
+//! so the silence came back with every batch.
 //!
 //! A failed write is tried again from the byte where it stopped, under the buffer's
 //! retry policy, while the lease is held (so the buffer pushes back on the sources);
