@@ -51,64 +51,31 @@ impl Readings {
     }
 }
 
-/// Events arriving until none came for half a second, acknowledged.
-async fn settle(tail: &Tail) -> Vec<Got> {
-    let mut got = Vec::new();
-    while let Ok(lease) = tokio::time::timeout(Duration::from_millis(500), tail.buffer.pop()).await
-    {
-        let lease = lease.expect("buffer open");
-        got.extend(decode(lease.chunk()));
-        lease.ack();
-    }
-    got
-}
-
-/// Waits until the checkpoint file on disk satisfies `check`.
-async fn on_disk(tail: &Tail, what: &str, check: impl Fn(&[checkpoint::Stored]) -> bool) {
-    let store = tail.path("tail/tail/checkpoints");
-    let written = wait_until_async(WAIT, || {
-        let bytes = std::fs::read(&store).unwrap_or_default();
-        checkpoint::decode(&bytes).is_ok_and(|e| check(&e))
-    })
-    .await;
-    assert!(written, "the checkpoints on disk never showed {what}");
-}
-
-/// logrotate's copytruncate: copy, then empty the original in place.
-fn copytruncate(path: &Path, copy: &Path) {
-    std::fs::copy(path, copy).unwrap();
-    truncate(path);
-}
-
 /// The first part of every scenario: `a 0..3` read and acknowledged (and the
 /// checkpoint on disk past them), then `a 3..6` read but never acknowledged. Returns
 /// the source, the readings, and the leases of the unacknowledged events.
-async fn read_part(
-    config: TailConfig,
-    dir: tempfile::TempDir,
-) -> (Tail, Readings, Vec<nagare_core::buffer::Lease>) {
+async fn read_part(config: TailConfig, dir: tempfile::TempDir) -> (Tail, Readings, Vec<Lease>) {
     let path = dir.path().join("app.log");
     append(&path, numbered("a", 0..3).as_bytes());
     let tail = Tail::start(dir, config);
     let mut readings = Readings::default();
     readings.add(&tail.events(3).await);
     let acked = numbered("a", 0..3).len() as u64;
-    on_disk(&tail, "the first lines delivered", |e| {
+    tail.on_disk("the first lines delivered", |e| {
         e.iter().any(|e| e.offset == acked)
     })
     .await;
     append(&path, numbered("a", 3..6).as_bytes());
-    let (got, leases) = unacked(&tail, 3).await;
+    let (got, leases) = tail.unacked(3).await;
     readings.add(&got);
     (tail, readings, leases)
 }
 
 /// Restarts the source after a crash.
 async fn crash_and_restart(tail: Tail, between: impl FnOnce(&Path)) -> Tail {
-    let (config, buffer) = (tail.config.clone(), tail.buffer_config.clone());
-    let home = tail.crash().await;
-    between(home.path());
-    Tail::start_with(home, config, buffer, false)
+    let stopped = tail.crash().await;
+    between(stopped.dir.path());
+    stopped.start()
 }
 
 /// A config with event ids, following `app.log` (and, with `copies`, the rotated
@@ -135,7 +102,7 @@ async fn lines_read_again_from_a_copy_made_while_down_keep_their_ids() {
             append(&path, numbered("b", 0..2).as_bytes());
         })
         .await;
-        readings.add(&settle(&tail).await);
+        readings.add(&tail.until_quiet(Duration::from_millis(500)).await);
         let mut want = expected("a", 0..6);
         want.extend(expected("b", 0..2));
         readings.check(&want);
@@ -158,10 +125,10 @@ async fn a_copy_of_a_followed_file_takes_its_ids() {
         std::fs::copy(home.join("app.log"), home.join("app.log.1")).unwrap();
     })
     .await;
-    readings.add(&settle(&tail).await);
+    readings.add(&tail.until_quiet(Duration::from_millis(500)).await);
     truncate(&tail.path("app.log"));
     append(&tail.path("app.log"), numbered("b", 0..2).as_bytes());
-    readings.add(&settle(&tail).await);
+    readings.add(&tail.until_quiet(Duration::from_millis(500)).await);
     let mut want = expected("a", 0..6);
     want.extend(expected("b", 0..2));
     readings.check(&want);
@@ -194,11 +161,11 @@ async fn lines_read_again_after_the_source_switched_to_the_copy_keep_their_ids()
         append(&path, numbered("a", 6..8).as_bytes());
         copytruncate(&path, &tail.path("app.log.1"));
         append(&path, numbered("b", 0..2).as_bytes());
-        let (got, more) = unacked(&tail, 4).await;
+        let (got, more) = tail.unacked(4).await;
         readings.add(&got);
         leases.extend(more);
         let copy = std::fs::metadata(tail.path("app.log.1")).unwrap().ino();
-        on_disk(&tail, "the copy taking over the checkpoint", |e| {
+        tail.on_disk("the copy taking over the checkpoint", |e| {
             e.iter().any(|e| e.id.ino == copy)
         })
         .await;
@@ -214,7 +181,7 @@ async fn lines_read_again_after_the_source_switched_to_the_copy_keep_their_ids()
         })
         .await;
         drop(leases);
-        readings.add(&settle(&tail).await);
+        readings.add(&tail.until_quiet(Duration::from_millis(500)).await);
         let mut want = expected("a", 0..8);
         want.extend(expected("b", 0..2));
         if second {
@@ -241,7 +208,7 @@ async fn the_truncated_file_gets_new_ids_and_the_copy_keeps_the_old_ones() {
         append(&path, numbered("b", 0..6).as_bytes());
     })
     .await;
-    readings.add(&settle(&tail).await);
+    readings.add(&tail.until_quiet(Duration::from_millis(500)).await);
     let id = |line: &str| {
         let (_, offset, id) = readings.0.iter().rev().find(|(l, _, _)| l == line).unwrap();
         (*offset, id.clone())
@@ -305,7 +272,7 @@ async fn a_short_fingerprint_does_not_pass_a_new_file_for_a_copy() {
     let store = dir.path().join("tail").join("tail");
     std::fs::create_dir_all(&store).unwrap();
     std::fs::write(store.join("checkpoints"), checkpoint::encode(&[stale])).unwrap();
-    let tail = Tail::start(dir, raw_config(Path::new("/")).with_paths(&path));
+    let tail = Tail::start(dir, raw_beside(&path));
     assert_eq!(logs(&tail.events(1).await), ["L000028 "]);
     tail.stop().await;
 }

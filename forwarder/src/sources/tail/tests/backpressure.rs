@@ -1,0 +1,96 @@
+//! A full buffer pauses reading; nothing read is lost, also when the source stops
+//! while waiting for room.
+
+use super::*;
+
+#[tokio::test]
+async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
+    let dir = Tail::dir();
+    let path = dir.path().join("app.log");
+    // 1999 lines (not a whole number of chunks) in one read block: the source checks for shutdown only between
+    // blocks, so every line must come out, the last ones emitted by the shutdown.
+    let lines: String = (0..1999)
+        .map(|i| format!("line {i:05} {}\n", "x".repeat(80)))
+        .collect();
+    assert!(lines.len() < 256 * 1024);
+    append(&path, lines.as_bytes());
+    let mut config = config(dir.path());
+    config.read_from_head = true;
+    config.chunk_limit_size = ByteSize(1024);
+    let buffer = BufferConfig {
+        total_limit_size: ByteSize(1),
+        ..BufferConfig::default()
+    };
+    let tail = Tail::start_with(dir, config, buffer, false);
+    let first = tail.buffer.pop().await.unwrap();
+    let mut got = decode(first.chunk());
+    // The buffer holds one chunk at a time (in flight counts), so the source is now
+    // waiting for room, in the middle of the block.
+    let blocked = wait_until_async(WAIT, || tail.buffer.stats().blocked >= 1).await;
+    assert!(blocked, "the source waits for room");
+    let stats = tail.buffer.stats();
+    assert_eq!((stats.queued_chunks, stats.in_flight_chunks), (0, 1));
+    assert!(stats.blocked >= 1);
+    first.ack();
+    tail.shutdown.cancel();
+    while !tail.task.is_finished() {
+        if let Ok(Some(lease)) =
+            tokio::time::timeout(Duration::from_millis(50), tail.buffer.pop()).await
+        {
+            got.extend(decode(lease.chunk()));
+            lease.ack();
+        }
+    }
+    got.extend(tail.stop().await);
+    let logs: Vec<String> = got
+        .iter()
+        .map(|g| g.str("log").unwrap()[..10].to_string())
+        .collect();
+    let expected: Vec<String> = (0..1999).map(|i| format!("line {i:05}")).collect();
+    assert_eq!(logs, expected);
+}
+
+#[tokio::test]
+async fn backpressure_pauses_reading_until_there_is_room() {
+    let dir = Tail::dir();
+    let path = dir.path().join("app.log");
+    let lines: String = (0..3000)
+        .map(|i| format!("line {i:05} {}\n", "x".repeat(80)))
+        .collect();
+    append(&path, lines.as_bytes());
+    let mut config = raw_config(dir.path());
+    config.chunk_limit_size = ByteSize(4096);
+    let buffer = BufferConfig {
+        total_limit_size: ByteSize(8192),
+        ..BufferConfig::default()
+    };
+    let tail = Tail::start_with(dir, config, buffer, false);
+    let paused = wait_until_async(WAIT, || tail.metrics.snapshot().paused).await;
+    assert!(paused, "the source waits for room");
+    let before = tail.metrics.snapshot();
+    let offset = before.files[0].read_offset;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = tail.metrics.snapshot();
+    assert!(after.paused && after.backpressure_waits >= 1, "{after:?}");
+    assert_eq!(
+        after.bytes_read, before.bytes_read,
+        "nothing is read while blocked"
+    );
+    assert_eq!(after.files[0].read_offset, offset);
+    assert!(
+        offset < lines.len() as u64,
+        "it stopped before the end of the file"
+    );
+    // Make room: reading resumes where it stopped, every line once and in order.
+    let got = tail.events(3000).await;
+    let got: Vec<String> = got
+        .iter()
+        .map(|g| g.str("log").unwrap()[..10].to_string())
+        .collect();
+    let want: Vec<String> = (0..3000).map(|i| format!("line {i:05}")).collect();
+    assert_eq!(got, want);
+    let done = tail.metrics.snapshot();
+    assert!(!done.paused);
+    assert_eq!(done.bytes_read, lines.len() as u64);
+    tail.stop().await;
+}
