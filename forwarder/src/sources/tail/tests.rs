@@ -97,11 +97,17 @@ fn config(dir: &Path) -> TailConfig {
     config
 }
 
+/// A config that reads the files present at start from their start.
+fn head_config(dir: &Path) -> TailConfig {
+    let mut config = config(dir);
+    config.read_from_head = true;
+    config
+}
+
 /// A raw-format config, for tests about which lines come out.
 fn raw_config(dir: &Path) -> TailConfig {
-    let mut config = config(dir);
+    let mut config = head_config(dir);
     config.format = TailFormat::Raw;
-    config.read_from_head = true;
     config
 }
 
@@ -344,6 +350,21 @@ fn append(path: &Path, data: &[u8]) {
     f.write_all(data).unwrap();
 }
 
+/// A new directory for the source, with the file `file` names in it holding
+/// `input`. Returns the directory and the file's path.
+fn dir_with(file: fn(&Path) -> PathBuf, input: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = Tail::dir();
+    let path = file(dir.path());
+    append(&path, input);
+    (dir, path)
+}
+
+/// `app.log` in `dir`.
+fn app_log(dir: &Path) -> PathBuf {
+    dir.join("app.log")
+}
+
+/// A container log in `dir`, named as the kubelet names it.
 fn pod_file(dir: &Path) -> PathBuf {
     dir.join(format!("web-1_default_nginx-{ID}.log"))
 }
@@ -429,9 +450,7 @@ fn raw_beside(path: &Path) -> TailConfig {
 /// `app.log`, which holds the lines `a 0..n`, and waits until they came out.
 /// Returns the source and the path of `app.log`.
 async fn reading_app_log(config: fn(&Path) -> TailConfig, n: u32) -> (Tail, PathBuf) {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, numbered("a", 0..n).as_bytes());
+    let (dir, path) = dir_with(app_log, numbered("a", 0..n).as_bytes());
     let tail = Tail::start(dir, config(&path));
     assert_eq!(logs(&tail.events(n as usize).await), expected("a", 0..n));
     (tail, path)

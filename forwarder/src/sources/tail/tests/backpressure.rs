@@ -5,17 +5,13 @@ use super::*;
 
 #[tokio::test]
 async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    // 1999 lines (not a whole number of chunks) in one read block: the source checks for shutdown only between
-    // blocks, so every line must come out, the last ones emitted by the shutdown.
-    let lines: String = (0..1999)
-        .map(|i| format!("line {i:05} {}\n", "x".repeat(80)))
-        .collect();
+    // 1999 lines (not a whole number of chunks) in one read block: the source checks
+    // for shutdown only between blocks, so every line must come out, the last ones
+    // emitted by the shutdown.
+    let lines = long_lines(1999);
     assert!(lines.len() < 256 * 1024);
-    append(&path, lines.as_bytes());
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let (dir, _) = dir_with(app_log, lines.as_bytes());
+    let mut config = head_config(dir.path());
     config.chunk_limit_size = ByteSize(1024);
     let buffer = BufferConfig {
         total_limit_size: ByteSize(1),
@@ -42,22 +38,13 @@ async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
         }
     }
     got.extend(tail.stop().await);
-    let logs: Vec<String> = got
-        .iter()
-        .map(|g| g.str("log").unwrap()[..10].to_string())
-        .collect();
-    let expected: Vec<String> = (0..1999).map(|i| format!("line {i:05}")).collect();
-    assert_eq!(logs, expected);
+    assert_eq!(line_numbers(&got), long_line_numbers(1999));
 }
 
 #[tokio::test]
 async fn backpressure_pauses_reading_until_there_is_room() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    let lines: String = (0..3000)
-        .map(|i| format!("line {i:05} {}\n", "x".repeat(80)))
-        .collect();
-    append(&path, lines.as_bytes());
+    let lines = long_lines(3000);
+    let (dir, _) = dir_with(app_log, lines.as_bytes());
     let mut config = raw_config(dir.path());
     config.chunk_limit_size = ByteSize(4096);
     let buffer = BufferConfig {
@@ -83,14 +70,28 @@ async fn backpressure_pauses_reading_until_there_is_room() {
     );
     // Make room: reading resumes where it stopped, every line once and in order.
     let got = tail.events(3000).await;
-    let got: Vec<String> = got
-        .iter()
-        .map(|g| g.str("log").unwrap()[..10].to_string())
-        .collect();
-    let want: Vec<String> = (0..3000).map(|i| format!("line {i:05}")).collect();
-    assert_eq!(got, want);
+    assert_eq!(line_numbers(&got), long_line_numbers(3000));
     let done = tail.metrics.snapshot();
     assert!(!done.paused);
     assert_eq!(done.bytes_read, lines.len() as u64);
     tail.stop().await;
+}
+
+/// `n` lines `line 00000 xxx…` of 91 bytes each.
+fn long_lines(n: u32) -> String {
+    (0..n)
+        .map(|i| format!("line {i:05} {}\n", "x".repeat(80)))
+        .collect()
+}
+
+/// What `line_numbers` gives for the lines of `long_lines(n)`.
+fn long_line_numbers(n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("line {i:05}")).collect()
+}
+
+/// The first ten bytes of each event's `log`: `line 00000` for `long_lines`.
+fn line_numbers(got: &[Got]) -> Vec<String> {
+    got.iter()
+        .map(|g| g.str("log").unwrap()[..10].to_string())
+        .collect()
 }

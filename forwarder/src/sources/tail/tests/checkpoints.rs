@@ -82,9 +82,7 @@ async fn copytruncate_while_stopped_reads_the_rest_from_the_copy() {
 
 #[tokio::test]
 async fn a_reused_inode_is_told_apart_by_the_fingerprint() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, numbered("new file", 0..3).as_bytes());
+    let (dir, path) = dir_with(app_log, numbered("new file", 0..3).as_bytes());
     // A checkpoint for this very inode, but for other content (the file it once was).
     let meta = std::fs::metadata(&path).unwrap();
     let stale = checkpoint::Stored {
@@ -107,9 +105,7 @@ async fn a_reused_inode_is_told_apart_by_the_fingerprint() {
 
 #[tokio::test]
 async fn a_torn_checkpoint_file_is_ignored_and_files_are_read_from_their_start() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, numbered("a", 0..2).as_bytes());
+    let (dir, path) = dir_with(app_log, numbered("a", 0..2).as_bytes());
     let meta = std::fs::metadata(&path).unwrap();
     let file = std::fs::File::open(&path).unwrap();
     let whole = checkpoint::encode(&[checkpoint::Stored {

@@ -37,6 +37,13 @@ impl Readings {
         self.0.iter().filter(|(l, _, _)| l == line).count()
     }
 
+    /// Checks that each of `lines` was read exactly twice.
+    fn check_twice(&self, lines: &[String]) {
+        for line in lines {
+            assert_eq!(self.count(line), 2, "{line}: {self:#?}");
+        }
+    }
+
     /// Checks that each of `lines` was read at least once, and that no line was read
     /// with two ids.
     fn check(&self, lines: &[String]) {
@@ -106,9 +113,7 @@ async fn lines_read_again_from_a_copy_made_while_down_keep_their_ids() {
         let mut want = expected("a", 0..6);
         want.extend(expected("b", 0..2));
         readings.check(&want);
-        for line in expected("a", 3..6) {
-            assert_eq!(readings.count(&line), 2, "{line}: {readings:#?}");
-        }
+        readings.check_twice(&expected("a", 3..6));
         tail.stop().await;
     }
 }
@@ -188,9 +193,7 @@ async fn lines_read_again_after_the_source_switched_to_the_copy_keep_their_ids()
             want.extend(expected("c", 0..2));
         }
         readings.check(&want);
-        for line in expected("a", 3..6) {
-            assert_eq!(readings.count(&line), 2, "{line}: {readings:#?}");
-        }
+        readings.check_twice(&expected("a", 3..6));
         tail.stop().await;
     }
 }
@@ -254,9 +257,7 @@ fn a_fingerprint_grown_from_the_bytes_read_is_that_of_the_prefix() {
 /// is its copy: the new file is read from its start, not from the entry's offset.
 #[tokio::test]
 async fn a_short_fingerprint_does_not_pass_a_new_file_for_a_copy() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, b"L000028 \n");
+    let (dir, path) = dir_with(app_log, b"L000028 \n");
     let short = b"L000";
     let stale = checkpoint::Stored {
         id: file::FileId { dev: 1, ino: 1 },

@@ -65,8 +65,7 @@ async fn excluded_files_are_not_followed() {
     let dir = Tail::dir();
     append(&dir.path().join("keep.log"), b"kept\n");
     append(&dir.path().join("skip.log"), b"skipped\n");
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let mut config = head_config(dir.path());
     config.exclude_paths = vec![format!("{}/skip*", dir.path().display())];
     let tail = Tail::start(dir, config);
     let got = tail.events(1).await;

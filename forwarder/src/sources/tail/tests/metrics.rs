@@ -19,8 +19,7 @@ async fn metrics_count_what_was_read_and_flagged() {
     bytes.extend_from_slice(format!("{T1} stdout F ").as_bytes());
     bytes.extend_from_slice(b"\xff\n");
     let n = bytes.len() as u64;
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let mut config = head_config(dir.path());
     config.format = TailFormat::Cri;
     config.max_line_bytes = ByteSize(64);
     append(&path, &bytes);

@@ -23,8 +23,7 @@ async fn multiline_golden_files() {
             .unwrap_or_else(|| panic!("no input for {lang}"));
         let dir = Tail::dir();
         std::fs::copy(&input, dir.path().join(input.file_name().unwrap())).unwrap();
-        let mut config = config(dir.path());
-        config.read_from_head = true;
+        let mut config = head_config(dir.path());
         config.format = TailFormat::Cri;
         config.multiline =
             Some(serde_norway::from_str("languages: [all]\nflush_timeout: 200ms").unwrap());
@@ -83,8 +82,7 @@ async fn a_held_multiline_event_is_flushed_after_its_timeout() {
         input.push_str(&format!("{T2} stderr F {line}\n"));
     }
     append(&path, input.as_bytes());
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let mut config = head_config(dir.path());
     config.format = TailFormat::Cri;
     config.multiline =
         Some(serde_norway::from_str("languages: [java]\nflush_timeout: 400ms").unwrap());

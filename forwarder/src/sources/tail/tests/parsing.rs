@@ -5,11 +5,8 @@ use super::*;
 
 #[tokio::test]
 async fn cri_lines_are_merged_and_json_messages_merged() {
-    let dir = Tail::dir();
-    let path = pod_file(dir.path());
-    append(&path, cri_input().as_bytes());
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let (dir, path) = dir_with(pod_file, cri_input().as_bytes());
+    let config = head_config(dir.path());
     let tail = Tail::start(dir, config);
     let got = tail.events(3).await;
     check_cri(&got, &path);
@@ -24,11 +21,8 @@ async fn cri_lines_are_merged_and_json_messages_merged() {
 
 #[tokio::test]
 async fn filters_see_the_same_records() {
-    let dir = Tail::dir();
-    let path = pod_file(dir.path());
-    append(&path, cri_input().as_bytes());
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let (dir, path) = dir_with(pod_file, cri_input().as_bytes());
+    let config = head_config(dir.path());
     let tail = Tail::start_with(dir, config, BufferConfig::default(), true);
     let mut got = tail.events(3).await;
     for g in &mut got {
@@ -57,8 +51,7 @@ async fn docker_json_file_lines_are_merged() {
     ]
     .concat();
     append(&path, input.as_bytes());
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let mut config = head_config(dir.path());
     config.keep_log = true;
     let tail = Tail::start(dir, config);
     let got = tail.events(3).await;
@@ -88,12 +81,8 @@ async fn docker_json_file_lines_are_merged() {
 
 #[tokio::test]
 async fn raw_lines_are_messages_timed_when_read() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, b"plain line\n{\"a\":1}\nbad \xff byte\n");
-    let mut config = config(dir.path());
-    config.read_from_head = true;
-    config.format = TailFormat::Raw;
+    let (dir, path) = dir_with(app_log, b"plain line\n{\"a\":1}\nbad \xff byte\n");
+    let mut config = raw_config(dir.path());
     config.merge_json_key = Some("json".into());
     config.tag = "app.*.raw".into();
     let before = EventTime::now();
@@ -125,8 +114,7 @@ async fn raw_lines_are_messages_timed_when_read() {
 async fn auto_reads_a_file_of_neither_format_as_raw() {
     let dir = Tail::dir();
     append(&pod_file(dir.path()), b"just text\n");
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let mut config = head_config(dir.path());
     config.kubernetes_metadata = false;
     let tail = Tail::start(dir, config);
     let got = tail.events(1).await;
@@ -177,8 +165,7 @@ async fn over_long_messages_come_out_in_flagged_pieces() {
     input.push_str(&format!("{T2} stdout F {big}\n"));
     input.push_str(&format!("{T2} stdout F after\n"));
     append(&path, input.as_bytes());
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let mut config = head_config(dir.path());
     config.format = TailFormat::Cri;
     config.max_line_bytes = ByteSize(100);
     let tail = Tail::start(dir, config);

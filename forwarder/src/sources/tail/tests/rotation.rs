@@ -4,11 +4,8 @@ use super::*;
 
 #[tokio::test]
 async fn a_truncated_file_is_read_again_from_its_start() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, b"a fairly long first line\nand a second one\n");
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let (dir, path) = dir_with(app_log, b"a fairly long first line\nand a second one\n");
+    let config = head_config(dir.path());
     let tail = Tail::start(dir, config);
     assert_eq!(tail.events(2).await.len(), 2);
     // copytruncate: the file is emptied in place, then written again.
@@ -21,11 +18,8 @@ async fn a_truncated_file_is_read_again_from_its_start() {
 
 #[tokio::test]
 async fn a_rotated_file_is_read_to_its_end_and_the_new_one_from_its_start() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, b"one\n");
-    let mut config = config(dir.path());
-    config.read_from_head = true;
+    let (dir, path) = dir_with(app_log, b"one\n");
+    let config = head_config(dir.path());
     let tail = Tail::start(dir, config);
     assert_eq!(tail.events(1).await[0].str("log"), Some("one"));
     append(&path, b"two\n");
@@ -56,9 +50,7 @@ async fn copytruncate_while_running_recovers_unread_lines_from_the_copy() {
 
 #[tokio::test]
 async fn a_file_truncated_and_rewritten_past_the_offset_is_read_again() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, b"short 0\n");
+    let (dir, path) = dir_with(app_log, b"short 0\n");
     let tail = Tail::start(dir, slow_config(&path));
     assert_eq!(logs(&tail.events(1).await), ["short 0"]);
     truncate(&path);

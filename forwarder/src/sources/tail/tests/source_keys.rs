@@ -4,9 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn source_keys_are_absent_by_default() {
-    let dir = Tail::dir();
-    let path = dir.path().join("app.log");
-    append(&path, b"one\n");
+    let (dir, path) = dir_with(app_log, b"one\n");
     let tail = Tail::start(dir, raw_beside(&path));
     let got = tail.events(1).await;
     let keys: Vec<&str> = got[0].record.iter().map(|(k, _)| k.as_str()).collect();
@@ -65,8 +63,7 @@ async fn cri_partial_merges_carry_the_offset_of_their_first_piece() {
             .map(|l| l.len() as u64)
             .sum()
     };
-    let mut config = keyed(config(dir.path()));
-    config.read_from_head = true;
+    let config = keyed(head_config(dir.path()));
     let tail = Tail::start(dir, config);
     let got = tail.events(3).await;
     check_cri(&got, &path);
@@ -92,8 +89,7 @@ async fn multiline_events_carry_the_offset_of_their_first_line() {
     let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
     append(&path, input.as_bytes());
     let line_at = |n: usize| -> u64 { lines[..n].iter().map(|l| l.len() as u64 + 1).sum() };
-    let mut config = keyed(config(dir.path()));
-    config.read_from_head = true;
+    let mut config = keyed(head_config(dir.path()));
     config.format = TailFormat::Cri;
     config.multiline =
         Some(serde_norway::from_str("languages: [java]\nflush_timeout: 200ms").unwrap());
