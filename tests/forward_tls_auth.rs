@@ -83,6 +83,16 @@ async fn wait_for_warning(logs: &LogCapture, target: &str, needles: &[&str]) -> 
     }
 }
 
+/// Waits until a warning of the forwarder contains every one of `needles`.
+async fn forwarder_warning(logs: &LogCapture, needles: &[&str]) -> String {
+    wait_for_warning(logs, "nagare_forwarder", needles).await
+}
+
+/// Waits until a warning of the aggregator contains every one of `needles`.
+async fn aggregator_warning(logs: &LogCapture, needles: &[&str]) -> String {
+    wait_for_warning(logs, "nagare_aggregator", needles).await
+}
+
 async fn start_aggregator(config: ForwardSourceConfig) -> Aggregator {
     let collected = Buffer::new("collected", &BufferConfig::default());
     support::link::start_aggregator(&config, collected).await
@@ -157,6 +167,49 @@ fn start_forwarder(config: ForwardSinkConfig) -> Forwarder {
     support::link::start_forwarder("to_aggregator", config)
 }
 
+/// Starts a forwarder to `aggregator` (`sink_config` with `ca`, `key` and `cert`)
+/// and hands it a chunk of one event.
+async fn forward_one(
+    aggregator: &Aggregator,
+    pki: &Pki,
+    ca: &str,
+    key: &str,
+    cert: bool,
+) -> Forwarder {
+    let forwarder = start_forwarder(sink_config(aggregator.addr, pki, ca, key, cert));
+    forwarder.buffer.push(chunk(1)).await.unwrap();
+    forwarder
+}
+
+/// Pushes `chunks` chunks of `events` events each through the forwarder, checks
+/// that every event arrives and every chunk is acknowledged, and stops both ends.
+async fn deliver(forwarder: Forwarder, aggregator: Aggregator, chunks: u32, events: u32) {
+    for _ in 0..chunks {
+        forwarder.buffer.push(chunk(events)).await.unwrap();
+    }
+    aggregator.expect_events(chunks * events).await;
+    let drained = tokio::time::timeout(WAIT, forwarder.buffer.drained(WAIT)).await;
+    assert!(matches!(drained, Ok(true)), "every chunk was acknowledged");
+    forwarder.stop().await;
+    aggregator.stop().await;
+}
+
+/// The error a forwarder with `config` stops with at its start.
+async fn start_error(config: ForwardSinkConfig) -> String {
+    let forwarder = start_forwarder(config);
+    tokio::time::timeout(WAIT, forwarder.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err()
+        .to_string()
+}
+
+/// The error an aggregator with `config` fails to bind with.
+async fn bind_error(config: &ForwardSourceConfig) -> String {
+    ForwardServer::bind(config).await.unwrap_err().to_string()
+}
+
 fn chunk(n: u32) -> Chunk {
     let mut b = ChunkBuilder::new(Tag::new("kube.secure"));
     for i in 0..n {
@@ -191,14 +244,7 @@ async fn tls_with_client_certificates_and_the_shared_key_delivers() {
         "cluster-key",
         true,
     ));
-    for _ in 0..5 {
-        forwarder.buffer.push(chunk(20)).await.unwrap();
-    }
-    aggregator.expect_events(100).await;
-    let drained = tokio::time::timeout(WAIT, forwarder.buffer.drained(WAIT)).await;
-    assert!(matches!(drained, Ok(true)), "every chunk was acknowledged");
-    forwarder.stop().await;
-    aggregator.stop().await;
+    deliver(forwarder, aggregator, 5, 20).await;
 }
 
 #[tokio::test]
@@ -210,27 +256,10 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused_on_both_sides() {
     config.tls.as_mut().unwrap().cert_path = pki.path("impostor.crt");
     config.tls.as_mut().unwrap().private_key_path = pki.path("impostor.key");
     let aggregator = start_aggregator(config).await;
-    let forwarder = start_forwarder(sink_config(
-        aggregator.addr,
-        &pki,
-        "cluster",
-        "cluster-key",
-        false,
-    ));
-    forwarder.buffer.push(chunk(1)).await.unwrap();
-    let client = wait_for_warning(
-        &logs,
-        "nagare_forwarder",
-        &["TLS handshake failed", "UnknownIssuer"],
-    )
-    .await;
+    let forwarder = forward_one(&aggregator, &pki, "cluster", "cluster-key", false).await;
+    let client = forwarder_warning(&logs, &["TLS handshake failed", "UnknownIssuer"]).await;
     assert!(client.contains("tls.ca_path"), "{client}");
-    let server = wait_for_warning(
-        &logs,
-        "nagare_aggregator",
-        &["refused forward client: TLS handshake failed"],
-    )
-    .await;
+    let server = aggregator_warning(&logs, &["refused forward client: TLS handshake failed"]).await;
     assert!(server.contains("peer=127.0.0.1:"), "{server}");
     assert_eq!(
         forwarder.buffer.stats().in_flight_chunks,
@@ -246,30 +275,13 @@ async fn a_client_without_the_required_certificate_is_refused_on_both_sides() {
     let logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, true)).await;
-    let forwarder = start_forwarder(sink_config(
-        aggregator.addr,
-        &pki,
-        "cluster",
-        "cluster-key",
-        false,
-    ));
-    forwarder.buffer.push(chunk(1)).await.unwrap();
-    let server = wait_for_warning(
-        &logs,
-        "nagare_aggregator",
-        &["TLS handshake failed", "no certificates"],
-    )
-    .await;
+    let forwarder = forward_one(&aggregator, &pki, "cluster", "cluster-key", false).await;
+    let server = aggregator_warning(&logs, &["TLS handshake failed", "no certificates"]).await;
     assert!(
         server.contains("check the client's certificate"),
         "{server}"
     );
-    wait_for_warning(
-        &logs,
-        "nagare_forwarder",
-        &["lost the forward server", "CertificateRequired"],
-    )
-    .await;
+    forwarder_warning(&logs, &["lost the forward server", "CertificateRequired"]).await;
     assert!(
         tokio::time::timeout(Duration::from_millis(200), aggregator.buffer.pop())
             .await
@@ -285,25 +297,12 @@ async fn a_wrong_shared_key_is_refused_on_both_sides() {
     let logs = capture_logs(Level::INFO);
     let pki = pki();
     let aggregator = start_aggregator(server_config(&pki, false)).await;
-    let forwarder = start_forwarder(sink_config(
-        aggregator.addr,
-        &pki,
-        "cluster",
-        "not-the-key",
-        false,
-    ));
-    forwarder.buffer.push(chunk(1)).await.unwrap();
-    let server = wait_for_warning(
-        &logs,
-        "nagare_aggregator",
-        &["authentication failed", "shared_key mismatch"],
-    )
-    .await;
+    let forwarder = forward_one(&aggregator, &pki, "cluster", "not-the-key", false).await;
+    let server = aggregator_warning(&logs, &["authentication failed", "shared_key mismatch"]).await;
     assert!(server.contains("hostname=node-1"), "{server}");
     assert!(!server.contains("not-the-key") && !server.contains("cluster-key"));
-    let client = wait_for_warning(
+    let client = forwarder_warning(
         &logs,
-        "nagare_forwarder",
         &["the server refused the handshake: shared_key mismatch"],
     )
     .await;
@@ -324,7 +323,7 @@ async fn a_key_that_does_not_match_its_certificate_fails_the_start_on_both_sides
     copy(&pki, "node.key", &mismatched);
     let mut config = server_config(&pki, false);
     config.tls.as_mut().unwrap().private_key_path = mismatched.clone();
-    let err = ForwardServer::bind(&config).await.unwrap_err().to_string();
+    let err = bind_error(&config).await;
     assert!(err.contains("cannot be used together"), "{err}");
     assert!(
         err.contains("aggregator.crt") && err.contains("mismatched.key"),
@@ -333,13 +332,7 @@ async fn a_key_that_does_not_match_its_certificate_fails_the_start_on_both_sides
 
     let mut sink = sink_config("127.0.0.1:1".parse().unwrap(), &pki, "cluster", "k", true);
     sink.tls.as_mut().unwrap().private_key_path = Some(pki.path("aggregator.key"));
-    let forwarder = start_forwarder(sink);
-    let err = tokio::time::timeout(WAIT, forwarder.task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err()
-        .to_string();
+    let err = start_error(sink).await;
     assert!(err.contains("cannot be used together"), "{err}");
 
     let missing = ServerTlsConfig {
@@ -347,7 +340,7 @@ async fn a_key_that_does_not_match_its_certificate_fails_the_start_on_both_sides
         ..config.tls.clone().unwrap()
     };
     config.tls = Some(missing);
-    let err = ForwardServer::bind(&config).await.unwrap_err().to_string();
+    let err = bind_error(&config).await;
     assert!(
         err.contains("tls.cert_path") && err.contains("nope.crt"),
         "{err}"
@@ -390,24 +383,14 @@ async fn keys_encrypted_with_a_passphrase_serve_tls_on_both_sides() {
     let d = pki.path();
     let aggregator = start_aggregator(encrypted_server_config(d, Some("aggregator-pass"))).await;
     let forwarder = start_forwarder(encrypted_sink_config(aggregator.addr, d, "node-pass"));
-    for _ in 0..3 {
-        forwarder.buffer.push(chunk(10)).await.unwrap();
-    }
-    aggregator.expect_events(30).await;
-    let drained = tokio::time::timeout(WAIT, forwarder.buffer.drained(WAIT)).await;
-    assert!(matches!(drained, Ok(true)), "every chunk was acknowledged");
-    forwarder.stop().await;
-    aggregator.stop().await;
+    deliver(forwarder, aggregator, 3, 10).await;
 }
 
 #[tokio::test]
 async fn a_wrong_or_missing_passphrase_fails_the_start_naming_the_file_and_the_key() {
     let pki = support::openssl::encrypted_pki();
     let d = pki.path();
-    let err = ForwardServer::bind(&encrypted_server_config(d, Some("nope")))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = bind_error(&encrypted_server_config(d, Some("nope"))).await;
     assert!(
         err.contains("tls.private_key_path")
             && err.contains("aggregator.key")
@@ -418,27 +401,19 @@ async fn a_wrong_or_missing_passphrase_fails_the_start_naming_the_file_and_the_k
         !err.contains("nope"),
         "the passphrase is never printed: {err}"
     );
-    let err = ForwardServer::bind(&encrypted_server_config(d, None))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = bind_error(&encrypted_server_config(d, None)).await;
     assert!(
         err.contains("aggregator.key")
             && err.contains("give its passphrase in tls.private_key_passphrase"),
         "{err}"
     );
 
-    let forwarder = start_forwarder(encrypted_sink_config(
+    let err = start_error(encrypted_sink_config(
         "127.0.0.1:1".parse().unwrap(),
         d,
         "aggregator-pass",
-    ));
-    let err = tokio::time::timeout(WAIT, forwarder.task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err()
-        .to_string();
+    ))
+    .await;
     assert!(
         err.contains("node.key") && err.contains("tls.private_key_passphrase does not decrypt"),
         "{err}"
