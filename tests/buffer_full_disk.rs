@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nagare_testkit::{Tmpfs, free_port, wait_until};
 use support::fault_client::{acked, aggregator_config, client_program, ids_in, posts, skip};
-use support::{Nagare, plain, seqs_in, wait_listening};
+use support::{Nagare, plain, seqs_in};
 
 /// The first log line of `process` that has every one of `words`, colours removed.
 fn logged(process: &Nagare, words: &[&str]) -> Option<String> {
@@ -31,6 +31,31 @@ fn logged(process: &Nagare, words: &[&str]) -> Option<String> {
         .lines()
         .find(|l| words.iter().all(|w| l.contains(w)))
         .map(str::to_string)
+}
+
+/// Buffer keys: records stored uncompressed, so that they take on disk what they
+/// weigh, in segments of 1 MiB (a sixteenth of the limit), each written at once.
+const UNCOMPRESSED: &str =
+    "      flush_mode: immediate\n      compress: none\n      total_limit_size: 16MiB\n";
+
+/// Starts the aggregator of `aggregator_config` (its data in `dir/agg`) and waits
+/// until it listens on `port`. Returns it and its config, to start it again.
+fn start_aggregator(
+    dir: &Path,
+    port: u16,
+    out: &Path,
+    buffer: &Path,
+    keys: &str,
+) -> (Nagare, String) {
+    let config = aggregator_config(&dir.join("agg"), port, out, buffer, keys);
+    (Nagare::listening("aggregator", dir, &config, port), config)
+}
+
+/// Waits until `process` logs that its disk is full.
+fn says_disk_full(process: &Nagare) -> bool {
+    wait_until(Duration::from_secs(20), || {
+        logged(process, &["No space left on device"]).is_some()
+    })
 }
 
 #[test]
@@ -45,12 +70,7 @@ fn a_full_disk_under_the_aggregator_acks_nothing_unwritten_and_delivery_resumes_
     let port = free_port();
     let out = dir.path().join("out/all.ndjson");
     let buffer = tmpfs.path().join("buffer");
-    // Uncompressed, so that the records take on disk what they weigh; segments of
-    // 1 MiB (a sixteenth of the limit).
-    let keys = "      flush_mode: immediate\n      compress: none\n      total_limit_size: 16MiB\n";
-    let config = aggregator_config(&dir.path().join("agg"), port, &out, &buffer, keys);
-    let mut agg = Nagare::start("aggregator", dir.path(), &config);
-    wait_listening(&mut agg, port);
+    let (mut agg, config) = start_aggregator(dir.path(), port, &out, &buffer, UNCOMPRESSED);
 
     // 1. No room at all: nothing can be written, so nothing is acknowledged.
     let full = tmpfs.path().join("filler-all");
@@ -60,11 +80,7 @@ fn a_full_disk_under_the_aggregator_acks_nothing_unwritten_and_delivery_resumes_
     let stop_arg = stop.display().to_string();
     let mut first = program.spawn(&[&port.to_string(), "2", "50", &stop_arg, "1000", "a"]);
     assert!(
-        wait_until(Duration::from_secs(20), || logged(
-            &agg,
-            &["No space left on device"]
-        )
-        .is_some()),
+        says_disk_full(&agg),
         "the aggregator does not say that its disk is full\n{}",
         agg.child.logs()
     );
@@ -100,8 +116,7 @@ fn a_full_disk_under_the_aggregator_acks_nothing_unwritten_and_delivery_resumes_
         stopping.elapsed().as_secs_f64()
     );
     assert_eq!(acked(&first), 0, "acks for posts never written");
-    let mut agg = Nagare::start("aggregator", dir.path(), &config);
-    wait_listening(&mut agg, port);
+    let mut agg = Nagare::listening("aggregator", dir.path(), &config, port);
     std::fs::remove_file(&full).unwrap();
     first.expect_success(Duration::from_secs(30));
     let sent = posts(&first);
@@ -162,10 +177,7 @@ fn a_chunk_too_large_for_the_room_left_waits_without_holding_up_smaller_ones() {
     let port = free_port();
     let out = dir.path().join("out/all.ndjson");
     let buffer = tmpfs.path().join("buffer");
-    let keys = "      flush_mode: immediate\n      compress: none\n      total_limit_size: 16MiB\n";
-    let config = aggregator_config(&dir.path().join("agg"), port, &out, &buffer, keys);
-    let mut agg = Nagare::start("aggregator", dir.path(), &config);
-    wait_listening(&mut agg, port);
+    let (mut agg, _) = start_aggregator(dir.path(), port, &out, &buffer, UNCOMPRESSED);
     let filler = tmpfs.path().join("filler");
     tmpfs.fill(&filler, tmpfs.free_bytes().saturating_sub(128 * 1024));
     let stop = dir.path().join("stop");
@@ -174,15 +186,7 @@ fn a_chunk_too_large_for_the_room_left_waits_without_holding_up_smaller_ones() {
     // One client posts a record of 512 KiB: it cannot be written in 128 KiB.
     let port_arg = port.to_string();
     let mut large = program.spawn(&[&port_arg, "1", "1", &stop_arg, "524288", "large"]);
-    assert!(
-        wait_until(Duration::from_secs(20), || logged(
-            &agg,
-            &["No space left on device"]
-        )
-        .is_some()),
-        "{}",
-        agg.child.logs()
-    );
+    assert!(says_disk_full(&agg), "{}", agg.child.logs());
     // Another client's small records fit: they are written and acknowledged while
     // the large one waits.
     let mut small = program.spawn(&[&port_arg, "2", "20", &stop_arg, "1000", "small"]);
@@ -245,15 +249,7 @@ fn a_forwarder_stopped_while_its_disk_is_full_keeps_its_checkpoint_before_uncomm
     let logs = dir.path().join("containers");
     std::fs::create_dir_all(&logs).unwrap();
     let log = logs.join("app-0_shop_app-0000000000000000.log");
-    let agg_config = aggregator_config(
-        &dir.path().join("agg"),
-        port,
-        &out,
-        &dir.path().join("agg-buffer"),
-        "",
-    );
-    let mut agg = Nagare::start("aggregator", dir.path(), &agg_config);
-    wait_listening(&mut agg, port);
+    let (mut agg, _) = start_aggregator(dir.path(), port, &out, &dir.path().join("agg-buffer"), "");
     // Checkpoints under data_dir on the test's disk; only the buffer on the tmpfs.
     let fwd_config = format!(
         "data_dir: {data}
@@ -297,11 +293,7 @@ sinks:
     tmpfs.fill(&full, u64::MAX);
     write_lines(&log, 200, 2200);
     assert!(
-        wait_until(Duration::from_secs(20), || logged(
-            &fwd,
-            &["No space left on device"]
-        )
-        .is_some()),
+        says_disk_full(&fwd),
         "the forwarder does not say that its disk is full\n{}",
         fwd.child.logs()
     );

@@ -19,7 +19,7 @@ use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::{Nagare, seqs_in, signal};
+use support::{Nagare, forward_aggregator, seqs_in, signal};
 
 /// 2024-05-01T12:00:00Z: every line's time is on that day, so one daily index.
 const DAY: i64 = 1_714_564_800;
@@ -137,6 +137,25 @@ fn start_aggregator(dir: &Path, config: &str, port: u16) -> Nagare {
     panic!("the aggregator does not start on port {port}");
 }
 
+/// Starts an aggregator (its data in `dir/agg`) with a forward source on `port` and
+/// an Elasticsearch sink `es` of every event to `osmem`, with the further sink keys
+/// `keys` (YAML indented by four spaces).
+fn start_es_aggregator(dir: &Path, port: u16, osmem: &Osmem, keys: &str) -> Nagare {
+    let sinks = format!(
+        "  es:
+    type: elasticsearch
+    match: \"**\"
+    endpoints: [\"{url}\"]
+{keys}",
+        url = osmem.url()
+    );
+    start_aggregator(
+        dir,
+        &forward_aggregator(&dir.join("agg"), port, &sinks),
+        port,
+    )
+}
+
 /// The forwarder: `subset-*.log` files tagged `es.*`, their lines carrying an event
 /// id under `line_id` (the same each time a line is read); `bulk-*.log` tagged
 /// `bulk.*`; all forwarded to the aggregator at `port` through a file buffer.
@@ -205,14 +224,11 @@ fn a_million_lines_survive_ten_sigkills_of_each_process() {
         })
         .collect();
 
-    let aggregator_config = format!(
-        "data_dir: {data}
-sources:
-  nodes:
-    type: forward
-    bind: 127.0.0.1:{port}
-sinks:
-  es:
+    let aggregator_config = forward_aggregator(
+        &dir.path().join("agg"),
+        port,
+        &format!(
+            "  es:
     type: elasticsearch
     match: \"es.**\"
     endpoints: [\"{url}\"]
@@ -239,9 +255,9 @@ sinks:
       flush_interval: 200ms
       retry_forever: true
 ",
-        data = dir.path().join("agg").display(),
-        url = osmem.url(),
-        out = out.display(),
+            url = osmem.url(),
+            out = out.display(),
+        ),
     );
     let fwd_config = forwarder_config(
         &dir.path().join("fwd"),
@@ -427,31 +443,18 @@ fn a_minute_without_the_destination_loses_nothing_and_keeps_memory_flat() {
     let port = free_port();
     let names = vec!["subset-0_shop_app-00.log".to_string()];
     let agg_data = dir.path().join("agg");
-    let mut aggregator = start_aggregator(
+    let mut aggregator = start_es_aggregator(
         dir.path(),
-        &format!(
-            "data_dir: {data}
-sources:
-  nodes:
-    type: forward
-    bind: 127.0.0.1:{port}
-sinks:
-  es:
-    type: elasticsearch
-    match: \"**\"
-    endpoints: [\"{url}\"]
-    request_timeout: 3s
-    batch: {{ max_events: 1000, timeout: 200ms }}
+        port,
+        &osmem,
+        "    request_timeout: 3s
+    batch: { max_events: 1000, timeout: 200ms }
     buffer:
       type: file
       flush_interval: 500ms
       retry_wait: 200ms
       retry_max_interval: 2s
 ",
-            data = agg_data.display(),
-            url = osmem.url(),
-        ),
-        port,
     );
     let mut forwarder = Nagare::start(
         "forwarder",
@@ -557,14 +560,11 @@ fn damaged_buffer_files_are_quarantined_and_every_intact_chunk_is_delivered() {
     // The sink's folder is taken by a file: nothing can be delivered, so the chunks
     // stay in the aggregator's file buffer.
     std::fs::write(&out_dir, "not a folder").unwrap();
-    let config = format!(
-        "data_dir: {data}
-sources:
-  nodes:
-    type: forward
-    bind: 127.0.0.1:{port}
-sinks:
-  archive:
+    let config = forward_aggregator(
+        &dir.path().join("agg"),
+        port,
+        &format!(
+            "  archive:
     type: file
     match: \"**\"
     path: {out}/all.ndjson
@@ -574,8 +574,8 @@ sinks:
       flush_mode: immediate
       retry_forever: true
 ",
-        data = dir.path().join("agg").display(),
-        out = out_dir.display(),
+            out = out_dir.display(),
+        ),
     );
     let mut aggregator = start_aggregator(dir.path(), &config, port);
     // Eight chunks of 50 records, each acked by the aggregator: committed.
@@ -679,20 +679,11 @@ async fn a_full_buffer_with_block_pauses_the_tailer_until_the_destination_is_bac
     // are stored uncompressed so that the limit means about 600 lines on either side:
     // compressed tenfold, the two buffers would take half a minute of this stream
     // to fill, longer than the outage.
-    let aggregator = start_aggregator(
+    let aggregator = start_es_aggregator(
         dir.path(),
-        &format!(
-            "data_dir: {data}
-sources:
-  nodes:
-    type: forward
-    bind: 127.0.0.1:{port}
-sinks:
-  es:
-    type: elasticsearch
-    match: \"**\"
-    endpoints: [\"{url}\"]
-    request_timeout: 5s
+        port,
+        &osmem,
+        "    request_timeout: 5s
     buffer:
       type: file
       total_limit_size: 64KiB
@@ -703,10 +694,6 @@ sinks:
       retry_wait: 200ms
       retry_max_interval: 1s
 ",
-            data = dir.path().join("agg").display(),
-            url = osmem.url(),
-        ),
-        port,
     );
 
     // The forwarder runs in this process so that its tail metrics can be read: the

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nagare_core::EventTime;
 use nagare_testkit::{Osmem, free_port, wait_until};
-use support::Nagare;
+use support::{Nagare, forward_aggregator};
 
 const FILES: usize = 4;
 const LINES: usize = 10_000;
@@ -93,18 +93,12 @@ fn ten_thousand_cri_lines_reach_elasticsearch_exactly_once() {
     let port = free_port();
     let pods = pods();
 
-    let mut aggregator = Nagare::start(
-        "aggregator",
-        dir.path(),
-        &format!(
-            "data_dir: {data}\n\
-             sources:\n  nodes:\n    type: forward\n    bind: 127.0.0.1:{port}\n\
-             sinks:\n  es:\n    type: elasticsearch\n    match: \"kube.**\"\n    endpoints: [\"{url}\"]\n    batch:\n      max_events: 2000\n      timeout: 200ms\n",
-            data = dir.path().join("agg-data").display(),
-            url = osmem.url(),
-        ),
+    let sinks = format!(
+        "  es:\n    type: elasticsearch\n    match: \"kube.**\"\n    endpoints: [\"{url}\"]\n    batch:\n      max_events: 2000\n      timeout: 200ms\n",
+        url = osmem.url(),
     );
-    support::wait_listening(&mut aggregator, port);
+    let aggregator_config = forward_aggregator(&dir.path().join("agg-data"), port, &sinks);
+    let mut aggregator = Nagare::listening("aggregator", dir.path(), &aggregator_config, port);
 
     // Half the lines exist before the forwarder starts, half are appended while it runs.
     write_logs(&logs, &pods, 0, LINES / 2);

@@ -7,31 +7,42 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use nagare_testkit::clients::Go;
 use nagare_testkit::{Node, Python, free_port, wait_until};
 use support::{Nagare, plain, read_ndjson};
 
-fn aggregator(dir: &std::path::Path, port: u16) -> Nagare {
+fn aggregator(dir: &Path, port: u16) -> Nagare {
     aggregator_with(dir, port, "")
 }
 
 /// An aggregator whose forward source has `extra` keys (indented for it).
-fn aggregator_with(dir: &std::path::Path, port: u16, extra: &str) -> Nagare {
-    let mut agg = Nagare::start(
-        "aggregator",
-        dir,
-        &format!(
-            "data_dir: {data}\n\
-             sources:\n  clients:\n    type: forward\n    bind: 127.0.0.1:{port}\n{extra}\
-             sinks:\n  out:\n    type: file\n    match: \"**\"\n    path: {out}\n",
-            data = dir.join("data").display(),
-            out = dir.join("out.ndjson").display(),
-        ),
+fn aggregator_with(dir: &Path, port: u16, extra: &str) -> Nagare {
+    let config = format!(
+        "data_dir: {data}\n\
+         sources:\n  clients:\n    type: forward\n    bind: 127.0.0.1:{port}\n{extra}\
+         sinks:\n  out:\n    type: file\n    match: \"**\"\n    path: {out}\n",
+        data = dir.join("data").display(),
+        out = dir.join("out.ndjson").display(),
     );
-    support::wait_listening(&mut agg, port);
-    agg
+    Nagare::listening("aggregator", dir, &config, port)
+}
+
+/// Waits until the aggregator wrote `n` records to `dir/out.ndjson`, stops it, and
+/// returns them, checked to be `n`; `context` goes with a failure.
+fn records(agg: &mut Nagare, dir: &Path, n: usize, context: &str) -> Vec<serde_json::Value> {
+    let out = dir.join("out.ndjson");
+    assert!(
+        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= n),
+        "{context}\n{}",
+        agg.child.logs()
+    );
+    assert!(agg.terminate(Duration::from_secs(20)).success());
+    let lines = read_ndjson(&out);
+    assert_eq!(lines.len(), n, "{context}");
+    lines
 }
 
 #[test]
@@ -52,15 +63,7 @@ s.close()
     Python::fluent_logger()
         .spawn_script(script, &[&port.to_string()])
         .expect_success(Duration::from_secs(30));
-    let out = dir.path().join("out.ndjson");
-    assert!(
-        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 100),
-        "{}",
-        agg.child.logs()
-    );
-    assert!(agg.terminate(Duration::from_secs(20)).success());
-    let lines = read_ndjson(&out);
-    assert_eq!(lines.len(), 100);
+    let lines = records(&mut agg, dir.path(), 100, "");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["tag"], "py.app.access");
         assert_eq!(l["record"]["n"], i);
@@ -104,16 +107,7 @@ for (let i = 0; i < 100; i++) {
 "#;
     let mut node = Node::fluent_logger().spawn_script(script, &[&port.to_string(), mode]);
     node.expect_success(Duration::from_secs(30));
-    let out = dir.path().join("out.ndjson");
-    assert!(
-        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 100),
-        "{}\n{}",
-        node.logs(),
-        agg.child.logs()
-    );
-    assert!(agg.terminate(Duration::from_secs(20)).success());
-    let lines = read_ndjson(&out);
-    assert_eq!(lines.len(), 100, "{}", node.logs());
+    let lines = records(&mut agg, dir.path(), 100, &node.logs());
     let mut ns: Vec<u64> = lines
         .iter()
         .map(|l| l["record"]["n"].as_u64().unwrap())
@@ -183,7 +177,6 @@ fn node_fluent_logger_shared_key_handshake_admits_the_right_key_only() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut agg = aggregator_with(dir.path(), port, SECURED);
-    let out = dir.path().join("out.ndjson");
 
     let mut wrong = node_with_shared_key(port, "not-the-key");
     wrong.expect_success(Duration::from_secs(30));
@@ -219,14 +212,7 @@ fn node_fluent_logger_shared_key_handshake_admits_the_right_key_only() {
     let mut right = node_with_shared_key(port, "node-shared-key");
     right.expect_success(Duration::from_secs(30));
     assert!(right.stdout().contains("acked 50"), "{}", right.logs());
-    assert!(
-        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 50),
-        "{}",
-        agg.child.logs()
-    );
-    assert!(agg.terminate(Duration::from_secs(20)).success());
-    let lines = read_ndjson(&out);
-    assert_eq!(lines.len(), 50, "only the right key delivered");
+    let lines = records(&mut agg, dir.path(), 50, "only the right key delivered");
     assert!(lines.iter().all(|l| l["tag"] == "secure.api"));
 }
 
@@ -280,15 +266,7 @@ fn go_sends(mode: &str) {
     let mut go = program.spawn(&[&port.to_string(), mode]);
     go.expect_success(Duration::from_secs(60));
     assert!(go.stdout().contains("acked 100"), "{}", go.logs());
-    let out = dir.path().join("out.ndjson");
-    assert!(
-        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 100),
-        "{}",
-        agg.child.logs()
-    );
-    assert!(agg.terminate(Duration::from_secs(20)).success());
-    let lines = read_ndjson(&out);
-    assert_eq!(lines.len(), 100);
+    let lines = records(&mut agg, dir.path(), 100, "");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["tag"], "go.app");
         assert_eq!(l["record"]["n"], i);
@@ -377,15 +355,7 @@ for (let i = 0; i < 20; i++) {
         Node::fluent_logger().spawn_script(script, &[&port.to_string(), ca.to_str().unwrap()]);
     node.expect_success(Duration::from_secs(30));
     assert!(node.stdout().contains("sent 20"), "{}", node.logs());
-    let out = dir.path().join("out.ndjson");
-    assert!(
-        wait_until(Duration::from_secs(20), || read_ndjson(&out).len() >= 20),
-        "{}",
-        agg.child.logs()
-    );
-    assert!(agg.terminate(Duration::from_secs(20)).success());
-    let lines = read_ndjson(&out);
-    assert_eq!(lines.len(), 20);
+    let lines = records(&mut agg, dir.path(), 20, "");
     assert!(lines.iter().all(|l| l["tag"] == "tls.api"));
     assert!(!agg.child.stderr().contains("aggregator-pass"));
 }

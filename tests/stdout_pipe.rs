@@ -19,7 +19,7 @@
 mod support;
 
 use std::io::{BufRead, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -100,18 +100,7 @@ fn stdout_sink_keeps_a_pipe_flowing_for_fast_slow_and_stopped_readers() {
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     write_cri(&logs.join("web-1_shop_app-0123456789ab.log"), LINES);
-    let config = dir.path().join("nagare.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir: {data}\n\
-             sources:\n  app:\n    type: tail\n    paths: [{logs}/*.log]\n    read_from_head: true\n    tag: app\n\
-             sinks:\n  out:\n    type: stdout\n    match: \"**\"\n    buffer: {{ type: file }}\n",
-            data = dir.path().join("data").display(),
-            logs = logs.display(),
-        ),
-    )
-    .unwrap();
+    let config = tail_to_stdout(dir.path(), "    buffer: { type: file }\n");
     let _load = load_both_cores();
 
     let mut cat = Proc(
@@ -242,15 +231,17 @@ fn stdout_sink_keeps_a_pipe_flowing_for_fast_slow_and_stopped_readers() {
     );
 }
 
-/// The tail-to-stdout config used by the tests below, on `logs` and `data`.
-fn tail_to_stdout(dir: &Path) -> std::path::PathBuf {
+/// The tail-to-stdout config of these tests, written to `dir/nagare.yaml`: the files
+/// `dir/logs/*.log` read from their start and tagged `app`, to a stdout sink with the
+/// further keys `sink_keys` (YAML indented by four spaces); data in `dir/data`.
+fn tail_to_stdout(dir: &Path, sink_keys: &str) -> PathBuf {
     let config = dir.join("nagare.yaml");
     std::fs::write(
         &config,
         format!(
             "data_dir: {data}\n\
              sources:\n  app:\n    type: tail\n    paths: [{logs}/*.log]\n    read_from_head: true\n    tag: app\n\
-             sinks:\n  out:\n    type: stdout\n    match: \"**\"\n    format: record\n",
+             sinks:\n  out:\n    type: stdout\n    match: \"**\"\n{sink_keys}",
             data = dir.join("data").display(),
             logs = dir.join("logs").display(),
         ),
@@ -274,7 +265,7 @@ fn when_its_reader_exits_nagare_stops_and_reads_the_lines_not_written_again_afte
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("logs")).unwrap();
     write_cri(&dir.path().join("logs/web-1_shop_app-0123456789ab.log"), N);
-    let config = tail_to_stdout(dir.path());
+    let config = tail_to_stdout(dir.path(), "    format: record\n");
 
     // `nagare run | head -n 100`: head exits after 100 lines, closing the pipe.
     let mut head = Proc(

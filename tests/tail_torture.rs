@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use nagare_forwarder::sources::tail::checkpoint::{self, Stored};
 use nagare_forwarder::sources::tail::file::{FINGERPRINT_BYTES, fnv1a};
 use nagare_testkit::{Child, Osmem, free_port, wait_until};
-use support::Nagare;
+use support::{Nagare, forward_aggregator};
 
 const FILES: usize = 4;
 const RATE: u64 = 52_000;
@@ -90,18 +90,12 @@ fn torture(mode: &str) {
     std::fs::create_dir_all(&out).unwrap();
     let port = free_port();
     let output = out.join("records.ndjson");
-    let mut aggregator = Nagare::start(
-        "aggregator",
-        dir.path(),
-        &format!(
-            "data_dir: {data}\n\
-             sources:\n  nodes:\n    type: forward\n    bind: 127.0.0.1:{port}\n\
-             sinks:\n  archive:\n    type: file\n    match: \"**\"\n    path: {output}\n    format: record\n",
-            data = dir.path().join("agg-data").display(),
-            output = output.display(),
-        ),
+    let sinks = format!(
+        "  archive:\n    type: file\n    match: \"**\"\n    path: {output}\n    format: record\n",
+        output = output.display(),
     );
-    support::wait_listening(&mut aggregator, port);
+    let aggregator_config = forward_aggregator(&dir.path().join("agg-data"), port, &sinks);
+    let mut aggregator = Nagare::listening("aggregator", dir.path(), &aggregator_config, port);
 
     let fwd_data = dir.path().join("fwd-data");
     let config = forwarder_config(&fwd_data, &logs, port);
@@ -196,12 +190,7 @@ fn torture(mode: &str) {
         duplicated as f64 * 100.0 / total as f64,
         two_ids.len(),
     );
-    assert!(
-        missing.is_empty(),
-        "{} lines lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(20)]
-    );
+    assert_none(&missing, "lines lost");
 
     // Each duplicate was past the checkpoint on disk at some kill.
     assert!(
@@ -217,19 +206,23 @@ fn torture(mode: &str) {
                 .all(|c| acknowledged(c, &generations, file, seq))
         })
         .collect();
-    assert!(
-        acked_at_every_kill.is_empty(),
-        "{} duplicated lines were checkpointed (acknowledged) before every kill, e.g. {:?}",
-        acked_at_every_kill.len(),
-        &acked_at_every_kill[..acked_at_every_kill.len().min(20)]
+    assert_none(
+        &acked_at_every_kill,
+        "duplicated lines were checkpointed (acknowledged) before every kill",
     );
-    assert!(
-        two_ids.is_empty(),
-        "{} lines arrived with two different event ids, e.g. {:?}",
-        two_ids.len(),
-        &two_ids[..two_ids.len().min(20)]
-    );
+    assert_none(&two_ids, "lines arrived with two different event ids");
     drop(writer);
+}
+
+/// Asserts that `items` is empty; if not, says how many `what` there are and shows
+/// the first 20.
+fn assert_none<T: std::fmt::Debug>(items: &[T], what: &str) {
+    assert!(
+        items.is_empty(),
+        "{} {what}, e.g. {:?}",
+        items.len(),
+        &items[..items.len().min(20)]
+    );
 }
 
 /// The generations and, per file, the number of lines written.
@@ -437,20 +430,14 @@ fn lines_read_again_from_a_copytruncate_copy_stay_one_document_each() {
     std::fs::create_dir_all(&logs).unwrap();
     let port = free_port();
     let archive = dir.path().join("out/all.ndjson");
-    let mut aggregator = Nagare::start(
-        "aggregator",
-        dir.path(),
-        &format!(
-            "data_dir: {data}\n\
-             sources:\n  nodes:\n    type: forward\n    bind: 127.0.0.1:{port}\n\
-             sinks:\n  es:\n    type: elasticsearch\n    match: \"**\"\n    endpoints: [\"{url}\"]\n    batch: {{ max_events: 1000, timeout: 100ms }}\n    id_key: line_id\n    remove_keys: [line_id]\n\
+    let sinks = format!(
+        "  es:\n    type: elasticsearch\n    match: \"**\"\n    endpoints: [\"{url}\"]\n    batch: {{ max_events: 1000, timeout: 100ms }}\n    id_key: line_id\n    remove_keys: [line_id]\n\
              \x20 archive:\n    type: file\n    match: \"**\"\n    path: {archive}\n    format: record\n",
-            data = dir.path().join("agg-data").display(),
-            url = osmem.url(),
-            archive = archive.display(),
-        ),
+        url = osmem.url(),
+        archive = archive.display(),
     );
-    support::wait_listening(&mut aggregator, port);
+    let aggregator_config = forward_aggregator(&dir.path().join("agg-data"), port, &sinks);
+    let mut aggregator = Nagare::listening("aggregator", dir.path(), &aggregator_config, port);
     let app = logs.join("app.log");
     write_seq_lines(&app, 0, BEFORE);
     let fwd_data = dir.path().join("fwd-data");

@@ -38,6 +38,13 @@ impl Nagare {
         }
     }
 
+    /// Starts like `start`, then waits until it accepts connections on `port`.
+    pub fn listening(name: &str, dir: &Path, config: &str, port: u16) -> Nagare {
+        let mut process = Nagare::start(name, dir, config);
+        wait_listening(&mut process, port);
+        process
+    }
+
     /// Sends SIGTERM and waits for the exit status (graceful shutdown).
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         signal(self.child.pid(), nix::sys::signal::Signal::SIGTERM);
@@ -82,6 +89,21 @@ pub fn wait_listening(process: &mut Nagare, port: u16) {
         "nothing listens on port {port}\n{}",
         process.child.logs()
     );
+}
+
+/// An aggregator config: `data_dir` `data`, a forward source `nodes` on
+/// 127.0.0.1:`port`, and `sinks` (YAML, each sink indented by two spaces).
+pub fn forward_aggregator(data: &Path, port: u16, sinks: &str) -> String {
+    format!(
+        "data_dir: {data}
+sources:
+  nodes:
+    type: forward
+    bind: 127.0.0.1:{port}
+sinks:
+{sinks}",
+        data = data.display()
+    )
 }
 
 /// Reads an NDJSON file into values (missing file: none).
