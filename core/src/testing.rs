@@ -1,6 +1,7 @@
 //! Builders the tests of every nagare crate share: chunks of records (and one with an
 //! entry that cannot be decoded), the numbers back out of a chunk, a chunk taken off a
-//! buffer, and the contexts a source or a sink runs in. Compiled for core's own tests,
+//! buffer, the contexts a source or a sink runs in, the deterministic numbers of the
+//! fuzz smoke runs, and the openssl command line that makes keys as users have them. Compiled for core's own tests,
 //! and for other crates' tests with the `test-support` feature (their dev-dependency
 //! on nagare-core turns it on); never in a release build.
 
@@ -103,6 +104,41 @@ pub fn sink_context(name: &str, buffer: &Buffer, data_dir: &Path) -> (SinkContex
         data_dir: data_dir.to_path_buf(),
     };
     (ctx, abort)
+}
+
+/// Runs the openssl command line in `dir` with `args` (split at spaces); panics with
+/// its output if it fails.
+pub fn openssl(dir: &Path, args: &str) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args.split(' '))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}); scripts/test installs it"));
+    assert!(
+        out.status.success(),
+        "openssl {args} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// xorshift64*: a small, fast, deterministic source of numbers for the fuzz smoke
+/// runs, so that a seed gives the same inputs on every machine.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
 }
 
 #[cfg(test)]

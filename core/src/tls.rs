@@ -124,6 +124,7 @@ pub fn load_roots(what: &'static str, path: &Path) -> Result<RootCertStore, PemE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::openssl;
 
     #[test]
     fn errors_name_the_setting_and_the_file() {
@@ -151,21 +152,6 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let e = load_roots("tls.ca_path", &missing).unwrap_err().to_string();
         assert!(e.contains("missing.pem"), "{e}");
-    }
-
-    /// Runs the openssl command line in `dir` with `args` (split at spaces); panics
-    /// with its output if it fails.
-    fn openssl(dir: &Path, args: &str) {
-        let out = std::process::Command::new("openssl")
-            .current_dir(dir)
-            .args(args.split(' '))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl ({e}); scripts/test installs it"));
-        assert!(
-            out.status.success(),
-            "openssl {args} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     fn key(path: &Path, passphrase: Option<&Secret>) -> Result<PrivateKeyDer<'static>, String> {

@@ -10,6 +10,8 @@ use nagare_parsers::fuzzing::Target;
 use nagare_parsers::{Parser, ParserConfig, ParserFilter, ParserFilterConfig};
 use proptest::prelude::*;
 
+mod support;
+
 fn parser(yaml: &str) -> Parser {
     let config: ParserConfig = serde_norway::from_str(yaml).unwrap();
     Parser::new(&config).unwrap()
@@ -19,24 +21,34 @@ fn at() -> EventTime {
     EventTime::new(1_709_251_200, 0)
 }
 
+/// The record `line` parses into with the parser of `yaml`, or a test failure
+/// naming the line and the error.
+fn parse_back(yaml: &str, line: &str) -> Result<Map, TestCaseError> {
+    parser(yaml)
+        .parse(line.as_bytes(), at())
+        .map(|parsed| parsed.record)
+        .map_err(|e| TestCaseError::fail(format!("{line:?}: {e}")))
+}
+
 /// Bytes that look like log lines often enough to reach past the first check.
 fn line_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let piece = prop_oneof![
-        any::<Vec<u8>>(),
-        Just(b"192.168.1.20 - - [15/Jan/2024:10:30:00 +0000] ".to_vec()),
-        Just(b"\"GET / HTTP/1.1\" 200 12".to_vec()),
-        Just(b" \"-\" \"curl\"".to_vec()),
-        Just(b"<165>1 2003-10-11T22:14:15.003Z host app - ID47 ".to_vec()),
-        Just(b"[id a=\"b\\\"\"]".to_vec()),
-        Just(b"Jan 15 10:30:00 web-1 sshd[1]: ".to_vec()),
-        Just(b"key=\"v\\u00e9\" ".to_vec()),
-        Just(b"label:value\t".to_vec()),
-        Just(b"\"a,\"\"b\"\",".to_vec()),
-        Just(b"{\"time\":\"2024-01-15T10:30:00Z\",\"a\":[1,{}]}".to_vec()),
-        Just(b"2024/01/15 10:30:00 [error] 1#1: *2 x, client: 1, host: \"h\"".to_vec()),
-        Just(b"[Mon Jan 15 10:30:00.1 2024] [core:error] [pid 1:tid 2] ".to_vec()),
-    ];
-    prop::collection::vec(piece, 0..6).prop_map(|v| v.concat())
+    support::bytes_with(
+        &[
+            b"192.168.1.20 - - [15/Jan/2024:10:30:00 +0000] ",
+            b"\"GET / HTTP/1.1\" 200 12",
+            b" \"-\" \"curl\"",
+            b"<165>1 2003-10-11T22:14:15.003Z host app - ID47 ",
+            b"[id a=\"b\\\"\"]",
+            b"Jan 15 10:30:00 web-1 sshd[1]: ",
+            b"key=\"v\\u00e9\" ",
+            b"label:value\t",
+            b"\"a,\"\"b\"\",",
+            b"{\"time\":\"2024-01-15T10:30:00Z\",\"a\":[1,{}]}",
+            b"2024/01/15 10:30:00 [error] 1#1: *2 x, client: 1, host: \"h\"",
+            b"[Mon Jan 15 10:30:00.1 2024] [core:error] [pid 1:tid 2] ",
+        ],
+        6,
+    )
 }
 
 /// Keys and values a logfmt writer can produce.
@@ -100,9 +112,8 @@ proptest! {
         // out of the record, so it is not part of this property.
         record.remove("time");
         let line = logfmt::render(&record);
-        let parsed = parser("format: logfmt\n").parse(line.as_bytes(), at())
-            .map_err(|e| TestCaseError::fail(format!("{line:?}: {e}")))?;
-        prop_assert_eq!(parsed.record, record, "via {:?}", line);
+        let parsed = parse_back("format: logfmt\n", &line)?;
+        prop_assert_eq!(parsed, record, "via {:?}", line);
     }
 
     #[test]
@@ -110,9 +121,8 @@ proptest! {
         let mut record: Map = pairs.into_iter().collect();
         record.remove("time");
         let line = ltsv::render(&record);
-        let parsed = parser("format: ltsv\n").parse(line.as_bytes(), at())
-            .map_err(|e| TestCaseError::fail(format!("{line:?}: {e}")))?;
-        prop_assert_eq!(parsed.record, record, "via {:?}", line);
+        let parsed = parse_back("format: ltsv\n", &line)?;
+        prop_assert_eq!(parsed, record, "via {:?}", line);
     }
 
     #[test]
@@ -120,10 +130,9 @@ proptest! {
         let keys = ["a", "b", "c", "d", "e"];
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let line = csv::render(&refs, b',');
-        let parsed = parser("format: csv\nkeys: [a, b, c, d, e]\n").parse(line.as_bytes(), at())
-            .map_err(|e| TestCaseError::fail(format!("{line:?}: {e}")))?;
+        let parsed = parse_back("format: csv\nkeys: [a, b, c, d, e]\n", &line)?;
         let expected: Map = keys.iter().zip(&values).map(|(k, v)| (*k, v.as_str())).collect();
-        prop_assert_eq!(parsed.record, expected, "via {:?}", line);
+        prop_assert_eq!(parsed, expected, "via {:?}", line);
     }
 
     #[test]
@@ -131,8 +140,7 @@ proptest! {
         let mut record: Map = pairs.into_iter().collect();
         record.remove("time");
         let line = serde_json::to_string(&record).unwrap();
-        let parsed = parser("format: json\n").parse(line.as_bytes(), at())
-            .map_err(|e| TestCaseError::fail(format!("{line:?}: {e}")))?;
-        prop_assert_eq!(parsed.record, record, "via {:?}", line);
+        let parsed = parse_back("format: json\n", &line)?;
+        prop_assert_eq!(parsed, record, "via {:?}", line);
     }
 }

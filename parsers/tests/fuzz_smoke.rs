@@ -6,23 +6,8 @@
 use std::path::Path;
 use std::time::Instant;
 
+use nagare_core::testing::Rng;
 use nagare_parsers::fuzzing::Target;
-
-/// xorshift64*: small, fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// Bytes the formats give meaning to, so that mutations reach deep states.
 const SPECIAL: &[u8] = b" \t\n\r\"\\[]<>=:,;-./%*#{}0129Zz\xef\xbb\xbf\xff\xc3";
@@ -65,7 +50,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
         match rng.below(6) {
             0 if !data.is_empty() => {
                 let i = rng.below(data.len());
-                data[i] = rng.next() as u8;
+                data[i] = rng.next_u64() as u8;
             }
             1 => data.insert(at, SPECIAL[rng.below(SPECIAL.len())]),
             2 if !data.is_empty() => {
@@ -96,7 +81,7 @@ fn random(rng: &mut Rng) -> Vec<u8> {
             if rng.below(3) == 0 {
                 SPECIAL[rng.below(SPECIAL.len())]
             } else {
-                rng.next() as u8
+                rng.next_u64() as u8
             }
         })
         .collect()

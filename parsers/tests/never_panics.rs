@@ -7,18 +7,21 @@ use nagare_parsers::container::{
 };
 use proptest::prelude::*;
 
+mod support;
+
 /// Bytes that look like container log lines often enough to reach the merging code.
 fn log_bytes() -> impl Strategy<Value = Vec<u8>> {
-    let piece = prop_oneof![
-        any::<Vec<u8>>(),
-        Just(b"2024-01-15T10:30:00.1Z stdout P ".to_vec()),
-        Just(b"2024-01-15T10:30:00Z stderr F ".to_vec()),
-        Just(b"{\"log\":\"".to_vec()),
-        Just(b"\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-15T10:30:00Z\"}".to_vec()),
-        Just(b"\\ud83d\\u".to_vec()),
-        Just(b"\n".to_vec()),
-    ];
-    prop::collection::vec(piece, 0..24).prop_map(|v| v.concat())
+    support::bytes_with(
+        &[
+            b"2024-01-15T10:30:00.1Z stdout P ",
+            b"2024-01-15T10:30:00Z stderr F ",
+            b"{\"log\":\"",
+            b"\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-15T10:30:00Z\"}",
+            b"\\ud83d\\u",
+            b"\n",
+        ],
+        24,
+    )
 }
 
 proptest! {

@@ -1,22 +1,7 @@
 //! Certificates and keys made by the openssl command line, with keys encrypted the
 //! ways users have them (`scripts/test` installs openssl).
 
-use std::path::Path;
-
-/// Runs the openssl command line in `dir` with `args` (split at spaces); panics with
-/// its output if it fails.
-pub fn openssl(dir: &Path, args: &str) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args.split(' '))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}); scripts/test installs it"));
-    assert!(
-        out.status.success(),
-        "openssl {args} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub use nagare_core::testing::openssl;
 
 /// A folder with a CA (`ca.crt`) and two leaves it signed: `aggregator.crt` for
 /// localhost and 127.0.0.1, its key `aggregator.key` encrypted as PKCS#8 with the

@@ -84,24 +84,9 @@ mod tests {
     use super::*;
     use crate::chunk::ChunkBuilder;
     use crate::forward::handshake::{Helo, Ping, Pong};
+    use crate::testing::Rng;
     use crate::{EventTime, Map, Tag};
     use std::io::Write;
-
-    /// xorshift64*: small, fast, deterministic.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
 
     fn seeds() -> Vec<Vec<u8>> {
         let mut b = ChunkBuilder::new(Tag::new("t"));
@@ -181,7 +166,7 @@ mod tests {
                 let at = rng.below(input.len() + 1);
                 match rng.below(4) {
                     0 if at < input.len() => input[at] = SPECIAL[rng.below(SPECIAL.len())],
-                    1 if at < input.len() => input[at] = rng.next() as u8,
+                    1 if at < input.len() => input[at] = rng.next_u64() as u8,
                     2 => input.insert(at, SPECIAL[rng.below(SPECIAL.len())]),
                     _ => input.truncate(at),
                 }
@@ -191,7 +176,7 @@ mod tests {
         }
         for _ in 0..2_000 {
             let n = rng.below(64);
-            let input: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let input: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             check(&input);
             runs += 1;
         }

@@ -98,18 +98,28 @@ async fn send_acked(stream: &mut TcpStream, frame: &[u8], chunk: &str) {
 }
 
 async fn read_ack(stream: &mut TcpStream) -> String {
+    read_whole(stream, "ack", |buf| forward::decode_ack(buf).unwrap()).await
+}
+
+/// Reads from `stream` until `parse` finds a whole `what` in what came, which must
+/// be all that came; fails if it does not come within 5 s or the server closes.
+async fn read_whole<T>(
+    stream: &mut TcpStream,
+    what: &str,
+    parse: impl Fn(&[u8]) -> Option<(T, usize)>,
+) -> T {
     let mut buf = Vec::new();
     loop {
-        if let Some((ack, n)) = forward::decode_ack(&buf).unwrap() {
-            assert_eq!(n, buf.len(), "one ack at a time");
-            return ack;
+        if let Some((value, n)) = parse(&buf) {
+            assert_eq!(n, buf.len(), "one {what} at a time");
+            return value;
         }
-        let mut more = [0u8; 256];
+        let mut more = [0u8; 512];
         let n = tokio::time::timeout(WAIT, stream.read(&mut more))
             .await
-            .expect("no ack within 5s")
+            .unwrap_or_else(|_| panic!("no {what} within 5s"))
             .unwrap();
-        assert_ne!(n, 0, "the server closed instead of acking");
+        assert_ne!(n, 0, "the server closed before sending a whole {what}");
         buf.extend_from_slice(&more[..n]);
     }
 }

@@ -48,35 +48,25 @@ pub async fn watch_pods(
     source: String,
     shutdown: Shutdown,
 ) {
-    let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={node}");
-    let stream =
-        watcher::watcher(api, watcher::Config::default().fields(&selector)).default_backoff();
-    let mut stream = pin!(stream);
-    let mut listed: Vec<Pod> = Vec::new();
-    let mut errors = Throttled {
-        last: None,
-        suppressed: 0,
+    let watch = Watch {
+        what: "pods",
+        source: &source,
+        shutdown,
     };
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            e = stream.next() => e,
-        };
-        match event {
-            None => return,
-            Some(Ok(Event::Init)) => listed.clear(),
-            Some(Ok(Event::InitApply(pod))) => listed.push(pod),
-            Some(Ok(Event::InitDone)) => {
-                let n = listed.len();
-                cache.replace_pods(std::mem::take(&mut listed), &config);
+    watch
+        .follow(
+            Api::<Pod>::all(client),
+            watcher::Config::default().fields(&selector),
+            |pods| {
+                let n = pods.len();
+                cache.replace_pods(pods, &config);
                 tracing::info!(source = %source, node = %node, pods = n, "listed this node's pods from the Kubernetes API");
-            }
-            Some(Ok(Event::Apply(pod))) => cache.apply_pod(&pod, &config),
-            Some(Ok(Event::Delete(pod))) => cache.delete_pod(&pod),
-            Some(Err(e)) => errors.warn(&source, "pods", &e),
-        }
-    }
+            },
+            |pod| cache.apply_pod(pod, &config),
+            |pod| cache.delete_pod(pod),
+        )
+        .await;
 }
 
 /// Keeps every namespace's labels in `cache` until `shutdown`.
@@ -86,27 +76,65 @@ pub async fn watch_namespaces(
     source: String,
     shutdown: Shutdown,
 ) {
-    let api: Api<Namespace> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    let mut stream = pin!(stream);
-    let mut listed: Vec<Namespace> = Vec::new();
-    let mut errors = Throttled {
-        last: None,
-        suppressed: 0,
+    let watch = Watch {
+        what: "namespaces",
+        source: &source,
+        shutdown,
     };
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            e = stream.next() => e,
+    watch
+        .follow(
+            Api::<Namespace>::all(client),
+            watcher::Config::default(),
+            |namespaces| cache.replace_namespaces(namespaces),
+            |ns| cache.apply_namespace(ns),
+            |ns| cache.delete_namespace(ns),
+        )
+        .await;
+}
+
+/// One list/watch task: the kind of object it follows (`what`, for the logs), the
+/// source it serves, and when it ends.
+struct Watch<'a> {
+    what: &'static str,
+    source: &'a str,
+    shutdown: Shutdown,
+}
+
+impl Watch<'_> {
+    /// Follows the objects of `api` that `config` selects until shutdown: the whole
+    /// list to `listed` after each (re)list, then each change to `applied` or
+    /// `deleted`; errors are warned about (throttled) and retried with backoff.
+    async fn follow<K>(
+        self,
+        api: Api<K>,
+        config: watcher::Config,
+        mut listed: impl FnMut(Vec<K>),
+        applied: impl Fn(&K),
+        deleted: impl Fn(&K),
+    ) where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        let stream = watcher::watcher(api, config).default_backoff();
+        let mut stream = pin!(stream);
+        let mut list: Vec<K> = Vec::new();
+        let mut errors = Throttled {
+            last: None,
+            suppressed: 0,
         };
-        match event {
-            None => return,
-            Some(Ok(Event::Init)) => listed.clear(),
-            Some(Ok(Event::InitApply(ns))) => listed.push(ns),
-            Some(Ok(Event::InitDone)) => cache.replace_namespaces(std::mem::take(&mut listed)),
-            Some(Ok(Event::Apply(ns))) => cache.apply_namespace(&ns),
-            Some(Ok(Event::Delete(ns))) => cache.delete_namespace(&ns),
-            Some(Err(e)) => errors.warn(&source, "namespaces", &e),
+        loop {
+            let event = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                e = stream.next() => e,
+            };
+            match event {
+                None => return,
+                Some(Ok(Event::Init)) => list.clear(),
+                Some(Ok(Event::InitApply(object))) => list.push(object),
+                Some(Ok(Event::InitDone)) => listed(std::mem::take(&mut list)),
+                Some(Ok(Event::Apply(object))) => applied(&object),
+                Some(Ok(Event::Delete(object))) => deleted(&object),
+                Some(Err(e)) => errors.warn(self.source, self.what, &e),
+            }
         }
     }
 }

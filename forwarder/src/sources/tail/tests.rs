@@ -118,15 +118,18 @@ fn logs(got: &[Got]) -> Vec<String> {
         .collect()
 }
 
+/// `v` in order, for lines that may come out of several files in any order.
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
 
+/// The lines `<prefix> <n>` for each `n` in `range`, as written to a file.
 fn numbered(prefix: &str, range: std::ops::Range<u32>) -> String {
     range.map(|i| format!("{prefix} {i}\n")).collect()
 }
 
+/// The `log` fields the lines of `numbered(prefix, range)` come out with.
 fn expected(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("{prefix} {i}")).collect()
 }
@@ -327,6 +330,7 @@ impl Stopped {
     }
 }
 
+/// The events of `chunk`, each with its tag.
 fn decode(chunk: &nagare_core::Chunk) -> Vec<Got> {
     chunk
         .events()
@@ -341,6 +345,7 @@ fn decode(chunk: &nagare_core::Chunk) -> Vec<Got> {
         .collect()
 }
 
+/// Appends `data` to the file at `path`, creating it if need be.
 fn append(path: &Path, data: &[u8]) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -71,21 +71,11 @@ fn value(buf: &[u8], at: &mut usize) -> V {
 
 /// Reads one whole handshake message off the socket, as raw bytes.
 async fn read_raw(stream: &mut TcpStream) -> Vec<u8> {
-    let mut buf = Vec::new();
-    loop {
-        let mut r = nagare_core::msgpack::Reader::new(&buf);
-        if let Ok(v) = r.skip_value() {
-            assert_eq!(v.len(), buf.len(), "one message at a time");
-            return buf;
-        }
-        let mut more = [0u8; 512];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut more))
-            .await
-            .expect("no handshake message within 5s")
-            .unwrap();
-        assert_ne!(n, 0, "the server closed during the handshake");
-        buf.extend_from_slice(&more[..n]);
-    }
+    read_whole(stream, "handshake message", |buf| {
+        let v = nagare_core::msgpack::Reader::new(buf).skip_value().ok()?;
+        Some((v.to_vec(), v.len()))
+    })
+    .await
 }
 
 fn sha512_hex(parts: &[&[u8]]) -> String {
