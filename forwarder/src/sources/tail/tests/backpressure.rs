@@ -10,14 +10,7 @@ async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
     // emitted by the shutdown.
     let lines = long_lines(1999);
     assert!(lines.len() < 256 * 1024);
-    let (dir, _) = dir_with(app_log, lines.as_bytes());
-    let mut config = head_config(dir.path());
-    config.chunk_limit_size = ByteSize(1024);
-    let buffer = BufferConfig {
-        total_limit_size: ByteSize(1),
-        ..BufferConfig::default()
-    };
-    let tail = Tail::start_with(dir, config, buffer, false);
+    let tail = start_small(&lines, head_config, 1024, 1);
     let first = tail.buffer.pop().await.unwrap();
     let mut got = decode(first.chunk());
     // The buffer holds one chunk at a time (in flight counts), so the source is now
@@ -44,14 +37,7 @@ async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
 #[tokio::test]
 async fn backpressure_pauses_reading_until_there_is_room() {
     let lines = long_lines(3000);
-    let (dir, _) = dir_with(app_log, lines.as_bytes());
-    let mut config = raw_config(dir.path());
-    config.chunk_limit_size = ByteSize(4096);
-    let buffer = BufferConfig {
-        total_limit_size: ByteSize(8192),
-        ..BufferConfig::default()
-    };
-    let tail = Tail::start_with(dir, config, buffer, false);
+    let tail = start_small(&lines, raw_config, 4096, 8192);
     let paused = wait_until_async(WAIT, || tail.metrics.snapshot().paused).await;
     assert!(paused, "the source waits for room");
     let before = tail.metrics.snapshot();
@@ -75,6 +61,24 @@ async fn backpressure_pauses_reading_until_there_is_room() {
     assert!(!done.paused);
     assert_eq!(done.bytes_read, lines.len() as u64);
     tail.stop().await;
+}
+
+/// Starts the source with `config` on an `app.log` holding `lines`, cutting chunks
+/// of `chunk_limit` bytes into a buffer that holds `total_limit` bytes.
+fn start_small(
+    lines: &str,
+    config: fn(&Path) -> TailConfig,
+    chunk_limit: u64,
+    total_limit: u64,
+) -> Tail {
+    let (dir, _) = dir_with(app_log, lines.as_bytes());
+    let mut config = config(dir.path());
+    config.chunk_limit_size = ByteSize(chunk_limit);
+    let buffer = BufferConfig {
+        total_limit_size: ByteSize(total_limit),
+        ..BufferConfig::default()
+    };
+    Tail::start_with(dir, config, buffer, false)
 }
 
 /// `n` lines `line 00000 xxx…` of 91 bytes each.
