@@ -251,9 +251,12 @@ fn segment_calls(log: &str) -> (Vec<ChunkWrite>, Vec<(String, usize, usize)>) {
     let mut running: std::collections::HashMap<String, (String, usize)> = Default::default();
     let mut failed = Vec::new();
     for (line, text) in log.lines().enumerate() {
-        let mut parts = text.splitn(3, ' ');
-        let (Some(thread), Some(_time), Some(call)) = (parts.next(), parts.next(), parts.next())
-        else {
+        // strace pads the thread id to a column: `4697  21:57:12.245 writev(…` with
+        // two spaces for a four-digit id, one for a five-digit id.
+        let Some((thread, rest)) = text.split_once(' ') else {
+            continue;
+        };
+        let Some((_time, call)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         if call.starts_with("writev(") {
