@@ -41,6 +41,7 @@ pub mod receipt;
 pub mod retry;
 pub mod router;
 pub mod shutdown;
+pub mod sink;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod time;
