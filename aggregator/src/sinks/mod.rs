@@ -2,6 +2,7 @@
 //!
 //! - [`elasticsearch`]: the `_bulk` API, per-item outcomes, dead-letter for rejects.
 //! - [`file`]: NDJSON files, one per tag if asked.
+//! - [`null`]: counts events and drops them.
 //! - [`stdout`]: NDJSON to standard output.
 //!
 //! Every sink has the same shape: it takes leases from its buffer, batches their
@@ -13,4 +14,5 @@
 
 pub mod elasticsearch;
 pub mod file;
+pub mod null;
 pub mod stdout;
