@@ -58,7 +58,7 @@ fn chunk(tag: &str, records: Vec<Map>, nanos: u32) -> (Chunk, oneshot::Receiver<
 struct Running {
     buffer: Buffer,
     abort: Shutdown,
-    task: JoinHandle<Result<(), elasticsearch::ElasticsearchError>>,
+    task: JoinHandle<Result<(), elasticsearch::ElasticsearchSinkError>>,
     _data: tempfile::TempDir,
 }
 
