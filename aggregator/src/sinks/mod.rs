@@ -4,6 +4,7 @@
 //! - [`file`]: NDJSON files, one per tag if asked.
 //! - [`null`]: counts events and drops them.
 //! - [`stdout`]: NDJSON to standard output.
+//! - [`ndjson`]: the line formats of `file` and `stdout`.
 //!
 //! Every sink has the same shape: it takes leases from its buffer, batches their
 //! events, builds a request (pure, testable byte for byte), sends it, and classifies
@@ -14,5 +15,6 @@
 
 pub mod elasticsearch;
 pub mod file;
+pub mod ndjson;
 pub mod null;
 pub mod stdout;

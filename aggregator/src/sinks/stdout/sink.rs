@@ -27,8 +27,8 @@ use nagare_core::retry::{Attempts, Next, Retrier};
 
 use super::config::StdoutConfig;
 use super::writer::{self, Writer, Written};
-use crate::sinks::file::Format;
-use crate::sinks::file::encoder::encode_event;
+use crate::sinks::ndjson::Format;
+use crate::sinks::ndjson::encode_event;
 
 /// Bytes of lines written at a time (a piece may end a line past it).
 const PIECE: usize = 256 * 1024;
