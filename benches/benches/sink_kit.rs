@@ -5,7 +5,8 @@
 //! the same encoding and body building in a bare loop (what the kit adds is the
 //! difference), and `serde_json::to_vec` of the same records, already decoded.
 //! Bodies are not gzipped here (`compress: false`), so the figures are the kit's and
-//! the encoder's, not the compressor's.
+//! the encoder's, not the compressor's. And the file sink from the same buffer to a
+//! file (envelope lines, fsync per batch).
 //!
 //!   cargo bench -p nagare-benches --bench sink_kit
 //!
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig, RequestBuilder};
+use nagare_aggregator::sinks::file;
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::config::{ByteSize, ConfigDocument};
 use nagare_core::sink::{self, BatchLimits, BatchOutcome, Item, Outcome, Sent, Service, Words};
@@ -183,5 +185,54 @@ fn sink_kit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sink_kit);
+/// The file sink from a memory buffer to a file on disk (written and fsynced per
+/// batch of up to 1 MiB), the same chunks; a new file each iteration.
+fn file_sink(c: &mut Criterion) {
+    let chunks = chunks();
+    let events = (CHUNKS * EVENTS_PER_CHUNK) as u64;
+    // On a tmpfs where there is one (`NAGARE_BENCH_DISK=1` for the disk): an fsync
+    // there costs nothing, so the figure is the sink's CPU, not the disk's latency,
+    // which on a shared machine varies more than the sink.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() && std::env::var_os("NAGARE_BENCH_DISK").is_none() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let path = dir.path().join("out.ndjson");
+    let yaml = format!("path: {}\nformat: envelope\n", path.display());
+    let config: file::FileConfig = ConfigDocument::from_text("bench.yaml", &yaml, |_| None)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("file_sink");
+    group.throughput(Throughput::Elements(events));
+    group.bench_function("file sink, envelope lines, fsync per batch", |b| {
+        b.iter(|| {
+            let _ = std::fs::remove_file(&path);
+            rt.block_on(async {
+                let buffer = Buffer::new(
+                    "bench",
+                    &BufferConfig {
+                        total_limit_size: ByteSize(1 << 30),
+                        ..BufferConfig::default()
+                    },
+                );
+                for chunk in &chunks {
+                    buffer.push(chunk.clone()).await.unwrap();
+                }
+                buffer.close();
+                let (ctx, _abort) = sink_context("bench", &buffer, dir.path());
+                file::run(config.clone(), ctx).await.unwrap();
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sink_kit, file_sink);
 criterion_main!(benches);
