@@ -186,7 +186,7 @@ fn ingest(server_rt: &Runtime, client_rt: &Runtime, frames: &[Bytes], rounds: us
         server_rt.spawn(async move {
             while let Some(lease) = sink.pop().await {
                 arrived.fetch_add(u64::from(lease.chunk().count()), Ordering::Relaxed);
-                lease.ack();
+                lease.delivered();
             }
         })
     };
@@ -327,7 +327,7 @@ fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration
         drain_on.spawn(async move {
             while let Some(lease) = null.pop().await {
                 arrived.fetch_add(u64::from(lease.chunk().count()), Ordering::Relaxed);
-                lease.ack();
+                lease.delivered();
             }
         })
     };

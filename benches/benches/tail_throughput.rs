@@ -179,7 +179,7 @@ fn null_next_hop(
                 u64::from(lease.chunk().count()),
                 std::sync::atomic::Ordering::Relaxed,
             );
-            lease.ack();
+            lease.delivered();
         }
     });
     (Arc::new(rb.build()), records)

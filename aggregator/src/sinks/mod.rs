@@ -10,7 +10,7 @@
 //! events, builds a request (pure, testable byte for byte), sends it, and classifies
 //! the outcome; it acks a lease only once its destination took every event of it.
 //! Failures are retried under the buffer's retry policy (`nagare_core::retry`);
-//! what is refused for good or runs out of retries goes to the sink's secondary
+//! what is refused for good or runs out of retries goes to the sink's dead-letter
 //! output (`nagare_core::dead_letter`).
 
 pub mod elasticsearch;

@@ -79,7 +79,7 @@ where
     E: Encoder,
     S: Service<E::Key>,
 {
-    let dead_letter = ctx.secondary();
+    let dead_letter = ctx.dead_letter();
     let retrier = ctx.retrier();
     let mut tasks = JoinSet::new();
     for (encoder, service) in workers {

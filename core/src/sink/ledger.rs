@@ -163,8 +163,8 @@ fn encode_slot(chunk: &Chunk, items: &[DeadItem<'_>], out: &mut Vec<u8>) -> u32 
 
 fn finish(lease: Lease, dead: bool) {
     if dead {
-        lease.fail();
+        lease.dead_lettered();
     } else {
-        lease.ack();
+        lease.delivered();
     }
 }

@@ -134,7 +134,7 @@ struct Run {
 fn setup(config: BufferConfig) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let dead_letter = dir.path().join("dl/out.ndjson");
-    let buffer = Buffer::new("out", &config).with_secondary(DeadLetter::new(dead_letter.clone()));
+    let buffer = Buffer::new("out", &config).with_dead_letter(DeadLetter::new(dead_letter.clone()));
     Run {
         buffer,
         seen: Arc::default(),
@@ -542,7 +542,7 @@ async fn a_failed_dead_letter_write_is_tried_again_until_it_works() {
     let blocker = dir.path().join("dl");
     std::fs::write(&blocker, "").unwrap();
     let buffer = Buffer::new("out", &quick_retries())
-        .with_secondary(DeadLetter::new(blocker.join("out.ndjson")));
+        .with_dead_letter(DeadLetter::new(blocker.join("out.ndjson")));
     let (chunk, rx) = with_receipt(chunk_of("t", [record(0, "")]));
     buffer.push(chunk).await.unwrap();
     buffer.close();

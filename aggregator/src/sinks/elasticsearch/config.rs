@@ -23,7 +23,7 @@
 //!
 //! Retries (`retry_wait`, `retry_max_interval`, `retry_timeout`, ...) and the number
 //! of requests in flight (`flush_thread_count`) are the sink's `buffer:` settings;
-//! where refused events go is its `secondary:` output.
+//! where refused events go is its `dead_letter:` output.
 
 use std::time::Duration;
 

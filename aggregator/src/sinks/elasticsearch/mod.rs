@@ -2,7 +2,7 @@
 //! like Fluentd's `out_elasticsearch` (daily `logstash-YYYY.MM.DD` indices,
 //! `@timestamp`, optional tag key), with per-event outcomes: events refused for now
 //! are sent again under the buffer's retry policy, events refused for good (and
-//! events whose retries ran out) go to the sink's secondary output.
+//! events whose retries ran out) go to the sink's dead-letter output.
 //!
 //! Built on the sink kit ([`nagare_core::sink`]), which batches, retries, splits,
 //! dead-letters and acks:

@@ -101,7 +101,7 @@ pub async fn run(
     tracing::info!(
         sink = %ctx.name,
         endpoints = ?config.endpoints,
-        dead_letter = %ctx.secondary().path().display(),
+        dead_letter = %ctx.dead_letter().path().display(),
         workers,
         "elasticsearch sink started"
     );

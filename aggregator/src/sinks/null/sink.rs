@@ -127,7 +127,7 @@ pub async fn run_counted(
         counters
             .events
             .fetch_add(u64::from(chunk.count()), Ordering::Relaxed);
-        lease.ack();
+        lease.delivered();
     }
     let totals = counters.totals();
     log(&ctx.name, totals, started, "null sink stopped; dropped");

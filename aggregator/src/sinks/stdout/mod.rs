@@ -11,4 +11,4 @@ mod sink;
 mod writer;
 
 pub use config::StdoutConfig;
-pub use sink::{StdoutError, StdoutSink, run, run_to};
+pub use sink::{StdoutSink, StdoutSinkError, run, run_to};

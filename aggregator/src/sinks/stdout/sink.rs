@@ -11,11 +11,11 @@
 //!
 //! A failed write is tried again from the byte where it stopped, under the buffer's
 //! retry policy, while the lease is held (so the buffer pushes back on the sources);
-//! once the retries run out, the events not written go to the secondary output with
+//! once the retries run out, the events not written go to the dead-letter output with
 //! the last error and the sink goes on. A closed pipe (the reader exited, `EPIPE`)
 //! is not retried: it cannot come back. The sink stops, and with it nagare, as a
 //! command in a pipeline does; what it had not written stays undelivered in its
-//! buffer. An entry that cannot be decoded goes to the secondary output with the
+//! buffer. An entry that cannot be decoded goes to the dead-letter output with the
 //! reason, and the rest of its chunk is delivered.
 
 use std::io::{self, ErrorKind, Write};
@@ -35,7 +35,7 @@ const PIECE: usize = 256 * 1024;
 
 /// Why the sink stopped with an error.
 #[derive(Debug, thiserror::Error)]
-pub enum StdoutError {
+pub enum StdoutSinkError {
     /// A setting is not usable.
     #[error("stdout sink `{sink}`: `{}`: {}", .invalid.key, .invalid.message)]
     Config {
@@ -74,20 +74,20 @@ pub struct StdoutSink;
 impl SinkComponent for StdoutSink {
     const TYPE: &'static str = "stdout";
     type Config = StdoutConfig;
-    type Error = StdoutError;
+    type Error = StdoutSinkError;
 
     fn validate(config: &StdoutConfig) -> Result<(), Invalid> {
         config.validate()
     }
 
-    async fn run(config: StdoutConfig, ctx: SinkContext) -> Result<(), StdoutError> {
+    async fn run(config: StdoutConfig, ctx: SinkContext) -> Result<(), StdoutSinkError> {
         run(config, ctx).await
     }
 }
 
 /// Runs the sink until its buffer is closed and drained, or `ctx.abort` is cancelled.
-pub async fn run(config: StdoutConfig, ctx: SinkContext) -> Result<(), StdoutError> {
-    let out = writer::stdout().map_err(|source| StdoutError::Unavailable {
+pub async fn run(config: StdoutConfig, ctx: SinkContext) -> Result<(), StdoutSinkError> {
+    let out = writer::stdout().map_err(|source| StdoutSinkError::Unavailable {
         sink: ctx.name.clone(),
         source,
     })?;
@@ -100,14 +100,16 @@ pub async fn run_to<W: Write + Send + 'static>(
     config: StdoutConfig,
     ctx: SinkContext,
     out: W,
-) -> Result<(), StdoutError> {
-    config.validate().map_err(|invalid| StdoutError::Config {
-        sink: ctx.name.clone(),
-        invalid,
-    })?;
+) -> Result<(), StdoutSinkError> {
+    config
+        .validate()
+        .map_err(|invalid| StdoutSinkError::Config {
+            sink: ctx.name.clone(),
+            invalid,
+        })?;
     let mut sink = Sink {
         retrier: ctx.retrier(),
-        secondary: ctx.secondary(),
+        dead_letter: ctx.dead_letter(),
         format: config.format,
         writer: Writer::new(out),
         piece: Vec::with_capacity(PIECE + 64 * 1024),
@@ -125,10 +127,10 @@ pub async fn run_to<W: Write + Send + 'static>(
             return Ok(());
         };
         match sink.deliver(lease.chunk()).await? {
-            Outcome::Delivered => lease.ack(),
+            Outcome::Delivered => lease.delivered(),
             // Not all of the chunk was written: it counts as failed, as a chunk with
             // an event refused for good does in every sink.
-            Outcome::GaveUp | Outcome::SetApart => lease.fail(),
+            Outcome::GaveUp | Outcome::SetApart => lease.dead_lettered(),
             // The lease goes back to the buffer as it is dropped.
             Outcome::Aborted => return Ok(()),
         }
@@ -140,9 +142,9 @@ enum Outcome {
     /// Every event was written.
     Delivered,
     /// Every event that could be decoded was written; the entries that could not
-    /// went to the secondary output.
+    /// went to the dead-letter output.
     SetApart,
-    /// The retries ran out; the events not written went to the secondary output.
+    /// The retries ran out; the events not written went to the dead-letter output.
     GaveUp,
     /// The sink was aborted first.
     Aborted,
@@ -162,7 +164,7 @@ enum Piece {
 struct Sink<W> {
     ctx: SinkContext,
     retrier: Retrier,
-    secondary: DeadLetter,
+    dead_letter: DeadLetter,
     format: Format,
     writer: Writer<W>,
     /// The piece being written.
@@ -177,7 +179,7 @@ struct Sink<W> {
 
 impl<W: Write + Send + 'static> Sink<W> {
     /// Writes `chunk`'s events, piece by piece.
-    async fn deliver(&mut self, chunk: &Chunk) -> Result<Outcome, StdoutError> {
+    async fn deliver(&mut self, chunk: &Chunk) -> Result<Outcome, StdoutSinkError> {
         let mut walk = chunk.walk().enumerate();
         let mut attempts = Attempts::new();
         let mut undecodable = 0u32;
@@ -234,7 +236,7 @@ impl<W: Write + Send + 'static> Sink<W> {
         let gave = gave_up.as_ref().map(|(from, r)| (*from, r.as_str()));
         let moved = dead_letter::encode_undelivered(chunk, gave, &mut lines);
         let written = self
-            .secondary
+            .dead_letter
             .write_until_done(
                 lines,
                 &self.retrier.policy().backoff,
@@ -245,21 +247,21 @@ impl<W: Write + Send + 'static> Sink<W> {
         if !written {
             return Ok(Outcome::Aborted);
         }
-        let path = self.secondary.path().display();
+        let path = self.dead_letter.path().display();
         match &gave_up {
             Some((_, reason)) => {
-                tracing::error!(sink = %self.ctx.name, events = moved, secondary = %path, %reason, "retries ran out (retry_timeout / retry_max_times); wrote the events not written to the secondary output");
+                tracing::error!(sink = %self.ctx.name, events = moved, dead_letter = %path, %reason, "retries ran out (retry_timeout / retry_max_times); wrote the events not written to the dead-letter output");
                 Ok(Outcome::GaveUp)
             }
             None => {
-                tracing::error!(sink = %self.ctx.name, tag = %chunk.tag(), chunk = %chunk.id(), entries = undecodable, secondary = %path, "a chunk held entries that cannot be decoded; wrote those to the secondary output with the reason and delivered the rest");
+                tracing::error!(sink = %self.ctx.name, tag = %chunk.tag(), chunk = %chunk.id(), entries = undecodable, dead_letter = %path, "a chunk held entries that cannot be decoded; wrote those to the dead-letter output with the reason and delivered the rest");
                 Ok(Outcome::SetApart)
             }
         }
     }
 
     /// Writes the piece, trying again from where a failed write stopped.
-    async fn write_piece(&mut self, attempts: &mut Attempts) -> Result<Piece, StdoutError> {
+    async fn write_piece(&mut self, attempts: &mut Attempts) -> Result<Piece, StdoutSinkError> {
         let mut at = 0;
         loop {
             let piece = std::mem::take(&mut self.piece);
@@ -281,7 +283,7 @@ impl<W: Write + Send + 'static> Sink<W> {
                     return Ok(Piece::Written);
                 }
                 Err(e) if e.kind() == ErrorKind::BrokenPipe => {
-                    return Err(StdoutError::Closed {
+                    return Err(StdoutSinkError::Closed {
                         sink: self.ctx.name.clone(),
                         source: e,
                     });

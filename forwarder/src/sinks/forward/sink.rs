@@ -82,10 +82,10 @@ pub async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), Forw
     let links = links(&config)?;
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let retrier = ctx.retrier();
-    let secondary = ctx.secondary();
+    let dead_letter = ctx.dead_letter();
     let mut sink = Dispatcher {
         retrier,
-        secondary,
+        dead_letter,
         name: ctx.name,
         backoff: config.backoff(),
         links,
@@ -185,7 +185,7 @@ struct Dispatcher {
     /// The buffer's retry policy: when a chunk whose sends keep failing is given up.
     retrier: Retrier,
     /// Where given-up chunks go.
-    secondary: DeadLetter,
+    dead_letter: DeadLetter,
     name: String,
     config: ForwardSinkConfig,
     backoff: Backoff,
@@ -371,7 +371,7 @@ impl Dispatcher {
                     if let Some(owner) = slot.node.and_then(|id| self.node_index(id)) {
                         self.nodes[owner].outstanding.remove(&seq);
                     }
-                    slot.lease.ack();
+                    slot.lease.delivered();
                 }
                 self.retrier.succeeded();
                 if let Some(i) = self.node_index(node) {
@@ -486,7 +486,7 @@ impl Dispatcher {
             let mut lines = Vec::with_capacity(chunk.byte_size() * 2);
             dead_letter::encode_chunk(chunk, &reason, &mut lines);
             let written = self
-                .secondary
+                .dead_letter
                 .write_until_done(lines, &backoff, &self.abort, &self.name)
                 .await;
             if !written {
@@ -497,11 +497,11 @@ impl Dispatcher {
                 sink = %self.name,
                 tag = %chunk.tag(),
                 events = chunk.count(),
-                secondary = %self.secondary.path().display(),
+                dead_letter = %self.dead_letter.path().display(),
                 %reason,
-                "retries ran out (retry_timeout / retry_max_times); wrote the chunk to the secondary output"
+                "retries ran out (retry_timeout / retry_max_times); wrote the chunk to the dead-letter output"
             );
-            slot.lease.fail();
+            slot.lease.dead_lettered();
         }
     }
 

@@ -168,7 +168,7 @@ impl Tail {
                 .unwrap_or_else(|_| panic!("waited for {n} events, got {}: {got:#?}", got.len()))
                 .expect("buffer open");
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
         got
     }
@@ -215,7 +215,7 @@ impl Tail {
         let mut got = Vec::new();
         while let Some(lease) = self.buffer.try_pop() {
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
         got
     }
@@ -583,14 +583,14 @@ async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
     let stats = tail.buffer.stats();
     assert_eq!((stats.queued_chunks, stats.in_flight_chunks), (0, 1));
     assert!(stats.blocked >= 1);
-    first.ack();
+    first.delivered();
     tail.shutdown.cancel();
     while !tail.task.is_finished() {
         if let Ok(Some(lease)) =
             tokio::time::timeout(Duration::from_millis(50), tail.buffer.pop()).await
         {
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
     }
     got.extend(tail.stop().await);
@@ -1219,7 +1219,7 @@ async fn multiline_golden_files() {
             tokio::time::timeout(Duration::from_millis(800), tail.buffer.pop()).await
         {
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
         tail.stop().await;
         let actual: Vec<serde_json::Value> = got
@@ -1681,7 +1681,7 @@ mod model {
         fn drain(&mut self) {
             self.take();
             for lease in self.held.drain(..) {
-                lease.ack();
+                lease.delivered();
             }
         }
 

@@ -58,7 +58,7 @@ async fn settle(tail: &Tail) -> Vec<Got> {
     {
         let lease = lease.expect("buffer open");
         got.extend(decode(lease.chunk()));
-        lease.ack();
+        lease.delivered();
     }
     got
 }
