@@ -104,19 +104,25 @@ const WORDS: Words = Words {
     split: "split",
 };
 
+/// A closed memory buffer holding `chunks`, as a sink finds it at shutdown.
+async fn filled(chunks: &[Chunk]) -> Buffer {
+    let buffer = Buffer::new(
+        "bench",
+        &BufferConfig {
+            total_limit_size: ByteSize(1 << 30),
+            ..BufferConfig::default()
+        },
+    );
+    for chunk in chunks {
+        buffer.push(chunk.clone()).await.unwrap();
+    }
+    buffer.close();
+    buffer
+}
+
 fn through_kit(rt: &tokio::runtime::Runtime, chunks: &[Chunk], config: &ElasticsearchConfig) {
     rt.block_on(async {
-        let buffer = Buffer::new(
-            "bench",
-            &BufferConfig {
-                total_limit_size: ByteSize(1 << 30),
-                ..BufferConfig::default()
-            },
-        );
-        for chunk in chunks {
-            buffer.push(chunk.clone()).await.unwrap();
-        }
-        buffer.close();
+        let buffer = filled(chunks).await;
         let (ctx, _abort) = sink_context("bench", &buffer, Path::new("/nonexistent"));
         let limits = BatchLimits {
             max_events: config.batch.max_events,
@@ -215,17 +221,7 @@ fn file_sink(c: &mut Criterion) {
         b.iter(|| {
             let _ = std::fs::remove_file(&path);
             rt.block_on(async {
-                let buffer = Buffer::new(
-                    "bench",
-                    &BufferConfig {
-                        total_limit_size: ByteSize(1 << 30),
-                        ..BufferConfig::default()
-                    },
-                );
-                for chunk in &chunks {
-                    buffer.push(chunk.clone()).await.unwrap();
-                }
-                buffer.close();
+                let buffer = filled(&chunks).await;
                 let (ctx, _abort) = sink_context("bench", &buffer, dir.path());
                 file::run(config.clone(), ctx).await.unwrap();
             })

@@ -219,6 +219,11 @@ pub fn default_path(data_dir: &Path, sink_name: &str) -> PathBuf {
 /// `name` with every character but letters, digits, `-`, `_` and `.` turned into `_`
 /// (and a name of dots alone into `sink`), fit to be one path component.
 pub fn safe_name(name: &str) -> String {
+    safe_name_or(name, "sink")
+}
+
+/// [`safe_name`] with `fallback` for a name that is empty or dots alone.
+pub fn safe_name_or(name: &str, fallback: &str) -> String {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -230,7 +235,7 @@ pub fn safe_name(name: &str) -> String {
         })
         .collect();
     if safe.chars().all(|c| c == '.') {
-        "sink".to_string()
+        fallback.to_string()
     } else {
         safe
     }

@@ -288,35 +288,11 @@ where
                     ]
                 }
                 BatchOutcome::All(Outcome::Retry { status, reason }) => {
-                    match self.retrier.failed(&mut group.attempts) {
-                        Next::RetryIn(delay) => {
-                            tracing::warn!(
-                                sink = %self.name,
-                                destination = %destination,
-                                status = status.map(i64::from).unwrap_or(-1),
-                                reason = %reason,
-                                events = events(&group.items),
-                                attempt = group.attempts.failures(),
-                                retry_in = ?delay,
-                                "{}",
-                                self.words.retry_all
-                            );
-                            if !pause(&self.abort, delay).await {
-                                return false;
-                            }
-                            group.request = Some(request);
-                            groups.push(group);
-                        }
-                        Next::GiveUp {
-                            failures,
-                            failing_for,
-                        } => {
-                            let reason = gave_up(failures, failing_for, status, &reason);
-                            let dead = dead_all(group.items, status, &reason);
-                            if !self.dead_letter(&key, dead, Why::GaveUp).await {
-                                return false;
-                            }
-                        }
+                    group.request = Some(request);
+                    let words = self.words.retry_all;
+                    let failure = (status, reason.as_str(), destination.as_str(), words);
+                    if !self.failed(&key, group, failure, &mut groups).await {
+                        return false;
                     }
                     continue;
                 }
@@ -328,15 +304,8 @@ where
                             return false;
                         }
                     } else {
-                        tracing::warn!(
-                            sink = %self.name,
-                            destination = %destination,
-                            status = status.map(i64::from).unwrap_or(-1),
-                            reason = %reason,
-                            events = events(&group.items),
-                            "{}",
-                            self.words.split
-                        );
+                        let split = self.words.split;
+                        self.warn(split, &destination, status, &reason, &group.items, None);
                         let second = group.items.split_off(group.items.len() / 2);
                         for items in [second, group.items] {
                             groups.push(Group {
@@ -391,42 +360,72 @@ where
             let Some((status, reason)) = retry_reason else {
                 continue;
             };
-            let mut attempts = group.attempts;
-            match self.retrier.failed(&mut attempts) {
-                Next::RetryIn(delay) => {
-                    tracing::warn!(
-                        sink = %self.name,
-                        destination = %destination,
-                        status = status.map(i64::from).unwrap_or(-1),
-                        reason = %reason,
-                        events = events(&retry),
-                        attempt = attempts.failures(),
-                        retry_in = ?delay,
-                        "{}",
-                        self.words.retry_some
-                    );
-                    if !pause(&self.abort, delay).await {
-                        return false;
-                    }
-                    groups.push(Group {
-                        items: retry,
-                        request: None,
-                        attempts,
-                    });
-                }
-                Next::GiveUp {
-                    failures,
-                    failing_for,
-                } => {
-                    let reason = gave_up(failures, failing_for, status, &reason);
-                    let dead = dead_all(retry, status, &reason);
-                    if !self.dead_letter(&key, dead, Why::GaveUp).await {
-                        return false;
-                    }
-                }
+            let retry = Group {
+                items: retry,
+                request: None,
+                attempts: group.attempts,
+            };
+            let words = self.words.retry_some;
+            let failure = (status, reason.as_str(), destination.as_str(), words);
+            if !self.failed(&key, retry, failure, &mut groups).await {
+                return false;
             }
         }
         true
+    }
+
+    /// Counts a failure of `group` (its status, reason, destination, and the sink's
+    /// words for sending it again) under the retry policy: waits, and pushes it back
+    /// onto `groups` to be sent again, or, once its retries ran out, writes its items
+    /// to the dead-letter output with the last reason. Returns false when aborted.
+    async fn failed(
+        &mut self,
+        key: &E::Key,
+        mut group: Group<E::Key, S::Request>,
+        (status, reason, destination, retry_in): (Option<u16>, &str, &str, &'static str),
+        groups: &mut Vec<Group<E::Key, S::Request>>,
+    ) -> bool {
+        match self.retrier.failed(&mut group.attempts) {
+            Next::RetryIn(delay) => {
+                let attempt = Some((group.attempts.failures(), delay));
+                self.warn(retry_in, destination, status, reason, &group.items, attempt);
+                let resumed = pause(&self.abort, delay).await;
+                groups.push(group);
+                resumed
+            }
+            Next::GiveUp {
+                failures,
+                failing_for,
+            } => {
+                let reason = gave_up(failures, failing_for, status, reason);
+                let dead = dead_all(group.items, status, &reason);
+                self.dead_letter(key, dead, Why::GaveUp).await
+            }
+        }
+    }
+
+    /// Logs, in the sink's `words`, that `items` go again (`attempt`: how many failures
+    /// so far, and the wait first) or are split.
+    fn warn(
+        &self,
+        words: &str,
+        destination: &str,
+        status: Option<u16>,
+        reason: &str,
+        items: &[Item<E::Key>],
+        attempt: Option<(u32, Duration)>,
+    ) {
+        let (attempt, retry_in) = attempt.unzip();
+        tracing::warn!(
+            sink = %self.name,
+            destination = %destination,
+            status = status.map(i64::from).unwrap_or(-1),
+            reason = %reason,
+            events = events(items),
+            attempt,
+            retry_in = retry_in.map(tracing::field::debug),
+            "{words}"
+        );
     }
 
     /// Writes the events of `dead` to the dead-letter output (trying again until the

@@ -198,6 +198,37 @@ impl Run {
         out
     }
 
+    /// [`drain`](Self::drain) of one chunk of the numbers `0..n`, in batches of up to
+    /// 100 items.
+    async fn numbers(&self, n: i64, answer: Answer) -> Vec<Delivery> {
+        let chunk = chunk_of("t", (0..n).map(|n| record(n, "")));
+        self.drain(vec![chunk], limits(100, 1000), false, answer)
+            .await
+    }
+
+    /// [`drain`](Self::drain) of one chunk of `events` into a destination that takes
+    /// everything; checks that the chunk was delivered.
+    async fn one_chunk(
+        &self,
+        events: impl IntoIterator<Item = (EventTime, Map)>,
+        limits: BatchLimits,
+    ) {
+        let chunk = chunk_of("t", events);
+        let got = self.drain(vec![chunk], limits, false, delivered()).await;
+        assert_eq!(got, vec![Delivery::Delivered]);
+    }
+
+    /// A worker's encoder (an item per event) and a service answering with
+    /// `answer`, or never (`hang`).
+    fn worker(&self, answer: Answer, hang: bool) -> (TestEncoder, TestService) {
+        let service = TestService {
+            seen: self.seen.clone(),
+            answer,
+            hang,
+        };
+        (TestEncoder { lines: false }, service)
+    }
+
     fn sent(&self) -> Vec<(String, Vec<String>)> {
         self.seen.lock().unwrap().sent.clone()
     }
@@ -224,6 +255,21 @@ async fn wait_for(mut check: impl FnMut() -> bool) {
 
 fn delivered() -> Answer {
     Box::new(|_, _| BatchOutcome::All(Outcome::Delivered))
+}
+
+/// Answers `outcome` to the requests `when` picks (by their items and number), and
+/// "all delivered" to the others.
+fn unless(
+    when: impl Fn(&[String], usize) -> bool + Send + 'static,
+    outcome: BatchOutcome,
+) -> Answer {
+    Box::new(move |items, attempt| {
+        if when(items, attempt) {
+            outcome.clone()
+        } else {
+            BatchOutcome::All(Outcome::Delivered)
+        }
+    })
 }
 
 fn texts(items: &[&str]) -> Vec<String> {
@@ -253,15 +299,7 @@ async fn batches_by_events_and_bytes_across_chunks() {
         m.insert("size", 4);
     }
     events[4].1.insert("size", 50);
-    let got = t
-        .drain(
-            vec![chunk_of("t", events)],
-            limits(100, 10),
-            false,
-            delivered(),
-        )
-        .await;
-    assert_eq!(got, vec![Delivery::Delivered]);
+    t.one_chunk(events, limits(100, 10)).await;
     let sent: Vec<Vec<String>> = t.sent().into_iter().map(|(_, i)| i).collect();
     assert_eq!(
         sent,
@@ -275,15 +313,7 @@ async fn batches_per_key_and_within_a_span() {
     let events = [(0, "a"), (1, "b"), (2, "a"), (3, "b"), (4, "a")]
         .into_iter()
         .map(|(n, k)| record(n, k));
-    let got = t
-        .drain(
-            vec![chunk_of("t", events)],
-            limits(100, 1000),
-            false,
-            delivered(),
-        )
-        .await;
-    assert_eq!(got, vec![Delivery::Delivered]);
+    t.one_chunk(events, limits(100, 1000)).await;
     let mut sent = t.sent();
     sent.sort();
     assert_eq!(
@@ -301,8 +331,7 @@ async fn batches_per_key_and_within_a_span() {
         max_span: Some(Duration::from_secs(10)),
         ..limits(100, 1000)
     };
-    t.drain(vec![chunk_of("t", events)], span, false, delivered())
-        .await;
+    t.one_chunk(events, span).await;
     let sent: Vec<Vec<String>> = t.sent().into_iter().map(|(_, i)| i).collect();
     assert_eq!(sent, vec![texts(&["0", "5"]), texts(&["20", "25"])]);
 }
@@ -313,14 +342,7 @@ async fn a_partial_batch_waits_its_timeout() {
     let (chunk, rx) = with_receipt(chunk_of("t", (0..2).map(|n| record(n, ""))));
     t.buffer.push(chunk).await.unwrap();
     let (ctx, abort) = sink_context("out", &t.buffer, Path::new("/nonexistent"));
-    let worker = (
-        TestEncoder { lines: false },
-        TestService {
-            seen: t.seen.clone(),
-            answer: delivered(),
-            hang: false,
-        },
-    );
+    let worker = t.worker(delivered(), false);
     let limits = BatchLimits {
         timeout: Duration::from_millis(300),
         ..limits(100, 1000)
@@ -375,24 +397,12 @@ async fn per_item_outcomes_ack_or_mark_each_lease() {
 async fn a_failed_request_is_sent_again_with_its_bytes_and_retried_items_alone() {
     // The whole request fails twice: it is sent again as built.
     let t = setup(quick_retries());
-    let answer: Answer = Box::new(|_, attempt| {
-        if attempt < 2 {
-            BatchOutcome::All(Outcome::Retry {
-                status: Some(503),
-                reason: "unavailable".into(),
-            })
-        } else {
-            BatchOutcome::All(Outcome::Delivered)
-        }
+    let unavailable = BatchOutcome::All(Outcome::Retry {
+        status: Some(503),
+        reason: "unavailable".into(),
     });
-    let got = t
-        .drain(
-            vec![chunk_of("t", (0..3).map(|n| record(n, "")))],
-            limits(100, 1000),
-            false,
-            answer,
-        )
-        .await;
+    let answer = unless(|_, attempt| attempt < 2, unavailable);
+    let got = t.numbers(3, answer).await;
     assert_eq!(got, vec![Delivery::Delivered]);
     assert_eq!(t.sent().len(), 3);
     assert_eq!(
@@ -420,14 +430,7 @@ async fn a_failed_request_is_sent_again_with_its_bytes_and_retried_items_alone()
                 .collect(),
         )
     });
-    let got = t
-        .drain(
-            vec![chunk_of("t", (0..3).map(|n| record(n, "")))],
-            limits(100, 1000),
-            false,
-            answer,
-        )
-        .await;
+    let got = t.numbers(3, answer).await;
     assert_eq!(got, vec![Delivery::Delivered]);
     let sent: Vec<Vec<String>> = t.sent().into_iter().map(|(_, i)| i).collect();
     assert_eq!(sent, vec![texts(&["0", "1", "2"]), texts(&["1", "2"])]);
@@ -437,24 +440,12 @@ async fn a_failed_request_is_sent_again_with_its_bytes_and_retried_items_alone()
 #[tokio::test]
 async fn a_request_refused_as_a_whole_is_split_until_the_culprit_is_alone() {
     let t = setup(BufferConfig::default());
-    let answer: Answer = Box::new(|items, _| {
-        if items.iter().any(|i| i == "2") {
-            BatchOutcome::Split {
-                status: Some(413),
-                reason: "too large".into(),
-            }
-        } else {
-            BatchOutcome::All(Outcome::Delivered)
-        }
-    });
-    let got = t
-        .drain(
-            vec![chunk_of("t", (0..4).map(|n| record(n, "")))],
-            limits(100, 1000),
-            false,
-            answer,
-        )
-        .await;
+    let too_large = BatchOutcome::Split {
+        status: Some(413),
+        reason: "too large".into(),
+    };
+    let answer = unless(|items, _| items.iter().any(|i| i == "2"), too_large);
+    let got = t.numbers(4, answer).await;
     assert_eq!(got, vec![Delivery::Failed]);
     let sent: Vec<Vec<String>> = t.sent().into_iter().map(|(_, i)| i).collect();
     assert_eq!(
@@ -488,14 +479,7 @@ async fn retries_run_out_into_the_dead_letter_output() {
             reason: "connection refused".into(),
         })
     });
-    let got = t
-        .drain(
-            vec![chunk_of("t", (0..2).map(|n| record(n, "")))],
-            limits(100, 1000),
-            false,
-            answer,
-        )
-        .await;
+    let got = t.numbers(2, answer).await;
     assert_eq!(got, vec![Delivery::Failed]);
     assert_eq!(t.sent().len(), 2);
     let dead = t.dead();
@@ -585,14 +569,7 @@ async fn abort_returns_at_once_and_the_leases_go_back() {
     let id = chunk.id();
     t.buffer.push(chunk).await.unwrap();
     let (ctx, abort) = sink_context("out", &t.buffer, Path::new("/nonexistent"));
-    let worker = (
-        TestEncoder { lines: false },
-        TestService {
-            seen: t.seen.clone(),
-            answer: delivered(),
-            hang: true,
-        },
-    );
+    let worker = t.worker(delivered(), true);
     let task = tokio::spawn(async move { run(&ctx, limits(1, 1000), WORDS, vec![worker]).await });
     wait_for(|| t.buffer.stats().queued_chunks == 0).await;
     abort.cancel();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nagare_core::Tag;
+use nagare_core::dead_letter;
 use nagare_core::sink::{Encoder, Event, Items};
 
 use super::config::{FileConfig, Format};
@@ -18,19 +19,7 @@ pub fn path_for_tag(template: &str, tag: &str) -> PathBuf {
     if !template.contains("{tag}") {
         return PathBuf::from(template);
     }
-    let mut safe: String = tag
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if safe.is_empty() || safe.chars().all(|c| c == '.') {
-        safe = "_".to_string();
-    }
+    let safe = dead_letter::safe_name_or(tag, "_");
     PathBuf::from(template.replace("{tag}", &safe))
 }
 
