@@ -1,5 +1,6 @@
 //! The loop every batching sink runs: take leases, encode, batch, build, send,
-//! resolve; `flush_thread_count` of them side by side, each with its own batches,
+//! resolve; one worker per pair of encoder and service the sink gives (the
+//! Elasticsearch sink: `flush_thread_count`), side by side, each with its own batches,
 //! one request in flight, and its own leases.
 //!
 //! While a worker retries, it takes no new lease, so new chunks wait in the buffer,
@@ -60,7 +61,7 @@ pub trait Service<K>: Send + 'static {
 /// did what ("Elasticsearch refused events for good").
 #[derive(Debug, Clone, Copy)]
 pub struct Words {
-    /// The sink's type, for "<kind> sink drained its buffer; stopping".
+    /// The sink's type, for "`<kind>` sink drained its buffer; stopping".
     pub kind: &'static str,
     /// Items refused for good went to the dead-letter output.
     pub rejected: &'static str,

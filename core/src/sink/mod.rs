@@ -18,15 +18,15 @@
 //!   [`Items`] (what an encoder pushes into);
 //! - `outcome.rs`: [`Outcome`] of an item (delivered, retry, rejected) and
 //!   [`BatchOutcome`] of a request (per item, all alike, or split to find a culprit);
-//! - `ledger.rs`: the leases being delivered, each acked once all its items are
-//!   delivered, or marked as partly dead-lettered; and the dead-letter lines of items,
+//! - `ledger.rs`: the leases being delivered, each marked `delivered` once all its
+//!   items are, or `dead_lettered` when some went to the dead-letter output; and the dead-letter lines of items,
 //!   re-decoded from their chunk;
-//! - `driver.rs`: the loop, `flush_thread_count` workers: take leases, encode, batch,
-//!   build, send, retry what is to be retried under the sink's [`Retrier`] (reusing
-//!   a request's bytes when the same items go again), bisect a request refused as a
-//!   whole, write what is rejected or given up on to the dead-letter output
-//!   (retrying that write until it works), log each kind of outcome in one place
-//!   with the sink's own [`Words`].
+//! - `driver.rs`: the loop, one worker per encoder and service the sink gives: take
+//!   leases, encode, batch, build, send, retry what is to be retried under the
+//!   sink's [`Retrier`] (reusing a request's bytes when the same items go again),
+//!   bisect a request refused as a whole, write what is rejected or given up on to
+//!   the dead-letter output (retrying that write until it works), log each kind of
+//!   outcome in one place with the sink's own [`Words`].
 //!
 //! [`Retrier`]: crate::retry::Retrier
 

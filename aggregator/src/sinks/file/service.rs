@@ -1,5 +1,5 @@
 //! Appends a batch's lines to its file and fsyncs it, on the blocking pool. The open
-//! files are kept (up to a bound) and shared by the sink's workers.
+//! files are kept, up to a bound.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

@@ -71,10 +71,9 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
         sink: ctx.name.clone(),
         invalid,
     })?;
-    let service = FileService::new();
-    let workers = (0..ctx.flush_thread_count())
-        .map(|_| (FileEncoder::new(&config), service.clone()))
-        .collect();
+    // One worker whatever `flush_thread_count` says: two would append batches of one
+    // file in either order, and lines keep the order of their chunks in the buffer.
+    let workers = vec![(FileEncoder::new(&config), FileService::new())];
     let limits = BatchLimits {
         max_events: BATCH_CHUNKS,
         max_bytes: BATCH_BYTES,
