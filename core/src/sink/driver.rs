@@ -187,13 +187,16 @@ where
         );
     }
 
-    /// Encodes a leased chunk's events into the batcher. An entry that cannot be
-    /// decoded, and an event the encoder refuses, go to the dead-letter output
-    /// alone, with their reason; the rest of the chunk is sent. Returns false when
-    /// aborted.
+    /// Encodes a leased chunk's events into the batcher, sending each batch as soon
+    /// as it is ready, so that a large chunk is not all encoded before its first
+    /// bytes go out (and is not all held encoded). An entry that cannot be decoded,
+    /// and an event the encoder refuses, go to the dead-letter output alone, with
+    /// their reason; the rest of the chunk is sent. Returns false when aborted.
     async fn accept(&mut self, lease: Lease) -> bool {
-        let slot = self.ledger.next_slot();
-        let chunk = lease.chunk();
+        // A copy to walk while the lease waits in the ledger, where deliveries of its
+        // first items may resolve them before the walk is over.
+        let chunk = lease.chunk().clone();
+        let slot = self.ledger.open(lease);
         let mut dead = Vec::new();
         let mut undecodable = 0u32;
         let mut refused = 0u32;
@@ -207,7 +210,7 @@ where
                         refused: &mut refused,
                         slot,
                         event: Event {
-                            chunk,
+                            chunk: &chunk,
                             position: position as u32,
                             origin,
                             time,
@@ -217,11 +220,21 @@ where
                     self.encoder.encode(out.event, &mut out);
                 }
                 Err(bad) => {
-                    dead_letter::encode_undecodable(chunk, &bad, None, &mut dead);
+                    dead_letter::encode_undecodable(&chunk, &bad, None, &mut dead);
                     undecodable += 1;
                 }
             }
+            // Every item but the last is complete (the next event may still join
+            // the last one).
+            let complete = self.scratch.len().saturating_sub(1);
+            self.batch(complete);
+            while let Some(batch) = self.batcher.take() {
+                if !self.deliver(batch.key, batch.items).await {
+                    return false;
+                }
+            }
         }
+        self.batch(self.scratch.len());
         if !dead.is_empty() {
             let backoff = &self.retrier.policy().backoff;
             if !self
@@ -241,13 +254,21 @@ where
                 "a chunk held events that cannot be sent (undecodable entries, or events refused as they were encoded); wrote those to the dead-letter output with the reason and sent the rest"
             );
         }
+        self.ledger.seal(slot, undecodable + refused > 0);
+        true
+    }
+
+    /// Moves the first `n` items of the chunk being encoded into the batcher, counting
+    /// them toward their lease.
+    fn batch(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
         let now = Instant::now();
-        let items = self.scratch.len() as u32;
-        for item in self.scratch.drain(..) {
+        for item in self.scratch.drain(..n) {
+            self.ledger.grow(item.ticket.slot, 1);
             self.batcher.push(item, now);
         }
-        self.ledger.add(lease, items, undecodable + refused > 0);
-        true
     }
 
     /// Sends `items` until each is delivered or dead-lettered. Returns false when

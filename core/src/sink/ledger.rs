@@ -16,6 +16,8 @@ struct Pending {
     unresolved: u32,
     /// Whether any of its events went to the dead-letter output.
     dead: bool,
+    /// Whether its chunk is all encoded (no more items will come).
+    sealed: bool,
 }
 
 /// The leases in delivery, by slot.
@@ -46,29 +48,40 @@ impl Ledger {
         Self::default()
     }
 
-    /// The slot the next lease will have: its items' tickets name it.
-    pub fn next_slot(&self) -> u64 {
-        self.next_slot
-    }
-
-    /// Takes in a lease whose chunk became `items` items (its slot is
-    /// [`next_slot`](Self::next_slot)); `dead` says whether some of its events went to
-    /// the dead-letter output already. A lease of no items is done at once.
-    pub fn add(&mut self, lease: Lease, items: u32, dead: bool) {
+    /// Takes in a lease whose chunk is about to be encoded; returns its slot, which
+    /// its items' tickets name. It is finished once [`seal`](Self::seal)ed and every
+    /// item counted by [`grow`](Self::grow) is resolved.
+    pub fn open(&mut self, lease: Lease) -> u64 {
         let slot = self.next_slot;
         self.next_slot += 1;
-        if items == 0 {
-            finish(lease, dead);
-            return;
-        }
         self.pending.insert(
             slot,
             Pending {
                 lease,
-                unresolved: items,
-                dead,
+                unresolved: 0,
+                dead: false,
+                sealed: false,
             },
         );
+        slot
+    }
+
+    /// `items` more items of slot `slot` are on their way.
+    pub fn grow(&mut self, slot: u64, items: u32) {
+        if let Some(pending) = self.pending.get_mut(&slot) {
+            pending.unresolved += items;
+        }
+    }
+
+    /// Slot `slot`'s chunk is encoded: no more items will come; `dead` says whether
+    /// some of its events went to the dead-letter output as it was. Finishes the
+    /// lease if its items are all resolved already.
+    pub fn seal(&mut self, slot: u64, dead: bool) {
+        if let Some(pending) = self.pending.get_mut(&slot) {
+            pending.sealed = true;
+            pending.dead |= dead;
+        }
+        self.finish_if_done(slot);
     }
 
     /// Leases still in delivery.
@@ -94,9 +107,15 @@ impl Ledger {
         };
         pending.unresolved = pending.unresolved.saturating_sub(1);
         pending.dead |= dead;
-        if pending.unresolved == 0
-            && let Some(done) = self.pending.remove(&slot)
-        {
+        self.finish_if_done(slot);
+    }
+
+    fn finish_if_done(&mut self, slot: u64) {
+        let done = self
+            .pending
+            .get(&slot)
+            .is_some_and(|p| p.sealed && p.unresolved == 0);
+        if done && let Some(done) = self.pending.remove(&slot) {
             finish(done.lease, done.dead);
         }
     }

@@ -20,12 +20,14 @@ use crate::value::{Map, Value};
 /// With `lines`, consecutive events of a key share an item, as a file's lines do.
 struct TestEncoder {
     lines: bool,
+    seen: Arc<Mutex<Destination>>,
 }
 
 impl Encoder for TestEncoder {
     type Key = String;
 
     fn encode(&mut self, event: Event<'_>, out: &mut Items<'_, String>) {
+        self.seen.lock().unwrap().encoded += 1;
         let r = event.record;
         if r.get("refuse").is_some() {
             out.refuse("the test destination takes no `refuse`");
@@ -59,6 +61,10 @@ struct Destination {
     sent: Vec<(String, Vec<String>)>,
     /// Requests built.
     built: usize,
+    /// Events encoded so far.
+    encoded: usize,
+    /// Events encoded when each request was sent.
+    encoded_at_send: Vec<usize>,
 }
 
 type Answer = Box<dyn FnMut(&[String], usize) -> BatchOutcome + Send>;
@@ -97,6 +103,8 @@ impl Service<String> for TestService {
         let attempt = {
             let mut seen = self.seen.lock().unwrap();
             seen.sent.push((request.key.clone(), request.items.clone()));
+            let encoded = seen.encoded;
+            seen.encoded_at_send.push(encoded);
             seen.sent.len() - 1
         };
         Sent {
@@ -178,7 +186,10 @@ impl Run {
         self.buffer.close();
         let (ctx, _abort) = sink_context("out", &self.buffer, Path::new("/nonexistent"));
         let worker = (
-            TestEncoder { lines },
+            TestEncoder {
+                lines,
+                seen: self.seen.clone(),
+            },
             TestService {
                 seen: self.seen.clone(),
                 answer,
@@ -201,9 +212,13 @@ impl Run {
     /// [`drain`](Self::drain) of one chunk of the numbers `0..n`, in batches of up to
     /// 100 items.
     async fn numbers(&self, n: i64, answer: Answer) -> Vec<Delivery> {
+        self.numbers_in(n, limits(100, 1000), answer).await
+    }
+
+    /// [`numbers`](Self::numbers) under `limits`.
+    async fn numbers_in(&self, n: i64, limits: BatchLimits, answer: Answer) -> Vec<Delivery> {
         let chunk = chunk_of("t", (0..n).map(|n| record(n, "")));
-        self.drain(vec![chunk], limits(100, 1000), false, answer)
-            .await
+        self.drain(vec![chunk], limits, false, answer).await
     }
 
     /// [`drain`](Self::drain) of one chunk of `events` into a destination that takes
@@ -226,7 +241,11 @@ impl Run {
             answer,
             hang,
         };
-        (TestEncoder { lines: false }, service)
+        let encoder = TestEncoder {
+            lines: false,
+            seen: self.seen.clone(),
+        };
+        (encoder, service)
     }
 
     fn sent(&self) -> Vec<(String, Vec<String>)> {
@@ -305,6 +324,22 @@ async fn batches_by_events_and_bytes_across_chunks() {
         sent,
         vec![texts(&["0", "1"]), texts(&["2", "3"]), texts(&["4"])]
     );
+}
+
+#[tokio::test]
+async fn a_chunk_larger_than_a_batch_is_sent_as_it_is_encoded() {
+    let t = setup(BufferConfig::default());
+    let got = t.numbers_in(5, limits(2, 1000), delivered()).await;
+    // Acked once, after its last batch.
+    assert_eq!(got, vec![Delivery::Delivered]);
+    let sent: Vec<Vec<String>> = t.sent().into_iter().map(|(_, i)| i).collect();
+    assert_eq!(
+        sent,
+        vec![texts(&["0", "1"]), texts(&["2", "3"]), texts(&["4"])]
+    );
+    // The first batch went out when the event after it was encoded (it could still
+    // have joined the last item), not once the whole chunk was.
+    assert_eq!(t.seen.lock().unwrap().encoded_at_send, vec![3, 5, 5]);
 }
 
 #[tokio::test]
@@ -533,7 +568,10 @@ async fn a_failed_dead_letter_write_is_tried_again_until_it_works() {
     let (ctx, _abort) = sink_context("out", &buffer, dir.path());
     let seen = Arc::new(Mutex::new(Destination::default()));
     let worker = (
-        TestEncoder { lines: false },
+        TestEncoder {
+            lines: false,
+            seen: seen.clone(),
+        },
         TestService {
             seen: seen.clone(),
             answer: Box::new(|_, _| {
