@@ -129,6 +129,7 @@ fn through_kit(rt: &tokio::runtime::Runtime, chunks: &[Chunk], config: &Elastics
             max_bytes: config.batch.max_bytes.as_usize(),
             max_span: None,
             timeout: config.batch.timeout.0,
+            chunk_at_a_time: false,
         };
         let worker = (RequestBuilder::new(config).unwrap(), Instant);
         sink::run(&ctx, limits, WORDS, vec![worker]).await;

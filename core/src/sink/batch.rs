@@ -32,6 +32,11 @@ pub struct BatchLimits {
     /// How long a batch waits for more items after its first. Zero sends it as soon
     /// as the buffer has nothing more ready.
     pub timeout: Duration,
+    /// Whether a batch holds items of one chunk only: the open batches are sent
+    /// once a chunk is encoded, before the next lease is taken. For a stream (the
+    /// stdout sink), where each chunk is acked as soon as its last line is out and
+    /// only one chunk is held.
+    pub chunk_at_a_time: bool,
 }
 
 /// A batch of items of one key, in the order they were pushed.
@@ -156,6 +161,11 @@ impl<K: Clone + Eq + Hash> Batcher<K> {
             .map(|o| o.since)
             .min()
             .map(|since| since + self.limits.timeout)
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &BatchLimits {
+        &self.limits
     }
 
     /// Whether a batch is ready.

@@ -235,6 +235,14 @@ where
             }
         }
         self.batch(self.scratch.len());
+        if self.batcher.limits().chunk_at_a_time {
+            self.batcher.seal_all();
+            while let Some(batch) = self.batcher.take() {
+                if !self.deliver(batch.key, batch.items).await {
+                    return false;
+                }
+            }
+        }
         if !dead.is_empty() {
             let backoff = &self.retrier.policy().backoff;
             if !self

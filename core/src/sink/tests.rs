@@ -129,6 +129,7 @@ fn limits(max_events: usize, max_bytes: usize) -> BatchLimits {
         max_bytes,
         max_span: None,
         timeout: Duration::ZERO,
+        chunk_at_a_time: false,
     }
 }
 

@@ -110,6 +110,7 @@ pub async fn run(
         max_bytes: config.batch.max_bytes.as_usize(),
         max_span: None,
         timeout: config.batch.timeout.0,
+        chunk_at_a_time: false,
     };
     sink::run(&ctx, limits, WORDS, pairs).await;
     Ok(())

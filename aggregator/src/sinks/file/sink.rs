@@ -79,6 +79,7 @@ pub async fn run(config: FileConfig, ctx: SinkContext) -> Result<(), FileSinkErr
         max_bytes: BATCH_BYTES,
         max_span: None,
         timeout: Duration::ZERO,
+        chunk_at_a_time: false,
     };
     sink::run(&ctx, limits, WORDS, workers).await;
     Ok(())
