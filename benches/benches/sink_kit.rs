@@ -20,7 +20,7 @@ use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig, Request
 use nagare_aggregator::sinks::file;
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::config::{ByteSize, ConfigDocument};
-use nagare_core::sink::{self, BatchLimits, BatchOutcome, Item, Outcome, Sent, Service, Words};
+use nagare_core::sink::{self, BatchOutcome, Item, Outcome, Sent, Service, Words};
 use nagare_core::testing::{chunk_of, sink_context};
 use nagare_core::{Chunk, EventTime, Map, Value};
 use std::hint::black_box;
@@ -124,15 +124,8 @@ fn through_kit(rt: &tokio::runtime::Runtime, chunks: &[Chunk], config: &Elastics
     rt.block_on(async {
         let buffer = filled(chunks).await;
         let (ctx, _abort) = sink_context("bench", &buffer, Path::new("/nonexistent"));
-        let limits = BatchLimits {
-            max_events: config.batch.max_events,
-            max_bytes: config.batch.max_bytes.as_usize(),
-            max_span: None,
-            timeout: config.batch.timeout.0,
-            chunk_at_a_time: false,
-        };
         let worker = (RequestBuilder::new(config).unwrap(), Instant);
-        sink::run(&ctx, limits, WORDS, vec![worker]).await;
+        sink::run(&ctx, config.batch.limits(), WORDS, vec![worker]).await;
     });
 }
 

@@ -20,7 +20,7 @@
 //! chunk sent again, even merged into another by a buffer, overwrites itself.
 
 use nagare_core::component::{Invalid, SinkComponent, SinkContext};
-use nagare_core::sink::{self, BatchLimits, Words};
+use nagare_core::sink::{self, Words};
 
 use super::config::ElasticsearchConfig;
 use super::request_builder::RequestBuilder;
@@ -105,13 +105,6 @@ pub async fn run(
         workers,
         "elasticsearch sink started"
     );
-    let limits = BatchLimits {
-        max_events: config.batch.max_events,
-        max_bytes: config.batch.max_bytes.as_usize(),
-        max_span: None,
-        timeout: config.batch.timeout.0,
-        chunk_at_a_time: false,
-    };
-    sink::run(&ctx, limits, WORDS, pairs).await;
+    sink::run(&ctx, config.batch.limits(), WORDS, pairs).await;
     Ok(())
 }
