@@ -316,30 +316,39 @@ impl DeadLetter {
     pub fn write_blocking(&self, lines: &[u8]) -> io::Result<()> {
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            if let Some(dir) = self.path.parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir)?;
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            *guard = Some(file);
+            *guard = Some(open_append(&self.path)?);
         }
         let Some(file) = guard.as_mut() else {
             return Err(io::Error::other("dead-letter file not open"));
         };
-        let before = file.metadata()?.len();
-        let result = file.write_all(lines).and_then(|()| file.sync_data());
+        let result = append_synced(file, lines);
         if result.is_err() {
-            // Cut a partial write back off, so a retry does not leave half a line;
-            // and reopen next time: the handle may be what is broken.
-            let _ = file.set_len(before);
+            // Reopen next time: the handle may be what is broken.
             *guard = None;
         }
         result
     }
+}
+
+/// Opens `path` for appending, creating it and its folder if needed.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Appends `bytes` to `file` and fsyncs it. On an error, what was partly written is
+/// cut back off, so that a retry does not leave half a line.
+pub fn append_synced(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    let before = file.metadata()?.len();
+    let result = file.write_all(bytes).and_then(|()| file.sync_data());
+    if result.is_err() {
+        let _ = file.set_len(before);
+    }
+    result
 }
 
 #[cfg(test)]

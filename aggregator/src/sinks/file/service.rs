@@ -2,11 +2,12 @@
 //! files are kept, up to a bound.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use nagare_core::dead_letter;
 use nagare_core::sink::{Item, Sent, Service};
 
 use super::retry::classify;
@@ -97,22 +98,11 @@ impl Files {
             if self.open.len() >= OPEN_FILES {
                 self.open.clear();
             }
-            if let Some(dir) = path.parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir)?;
-            }
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            self.open.insert(path.clone(), file);
+            self.open.insert(path.clone(), dead_letter::open_append(path)?);
         }
         let Some(file) = self.open.get_mut(path) else {
             return Err(io::Error::other("file not open"));
         };
-        let before = file.metadata()?.len();
-        let result = file.write_all(lines).and_then(|()| file.sync_data());
-        if result.is_err() {
-            let _ = file.set_len(before);
-        }
-        result
+        dead_letter::append_synced(file, lines)
     }
 }
