@@ -23,4 +23,5 @@ sinks! {
     #[cfg(feature = "aggregator")] Elasticsearch => nagare_aggregator::sinks::elasticsearch::ElasticsearchSink,
     #[cfg(feature = "aggregator")] File => nagare_aggregator::sinks::file::FileSink,
     #[cfg(feature = "aggregator")] Stdout => nagare_aggregator::sinks::stdout::StdoutSink,
+    #[cfg(feature = "aggregator")] Null => nagare_aggregator::sinks::null::NullSink,
 }

@@ -22,7 +22,8 @@
 //! The set of component kinds is closed: one enum per kind, one variant per
 //! component, each wrapping that component's config, generated from the component
 //! list ([`components`](crate::components)). `type`, `match`, `buffer` and
-//! `secondary` are read here; everything else belongs to the component, which rejects
+//! `dead_letter` (or `secondary`, Fluentd's word for it) are read here; everything
+//! else belongs to the component, which rejects
 //! keys it does not know. The `type` is read first and the component's keys go
 //! straight to its config ([`Tagged`]), so that an error in them names its line and
 //! key.
@@ -34,7 +35,7 @@ use nagare_core::buffer::BufferConfig;
 use nagare_core::buffer::BufferKind;
 use nagare_core::component::Invalid;
 use nagare_core::config::{ConfigDocument, ConfigError, HumanDuration, Kind, Tagged, tagged};
-use nagare_core::dead_letter::SecondaryConfig;
+use nagare_core::dead_letter::DeadLetterConfig;
 use nagare_core::pattern::TagPattern;
 use serde::{Deserialize, Deserializer};
 
@@ -176,7 +177,7 @@ impl<'de> Deserialize<'de> for FilterEntry {
     }
 }
 
-/// A sink entry: a pattern, a buffer, a secondary output and the sink.
+/// A sink entry: a pattern, a buffer, a dead-letter output and the sink.
 #[derive(Debug, Clone)]
 pub struct SinkEntry {
     /// Tag pattern of the events this sink receives.
@@ -185,7 +186,10 @@ pub struct SinkEntry {
     pub buffer: BufferConfig,
     /// Where the sink puts records its destination refused for good and chunks that
     /// ran out of retries.
-    pub secondary: SecondaryConfig,
+    pub dead_letter: DeadLetterConfig,
+    /// The key `dead_letter` was given under (`dead_letter`, or Fluentd's
+    /// `secondary`), for errors that point at it.
+    pub dead_letter_key: &'static str,
     /// The sink itself.
     pub kind: SinkConfig,
 }
@@ -202,9 +206,13 @@ pub struct SinkHead {
     /// [`SinkEntry::buffer`].
     #[serde(default)]
     buffer: BufferConfig,
-    /// [`SinkEntry::secondary`].
+    /// [`SinkEntry::dead_letter`].
     #[serde(default)]
-    secondary: SecondaryConfig,
+    dead_letter: Option<DeadLetterConfig>,
+    /// [`SinkEntry::dead_letter`] under Fluentd's word for it, accepted for those who
+    /// come from Fluentd's `<secondary>`.
+    #[serde(default)]
+    secondary: Option<DeadLetterConfig>,
 }
 
 impl Tagged for SinkEntry {
@@ -212,10 +220,21 @@ impl Tagged for SinkEntry {
     const KINDS: &'static [&'static str] = SinkConfig::TYPES;
 
     fn decode<'de, D: Deserializer<'de>>(head: SinkHead, rest: D) -> Result<Self, D::Error> {
+        let (dead_letter, dead_letter_key) = match (head.dead_letter, head.secondary) {
+            (Some(_), Some(_)) => {
+                return Err(serde::de::Error::custom(
+                    "`dead_letter` and `secondary` are the same section (`secondary` is Fluentd's word for it); keep one",
+                ));
+            }
+            (None, Some(d)) => (d, "secondary"),
+            (Some(d), None) => (d, "dead_letter"),
+            (None, None) => (DeadLetterConfig::default(), "dead_letter"),
+        };
         Ok(SinkEntry {
             pattern: head.pattern,
             buffer: head.buffer,
-            secondary: head.secondary,
+            dead_letter,
+            dead_letter_key,
             kind: SinkConfig::decode_type(head.kind.as_str(), rest)?,
         })
     }
@@ -277,9 +296,9 @@ pub fn parse(doc: &ConfigDocument) -> Result<Config, ConfigError> {
         sink.buffer
             .validate()
             .map_err(|e| located("sinks", name, within("buffer", e)))?;
-        sink.secondary
+        sink.dead_letter
             .validate()
-            .map_err(|e| located("sinks", name, within("secondary", e)))?;
+            .map_err(|e| located("sinks", name, within(sink.dead_letter_key, e)))?;
         if sink.buffer.kind == BufferKind::File {
             let folder = sink.buffer.folder(&config.data_dir, name);
             if let Some((_, other)) = folders.iter().find(|(f, _)| *f == folder) {

@@ -1,7 +1,7 @@
 //! Turns a [`Config`] into running tasks, and stops them in order.
 //!
 //! Start: one buffer per sink (a file buffer recovers the chunks it holds on disk),
-//! with the sink's secondary output; the router over filters and sinks; every
+//! with the sink's dead-letter output; the router over filters and sinks; every
 //! source built (listening sockets are bound before anything runs, so a taken port
 //! fails the start instead of a running pipeline); then the sinks, then the
 //! sources. Each step is the component list's (`components.rs`): nothing here names
@@ -51,7 +51,7 @@ pub fn build_router(config: &Config, open: bool) -> anyhow::Result<(Arc<Router>,
     for (name, entry) in &config.sinks {
         let buffer = if open {
             Buffer::open(name, &entry.buffer, &config.data_dir)?
-                .with_secondary(entry.secondary.open(&config.data_dir, name))
+                .with_dead_letter(entry.dead_letter.open(&config.data_dir, name))
         } else {
             Buffer::new(name, &entry.buffer)
         };

@@ -251,3 +251,32 @@ fn logs_are_coloured_only_on_a_terminal() {
     );
     drop(listener);
 }
+
+/// The `null` sink as a user meets it: events posted to an http source are dropped,
+/// and `nagare run` says how many when it stops.
+#[cfg(feature = "aggregator")]
+#[test]
+fn the_null_sink_says_what_it_dropped_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = nagare_testkit::free_port();
+    let config = format!(
+        "data_dir: {}\nsources:\n  in:\n    type: http\n    bind: 127.0.0.1:{port}\nsinks:\n  discard:\n    type: \"null\"\n    match: \"**\"\n",
+        dir.path().display()
+    );
+    let mut nagare = support::Nagare::start("null-sink", dir.path(), &config);
+    support::wait_listening(&mut nagare, port);
+    let events = serde_json::json!([{"n": 1}, {"n": 2}, {"n": 3}]);
+    let base = format!("http://127.0.0.1:{port}");
+    let answer = nagare_testkit::http::send_json(&base, "POST", "/app.test", Some(&events))
+        .expect("the http source answers");
+    assert!(answer.status < 300, "{}", answer.text());
+    let status = nagare.terminate(std::time::Duration::from_secs(30));
+    let logs = support::plain(&nagare.child.logs());
+    assert!(status.success(), "{status}\n{logs}");
+    let stopped: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("null sink stopped; dropped"))
+        .collect();
+    assert_eq!(stopped.len(), 1, "{logs}");
+    assert!(stopped[0].contains("events=3"), "{logs}");
+}

@@ -197,3 +197,27 @@ fn every_kind_of_mistake_names_its_line_and_key() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+/// The dead-letter section is `dead_letter`, or `secondary` as Fluentd calls it: a
+/// mistake in it is found and placed under either name, and the two together are
+/// refused.
+#[test]
+fn the_dead_letter_section_is_read_under_either_name() {
+    for key in ["dead_letter", "secondary"] {
+        let text = format!("{BASE}    {key}:\n      path: /var/lib/nagare/dl/\n");
+        let (code, err) = validate(&text);
+        let want = format!("nagare.yaml:37: at `sinks.search.{key}.path`: name a file");
+        assert!(code == 2 && err.starts_with(&want), "{key}: {err}");
+        let text = format!("{BASE}    {key}:\n      path: /var/lib/nagare/dl/search.ndjson\n");
+        let (code, err) = validate(&text);
+        assert_eq!(code, 0, "{key}: {err}");
+    }
+    let both = format!(
+        "{BASE}    dead_letter:\n      path: /a.ndjson\n    secondary:\n      path: /b.ndjson\n"
+    );
+    let (code, err) = validate(&both);
+    assert!(
+        code == 2 && err.contains("`dead_letter` and `secondary` are the same section"),
+        "{err}"
+    );
+}

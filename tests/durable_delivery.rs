@@ -805,7 +805,7 @@ async fn a_full_buffer_with_block_pauses_the_tailer_until_the_destination_is_bac
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_forward_sink_gives_up_under_retry_max_times_into_its_secondary_output() {
+async fn the_forward_sink_gives_up_under_retry_max_times_into_its_dead_letter_output() {
     use nagare_core::buffer::{Buffer, BufferConfig};
     use nagare_core::receipt::{Delivery, Receipt};
 
@@ -844,7 +844,7 @@ async fn the_forward_sink_gives_up_under_retry_max_times_into_its_secondary_outp
     config.retry_wait = nagare_core::config::HumanDuration::millis(100);
     let (ctx, _abort) = sink_context("aggregator", &buffer, dir.path());
     let sink = forward::run(config, ctx);
-    // One send and one retry fail; then the chunk goes to the secondary output, and
+    // One send and one retry fail; then the chunk goes to the dead-letter output, and
     // the sink, its buffer closed and empty, returns.
     tokio::time::timeout(Duration::from_secs(30), sink)
         .await

@@ -36,7 +36,7 @@ async fn start_aggregator(bind: SocketAddr, events: Arc<Mutex<u64>>) -> Aggregat
         tokio::spawn(async move {
             while let Some(lease) = collected.pop().await {
                 *events.lock().unwrap() += u64::from(lease.chunk().count());
-                lease.ack();
+                lease.delivered();
             }
         })
     };

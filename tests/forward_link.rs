@@ -144,7 +144,7 @@ async fn collect(buffer: &Buffer, events: u64) -> Received {
         while !got.has_all(events) {
             let lease = buffer.pop().await.expect("buffer closed");
             got.take(lease.chunk());
-            lease.ack();
+            lease.delivered();
         }
     })
     .await
@@ -179,7 +179,7 @@ impl Collector {
             tokio::spawn(async move {
                 while let Some(lease) = buffer.pop().await {
                     received.lock().unwrap().take(lease.chunk());
-                    lease.ack();
+                    lease.delivered();
                 }
             })
         };

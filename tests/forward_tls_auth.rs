@@ -106,7 +106,7 @@ impl Aggregator {
             while got < events {
                 let lease = self.buffer.pop().await.unwrap();
                 got += lease.chunk().count();
-                lease.ack();
+                lease.delivered();
             }
         })
         .await

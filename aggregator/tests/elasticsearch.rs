@@ -58,7 +58,7 @@ fn chunk(tag: &str, records: Vec<Map>, nanos: u32) -> (Chunk, oneshot::Receiver<
 struct Running {
     buffer: Buffer,
     abort: Shutdown,
-    task: JoinHandle<Result<(), elasticsearch::ElasticsearchError>>,
+    task: JoinHandle<Result<(), elasticsearch::ElasticsearchSinkError>>,
     _data: tempfile::TempDir,
 }
 
@@ -220,13 +220,13 @@ async fn batches_span_chunks_and_split_large_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_entry_goes_to_the_secondary_alone_and_the_rest_of_its_chunk_is_indexed() {
+async fn an_undecodable_entry_goes_to_the_dead_letter_alone_and_the_rest_of_its_chunk_is_indexed() {
     let os = Osmem::start();
     let dir = tempfile::tempdir().unwrap();
     let dead_letter = dir.path().join("es.ndjson");
     let sink = start_with(
         es_config(os.url(), "index: mixed\ncompress: false\n"),
-        buffer().with_secondary(DeadLetter::new(dead_letter.clone())),
+        buffer().with_dead_letter(DeadLetter::new(dead_letter.clone())),
     );
     let timed = (0..10).map(|i| (EventTime::new(T0 + i as i64, 0), record(i)));
     let (ch, rx) = with_receipt(chunk_with_undecodable("app.api", timed, 4));
@@ -250,7 +250,7 @@ async fn an_undecodable_entry_goes_to_the_secondary_alone_and_the_rest_of_its_ch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mapping_conflicts_go_to_the_secondary_file_and_the_rest_is_indexed() {
+async fn mapping_conflicts_go_to_the_dead_letter_file_and_the_rest_is_indexed() {
     let os = Osmem::start();
     os.put_mapping(
         "typed",
@@ -260,7 +260,7 @@ async fn mapping_conflicts_go_to_the_secondary_file_and_the_rest_is_indexed() {
     let dead_letter = dir.path().join("dl/es.ndjson");
     let sink = start_with(
         es_config(os.url(), "index: typed\ncompress: false\n"),
-        buffer().with_secondary(DeadLetter::new(dead_letter.clone())),
+        buffer().with_dead_letter(DeadLetter::new(dead_letter.clone())),
     );
     let records: Vec<Map> = (0..20)
         .map(|i| {
@@ -390,7 +390,7 @@ async fn a_request_refused_as_a_whole_is_split_to_isolate_the_event() {
     let dead_letter = dir.path().join("es.ndjson");
     let sink = start_with(
         es_config(&proxy.url(), "index: split\n"),
-        buffer().with_secondary(DeadLetter::new(dead_letter.clone())),
+        buffer().with_dead_letter(DeadLetter::new(dead_letter.clone())),
     );
     let (ch, rx) = chunk("app", (0..4).map(record).collect(), 0);
     let ids = ids_of(&ch);
@@ -496,14 +496,14 @@ async fn invalid_config_is_an_error_naming_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_out_of_retries_go_to_the_secondary_with_the_last_error() {
+async fn events_out_of_retries_go_to_the_dead_letter_with_the_last_error() {
     let os = Osmem::start();
     let proxy = FaultProxy::start(os.url());
     for _ in 0..3 {
         proxy.push(BulkFault::Reject(503));
     }
     let dir = tempfile::tempdir().unwrap();
-    let secondary = dir.path().join("gave-up.ndjson");
+    let dead_letter = dir.path().join("gave-up.ndjson");
     let buffer = Buffer::new(
         "es",
         &BufferConfig {
@@ -511,14 +511,14 @@ async fn events_out_of_retries_go_to_the_secondary_with_the_last_error() {
             ..fast_retries()
         },
     )
-    .with_secondary(DeadLetter::new(secondary.clone()));
+    .with_dead_letter(DeadLetter::new(dead_letter.clone()));
     let sink = start_with(es_config(&proxy.url(), "index: tired\n"), buffer);
     let (ch, rx) = chunk("app", (0..4).map(record).collect(), 0);
     sink.buffer.push(ch).await.unwrap();
     assert_eq!(outcome(rx).await, Delivery::Failed);
     let statuses: Vec<u16> = proxy.bulk_log().iter().map(|x| x.status).collect();
     assert_eq!(statuses, [503, 503, 503], "the first try and two retries");
-    let lines = read_lines(&secondary);
+    let lines = read_lines(&dead_letter);
     assert_eq!(lines.len(), 4);
     let reason = lines[0]["reason"].as_str().unwrap();
     assert!(

@@ -142,7 +142,7 @@ async fn file_sink_record_format_and_retry_until_the_folder_can_be_made() {
 }
 
 #[tokio::test]
-async fn file_sink_out_of_retries_puts_the_chunk_in_the_secondary_and_goes_on() {
+async fn file_sink_out_of_retries_puts_the_chunk_in_the_dead_letter_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("sub");
     std::fs::write(&blocker, "not a folder").unwrap();
@@ -167,7 +167,7 @@ async fn file_sink_out_of_retries_puts_the_chunk_in_the_secondary_and_goes_on() 
         .unwrap()
         .unwrap();
     assert_eq!(outcome, Delivery::Failed);
-    // The default secondary: <data_dir>/dead-letter/<sink>.ndjson, with the reason.
+    // The default dead-letter file: <data_dir>/dead-letter/<sink>.ndjson, with the reason.
     let lines: Vec<serde_json::Value> =
         std::fs::read_to_string(dir.path().join("dead-letter/out.ndjson"))
             .unwrap()
@@ -295,7 +295,7 @@ fn chunk_with_a_bad_entry(tag: &str, n: i64) -> (Chunk, oneshot::Receiver<Delive
     with_receipt(chunk_with_undecodable(tag, (0..n).map(record), 1))
 }
 
-/// The secondary output's line for the entry of [`chunk_with_a_bad_entry`] that
+/// The dead-letter output's line for the entry of [`chunk_with_a_bad_entry`] that
 /// cannot be decoded: where it is, why, and its bytes.
 fn assert_set_apart(data: &std::path::Path) {
     let text = std::fs::read_to_string(data.join("dead-letter/out.ndjson")).unwrap();

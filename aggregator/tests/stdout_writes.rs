@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nagare_aggregator::sinks::file::Format;
-use nagare_aggregator::sinks::stdout::{self, StdoutConfig, StdoutError};
+use nagare_aggregator::sinks::stdout::{self, StdoutConfig, StdoutSinkError};
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SinkContext;
 use nagare_core::config::HumanDuration;
@@ -68,7 +68,7 @@ fn record_format() -> StdoutConfig {
     }
 }
 
-fn read_secondary(dir: &std::path::Path) -> Vec<serde_json::Value> {
+fn read_dead_letter(dir: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("dead-letter/out.ndjson"))
         .unwrap_or_default()
         .lines()
@@ -207,13 +207,13 @@ async fn a_failed_write_is_tried_again_from_the_byte_where_it_stopped() {
         Delivery::Delivered
     );
     assert!(out.text() == lines(0..100), "no line twice, no half line");
-    assert!(read_secondary(dir.path()).is_empty());
+    assert!(read_dead_letter(dir.path()).is_empty());
     buffer.close();
     sink.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_retries_the_events_not_written_go_to_the_secondary_and_the_sink_goes_on() {
+async fn out_of_retries_the_events_not_written_go_to_the_dead_letter_and_the_sink_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let buffer = one_retry();
     let out = Flaky::new(1000);
@@ -237,13 +237,13 @@ async fn out_of_retries_the_events_not_written_go_to_the_secondary_and_the_sink_
     );
     let all = lines(0..100);
     let whole = all[..2500].matches('\n').count();
-    let secondary = read_secondary(dir.path());
-    let given_up: Vec<i64> = secondary
+    let dead_letter = read_dead_letter(dir.path());
+    let given_up: Vec<i64> = dead_letter
         .iter()
         .map(|l| l["record"]["i"].as_i64().unwrap())
         .collect();
     assert_eq!(given_up, (whole as i64..100).collect::<Vec<_>>());
-    let reason = secondary[0]["reason"].as_str().unwrap();
+    let reason = dead_letter[0]["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("gave up after 2 failed attempts")
             && reason.contains("cannot write to standard output"),
@@ -270,7 +270,7 @@ async fn out_of_retries_the_events_not_written_go_to_the_secondary_and_the_sink_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_device_sends_everything_to_the_secondary_without_stopping() {
+async fn a_full_device_sends_everything_to_the_dead_letter_without_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let buffer = one_retry();
     let full = std::fs::OpenOptions::new()
@@ -293,9 +293,9 @@ async fn a_full_device_sends_everything_to_the_secondary_without_stopping() {
             Delivery::Failed
         );
     }
-    let secondary = read_secondary(dir.path());
-    assert_eq!(secondary.len(), 20);
-    for (i, l) in secondary.iter().enumerate() {
+    let dead_letter = read_dead_letter(dir.path());
+    assert_eq!(dead_letter.len(), 20);
+    for (i, l) in dead_letter.iter().enumerate() {
         assert_eq!(l["record"]["i"], i as i64);
         let reason = l["reason"].as_str().unwrap();
         assert!(reason.contains("No space left on device"), "{reason}");
@@ -319,16 +319,16 @@ async fn a_reader_that_goes_away_stops_the_sink_and_its_chunk_stays_in_the_buffe
     .await
     .unwrap();
     let err = stopped.unwrap_err();
-    assert!(matches!(err, StdoutError::Closed { .. }), "{err}");
+    assert!(matches!(err, StdoutSinkError::Closed { .. }), "{err}");
     assert!(
         err.to_string()
             .contains("standard output was closed by its reader"),
         "{err}"
     );
     // Not written, not given up: back in the buffer, undelivered, and not in the
-    // secondary output.
+    // dead-letter output.
     let stats = buffer.stats();
     assert_eq!((stats.queued_chunks, stats.in_flight_chunks), (1, 0));
     assert!(rx.try_recv().is_err());
-    assert!(read_secondary(dir.path()).is_empty());
+    assert!(read_dead_letter(dir.path()).is_empty());
 }

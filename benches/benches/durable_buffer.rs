@@ -133,7 +133,7 @@ async fn consume(buffer: &Buffer, n: usize) {
     for _ in 0..n {
         let lease = buffer.pop().await.expect("every chunk is queued");
         assert_eq!(lease.chunk().count() as usize, RECORDS_PER_CHUNK);
-        lease.ack();
+        lease.delivered();
     }
 }
 

@@ -20,11 +20,10 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nagare_aggregator::sinks::null::{self, NullConfig};
 use nagare_aggregator::sources::forward::{ForwardServer, ForwardSourceConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::compression::Compression;
@@ -172,7 +171,7 @@ fn ingest(server_rt: &Runtime, client_rt: &Runtime, frames: &[Bytes], rounds: us
     let mut routes = RouterBuilder::new();
     routes.sink("null", TagPattern::new("**").unwrap(), sink.clone());
     let (ctx, shutdown) = source_context("bench", routes.build(), Path::new(""));
-    let arrived = Arc::new(AtomicU64::new(0));
+    let arrived = null::Counters::new();
     let (addr, server) = server_rt.block_on(async {
         let config = ForwardSourceConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
@@ -182,13 +181,12 @@ fn ingest(server_rt: &Runtime, client_rt: &Runtime, frames: &[Bytes], rounds: us
         (server.local_addr(), tokio::spawn(server.run(ctx)))
     });
     let null = {
-        let (sink, arrived) = (sink.clone(), arrived.clone());
-        server_rt.spawn(async move {
-            while let Some(lease) = sink.pop().await {
-                arrived.fetch_add(u64::from(lease.chunk().count()), Ordering::Relaxed);
-                lease.ack();
-            }
-        })
+        let (ctx, _abort) = sink_context("null", &sink, Path::new(""));
+        server_rt.spawn(null::run_counted(
+            NullConfig::default(),
+            ctx,
+            arrived.clone(),
+        ))
     };
     let per_frame_events = RECORDS_PER_CHUNK as u64;
     let total_frames = (frames.len() * rounds * CONNECTIONS) as u64;
@@ -234,7 +232,7 @@ fn ingest(server_rt: &Runtime, client_rt: &Runtime, frames: &[Bytes], rounds: us
         }
     });
     let want = total_frames * per_frame_events;
-    while arrived.load(Ordering::Relaxed) < want {
+    while arrived.totals().events < want {
         std::thread::sleep(Duration::from_millis(1));
     }
     let wall = started.elapsed();
@@ -243,7 +241,7 @@ fn ingest(server_rt: &Runtime, client_rt: &Runtime, frames: &[Bytes], rounds: us
     server_rt.block_on(async {
         server.await.unwrap().unwrap();
         sink.close();
-        null.await.unwrap();
+        null.await.unwrap().unwrap();
     });
     Ingest {
         events: want,
@@ -315,7 +313,7 @@ fn cri_file(dir: &std::path::Path, lines: usize) -> (PathBuf, u64) {
 fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration, f64) {
     let forwarder_rt = runtime("tail-forwarder");
     let aggregator_rt = runtime("tail-aggregator");
-    let arrived = Arc::new(AtomicU64::new(0));
+    let arrived = null::Counters::new();
     let null = Buffer::new("null", &BufferConfig::default());
     let drain_on = if over_forward {
         &aggregator_rt
@@ -323,13 +321,12 @@ fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration
         &forwarder_rt
     };
     let drain = {
-        let (null, arrived) = (null.clone(), arrived.clone());
-        drain_on.spawn(async move {
-            while let Some(lease) = null.pop().await {
-                arrived.fetch_add(u64::from(lease.chunk().count()), Ordering::Relaxed);
-                lease.ack();
-            }
-        })
+        let (ctx, _abort) = sink_context("null", &null, Path::new(""));
+        drain_on.spawn(null::run_counted(
+            NullConfig::default(),
+            ctx,
+            arrived.clone(),
+        ))
     };
     let mut stop = Vec::new();
     let forwarder_sink = if over_forward {
@@ -373,7 +370,7 @@ fn tail_run(path: &std::path::Path, lines: u64, over_forward: bool) -> (Duration
     let (ctx, shutdown) = source_context("tail", routes.build(), data_dir.path());
     let started = Instant::now();
     let tail = forwarder_rt.spawn(nagare_forwarder::sources::tail::run(config, ctx));
-    while arrived.load(Ordering::Relaxed) < lines {
+    while arrived.totals().events < lines {
         std::thread::sleep(Duration::from_millis(1));
     }
     let took = started.elapsed();

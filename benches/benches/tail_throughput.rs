@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nagare_aggregator::sinks::null::{self, NullConfig};
 use nagare_benches::cri_workload::generate;
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SourceContext;
@@ -26,6 +27,7 @@ use nagare_core::config::HumanDuration;
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
+use nagare_core::testing::sink_context;
 use nagare_forwarder::filters::kubernetes::ApiMode;
 use nagare_forwarder::sources::tail::{TailConfig, TailFormat, TailMetrics, run_with_metrics};
 
@@ -161,27 +163,20 @@ fn tail_config(dir: &Path) -> TailConfig {
     config
 }
 
-/// A router whose only sink is a buffer drained and acknowledged at once.
+/// A router whose only sink is the `null` sink, which acks each chunk at once.
 fn null_next_hop(
     rt: &tokio::runtime::Runtime,
-) -> (
-    Arc<nagare_core::router::Router>,
-    Arc<std::sync::atomic::AtomicU64>,
-) {
+) -> (Arc<nagare_core::router::Router>, Arc<null::Counters>) {
     let buffer = Buffer::new("null", &BufferConfig::default());
     let mut rb = RouterBuilder::new();
     rb.sink("null", TagPattern::new("**").unwrap(), buffer.clone());
-    let records = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = records.clone();
-    rt.spawn(async move {
-        while let Some(lease) = buffer.pop().await {
-            counted.fetch_add(
-                u64::from(lease.chunk().count()),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            lease.ack();
-        }
-    });
+    let records = null::Counters::new();
+    let (ctx, _abort) = sink_context("null", &buffer, Path::new(""));
+    rt.spawn(null::run_counted(
+        NullConfig::default(),
+        ctx,
+        records.clone(),
+    ));
     (Arc::new(rb.build()), records)
 }
 
@@ -203,14 +198,14 @@ fn tail_file(dir: &Path, state: PathBuf, messages: u64) -> (f64, u64) {
     let start = Instant::now();
     let task = rt.spawn(run_with_metrics(tail_config(dir), ctx, TailMetrics::new()));
     rt.block_on(async {
-        while records.load(std::sync::atomic::Ordering::Relaxed) < messages {
+        while records.totals().events < messages {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     });
     let secs = start.elapsed().as_secs_f64();
     shutdown.cancel();
     rt.block_on(task).unwrap().unwrap();
-    (secs, records.load(std::sync::atomic::Ordering::Relaxed))
+    (secs, records.totals().events)
 }
 
 /// Tails `sizes.files` files (read from their start, then appended to); returns the
@@ -273,14 +268,12 @@ fn many_files(root: &Path, sizes: &Sizes) -> (u64, u64) {
     let appended = writer.join().unwrap();
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while records.load(std::sync::atomic::Ordering::Relaxed) < total + appended
-            && Instant::now() < deadline
-        {
+        while records.totals().events < total + appended && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
     assert_eq!(
-        records.load(std::sync::atomic::Ordering::Relaxed),
+        records.totals().events,
         total + appended,
         "every line of the {} files was tailed",
         sizes.files

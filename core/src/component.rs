@@ -95,7 +95,7 @@ pub trait SinkComponent: Sized + 'static {
     /// The `type` that chooses this sink in the config.
     const TYPE: &'static str;
 
-    /// The sink's own keys (besides `type`, `match`, `buffer` and `secondary`).
+    /// The sink's own keys (besides `type`, `match`, `buffer` and `dead_letter`).
     type Config: DeserializeOwned + Clone + Debug + Send + Sync + 'static;
 
     /// Why the sink stopped.
@@ -142,10 +142,10 @@ pub struct SinkContext {
 
 impl SinkContext {
     /// Where the sink puts what it gives up on: records its destination refused for
-    /// good, and chunks that exhausted their retries. The buffer's secondary output if
+    /// good, and chunks that exhausted their retries. The buffer's dead-letter output if
     /// the binary set one, else `<data_dir>/dead-letter/<sink name>.ndjson`.
-    pub fn secondary(&self) -> DeadLetter {
-        self.buffer.secondary().cloned().unwrap_or_else(|| {
+    pub fn dead_letter(&self) -> DeadLetter {
+        self.buffer.dead_letter().cloned().unwrap_or_else(|| {
             DeadLetter::new(dead_letter::default_path(&self.data_dir, &self.name))
         })
     }

@@ -1,4 +1,4 @@
-//! The secondary output: where a sink puts what it could not deliver, so that nothing
+//! The dead-letter output: where a sink puts what it could not deliver, so that nothing
 //! is silently lost and it can be fixed and replayed (Fluentd's `<secondary>` with
 //! `secondary_file`).
 //!
@@ -38,28 +38,28 @@ use crate::shutdown::Shutdown;
 use crate::time::EventTime;
 use crate::value::Map;
 
-/// The kinds of secondary output.
+/// The kinds of dead-letter output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SecondaryKind {
+pub enum DeadLetterKind {
     /// An append-only NDJSON file.
     #[default]
     File,
 }
 
-/// The `secondary:` section of a sink.
+/// The `dead_letter:` section of a sink.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecondaryConfig {
-    /// What the secondary output is: `file`.
+pub struct DeadLetterConfig {
+    /// What the dead-letter output is: `file`.
     #[serde(rename = "type", default)]
-    pub kind: SecondaryKind,
+    pub kind: DeadLetterKind,
     /// The NDJSON file. Default: `<data_dir>/dead-letter/<sink name>.ndjson`.
     #[serde(default)]
     pub path: Option<PathBuf>,
 }
 
-impl SecondaryConfig {
+impl DeadLetterConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), Invalid> {
         if let Some(p) = &self.path
@@ -73,7 +73,7 @@ impl SecondaryConfig {
         Ok(())
     }
 
-    /// The secondary output of sink `sink` under `data_dir`.
+    /// The dead-letter output of sink `sink` under `data_dir`.
     pub fn open(&self, data_dir: &Path, sink: &str) -> DeadLetter {
         DeadLetter::new(
             self.path
@@ -133,7 +133,7 @@ pub fn encode_entry(entry: &DeadLetterEntry<'_>, out: &mut Vec<u8>) {
 
 /// Appends the line of an entry of `chunk` that cannot be decoded: where it is, why,
 /// and its bytes. `context`, when given, comes first in the reason (why the chunk
-/// was going to the secondary output anyway).
+/// was going to the dead-letter output anyway).
 pub fn encode_undecodable(
     chunk: &Chunk,
     bad: &BadEntry<'_>,
@@ -219,6 +219,11 @@ pub fn default_path(data_dir: &Path, sink_name: &str) -> PathBuf {
 /// `name` with every character but letters, digits, `-`, `_` and `.` turned into `_`
 /// (and a name of dots alone into `sink`), fit to be one path component.
 pub fn safe_name(name: &str) -> String {
+    safe_name_or(name, "sink")
+}
+
+/// [`safe_name`] with `fallback` for a name that is empty or dots alone.
+pub fn safe_name_or(name: &str, fallback: &str) -> String {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -230,7 +235,7 @@ pub fn safe_name(name: &str) -> String {
         })
         .collect();
     if safe.chars().all(|c| c == '.') {
-        "sink".to_string()
+        fallback.to_string()
     } else {
         safe
     }
@@ -277,7 +282,7 @@ impl DeadLetter {
 
     /// Writes `lines` like [`write`](Self::write), trying again after `backoff`'s
     /// waits until it works: what a sink gives up on must not be dropped, so it waits
-    /// for the secondary output to be writable (logging why it is not). Returns false
+    /// for the dead-letter output to be writable (logging why it is not). Returns false
     /// when `abort` is cancelled first.
     pub async fn write_until_done(
         &self,
@@ -298,7 +303,7 @@ impl DeadLetter {
             };
             let delay = backoff.delay(failures);
             failures += 1;
-            tracing::error!(sink = %sink, path = %self.path.display(), error = %e, retry_in = ?delay, "cannot write to the secondary output; trying again (fix the path or free space)");
+            tracing::error!(sink = %sink, path = %self.path.display(), error = %e, retry_in = ?delay, "cannot write to the dead-letter output; trying again (fix the path or free space)");
             tokio::select! {
                 biased;
                 _ = abort.cancelled() => return false,
@@ -311,30 +316,39 @@ impl DeadLetter {
     pub fn write_blocking(&self, lines: &[u8]) -> io::Result<()> {
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            if let Some(dir) = self.path.parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir)?;
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            *guard = Some(file);
+            *guard = Some(open_append(&self.path)?);
         }
         let Some(file) = guard.as_mut() else {
             return Err(io::Error::other("dead-letter file not open"));
         };
-        let before = file.metadata()?.len();
-        let result = file.write_all(lines).and_then(|()| file.sync_data());
+        let result = append_synced(file, lines);
         if result.is_err() {
-            // Cut a partial write back off, so a retry does not leave half a line;
-            // and reopen next time: the handle may be what is broken.
-            let _ = file.set_len(before);
+            // Reopen next time: the handle may be what is broken.
             *guard = None;
         }
         result
     }
+}
+
+/// Opens `path` for appending, creating it and its folder if needed.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Appends `bytes` to `file` and fsyncs it. On an error, what was partly written is
+/// cut back off, so that a retry does not leave half a line.
+pub fn append_synced(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    let before = file.metadata()?.len();
+    let result = file.write_all(bytes).and_then(|()| file.sync_data());
+    if result.is_err() {
+        let _ = file.set_len(before);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -452,8 +466,8 @@ mod tests {
         assert_eq!(p, Path::new("/var/lib/nagare/dead-letter/es_main.ndjson"));
         let p = default_path(Path::new("/d"), "..");
         assert_eq!(p, Path::new("/d/dead-letter/sink.ndjson"));
-        let configured = SecondaryConfig {
-            kind: SecondaryKind::File,
+        let configured = DeadLetterConfig {
+            kind: DeadLetterKind::File,
             path: Some("/x/y.ndjson".into()),
         };
         assert_eq!(
@@ -461,9 +475,9 @@ mod tests {
             Path::new("/x/y.ndjson")
         );
         assert!(
-            SecondaryConfig {
+            DeadLetterConfig {
                 path: Some("/x/".into()),
-                ..SecondaryConfig::default()
+                ..DeadLetterConfig::default()
             }
             .validate()
             .is_err()

@@ -10,7 +10,7 @@
 //! - [`compression`]: `Compression` (none, gzip, zstd), packing and bounded unpacking.
 //! - [`buffer`]: the bounded queue of chunks in front of each sink (in memory or in
 //!   files), with leases.
-//! - [`dead_letter`]: the secondary output, where a sink puts what it gives up on.
+//! - [`dead_letter`]: the dead-letter output, where a sink puts what it gives up on.
 //! - [`pattern`]: Fluentd tag patterns.
 //! - [`router`]: filters and sinks by tag; the `Filter` shape.
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
@@ -41,6 +41,7 @@ pub mod receipt;
 pub mod retry;
 pub mod router;
 pub mod shutdown;
+pub mod sink;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod time;

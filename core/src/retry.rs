@@ -3,11 +3,11 @@
 //!
 //! A sink that fails to deliver something (a request, a chunk) keeps an [`Attempts`]
 //! for it and asks its [`Retrier`] what to do after each failure: wait and try again,
-//! or give up (the sink then hands the chunk to its secondary output). Two clocks
+//! or give up (the sink then hands the chunk to its dead-letter output). Two clocks
 //! decide when to give up under `retry_timeout`: how long this piece has been failing,
 //! and how long the whole sink has been failing without a single success. The second
 //! one makes a long outage behave as in Fluentd: once the destination has been down
-//! for `retry_timeout`, every chunk that fails goes to the secondary at once instead
+//! for `retry_timeout`, every chunk that fails goes to the dead-letter output at once instead
 //! of starting a fresh timeout of its own; one success resets it.
 
 use std::sync::{Arc, Mutex};
@@ -99,7 +99,7 @@ impl Default for RetryPolicy {
 pub enum Next {
     /// Wait this long, then try again.
     RetryIn(Duration),
-    /// Stop: send it to the secondary output.
+    /// Stop: send it to the dead-letter output.
     GiveUp {
         /// Failures so far, this one included.
         failures: u32,
@@ -278,7 +278,7 @@ mod tests {
             Next::GiveUp { .. }
         ));
         // The next chunk fails for the first time: the sink has been failing for
-        // 11 s, so it goes to the secondary without waiting another timeout.
+        // 11 s, so it goes to the dead-letter output without waiting another timeout.
         let mut second = Attempts::new();
         assert!(matches!(
             r.failed_at(&mut second, t0 + Duration::from_secs(11)),

@@ -77,7 +77,7 @@ pub async fn take(buffer: &Buffer, timeout: Duration) -> Chunk {
         .unwrap_or_else(|_| panic!("no chunk within {timeout:?}"))
         .expect("the buffer is open");
     let chunk = lease.chunk().clone();
-    lease.ack();
+    lease.delivered();
     chunk
 }
 

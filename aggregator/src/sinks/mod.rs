@@ -2,15 +2,21 @@
 //!
 //! - [`elasticsearch`]: the `_bulk` API, per-item outcomes, dead-letter for rejects.
 //! - [`file`]: NDJSON files, one per tag if asked.
+//! - [`null`]: counts events and drops them.
 //! - [`stdout`]: NDJSON to standard output.
+//! - [`ndjson`]: the line formats of `file` and `stdout`.
 //!
-//! Every sink has the same shape: it takes leases from its buffer, batches their
-//! events, builds a request (pure, testable byte for byte), sends it, and classifies
-//! the outcome; it acks a lease only once its destination took every event of it.
-//! Failures are retried under the buffer's retry policy (`nagare_core::retry`);
-//! what is refused for good or runs out of retries goes to the sink's secondary
-//! output (`nagare_core::dead_letter`).
+//! A sink that sends batches (`elasticsearch`, `file`) is built on the sink kit
+//! ([`nagare_core::sink`]): its folder holds its encoder, its service (builds a
+//! request, pure and testable byte for byte, sends it, classifies the answer) and its
+//! words, and the kit takes leases, batches, retries, dead-letters and acks. Every
+//! sink marks a lease delivered only once its destination took every event of it;
+//! failures are retried under the buffer's retry policy (`nagare_core::retry`); what
+//! is refused for good or runs out of retries goes to the sink's dead-letter output
+//! (`nagare_core::dead_letter`).
 
 pub mod elasticsearch;
 pub mod file;
+pub mod ndjson;
+pub mod null;
 pub mod stdout;

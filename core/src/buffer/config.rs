@@ -140,7 +140,7 @@ pub struct BufferConfig {
     /// together do not retry together.
     #[serde(default = "default_retry_randomize")]
     pub retry_randomize: bool,
-    /// Give up on a chunk (send it to the secondary output) once delivery has been
+    /// Give up on a chunk (send it to the dead-letter output) once delivery has been
     /// failing for this long.
     #[serde(default = "default_retry_timeout")]
     pub retry_timeout: HumanDuration,

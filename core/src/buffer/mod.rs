@@ -2,8 +2,9 @@
 //! memory or in files.
 //!
 //! A chunk leaves the buffer only when its sink confirmed it: the sink takes a
-//! [`Lease`], and the chunk is gone only after `lease.ack()`. A lease dropped without
-//! an ack (a failed send, a sink that stopped) puts the chunk back at the front, so
+//! [`Lease`], and the chunk is gone only after `lease.delivered()` or
+//! `lease.dead_lettered()`. A lease dropped without either (a failed send, a sink
+//! that stopped) or put back (`lease.put_back()`) returns the chunk to the front, so
 //! order and data survive retries. The buffer is bounded by bytes, counting chunks
 //! being filled and in flight as well as queued ones; what happens when it is full is
 //! the configured [`OverflowAction`]. Both kinds share all of this; only where the

@@ -72,10 +72,10 @@ async fn fifo_with_retry_to_front() {
     }
     let l0 = b.pop().await.unwrap();
     assert_eq!(first_n(l0.chunk()), 0);
-    l0.retry();
+    l0.put_back();
     let l0 = b.pop().await.unwrap();
     assert_eq!(first_n(l0.chunk()), 0, "a retried chunk comes back first");
-    l0.ack();
+    l0.delivered();
     assert_eq!(first_n(b.pop().await.unwrap().chunk()), 1);
 }
 
@@ -92,7 +92,7 @@ async fn block_waits_for_room_and_counts_in_flight() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!pusher.is_finished(), "push should block while full");
     assert_eq!(b.stats().blocked, 1);
-    lease.ack();
+    lease.delivered();
     pusher.await.unwrap().unwrap();
     assert_eq!(b.stats().queued_chunks, 2);
 }
@@ -122,7 +122,7 @@ async fn close_drains_then_ends() {
     b.close();
     assert!(b.push(chunk(1)).await.is_err());
     let lease = b.pop().await.unwrap();
-    lease.ack();
+    lease.delivered();
     assert!(b.pop().await.is_none());
     assert!(b.drained(Duration::from_millis(10)).await);
 }
@@ -177,7 +177,7 @@ async fn memory_staging_merges_a_tag_and_keeps_each_chunks_id() {
     let merged = if &**merged.chunk().tag() == "a" {
         merged
     } else {
-        merged.ack();
+        merged.delivered();
         b.pop().await.unwrap()
     };
     assert_eq!(numbers(merged.chunk()), vec![0, 1, 2, 3]);
@@ -187,10 +187,10 @@ async fn memory_staging_merges_a_tag_and_keeps_each_chunks_id() {
         rx.try_recv().is_err(),
         "a memory buffer keeps receipts until the ack"
     );
-    merged.ack();
+    merged.delivered();
     assert_eq!(rx.await.unwrap(), Delivery::Delivered);
     while let Some(other) = b.try_pop() {
-        other.ack();
+        other.delivered();
     }
     // The record limit queues a staged chunk at once.
     b.push(chunk_of("a", 10, 3)).await.unwrap();
@@ -220,7 +220,7 @@ async fn a_producer_that_blocks_queues_staged_chunks_early() {
         .await
         .unwrap()
         .unwrap();
-    lease.ack();
+    lease.delivered();
     pusher.await.unwrap().unwrap();
 }
 
@@ -244,7 +244,7 @@ async fn file_push_commits_and_releases_receipts_before_the_ack() {
     let lease = b.pop().await.unwrap();
     assert_eq!(numbers(lease.chunk()), vec![0, 1, 2]);
     assert_eq!(lease.chunk().event_ids().next(), Some((id, 0)));
-    lease.ack();
+    lease.delivered();
     assert!(files(&dir.path().join("buf"), ".queued").is_empty());
     assert_eq!(b.stats(), BufferStats::default());
 }
@@ -262,7 +262,7 @@ async fn file_chunks_survive_a_restart_in_order_and_unacked_leases_come_back() {
     }
     let first = b.pop().await.unwrap();
     assert_eq!(first_n(first.chunk()), 0);
-    first.ack();
+    first.delivered();
     let held = b.pop().await.unwrap();
     assert_eq!(first_n(held.chunk()), 10);
     // A crash: the buffer goes away with a lease held and never acked.
@@ -273,7 +273,7 @@ async fn file_chunks_survive_a_restart_in_order_and_unacked_leases_come_back() {
     let mut got = Vec::new();
     while let Some(l) = b.try_pop() {
         got.push(first_n(l.chunk()));
-        l.ack();
+        l.delivered();
     }
     assert_eq!(got, vec![10, 20, 30, 40]);
 }
@@ -362,7 +362,7 @@ async fn flush_at_shutdown_off_leaves_chunks_on_disk_for_the_next_start() {
     b.close();
     let lease = b.pop().await.expect("flushed at shutdown");
     assert_eq!(numbers(lease.chunk()), vec![0, 1]);
-    lease.ack();
+    lease.delivered();
     assert!(b.pop().await.is_none());
 }
 
@@ -389,7 +389,7 @@ fn pop_all_now(b: &Buffer) -> Vec<i64> {
     let mut got = Vec::new();
     while let Some(l) = b.try_pop() {
         got.push(first_n(l.chunk()));
-        l.ack();
+        l.delivered();
     }
     got
 }
@@ -486,7 +486,7 @@ async fn a_chunk_damaged_after_start_is_quarantined_when_read() {
     let lease = b.pop().await.unwrap();
     assert_eq!(first_n(lease.chunk()), 1, "the damaged one is skipped");
     assert_eq!(b.stats().quarantined_chunks, 1);
-    lease.ack();
+    lease.delivered();
     drop(b);
     // It was acked in its segment when it was quarantined: not found again.
     let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
@@ -506,9 +506,9 @@ async fn acked_chunks_of_a_segment_are_not_sent_again_after_a_restart() {
     let l1 = b.pop().await.unwrap();
     let l2 = b.pop().await.unwrap();
     let l3 = b.pop().await.unwrap();
-    l0.ack();
-    l3.ack();
-    l2.retry();
+    l0.delivered();
+    l3.delivered();
+    l2.put_back();
     std::mem::forget(l1);
     drop(b);
     let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
@@ -567,7 +567,7 @@ async fn large_chunks_compressed_with_their_write_give_back_their_room() {
             .unwrap();
         let lease = b.pop().await.unwrap();
         assert_eq!(first_n(lease.chunk()), round * 1_000);
-        lease.ack();
+        lease.delivered();
     }
     assert!(b.drained(Duration::from_secs(1)).await, "nothing held back");
 }
@@ -612,7 +612,7 @@ async fn segments_fill_in_turn_and_are_deleted_once_delivered() {
     for _ in 0..200 {
         let l = b.pop().await.unwrap();
         first.push(first_n(l.chunk()));
-        l.ack();
+        l.delivered();
     }
     let left = files(&buf, ".segment");
     assert!(left.len() < segments.len(), "{left:?}");
@@ -622,7 +622,7 @@ async fn segments_fill_in_turn_and_are_deleted_once_delivered() {
     let mut second = Vec::new();
     while let Some(l) = b.try_pop() {
         second.push(first_n(l.chunk()));
-        l.ack();
+        l.delivered();
     }
     let mut all: Vec<i64> = first.into_iter().chain(second).collect();
     all.sort_unstable();
@@ -687,7 +687,7 @@ async fn concurrent_file_pushes_are_queued_in_sequence_order() {
     let mut loaded = Vec::new();
     while let Some(l) = b.try_pop() {
         loaded.push(first_n(l.chunk()));
-        l.ack();
+        l.delivered();
     }
     assert_eq!(loaded, live);
 }
@@ -807,10 +807,10 @@ async fn run_model(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
                     v.retain(|n| !got.contains(n));
                 }
                 acked.extend(got);
-                l.ack();
+                l.delivered();
             }
             Op::Retry(i) if !held.is_empty() => {
-                held.remove(i % held.len()).retry();
+                held.remove(i % held.len()).put_back();
             }
             Op::Flush => b.flush().await,
             Op::Crash { torn } => {
@@ -850,7 +850,7 @@ async fn run_model(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
         if durable {
             std::mem::forget(l);
         } else {
-            l.retry();
+            l.put_back();
         }
     }
     if durable {
@@ -862,7 +862,7 @@ async fn run_model(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
     while let Some(l) = b.try_pop() {
         let t = TAGS.iter().position(|x| *x == &**l.chunk().tag()).unwrap();
         out.entry(t).or_default().extend(numbers(l.chunk()));
-        l.ack();
+        l.delivered();
     }
     pending.retain(|_, v| !v.is_empty());
     if durable {

@@ -2,10 +2,10 @@
 //! when it cannot be, so that one bad entry costs that entry alone.
 //!
 //! Every sink that decodes a chunk goes through [`Walk`]: the file and stdout
-//! encoders, the Elasticsearch request builder, the secondary output, and the router
+//! encoders, the Elasticsearch request builder, the dead-letter output, and the router
 //! when a filter applies. An entry that cannot be decoded comes out as a
 //! [`BadEntry`] with its position (index and byte offset) and bytes; the sink writes
-//! it to its secondary output with the reason and delivers the others.
+//! it to its dead-letter output with the reason and delivers the others.
 //!
 //! An entry is `[time, record]`, so an entry that cannot be decoded but is a whole
 //! MessagePack array (a record that is not a map, a time of the wrong type, a third
@@ -50,7 +50,7 @@ impl BadEntry<'_> {
         }
     }
 
-    /// The reason, in words, as the secondary output records it.
+    /// The reason, in words, as the dead-letter output records it.
     pub fn reason(&self) -> String {
         if self.framed {
             format!(

@@ -179,7 +179,7 @@ pub(super) async fn emit(route: Arc<Route>, mut chunk: Chunk) -> Result<(), Buff
             Err(bad) => {
                 // Chunks are checked when they enter the process, so this is a bug or
                 // damage: no filter can apply to it, and it passes on as it is, for
-                // the sinks to put in their secondary output with the reason.
+                // the sinks to put in their dead-letter output with the reason.
                 tracing::error!(tag = %chunk.tag(), chunk = %chunk.id(), reason = %bad.reason(), "undecodable entry in a chunk; passing it on unfiltered");
                 lane.kept.push_encoded(bad.bytes);
             }

@@ -81,8 +81,8 @@ async fn routes_to_every_matching_sink_through_filters() {
         "sys.kernel does not match app.*"
     );
     assert_eq!(b.stats().queued_chunks, 2);
-    got.ack();
-    b.pop().await.unwrap().ack();
+    got.delivered();
+    b.pop().await.unwrap().delivered();
     assert_eq!(
         rx.await.unwrap(),
         Delivery::Delivered,

@@ -23,12 +23,13 @@
 //!
 //! Retries (`retry_wait`, `retry_max_interval`, `retry_timeout`, ...) and the number
 //! of requests in flight (`flush_thread_count`) are the sink's `buffer:` settings;
-//! where refused events go is its `secondary:` output.
+//! where refused events go is its `dead_letter:` output.
 
 use std::time::Duration;
 
 use nagare_core::component::Invalid;
 use nagare_core::config::{ByteSize, HumanDuration, Secret};
+use nagare_core::sink::BatchLimits;
 use serde::Deserialize;
 
 /// Ships events to Elasticsearch (or OpenSearch) through the `_bulk` API.
@@ -104,6 +105,20 @@ pub struct BatchConfig {
     /// How long a partial batch waits for more events before it is sent.
     #[serde(default = "default_batch_timeout")]
     pub timeout: HumanDuration,
+}
+
+impl BatchConfig {
+    /// The sink kit's limits: by events, bytes and timeout (no span limit: an index
+    /// takes events of any time); batches span chunks.
+    pub fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_events: self.max_events,
+            max_bytes: self.max_bytes.as_usize(),
+            max_span: None,
+            timeout: self.timeout.0,
+            chunk_at_a_time: false,
+        }
+    }
 }
 
 impl Default for BatchConfig {

@@ -2,13 +2,17 @@
 //! like Fluentd's `out_elasticsearch` (daily `logstash-YYYY.MM.DD` indices,
 //! `@timestamp`, optional tag key), with per-event outcomes: events refused for now
 //! are sent again under the buffer's retry policy, events refused for good (and
-//! events whose retries ran out) go to the sink's secondary output.
+//! events whose retries ran out) go to the sink's dead-letter output.
+//!
+//! Built on the sink kit ([`nagare_core::sink`]), which batches, retries, splits,
+//! dead-letters and acks:
 //!
 //! - `config.rs`: [`ElasticsearchConfig`] and its sections.
-//! - `request_builder.rs`: events to NDJSON items, items to (gzipped) bodies; pure.
-//! - `service.rs`: the HTTP client, endpoints in turn.
+//! - `request_builder.rs`: events to NDJSON items (the kit's encoder), items to
+//!   (gzipped) bodies; pure.
+//! - `service.rs`: the HTTP client, endpoints in turn (the kit's service).
 //! - `retry.rs`: what an answer means for each event.
-//! - `sink.rs`: the loop: lease, batch, send, resolve, ack; `flush_thread_count` of them.
+//! - `sink.rs`: the component, and the kit's driver started with the pieces above.
 
 mod config;
 mod request_builder;
@@ -19,7 +23,7 @@ mod sink;
 mod tests;
 
 pub use config::{BatchConfig, ElasticsearchConfig, IndexTarget, OpType};
-pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, format_period};
-pub use retry::{BatchOutcome, ItemOutcome, classify, classify_item, error_reason};
+pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, build, format_period};
+pub use retry::{classify, classify_item, error_reason};
 pub use service::{BulkResponse, BulkService, SendError};
-pub use sink::{ElasticsearchError, ElasticsearchSink, run};
+pub use sink::{ElasticsearchSink, ElasticsearchSinkError, run};

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use nagare_core::component::Invalid;
 use nagare_core::compression::{self, Compression};
+use nagare_core::sink::{Encoder, Event, Items};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
 use super::config::{ElasticsearchConfig, IndexTarget, OpType};
@@ -164,20 +165,43 @@ impl RequestBuilder {
 
     /// Concatenates items into a request body, gzipped if configured.
     pub fn build<'a>(&self, items: impl IntoIterator<Item = &'a [u8]>) -> BulkRequest {
-        let mut ndjson = Vec::new();
-        let mut count = 0;
-        for item in items {
-            ndjson.extend_from_slice(item);
-            count += 1;
-        }
-        let ndjson_bytes = ndjson.len();
-        let body = if self.compress { gzip(&ndjson) } else { ndjson };
-        BulkRequest {
-            body: Bytes::from(body),
-            gzip: self.compress,
-            items: count,
-            ndjson_bytes,
-        }
+        build(self.compress, items)
+    }
+}
+
+/// The kit's view: an event is one item, batched by its index (each request goes
+/// to the `_bulk` endpoint, so indices could share one; batching per index keeps a
+/// day's documents together and the dead-letter line names the index).
+impl Encoder for RequestBuilder {
+    type Key = Arc<str>;
+
+    fn encode(&mut self, event: Event<'_>, out: &mut Items<'_, Arc<str>>) {
+        let (origin, at) = event.origin;
+        let item = self.encode(origin, at, event.chunk.tag(), event.time, event.record);
+        let size = item.bytes.len();
+        out.push(item.index, item.bytes, size);
+    }
+
+    fn destination(&self, index: &Arc<str>) -> Option<(&'static str, String)> {
+        Some(("index", index.to_string()))
+    }
+}
+
+/// Concatenates items into a request body, gzipped when `compress`.
+pub fn build<'a>(compress: bool, items: impl IntoIterator<Item = &'a [u8]>) -> BulkRequest {
+    let mut ndjson = Vec::new();
+    let mut count = 0;
+    for item in items {
+        ndjson.extend_from_slice(item);
+        count += 1;
+    }
+    let ndjson_bytes = ndjson.len();
+    let body = if compress { gzip(&ndjson) } else { ndjson };
+    BulkRequest {
+        body: Bytes::from(body),
+        gzip: compress,
+        items: count,
+        ndjson_bytes,
     }
 }
 

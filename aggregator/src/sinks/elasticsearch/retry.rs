@@ -11,55 +11,10 @@
 //!   (a mapping conflict, a document too large) is refused for good and goes to the
 //!   dead-letter file with the reason.
 
+use nagare_core::sink::{BatchOutcome, Outcome};
 use serde::Deserialize;
 
 use super::config::OpType;
-
-/// What happened to one item.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ItemOutcome {
-    /// Stored.
-    Done,
-    /// Refused for now (429, 5xx): send it again.
-    Retry {
-        /// The item's status.
-        status: u16,
-        /// The error, in words.
-        reason: String,
-    },
-    /// Refused for good.
-    Rejected {
-        /// The item's status.
-        status: u16,
-        /// `<error type>: <error reason>`.
-        reason: String,
-        /// The error object as Elasticsearch sent it.
-        error: Option<serde_json::Value>,
-    },
-}
-
-/// What happened to a whole request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BatchOutcome {
-    /// One outcome per item, in request order.
-    Items(Vec<ItemOutcome>),
-    /// Nothing was stored (or it cannot be told what was): send the batch again after
-    /// a backoff.
-    RetryAll {
-        /// The status, if there was a response.
-        status: Option<u16>,
-        /// What went wrong and, where it helps, what to do.
-        reason: String,
-    },
-    /// The body as a whole was refused (400, 413): split the batch, and refuse a
-    /// single event that is still refused alone.
-    Split {
-        /// The status.
-        status: u16,
-        /// `<error type>: <error reason>` or the body's text.
-        reason: String,
-    },
-}
 
 #[derive(Deserialize)]
 struct Body {
@@ -107,20 +62,16 @@ fn body_reason(body: &[u8]) -> String {
 }
 
 /// Classifies one item's status.
-pub fn classify_item(
-    status: u16,
-    error: Option<serde_json::Value>,
-    op_type: OpType,
-) -> ItemOutcome {
+pub fn classify_item(status: u16, error: Option<serde_json::Value>, op_type: OpType) -> Outcome {
     match status {
-        200..=299 => ItemOutcome::Done,
-        409 if op_type == OpType::Create => ItemOutcome::Done,
-        429 | 500..=599 => ItemOutcome::Retry {
-            status,
+        200..=299 => Outcome::Delivered,
+        409 if op_type == OpType::Create => Outcome::Delivered,
+        429 | 500..=599 => Outcome::Retry {
+            status: Some(status),
             reason: error.as_ref().map(error_reason).unwrap_or_default(),
         },
-        _ => ItemOutcome::Rejected {
-            status,
+        _ => Outcome::Rejected {
+            status: Some(status),
             reason: error
                 .as_ref()
                 .map(error_reason)
@@ -135,53 +86,50 @@ pub fn classify(status: u16, body: &[u8], items: usize, op_type: OpType) -> Batc
     match status {
         200 => {}
         429 | 500..=599 => {
-            return BatchOutcome::RetryAll {
-                status: Some(status),
-                reason: body_reason(body),
-            };
+            return retry_all(status, body_reason(body));
         }
         400 | 413 => {
             return BatchOutcome::Split {
-                status,
+                status: Some(status),
                 reason: body_reason(body),
             };
         }
         401 | 403 => {
-            return BatchOutcome::RetryAll {
-                status: Some(status),
-                reason: format!(
+            return retry_all(
+                status,
+                format!(
                     "{}; check `user` and `password` and the user's privileges",
                     body_reason(body)
                 ),
-            };
+            );
         }
         _ => {
-            return BatchOutcome::RetryAll {
-                status: Some(status),
-                reason: format!(
+            return retry_all(
+                status,
+                format!(
                     "{}; check that `endpoints` point at Elasticsearch",
                     body_reason(body)
                 ),
-            };
+            );
         }
     }
     let parsed: Body = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
-            return BatchOutcome::RetryAll {
-                status: Some(status),
-                reason: format!("the _bulk response is not a bulk result ({e})"),
-            };
+            return retry_all(
+                status,
+                format!("the _bulk response is not a bulk result ({e})"),
+            );
         }
     };
     if parsed.items.len() != items {
-        return BatchOutcome::RetryAll {
-            status: Some(status),
-            reason: format!(
+        return retry_all(
+            status,
+            format!(
                 "the _bulk response has {} items for {items} sent",
                 parsed.items.len()
             ),
-        };
+        );
     }
     if !parsed.errors {
         // Trust the per-item statuses anyway: they are what Elasticsearch stored.
@@ -190,7 +138,7 @@ pub fn classify(status: u16, body: &[u8], items: usize, op_type: OpType) -> Batc
             .iter()
             .all(|i| i.values().all(|item| (200..300).contains(&item.status)))
         {
-            return BatchOutcome::Items(vec![ItemOutcome::Done; items]);
+            return BatchOutcome::All(Outcome::Delivered);
         }
     }
     let outcomes = parsed
@@ -198,11 +146,19 @@ pub fn classify(status: u16, body: &[u8], items: usize, op_type: OpType) -> Batc
         .into_iter()
         .map(|mut i| match i.drain().next() {
             Some((_, item)) => classify_item(item.status, item.error, op_type),
-            None => ItemOutcome::Retry {
-                status: 0,
+            None => Outcome::Retry {
+                status: None,
                 reason: "an empty item in the _bulk response".into(),
             },
         })
         .collect();
     BatchOutcome::Items(outcomes)
+}
+
+/// Nothing was stored (or it cannot be told what was): the whole request goes again.
+fn retry_all(status: u16, reason: String) -> BatchOutcome {
+    BatchOutcome::All(Outcome::Retry {
+        status: Some(status),
+        reason,
+    })
 }

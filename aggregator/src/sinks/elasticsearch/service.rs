@@ -1,12 +1,19 @@
 //! Sends `_bulk` requests: one HTTP client, the endpoints taken in turn (so a retry
-//! goes to the next node), basic auth, gzip, a timeout per request.
+//! goes to the next node), basic auth, gzip, a timeout per request; and, as the
+//! kit's [`Service`], builds a batch's request and says what its answer means
+//! (`retry.rs`).
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use nagare_core::config::Secret;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 
-use super::config::ElasticsearchConfig;
-use super::request_builder::BulkRequest;
+use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
+
+use super::config::{ElasticsearchConfig, OpType};
+use super::request_builder::{self, BulkRequest};
+use super::retry::classify;
 
 /// The response to one `_bulk` request.
 #[derive(Debug)]
@@ -38,6 +45,8 @@ pub struct BulkService {
     urls: Vec<String>,
     next: usize,
     auth: Option<(String, Secret)>,
+    compress: bool,
+    op_type: OpType,
 }
 
 impl BulkService {
@@ -66,11 +75,13 @@ impl BulkService {
             urls,
             next: 0,
             auth,
+            compress: config.compress,
+            op_type: config.op_type,
         })
     }
 
     /// Sends `request` to the next endpoint in turn.
-    pub async fn send(&mut self, request: &BulkRequest) -> Result<BulkResponse, SendError> {
+    pub async fn post(&mut self, request: &BulkRequest) -> Result<BulkResponse, SendError> {
         let url = self.urls[self.next % self.urls.len()].clone();
         self.next = self.next.wrapping_add(1);
         let mut builder = self
@@ -102,6 +113,30 @@ impl BulkService {
             status,
             body,
         })
+    }
+}
+
+impl Service<Arc<str>> for BulkService {
+    type Request = BulkRequest;
+
+    fn build(&mut self, _index: &Arc<str>, items: &[Item<Arc<str>>]) -> BulkRequest {
+        request_builder::build(self.compress, items.iter().map(|i| i.bytes.as_slice()))
+    }
+
+    async fn send(&mut self, request: &mut BulkRequest) -> Sent {
+        match self.post(request).await {
+            Ok(response) => Sent {
+                outcome: classify(response.status, &response.body, request.items, self.op_type),
+                destination: response.endpoint,
+            },
+            Err(e) => Sent {
+                outcome: BatchOutcome::All(Outcome::Retry {
+                    status: None,
+                    reason: e.to_string(),
+                }),
+                destination: e.endpoint,
+            },
+        }
     }
 }
 

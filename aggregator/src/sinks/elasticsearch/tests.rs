@@ -3,6 +3,7 @@
 use std::io::Read;
 
 use nagare_core::config::{ByteSize, ConfigDocument, HumanDuration};
+use nagare_core::sink::{BatchOutcome, Outcome};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 use nagare_testkit::docs::documented_example;
 use serde_json::json;
@@ -347,42 +348,45 @@ fn classifies_whole_request_answers() {
     let op = OpType::Index;
     assert!(matches!(
         classify(429, br#"{"error":{"type":"es_rejected_execution_exception","reason":"queue full"},"status":429}"#, 3, op),
-        BatchOutcome::RetryAll { status: Some(429), reason } if reason == "es_rejected_execution_exception: queue full"
+        BatchOutcome::All(Outcome::Retry { status: Some(429), reason }) if reason == "es_rejected_execution_exception: queue full"
     ));
     assert!(matches!(
         classify(503, b"", 1, op),
-        BatchOutcome::RetryAll {
+        BatchOutcome::All(Outcome::Retry {
             status: Some(503),
+            ..
+        })
+    ));
+    assert!(
+        matches!(classify(502, b"<html>bad gateway</html>", 1, op), BatchOutcome::All(Outcome::Retry { reason, .. }) if reason == "<html>bad gateway</html>")
+    );
+    assert!(matches!(
+        classify(413, b"too big", 2, op),
+        BatchOutcome::Split {
+            status: Some(413),
             ..
         }
     ));
     assert!(
-        matches!(classify(502, b"<html>bad gateway</html>", 1, op), BatchOutcome::RetryAll { reason, .. } if reason == "<html>bad gateway</html>")
-    );
-    assert!(matches!(
-        classify(413, b"too big", 2, op),
-        BatchOutcome::Split { status: 413, .. }
-    ));
-    assert!(
-        matches!(classify(400, b"{\"error\":\"bad\"}", 2, op), BatchOutcome::Split { status: 400, reason } if reason == "bad")
+        matches!(classify(400, b"{\"error\":\"bad\"}", 2, op), BatchOutcome::Split { status: Some(400), reason } if reason == "bad")
     );
     assert!(
-        matches!(classify(401, b"", 2, op), BatchOutcome::RetryAll { reason, .. } if reason.contains("check `user` and `password`"))
+        matches!(classify(401, b"", 2, op), BatchOutcome::All(Outcome::Retry { reason, .. }) if reason.contains("check `user` and `password`"))
     );
     assert!(
-        matches!(classify(404, b"", 2, op), BatchOutcome::RetryAll { reason, .. } if reason.contains("check that `endpoints`"))
+        matches!(classify(404, b"", 2, op), BatchOutcome::All(Outcome::Retry { reason, .. }) if reason.contains("check that `endpoints`"))
     );
     assert!(matches!(
         classify(200, b"not json", 1, op),
-        BatchOutcome::RetryAll { .. }
+        BatchOutcome::All(Outcome::Retry { .. })
     ));
     assert!(matches!(
         classify(200, br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 2, op),
-        BatchOutcome::RetryAll { reason, .. } if reason == "the _bulk response has 1 items for 2 sent"
+        BatchOutcome::All(Outcome::Retry { reason, .. }) if reason == "the _bulk response has 1 items for 2 sent"
     ));
     assert_eq!(
         classify(200, br#"{"took":1,"errors":false,"items":[{"index":{"status":201}},{"index":{"status":200}}]}"#, 2, op),
-        BatchOutcome::Items(vec![ItemOutcome::Done, ItemOutcome::Done])
+        BatchOutcome::All(Outcome::Delivered)
     );
 }
 
@@ -403,24 +407,30 @@ fn classifies_items() {
     let BatchOutcome::Items(items) = classify(200, body.as_bytes(), 5, OpType::Create) else {
         panic!("per-item answer expected");
     };
-    assert_eq!(items[0], ItemOutcome::Done);
+    assert_eq!(items[0], Outcome::Delivered);
     assert_eq!(
         items[1],
-        ItemOutcome::Done,
+        Outcome::Delivered,
         "409 under create: already stored"
     );
     assert_eq!(
         items[2],
-        ItemOutcome::Retry {
-            status: 429,
+        Outcome::Retry {
+            status: Some(429),
             reason: "es_rejected_execution_exception: queue full".into()
         }
     );
-    assert!(matches!(&items[3], ItemOutcome::Retry { status: 503, .. }));
+    assert!(matches!(
+        &items[3],
+        Outcome::Retry {
+            status: Some(503),
+            ..
+        }
+    ));
     assert_eq!(
         items[4],
-        ItemOutcome::Rejected {
-            status: 400,
+        Outcome::Rejected {
+            status: Some(400),
             reason: "mapper_parsing_exception: failed to parse field [n]".into(),
             error: Some(
                 json!({"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"})
@@ -429,6 +439,6 @@ fn classifies_items() {
     );
     // Under `index`, a 409 is a real conflict (an external version), refused for good.
     assert!(
-        matches!(classify_item(409, None, OpType::Index), ItemOutcome::Rejected { status: 409, reason, .. } if reason == "refused with status 409")
+        matches!(classify_item(409, None, OpType::Index), Outcome::Rejected { status: Some(409), reason, .. } if reason == "refused with status 409")
     );
 }

@@ -12,6 +12,8 @@
 use nagare_core::component::Invalid;
 use serde::Deserialize;
 
+pub use crate::sinks::ndjson::Format;
+
 /// Appends events to NDJSON files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,17 +26,6 @@ pub struct FileConfig {
     /// `record` (the record alone).
     #[serde(default)]
     pub format: Format,
-}
-
-/// How an event is written as a line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// `{"tag":"app","time":"2024-01-15T10:30:00.000000000Z","record":{...}}`.
-    #[default]
-    Envelope,
-    /// The record alone: `{...}`.
-    Record,
 }
 
 impl FileConfig {

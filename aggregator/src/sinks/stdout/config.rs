@@ -11,7 +11,7 @@
 use nagare_core::component::Invalid;
 use serde::Deserialize;
 
-use crate::sinks::file::Format;
+use crate::sinks::ndjson::Format;
 
 /// Writes events to standard output.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -448,7 +448,7 @@ async fn shutdown_finishes_the_frame_being_handled_then_closes() {
     // Room appears: the pending frame is routed and acked, then the connection closes.
     let first = pop(&server.buffer).await;
     assert_eq!(numbers(first.chunk()), vec![0]);
-    first.ack();
+    first.delivered();
     assert_eq!(read_ack(&mut client).await, "two");
     assert!(closed_by_server(&mut client).await);
     tokio::time::timeout(WAIT, server.task)

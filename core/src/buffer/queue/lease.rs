@@ -236,8 +236,9 @@ fn requeue(shared: &Shared, queued: Queued) {
     shared.items.notify_one();
 }
 
-/// A chunk taken from a buffer by its sink. `ack` removes it for good; dropping the
-/// lease without an ack (or calling `retry`) puts it back at the front.
+/// A chunk taken from a buffer by its sink. [`delivered`](Lease::delivered) and
+/// [`dead_lettered`](Lease::dead_lettered) remove it for good; dropping the lease (or
+/// calling [`put_back`](Lease::put_back)) puts it back at the front.
 pub struct Lease {
     chunk: Option<Chunk>,
     /// Where the chunk is on disk, for a file buffer.
@@ -259,8 +260,9 @@ impl Lease {
         self.chunk.as_ref().expect("a live lease holds its chunk")
     }
 
-    /// The destination confirmed the chunk: remove it from the buffer.
-    pub fn ack(mut self) {
+    /// The destination confirmed the chunk: remove it from the buffer, and report it
+    /// delivered to its source.
+    pub fn delivered(mut self) {
         if let Some(chunk) = self.chunk.take() {
             self.release();
             // Dropping the chunk here releases its receipts as delivered.
@@ -268,17 +270,18 @@ impl Lease {
         }
     }
 
-    /// The sink gave up on the chunk (it was written to the secondary output or is
-    /// being discarded): remove it and report it as failed to its source.
-    pub fn fail(mut self) {
+    /// The sink gave up on some or all of the chunk's events (they were written to the
+    /// dead-letter output, or are being discarded): remove it from the buffer, and
+    /// report to its source that not everything arrived.
+    pub fn dead_lettered(mut self) {
         if let Some(chunk) = self.chunk.take() {
             chunk.mark(Delivery::Failed);
             self.release();
         }
     }
 
-    /// Puts the chunk back at the front to be sent again.
-    pub fn retry(self) {
+    /// Puts the chunk back at the front of the buffer, to be taken and sent again.
+    pub fn put_back(self) {
         drop(self);
     }
 

@@ -200,21 +200,21 @@ impl Buffer {
                 space: Notify::new(),
                 writer: Arc::new(tokio::sync::Mutex::new(())),
                 turns: Notify::new(),
-                secondary: OnceLock::new(),
+                dead_letter: OnceLock::new(),
             }),
         }
     }
 
-    /// Sets where the sink puts what it gives up on (see [`Buffer::secondary`]);
+    /// Sets where the sink puts what it gives up on (see [`Buffer::dead_letter`]);
     /// only the first call counts.
-    pub fn with_secondary(self, secondary: DeadLetter) -> Self {
-        let _ = self.shared.secondary.set(secondary);
+    pub fn with_dead_letter(self, dead_letter: DeadLetter) -> Self {
+        let _ = self.shared.dead_letter.set(dead_letter);
         self
     }
 
-    /// The sink's secondary output, if one was set.
-    pub fn secondary(&self) -> Option<&DeadLetter> {
-        self.shared.secondary.get()
+    /// The sink's dead-letter output, if one was set.
+    pub fn dead_letter(&self) -> Option<&DeadLetter> {
+        self.shared.dead_letter.get()
     }
 
     /// The buffer's name.

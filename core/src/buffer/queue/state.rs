@@ -156,7 +156,7 @@ pub(super) struct Shared {
     pub(super) writer: Arc<tokio::sync::Mutex<()>>,
     /// Signalled when a turn is over.
     pub(super) turns: Notify,
-    pub(super) secondary: OnceLock<DeadLetter>,
+    pub(super) dead_letter: OnceLock<DeadLetter>,
 }
 
 impl Shared {

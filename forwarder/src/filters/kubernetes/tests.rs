@@ -199,7 +199,7 @@ impl Running {
             for e in lease.chunk().events() {
                 got.push(e.unwrap().1);
             }
-            lease.ack();
+            lease.delivered();
         }
         got
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use nagare_core::buffer::{Buffer, Lease};
 use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::compression::Compression;
-use nagare_core::dead_letter::DeadLetter;
+use nagare_core::dead_letter::{self, DeadLetter};
 use nagare_core::host::machine_hostname;
 use nagare_core::retry::{Attempts, Backoff, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
@@ -82,10 +82,10 @@ pub async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), Forw
     let links = links(&config)?;
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let retrier = ctx.retrier();
-    let secondary = ctx.secondary();
+    let dead_letter = ctx.dead_letter();
     let mut sink = Dispatcher {
         retrier,
-        secondary,
+        dead_letter,
         name: ctx.name,
         backoff: config.backoff(),
         links,
@@ -185,7 +185,7 @@ struct Dispatcher {
     /// The buffer's retry policy: when a chunk whose sends keep failing is given up.
     retrier: Retrier,
     /// Where given-up chunks go.
-    secondary: DeadLetter,
+    dead_letter: DeadLetter,
     name: String,
     config: ForwardSinkConfig,
     backoff: Backoff,
@@ -371,7 +371,7 @@ impl Dispatcher {
                     if let Some(owner) = slot.node.and_then(|id| self.node_index(id)) {
                         self.nodes[owner].outstanding.remove(&seq);
                     }
-                    slot.lease.ack();
+                    slot.lease.delivered();
                 }
                 self.retrier.succeeded();
                 if let Some(i) = self.node_index(node) {
@@ -476,32 +476,32 @@ impl Dispatcher {
         seqs.len()
     }
 
-    /// Writes chunks whose retries ran out to the secondary output (trying again
-    /// until it works), then removes them from the buffer as failed.
+    /// Writes chunks whose retries ran out to the dead-letter output (trying again
+    /// until it works, as every sink does), then removes them from the buffer as
+    /// failed.
     async fn give_up(&self, given_up: Vec<(Slot, String)>) {
+        let backoff = self.retrier.policy().backoff;
         for (slot, reason) in given_up {
             let chunk = slot.lease.chunk();
-            let mut failures = 0;
-            while let Err(e) = self.secondary.write_chunk(chunk, &reason).await {
-                let delay = self.retrier.policy().backoff.delay(failures);
-                failures += 1;
-                tracing::error!(sink = %self.name, path = %self.secondary.path().display(), error = %e, retry_in = ?delay, "cannot write to the secondary output; trying again");
-                tokio::select! {
-                    biased;
-                    // The lease goes back to the buffer: sent after a restart.
-                    _ = self.abort.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+            let mut lines = Vec::with_capacity(chunk.byte_size() * 2);
+            dead_letter::encode_chunk(chunk, &reason, &mut lines);
+            let written = self
+                .dead_letter
+                .write_until_done(lines, &backoff, &self.abort, &self.name)
+                .await;
+            if !written {
+                // Aborted: the lease goes back to the buffer, sent after a restart.
+                return;
             }
             tracing::error!(
                 sink = %self.name,
                 tag = %chunk.tag(),
                 events = chunk.count(),
-                secondary = %self.secondary.path().display(),
+                dead_letter = %self.dead_letter.path().display(),
                 %reason,
-                "retries ran out (retry_timeout / retry_max_times); wrote the chunk to the secondary output"
+                "retries ran out (retry_timeout / retry_max_times); wrote the chunk to the dead-letter output"
             );
-            slot.lease.fail();
+            slot.lease.dead_lettered();
         }
     }
 

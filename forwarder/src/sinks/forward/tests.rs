@@ -287,7 +287,7 @@ async fn abort_without_a_server_returns_the_chunks_in_order() {
     for want in 0..3 {
         let lease = buffer.try_pop().unwrap();
         assert_eq!(first_number(lease.chunk()), want);
-        lease.ack();
+        lease.delivered();
     }
 }
 

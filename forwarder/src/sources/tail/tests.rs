@@ -199,7 +199,7 @@ impl Tail {
         while got.len() < n {
             let lease = self.next_chunk(deadline, n, &got).await;
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
         got
     }
@@ -233,7 +233,7 @@ impl Tail {
         while let Ok(lease) = tokio::time::timeout(quiet, self.buffer.pop()).await {
             let lease = lease.expect("buffer open");
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
         got
     }
@@ -305,7 +305,7 @@ impl Tail {
         let mut got = Vec::new();
         while let Some(lease) = self.buffer.try_pop() {
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
         got
     }

@@ -20,14 +20,14 @@ async fn backpressure_pauses_reading_and_shutdown_emits_what_was_read() {
     let stats = tail.buffer.stats();
     assert_eq!((stats.queued_chunks, stats.in_flight_chunks), (0, 1));
     assert!(stats.blocked >= 1);
-    first.ack();
+    first.delivered();
     tail.shutdown.cancel();
     while !tail.task.is_finished() {
         if let Ok(Some(lease)) =
             tokio::time::timeout(Duration::from_millis(50), tail.buffer.pop()).await
         {
             got.extend(decode(lease.chunk()));
-            lease.ack();
+            lease.delivered();
         }
     }
     got.extend(tail.stop().await);

@@ -74,7 +74,7 @@ async fn rejected_lines_leave_in_chunks_of_at_most_chunk_limit_size() {
             .expect("buffer open");
         events += lease.chunk().count() as usize;
         sizes.push(lease.chunk().byte_size());
-        lease.ack();
+        lease.delivered();
     }
     // A chunk is sent once it reaches the limit, so it exceeds it by less than one
     // record (about 1 KiB with its `error` field).

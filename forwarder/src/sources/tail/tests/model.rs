@@ -104,7 +104,7 @@ impl Run {
     fn drain(&mut self) {
         self.take();
         for lease in self.held.drain(..) {
-            lease.ack();
+            lease.delivered();
         }
     }
 
