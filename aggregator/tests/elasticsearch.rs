@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
 use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::chunk::Segment;
+use nagare_core::chunk::Origin;
 use nagare_core::config::{ConfigDocument, HumanDuration};
 use nagare_core::dead_letter::DeadLetter;
 use nagare_core::receipt::{Delivery, Receipt};
@@ -608,12 +608,12 @@ async fn a_merged_chunk_keeps_the_ids_of_the_chunks_it_was_merged_from() {
         entries.into(),
         5,
     )
-    .with_segments(vec![
-        Segment {
+    .with_origins(vec![
+        Origin {
             id: first.id(),
             count: 2,
         },
-        Segment {
+        Origin {
             id: second.id(),
             count: 3,
         },

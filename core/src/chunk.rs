@@ -88,7 +88,7 @@ impl fmt::Display for ChunkId {
 /// so that ids derived from (chunk id, position) stay the same when the original
 /// chunk is sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
+pub struct Origin {
     /// The id of the chunk these events arrived in.
     pub id: ChunkId,
     /// How many events.
@@ -103,8 +103,8 @@ pub struct Chunk {
     entries: Bytes,
     count: u32,
     receipts: Vec<Receipt>,
-    /// Set when the chunk was merged from others (see [`Segment`]).
-    segments: Option<Arc<[Segment]>>,
+    /// Set when the chunk was merged from others (see [`Origin`]).
+    origins: Option<Arc<[Origin]>>,
 }
 
 impl Chunk {
@@ -117,22 +117,22 @@ impl Chunk {
             entries,
             count,
             receipts: Vec::new(),
-            segments: None,
+            origins: None,
         }
     }
 
-    /// Records that the events are runs of the chunks `segments` name, in order.
-    /// Their counts must add up to the chunk's count; a single segment carrying the
+    /// Records that the events are runs of the chunks `origins` name, in order.
+    /// Their counts must add up to the chunk's count; a single origin carrying the
     /// chunk's own id says nothing and is not kept.
-    pub fn with_segments(mut self, segments: Vec<Segment>) -> Self {
+    pub fn with_origins(mut self, origins: Vec<Origin>) -> Self {
         debug_assert_eq!(
-            segments.iter().map(|s| u64::from(s.count)).sum::<u64>(),
+            origins.iter().map(|s| u64::from(s.count)).sum::<u64>(),
             u64::from(self.count)
         );
-        self.segments = match segments.as_slice() {
+        self.origins = match origins.as_slice() {
             [] => None,
             [only] if only.id == self.id => None,
-            _ => Some(segments.into()),
+            _ => Some(origins.into()),
         };
         self
     }
@@ -146,10 +146,10 @@ impl Chunk {
 
     /// The runs of events by the chunk they arrived in: the chunk itself, unless it
     /// was merged from others.
-    pub fn segments(&self) -> Vec<Segment> {
-        match &self.segments {
+    pub fn origins(&self) -> Vec<Origin> {
+        match &self.origins {
             Some(s) => s.to_vec(),
-            None => vec![Segment {
+            None => vec![Origin {
                 id: self.id,
                 count: self.count,
             }],
@@ -160,15 +160,15 @@ impl Chunk {
     /// there: what idempotent destination ids (Elasticsearch `_id`, BigQuery
     /// `insertId`) derive from.
     pub fn event_ids(&self) -> impl Iterator<Item = (ChunkId, u32)> + '_ {
-        let own = [Segment {
+        let own = [Origin {
             id: self.id,
             count: self.count,
         }];
-        let segments: Vec<Segment> = match &self.segments {
+        let origins: Vec<Origin> = match &self.origins {
             Some(s) => s.to_vec(),
             None => own.to_vec(),
         };
-        segments
+        origins
             .into_iter()
             .flat_map(|s| (0..s.count).map(move |i| (s.id, i)))
     }
@@ -575,21 +575,20 @@ mod tests {
         assert_eq!(own, vec![(plain.id(), 0), (plain.id(), 1), (plain.id(), 2)]);
 
         let (a, c) = (ChunkId([1; 16]), ChunkId([2; 16]));
-        let merged = plain.clone().with_segments(vec![
-            Segment { id: a, count: 2 },
-            Segment { id: c, count: 1 },
-        ]);
+        let merged = plain
+            .clone()
+            .with_origins(vec![Origin { id: a, count: 2 }, Origin { id: c, count: 1 }]);
         assert_eq!(
             merged.event_ids().collect::<Vec<_>>(),
             vec![(a, 0), (a, 1), (c, 0)]
         );
-        assert_eq!(merged.segments().len(), 2);
-        // A single segment of the chunk's own id is the same as none.
-        let same = plain.clone().with_segments(vec![Segment {
+        assert_eq!(merged.origins().len(), 2);
+        // A single origin of the chunk's own id is the same as none.
+        let same = plain.clone().with_origins(vec![Origin {
             id: plain.id(),
             count: 3,
         }]);
-        assert!(same.segments.is_none());
+        assert!(same.origins.is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nagare_core::EventTime;
 
 use crate::formats::{csv, logfmt, ltsv};
-use crate::multiline::{Detector, Line, Multiline, MultilineConfig};
+use crate::multiline::{Line, Multiline, MultilineConfig, MultilineRules};
 use crate::time::{Strptime, TimeFormat, Zone, resolve};
 use crate::{Parser, ParserConfig};
 
@@ -226,7 +226,7 @@ fn check_time(data: &[u8]) {
 }
 
 fn check_multiline(data: &[u8]) {
-    static DETECTOR: OnceLock<Detector> = OnceLock::new();
+    static DETECTOR: OnceLock<MultilineRules> = OnceLock::new();
     let detector = DETECTOR.get_or_init(|| {
         let mut config = MultilineConfig::new(vec![crate::multiline::Language::All]);
         config.custom = Some(crate::multiline::CustomRule {
@@ -235,7 +235,7 @@ fn check_multiline(data: &[u8]) {
         });
         config.max_lines = 7;
         config.max_bytes = nagare_core::config::ByteSize(300);
-        Detector::new(&config).expect("valid")
+        MultilineRules::new(&config).expect("valid")
     });
     let mut m = Multiline::new(detector);
     let t0 = Instant::now();

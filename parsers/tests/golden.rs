@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nagare_core::EventTime;
 use nagare_core::value::Map;
 use nagare_parsers::container::Stream;
-use nagare_parsers::multiline::{Detector, Line, Multiline, MultilineConfig};
+use nagare_parsers::multiline::{Line, Multiline, MultilineConfig, MultilineRules};
 use nagare_parsers::{Parser, ParserConfig};
 use serde::Serialize;
 
@@ -92,7 +92,7 @@ fn run_format(config: &str, input: &[u8]) -> String {
 
 fn run_multiline(config: &str, input: &[u8]) -> String {
     let config: MultilineConfig = serde_norway::from_str(config).expect("config parses");
-    let detector = Detector::new(&config).expect("config is valid");
+    let detector = MultilineRules::new(&config).expect("config is valid");
     let mut m = Multiline::new(&detector);
     let reference = EventTime::parse_rfc3339(REFERENCE).unwrap();
     let t0 = Instant::now();

@@ -1,6 +1,6 @@
 //! The file buffer's chunk file, byte for byte. Pure: bytes in, bytes out.
 //!
-//! A chunk file is a header, one segment per append, and, once the chunk is queued,
+//! A chunk file is a header, one part per append, and, once the chunk is queued,
 //! a trailer. All integers are little-endian; every part carries a CRC-32 so that a
 //! torn write or a flipped bit is found before anything is trusted.
 //!
@@ -8,21 +8,21 @@
 //! header   "NGRBUF01" | version u16 = 1 | compression u8 (0 none, 1 zstd) | 0 u8
 //!          | tag length u16 | 0 u16 | chunk id [16] | sequence u64
 //!          | created (unix ms) u64 | crc32 of all of the above and the tag u32 | tag
-//! segment  "SEG1" | chunk id [16] | events u32 | encoded bytes u32 | stored bytes u32
+//! part  "SEG1" | chunk id [16] | events u32 | encoded bytes u32 | stored bytes u32
 //!          | crc32 of the stored bytes u32 | crc32 of the 36 bytes before u32
 //!          | stored bytes (one zstd frame, or the encoded entries as they are)
-//! trailer  "END1" | segments u32 | events u32 | encoded bytes u64
+//! trailer  "END1" | parts u32 | events u32 | encoded bytes u64
 //!          | crc32 of the 20 bytes before u32
 //! ```
 //!
-//! The segment's chunk id is the id of the chunk that was appended (a chunk from a
+//! The part's chunk id is the id of the chunk that was appended (a chunk from a
 //! forward client keeps its client's id), so ids derived from it stay the same when
-//! that client sends the chunk again. The trailer's totals must match the segments.
+//! that client sends the chunk again. The trailer's totals must match the parts.
 //!
 //! The compression byte names one of [`Compression`]'s values; nagare writes 0 or 1
 //! (`buffer.compress` offers `none` and `zstd`), and reads 2 as gzip.
 
-use crate::chunk::{ChunkId, Segment};
+use crate::chunk::{ChunkId, Origin};
 use crate::compression::Compression;
 
 /// The first bytes of every chunk file.
@@ -30,9 +30,9 @@ pub const MAGIC: &[u8; 8] = b"NGRBUF01";
 /// The format version written.
 pub const VERSION: u16 = 1;
 const HEADER_FIXED: usize = 8 + 2 + 1 + 1 + 2 + 2 + 16 + 8 + 8 + 4;
-const SEGMENT_MAGIC: &[u8; 4] = b"SEG1";
-/// Bytes of a segment before its stored bytes.
-pub const SEGMENT_HEADER: usize = 4 + 16 + 4 + 4 + 4 + 4 + 4;
+const PART_MAGIC: &[u8; 4] = b"SEG1";
+/// Bytes of a part before its stored bytes.
+pub const PART_HEADER: usize = 4 + 16 + 4 + 4 + 4 + 4 + 4;
 const TRAILER_MAGIC: &[u8; 4] = b"END1";
 /// Bytes of the trailer.
 pub const TRAILER: usize = 4 + 4 + 4 + 8 + 4;
@@ -46,17 +46,17 @@ pub struct FileHeader {
     pub seq: u64,
     /// When it was created, in Unix milliseconds.
     pub created_ms: u64,
-    /// How its segments are stored.
+    /// How its parts are stored.
     pub compression: Compression,
     /// The tag of every event in it.
     pub tag: String,
 }
 
-/// One segment found in a file.
+/// One part found in a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegmentInfo {
+pub struct StoredPart {
     /// Where it came from and how many events it holds.
-    pub segment: Segment,
+    pub origin: Origin,
     /// Bytes of encoded entries once unpacked.
     pub raw_len: u32,
     /// Offset of its stored bytes in the file.
@@ -72,19 +72,19 @@ pub enum Parsed {
     Intact {
         /// The header.
         header: FileHeader,
-        /// The segments, in order.
-        segments: Vec<SegmentInfo>,
+        /// The parts, in order.
+        parts: Vec<StoredPart>,
         /// Whether the trailer is there (the chunk was queued).
         sealed: bool,
     },
-    /// The segments up to `valid_len` are intact; what follows is an append that was
+    /// The parts up to `valid_len` are intact; what follows is an append that was
     /// cut short (a crash in the middle of a write): a short header, a short payload,
     /// or zeros.
     Torn {
         /// The header.
         header: FileHeader,
-        /// The intact segments.
-        segments: Vec<SegmentInfo>,
+        /// The intact parts.
+        parts: Vec<StoredPart>,
         /// Bytes of the file that are intact.
         valid_len: usize,
         /// What was found after them.
@@ -150,11 +150,11 @@ pub fn encode_header(header: &FileHeader) -> Vec<u8> {
     out
 }
 
-/// A segment holding `count` events whose encoded entries are `raw` and whose stored
+/// A part holding `count` events whose encoded entries are `raw` and whose stored
 /// form is `stored` (`raw` itself, or its zstd frame).
-pub fn encode_segment(id: ChunkId, count: u32, raw_len: usize, stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SEGMENT_HEADER + stored.len());
-    out.extend_from_slice(SEGMENT_MAGIC);
+pub fn encode_part(id: ChunkId, count: u32, raw_len: usize, stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PART_HEADER + stored.len());
+    out.extend_from_slice(PART_MAGIC);
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     out.extend_from_slice(&(raw_len as u32).to_le_bytes());
@@ -166,12 +166,12 @@ pub fn encode_segment(id: ChunkId, count: u32, raw_len: usize, stored: &[u8]) ->
     out
 }
 
-/// The trailer that seals a chunk of `segments` segments, `count` events and `raw`
+/// The trailer that seals a chunk of `parts` parts, `count` events and `raw`
 /// bytes of encoded entries.
-pub fn encode_trailer(segments: u32, count: u32, raw: u64) -> [u8; TRAILER] {
+pub fn encode_trailer(parts: u32, count: u32, raw: u64) -> [u8; TRAILER] {
     let mut out = [0u8; TRAILER];
     out[..4].copy_from_slice(TRAILER_MAGIC);
-    out[4..8].copy_from_slice(&segments.to_le_bytes());
+    out[4..8].copy_from_slice(&parts.to_le_bytes());
     out[8..12].copy_from_slice(&count.to_le_bytes());
     out[12..20].copy_from_slice(&raw.to_le_bytes());
     let sum = crc(&[&out[..20]]);
@@ -258,11 +258,11 @@ fn scan(b: &[u8], whole: bool) -> (Parsed, usize) {
         Ok(h) => h,
         Err(reason) => return (Parsed::Damaged { reason }, 0),
     };
-    let mut segments = Vec::new();
-    let torn = |header: FileHeader, segments: Vec<SegmentInfo>, at: usize, reason: String| {
+    let mut parts = Vec::new();
+    let torn = |header: FileHeader, parts: Vec<StoredPart>, at: usize, reason: String| {
         let torn = Parsed::Torn {
             header,
-            segments,
+            parts,
             valid_len: at,
             reason,
         };
@@ -274,7 +274,7 @@ fn scan(b: &[u8], whole: bool) -> (Parsed, usize) {
         if rest.is_empty() {
             let open = Parsed::Intact {
                 header,
-                segments,
+                parts,
                 sealed: false,
             };
             return (open, 0);
@@ -285,7 +285,7 @@ fn scan(b: &[u8], whole: bool) -> (Parsed, usize) {
         if rest.len() < 4 {
             return torn(
                 header,
-                segments,
+                parts,
                 at,
                 format!("{} bytes after the last append", rest.len()),
             );
@@ -301,12 +301,12 @@ fn scan(b: &[u8], whole: bool) -> (Parsed, usize) {
                 ));
             }
             let (n, count, raw) = (u32_at(t, 4), u32_at(t, 8), u64_at(t, 12));
-            let found_count: u64 = segments.iter().map(|s| u64::from(s.segment.count)).sum();
-            let found_raw: u64 = segments.iter().map(|s| u64::from(s.raw_len)).sum();
-            if n as usize != segments.len() || u64::from(count) != found_count || raw != found_raw {
+            let found_count: u64 = parts.iter().map(|s| u64::from(s.origin.count)).sum();
+            let found_raw: u64 = parts.iter().map(|s| u64::from(s.raw_len)).sum();
+            if n as usize != parts.len() || u64::from(count) != found_count || raw != found_raw {
                 return damaged(format!(
                     "the trailer says {n} appends, {count} events and {raw} bytes, the file holds {}, {found_count} and {found_raw}",
-                    segments.len()
+                    parts.len()
                 ));
             }
             if whole && rest.len() > TRAILER {
@@ -317,41 +317,41 @@ fn scan(b: &[u8], whole: bool) -> (Parsed, usize) {
             }
             let sealed = Parsed::Intact {
                 header,
-                segments,
+                parts,
                 sealed: true,
             };
             return (sealed, at + TRAILER);
         }
-        if &rest[..4] != SEGMENT_MAGIC {
+        if &rest[..4] != PART_MAGIC {
             if zeros {
-                return torn(header, segments, at, format!("{} zero bytes", rest.len()));
+                return torn(header, parts, at, format!("{} zero bytes", rest.len()));
             }
             return damaged(format!("no append starts at byte {at}"));
         }
-        if rest.len() < SEGMENT_HEADER {
+        if rest.len() < PART_HEADER {
             return torn(
                 header,
-                segments,
+                parts,
                 at,
                 format!("an append header cut short at byte {at}"),
             );
         }
-        let h = &rest[..SEGMENT_HEADER];
-        if crc(&[&h[..SEGMENT_HEADER - 4]]) != u32_at(h, SEGMENT_HEADER - 4) {
+        let h = &rest[..PART_HEADER];
+        if crc(&[&h[..PART_HEADER - 4]]) != u32_at(h, PART_HEADER - 4) {
             return damaged(format!(
                 "the checksum of the append header at byte {at} does not match"
             ));
         }
         let stored_len = u32_at(h, 28);
-        let payload_at = at + SEGMENT_HEADER;
+        let payload_at = at + PART_HEADER;
         let Some(payload) = b.get(payload_at..payload_at + stored_len as usize) else {
             return torn(
                 header,
-                segments,
+                parts,
                 at,
                 format!(
                     "an append of {stored_len} bytes at byte {at} with only {} written",
-                    rest.len() - SEGMENT_HEADER
+                    rest.len() - PART_HEADER
                 ),
             );
         };
@@ -360,8 +360,8 @@ fn scan(b: &[u8], whole: bool) -> (Parsed, usize) {
                 "the checksum of the append at byte {at} does not match"
             ));
         }
-        segments.push(SegmentInfo {
-            segment: Segment {
+        parts.push(StoredPart {
+            origin: Origin {
                 id: id_at(h, 4),
                 count: u32_at(h, 20),
             },
@@ -389,8 +389,8 @@ mod tests {
 
     fn file(sealed: bool) -> Vec<u8> {
         let mut f = encode_header(&header());
-        f.extend(encode_segment(ChunkId([1; 16]), 2, 5, b"hello"));
-        f.extend(encode_segment(ChunkId([2; 16]), 1, 3, b"abc"));
+        f.extend(encode_part(ChunkId([1; 16]), 2, 5, b"hello"));
+        f.extend(encode_part(ChunkId([2; 16]), 1, 3, b"abc"));
         if sealed {
             f.extend(encode_trailer(2, 3, 8));
         }
@@ -402,7 +402,7 @@ mod tests {
         let f = file(true);
         let Parsed::Intact {
             header: h,
-            segments,
+            parts,
             sealed,
         } = parse(&f)
         else {
@@ -410,9 +410,9 @@ mod tests {
         };
         assert_eq!(h, header());
         assert!(sealed);
-        assert_eq!(segments.len(), 2);
-        assert_eq!(segments[1].segment.id, ChunkId([2; 16]));
-        assert_eq!(&f[segments[0].offset..][..5], b"hello");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].origin.id, ChunkId([2; 16]));
+        assert_eq!(&f[parts[0].offset..][..5], b"hello");
         assert!(matches!(
             parse(&file(false)),
             Parsed::Intact { sealed: false, .. }
@@ -422,15 +422,13 @@ mod tests {
     #[test]
     fn a_cut_append_is_torn_not_damaged() {
         let f = file(false);
-        let first_end = encode_header(&header()).len() + SEGMENT_HEADER + 5;
+        let first_end = encode_header(&header()).len() + PART_HEADER + 5;
         for cut in first_end + 1..f.len() {
             match parse(&f[..cut]) {
                 Parsed::Torn {
-                    segments,
-                    valid_len,
-                    ..
+                    parts, valid_len, ..
                 } => {
-                    assert_eq!((segments.len(), valid_len), (1, first_end), "cut at {cut}");
+                    assert_eq!((parts.len(), valid_len), (1, first_end), "cut at {cut}");
                 }
                 other => panic!("cut at {cut}: {other:?}"),
             }

@@ -1,4 +1,4 @@
-//! Segment files: the file buffer's chunks that are queued whole, several to a file,
+//! Origin files: the file buffer's chunks that are queued whole, several to a file,
 //! so that one fdatasync commits every chunk written since the last one.
 //!
 //! `<n>.segment` holds chunks one after another, each byte for byte a sealed chunk

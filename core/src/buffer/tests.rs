@@ -532,7 +532,7 @@ async fn an_append_cut_by_a_crash_is_dropped_and_the_staged_chunk_kept() {
     assert_eq!(staged.len(), 1);
     // Half of a third append made it to disk before the crash.
     let c = chunk_of("a", 4, 2);
-    let segment = format::encode_segment(c.id(), 2, c.byte_size(), c.entries());
+    let segment = format::encode_part(c.id(), 2, c.byte_size(), c.entries());
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&staged[0])
@@ -826,7 +826,7 @@ async fn run_model(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
                     // An append the crash cut short, never committed: to a staged
                     // chunk, and a whole chunk to the last segment.
                     let c = chunk_of("x", 1_000_000, 3);
-                    let seg = format::encode_segment(c.id(), 3, c.byte_size(), c.entries());
+                    let seg = format::encode_part(c.id(), 3, c.byte_size(), c.entries());
                     let buf = dir.path().join("buf");
                     let staged = files(&buf, ".staged");
                     let segments = files(&buf, ".segment");
@@ -907,7 +907,7 @@ proptest! {
 #[test]
 fn chunk_ids_are_kept_by_the_file_format() {
     let c = chunk_of("a", 0, 1);
-    let seg = format::encode_segment(c.id(), 1, c.byte_size(), c.entries());
+    let seg = format::encode_part(c.id(), 1, c.byte_size(), c.entries());
     assert_eq!(&seg[4..20], c.id().as_bytes());
     let _ = ChunkId::random();
 }

@@ -83,6 +83,6 @@ impl MultilineConfig {
     /// Checks what serde cannot: some rule is given, the regexes compile, the
     /// limits are not zero.
     pub fn validate(&self) -> Result<(), Invalid> {
-        super::Detector::new(self).map(|_| ())
+        super::MultilineRules::new(self).map(|_| ())
     }
 }

@@ -26,11 +26,11 @@ struct Compiled {
 /// The compiled rules of a [`MultilineConfig`]; cheap to clone, shared by the
 /// [`Multiline`] of every stream.
 #[derive(Debug, Clone)]
-pub struct Detector {
+pub struct MultilineRules {
     compiled: Arc<Compiled>,
 }
 
-impl Detector {
+impl MultilineRules {
     /// Compiles the rules; an unusable config is an [`Invalid`] naming its key.
     pub fn new(config: &MultilineConfig) -> Result<Self, Invalid> {
         if config.languages.is_empty() && config.custom.is_none() {
@@ -137,7 +137,7 @@ pub struct Message<'a> {
 /// The joining state of one stream.
 #[derive(Debug, Clone)]
 pub struct Multiline {
-    detector: Detector,
+    detector: MultilineRules,
     state: usize,
     held: Vec<u8>,
     lines: usize,
@@ -151,7 +151,7 @@ pub struct Multiline {
 
 impl Multiline {
     /// A stream's state, between events.
-    pub fn new(detector: &Detector) -> Self {
+    pub fn new(detector: &MultilineRules) -> Self {
         Self {
             detector: detector.clone(),
             state: START_ID,

@@ -1,7 +1,7 @@
 //! Multiline: joins the lines of one logical event (a stack trace) back together,
 //! as pure state machines: no I/O, no clock.
 //!
-//! A [`Detector`] is compiled once from a [`MultilineConfig`]: the built-in
+//! A [`MultilineRules`] is compiled once from a [`MultilineConfig`]: the built-in
 //! stack-trace rules of Java, Python, Go, Ruby and Node.js, and/or a custom rule
 //! (a start regex and a continuation regex). A [`Multiline`] holds the state of one
 //! stream (the tail source keeps one per file and stream, after CRI / docker
@@ -33,7 +33,7 @@ mod detector;
 mod rules;
 
 pub use config::{CustomRule, Language, MultilineConfig};
-pub use detector::{Detector, Line, Message, Multiline};
+pub use detector::{Line, Message, Multiline, MultilineRules};
 
 #[cfg(test)]
 mod tests;

@@ -6,13 +6,13 @@ use nagare_testkit::docs::documented_example;
 use super::*;
 use crate::container::Stream;
 
-fn detector(yaml: &str) -> Detector {
+fn detector(yaml: &str) -> MultilineRules {
     let config: MultilineConfig = serde_norway::from_str(yaml).unwrap();
-    Detector::new(&config).unwrap()
+    MultilineRules::new(&config).unwrap()
 }
 
 /// Feeds lines one per millisecond; returns the events as (text, lines, cut).
-fn run(d: &Detector, lines: &[&str]) -> Vec<(String, usize, bool)> {
+fn run(d: &MultilineRules, lines: &[&str]) -> Vec<(String, usize, bool)> {
     let mut m = Multiline::new(d);
     let t0 = Instant::now();
     let mut out = Vec::new();

@@ -77,7 +77,7 @@ impl FileStore {
             compression: self.compression,
             tag: chunk.tag.to_string(),
         });
-        let trailer = format::encode_trailer(chunk.segments, chunk.count, chunk.raw_bytes);
+        let trailer = format::encode_trailer(chunk.parts, chunk.count, chunk.raw_bytes);
         let mut parts = [
             IoSlice::new(&header),
             IoSlice::new(segment),
@@ -116,7 +116,7 @@ impl FileStore {
         if !staged.exists() && queued.exists() {
             return Ok(len);
         }
-        let trailer = format::encode_trailer(chunk.segments, chunk.count, chunk.raw_bytes);
+        let trailer = format::encode_trailer(chunk.parts, chunk.count, chunk.raw_bytes);
         self.append(chunk.seq, chunk.len, &trailer)?;
         fs::rename(&staged, &queued).map_err(|e| {
             let to = queued.display();
@@ -136,12 +136,12 @@ impl FileStore {
     /// Reads the queued chunk `meta` back into memory, checking every checksum.
     pub fn read(&self, meta: &FileChunk) -> Result<Chunk, ReadFailure> {
         let bytes = self.bytes(meta).map_err(ReadFailure::Io)?;
-        let (header, segments) = match format::parse(&bytes) {
+        let (header, parts) = match format::parse(&bytes) {
             Parsed::Intact {
                 header,
-                segments,
+                parts,
                 sealed: true,
-            } if header.seq == meta.seq => (header, segments),
+            } if header.seq == meta.seq => (header, parts),
             Parsed::Intact {
                 header,
                 sealed: true,
@@ -161,11 +161,10 @@ impl FileStore {
                 return Err(ReadFailure::Damaged(reason));
             }
         };
-        let entries =
-            unpack(&bytes, header.compression, &segments).map_err(ReadFailure::Damaged)?;
-        let count = segments.iter().map(|s| s.segment.count).sum();
+        let entries = unpack(&bytes, header.compression, &parts).map_err(ReadFailure::Damaged)?;
+        let count = parts.iter().map(|s| s.origin.count).sum();
         Ok(Chunk::new(header.id, Tag::from(header.tag), entries, count)
-            .with_segments(segments.iter().map(|s| s.segment).collect()))
+            .with_origins(parts.iter().map(|s| s.origin).collect()))
     }
 
     /// Removes the queued chunk `meta` (its sink confirmed it, or it was dropped):

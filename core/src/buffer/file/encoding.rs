@@ -6,7 +6,7 @@ use std::io;
 use bytes::Bytes;
 
 use super::FileStore;
-use crate::buffer::format::{self, SegmentInfo};
+use crate::buffer::format::{self, StoredPart};
 use crate::chunk::Chunk;
 use crate::compression::{self, Compression};
 
@@ -16,31 +16,26 @@ impl FileStore {
     pub fn encode_segment(&self, chunk: &Chunk) -> io::Result<Vec<u8>> {
         let raw = chunk.entries();
         let mut out = Vec::new();
-        for (i, seg) in chunk.segments().iter().enumerate() {
+        for (i, seg) in chunk.origins().iter().enumerate() {
             // A chunk that was merged from others is stored as the same runs, so each
             // keeps its id; the byte boundaries come from walking its entries.
-            let part = if chunk.segments().len() == 1 {
+            let part = if chunk.origins().len() == 1 {
                 raw.clone()
             } else {
-                segment_bytes(chunk, i)
+                origin_bytes(chunk, i)
             };
             let stored = compression::compress(self.compression, self.level, &part)?;
-            out.extend(format::encode_segment(
-                seg.id,
-                seg.count,
-                part.len(),
-                &stored,
-            ));
+            out.extend(format::encode_part(seg.id, seg.count, part.len(), &stored));
         }
         Ok(out)
     }
 }
 
-/// The encoded entries of segment `i` of a merged chunk.
-fn segment_bytes(chunk: &Chunk, i: usize) -> Bytes {
-    let segments = chunk.segments();
-    let skip: u32 = segments[..i].iter().map(|s| s.count).sum();
-    let take = segments[i].count;
+/// The encoded entries of origin `i` of a merged chunk.
+fn origin_bytes(chunk: &Chunk, i: usize) -> Bytes {
+    let origins = chunk.origins();
+    let skip: u32 = origins[..i].iter().map(|s| s.count).sum();
+    let take = origins[i].count;
     let bytes = chunk.entries();
     let mut reader = crate::msgpack::Reader::new(bytes);
     let mut start = bytes.len();
@@ -62,15 +57,15 @@ fn segment_bytes(chunk: &Chunk, i: usize) -> Bytes {
     bytes.slice(start.min(end)..end)
 }
 
-/// The encoded entries of all segments, unpacked and checked against their sizes.
+/// The encoded entries of all parts, unpacked and checked against their sizes.
 pub(super) fn unpack(
     file: &[u8],
     compression: Compression,
-    segments: &[SegmentInfo],
+    parts: &[StoredPart],
 ) -> Result<Bytes, String> {
-    let total: usize = segments.iter().map(|s| s.raw_len as usize).sum();
+    let total: usize = parts.iter().map(|s| s.raw_len as usize).sum();
     let mut out = Vec::with_capacity(total);
-    for s in segments {
+    for s in parts {
         let stored = &file[s.offset..s.offset + s.stored_len as usize];
         let before = out.len();
         // Straight after what is unpacked already: `out` has exactly the room the

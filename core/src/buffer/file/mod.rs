@@ -61,7 +61,7 @@ pub struct FileChunk {
     /// Bytes of encoded entries in it.
     pub raw_bytes: u64,
     /// Appends in it.
-    pub segments: u32,
+    pub parts: u32,
     /// Its length on disk.
     pub len: u64,
     /// Where its bytes are.

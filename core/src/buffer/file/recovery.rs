@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::{FileChunk, FileStore, Place, QUEUED, STAGED};
-use crate::buffer::format::{self, FileHeader, Parsed, SegmentInfo};
+use crate::buffer::format::{self, FileHeader, Parsed, StoredPart};
 use crate::buffer::segment;
 use crate::event::Tag;
 
@@ -99,19 +99,16 @@ impl FileStore {
             out.quarantined += 1;
         }
         for chunk in found.chunks {
-            let Parsed::Intact {
-                header, segments, ..
-            } = chunk.parsed
-            else {
+            let Parsed::Intact { header, parts, .. } = chunk.parsed else {
                 continue;
             };
             out.chunks.push(FileChunk {
                 seq: header.seq,
                 id: header.id,
                 tag: Tag::from(header.tag),
-                count: segments.iter().map(|s| s.segment.count).sum(),
-                raw_bytes: segments.iter().map(|s| u64::from(s.raw_len)).sum(),
-                segments: segments.len() as u32,
+                count: parts.iter().map(|s| s.origin.count).sum(),
+                raw_bytes: parts.iter().map(|s| u64::from(s.raw_len)).sum(),
+                parts: parts.len() as u32,
                 len: chunk.len,
                 place: Place::Segment(chunk.spot),
             });
@@ -122,13 +119,13 @@ impl FileStore {
     fn recover_one(&self, seq: u64, queued: bool, path: &Path) -> io::Result<Outcome> {
         let mut bytes = Vec::new();
         File::open(path)?.read_to_end(&mut bytes)?;
-        let meta = |header: &FileHeader, segments: &[SegmentInfo], len: usize| FileChunk {
+        let meta = |header: &FileHeader, parts: &[StoredPart], len: usize| FileChunk {
             seq,
             id: header.id,
             tag: Tag::from(header.tag.clone()),
-            count: segments.iter().map(|s| s.segment.count).sum(),
-            raw_bytes: segments.iter().map(|s| u64::from(s.raw_len)).sum(),
-            segments: segments.len() as u32,
+            count: parts.iter().map(|s| s.origin.count).sum(),
+            raw_bytes: parts.iter().map(|s| u64::from(s.raw_len)).sum(),
+            parts: parts.len() as u32,
             len: len as u64,
             place: Place::File,
         };
@@ -159,13 +156,13 @@ impl FileStore {
             }
             Parsed::Intact {
                 header,
-                segments,
+                parts,
                 sealed: true,
             } => {
                 if !queued {
                     fs::rename(path, self.path(seq, QUEUED))?;
                 }
-                Ok(Outcome::Queued(meta(&header, &segments, bytes.len())))
+                Ok(Outcome::Queued(meta(&header, &parts, bytes.len())))
             }
             Parsed::Intact { .. } | Parsed::Torn { .. } if queued => {
                 self.quarantine(
@@ -176,19 +173,19 @@ impl FileStore {
             }
             Parsed::Intact {
                 header,
-                segments,
+                parts,
                 sealed: false,
-            } => self.seal_recovered(path, meta(&header, &segments, bytes.len())),
+            } => self.seal_recovered(path, meta(&header, &parts, bytes.len())),
             Parsed::Torn {
                 header,
-                segments,
+                parts,
                 valid_len,
                 reason,
             } => {
                 tracing::warn!(
                     file = %path.display(),
                     cut_bytes = bytes.len() - valid_len,
-                    kept_appends = segments.len(),
+                    kept_appends = parts.len(),
                     %reason,
                     "a crash interrupted an append to this chunk; that append was never acknowledged, so it is cut off and the rest is kept"
                 );
@@ -196,13 +193,13 @@ impl FileStore {
                     .write(true)
                     .open(path)?
                     .set_len(valid_len as u64)?;
-                self.seal_recovered(path, meta(&header, &segments, valid_len))
+                self.seal_recovered(path, meta(&header, &parts, valid_len))
             }
         }
     }
 
     fn seal_recovered(&self, path: &Path, mut chunk: FileChunk) -> io::Result<Outcome> {
-        if chunk.segments == 0 {
+        if chunk.parts == 0 {
             // Created, then the process stopped before anything was appended.
             fs::remove_file(path)?;
             return Ok(Outcome::Removed);

@@ -95,7 +95,7 @@ impl Buffer {
                 tag: tag.clone(),
                 count: 0,
                 raw_bytes: 0,
-                segments: 0,
+                parts: 0,
                 len: 0,
                 place: Place::File,
             }
@@ -146,7 +146,7 @@ impl Buffer {
             target,
             seal_after,
         } = plan;
-        let added_segments = chunk.segments().len() as u32;
+        let added_parts = chunk.origins().len() as u32;
         let (added_count, added_raw) = (chunk.count(), chunk.byte_size() as u64);
         let stored = Arc::new(match stored {
             Some(stored) => Stored::Ready(stored),
@@ -173,7 +173,7 @@ impl Buffer {
                 let new = t.len == 0;
                 t.count += added_count;
                 t.raw_bytes += added_raw;
-                t.segments += added_segments;
+                t.parts += added_parts;
                 if new && seal_after {
                     // A chunk queued as it comes: written whole, in one go.
                     (t.len, t.place) = store.write_sealed(&t, segment)?;
@@ -264,7 +264,7 @@ const INLINE_ENCODE: usize = 64 * 1024;
 /// (a run grows by at most 1/256, plus 64 bytes for a small one) and their headers.
 fn stored_bound(chunk: &Chunk) -> usize {
     let raw = chunk.byte_size();
-    raw + raw / 256 + chunk.segments().len().max(1) * (format::SEGMENT_HEADER + 65)
+    raw + raw / 256 + chunk.origins().len().max(1) * (format::PART_HEADER + 65)
 }
 
 /// A chunk's stored form in a file push: given, or made by the job that writes it

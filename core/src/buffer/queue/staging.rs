@@ -44,11 +44,10 @@ impl Shared {
             entries,
             count,
             receipts,
-            segments,
+            origins,
         } = staged.body
         {
-            let mut chunk =
-                Chunk::new(id, tag, Bytes::from(entries), count).with_segments(segments);
+            let mut chunk = Chunk::new(id, tag, Bytes::from(entries), count).with_origins(origins);
             chunk.adopt_receipts(receipts);
             self.enqueue(st, Queued::Memory(chunk));
         }
@@ -87,7 +86,7 @@ impl Buffer {
                 entries: Vec::with_capacity(shared.chunk_limit.min(1 << 20)),
                 count: 0,
                 receipts: Vec::new(),
-                segments: Vec::new(),
+                origins: Vec::new(),
             },
         });
         let mut full = false;
@@ -95,14 +94,14 @@ impl Buffer {
             entries,
             count,
             receipts,
-            segments,
+            origins,
             ..
         } = &mut staged.body
         {
             entries.extend_from_slice(chunk.entries());
             *count += chunk.count();
             receipts.extend(chunk.take_receipts());
-            segments.extend(chunk.segments());
+            origins.extend(chunk.origins());
             full = shared.full(*count, entries.len());
         }
         st.staged_bytes += size;

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::buffer::config::BufferConfig;
 use crate::buffer::file::{FileChunk, FileStore};
-use crate::chunk::{Chunk, ChunkId, Segment};
+use crate::chunk::{Chunk, ChunkId, Origin};
 use crate::dead_letter::DeadLetter;
 use crate::event::Tag;
 use crate::receipt::{Delivery, Receipt};
@@ -61,7 +61,7 @@ pub(super) enum StagedBody {
         entries: Vec<u8>,
         count: u32,
         receipts: Vec<Receipt>,
-        segments: Vec<Segment>,
+        origins: Vec<Origin>,
     },
     File(FileChunk),
 }

@@ -57,7 +57,7 @@ pub enum Transition {
 
 /// One server's detector.
 #[derive(Debug, Clone)]
-pub struct Detector {
+pub struct FailureDetector {
     config: DetectorConfig,
     intervals: VecDeque<f64>,
     last: Instant,
@@ -66,7 +66,7 @@ pub struct Detector {
     recovering_since: Option<Instant>,
 }
 
-impl Detector {
+impl FailureDetector {
     /// A detector that starts with the server up, as if a heartbeat had just come.
     pub fn new(config: DetectorConfig, now: Instant) -> Self {
         let mut intervals = VecDeque::with_capacity(WINDOW);
@@ -186,7 +186,7 @@ mod tests {
         }
     }
 
-    fn steady(d: &mut Detector, start: Instant, beats: u64) -> Instant {
+    fn steady(d: &mut FailureDetector, start: Instant, beats: u64) -> Instant {
         let mut now = start;
         for _ in 0..beats {
             now += Duration::from_secs(1);
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn a_silent_server_is_down_within_seconds() {
         let start = Instant::now();
-        let mut d = Detector::new(config(), start);
+        let mut d = FailureDetector::new(config(), start);
         let last = steady(&mut d, start, 20);
         let mut down_after = None;
         for ms in (0..10_000).step_by(100) {
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn a_late_heartbeat_is_not_a_failure() {
         let start = Instant::now();
-        let mut d = Detector::new(config(), start);
+        let mut d = FailureDetector::new(config(), start);
         let last = steady(&mut d, start, 50);
         assert_eq!(
             d.check(last + Duration::from_millis(1_800)),
@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn the_hard_timeout_works_without_phi() {
         let start = Instant::now();
-        let mut d = Detector::new(
+        let mut d = FailureDetector::new(
             DetectorConfig {
                 use_phi: false,
                 hard_timeout: Duration::from_secs(5),
@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn recovery_needs_steady_heartbeats_for_recover_wait() {
         let start = Instant::now();
-        let mut d = Detector::new(config(), start);
+        let mut d = FailureDetector::new(config(), start);
         let now = steady(&mut d, start, 5);
         d.fail();
         assert!(!d.is_available());

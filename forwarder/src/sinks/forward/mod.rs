@@ -16,7 +16,7 @@
 //! - `encoder`: a chunk to frame bytes, pure ([`encode`], [`EncodedChunk`]).
 //! - `connection`: one connection: TCP, TLS, handshake; frames out, acks in.
 //! - `tls`: the rustls client settings from PEM files.
-//! - `detector`: the phi accrual failure detector ([`Detector`]).
+//! - `detector`: the phi accrual failure detector ([`FailureDetector`]).
 //! - `balancer`: smooth weighted round robin with standbys ([`Balancer`]).
 //! - `node`: one server address: its health and the worker owning its connection.
 //! - `heartbeat`: the probes that feed each node's detector.
@@ -42,7 +42,7 @@ pub use balancer::{Balancer, Candidate};
 pub use config::{
     ClientSecurityConfig, ClientTlsConfig, ForwardSinkConfig, HeartbeatType, ServerConfig,
 };
-pub use detector::{Detector, DetectorConfig, Transition};
+pub use detector::{DetectorConfig, FailureDetector, Transition};
 pub use encoder::{EncodedChunk, encode};
 pub use sink::{ForwardSink, ForwardSinkError, run};
 pub use tls::ClientTlsError;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
 use super::connection::{Connection, ConnectionError, Link};
-use super::detector::{Detector, DetectorConfig, Transition};
+use super::detector::{DetectorConfig, FailureDetector, Transition};
 use super::encoder::EncodedChunk;
 
 /// A node's identity within one sink.
@@ -68,7 +68,7 @@ pub(super) struct Health(Mutex<HealthState>);
 #[derive(Debug)]
 enum HealthState {
     /// Heartbeats drive a failure detector.
-    Detected(Detector),
+    Detected(FailureDetector),
     /// No heartbeats: down after a failed send, tried again after a backoff.
     Backoff {
         retry_at: Option<Instant>,
@@ -81,7 +81,7 @@ impl Health {
     pub(super) fn new(detector: Option<DetectorConfig>) -> Self {
         let now = Instant::now().into_std();
         Health(Mutex::new(match detector {
-            Some(config) => HealthState::Detected(Detector::new(config, now)),
+            Some(config) => HealthState::Detected(FailureDetector::new(config, now)),
             None => HealthState::Backoff {
                 retry_at: None,
                 failures: 0,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use nagare_core::router::Lane;
 use nagare_parsers::container::{ContainerParser, LineSplitter};
-use nagare_parsers::multiline::{Detector, Multiline};
+use nagare_parsers::multiline::{Multiline, MultilineRules};
 
 use super::checkpoint::SlotId;
 use super::record::FileFields;
@@ -182,7 +182,7 @@ pub struct MultilineState {
 
 impl MultilineState {
     /// Fresh machines.
-    pub fn new(detector: &Detector) -> Self {
+    pub fn new(detector: &MultilineRules) -> Self {
         Self {
             stdout: Multiline::new(detector),
             stderr: Multiline::new(detector),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nagare_core::buffer::BufferClosed;
 use nagare_core::component::{Invalid, SourceComponent, SourceContext, SourceTags};
-use nagare_parsers::multiline::Detector;
+use nagare_parsers::multiline::MultilineRules;
 use thiserror::Error;
 
 use super::checkpoint::{CheckpointError, Checkpoints, Loaded};
@@ -84,7 +84,7 @@ pub enum TailSourceError {
 pub struct TailSource {
     config: TailConfig,
     discovery: Discovery,
-    detector: Option<Detector>,
+    detector: Option<MultilineRules>,
     metrics: Arc<TailMetrics>,
 }
 
@@ -102,7 +102,7 @@ impl TailSource {
         let detector = config
             .multiline
             .as_ref()
-            .map(Detector::new)
+            .map(MultilineRules::new)
             .transpose()
             .map_err(|e| invalid(Invalid::new(format!("multiline.{}", e.key), e.message)))?;
         Ok(Self {
@@ -285,7 +285,7 @@ pub(super) struct Tailer {
     pub(super) checkpoints: Checkpoints,
     pub(super) loaded: Loaded,
     pub(super) kubernetes: Option<KubernetesMetadata>,
-    pub(super) detector: Option<Detector>,
+    pub(super) detector: Option<MultilineRules>,
     pub(super) watcher: DirWatcher,
     pub(super) metrics: Arc<TailMetrics>,
     /// `max_open_files` was reached and said so.
