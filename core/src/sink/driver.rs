@@ -197,6 +197,9 @@ where
         // first items may resolve them before the walk is over.
         let chunk = lease.chunk().clone();
         let slot = self.ledger.open(lease);
+        // When the chunk's items arrived, for batch timeouts.
+        let now = Instant::now();
+        let every = self.batcher.limits().max_events.min(64);
         let mut dead = Vec::new();
         let mut undecodable = 0u32;
         let mut refused = 0u32;
@@ -225,16 +228,18 @@ where
                 }
             }
             // Every item but the last is complete (the next event may still join
-            // the last one).
-            let complete = self.scratch.len().saturating_sub(1);
-            self.batch(complete);
+            // the last one); they go to the batcher a few at a time, which is as
+            // soon as a batch could need them, but not an item at a time.
+            if self.scratch.len() > every {
+                self.batch(slot, self.scratch.len() - 1, now);
+            }
             while let Some(batch) = self.batcher.take() {
                 if !self.deliver(batch.key, batch.items).await {
                     return false;
                 }
             }
         }
-        self.batch(self.scratch.len());
+        self.batch(slot, self.scratch.len(), now);
         if self.batcher.limits().chunk_at_a_time {
             self.batcher.seal_all();
             while let Some(batch) = self.batcher.take() {
@@ -266,15 +271,14 @@ where
         true
     }
 
-    /// Moves the first `n` items of the chunk being encoded into the batcher, counting
-    /// them toward their lease.
-    fn batch(&mut self, n: usize) {
+    /// Moves the first `n` items of the chunk being encoded (of lease `slot`, which
+    /// arrived at `now`) into the batcher, counting them toward their lease.
+    fn batch(&mut self, slot: u64, n: usize, now: Instant) {
         if n == 0 {
             return;
         }
-        let now = Instant::now();
+        self.ledger.grow(slot, n as u32);
         for item in self.scratch.drain(..n) {
-            self.ledger.grow(item.ticket.slot, 1);
             self.batcher.push(item, now);
         }
     }
