@@ -7,15 +7,13 @@
 //! which pushes back on the sources. On abort a worker returns at once; the leases it
 //! holds go back to the buffer as they are dropped.
 
-use std::fmt::Debug;
-use std::future::Future;
-use std::hash::Hash;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::batch::{BatchLimits, Batcher};
+use super::component::{Encoder, Service, Words};
 use super::item::{Event, Item, Items};
 use super::ledger::{DeadItem, Ledger};
 use super::outcome::{BatchOutcome, Outcome, Sent};
@@ -24,54 +22,6 @@ use crate::component::SinkContext;
 use crate::dead_letter::{self, DeadLetter};
 use crate::retry::{Attempts, Next, Retrier};
 use crate::shutdown::Shutdown;
-
-/// Turns a leased chunk's events into items: the sink's `encoder.rs` or
-/// `request_builder.rs`.
-pub trait Encoder: Send + 'static {
-    /// What items are batched by: items of different keys never share a request.
-    type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
-
-    /// Pushes the items of one event into `out`, or refuses it there.
-    fn encode(&mut self, event: Event<'_>, out: &mut Items<'_, Self::Key>);
-
-    /// Where items of `key` were going, as a dead-letter line names it: the field
-    /// and its value (`("index", "logstash-2024.01.15")`).
-    fn destination(&self, key: &Self::Key) -> Option<(&'static str, String)> {
-        let _ = key;
-        None
-    }
-}
-
-/// Builds and sends requests: the sink's `service.rs`, with what an answer means
-/// from its `retry.rs`.
-pub trait Service<K>: Send + 'static {
-    /// A request, ready to send. The same request is sent again when all its items
-    /// are to be retried, so its bytes are built once; it may also keep what it needs
-    /// to resume (how far a write got).
-    type Request: Send + 'static;
-
-    /// The request for `items`, all of `key`, in their order: pure.
-    fn build(&mut self, key: &K, items: &[Item<K>]) -> Self::Request;
-
-    /// Sends `request` and says what became of its items.
-    fn send(&mut self, request: &mut Self::Request) -> impl Future<Output = Sent> + Send;
-}
-
-/// The sink's words for what the driver logs, so each line says which destination
-/// did what ("Elasticsearch refused events for good").
-#[derive(Debug, Clone, Copy)]
-pub struct Words {
-    /// The sink's type, for "`<kind>` sink drained its buffer; stopping".
-    pub kind: &'static str,
-    /// Items refused for good went to the dead-letter output.
-    pub rejected: &'static str,
-    /// Some items of a request are to be sent again.
-    pub retry_some: &'static str,
-    /// A whole request is to be sent again.
-    pub retry_all: &'static str,
-    /// A request refused as a whole is split to find the culprit.
-    pub split: &'static str,
-}
 
 /// Runs one worker per `(encoder, service)` pair on `ctx`'s buffer until it is
 /// closed and drained, or `ctx.abort` is cancelled.
@@ -197,6 +147,9 @@ where
         // first items may resolve them before the walk is over.
         let chunk = lease.chunk().clone();
         let slot = self.ledger.open(lease);
+        // When the chunk's items arrived, for batch timeouts.
+        let now = Instant::now();
+        let every = self.batcher.limits().max_events.min(64);
         let mut dead = Vec::new();
         let mut undecodable = 0u32;
         let mut refused = 0u32;
@@ -225,16 +178,18 @@ where
                 }
             }
             // Every item but the last is complete (the next event may still join
-            // the last one).
-            let complete = self.scratch.len().saturating_sub(1);
-            self.batch(complete);
+            // the last one); they go to the batcher a few at a time, which is as
+            // soon as a batch could need them, but not an item at a time.
+            if self.scratch.len() > every {
+                self.batch(slot, self.scratch.len() - 1, now);
+            }
             while let Some(batch) = self.batcher.take() {
                 if !self.deliver(batch.key, batch.items).await {
                     return false;
                 }
             }
         }
-        self.batch(self.scratch.len());
+        self.batch(slot, self.scratch.len(), now);
         if self.batcher.limits().chunk_at_a_time {
             self.batcher.seal_all();
             while let Some(batch) = self.batcher.take() {
@@ -266,15 +221,14 @@ where
         true
     }
 
-    /// Moves the first `n` items of the chunk being encoded into the batcher, counting
-    /// them toward their lease.
-    fn batch(&mut self, n: usize) {
+    /// Moves the first `n` items of the chunk being encoded (of lease `slot`, which
+    /// arrived at `now`) into the batcher, counting them toward their lease.
+    fn batch(&mut self, slot: u64, n: usize, now: Instant) {
         if n == 0 {
             return;
         }
-        let now = Instant::now();
+        self.ledger.grow(slot, n as u32);
         for item in self.scratch.drain(..n) {
-            self.ledger.grow(item.ticket.slot, 1);
             self.batcher.push(item, now);
         }
     }

@@ -78,9 +78,10 @@ impl<K: PartialEq> Items<'_, K> {
     }
 
     /// The event's bytes, written by `write`, join the item of the event just before
-    /// it when that item has the same key; else they start a new item. For sinks
-    /// whose outcomes are per write of many events (a file, standard output), where
-    /// one buffer per chunk is what keeps them fast. Its size is its bytes.
+    /// it when that item has the same key; else they start a new item, with room for
+    /// the chunk's events encoded at about twice their MessagePack size. For sinks
+    /// whose outcomes are per write of many events (a file), where one buffer per
+    /// chunk is what keeps them fast. Its size is its bytes.
     pub fn append(&mut self, key: K, write: impl FnOnce(&mut Vec<u8>)) {
         let position = self.event.position;
         let joins = self.items.last().is_some_and(|last| {
@@ -95,7 +96,7 @@ impl<K: PartialEq> Items<'_, K> {
             last.ticket.events += 1;
             return;
         }
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(self.event.chunk.byte_size() * 2);
         write(&mut bytes);
         let size = bytes.len();
         self.push(key, bytes, size);

@@ -18,6 +18,8 @@
 //!   [`Items`] (what an encoder pushes into);
 //! - `outcome.rs`: [`Outcome`] of an item (delivered, retry, rejected) and
 //!   [`BatchOutcome`] of a request (per item, all alike, or split to find a culprit);
+//! - `component.rs`: the traits a sink implements ([`Encoder`], [`Service`]) and its
+//!   [`Words`];
 //! - `ledger.rs`: the leases being delivered, each marked `delivered` once all its
 //!   items are, or `dead_lettered` when some went to the dead-letter output; and the dead-letter lines of items,
 //!   re-decoded from their chunk;
@@ -31,6 +33,7 @@
 //! [`Retrier`]: crate::retry::Retrier
 
 mod batch;
+mod component;
 mod driver;
 mod item;
 mod ledger;
@@ -39,7 +42,8 @@ mod outcome;
 mod tests;
 
 pub use batch::{Batch, BatchLimits, Batcher};
-pub use driver::{Encoder, Service, Words, run};
+pub use component::{Encoder, Service, Words};
+pub use driver::run;
 pub use item::{Event, Item, Items, Ticket};
 pub use ledger::Ledger;
 pub use outcome::{BatchOutcome, Outcome, Sent};

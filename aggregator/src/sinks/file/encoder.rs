@@ -42,22 +42,40 @@ impl FileEncoder {
         }
     }
 
-    fn path(&mut self, tag: &Tag) -> Arc<Path> {
+    fn path(&mut self, tag: &Tag) -> FileKey {
         match &self.last {
-            Some((last, path)) if last == tag => path.clone(),
+            Some((last, path)) if last == tag => FileKey(path.clone()),
             _ => {
                 let path: Arc<Path> = Arc::from(path_for_tag(&self.template, tag));
                 self.last = Some((tag.clone(), path.clone()));
-                path
+                FileKey(path)
             }
         }
     }
 }
 
-impl Encoder for FileEncoder {
-    type Key = Arc<Path>;
+/// The file a batch goes to. Equal when they are the same allocation (every event
+/// of a tag shares one, so the check per event is a pointer's), or name the same
+/// path.
+#[derive(Debug, Clone, Eq)]
+pub struct FileKey(pub Arc<Path>);
 
-    fn encode(&mut self, event: Event<'_>, out: &mut Items<'_, Arc<Path>>) {
+impl PartialEq for FileKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::hash::Hash for FileKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Encoder for FileEncoder {
+    type Key = FileKey;
+
+    fn encode(&mut self, event: Event<'_>, out: &mut Items<'_, FileKey>) {
         let tag = event.chunk.tag();
         let path = self.path(tag);
         let format = self.format;

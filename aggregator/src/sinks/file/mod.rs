@@ -17,6 +17,6 @@ mod sink;
 mod tests;
 
 pub use config::{FileConfig, Format};
-pub use encoder::{FileEncoder, path_for_tag};
+pub use encoder::{FileEncoder, FileKey, path_for_tag};
 pub use service::FileService;
 pub use sink::{BATCH_BYTES, BATCH_CHUNKS, FileSink, FileSinkError, run};

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use nagare_core::dead_letter;
 use nagare_core::sink::{Item, Sent, Service};
 
+use super::encoder::FileKey;
 use super::retry::classify;
 
 /// Files kept open at once; past it, all are closed and reopened on demand (a tag
@@ -37,16 +38,16 @@ impl FileService {
     }
 }
 
-impl Service<Arc<Path>> for FileService {
+impl Service<FileKey> for FileService {
     type Request = Append;
 
-    fn build(&mut self, path: &Arc<Path>, items: &[Item<Arc<Path>>]) -> Append {
+    fn build(&mut self, key: &FileKey, items: &[Item<FileKey>]) -> Append {
         let mut lines = Vec::with_capacity(items.iter().map(|i| i.bytes.len()).sum());
         for item in items {
             lines.extend_from_slice(&item.bytes);
         }
         Append {
-            path: path.clone(),
+            path: key.0.clone(),
             lines,
         }
     }
