@@ -15,6 +15,7 @@ use nagare_core::compression::Compression;
 use nagare_core::config::{ByteSize, HumanDuration};
 use nagare_core::forward;
 use nagare_core::receipt::{Delivery, Receipt};
+use nagare_core::testing::close_and_drain;
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag, Value};
 use nagare_forwarder::sinks::forward::{ForwardSinkConfig, ServerConfig};
 use support::link::{Aggregator, Forwarder, listening_on};
@@ -68,18 +69,7 @@ fn start_forwarder(config: ForwardSinkConfig) -> Forwarder {
 impl Forwarder {
     /// Closes the buffer and waits for the sink to drain it and return.
     async fn finish(self) {
-        self.buffer.close();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the sink did not drain its buffer")
-            .unwrap()
-            .unwrap();
-        let stats = self.buffer.stats();
-        assert_eq!(
-            (stats.queued_chunks, stats.in_flight_chunks),
-            (0, 0),
-            "every chunk was acknowledged"
-        );
+        close_and_drain(&self.buffer, self.task, WAIT).await;
         drop(self.abort);
     }
 }

@@ -12,7 +12,9 @@ use nagare_core::config::{ConfigDocument, HumanDuration};
 use nagare_core::dead_letter::DeadLetter;
 use nagare_core::receipt::{Delivery, Receipt};
 use nagare_core::shutdown::Shutdown;
-use nagare_core::testing::{chunk_of, chunk_with_undecodable, sink_context, with_receipt};
+use nagare_core::testing::{
+    chunk_of, chunk_with_undecodable, close_and_drain, sink_context, with_receipt,
+};
 use nagare_core::{Chunk, ChunkBuilder, EventTime, Map, Tag, Value};
 use nagare_testkit::{BulkFault, FaultProxy, Osmem, free_port, wait_until};
 use serde_json::json;
@@ -97,18 +99,7 @@ fn start_with(config: ElasticsearchConfig, buffer: Buffer) -> Running {
 impl Running {
     /// Closes the buffer and waits for the sink to drain it and return.
     async fn finish(self) {
-        self.buffer.close();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the sink returns once its buffer is closed and drained")
-            .unwrap()
-            .unwrap();
-        let stats = self.buffer.stats();
-        assert_eq!(
-            (stats.queued_chunks, stats.in_flight_chunks),
-            (0, 0),
-            "{stats:?}"
-        );
+        close_and_drain(&self.buffer, self.task, Duration::from_secs(10)).await;
     }
 }
 

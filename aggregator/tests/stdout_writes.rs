@@ -68,6 +68,23 @@ fn record_format() -> StdoutConfig {
     }
 }
 
+/// The stdout sink running on `buffer`, writing to `out`, in `record` format.
+fn start(
+    buffer: &Buffer,
+    dir: &std::path::Path,
+    out: impl Write + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(), StdoutSinkError>> {
+    tokio::spawn(stdout::run_to(record_format(), ctx(buffer, dir), out))
+}
+
+/// How a chunk was delivered, waiting at most 10 s.
+async fn outcome(rx: oneshot::Receiver<Delivery>) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the chunk is resolved in time")
+        .expect("the receipt fires")
+}
+
 fn read_dead_letter(dir: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("dead-letter/out.ndjson"))
         .unwrap_or_default()
@@ -88,11 +105,7 @@ async fn a_lagging_reader_holds_one_chunk_in_flight_and_gets_every_line_once() {
     }
     buffer.close();
     let (mut reader, writer) = io::pipe().unwrap();
-    let sink = tokio::spawn(stdout::run_to(
-        record_format(),
-        ctx(&buffer, dir.path()),
-        writer,
-    ));
+    let sink = start(&buffer, dir.path(), writer);
     // Nobody reads yet: the pipe fills and the write blocks. The sink holds the chunk
     // it is writing and nothing more; the others wait in the buffer.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -145,6 +158,14 @@ impl Flaky {
         }
     }
 
+    /// An output that takes `step` bytes a write and fails once `bytes` are out.
+    fn failing_after(step: usize, bytes: usize) -> Self {
+        let out = Self::new(step);
+        out.before_failing.store(bytes, Ordering::SeqCst);
+        out.failing.store(true, Ordering::SeqCst);
+        out
+    }
+
     fn text(&self) -> String {
         String::from_utf8(self.got.lock().unwrap().clone()).unwrap()
     }
@@ -180,17 +201,11 @@ async fn a_failed_write_is_tried_again_from_the_byte_where_it_stopped() {
             ..BufferConfig::default()
         },
     );
-    let out = Flaky::new(1000);
     // The output fails in the middle of a line, 2,500 bytes in.
-    out.before_failing.store(2500, Ordering::SeqCst);
-    out.failing.store(true, Ordering::SeqCst);
+    let out = Flaky::failing_after(1000, 2500);
     let (ch, rx) = chunk(0, 100);
     buffer.push(ch).await.unwrap();
-    let sink = tokio::spawn(stdout::run_to(
-        record_format(),
-        ctx(&buffer, dir.path()),
-        out.clone(),
-    ));
+    let sink = start(&buffer, dir.path(), out.clone());
     assert!(
         wait_until(Duration::from_secs(10), || out
             .failures
@@ -199,13 +214,7 @@ async fn a_failed_write_is_tried_again_from_the_byte_where_it_stopped() {
         "the write is tried again"
     );
     out.failing.store(false, Ordering::SeqCst);
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .unwrap()
-            .unwrap(),
-        Delivery::Delivered
-    );
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
     assert!(out.text() == lines(0..100), "no line twice, no half line");
     assert!(read_dead_letter(dir.path()).is_empty());
     buffer.close();
@@ -216,25 +225,13 @@ async fn a_failed_write_is_tried_again_from_the_byte_where_it_stopped() {
 async fn out_of_retries_the_events_not_written_go_to_the_dead_letter_and_the_sink_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let buffer = one_retry();
-    let out = Flaky::new(1000);
     // 2,500 bytes out: 20 whole lines and part of the 21st, then the output fails
     // for good.
-    out.before_failing.store(2500, Ordering::SeqCst);
-    out.failing.store(true, Ordering::SeqCst);
+    let out = Flaky::failing_after(1000, 2500);
     let (ch, rx) = chunk(0, 100);
     buffer.push(ch).await.unwrap();
-    let sink = tokio::spawn(stdout::run_to(
-        record_format(),
-        ctx(&buffer, dir.path()),
-        out.clone(),
-    ));
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .unwrap()
-            .unwrap(),
-        Delivery::Failed
-    );
+    let sink = start(&buffer, dir.path(), out.clone());
+    assert_eq!(outcome(rx).await, Delivery::Failed);
     let all = lines(0..100);
     let whole = all[..2500].matches('\n').count();
     let dead_letter = read_dead_letter(dir.path());
@@ -253,13 +250,7 @@ async fn out_of_retries_the_events_not_written_go_to_the_dead_letter_and_the_sin
     out.failing.store(false, Ordering::SeqCst);
     let (ch, rx) = chunk(100, 3);
     buffer.push(ch).await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .unwrap()
-            .unwrap(),
-        Delivery::Delivered
-    );
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
     let text = out.text();
     assert!(
         text == format!("{}\n{}", &all[..2500], lines(100..103)),
@@ -277,21 +268,11 @@ async fn a_full_device_sends_everything_to_the_dead_letter_without_stopping() {
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let sink = tokio::spawn(stdout::run_to(
-        record_format(),
-        ctx(&buffer, dir.path()),
-        full,
-    ));
+    let sink = start(&buffer, dir.path(), full);
     for c in 0..2 {
         let (ch, rx) = chunk(c * 10, 10);
         buffer.push(ch).await.unwrap();
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .unwrap()
-                .unwrap(),
-            Delivery::Failed
-        );
+        assert_eq!(outcome(rx).await, Delivery::Failed);
     }
     let dead_letter = read_dead_letter(dir.path());
     assert_eq!(dead_letter.len(), 20);

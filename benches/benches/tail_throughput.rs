@@ -29,7 +29,9 @@ use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
 use nagare_core::testing::sink_context;
 use nagare_forwarder::filters::kubernetes::ApiMode;
-use nagare_forwarder::sources::tail::{TailConfig, TailFormat, TailMetrics, run_with_metrics};
+use nagare_forwarder::sources::tail::{
+    TailConfig, TailFormat, TailMetrics, TailSourceError, run_with_metrics,
+};
 
 /// The `nagare` binary's allocator, so that the figures are the binary's.
 #[global_allocator]
@@ -180,9 +182,17 @@ fn null_next_hop(
     (Arc::new(rb.build()), records)
 }
 
-/// Runs the tail source on one core until `messages` records went out. Returns the
-/// seconds taken and the records counted.
-fn tail_file(dir: &Path, state: PathBuf, messages: u64) -> (f64, u64) {
+/// A tail source running on a runtime of its own (one core) into a null next hop.
+struct Running {
+    rt: tokio::runtime::Runtime,
+    records: Arc<null::Counters>,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), TailSourceError>>,
+}
+
+/// Starts a tail source named `name` on the files of `dir`, with its state in
+/// `state`.
+fn start_tail(name: &str, dir: &Path, state: PathBuf) -> Running {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -190,13 +200,30 @@ fn tail_file(dir: &Path, state: PathBuf, messages: u64) -> (f64, u64) {
     let (router, records) = null_next_hop(&rt);
     let shutdown = Shutdown::new();
     let ctx = SourceContext {
-        name: "bench".into(),
+        name: name.into(),
         router,
         shutdown: shutdown.clone(),
         data_dir: state,
     };
-    let start = Instant::now();
     let task = rt.spawn(run_with_metrics(tail_config(dir), ctx, TailMetrics::new()));
+    Running {
+        rt,
+        records,
+        shutdown,
+        task,
+    }
+}
+
+/// Runs the tail source on one core until `messages` records went out. Returns the
+/// seconds taken and the records counted.
+fn tail_file(dir: &Path, state: PathBuf, messages: u64) -> (f64, u64) {
+    let Running {
+        rt,
+        records,
+        shutdown,
+        task,
+    } = start_tail("bench", dir, state);
+    let start = Instant::now();
     rt.block_on(async {
         while records.totals().events < messages {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -224,19 +251,12 @@ fn many_files(root: &Path, sizes: &Sizes) -> (u64, u64) {
         total += generate(&p, sizes.per_file, i as u64 + 100).messages;
         paths.push(p);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (router, records) = null_next_hop(&rt);
-    let shutdown = Shutdown::new();
-    let ctx = SourceContext {
-        name: "many".into(),
-        router,
-        shutdown: shutdown.clone(),
-        data_dir: root.join("state-many"),
-    };
-    let task = rt.spawn(run_with_metrics(tail_config(&dir), ctx, TailMetrics::new()));
+    let Running {
+        rt,
+        records,
+        shutdown,
+        task,
+    } = start_tail("many", &dir, root.join("state-many"));
     // Keep writing to every file while they are tailed.
     let writer = std::thread::spawn({
         let paths = paths.clone();
