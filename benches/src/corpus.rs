@@ -282,3 +282,32 @@ pub fn json(n: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// A record as the tail source and the kubernetes filter make it, about 326 bytes of
+/// JSON, from one of `pods` pods (its `kubernetes.pod_name`).
+pub fn kubernetes_record(i: usize, pods: usize) -> nagare_core::Map {
+    use nagare_core::{Map, Value};
+    let mut labels = Map::new();
+    labels.insert("app", "checkout");
+    labels.insert("pod-template-hash", "6d4cf56db6");
+    let mut k8s = Map::new();
+    k8s.insert("namespace_name", "shop");
+    k8s.insert(
+        "pod_name",
+        format!("checkout-6d4cf56db6-x7k{:02}", i % pods.max(1)),
+    );
+    k8s.insert("container_name", "app");
+    k8s.insert("host", "node-17.eu-west-1.compute.internal");
+    k8s.insert("labels", labels);
+    let mut m = Map::new();
+    m.insert("stream", "stdout");
+    m.insert("logtag", "F");
+    m.insert("level", "info");
+    m.insert(
+        "msg",
+        format!("order {i:08} placed: 3 items, total 42.17 EUR, paid by card"),
+    );
+    m.insert("took_ms", Value::Int((i % 500) as i64));
+    m.insert("kubernetes", k8s);
+    m
+}

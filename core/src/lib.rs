@@ -3,6 +3,8 @@
 //! - [`time`]: `EventTime`, RFC 3339 in and out.
 //! - [`value`]: the record type (`Value`, an ordered `Map`), JSON in and out.
 //! - [`event`]: `Event` (tag, time, record) and `Tag`.
+//! - [`json`]: records as compact JSON, written directly (the text serde_json
+//!   writes, faster).
 //! - [`msgpack`]: MessagePack writer and zero-copy reader.
 //! - [`chunk`]: `Chunk` (events of one tag encoded once), `ChunkBuilder`, `ChunkId`,
 //!   and `Walk`, the entry-by-entry decoding every sink delivers from.
@@ -37,6 +39,7 @@ pub mod event;
 pub mod filters;
 pub mod forward;
 pub mod host;
+pub mod json;
 pub mod msgpack;
 pub mod pattern;
 pub mod receipt;

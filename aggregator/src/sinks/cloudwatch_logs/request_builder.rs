@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use nagare_core::component::Invalid;
-use nagare_core::dead_letter::write_json;
 use nagare_core::sink::{Encoder, Event, Item, Items};
 use nagare_core::template::Template;
 use nagare_core::{EventTime, Map, Value};
@@ -29,13 +28,38 @@ use super::config::{
 };
 
 /// A log group and stream: what items are batched by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StreamKey {
     /// The log group.
     pub group: String,
     /// The log stream.
     pub stream: String,
+    /// A hash of both, computed once: the batcher hashes the key of every item.
+    hash: u64,
 }
+
+impl StreamKey {
+    /// The key of `group` and `stream`.
+    pub fn new(group: &str, stream: &str) -> StreamKey {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((group, stream));
+        StreamKey {
+            group: group.to_string(),
+            stream: stream.to_string(),
+            hash,
+        }
+    }
+}
+
+impl std::hash::Hash for StreamKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal keys have equal names, hence equal hashes.
+        state.write_u64(self.hash);
+    }
+}
+
+/// How many recent keys a builder keeps.
+const RECENT_KEYS: usize = 16;
 
 /// The kit's key: shared, since every item of a stream holds it.
 pub type Key = Arc<StreamKey>;
@@ -60,8 +84,9 @@ pub struct RequestBuilder {
     remove_keys: Vec<String>,
     max_event_bytes: usize,
     oversize: Oversize,
-    /// The key of the last event: events of a chunk mostly share one.
-    last: Option<Key>,
+    /// The keys of recent events, newest last: a chunk's events mostly go to one
+    /// stream, or a few; a name among these is known legal, and its key is shared.
+    recent: Vec<Key>,
     group: String,
     stream: String,
     counts: OversizeCounts,
@@ -90,7 +115,7 @@ impl RequestBuilder {
             remove_keys: config.remove_keys.clone(),
             max_event_bytes: config.max_event_bytes,
             oversize: config.oversize,
-            last: None,
+            recent: Vec::with_capacity(RECENT_KEYS),
             group: String::new(),
             stream: String::new(),
             counts: OversizeCounts::default(),
@@ -106,31 +131,36 @@ impl RequestBuilder {
     /// The group and stream of an event, or why it has none.
     pub fn key_for(&mut self, tag: &str, record: &Map) -> Result<Key, String> {
         let t = &self.templates;
+        let recent = &self.recent;
         resolve(
             ("log_group_name", &t.group, t.group_fallback.as_ref()),
-            tag,
-            record,
-            group_name_problem,
+            (tag, record),
+            (group_name_problem, &|name| {
+                recent.iter().any(|k| k.group == name)
+            }),
             &mut self.group,
         )?;
         resolve(
             ("log_stream_name", &t.stream, t.stream_fallback.as_ref()),
-            tag,
-            record,
-            stream_name_problem,
+            (tag, record),
+            (stream_name_problem, &|name| {
+                recent.iter().any(|k| k.stream == name)
+            }),
             &mut self.stream,
         )?;
-        if let Some(last) = &self.last
-            && last.group == self.group
-            && last.stream == self.stream
+        if let Some(key) = self
+            .recent
+            .iter()
+            .rev()
+            .find(|k| k.stream == self.stream && k.group == self.group)
         {
-            return Ok(last.clone());
+            return Ok(key.clone());
         }
-        let key = Arc::new(StreamKey {
-            group: self.group.clone(),
-            stream: self.stream.clone(),
-        });
-        self.last = Some(key.clone());
+        let key = Arc::new(StreamKey::new(&self.group, &self.stream));
+        if self.recent.len() == RECENT_KEYS {
+            self.recent.remove(0);
+        }
+        self.recent.push(key.clone());
         Ok(key)
     }
 
@@ -143,25 +173,7 @@ impl RequestBuilder {
             }
             return;
         }
-        if self.remove_keys.is_empty() {
-            write_json(out, record);
-            return;
-        }
-        out.push(b'{');
-        let mut first = true;
-        for (key, value) in record.iter() {
-            if self.remove_keys.iter().any(|k| k == key.as_str()) {
-                continue;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_json(out, key.as_str());
-            out.push(b':');
-            write_json(out, value);
-        }
-        out.push(b'}');
+        nagare_core::json::write_map(out, record, &self.remove_keys);
     }
 
     fn oversized(&mut self, message: Vec<u8>, tag: &str) -> Result<Vec<Vec<u8>>, String> {
@@ -199,18 +211,23 @@ impl RequestBuilder {
     }
 }
 
+/// Why a name is illegal, if it is.
+type NameCheck = fn(&str) -> Option<String>;
+
 /// Renders `template` into `out`, or its fallback; the reason when neither gives a
-/// legal name.
+/// legal name. A name `known` says was checked already is not checked again.
 fn resolve(
     (key, template, fallback): (&str, &Template, Option<&Template>),
-    tag: &str,
-    record: &Map,
-    problem: fn(&str) -> Option<String>,
+    (tag, record): (&str, &Map),
+    (problem, known): (NameCheck, &dyn Fn(&str) -> bool),
     out: &mut String,
 ) -> Result<(), String> {
     let attempt = |t: &Template, out: &mut String| -> Result<(), String> {
         out.clear();
         t.render_into(tag, record, out).map_err(|m| m.to_string())?;
+        if known(out) {
+            return Ok(());
+        }
         problem(out).map_or(Ok(()), Err)
     };
     let Err(first) = attempt(template, out) else {
@@ -285,17 +302,28 @@ pub fn timestamp(time: EventTime) -> i64 {
     time.as_unix_millis()
 }
 
+/// An item's bytes as the SDK's message. They are UTF-8 (JSON written by serde, or
+/// a string's text), so the strict check passes, and is much faster than a lossy one.
+fn message_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 /// The PutLogEvents input for `items` of `key`: events sorted by time, stably.
 pub fn build(key: &Key, items: &[Item<Key>]) -> PutRequest {
     let mut order: Vec<u32> = (0..items.len() as u32).collect();
-    order.sort_by_key(|&i| timestamp(items[i as usize].time));
+    if !items.is_sorted_by_key(|i| timestamp(i.time)) {
+        order.sort_by_key(|&i| timestamp(items[i as usize].time));
+    }
     let events = order
         .iter()
         .map(|&i| {
             let item = &items[i as usize];
             InputLogEvent::builder()
                 .timestamp(timestamp(item.time))
-                .message(String::from_utf8_lossy(&item.bytes))
+                .message(message_text(&item.bytes))
                 .build()
                 .expect("an InputLogEvent with its timestamp and message set")
         })

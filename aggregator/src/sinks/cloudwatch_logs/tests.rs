@@ -204,10 +204,7 @@ fn item(key: &Key, secs: i64, text: &str, n: u32) -> Item<Key> {
 
 #[test]
 fn the_input_is_sorted_by_time_stably_and_maps_rejections_back() {
-    let key: Key = Arc::new(StreamKey {
-        group: "g".into(),
-        stream: "s".into(),
-    });
+    let key: Key = Arc::new(StreamKey::new("g", "s"));
     let items = [
         item(&key, 30, "c", 0),
         item(&key, 10, "a", 1),
