@@ -82,21 +82,36 @@ fn needs_escape(word: u64) -> bool {
         != 0
 }
 
+/// The bytes JSON escapes: `"`, `\` and those below 0x20.
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Appends `s` as a JSON string, escaped as `serde_json` escapes.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    // Eight bytes at a time, the last few padded with spaces (never escaped).
+    // Eight bytes at a time, then byte by byte, up to the first byte to escape.
     let mut clean = 0;
-    while clean < bytes.len() {
-        let n = (bytes.len() - clean).min(8);
-        let mut w = [b' '; 8];
-        w[..n].copy_from_slice(&bytes[clean..clean + n]);
+    for word in bytes.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
         if needs_escape(u64::from_le_bytes(w)) {
             break;
         }
-        clean += n;
+        clean += 8;
+    }
+    while clean < bytes.len() && !ESCAPED[usize::from(bytes[clean])] {
+        clean += 1;
     }
     out.extend_from_slice(&bytes[..clean]);
     if clean == bytes.len() {

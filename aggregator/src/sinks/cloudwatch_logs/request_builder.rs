@@ -131,6 +131,20 @@ impl RequestBuilder {
     /// The group and stream of an event, or why it has none.
     pub fn key_for(&mut self, tag: &str, record: &Map) -> Result<Key, String> {
         let t = &self.templates;
+        // Most events go to a stream seen just before: render both names, and take
+        // its key if they match one (their names were checked when it was made).
+        self.group.clear();
+        self.stream.clear();
+        if t.group.render_into(tag, record, &mut self.group).is_ok()
+            && t.stream.render_into(tag, record, &mut self.stream).is_ok()
+            && let Some(key) = self
+                .recent
+                .iter()
+                .rev()
+                .find(|k| k.stream == self.stream && k.group == self.group)
+        {
+            return Ok(key.clone());
+        }
         let recent = &self.recent;
         resolve(
             ("log_group_name", &t.group, t.group_fallback.as_ref()),
