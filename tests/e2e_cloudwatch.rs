@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nagare_testkit::moto::{AccessKey, Moto};
-use nagare_testkit::{Child, free_port, wait_until};
+use nagare_testkit::{AwsProxy, Child, free_port, wait_until};
 use serde_json::{Value, json};
 use support::{binary, plain};
 
@@ -85,31 +85,7 @@ fn the_binary_delivers_to_cloudwatch_once_its_refused_key_is_replaced() {
         data = dir.path().join("data").display(),
         endpoint = moto.url(),
     );
-    let config_path = dir.path().join("nagare.yaml");
-    std::fs::write(&config_path, &config).unwrap();
-    let mut cmd = Command::new(binary());
-    cmd.args(["run", "-c"])
-        .arg(&config_path)
-        .env("NAGARE_LOG", "info")
-        // Only the test's profile: nothing from the machine's environment.
-        .env("AWS_CONFIG_FILE", dir.path().join("aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("aws-credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_ROLE_ARN")
-        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE");
-    let mut nagare = Child::spawn("nagare", cmd);
-    let up = wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "the http source listens\n{}", nagare.logs());
+    let mut nagare = spawn(dir.path(), &config, port);
 
     let records: Vec<Value> = (0..50)
         .map(|n| {
@@ -180,6 +156,89 @@ fn the_binary_delivers_to_cloudwatch_once_its_refused_key_is_replaced() {
         std::fs::read_to_string(&dead).unwrap_or_default()
     );
     nagare.kill();
+}
+
+/// `aws.role_arn` with `external_id`, assumed through moto's STS (`sts_endpoint`)
+/// with a static profile's key; the calls to CloudWatch Logs are signed with the
+/// role's temporary credentials, which moto checks.
+#[test]
+fn a_role_is_assumed_through_the_sts_endpoint() {
+    let moto = Moto::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let group = Moto::unique("/e2e-role");
+    let role = moto.create_role(&Moto::unique("nagare-role").replace('/', ""));
+    // STS through the proxy: its record shows the role assumed, with the external id.
+    let sts = AwsProxy::start(moto.url());
+    let key = moto.credentials();
+    std::fs::write(
+        dir.path().join("aws-credentials"),
+        format!(
+            "[base]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            key.id, key.secret
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("aws-config"), "").unwrap();
+    let port = free_port();
+    let config = format!(
+        "data_dir: {data}\n\
+         sources:\n  in:\n    type: http\n    bind: 127.0.0.1:{port}\n\
+         sinks:\n  cloudwatch:\n    type: cloudwatch_logs\n    match: \"**\"\n\
+        \x20   log_group_name: \"{group}\"\n\
+        \x20   log_stream_prefix: \"from-\"\n\
+        \x20   endpoint: \"{endpoint}\"\n\
+        \x20   batch: {{ timeout: 200ms }}\n\
+        \x20   aws: {{ region: us-east-1, profile: base, role_arn: \"{role}\", external_id: ext-1, sts_endpoint: \"{sts}\" }}\n",
+        data = dir.path().join("data").display(),
+        endpoint = moto.url(),
+        sts = sts.url(),
+    );
+    let mut nagare = spawn(dir.path(), &config, port);
+    assert_eq!(post(port, "app", &json!([{ "n": 1 }, { "n": 2 }])), 200);
+    let arrived = wait_until(Duration::from_secs(30), || {
+        moto.events(&group, "from-app").len() == 2
+    });
+    assert!(arrived, "{}", nagare.logs());
+    let logs = plain(&nagare.child_logs());
+    assert!(
+        !logs.contains("ext-1") && !logs.contains(&key.secret),
+        "a secret was logged"
+    );
+    nagare.kill();
+}
+
+/// Runs `nagare run` on `config` with only the AWS files of `dir` (nothing from the
+/// machine's environment), and waits for its http source on `port`.
+fn spawn(dir: &Path, config: &str, port: u16) -> Child {
+    let config_path = dir.join("nagare.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(["run", "-c"])
+        .arg(&config_path)
+        .env("NAGARE_LOG", "info")
+        .env("AWS_CONFIG_FILE", dir.join("aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("aws-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut nagare = Child::spawn("nagare", cmd);
+    let up = wait_until(Duration::from_secs(20), || {
+        nagare.try_wait().is_none() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the http source listens\n{}", nagare.logs());
+    nagare
 }
 
 trait Logs {

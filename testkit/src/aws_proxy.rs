@@ -1,5 +1,6 @@
 //! `AwsProxy`: a recording and fault-injecting proxy for AWS JSON-protocol requests
-//! (`X-Amz-Target: Logs_20140328.PutLogEvents` ...), between a sink and moto.
+//! (`X-Amz-Target: Logs_20140328.PutLogEvents` ...), between a sink and moto; the
+//! query protocol's requests (STS `Action=AssumeRole` ...) are recorded too.
 //!
 //! moto does not enforce PutLogEvents' limits (events per call, bytes per call, the
 //! 24 h span, event size), so tests assert every call the sink made from this proxy's
@@ -276,8 +277,18 @@ fn handle(
     mut headers: Vec<(String, String)>,
     body: Vec<u8>,
 ) -> Response {
+    // The JSON protocol names the operation in a header; the query protocol (STS,
+    // IAM) in the form's `Action`, whose fields are then recorded as a JSON object.
+    let form: Option<serde_json::Map<String, Value>> = http::header(&headers, "content-type")
+        .filter(|t| t.starts_with("application/x-www-form-urlencoded"))
+        .map(|_| {
+            form_urlencoded::parse(&body)
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect()
+        });
     let operation = http::header(&headers, "x-amz-target")
         .and_then(|t| t.split('.').nth(1))
+        .or_else(|| form.as_ref()?.get("Action")?.as_str())
         .unwrap_or_default()
         .to_string();
     let fault = if operation.is_empty() {
@@ -297,7 +308,9 @@ fn handle(
     if !operation.is_empty() {
         shared.lock().log.push(AwsExchange {
             operation,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            body: form
+                .map(Value::Object)
+                .unwrap_or_else(|| serde_json::from_slice(&body).unwrap_or(Value::Null)),
             fault,
             status: response.status,
         });

@@ -179,6 +179,38 @@ impl Moto {
         }
     }
 
+    /// Creates an IAM role `name` that anyone may assume, allowed `logs:*`; its ARN.
+    pub fn create_role(&self, name: &str) -> String {
+        let trust = json!({
+            "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Principal": { "AWS": "*" }, "Action": "sts:AssumeRole" }],
+        });
+        let xml = iam_call(
+            &self.url,
+            &self.key,
+            &[
+                ("Action", "CreateRole"),
+                ("RoleName", name),
+                ("AssumeRolePolicyDocument", &trust.to_string()),
+            ],
+        );
+        let policy = json!({
+            "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Action": ["logs:*"], "Resource": "*" }],
+        });
+        iam_call(
+            &self.url,
+            &self.key,
+            &[
+                ("Action", "PutRolePolicy"),
+                ("RoleName", name),
+                ("PolicyName", "logs"),
+                ("PolicyDocument", &policy.to_string()),
+            ],
+        );
+        xml_text(&xml, "Arn").expect("CreateRole: an Arn")
+    }
+
     /// Names of every log group, sorted.
     pub fn log_groups(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -347,7 +379,11 @@ fn iam_call(base: &str, key: &AccessKey, params: &[(&str, &str)]) -> String {
     let form = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .append_pair("Version", "2010-05-08")
-        .finish();
+        .finish()
+        // moto checks the signature over the form as Python re-encodes it
+        // (`quote_plus`), which escapes `*` and keeps `~`, unlike the URL standard.
+        .replace('*', "%2A")
+        .replace("%7E", "~");
     let headers = [(
         "content-type",
         "application/x-www-form-urlencoded; charset=utf-8",
