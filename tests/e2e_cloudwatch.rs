@@ -207,9 +207,77 @@ fn a_role_is_assumed_through_the_sts_endpoint() {
     nagare.kill();
 }
 
+/// EKS IRSA's web identity (a token file and a role ARN in the environment) with
+/// `aws.sts_endpoint`: AssumeRoleWithWebIdentity goes to that endpoint, and the calls
+/// to CloudWatch Logs are signed with the role's credentials.
+#[test]
+fn a_web_identity_token_is_exchanged_at_the_sts_endpoint() {
+    let moto = Moto::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let group = Moto::unique("/e2e-irsa");
+    let role = moto.create_role(&Moto::unique("irsa-role").replace('/', ""));
+    let sts = AwsProxy::start(moto.url());
+    // moto fails on unsigned STS calls when it checks signatures; the proxy signs
+    // them (see AwsProxy::sign_unsigned).
+    sts.sign_unsigned(moto.credentials(), "sts");
+    std::fs::write(dir.path().join("aws-credentials"), "").unwrap();
+    std::fs::write(dir.path().join("aws-config"), "").unwrap();
+    // A projected service account token, as the kubelet writes it (moto does not
+    // check its signature).
+    let token = dir.path().join("token");
+    std::fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2ln\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let config = format!(
+        "data_dir: {data}\n\
+         sources:\n  in:\n    type: http\n    bind: 127.0.0.1:{port}\n\
+         sinks:\n  cloudwatch:\n    type: cloudwatch_logs\n    match: \"**\"\n\
+        \x20   log_group_name: \"{group}\"\n\
+        \x20   log_stream_name: \"{{tag}}\"\n\
+        \x20   endpoint: \"{endpoint}\"\n\
+        \x20   batch: {{ timeout: 200ms }}\n\
+        \x20   aws: {{ region: us-east-1, sts_endpoint: \"{sts}\" }}\n",
+        data = dir.path().join("data").display(),
+        endpoint = moto.url(),
+        sts = sts.url(),
+    );
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ("AWS_ROLE_ARN", role.clone()),
+    ];
+    let mut nagare = spawn_with(dir.path(), &config, port, &env);
+    assert_eq!(
+        post(port, "app", &json!([{ "n": 1 }, { "n": 2 }, { "n": 3 }])),
+        200
+    );
+    let arrived = wait_until(Duration::from_secs(30), || {
+        moto.events(&group, "app").len() == 3
+    });
+    assert!(arrived, "{:?}\n{}", sts.log(), nagare.logs());
+    let assumed = sts.calls("AssumeRoleWithWebIdentity");
+    assert!(!assumed.is_empty(), "{:?}", sts.log());
+    assert_eq!(assumed[0].body["RoleArn"], role.as_str());
+    assert!(
+        assumed[0].body["WebIdentityToken"]
+            .as_str()
+            .unwrap()
+            .starts_with("eyJ")
+    );
+    assert_eq!(assumed[0].status, 200);
+    nagare.kill();
+}
+
 /// Runs `nagare run` on `config` with only the AWS files of `dir` (nothing from the
 /// machine's environment), and waits for its http source on `port`.
 fn spawn(dir: &Path, config: &str, port: u16) -> Child {
+    spawn_with(dir, config, port, &[])
+}
+
+/// [`spawn`] with `env` set too.
+fn spawn_with(dir: &Path, config: &str, port: u16, env: &[(&str, String)]) -> Child {
     let config_path = dir.join("nagare.yaml");
     std::fs::write(&config_path, config).unwrap();
     let mut cmd = Command::new(binary());
@@ -232,6 +300,9 @@ fn spawn(dir: &Path, config: &str, port: u16) -> Child {
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     ] {
         cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let mut nagare = Child::spawn("nagare", cmd);
     let up = wait_until(Duration::from_secs(20), || {

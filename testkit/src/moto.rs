@@ -335,6 +335,27 @@ pub fn signed(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, String> {
+    let host = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut sent: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    sent.extend(sign_post(&host, key, service, headers, body)?);
+    http::send(base, "POST", "/", &sent, body).map_err(|e| format!("{base}: {e}"))
+}
+
+/// The headers that sign a POST to `/` of `host` with `headers` and `body`
+/// (`x-amz-date`, `authorization`).
+pub fn sign_post(
+    host: &str,
+    key: &AccessKey,
+    service: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Vec<(String, String)>, String> {
     let identity = Credentials::new(&key.id, &key.secret, None, None, "nagare-testkit").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -345,13 +366,9 @@ pub fn signed(
         .build()
         .map_err(|e| format!("signing parameters: {e}"))?
         .into();
-    let uri = format!("{}/", base.trim_end_matches('/'));
-    let host = uri
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let uri = format!("http://{host}/");
     let mut all: Vec<(&str, &str)> = headers.to_vec();
-    all.push(("host", &host));
+    all.push(("host", host));
     let request = SignableRequest::new(
         "POST",
         uri.as_str(),
@@ -362,16 +379,10 @@ pub fn signed(
     let (instructions, _) = sign(request, &params)
         .map_err(|e| format!("signing: {e}"))?
         .into_parts();
-    let mut sent: Vec<(String, String)> = headers
-        .iter()
+    Ok(instructions
+        .headers()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    sent.extend(
-        instructions
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    http::send(base, "POST", "/", &sent, body).map_err(|e| format!("{base}: {e}"))
+        .collect())
 }
 
 /// An IAM Query API call (form body, XML answer); panics unless it succeeds.
