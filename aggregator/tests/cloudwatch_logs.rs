@@ -258,3 +258,44 @@ async fn a_wrong_secret_is_refused_retried_never_dead_lettered_then_delivered() 
     assert!(sink.dead().is_empty());
     sink.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_group_is_waited_for_when_it_may_not_be_created() {
+    let moto = Moto::shared();
+    let proxy = AwsProxy::start(moto.url());
+    let group = Moto::unique("/cw-nocreate");
+    let sink = start_with(
+        config(
+            &proxy.url(),
+            &format!("log_group_name: '{group}'\nlog_stream_name: s\nauto_create_group: false\n"),
+        ),
+        None,
+        BufferConfig {
+            retry_max_times: Some(1),
+            ..fast_retries()
+        },
+    );
+    let events = (0..5)
+        .map(|n| (from_now(-10 + n as i64), numbered(n, "x")))
+        .collect();
+    let mut rx = sink.push("t", events).await;
+    let refused = wait_until(Duration::from_secs(30), || {
+        proxy.calls("CreateLogStream").len() >= 4
+    });
+    assert!(refused, "{:?}", proxy.log());
+    assert!(proxy.calls("CreateLogGroup").is_empty());
+    assert!(
+        rx.try_recv().is_err(),
+        "not resolved while the group is missing"
+    );
+    assert!(sink.dead().is_empty(), "{:?}", sink.dead());
+
+    // An operator creates the group: the events arrive.
+    moto.logs_call("CreateLogGroup", &json!({ "logGroupName": group }));
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    assert_eq!(
+        stored_numbers(moto, &group, "s"),
+        (0..5).collect::<Vec<i64>>()
+    );
+    sink.finish().await;
+}
