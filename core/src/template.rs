@@ -16,6 +16,7 @@
 //! Templates are parsed once (at config validation, with errors naming the position)
 //! and rendered per event without allocating beyond the output.
 
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
 
 use crate::value::{Map, Value};
@@ -32,8 +33,9 @@ enum Piece {
     Literal(String),
     Tag,
     TagIndex(i64),
-    /// A dotted path, split.
-    Field(Vec<String>),
+    /// A dotted path, split, each part with where it was in the last record (see
+    /// [`Map::get_hinted`]).
+    Field(Vec<(String, Cell<u32>)>),
 }
 
 /// A template that cannot be parsed: where, and why.
@@ -202,8 +204,11 @@ fn placeholder(inner: &str) -> Result<Piece, String> {
     if inner.is_empty() {
         return Err("`{}` names nothing; write `{tag}`, `{tag_parts[N]}` or a field like `{kubernetes.pod_name}`".into());
     }
-    let path: Vec<String> = inner.split('.').map(str::to_string).collect();
-    if path.iter().any(|p| p.is_empty()) {
+    let path: Vec<(String, Cell<u32>)> = inner
+        .split('.')
+        .map(|p| (p.to_string(), Cell::new(0)))
+        .collect();
+    if path.iter().any(|(p, _)| p.is_empty()) {
         return Err(format!(
             "`{{{inner}}}` has an empty part; a field path is names joined by single dots"
         ));
@@ -229,11 +234,19 @@ fn tag_part(tag: &str, index: i64) -> Result<&str, Missing> {
     tag.split('.').nth(at as usize).ok_or_else(missing)
 }
 
-fn field_text(record: &Map, path: &[String], out: &mut String) -> Result<(), Missing> {
-    let name = || path.join(".");
-    let mut cur = record.get(&path[0]);
-    for part in &path[1..] {
-        cur = cur.and_then(Value::as_map).and_then(|m| m.get(part));
+fn field_text(record: &Map, path: &[(String, Cell<u32>)], out: &mut String) -> Result<(), Missing> {
+    let name = || {
+        path.iter()
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let (first, hint) = &path[0];
+    let mut cur = record.get_hinted(first, hint);
+    for (part, hint) in &path[1..] {
+        cur = cur
+            .and_then(Value::as_map)
+            .and_then(|m| m.get_hinted(part, hint));
     }
     match cur {
         None | Some(Value::Null) => Err(Missing::Field(name())),

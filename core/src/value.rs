@@ -186,6 +186,25 @@ impl Map {
             .map(|(_, v)| v)
     }
 
+    /// The value under `key`, looking first at position `hint`, where it was in the
+    /// last map looked at: records of one source keep their keys in one order, so a
+    /// caller that looks up the same key in many of them mostly finds it at once.
+    /// `hint` is set to where it was found.
+    pub fn get_hinted(&self, key: &str, hint: &std::cell::Cell<u32>) -> Option<&Value> {
+        if let Some((k, v)) = self.entries.get(hint.get() as usize)
+            && k.as_str() == key
+        {
+            return Some(v);
+        }
+        let (at, (_, v)) = self
+            .entries
+            .iter()
+            .enumerate()
+            .find(|(_, (k, _))| k.as_str() == key)?;
+        hint.set(at as u32);
+        Some(v)
+    }
+
     /// The value under `key`, mutably.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
         self.entries
