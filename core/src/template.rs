@@ -14,7 +14,9 @@
 //! a name nobody asked for.
 //!
 //! Templates are parsed once (at config validation, with errors naming the position)
-//! and rendered per event without allocating beyond the output.
+//! and rendered per event without allocating beyond the output. A template keeps,
+//! per field, where it found that field in the last record (records of one source
+//! keep one key order), so it is `Send` but not `Sync`: give each worker its own.
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
