@@ -3,7 +3,8 @@
 //! PackedForward and CompressedPackedForward with acks, and the shared-key
 //! handshake, and over TLS to a key encrypted with a passphrase), and Go's
 //! fluent-logger-golang (Message mode with EventTime, and the JSON form, both with
-//! acks). Records land in the file sink.
+//! acks). Records land in the file sink. Python's and Go's clients also send over a
+//! Unix socket (`unix_path`), as the ECS agent's FireLens log router receives them.
 
 mod support;
 
@@ -28,6 +29,32 @@ fn aggregator_with(dir: &Path, port: u16, extra: &str) -> Nagare {
         out = dir.join("out.ndjson").display(),
     );
     Nagare::listening("aggregator", dir, &config, port)
+}
+
+/// An aggregator whose forward source listens on the Unix socket `dir/fluent.sock`,
+/// once that accepts connections; the socket's path.
+fn aggregator_on_socket(dir: &Path) -> (Nagare, std::path::PathBuf) {
+    let socket = dir.join("fluent.sock");
+    let config = format!(
+        "data_dir: {data}\n\
+         sources:\n  firelens:\n    type: forward\n    unix_path: {socket}\n\
+         sinks:\n  out:\n    type: file\n    match: \"**\"\n    path: {out}\n",
+        data = dir.join("data").display(),
+        socket = socket.display(),
+        out = dir.join("out.ndjson").display(),
+    );
+    let mut agg = Nagare::start("aggregator", dir, &config);
+    let listening = wait_until(Duration::from_secs(20), || {
+        agg.assert_running();
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    assert!(
+        listening,
+        "nothing listens on {}\n{}",
+        socket.display(),
+        agg.child.logs()
+    );
+    (agg, socket)
 }
 
 /// Waits until the aggregator wrote `n` records to `dir/out.ndjson`, stops it, and
@@ -76,6 +103,37 @@ s.close()
             "{t}"
         );
     }
+}
+
+#[test]
+fn python_fluent_logger_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agg, socket) = aggregator_on_socket(dir.path());
+    let script = r#"
+import sys
+from fluent import sender
+s = sender.FluentSender('firelens.app', host='unix://' + sys.argv[1], nanosecond_precision=True)
+for i in range(500):
+    if not s.emit_with_time('stdout', 1714564800 + i, {'n': i, 'log': 'line %d' % i}):
+        print('emit failed', s.last_error, file=sys.stderr)
+        sys.exit(1)
+s.close()
+"#;
+    Python::fluent_logger()
+        .spawn_script(script, &[socket.to_str().unwrap()])
+        .expect_success(Duration::from_secs(30));
+    let lines = records(&mut agg, dir.path(), 500, "");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["tag"], "firelens.app.stdout");
+        assert_eq!(l["record"]["n"], i);
+        assert_eq!(l["record"]["log"], format!("line {i}"));
+    }
+    assert!(!socket.exists(), "the socket file is removed at stop");
+    let logs = plain(&agg.child.stderr());
+    assert!(
+        logs.contains(&format!("unix://{}", socket.display())),
+        "the log says where it listens:\n{logs}"
+    );
 }
 
 fn node_sends(mode: &str) {
@@ -228,11 +286,19 @@ import (
 )
 
 func main() {
+	// A port, or the path of a Unix socket (as Docker's fluentd log driver, which is
+	// built on this library, connects to FireLens's).
 	port, _ := strconv.Atoi(os.Args[1])
+	network, socket := "tcp", ""
+	if port == 0 {
+		network, socket = "unix", os.Args[1]
+	}
 	mode := os.Args[2]
 	logger, err := fluent.New(fluent.Config{
 		FluentHost:         "127.0.0.1",
 		FluentPort:         port,
+		FluentNetwork:      network,
+		FluentSocketPath:   socket,
 		RequestAck:         true,
 		SubSecondPrecision: mode == "msgpack",
 		MarshalAsJSON:      mode == "json",
@@ -259,14 +325,20 @@ func main() {
 "#;
 
 fn go_sends(mode: &str) {
-    let program = Go::fluent_logger().build("fluent-client", GO_CLIENT);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut agg = aggregator(dir.path(), port);
-    let mut go = program.spawn(&[&port.to_string(), mode]);
+    go_delivers(&mut agg, dir.path(), &port.to_string(), mode);
+}
+
+/// Go's client sends 100 records to `to` (a port or a socket path) with acks; checks
+/// that they arrived.
+fn go_delivers(agg: &mut Nagare, dir: &Path, to: &str, mode: &str) {
+    let program = Go::fluent_logger().build("fluent-client", GO_CLIENT);
+    let mut go = program.spawn(&[to, mode]);
     go.expect_success(Duration::from_secs(60));
     assert!(go.stdout().contains("acked 100"), "{}", go.logs());
-    let lines = records(&mut agg, dir.path(), 100, "");
+    let lines = records(agg, dir, 100, "");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["tag"], "go.app");
         assert_eq!(l["record"]["n"], i);
@@ -289,6 +361,13 @@ fn go_fluent_logger_message_mode_with_event_time_and_acks() {
 #[test]
 fn go_fluent_logger_json_form_with_acks() {
     go_sends("json");
+}
+
+#[test]
+fn go_fluent_logger_over_a_unix_socket_with_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agg, socket) = aggregator_on_socket(dir.path());
+    go_delivers(&mut agg, dir.path(), socket.to_str().unwrap(), "msgpack");
 }
 
 #[test]
