@@ -11,6 +11,7 @@ fn nagare(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary())
         .args(args)
         .env_remove("NAGARE_CONFIG")
+        .env_remove("NAGARE_CONFIG_YAML")
         .output()
         .expect("run nagare");
     (
@@ -150,6 +151,83 @@ fn config_errors_name_file_line_and_key() {
     let (code, _, err) = nagare(&["validate", "-c", "/nonexistent/nagare.yaml"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read the config file"), "{err}");
+}
+
+/// `nagare` with the config in `NAGARE_CONFIG_YAML`, as an ECS task definition gives
+/// it to a container that has no config file.
+fn nagare_with_config_text(args: &[&str], yaml: &str) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("NAGARE_CONFIG")
+        .env("NAGARE_CONFIG_YAML", yaml)
+        .output()
+        .expect("run nagare");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_config_can_be_given_as_text_in_an_environment_variable() {
+    let (code, out, err) = nagare_with_config_text(&["validate"], NODE);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("NAGARE_CONFIG_YAML: valid (2 sources, 1 filter, 2 sinks)"),
+        "{out}"
+    );
+
+    // Errors name the variable as the file, with the line and key.
+    let bad = NODE.replace(
+        "    paths: [/var/log/app/*.log]",
+        "    pathz: [/var/log/app/*.log]",
+    );
+    for cmd in ["validate", "run"] {
+        let (code, _, err) = nagare_with_config_text(&[cmd], &bad);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("NAGARE_CONFIG_YAML:8: at `sources.app.pathz`: unknown field `pathz`"),
+            "{err}"
+        );
+    }
+
+    // `run` starts from it.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("in.sock");
+    let yaml = format!(
+        "data_dir: {}\nsources:\n  app:\n    type: forward\n    unix_path: {}\nsinks:\n  out:\n    type: null\n    match: \"**\"\n",
+        dir.path().join("data").display(),
+        socket.display()
+    );
+    let mut cmd = Command::new(binary());
+    cmd.arg("run")
+        .env_remove("NAGARE_CONFIG")
+        .env("NAGARE_CONFIG_YAML", &yaml);
+    let mut run = nagare_testkit::Child::spawn("nagare", cmd);
+    assert!(
+        nagare_testkit::wait_until(std::time::Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }),
+        "{}",
+        run.logs()
+    );
+    support::signal(run.pid(), nix::sys::signal::Signal::SIGTERM);
+    let status = run.wait_timeout(std::time::Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{}", run.logs());
+
+    // A file and a text at once is a mistake, said so.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "node.yaml", NODE);
+    let (code, _, err) = nagare_with_config_text(&["validate", "-c", &path], NODE);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, _, err) = nagare(&["validate"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--config <FILE>|--config-yaml <YAML>"),
+        "{err}"
+    );
 }
 
 #[test]
