@@ -12,6 +12,8 @@
 //!   files), with leases.
 //! - [`dead_letter`]: the dead-letter output, where a sink puts what it gives up on.
 //! - [`pattern`]: Fluentd tag patterns.
+//! - [`template`]: `Template`, names rendered per event from the tag and record
+//!   fields (`/eks/{kubernetes.namespace_name}`, `{tag_parts[-1]}`).
 //! - [`router`]: filters and sinks by tag; the `Filter` shape.
 //! - [`component`]: what sources and sinks are given to run (`SourceContext`, `SinkContext`).
 //! - [`forward`]: the Fluentd Forward Protocol v1 codec.
@@ -42,6 +44,7 @@ pub mod retry;
 pub mod router;
 pub mod shutdown;
 pub mod sink;
+pub mod template;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod time;

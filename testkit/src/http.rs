@@ -82,9 +82,25 @@ pub fn send(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Response, ureq::Error> {
+    send_with_host(base, method, path, headers, None, body)
+}
+
+/// `send` with the `Host` header given (a relay keeps its client's, which a SigV4
+/// signature covers) instead of the one `base` implies.
+pub fn send_with_host(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    host: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ureq::Error> {
     let mut request = ureq::http::Request::builder()
         .method(method)
         .uri(format!("{}{path}", base.trim_end_matches('/')));
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
     for (k, v) in headers.iter().filter(|(k, _)| !is_framing(k)) {
         request = request.header(k, v);
     }

@@ -9,6 +9,10 @@
 //! - [`osmem`]: [`Osmem`], an osmem-server (OpenSearch REST API in memory) per test.
 //! - [`fault_proxy`]: [`FaultProxy`], a fault injector in front of osmem for `_bulk`
 //!   (a hyper server relaying through [`http`]).
+//! - [`moto`]: [`Moto`], moto's server (CloudWatch Logs, STS, IAM) once per test
+//!   binary, with signature checking on, and signed helpers to read what was stored.
+//! - [`aws_proxy`]: [`AwsProxy`], a recording and fault-injecting proxy for AWS
+//!   JSON-protocol requests (PutLogEvents ...) in front of moto.
 //! - [`faults`]: [`Strace`] (system calls of a running process made to fail) and
 //!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
@@ -17,6 +21,7 @@
 //! - [`proc`]: `rss_kib` and `dir_bytes`, memory and disk held, for bounds checks.
 //! - [`docs`]: the config examples in components' module docs, for tests to parse.
 
+pub mod aws_proxy;
 pub mod child;
 pub mod clients;
 pub mod docs;
@@ -24,15 +29,18 @@ pub mod fault_proxy;
 pub mod faults;
 pub mod http;
 pub mod logs;
+pub mod moto;
 pub mod osmem;
 pub mod paths;
 pub mod proc;
 pub mod wait;
 
+pub use aws_proxy::{AwsError, AwsExchange, AwsFault, AwsProxy};
 pub use child::Child;
 pub use clients::{Node, Python};
 pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};
 pub use faults::{Strace, Tmpfs};
 pub use logs::{LogCapture, capture_logs};
+pub use moto::Moto;
 pub use osmem::{Document, Osmem};
 pub use wait::{free_port, wait_until, wait_until_async};

@@ -54,3 +54,11 @@ pub fn node_modules() -> PathBuf {
     require(dir.join("fluent-logger"), "Node's fluent-logger");
     dir
 }
+
+/// The Python interpreter of the venv that holds moto's server.
+pub fn moto_python() -> PathBuf {
+    require(
+        testenv().join("moto/bin/python"),
+        "moto's server (moto[server])",
+    )
+}

@@ -1,0 +1,402 @@
+//! `AwsProxy`: a recording and fault-injecting proxy for AWS JSON-protocol requests
+//! (`X-Amz-Target: Logs_20140328.PutLogEvents` ...), between a sink and moto.
+//!
+//! moto does not enforce PutLogEvents' limits (events per call, bytes per call, the
+//! 24 h span, event size), so tests assert every call the sink made from this proxy's
+//! record: each request's operation and decoded JSON body, and the status it got. It
+//! relays requests unchanged, signature included (it forwards the `Host` the client
+//! signed), so moto still checks signatures.
+//!
+//! Faults are answered in place of moto, as CloudWatch answers: a status and an AWS
+//! JSON error body `{"__type": "ThrottlingException", "message": ...}`.
+//! - [`AwsFault::Once`]: queued, consumed by the next request of its operation.
+//! - [`AwsFault::WhenContains`]: every request of its operation whose body holds a
+//!   text, for as long as the test runs (a poisoned event inside a batch).
+//!
+//! The server loop mirrors [`crate::fault_proxy`]'s (a hyper server on a thread and
+//! runtime of its own, relaying through [`crate::http`]); the two differ in what they
+//! parse and fault, so each keeps its own.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::http::{self, Response};
+
+/// An AWS error answered instead of relaying a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    /// The HTTP status (400, 500, 503 ...).
+    pub status: u16,
+    /// The error type, `__type` in the body (`ThrottlingException` ...).
+    pub kind: String,
+}
+
+impl AwsError {
+    /// An error of type `kind` with `status`.
+    pub fn new(status: u16, kind: &str) -> AwsError {
+        AwsError {
+            status,
+            kind: kind.to_string(),
+        }
+    }
+}
+
+/// A fault to apply to requests of one operation (`PutLogEvents`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsFault {
+    /// The next request of `operation` gets `error`.
+    Once {
+        /// The operation, without the service prefix.
+        operation: String,
+        /// What it is answered.
+        error: AwsError,
+    },
+    /// Every request of `operation` whose body contains `needle` gets `error`.
+    WhenContains {
+        /// The operation, without the service prefix.
+        operation: String,
+        /// Text searched in the raw request body.
+        needle: String,
+        /// What it is answered.
+        error: AwsError,
+    },
+}
+
+/// One request seen by the proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsExchange {
+    /// The operation (`PutLogEvents`), from `X-Amz-Target` after the dot.
+    pub operation: String,
+    /// The request body, decoded (`Null` if it was not JSON).
+    pub body: Value,
+    /// The error answered by the proxy, if any.
+    pub fault: Option<AwsError>,
+    /// The status the client got.
+    pub status: u16,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    faults: Vec<AwsFault>,
+    log: Vec<AwsExchange>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream: String,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The proxy; stops when dropped.
+#[derive(Debug)]
+pub struct AwsProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl AwsProxy {
+    /// Starts a proxy on a free port of 127.0.0.1 relaying to `upstream`.
+    pub fn start(upstream: &str) -> AwsProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the AWS proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let addr = listener.local_addr().expect("AWS proxy address");
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            state: Mutex::new(State::default()),
+        });
+        let (stop, stopped) = oneshot::channel();
+        let server_shared = shared.clone();
+        let server = std::thread::Builder::new()
+            .name("aws-proxy".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the AWS proxy's runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("the AWS proxy's listener");
+                    tokio::select! {
+                        _ = stopped => {}
+                        () = accept(listener, server_shared) => {}
+                    }
+                });
+            })
+            .expect("start the AWS proxy thread");
+        AwsProxy {
+            addr,
+            shared,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Adds a fault.
+    pub fn push(&self, fault: AwsFault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Queues `error` for the next request of `operation`.
+    pub fn fail_once(&self, operation: &str, error: AwsError) {
+        self.push(AwsFault::Once {
+            operation: operation.to_string(),
+            error,
+        });
+    }
+
+    /// `Once` faults not yet applied.
+    pub fn pending_faults(&self) -> usize {
+        self.shared
+            .lock()
+            .faults
+            .iter()
+            .filter(|f| matches!(f, AwsFault::Once { .. }))
+            .count()
+    }
+
+    /// Every request seen so far.
+    pub fn log(&self) -> Vec<AwsExchange> {
+        self.shared.lock().log.clone()
+    }
+
+    /// The requests of `operation` seen so far.
+    pub fn calls(&self, operation: &str) -> Vec<AwsExchange> {
+        self.log()
+            .into_iter()
+            .filter(|e| e.operation == operation)
+            .collect()
+    }
+}
+
+impl Drop for AwsProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, hyper::Error>(respond(request, shared).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(conn), service)
+                .await;
+        });
+    }
+}
+
+async fn respond(
+    request: hyper::Request<hyper::body::Incoming>,
+    shared: Arc<Shared>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let response = match body.collect().await {
+        Ok(body) => {
+            let target = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string());
+            let mut headers: Vec<(String, String)> = Vec::new();
+            for (k, v) in &parts.headers {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                headers.push((k.as_str().to_string(), value));
+            }
+            let method = parts.method.to_string();
+            let body = body.to_bytes().to_vec();
+            tokio::task::spawn_blocking(move || handle(&shared, &method, &target, headers, body))
+                .await
+                .unwrap_or_else(|e| error_response(&AwsError::new(502, &format!("proxy: {e}"))))
+        }
+        Err(e) => error_response(&AwsError::new(400, &format!("proxy: {e}"))),
+    };
+    let mut out = hyper::Response::builder().status(response.status);
+    for (k, v) in response
+        .headers
+        .iter()
+        .filter(|(k, _)| !http::is_framing(k))
+    {
+        out = out.header(k, v);
+    }
+    out.body(Full::new(Bytes::from(response.body)))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+fn error_response(error: &AwsError) -> Response {
+    let body = json!({
+        "__type": error.kind,
+        "message": "answered by nagare-testkit's AwsProxy",
+    });
+    Response {
+        status: error.status,
+        headers: vec![("Content-Type".into(), "application/x-amz-json-1.1".into())],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+fn handle(
+    shared: &Shared,
+    method: &str,
+    target: &str,
+    mut headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Response {
+    let operation = http::header(&headers, "x-amz-target")
+        .and_then(|t| t.split('.').nth(1))
+        .unwrap_or_default()
+        .to_string();
+    let fault = if operation.is_empty() {
+        None
+    } else {
+        take_fault(shared, &operation, &body)
+    };
+    let response = match &fault {
+        Some(error) => error_response(error),
+        None => {
+            // The client signed the proxy's `Host`; relay it so the signature holds.
+            let host = http::header(&headers, "host").map(str::to_string);
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("host"));
+            relay(shared, method, target, &headers, host.as_deref(), &body)
+        }
+    };
+    if !operation.is_empty() {
+        shared.lock().log.push(AwsExchange {
+            operation,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            fault,
+            status: response.status,
+        });
+    }
+    response
+}
+
+fn take_fault(shared: &Shared, operation: &str, body: &[u8]) -> Option<AwsError> {
+    let mut state = shared.lock();
+    let text = String::from_utf8_lossy(body);
+    let at = state.faults.iter().position(|f| match f {
+        AwsFault::Once { operation: op, .. } => op == operation,
+        AwsFault::WhenContains {
+            operation: op,
+            needle,
+            ..
+        } => op == operation && text.contains(needle.as_str()),
+    })?;
+    match &state.faults[at] {
+        AwsFault::Once { error, .. } => {
+            let error = error.clone();
+            state.faults.remove(at);
+            Some(error)
+        }
+        AwsFault::WhenContains { error, .. } => Some(error.clone()),
+    }
+}
+
+fn relay(
+    shared: &Shared,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    host: Option<&str>,
+    body: &[u8],
+) -> Response {
+    match http::send_with_host(&shared.upstream, method, target, headers, host, body) {
+        Ok(r) => r,
+        Err(e) => error_response(&AwsError::new(
+            502,
+            &format!("proxy: upstream {} failed: {e}", shared.upstream),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moto::Moto;
+
+    #[test]
+    fn records_relays_signed_requests_and_injects_faults() {
+        let moto = Moto::shared();
+        let proxy = AwsProxy::start(moto.url());
+        let group = Moto::unique("/testkit/proxy");
+        let key = moto.credentials();
+        let call = |op: &str, body: Value| {
+            let target = format!("Logs_20140328.{op}");
+            let headers = [
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amz-target", target.as_str()),
+            ];
+            crate::moto::signed(
+                &proxy.url(),
+                key,
+                "logs",
+                &headers,
+                body.to_string().as_bytes(),
+            )
+            .expect("a response")
+        };
+        proxy.fail_once("CreateLogGroup", AwsError::new(400, "ThrottlingException"));
+        let throttled = call("CreateLogGroup", json!({ "logGroupName": group }));
+        assert_eq!(throttled.status, 400);
+        assert_eq!(throttled.json()["__type"], "ThrottlingException");
+        assert!(
+            !moto.log_groups().contains(&group),
+            "a faulted call is not relayed"
+        );
+        // Relayed with the signature intact: moto accepts it.
+        let created = call("CreateLogGroup", json!({ "logGroupName": group }));
+        assert_eq!(created.status, 200, "{}", created.text());
+        assert!(moto.log_groups().contains(&group));
+        proxy.push(AwsFault::WhenContains {
+            operation: "CreateLogStream".into(),
+            needle: "poison".into(),
+            error: AwsError::new(400, "InvalidParameterException"),
+        });
+        for _ in 0..2 {
+            let bad = call(
+                "CreateLogStream",
+                json!({ "logGroupName": group, "logStreamName": "poison" }),
+            );
+            assert_eq!(bad.status, 400);
+        }
+        let log = proxy.calls("CreateLogStream");
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].body["logStreamName"], "poison");
+        assert_eq!(proxy.calls("CreateLogGroup").len(), 2);
+        assert_eq!(proxy.pending_faults(), 0);
+    }
+}
