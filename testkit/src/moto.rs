@@ -240,7 +240,8 @@ impl Moto {
         names
     }
 
-    /// Every event of `stream` in `group`, oldest first (all pages of GetLogEvents).
+    /// Every event of `stream` in `group`, oldest first (all pages of GetLogEvents);
+    /// none when either does not exist.
     pub fn events(&self, group: &str, stream: &str) -> Vec<LogEvent> {
         let mut events = Vec::new();
         let mut token: Option<String> = None;
@@ -254,7 +255,17 @@ impl Moto {
             if let Some(t) = &token {
                 body["nextToken"] = json!(t);
             }
-            let page = self.logs_call("GetLogEvents", &body);
+            let resp = self.logs_call_as(&self.key, "GetLogEvents", &body);
+            if resp.status == 400 && resp.text().contains("ResourceNotFoundException") {
+                return events;
+            }
+            assert_eq!(
+                resp.status,
+                200,
+                "moto GetLogEvents {body}: {}",
+                resp.text()
+            );
+            let page = resp.json();
             let got = page["events"].as_array().cloned().unwrap_or_default();
             events.extend(got.iter().map(|e| LogEvent {
                 timestamp: e["timestamp"].as_i64().unwrap_or_default(),

@@ -1,12 +1,14 @@
 //! Sinks: where the aggregator delivers events.
 //!
+//! - [`cloudwatch_logs`]: PutLogEvents, names from templates, every API limit
+//!   enforced, groups and streams created.
 //! - [`elasticsearch`]: the `_bulk` API, per-item outcomes, dead-letter for rejects.
 //! - [`file`]: NDJSON files, one per tag if asked.
 //! - [`null`]: counts events and drops them.
 //! - [`stdout`]: NDJSON to standard output.
 //! - [`ndjson`]: the line formats of `file` and `stdout`.
 //!
-//! A sink that sends batches (`elasticsearch`, `file`) is built on the sink kit
+//! A sink that sends batches (`elasticsearch`, `cloudwatch_logs`, `file`) is built on the sink kit
 //! ([`nagare_core::sink`]): its folder holds its encoder, its service (builds a
 //! request, pure and testable byte for byte, sends it, classifies the answer) and its
 //! words, and the kit takes leases, batches, retries, dead-letters and acks. Every
@@ -15,6 +17,7 @@
 //! is refused for good or runs out of retries goes to the sink's dead-letter output
 //! (`nagare_core::dead_letter`).
 
+pub mod cloudwatch_logs;
 pub mod elasticsearch;
 pub mod file;
 pub mod ndjson;

@@ -67,11 +67,13 @@ struct Worker<E: Encoder, S> {
     scratch: Vec<Item<E::Key>>,
 }
 
-/// Items sent together, with their request once built, and their failures so far.
+/// Items sent together, with their request once built, their failures so far, and
+/// how many times in a row the destination answered `Blocked`.
 struct Group<K, R> {
     items: Vec<Item<K>>,
     request: Option<R>,
     attempts: Attempts,
+    blocked: u32,
 }
 
 /// Items going to the dead-letter output, and why.
@@ -240,6 +242,7 @@ where
             items,
             request: None,
             attempts: Attempts::new(),
+            blocked: 0,
         }];
         while let Some(mut group) = groups.pop() {
             let mut request = match group.request.take() {
@@ -280,6 +283,24 @@ where
                     }
                     continue;
                 }
+                BatchOutcome::Blocked { status, reason } => {
+                    // Not counted under the retry policy: giving up would write
+                    // every event to the dead-letter output for a setting to fix.
+                    let delay = self.retrier.policy().backoff.delay(group.blocked);
+                    group.blocked = group.blocked.saturating_add(1);
+                    group.request = Some(request);
+                    tracing::error!(
+                        sink = %self.name, destination = %destination,
+                        status = status.map(i64::from).unwrap_or(-1), reason = %reason,
+                        events = events(&group.items), attempt = group.blocked, retry_in = ?delay,
+                        "the destination refuses every request until this is fixed; sending again without end (nothing goes to the dead-letter output)"
+                    );
+                    if !pause(&self.abort, delay).await {
+                        return false;
+                    }
+                    groups.push(group);
+                    continue;
+                }
                 BatchOutcome::All(outcome) => vec![outcome; group.items.len()],
                 BatchOutcome::Split { status, reason } => {
                     if group.items.len() == 1 {
@@ -296,6 +317,7 @@ where
                                 items,
                                 request: None,
                                 attempts: group.attempts,
+                                blocked: 0,
                             });
                         }
                     }
@@ -348,6 +370,7 @@ where
                 items: retry,
                 request: None,
                 attempts: group.attempts,
+                blocked: 0,
             };
             let words = self.words.retry_some;
             let failure = (status, reason.as_str(), destination.as_str(), words);

@@ -40,6 +40,18 @@ pub enum BatchOutcome {
         /// Why, in words.
         reason: String,
     },
+    /// The destination refuses every request until its operator fixes something
+    /// (credentials, permissions, a missing resource the sink may not create): the
+    /// request is sent again with the capped backoff **without end**, and nothing
+    /// goes to the dead-letter output, so that a wrong role or key does not empty
+    /// the buffer into dead letters. Each retry is logged with the reason, which
+    /// should say what to check.
+    Blocked {
+        /// The destination's status, if it gave one.
+        status: Option<u16>,
+        /// What is wrong and what to check, in words.
+        reason: String,
+    },
 }
 
 /// A request sent: where to, for the logs, and what came of it.

@@ -649,3 +649,5 @@ fn a_batcher_bounds_what_it_holds_over_many_keys() {
     let ready: Vec<String> = std::iter::from_fn(|| b.take()).map(|b| b.key).collect();
     assert_eq!(ready, ["c", "d"]);
 }
+
+mod blocked;
