@@ -1,7 +1,8 @@
 //! What the documentation and the deploy manifests show must work: every complete
-//! config in README.md and docs/ and every config embedded in deploy/kubernetes passes
-//! `nagare validate`, and every manifest passes Kubernetes' own schemas (offline,
-//! `kubernetes-validate --strict`).
+//! config in README.md and docs/ and every config embedded in deploy/kubernetes and
+//! deploy/ecs passes `nagare validate`, every manifest passes Kubernetes' own schemas
+//! (offline, `kubernetes-validate --strict`), and every ECS task definition the ECS
+//! API's model, with its volumes, dependencies and FireLens socket consistent.
 
 mod support;
 
@@ -193,8 +194,8 @@ fn deployed_configs_are_valid() {
     let configs = embedded_configs();
     assert_eq!(
         configs.len(),
-        3,
-        "forwarder, aggregator and sidecar ConfigMaps"
+        5,
+        "forwarder, aggregator (Elasticsearch and CloudWatch Logs), sidecar and Fargate sidecar ConfigMaps"
     );
     for (file, config) in configs {
         let (ok, out) = validate("nagare.yaml", &config);
@@ -455,5 +456,26 @@ fn ecs_task_definitions_hang_together() {
                 "{file}: the log router must listen on /var/run/fluent.sock"
             );
         }
+    }
+}
+
+#[test]
+fn ecs_configs_are_valid() {
+    for (file, td) in task_definitions() {
+        let config = containers(&td).into_iter().find_map(config_of).unwrap();
+        // As the container gets it: in NAGARE_CONFIG_YAML, no file.
+        let (ok, out) = run(Command::new(binary())
+            .arg("validate")
+            .env_remove("NAGARE_CONFIG")
+            .env("NAGARE_CONFIG_YAML", &config)
+            .envs(ENV));
+        assert!(
+            ok,
+            "the config in {file} does not validate:\n{config}\n{out}"
+        );
+        assert!(
+            out.starts_with("NAGARE_CONFIG_YAML: valid") && out.contains("cloudwatch"),
+            "{file}: {out}"
+        );
     }
 }
