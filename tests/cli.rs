@@ -256,6 +256,76 @@ fn demo_delivers_every_line() {
 
 /// A config whose `run` logs an error and exits at once: its forward source's port is
 /// taken (by the listener the caller keeps open).
+#[cfg(feature = "aggregator")]
+#[test]
+fn demo_delivers_to_cloudwatch_logs_and_reads_back_what_arrived() {
+    use nagare_testkit::moto::{Moto, REGION};
+    let moto = Moto::shared();
+    let key = moto.credentials();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args([
+            "demo",
+            "--lines",
+            "200",
+            "--timeout",
+            "90",
+            "--cloudwatch",
+            moto.url(),
+        ])
+        .env_remove("NAGARE_CONFIG")
+        .env_remove("NAGARE_CONFIG_YAML")
+        .env_remove("AWS_PROFILE")
+        .env("HOME", home.path())
+        .env("AWS_ACCESS_KEY_ID", &key.id)
+        .env("AWS_SECRET_ACCESS_KEY", &key.secret)
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run nagare demo");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Every record is in the file and in CloudWatch Logs, and the demo says where.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("delivered "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let expected: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "in CloudWatch Logs: {expected} of {expected} events"
+        )),
+        "{stdout}"
+    );
+    // The groups it printed are in moto with those counts: one per namespace, a
+    // stream per pod and container.
+    let mut total = 0;
+    let mut groups = std::collections::BTreeSet::new();
+    for l in stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("/nagare-demo/"))
+    {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        let (group, stream, n) = (parts[0], parts[1], parts[2].parse::<usize>().unwrap());
+        assert_eq!(moto.events(group, stream).len(), n, "{l}");
+        total += n;
+        groups.insert(group.rsplit('/').next().unwrap().to_string());
+    }
+    assert_eq!(total, expected, "{stdout}");
+    assert_eq!(
+        groups.into_iter().collect::<Vec<_>>(),
+        ["data", "payments", "shop"],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("an event's message as CloudWatch Logs stored it"),
+        "{stdout}"
+    );
+}
+
 fn failing_run_config(dir: &tempfile::TempDir, taken: u16) -> String {
     write(
         dir,
