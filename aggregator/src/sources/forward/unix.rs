@@ -15,6 +15,10 @@ use tokio::net::UnixListener;
 
 use super::config::FileMode;
 
+/// How long a connection to an existing socket file may take before its server is
+/// taken to be alive but busy.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why the Unix socket could not be opened.
 #[derive(Debug, Error)]
 pub enum UnixSocketError {
@@ -35,6 +39,17 @@ pub enum UnixSocketError {
     InUse {
         /// The configured `unix_path`.
         path: PathBuf,
+    },
+    /// The existing socket could not be probed (it belongs to another user).
+    #[error(
+        "cannot listen for forward clients on {}: a socket is there and connecting to it to see whether a process listens failed: {source}; if it is left over from an earlier run, remove it, or choose another unix_path",
+        .path.display()
+    )]
+    Unprobed {
+        /// The configured `unix_path`.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
     },
     /// A file system operation on the path failed.
     #[error(
@@ -117,11 +132,23 @@ async fn remove_stale(path: &Path) -> Result<(), UnixSocketError> {
             path: path.to_path_buf(),
         });
     }
-    // A connection that is accepted means a live server: its file must stay.
-    if tokio::net::UnixStream::connect(path).await.is_ok() {
-        return Err(UnixSocketError::InUse {
-            path: path.to_path_buf(),
-        });
+    // A connection that is accepted means a live server: its file must stay. So does
+    // the file of one too busy to accept (its backlog full), and one this user may
+    // not connect to: only a refusal says that nobody listens.
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(path)).await;
+    match probe {
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        Ok(Err(source)) => {
+            return Err(UnixSocketError::Unprobed {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Ok(Ok(_)) | Err(_) => {
+            return Err(UnixSocketError::InUse {
+                path: path.to_path_buf(),
+            });
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => {
