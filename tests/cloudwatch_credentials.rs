@@ -9,16 +9,15 @@
 //! prove that the one source under test supplied keys moto accepts.
 #![cfg(feature = "aggregator")]
 
+#[path = "cloudwatch_credentials/endpoint.rs"]
+mod endpoint;
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nagare_testkit::moto::{AccessKey, Moto, REGION, signed};
+use nagare_testkit::moto::{AccessKey, Moto, REGION, xml_text};
 use nagare_testkit::{Child, wait_until};
 use serde_json::{Value, json};
 use support::{binary, signal};
@@ -29,64 +28,9 @@ const ACCOUNT: &str = "123456789012";
 /// Lines each test delivers.
 const LINES: usize = 50;
 
-/// `text` percent-encoded for a form body.
-fn form_encode(params: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    params
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// A Query-protocol call (IAM, STS) to moto signed with `key`; its XML answer.
-fn query(moto: &Moto, key: &AccessKey, service: &str, params: &[(&str, &str)]) -> String {
-    let version = if service == "iam" {
-        "2010-05-08"
-    } else {
-        "2011-06-15"
-    };
-    let mut all = params.to_vec();
-    all.push(("Version", version));
-    let headers = [(
-        "content-type",
-        "application/x-www-form-urlencoded; charset=utf-8",
-    )];
-    let resp = signed(
-        moto.url(),
-        key,
-        service,
-        &headers,
-        form_encode(&all).as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("moto {service} {params:?}: {e}"));
-    assert_eq!(
-        resp.status,
-        200,
-        "moto {service} {params:?}: {}",
-        resp.text()
-    );
-    resp.text()
-}
-
 /// The text of the first `<tag>` element of `xml`.
-fn xml_text(xml: &str, tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let start = xml
-        .find(&open)
-        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
-        + open.len();
-    let end = xml[start..].find(&format!("</{tag}>")).unwrap() + start;
-    xml[start..end].to_string()
+fn element(xml: &str, tag: &str) -> String {
+    xml_text(xml, tag).unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
 }
 
 /// A role in moto that `trust` lets be assumed, allowed to write CloudWatch Logs
@@ -94,8 +38,7 @@ fn xml_text(xml: &str, tag: &str) -> String {
 fn create_role(moto: &Moto, trust: &Value) -> String {
     let name = Moto::unique("nagare-role");
     let key = moto.credentials();
-    query(
-        moto,
+    moto.query_as(
         key,
         "iam",
         &[
@@ -108,8 +51,7 @@ fn create_role(moto: &Moto, trust: &Value) -> String {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": ["logs:*"], "Resource": "*"}],
     });
-    query(
-        moto,
+    moto.query_as(
         key,
         "iam",
         &[
@@ -126,14 +68,8 @@ fn create_role(moto: &Moto, trust: &Value) -> String {
 fn create_user(moto: &Moto, actions: &[&str]) -> (String, AccessKey) {
     let name = Moto::unique("nagare-user");
     let key = moto.credentials();
-    query(
-        moto,
-        key,
-        "iam",
-        &[("Action", "CreateUser"), ("UserName", &name)],
-    );
-    let xml = query(
-        moto,
+    moto.query_as(key, "iam", &[("Action", "CreateUser"), ("UserName", &name)]);
+    let xml = moto.query_as(
         key,
         "iam",
         &[("Action", "CreateAccessKey"), ("UserName", &name)],
@@ -142,8 +78,7 @@ fn create_user(moto: &Moto, actions: &[&str]) -> (String, AccessKey) {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
     });
-    query(
-        moto,
+    moto.query_as(
         key,
         "iam",
         &[
@@ -154,8 +89,8 @@ fn create_user(moto: &Moto, actions: &[&str]) -> (String, AccessKey) {
         ],
     );
     let key = AccessKey {
-        id: xml_text(&xml, "AccessKeyId"),
-        secret: xml_text(&xml, "SecretAccessKey"),
+        id: element(&xml, "AccessKeyId"),
+        secret: element(&xml, "SecretAccessKey"),
     };
     (format!("arn:aws:iam::{ACCOUNT}:user/{name}"), key)
 }
@@ -418,73 +353,6 @@ fn a_named_profile_of_a_shared_credentials_file() {
     );
 }
 
-/// A stand-in for the container credentials endpoint of ECS (and of EKS Pod
-/// Identity), which cannot run here. It is faithful to the documented exchange: a
-/// GET of the path in `AWS_CONTAINER_CREDENTIALS_FULL_URI`, with the token of
-/// `AWS_CONTAINER_AUTHORIZATION_TOKEN` in the `Authorization` header, answered with
-/// `{"AccessKeyId", "SecretAccessKey", "Token", "Expiration", "RoleArn"}` (an ISO 8601
-/// expiry). A request with another token gets 401. Every request's path and
-/// `Authorization` value are recorded.
-struct CredentialsEndpoint {
-    port: u16,
-    seen: Seen,
-}
-
-/// The path and `Authorization` header of each request.
-type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-impl CredentialsEndpoint {
-    fn start(token: &'static str, credentials: Value) -> CredentialsEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-        let record = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_string();
-                let mut authorization = None;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':')
-                        && name.eq_ignore_ascii_case("authorization")
-                    {
-                        authorization = Some(value.trim().to_string());
-                    }
-                }
-                let ok = authorization.as_deref() == Some(token);
-                record.lock().unwrap().push((path, authorization));
-                let (status, body) = if ok {
-                    ("200 OK", credentials.to_string())
-                } else {
-                    (
-                        "401 Unauthorized",
-                        json!({"message": "bad token"}).to_string(),
-                    )
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        CredentialsEndpoint { port, seen }
-    }
-}
-
 #[test]
 fn the_container_credentials_endpoint_with_its_authorization_token() {
     let moto = Moto::shared();
@@ -498,8 +366,7 @@ fn the_container_credentials_endpoint_with_its_authorization_token() {
             "Statement": [{"Effect": "Allow", "Principal": {"AWS": TEST_USER}, "Action": "sts:AssumeRole"}],
         }),
     );
-    let xml = query(
-        moto,
+    let xml = moto.query_as(
         moto.credentials(),
         "sts",
         &[
@@ -508,16 +375,16 @@ fn the_container_credentials_endpoint_with_its_authorization_token() {
             ("RoleSessionName", "ecs-task"),
         ],
     );
-    let expiration = xml_text(&xml, "Expiration");
+    let expiration = element(&xml, "Expiration");
     let credentials = json!({
         "RoleArn": role,
-        "AccessKeyId": xml_text(&xml, "AccessKeyId"),
-        "SecretAccessKey": xml_text(&xml, "SecretAccessKey"),
-        "Token": xml_text(&xml, "SessionToken"),
+        "AccessKeyId": element(&xml, "AccessKeyId"),
+        "SecretAccessKey": element(&xml, "SecretAccessKey"),
+        "Token": element(&xml, "SessionToken"),
         "Expiration": expiration,
     });
     const TOKEN: &str = "task-auth-token-4242";
-    let endpoint = CredentialsEndpoint::start(TOKEN, credentials);
+    let endpoint = endpoint::CredentialsEndpoint::start(TOKEN, credentials);
     let dir = tempfile::tempdir().unwrap();
     let env = [
         (
