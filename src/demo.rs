@@ -4,9 +4,15 @@
 //! application logs, a Python service with a stack trace, and long JSON lines that
 //! the runtime split into partial `P` pieces) into a `/var/log/containers`-style
 //! folder, starts this same binary twice, as a forwarder (tail -> forward) and as an
-//! aggregator (forward -> file, and Elasticsearch with `--elasticsearch`), keeps
-//! writing while they run, waits until every line has arrived, stops both with
-//! SIGTERM, and prints what arrived where.
+//! aggregator (forward -> file, and Elasticsearch with `--elasticsearch`, CloudWatch
+//! Logs with `--cloudwatch`), keeps writing while they run, waits until every line
+//! has arrived, stops both with SIGTERM, and prints what arrived where.
+//!
+//! - `cloudwatch`: the CloudWatch Logs sink of `--cloudwatch`, and reading back what
+//!   arrived there.
+
+#[cfg(feature = "aggregator")]
+mod cloudwatch;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +37,22 @@ pub struct DemoArgs {
     /// Also deliver to this Elasticsearch or OpenSearch URL (index `logstash-*`).
     #[arg(long, value_name = "URL")]
     pub elasticsearch: Option<String>,
+    /// Also deliver to CloudWatch Logs at this endpoint
+    /// (`https://logs.us-east-1.amazonaws.com`, or an emulator's URL), with the
+    /// credentials the AWS SDK finds (environment, profile, ...), and read back what
+    /// arrived, per group and stream.
+    #[cfg(feature = "aggregator")]
+    #[arg(long, value_name = "URL")]
+    pub cloudwatch: Option<String>,
+    /// The AWS region of --cloudwatch.
+    #[cfg(feature = "aggregator")]
+    #[arg(
+        long,
+        value_name = "REGION",
+        env = "AWS_REGION",
+        default_value = "us-east-1"
+    )]
+    pub region: String,
     /// Keep the temporary directory (logs, configs, output) afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -351,6 +373,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "  elasticsearch:\n    type: elasticsearch\n    match: \"kube.**\"\n    endpoints: [\"{url}\"]\n"
         );
     }
+    #[cfg(feature = "aggregator")]
+    let cloudwatch = match &args.cloudwatch {
+        Some(url) => Some(cloudwatch::CloudWatch::new(url, &args.region)?),
+        None => None,
+    };
+    #[cfg(feature = "aggregator")]
+    if let Some(cw) = &cloudwatch {
+        es_sink.push_str(&cw.sink());
+    }
     let aggregator = dir.join("aggregator.yaml");
     std::fs::write(
         &aggregator,
@@ -398,6 +429,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.elasticsearch {
         println!("              and elasticsearch {url}");
     }
+    #[cfg(feature = "aggregator")]
+    if let Some(cw) = &cloudwatch {
+        println!("              and {}", cw.describe());
+    }
     println!(
         "  forwarder:  tail {}/*.log -> forward 127.0.0.1:{port}",
         logs.display()
@@ -442,6 +477,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         agg.check_alive()?;
         std::thread::sleep(Duration::from_millis(50));
     }
+    // CloudWatch Logs gets the same records, in its own time.
+    #[cfg(feature = "aggregator")]
+    let mut in_cloudwatch = None;
+    #[cfg(feature = "aggregator")]
+    if let Some(cw) = &cloudwatch {
+        loop {
+            let now = cw.arrived()?;
+            let done = now.total >= expected || Instant::now() > deadline;
+            in_cloudwatch = Some(now);
+            if done {
+                break;
+            }
+            agg.check_alive()?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
     let took = began.elapsed();
     let fwd_status = fwd.stop(Duration::from_secs(25))?;
     let agg_status = agg.stop(Duration::from_secs(25))?;
@@ -462,6 +513,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("\na record as the aggregator stored it:");
         println!("{}", serde_json::to_string_pretty(&stored)?);
     }
+    #[cfg(feature = "aggregator")]
+    let cloudwatch_ok = match &in_cloudwatch {
+        None => true,
+        Some(cw) => {
+            println!("\nin CloudWatch Logs: {} of {expected} events", cw.total);
+            let width = cw.by_stream.keys().map(|(g, _)| g.len()).max().unwrap_or(0);
+            for ((group, stream), n) in &cw.by_stream {
+                println!("  {group:<width$}  {stream:<40} {n:>7}");
+            }
+            if let Some(message) = &cw.sample {
+                println!("an event's message as CloudWatch Logs stored it:\n{message}");
+            }
+            cw.total == expected
+        }
+    };
+    #[cfg(not(feature = "aggregator"))]
+    let cloudwatch_ok = true;
     println!(
         "\nforwarder exited {}, aggregator exited {} (SIGTERM: graceful shutdown)",
         fwd_status, agg_status
@@ -473,7 +541,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if temp.is_none() {
         println!("logs, configs and output are in {}", dir.display());
     }
-    let ok = arrived == expected && fwd_status.success() && agg_status.success();
+    let ok = arrived == expected && cloudwatch_ok && fwd_status.success() && agg_status.success();
     if !ok {
         eprintln!(
             "missing records or a failed exit; process logs: {} and {}",

@@ -27,9 +27,8 @@ struct Cli {
 enum Command {
     /// Run the pipeline a config file describes (forwarder, aggregator or both).
     Run {
-        /// The YAML config file.
-        #[arg(short, long, value_name = "FILE", env = "NAGARE_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigSource,
         /// Log level or filter, overriding the config's `log.level`.
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
@@ -39,13 +38,55 @@ enum Command {
     },
     /// Check a config file and print its route graph: which source feeds which sinks.
     Validate {
-        /// The YAML config file.
-        #[arg(short, long, value_name = "FILE", env = "NAGARE_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigSource,
     },
     /// Run a forwarder and an aggregator on generated container logs, delivering into
     /// a local file (or Elasticsearch with --elasticsearch), and print what arrived.
     Demo(nagare::demo::DemoArgs),
+}
+
+/// Where the config comes from: a file, or (for platforms that hand a container
+/// environment variables but no files, such as an ECS task definition) the YAML text
+/// itself.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ConfigSource {
+    /// The YAML config file.
+    #[arg(short, long, value_name = "FILE", env = "NAGARE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The YAML config itself, as text (instead of --config).
+    #[arg(
+        long,
+        value_name = "YAML",
+        env = "NAGARE_CONFIG_YAML",
+        hide_env_values = true
+    )]
+    config_yaml: Option<String>,
+}
+
+impl ConfigSource {
+    /// Where the config came from, as errors and `validate` name it.
+    fn origin(&self) -> String {
+        match &self.config {
+            Some(path) => path.display().to_string(),
+            None => "NAGARE_CONFIG_YAML".to_string(),
+        }
+    }
+
+    fn load(&self) -> Result<config::Config, nagare_core::config::ConfigError> {
+        match (&self.config, &self.config_yaml) {
+            (Some(path), _) => config::load(path),
+            (None, text) => {
+                let doc = nagare_core::config::ConfigDocument::from_text(
+                    &self.origin(),
+                    text.as_deref().unwrap_or_default(),
+                    |name| std::env::var(name).ok(),
+                )?;
+                config::parse(&doc)
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -67,8 +108,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf, level: Option<String>, format: Option<LogFormat>) -> ExitCode {
-    let config = match config::load(&path) {
+fn run(source: ConfigSource, level: Option<String>, format: Option<LogFormat>) -> ExitCode {
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -107,8 +148,8 @@ fn run(path: PathBuf, level: Option<String>, format: Option<LogFormat>) -> ExitC
     }
 }
 
-fn validate(path: PathBuf) -> ExitCode {
-    let config = match config::load(&path) {
+fn validate(source: ConfigSource) -> ExitCode {
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -119,7 +160,7 @@ fn validate(path: PathBuf) -> ExitCode {
         Ok((router, _)) => {
             print!(
                 "{}",
-                nagare::graph::describe(&path.display().to_string(), &config, &router)
+                nagare::graph::describe(&source.origin(), &config, &router)
             );
             ExitCode::SUCCESS
         }

@@ -11,6 +11,7 @@ fn nagare(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary())
         .args(args)
         .env_remove("NAGARE_CONFIG")
+        .env_remove("NAGARE_CONFIG_YAML")
         .output()
         .expect("run nagare");
     (
@@ -152,6 +153,83 @@ fn config_errors_name_file_line_and_key() {
     assert!(err.contains("cannot read the config file"), "{err}");
 }
 
+/// `nagare` with the config in `NAGARE_CONFIG_YAML`, as an ECS task definition gives
+/// it to a container that has no config file.
+fn nagare_with_config_text(args: &[&str], yaml: &str) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("NAGARE_CONFIG")
+        .env("NAGARE_CONFIG_YAML", yaml)
+        .output()
+        .expect("run nagare");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_config_can_be_given_as_text_in_an_environment_variable() {
+    let (code, out, err) = nagare_with_config_text(&["validate"], NODE);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("NAGARE_CONFIG_YAML: valid (2 sources, 1 filter, 2 sinks)"),
+        "{out}"
+    );
+
+    // Errors name the variable as the file, with the line and key.
+    let bad = NODE.replace(
+        "    paths: [/var/log/app/*.log]",
+        "    pathz: [/var/log/app/*.log]",
+    );
+    for cmd in ["validate", "run"] {
+        let (code, _, err) = nagare_with_config_text(&[cmd], &bad);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("NAGARE_CONFIG_YAML:8: at `sources.app.pathz`: unknown field `pathz`"),
+            "{err}"
+        );
+    }
+
+    // `run` starts from it.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("in.sock");
+    let yaml = format!(
+        "data_dir: {}\nsources:\n  app:\n    type: forward\n    unix_path: {}\nsinks:\n  out:\n    type: null\n    match: \"**\"\n",
+        dir.path().join("data").display(),
+        socket.display()
+    );
+    let mut cmd = Command::new(binary());
+    cmd.arg("run")
+        .env_remove("NAGARE_CONFIG")
+        .env("NAGARE_CONFIG_YAML", &yaml);
+    let mut run = nagare_testkit::Child::spawn("nagare", cmd);
+    assert!(
+        nagare_testkit::wait_until(std::time::Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }),
+        "{}",
+        run.logs()
+    );
+    support::signal(run.pid(), nix::sys::signal::Signal::SIGTERM);
+    let status = run.wait_timeout(std::time::Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{}", run.logs());
+
+    // A file and a text at once is a mistake, said so.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "node.yaml", NODE);
+    let (code, _, err) = nagare_with_config_text(&["validate", "-c", &path], NODE);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, _, err) = nagare(&["validate"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--config <FILE>|--config-yaml <YAML>"),
+        "{err}"
+    );
+}
+
 #[test]
 fn demo_delivers_every_line() {
     let (code, out, err) = nagare(&["demo", "--lines", "200", "--timeout", "60"]);
@@ -178,6 +256,76 @@ fn demo_delivers_every_line() {
 
 /// A config whose `run` logs an error and exits at once: its forward source's port is
 /// taken (by the listener the caller keeps open).
+#[cfg(feature = "aggregator")]
+#[test]
+fn demo_delivers_to_cloudwatch_logs_and_reads_back_what_arrived() {
+    use nagare_testkit::moto::{Moto, REGION};
+    let moto = Moto::shared();
+    let key = moto.credentials();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args([
+            "demo",
+            "--lines",
+            "200",
+            "--timeout",
+            "90",
+            "--cloudwatch",
+            moto.url(),
+        ])
+        .env_remove("NAGARE_CONFIG")
+        .env_remove("NAGARE_CONFIG_YAML")
+        .env_remove("AWS_PROFILE")
+        .env("HOME", home.path())
+        .env("AWS_ACCESS_KEY_ID", &key.id)
+        .env("AWS_SECRET_ACCESS_KEY", &key.secret)
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run nagare demo");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Every record is in the file and in CloudWatch Logs, and the demo says where.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("delivered "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let expected: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "in CloudWatch Logs: {expected} of {expected} events"
+        )),
+        "{stdout}"
+    );
+    // The groups it printed are in moto with those counts: one per namespace, a
+    // stream per pod and container.
+    let mut total = 0;
+    let mut groups = std::collections::BTreeSet::new();
+    for l in stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("/nagare-demo/"))
+    {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        let (group, stream, n) = (parts[0], parts[1], parts[2].parse::<usize>().unwrap());
+        assert_eq!(moto.events(group, stream).len(), n, "{l}");
+        total += n;
+        groups.insert(group.rsplit('/').next().unwrap().to_string());
+    }
+    assert_eq!(total, expected, "{stdout}");
+    assert_eq!(
+        groups.into_iter().collect::<Vec<_>>(),
+        ["data", "payments", "shop"],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("an event's message as CloudWatch Logs stored it"),
+        "{stdout}"
+    );
+}
+
 fn failing_run_config(dir: &tempfile::TempDir, taken: u16) -> String {
     write(
         dir,

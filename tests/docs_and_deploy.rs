@@ -1,7 +1,8 @@
 //! What the documentation and the deploy manifests show must work: every complete
-//! config in README.md and docs/ and every config embedded in deploy/kubernetes passes
-//! `nagare validate`, and every manifest passes Kubernetes' own schemas (offline,
-//! `kubernetes-validate --strict`).
+//! config in README.md and docs/ and every config embedded in deploy/kubernetes and
+//! deploy/ecs passes `nagare validate`, every manifest passes Kubernetes' own schemas
+//! (offline, `kubernetes-validate --strict`), and every ECS task definition the ECS
+//! API's model, with its volumes, dependencies and FireLens socket consistent.
 
 mod support;
 
@@ -193,8 +194,8 @@ fn deployed_configs_are_valid() {
     let configs = embedded_configs();
     assert_eq!(
         configs.len(),
-        3,
-        "forwarder, aggregator and sidecar ConfigMaps"
+        5,
+        "forwarder, aggregator (Elasticsearch and CloudWatch Logs), sidecar and Fargate sidecar ConfigMaps"
     );
     for (file, config) in configs {
         let (ok, out) = validate("nagare.yaml", &config);
@@ -230,4 +231,251 @@ fn manifests_pass_kubernetes_schemas() {
     std::fs::write(&broken, text.replace("replicas: 3", "replicaz: 3")).unwrap();
     let (ok, out) = kubernetes_validate(&[broken]);
     assert!(!ok, "a misspelled field must fail validation:\n{out}");
+}
+
+// ---------------------------------------------------------------------------
+// ECS task definitions (deploy/ecs).
+
+/// Every task definition in deploy/ecs: its file name and its JSON.
+fn task_definitions() -> Vec<(String, serde_json::Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/ecs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let json =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+            (name, json)
+        })
+        .collect()
+}
+
+/// Checks task definitions against the ECS API's own description of
+/// RegisterTaskDefinition (botocore's service model, with which the AWS CLI and the
+/// SDK for Python check a request before sending it): unknown keys, types, required
+/// members.
+const ECS_MODEL_CHECK: &str = r#"
+import json, sys
+import botocore.session
+from botocore.validate import ParamValidator
+model = botocore.session.get_session().get_service_model('ecs')
+shape = model.operation_model('RegisterTaskDefinition').input_shape
+failed = False
+for path in sys.argv[1:]:
+    report = ParamValidator().validate(json.load(open(path)), shape)
+    if report.has_errors():
+        print(path + ':\n' + report.generate_report())
+        failed = True
+sys.exit(1 if failed else 0)
+"#;
+
+fn ecs_model_check(files: &[PathBuf]) -> (bool, String) {
+    run(Command::new(nagare_testkit::paths::moto_python())
+        .arg("-c")
+        .arg(ECS_MODEL_CHECK)
+        .args(files))
+}
+
+#[test]
+fn ecs_task_definitions_match_the_ecs_api_model() {
+    let files: Vec<PathBuf> = task_definitions()
+        .iter()
+        .map(|(name, _)| repo().join("deploy/ecs").join(name))
+        .collect();
+    assert_eq!(
+        files.len(),
+        2,
+        "the tail sidecar and the FireLens task definitions"
+    );
+    let (ok, out) = ecs_model_check(&files);
+    assert!(ok, "{out}");
+    // The check itself catches a misspelled key.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.json");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    std::fs::write(
+        &broken,
+        text.replacen("\"mountPoints\"", "\"mountpoints\"", 1),
+    )
+    .unwrap();
+    let (ok, out) = ecs_model_check(&[broken]);
+    assert!(
+        !ok && out.contains("mountpoints"),
+        "a misspelled key must fail:\n{out}"
+    );
+}
+
+/// The container definitions of a task definition, by name.
+fn containers(td: &serde_json::Value) -> Vec<&serde_json::Value> {
+    td["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect()
+}
+
+/// The nagare config a container gets in `NAGARE_CONFIG_YAML`, if it gets one.
+fn config_of(container: &serde_json::Value) -> Option<String> {
+    container["environment"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == "NAGARE_CONFIG_YAML")
+        .and_then(|e| e["value"].as_str())
+        .map(str::to_string)
+}
+
+/// The volume a container mounts at `dir`, if any.
+fn volume_at<'a>(container: &'a serde_json::Value, dir: &str) -> Option<&'a str> {
+    container["mountPoints"]
+        .as_array()?
+        .iter()
+        .find(|m| m["containerPath"] == dir)
+        .and_then(|m| m["sourceVolume"].as_str())
+}
+
+#[test]
+fn ecs_task_definitions_hang_together() {
+    for (file, td) in task_definitions() {
+        let all = containers(&td);
+        let names: Vec<&str> = all.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let volumes: Vec<&str> = td["volumes"]
+            .as_array()
+            .map(|v| v.iter().map(|v| v["name"].as_str().unwrap()).collect())
+            .unwrap_or_default();
+        let mut mounted = Vec::new();
+        for c in &all {
+            let name = c["name"].as_str().unwrap();
+            assert!(
+                c["image"].is_string() && c["essential"].is_boolean(),
+                "{file}: {name}"
+            );
+            for m in c["mountPoints"].as_array().into_iter().flatten() {
+                let v = m["sourceVolume"].as_str().unwrap();
+                assert!(
+                    volumes.contains(&v),
+                    "{file}: {name} mounts `{v}`, not a volume of the task"
+                );
+                mounted.push(v);
+            }
+            for d in c["dependsOn"].as_array().into_iter().flatten() {
+                let on = d["containerName"].as_str().unwrap();
+                assert!(
+                    names.contains(&on) && on != name,
+                    "{file}: {name} depends on `{on}`"
+                );
+                let condition = d["condition"].as_str().unwrap();
+                assert!(
+                    ["START", "COMPLETE", "SUCCESS", "HEALTHY"].contains(&condition),
+                    "{file}: {condition}"
+                );
+            }
+            if c["logConfiguration"]["logDriver"] == "awsfirelens" {
+                let router = all.iter().find(|r| r["firelensConfiguration"].is_object());
+                let router = router.unwrap_or_else(|| {
+                    panic!("{file}: {name} logs to FireLens, but no container is its log router")
+                });
+                let starts_after = c["dependsOn"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|d| d["containerName"] == router["name"]);
+                assert!(
+                    starts_after,
+                    "{file}: {name} must start after the log router"
+                );
+            }
+        }
+        for v in &volumes {
+            assert!(
+                mounted.contains(v),
+                "{file}: volume `{v}` is mounted nowhere"
+            );
+        }
+        if td["requiresCompatibilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "FARGATE")
+        {
+            assert_eq!(td["networkMode"], "awsvpc", "{file}: Fargate needs awsvpc");
+        }
+
+        // The nagare container: its config in the environment, the image's command
+        // without --config (which would conflict with it), its state on a volume.
+        let nagare: Vec<_> = all.iter().filter(|c| config_of(c).is_some()).collect();
+        assert_eq!(nagare.len(), 1, "{file}: one nagare container");
+        let nagare = nagare[0];
+        assert_eq!(nagare["command"], serde_json::json!(["run"]), "{file}");
+        let config: serde_norway::Value =
+            serde_norway::from_str(&config_of(nagare).unwrap()).unwrap();
+        let data_dir = config["data_dir"].as_str().unwrap();
+        assert!(
+            volume_at(nagare, data_dir).is_some(),
+            "{file}: data_dir {data_dir} is on no volume"
+        );
+        let sources = config["sources"].as_mapping().unwrap();
+        for source in sources.values() {
+            if source["type"] == "tail" {
+                // Every tailed directory is a volume the app writes to.
+                for glob in source["paths"].as_sequence().unwrap() {
+                    let dir = Path::new(glob.as_str().unwrap())
+                        .parent()
+                        .unwrap()
+                        .to_str()
+                        .unwrap();
+                    let volume = volume_at(nagare, dir)
+                        .unwrap_or_else(|| panic!("{file}: {dir} is on no volume"));
+                    let writer = all
+                        .iter()
+                        .any(|c| c["name"] != nagare["name"] && volume_at(c, dir) == Some(volume));
+                    assert!(writer, "{file}: no other container writes to {dir}");
+                }
+            }
+        }
+        if nagare["firelensConfiguration"].is_object() {
+            let kind = nagare["firelensConfiguration"]["type"].as_str().unwrap();
+            assert!(["fluentbit", "fluentd"].contains(&kind), "{file}: {kind}");
+            assert_ne!(
+                nagare["logConfiguration"]["logDriver"], "awsfirelens",
+                "{file}: the router cannot log to itself"
+            );
+            // The ECS agent mounts the task's socket directory at /var/run/ in the
+            // log router, and points the app containers' fluentd log driver at the
+            // fluent.sock in it.
+            let on_socket = sources
+                .values()
+                .any(|s| s["type"] == "forward" && s["unix_path"] == "/var/run/fluent.sock");
+            assert!(
+                on_socket,
+                "{file}: the log router must listen on /var/run/fluent.sock"
+            );
+        }
+    }
+}
+
+#[test]
+fn ecs_configs_are_valid() {
+    for (file, td) in task_definitions() {
+        let config = containers(&td).into_iter().find_map(config_of).unwrap();
+        // As the container gets it: in NAGARE_CONFIG_YAML, no file.
+        let (ok, out) = run(Command::new(binary())
+            .arg("validate")
+            .env_remove("NAGARE_CONFIG")
+            .env("NAGARE_CONFIG_YAML", &config)
+            .envs(ENV));
+        assert!(
+            ok,
+            "the config in {file} does not validate:\n{config}\n{out}"
+        );
+        assert!(
+            out.starts_with("NAGARE_CONFIG_YAML: valid") && out.contains("cloudwatch"),
+            "{file}: {out}"
+        );
+    }
 }

@@ -3,7 +3,9 @@
 //! PackedForward and CompressedPackedForward with acks, and the shared-key
 //! handshake, and over TLS to a key encrypted with a passphrase), and Go's
 //! fluent-logger-golang (Message mode with EventTime, and the JSON form, both with
-//! acks). Records land in the file sink.
+//! acks). Records land in the file sink. Python's and Go's clients also send over a
+//! Unix socket (`unix_path`), as the ECS agent's FireLens log router receives them,
+//! into the file sink and, through the `cloudwatch_logs` sink, into moto.
 
 mod support;
 
@@ -11,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nagare_testkit::clients::Go;
+use nagare_testkit::moto::{Moto, REGION};
 use nagare_testkit::{Node, Python, free_port, wait_until};
 use support::{Nagare, plain, read_ndjson};
 
@@ -28,6 +31,46 @@ fn aggregator_with(dir: &Path, port: u16, extra: &str) -> Nagare {
         out = dir.join("out.ndjson").display(),
     );
     Nagare::listening("aggregator", dir, &config, port)
+}
+
+/// An aggregator whose forward source listens on the Unix socket `dir/fluent.sock`,
+/// with a file sink of everything into `dir/out.ndjson`, once the socket accepts
+/// connections; the socket's path.
+fn aggregator_on_socket(dir: &Path) -> (Nagare, std::path::PathBuf) {
+    let sinks = format!(
+        "  out:\n    type: file\n    match: \"**\"\n    path: {}\n",
+        dir.join("out.ndjson").display()
+    );
+    aggregator_on_socket_with(dir, &sinks, &[])
+}
+
+/// Like `aggregator_on_socket`, with `sinks` (YAML entries indented by two spaces)
+/// and `env` added to its environment.
+fn aggregator_on_socket_with(
+    dir: &Path,
+    sinks: &str,
+    env: &[(&str, &str)],
+) -> (Nagare, std::path::PathBuf) {
+    let socket = dir.join("fluent.sock");
+    let config = format!(
+        "data_dir: {data}\n\
+         sources:\n  firelens:\n    type: forward\n    unix_path: {socket}\n\
+         sinks:\n{sinks}",
+        data = dir.join("data").display(),
+        socket = socket.display(),
+    );
+    let mut agg = Nagare::start_with_env("aggregator", dir, &config, env);
+    let listening = wait_until(Duration::from_secs(20), || {
+        agg.assert_running();
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    assert!(
+        listening,
+        "nothing listens on {}\n{}",
+        socket.display(),
+        agg.child.logs()
+    );
+    (agg, socket)
 }
 
 /// Waits until the aggregator wrote `n` records to `dir/out.ndjson`, stops it, and
@@ -75,6 +118,94 @@ s.close()
             t.starts_with(&format!("2024-05-01T12:{:02}:{:02}.123", i / 60, i % 60)),
             "{t}"
         );
+    }
+}
+
+#[test]
+fn python_fluent_logger_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agg, socket) = aggregator_on_socket(dir.path());
+    let script = r#"
+import sys
+from fluent import sender
+s = sender.FluentSender('firelens.app', host='unix://' + sys.argv[1], nanosecond_precision=True)
+for i in range(500):
+    if not s.emit_with_time('stdout', 1714564800 + i, {'n': i, 'log': 'line %d' % i}):
+        print('emit failed', s.last_error, file=sys.stderr)
+        sys.exit(1)
+s.close()
+"#;
+    Python::fluent_logger()
+        .spawn_script(script, &[socket.to_str().unwrap()])
+        .expect_success(Duration::from_secs(30));
+    let lines = records(&mut agg, dir.path(), 500, "");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["tag"], "firelens.app.stdout");
+        assert_eq!(l["record"]["n"], i);
+        assert_eq!(l["record"]["log"], format!("line {i}"));
+    }
+    assert!(!socket.exists(), "the socket file is removed at stop");
+    let logs = plain(&agg.child.stderr());
+    assert!(
+        logs.contains(&format!("unix://{}", socket.display())),
+        "the log says where it listens:\n{logs}"
+    );
+}
+
+#[test]
+fn python_fluent_logger_over_a_unix_socket_to_cloudwatch_logs() {
+    let moto = Moto::shared();
+    let key = moto.credentials();
+    let group = Moto::unique("/firelens");
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "  cloudwatch:\n    type: cloudwatch_logs\n    match: \"**\"\n    log_group_name: \"{group}\"\n    log_stream_name: \"{{tag}}\"\n    endpoint: \"{url}\"\n    batch: {{ timeout: 200ms }}\n    aws:\n      region: {REGION}\n",
+        url = moto.url()
+    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", key.id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", key.secret.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let (mut agg, socket) = aggregator_on_socket_with(dir.path(), &sinks, &env);
+    // As Docker's fluentd log driver sends a FireLens container's lines: its
+    // `<container>-firelens-<task id>` tag, `log` and `source` fields; times of now.
+    let script = r#"
+import sys, time
+from fluent import sender
+s = sender.FluentSender('app-firelens-4f1c2b', host='unix://' + sys.argv[1], nanosecond_precision=True)
+now = time.time()
+for i in range(300):
+    if not s.emit_with_time(None, now + i / 1000, {'log': '{"n": %d}' % i, 'source': 'stdout', 'container_name': '/ecs-shop-app'}):
+        print('emit failed', s.last_error, file=sys.stderr)
+        sys.exit(1)
+s.close()
+"#;
+    Python::fluent_logger()
+        .spawn_script(script, &[socket.to_str().unwrap()])
+        .expect_success(Duration::from_secs(30));
+    let mut events = Vec::new();
+    let arrived = wait_until(Duration::from_secs(30), || {
+        agg.assert_running();
+        events = if moto.streams(&group).is_empty() {
+            Vec::new()
+        } else {
+            moto.events(&group, "app-firelens-4f1c2b")
+        };
+        events.len() >= 300
+    });
+    assert!(
+        arrived,
+        "{} of 300 events\n{}",
+        events.len(),
+        agg.child.logs()
+    );
+    assert!(agg.terminate(Duration::from_secs(20)).success());
+    assert_eq!(events.len(), 300);
+    for (i, e) in events.iter().enumerate() {
+        let record: serde_json::Value = serde_json::from_str(&e.message).unwrap();
+        assert_eq!(record["log"], format!("{{\"n\": {i}}}"));
+        assert_eq!(record["source"], "stdout");
     }
 }
 
@@ -228,11 +359,19 @@ import (
 )
 
 func main() {
+	// A port, or the path of a Unix socket (as Docker's fluentd log driver, which is
+	// built on this library, connects to FireLens's).
 	port, _ := strconv.Atoi(os.Args[1])
+	network, socket := "tcp", ""
+	if port == 0 {
+		network, socket = "unix", os.Args[1]
+	}
 	mode := os.Args[2]
 	logger, err := fluent.New(fluent.Config{
 		FluentHost:         "127.0.0.1",
 		FluentPort:         port,
+		FluentNetwork:      network,
+		FluentSocketPath:   socket,
 		RequestAck:         true,
 		SubSecondPrecision: mode == "msgpack",
 		MarshalAsJSON:      mode == "json",
@@ -259,14 +398,20 @@ func main() {
 "#;
 
 fn go_sends(mode: &str) {
-    let program = Go::fluent_logger().build("fluent-client", GO_CLIENT);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut agg = aggregator(dir.path(), port);
-    let mut go = program.spawn(&[&port.to_string(), mode]);
+    go_delivers(&mut agg, dir.path(), &port.to_string(), mode);
+}
+
+/// Go's client sends 100 records to `to` (a port or a socket path) with acks; checks
+/// that they arrived.
+fn go_delivers(agg: &mut Nagare, dir: &Path, to: &str, mode: &str) {
+    let program = Go::fluent_logger().build("fluent-client", GO_CLIENT);
+    let mut go = program.spawn(&[to, mode]);
     go.expect_success(Duration::from_secs(60));
     assert!(go.stdout().contains("acked 100"), "{}", go.logs());
-    let lines = records(&mut agg, dir.path(), 100, "");
+    let lines = records(agg, dir, 100, "");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["tag"], "go.app");
         assert_eq!(l["record"]["n"], i);
@@ -289,6 +434,13 @@ fn go_fluent_logger_message_mode_with_event_time_and_acks() {
 #[test]
 fn go_fluent_logger_json_form_with_acks() {
     go_sends("json");
+}
+
+#[test]
+fn go_fluent_logger_over_a_unix_socket_with_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agg, socket) = aggregator_on_socket(dir.path());
+    go_delivers(&mut agg, dir.path(), socket.to_str().unwrap(), "msgpack");
 }
 
 #[test]

@@ -141,6 +141,27 @@ impl Rng {
     }
 }
 
+/// Closes `buffer`, waits at most `within` for the sink `task` that drains it to
+/// return without an error, and checks that nothing is left queued or in flight.
+pub async fn close_and_drain<E: std::fmt::Debug>(
+    buffer: &Buffer,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+    within: Duration,
+) {
+    buffer.close();
+    tokio::time::timeout(within, task)
+        .await
+        .expect("the sink returns once its buffer is closed and drained")
+        .expect("the sink's task does not panic")
+        .expect("the sink stops without an error");
+    let stats = buffer.stats();
+    assert_eq!(
+        (stats.queued_chunks, stats.in_flight_chunks),
+        (0, 0),
+        "every chunk was acknowledged: {stats:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,25 +199,4 @@ mod tests {
         drop(taken);
         assert!(matches!(delivered.await, Ok(Delivery::Delivered)));
     }
-}
-
-/// Closes `buffer`, waits at most `within` for the sink `task` that drains it to
-/// return without an error, and checks that nothing is left queued or in flight.
-pub async fn close_and_drain<E: std::fmt::Debug>(
-    buffer: &Buffer,
-    task: tokio::task::JoinHandle<Result<(), E>>,
-    within: Duration,
-) {
-    buffer.close();
-    tokio::time::timeout(within, task)
-        .await
-        .expect("the sink returns once its buffer is closed and drained")
-        .expect("the sink's task does not panic")
-        .expect("the sink stops without an error");
-    let stats = buffer.stats();
-    assert_eq!(
-        (stats.queued_chunks, stats.in_flight_chunks),
-        (0, 0),
-        "every chunk was acknowledged: {stats:?}"
-    );
 }

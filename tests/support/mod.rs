@@ -28,10 +28,18 @@ pub struct Nagare {
 impl Nagare {
     /// Writes `config` to `dir/<name>.yaml` and runs `nagare run -c` on it.
     pub fn start(name: &str, dir: &Path, config: &str) -> Nagare {
+        Nagare::start_with_env(name, dir, config, &[])
+    }
+
+    /// Like `start`, with the variables `env` added to its environment.
+    pub fn start_with_env(name: &str, dir: &Path, config: &str, env: &[(&str, &str)]) -> Nagare {
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, config).expect("write the config");
         let mut cmd = Command::new(binary());
-        cmd.args(["run", "-c"]).arg(&path).env("NAGARE_LOG", "info");
+        cmd.args(["run", "-c"])
+            .arg(&path)
+            .env("NAGARE_LOG", "info")
+            .envs(env.iter().copied());
         Nagare {
             child: Child::spawn(name, cmd),
             config: path,

@@ -5,6 +5,8 @@
 //!   from_nodes:
 //!     type: forward
 //!     bind: 0.0.0.0:24224
+//!     # unix_path: /var/run/fluent.sock   # instead of bind: a Unix socket
+//!     # unix_perm: "0644"
 //!     max_frame_size: 32MiB
 //!     max_decompressed_size: 128MiB
 //!     max_connections: 1024
@@ -35,6 +37,7 @@
 //!           users: [legacy]
 //! ```
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +48,10 @@ use nagare_core::forward::DecodeLimits;
 use serde::Deserialize;
 
 pub use super::clients::Network;
+
+/// Longest Unix socket path Linux takes: `sun_path` holds 108 bytes with the
+/// terminating NUL.
+const MAX_UNIX_PATH: usize = 107;
 
 /// Largest frame the protocol can express: a `bin 32` payload is at most 4 GiB.
 const PROTOCOL_MAX_FRAME: u64 = 4 << 30;
@@ -57,6 +64,18 @@ pub struct ForwardSourceConfig {
     /// `[::]:24224`, `127.0.0.1:0` for a port chosen by the system).
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
+    /// Listen on this Unix socket instead of TCP (Fluent Bit's `unix_path`): for
+    /// clients on the same host or sharing a volume, such as the ECS agent's FireLens
+    /// log router (`/var/run/fluent.sock`). `bind` is then not used and there are no
+    /// UDP heartbeats. A socket file left by an earlier run is replaced; any other
+    /// kind of file at the path is an error. The file is removed at stop.
+    #[serde(default)]
+    pub unix_path: Option<PathBuf>,
+    /// Permissions of the `unix_path` socket file, octal like `chmod` (Fluent Bit's
+    /// `unix_perm`). Connecting needs write permission: the default `0644` lets only
+    /// the owner (and root) connect; `0660` the group too, `0666` everyone.
+    #[serde(default = "default_unix_perm")]
+    pub unix_perm: FileMode,
     /// Largest frame accepted, as received on the wire. A client that sends a larger
     /// one is disconnected (it should split its chunks: Fluentd's `chunk_limit_size`,
     /// Fluent Bit's `Buffer_Chunk_Size`).
@@ -92,6 +111,43 @@ pub struct ForwardSourceConfig {
     /// Require the shared-key handshake (HELO / PING / PONG), optionally with users.
     #[serde(default)]
     pub security: Option<SecurityConfig>,
+}
+
+/// File permission bits, written in octal (`"0644"`, `660`, `0o600`).
+///
+/// The text is read as written, so `unix_perm: 0644` means what `chmod 0644` means,
+/// although YAML alone would read `0644` as the decimal number 644.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    /// Parses octal digits, with an optional `0` or `0o` prefix.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let digits = t.strip_prefix("0o").unwrap_or(t);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if !digits.is_empty() && !digits.starts_with('+') && mode <= 0o7777 => {
+                Ok(FileMode(mode))
+            }
+            _ => Err(format!(
+                "`{text}` is not a file mode; give octal permission bits like chmod's, e.g. \"0644\" or \"0660\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // As text, whatever YAML would make of it: `0644` keeps its leading zero.
+        let text = String::deserialize(d)?;
+        FileMode::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// TLS for the forward server.
@@ -191,6 +247,10 @@ fn default_bind() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 24224))
 }
 
+fn default_unix_perm() -> FileMode {
+    FileMode(0o644)
+}
+
 fn default_max_frame_size() -> ByteSize {
     ByteSize(32 << 20)
 }
@@ -215,6 +275,8 @@ impl Default for ForwardSourceConfig {
     fn default() -> Self {
         Self {
             bind: default_bind(),
+            unix_path: None,
+            unix_perm: default_unix_perm(),
             max_frame_size: default_max_frame_size(),
             max_decompressed_size: default_max_decompressed_size(),
             max_connections: default_max_connections(),
@@ -230,6 +292,7 @@ impl Default for ForwardSourceConfig {
 impl ForwardSourceConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), Invalid> {
+        self.validate_unix()?;
         if self.max_frame_size.0 == 0 || self.max_frame_size.0 > PROTOCOL_MAX_FRAME {
             return Err(Invalid::new(
                 "max_frame_size",
@@ -294,6 +357,51 @@ impl ForwardSourceConfig {
                 ));
             }
             sec.validate_clients()?;
+        }
+        Ok(())
+    }
+
+    /// A Unix socket's path must fit the system's limit, and what only works over
+    /// TCP is refused rather than silently not applied.
+    fn validate_unix(&self) -> Result<(), Invalid> {
+        let Some(path) = &self.unix_path else {
+            return Ok(());
+        };
+        let len = path.as_os_str().len();
+        if len == 0 {
+            return Err(Invalid::new(
+                "unix_path",
+                "the path is empty; give the socket file's path, like /var/run/fluent.sock, or leave unix_path out to listen on TCP",
+            ));
+        }
+        if len > MAX_UNIX_PATH {
+            return Err(Invalid::new(
+                "unix_path",
+                format!(
+                    "`{}` is {len} bytes long; a Unix socket path may have at most {MAX_UNIX_PATH}, so choose a shorter one",
+                    path.display()
+                ),
+            ));
+        }
+        if self.tls.is_some() {
+            return Err(Invalid::new(
+                "tls",
+                "TLS is not served on a Unix socket (its clients are on this host, and the socket file's permissions, unix_perm, decide who may connect); remove tls, or listen on TCP with bind instead of unix_path",
+            ));
+        }
+        if let Some(sec) = &self.security {
+            if !sec.clients.is_empty() {
+                return Err(Invalid::new(
+                    "security.clients",
+                    "entries match clients by network address, and a Unix socket's clients have none; remove them (security.shared_key and users still apply), or listen on TCP with bind",
+                ));
+            }
+            if !sec.allow_anonymous_source {
+                return Err(Invalid::new(
+                    "security.allow_anonymous_source",
+                    "false would refuse every client: on a Unix socket no client has an address to match a security.clients entry; leave it out (security.shared_key and users still apply)",
+                ));
+            }
         }
         Ok(())
     }

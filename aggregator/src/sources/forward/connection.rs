@@ -12,8 +12,9 @@
 //! partial frames of all connections together stay under the budget, whatever the
 //! clients announce.
 
+use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use nagare_core::router::Router;
 use nagare_core::shutdown::Shutdown;
 use nagare_core::{Chunk, ChunkId, Tag};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -59,6 +60,51 @@ pub(super) struct Shared {
     pub(super) deny_keepalive: bool,
     /// The partial-frame budget, one permit per KiB.
     pub(super) budget: Arc<Semaphore>,
+}
+
+/// Who a connection's client is: for log lines, and for `security.clients`, which
+/// match addresses.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Peer {
+    /// A TCP client's address.
+    Tcp(SocketAddr),
+    /// A client of the Unix socket: it has no address, but the kernel tells which
+    /// process connected.
+    Unix { pid: Option<i32>, uid: Option<u32> },
+}
+
+impl Peer {
+    fn of_unix(stream: &UnixStream) -> Peer {
+        let cred = stream.peer_cred().ok();
+        Peer::Unix {
+            pid: cred.and_then(|c| c.pid()),
+            uid: cred.map(|c| c.uid()),
+        }
+    }
+
+    /// The client's IP address; none on a Unix socket.
+    pub(super) fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(addr) => Some(addr.ip()),
+            Peer::Unix { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unix { pid, uid } => {
+                f.write_str("unix socket client")?;
+                match (pid, uid) {
+                    (Some(pid), Some(uid)) => write!(f, " (pid {pid}, uid {uid})"),
+                    (None, Some(uid)) => write!(f, " (uid {uid})"),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -98,13 +144,14 @@ enum Close {
     BufferClosed,
 }
 
-/// Serves one client until it leaves, misbehaves, idles out or the server stops.
+/// Serves one TCP client until it leaves, misbehaves, idles out or the server stops.
 pub(super) async fn serve(
     stream: TcpStream,
-    peer: SocketAddr,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
 ) {
+    let peer = Peer::Tcp(addr);
     // Acks are tiny writes a client waits for: do not let Nagle hold them back.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(source = %shared.source, peer = %peer, error = %e, "cannot set TCP_NODELAY");
@@ -117,6 +164,18 @@ pub(super) async fn serve(
         },
         None => Connection::new(stream, peer, &shared).run().await,
     };
+    report(&shared.source, peer, close);
+}
+
+/// Serves one client of the Unix socket (never TLS: the config refuses it there).
+pub(super) async fn serve_unix(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let peer = Peer::of_unix(&stream);
+    tracing::debug!(source = %shared.source, peer = %peer, "forward client connected");
+    let close = Connection::new(stream, peer, &shared).run().await;
     report(&shared.source, peer, close);
 }
 
@@ -150,7 +209,7 @@ async fn accept_tls(
     }
 }
 
-fn report(source: &str, peer: SocketAddr, close: Close) {
+fn report(source: &str, peer: Peer, close: Close) {
     match close {
         Close::Invalid(e @ DecodeError::TooLarge { .. }) => {
             tracing::warn!(
@@ -189,7 +248,7 @@ fn report(source: &str, peer: SocketAddr, close: Close) {
                 username = %username,
                 reason = RefusalKind::Anonymous.reason(),
                 "refused forward client: its address {} matches no security.clients entry and allow_anonymous_source is false; add an entry (host or network) for it",
-                peer.ip()
+                peer.ip().map_or_else(|| peer.to_string(), |ip| ip.to_string())
             );
         }
         Close::AuthFailed {
@@ -260,7 +319,7 @@ enum Wire {
 
 struct Connection<'a, S> {
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     buf: BytesMut,
     shared: &'a Shared,
     wire: Wire,
@@ -270,7 +329,7 @@ struct Connection<'a, S> {
 }
 
 impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
-    fn new(stream: S, peer: SocketAddr, shared: &'a Shared) -> Self {
+    fn new(stream: S, peer: Peer, shared: &'a Shared) -> Self {
         Self {
             stream,
             peer,

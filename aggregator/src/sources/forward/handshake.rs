@@ -100,14 +100,15 @@ impl Auth {
         }
     }
 
-    /// Checks a PING from `peer` against the HELO it answers.
+    /// Checks a PING from `peer` (no address: a Unix socket client, which matches no
+    /// `clients` entry) against the HELO it answers.
     pub(super) fn check(
         &self,
         helo: &Helo,
         ping: &Ping,
-        peer: IpAddr,
+        peer: Option<IpAddr>,
     ) -> Result<Accepted, Refusal> {
-        let client = self.clients.find(peer);
+        let client = peer.and_then(|ip| self.clients.find(ip));
         let name = client.map(|c| c.name.to_string());
         let refuse = |kind: RefusalKind| Refusal {
             pong: Pong {

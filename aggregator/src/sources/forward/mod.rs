@@ -11,6 +11,8 @@
 //! first pass the HELO / PING / PONG shared-key handshake (and a user check with
 //! `user_auth`), with keys and users per client address (`clients`) if configured;
 //! with `tls`, connections are TLS (rustls), optionally with client certificates.
+//! With `unix_path` it listens on a Unix socket instead of TCP (as FireLens's log
+//! router does), with the handshake but without TLS or address rules.
 //!
 //! - `config`: [`ForwardSourceConfig`] and its `tls` / `security` sections.
 //! - `source`: the listener, the accept loop and the UDP heartbeat responder
@@ -20,6 +22,7 @@
 //! - `clients`: `security.clients`: which entry a peer's address matches, host names
 //!   resolved again on an interval.
 //! - `tls`: the rustls acceptor from PEM files.
+//! - `unix`: the Unix socket listener (`unix_path`) and its socket file.
 
 mod clients;
 mod config;
@@ -27,12 +30,15 @@ mod connection;
 mod handshake;
 mod source;
 mod tls;
+mod unix;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{
-    ClientConfig, ForwardSourceConfig, Network, SecurityConfig, ServerTlsConfig, UserConfig,
+    ClientConfig, FileMode, ForwardSourceConfig, Network, SecurityConfig, ServerTlsConfig,
+    UserConfig,
 };
-pub use source::{ForwardServer, ForwardSourceError, run};
+pub use source::{Endpoint, ForwardServer, ForwardSourceError, run};
 pub use tls::TlsSetupError;
+pub use unix::UnixSocketError;

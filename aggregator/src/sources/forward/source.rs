@@ -1,5 +1,5 @@
 //! The listener and its accept loop, and the UDP heartbeat responder on the same
-//! port.
+//! port; or, with `unix_path`, a Unix socket listener (see `unix`).
 //!
 //! A semaphore caps the clients served at once: a permit is taken *before* `accept`,
 //! so when every permit is in use further clients wait in the kernel's listen backlog
@@ -7,8 +7,10 @@
 //! owned by the server, so dropping the server's future (an aborted task) closes
 //! every connection with it.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use nagare_core::component::{Invalid, SourceComponent, SourceContext, SourceTags
 use nagare_core::forward::UDP_HEARTBEAT;
 use nagare_core::shutdown::Shutdown;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
@@ -24,6 +26,7 @@ use super::config::ForwardSourceConfig;
 use super::connection::{self, Shared};
 use super::handshake::Auth;
 use super::tls::{self, TlsSetupError};
+use super::unix::{UnixSocket, UnixSocketError};
 
 /// Why the forward server could not start.
 #[derive(Debug, Error)]
@@ -42,6 +45,9 @@ pub enum ForwardSourceError {
         /// The system's reason.
         source: io::Error,
     },
+    /// The `unix_path` socket could not be opened.
+    #[error(transparent)]
+    Unix(#[from] UnixSocketError),
     /// The TLS certificate, key or CA cannot be used.
     #[error("cannot set up TLS for the forward source: {0}")]
     Tls(#[from] TlsSetupError),
@@ -65,11 +71,56 @@ fn bind_hint(e: &io::Error) -> &'static str {
 /// A bound Forward Protocol server, ready to [`run`](ForwardServer::run).
 #[derive(Debug)]
 pub struct ForwardServer {
-    listener: TcpListener,
-    heartbeats: UdpSocket,
-    local_addr: SocketAddr,
+    listener: Listener,
     config: ForwardSourceConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Where clients connect.
+#[derive(Debug)]
+enum Listener {
+    /// TCP, with UDP heartbeats answered on the same port.
+    Tcp {
+        listener: TcpListener,
+        heartbeats: UdpSocket,
+        addr: SocketAddr,
+    },
+    /// A Unix socket (`unix_path`).
+    Unix(UnixSocket),
+}
+
+/// Where a forward server listens, as its log lines and `nagare validate` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket's path.
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    fn of(config: &ForwardSourceConfig) -> Endpoint {
+        match &config.unix_path {
+            Some(path) => Endpoint::Unix(path.clone()),
+            None => Endpoint::Tcp(config.bind),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            // The form fluent-logger and Docker's fluentd driver take as an address.
+            Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+/// A client just accepted.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
 }
 
 impl ForwardServer {
@@ -79,39 +130,48 @@ impl ForwardServer {
     pub async fn bind(config: &ForwardSourceConfig) -> Result<ForwardServer, ForwardSourceError> {
         config.validate()?;
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-        let bind_error = |addr, source| ForwardSourceError::Bind { addr, source };
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|e| bind_error(config.bind, e))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| bind_error(config.bind, e))?;
-        // Port 0 picked a TCP port; heartbeats go to that same port.
-        let heartbeats = UdpSocket::bind(local_addr)
-            .await
-            .map_err(|e| bind_error(local_addr, e))?;
+        let listener = match &config.unix_path {
+            Some(path) => Listener::Unix(UnixSocket::bind(path, config.unix_perm).await?),
+            None => bind_tcp(config.bind).await?,
+        };
         Ok(ForwardServer {
             listener,
-            heartbeats,
-            local_addr,
             config: config.clone(),
             tls,
         })
     }
 
-    /// The address actually listened on (the port the system chose for port 0).
+    /// The TCP address actually listened on (the port the system chose for port 0).
+    ///
+    /// # Panics
+    ///
+    /// On a server listening on a Unix socket (`unix_path`), which has no address;
+    /// [`endpoint`](Self::endpoint) serves both.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        match &self.listener {
+            Listener::Tcp { addr, .. } => *addr,
+            Listener::Unix(socket) => panic!(
+                "the forward server listens on the Unix socket {}, not on a TCP address",
+                socket.path().display()
+            ),
+        }
+    }
+
+    /// Where the server listens.
+    pub fn endpoint(&self) -> Endpoint {
+        match &self.listener {
+            Listener::Tcp { addr, .. } => Endpoint::Tcp(*addr),
+            Listener::Unix(socket) => Endpoint::Unix(socket.path().to_path_buf()),
+        }
     }
 
     /// Serves clients until `ctx.shutdown` is cancelled; then stops accepting, lets
     /// each connection finish the frame it is processing, and returns once all are
     /// closed.
     pub async fn run(self, ctx: SourceContext) -> Result<(), ForwardSourceError> {
+        let endpoint = self.endpoint();
         let ForwardServer {
             listener,
-            heartbeats,
-            local_addr,
             config,
             tls,
         } = self;
@@ -142,11 +202,21 @@ impl ForwardServer {
         // In a JoinSet owned by this future, so that dropping the server (an aborted
         // task) releases the UDP port with the TCP one.
         let mut responder = JoinSet::new();
-        responder.spawn(answer_heartbeats(
-            heartbeats,
-            ctx.name.clone(),
-            ctx.shutdown.clone(),
-        ));
+        let listener = match listener {
+            Listener::Tcp {
+                listener,
+                heartbeats,
+                ..
+            } => {
+                responder.spawn(answer_heartbeats(
+                    heartbeats,
+                    ctx.name.clone(),
+                    ctx.shutdown.clone(),
+                ));
+                Listening::Tcp(listener)
+            }
+            Listener::Unix(socket) => Listening::Unix(socket),
+        };
         if shared.auth.is_some() {
             let shared = shared.clone();
             let (source, shutdown) = (ctx.name.clone(), ctx.shutdown.clone());
@@ -158,7 +228,7 @@ impl ForwardServer {
         }
         tracing::info!(
             source = %ctx.name,
-            addr = %local_addr,
+            addr = %endpoint,
             max_connections = config.max_connections,
             tls = shared.tls.is_some(),
             shared_key = shared.auth.is_some(),
@@ -176,9 +246,13 @@ impl ForwardServer {
                 accepted = accept(&listener, &permits) => accepted,
             };
             match accepted {
-                Ok((stream, peer, permit)) => {
+                Ok((Accepted::Tcp(stream, peer), permit)) => {
                     accept_failures = 0;
                     connections.spawn(connection::serve(stream, peer, shared.clone(), permit));
+                }
+                Ok((Accepted::Unix(stream), permit)) => {
+                    accept_failures = 0;
+                    connections.spawn(connection::serve_unix(stream, shared.clone(), permit));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: wait for some to be released
@@ -187,7 +261,7 @@ impl ForwardServer {
                     accept_failures += 1;
                     tracing::warn!(
                         source = %ctx.name,
-                        addr = %local_addr,
+                        addr = %endpoint,
                         error = %e,
                         retry_in = ?wait,
                         "cannot accept a forward client; if this is \"too many open files\", raise the process's file limit or lower max_connections"
@@ -200,6 +274,8 @@ impl ForwardServer {
             }
         }
 
+        // For a Unix socket, this also removes its file: no client can connect
+        // any more, and the next start finds the path free.
         drop(listener);
         responder.abort_all();
         let open = connections.len();
@@ -213,7 +289,7 @@ impl ForwardServer {
         while let Some(done) = connections.join_next().await {
             report_panic(&ctx.name, done);
         }
-        tracing::info!(source = %ctx.name, addr = %local_addr, "forward server stopped");
+        tracing::info!(source = %ctx.name, addr = %endpoint, "forward server stopped");
         Ok(())
     }
 }
@@ -230,14 +306,14 @@ impl SourceComponent for ForwardServer {
 
     fn describe(config: &ForwardSourceConfig) -> SourceTags {
         SourceTags {
-            summary: format!("forward on {}", config.bind),
+            summary: format!("forward on {}", Endpoint::of(config)),
             examples: None,
         }
     }
 
     async fn build(config: ForwardSourceConfig, name: &str) -> Result<Self, ForwardSourceError> {
         let server = Self::bind(&config).await?;
-        tracing::info!(source = %name, addr = %server.local_addr(), "forward source listening");
+        tracing::info!(source = %name, addr = %server.endpoint(), "forward source listening");
         Ok(server)
     }
 
@@ -276,17 +352,47 @@ async fn answer_heartbeats(socket: UdpSocket, source: String, shutdown: Shutdown
     }
 }
 
+/// Opens the TCP listener, and the UDP socket for heartbeats on the same port.
+async fn bind_tcp(bind: SocketAddr) -> Result<Listener, ForwardSourceError> {
+    let bind_error = |addr, source| ForwardSourceError::Bind { addr, source };
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| bind_error(bind, e))?;
+    let addr = listener.local_addr().map_err(|e| bind_error(bind, e))?;
+    // Port 0 picked a TCP port; heartbeats go to that same port.
+    let heartbeats = UdpSocket::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, e))?;
+    Ok(Listener::Tcp {
+        listener,
+        heartbeats,
+        addr,
+    })
+}
+
+/// The listener while the server runs (the heartbeat socket has gone to its task).
+enum Listening {
+    Tcp(TcpListener),
+    Unix(UnixSocket),
+}
+
 async fn accept(
-    listener: &TcpListener,
+    listener: &Listening,
     permits: &Arc<Semaphore>,
-) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+) -> io::Result<(Accepted, OwnedSemaphorePermit)> {
     let permit = permits
         .clone()
         .acquire_owned()
         .await
         .expect("the connection semaphore is never closed");
-    let (stream, peer) = listener.accept().await?;
-    Ok((stream, peer, permit))
+    let accepted = match listener {
+        Listening::Tcp(listener) => {
+            let (stream, peer) = listener.accept().await?;
+            Accepted::Tcp(stream, peer)
+        }
+        Listening::Unix(socket) => Accepted::Unix(socket.listener.accept().await?.0),
+    };
+    Ok((accepted, permit))
 }
 
 fn report_panic(source: &str, done: Result<(), JoinError>) {

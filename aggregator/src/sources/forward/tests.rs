@@ -17,7 +17,7 @@ use nagare_core::testing::{self, numbers, source_context};
 use nagare_core::{Chunk, ChunkBuilder, ChunkId, EventTime, Map, Tag};
 use nagare_testkit::docs::documented_example;
 use nagare_testkit::{LogCapture, capture_logs};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing::Level;
@@ -28,6 +28,8 @@ use super::*;
 mod clients;
 // The handshake's MessagePack types, as each real client sends and reads them.
 mod handshake_types;
+// `unix_path`: the server on a Unix socket, and its socket file.
+mod unix;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -92,19 +94,19 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// Sends a frame and waits for the ack of `chunk`.
-async fn send_acked(stream: &mut TcpStream, frame: &[u8], chunk: &str) {
+async fn send_acked(stream: &mut (impl AsyncRead + AsyncWrite + Unpin), frame: &[u8], chunk: &str) {
     stream.write_all(frame).await.unwrap();
     assert_eq!(read_ack(stream).await, chunk);
 }
 
-async fn read_ack(stream: &mut TcpStream) -> String {
+async fn read_ack(stream: &mut (impl AsyncRead + Unpin)) -> String {
     read_whole(stream, "ack", |buf| forward::decode_ack(buf).unwrap()).await
 }
 
 /// Reads from `stream` until `parse` finds a whole `what` in what came, which must
 /// be all that came; fails if it does not come within 5 s or the server closes.
 async fn read_whole<T>(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     what: &str,
     parse: impl Fn(&[u8]) -> Option<(T, usize)>,
 ) -> T {
@@ -125,7 +127,7 @@ async fn read_whole<T>(
 }
 
 /// Whether the server closed the connection (EOF or reset) within 5 seconds.
-async fn closed_by_server(stream: &mut TcpStream) -> bool {
+async fn closed_by_server(stream: &mut (impl AsyncRead + Unpin)) -> bool {
     let mut byte = [0u8; 1];
     matches!(
         tokio::time::timeout(WAIT, stream.read(&mut byte)).await,
@@ -562,7 +564,7 @@ fn secured(user_auth: bool) -> ForwardSourceConfig {
 type Decoder<T> = fn(&[u8]) -> Result<Option<(T, usize)>, forward::DecodeError>;
 
 /// Reads one handshake message with `decode`.
-async fn read_message<T>(stream: &mut TcpStream, decode: Decoder<T>) -> T {
+async fn read_message<T>(stream: &mut (impl AsyncRead + Unpin), decode: Decoder<T>) -> T {
     let mut buf = Vec::new();
     loop {
         if let Some((m, n)) = decode(&buf).unwrap() {
@@ -581,7 +583,7 @@ async fn read_message<T>(stream: &mut TcpStream, decode: Decoder<T>) -> T {
 
 /// Runs the client's side of the handshake; returns the server's PONG.
 async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     key: &str,
     user: Option<(&str, &str)>,
     salt: &[u8],
