@@ -33,37 +33,6 @@ fn element(xml: &str, tag: &str) -> String {
     xml_text(xml, tag).unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
 }
 
-/// A role in moto that `trust` lets be assumed, allowed to write CloudWatch Logs
-/// (moto checks the role's policies for requests signed with its credentials).
-fn create_role(moto: &Moto, trust: &Value) -> String {
-    let name = Moto::unique("nagare-role");
-    let key = moto.credentials();
-    moto.query_as(
-        key,
-        "iam",
-        &[
-            ("Action", "CreateRole"),
-            ("RoleName", &name),
-            ("AssumeRolePolicyDocument", &trust.to_string()),
-        ],
-    );
-    let policy = json!({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["logs:*"], "Resource": "*"}],
-    });
-    moto.query_as(
-        key,
-        "iam",
-        &[
-            ("Action", "PutRolePolicy"),
-            ("RoleName", &name),
-            ("PolicyName", "logs"),
-            ("PolicyDocument", &policy.to_string()),
-        ],
-    );
-    format!("arn:aws:iam::{ACCOUNT}:role/{name}")
-}
-
 /// A user of moto allowed only `actions`: its ARN and access key.
 fn create_user(moto: &Moto, actions: &[&str]) -> (String, AccessKey) {
     let name = Moto::unique("nagare-user");
@@ -257,7 +226,7 @@ fn token_file(dir: &Path) -> String {
 #[test]
 fn a_web_identity_token_is_exchanged_at_the_sts_endpoint_of_the_config() {
     let moto = Moto::shared();
-    let role = create_role(moto, &web_identity_trust());
+    let role = moto.create_role(&web_identity_trust());
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file(dir.path())),
@@ -284,7 +253,7 @@ fn a_web_identity_token_is_exchanged_by_the_default_chain() {
     // As on EKS: only the environment IRSA sets (plus the STS endpoint, which the SDK
     // takes from AWS_ENDPOINT_URL_STS), nothing in the config.
     let moto = Moto::shared();
-    let role = create_role(moto, &web_identity_trust());
+    let role = moto.create_role(&web_identity_trust());
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file(dir.path())),
@@ -359,9 +328,7 @@ fn the_container_credentials_endpoint_with_its_authorization_token() {
     // The task role's credentials, as ECS hands them out: temporary keys of a role.
     // (Its trust names the test's user, who assumes it here in ECS's place: moto's
     // trust check knows only `AWS` principals, not `ecs-tasks.amazonaws.com`.)
-    let role = create_role(
-        moto,
-        &json!({
+    let role = moto.create_role(&json!({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Principal": {"AWS": TEST_USER}, "Action": "sts:AssumeRole"}],
         }),
@@ -417,18 +384,15 @@ fn a_role_assumed_with_an_external_id_on_top_of_the_chain() {
     // The starting identity may only assume roles: what it delivers, it delivers with
     // the role's credentials.
     let (user_arn, user) = create_user(moto, &["sts:AssumeRole"]);
-    let role = create_role(
-        moto,
-        &json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"AWS": user_arn},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"sts:ExternalId": "shop-logs-7f3a"}},
-            }],
-        }),
-    );
+    let role = moto.create_role(&json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": user_arn},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": "shop-logs-7f3a"}},
+        }],
+    }));
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("AWS_ACCESS_KEY_ID", user.id.clone()),

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nagare_testkit::moto::{AccessKey, Moto};
-use nagare_testkit::{AwsProxy, Child, free_port, wait_until};
+use nagare_testkit::{Child, free_port, wait_until};
 use serde_json::{Value, json};
 use support::{binary, plain};
 
@@ -158,126 +158,9 @@ fn the_binary_delivers_to_cloudwatch_once_its_refused_key_is_replaced() {
     nagare.kill();
 }
 
-/// `aws.role_arn` with `external_id`, assumed through moto's STS (`sts_endpoint`)
-/// with a static profile's key; the calls to CloudWatch Logs are signed with the
-/// role's temporary credentials, which moto checks.
-#[test]
-fn a_role_is_assumed_through_the_sts_endpoint() {
-    let moto = Moto::shared();
-    let dir = tempfile::tempdir().unwrap();
-    let group = Moto::unique("/e2e-role");
-    let role = moto.create_role(&Moto::unique("nagare-role").replace('/', ""));
-    // STS through the proxy: its record shows the role assumed, with the external id.
-    let sts = AwsProxy::start(moto.url());
-    let key = moto.credentials();
-    std::fs::write(
-        dir.path().join("aws-credentials"),
-        format!(
-            "[base]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            key.id, key.secret
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("aws-config"), "").unwrap();
-    let port = free_port();
-    let config = format!(
-        "data_dir: {data}\n\
-         sources:\n  in:\n    type: http\n    bind: 127.0.0.1:{port}\n\
-         sinks:\n  cloudwatch:\n    type: cloudwatch_logs\n    match: \"**\"\n\
-        \x20   log_group_name: \"{group}\"\n\
-        \x20   log_stream_prefix: \"from-\"\n\
-        \x20   endpoint: \"{endpoint}\"\n\
-        \x20   batch: {{ timeout: 200ms }}\n\
-        \x20   aws: {{ region: us-east-1, profile: base, role_arn: \"{role}\", external_id: ext-1, sts_endpoint: \"{sts}\" }}\n",
-        data = dir.path().join("data").display(),
-        endpoint = moto.url(),
-        sts = sts.url(),
-    );
-    let mut nagare = spawn(dir.path(), &config, port);
-    assert_eq!(post(port, "app", &json!([{ "n": 1 }, { "n": 2 }])), 200);
-    let arrived = wait_until(Duration::from_secs(30), || {
-        moto.events(&group, "from-app").len() == 2
-    });
-    assert!(arrived, "{}", nagare.logs());
-    let logs = plain(&nagare.child_logs());
-    assert!(
-        !logs.contains("ext-1") && !logs.contains(&key.secret),
-        "a secret was logged"
-    );
-    nagare.kill();
-}
-
-/// EKS IRSA's web identity (a token file and a role ARN in the environment) with
-/// `aws.sts_endpoint`: AssumeRoleWithWebIdentity goes to that endpoint, and the calls
-/// to CloudWatch Logs are signed with the role's credentials.
-#[test]
-fn a_web_identity_token_is_exchanged_at_the_sts_endpoint() {
-    let moto = Moto::shared();
-    let dir = tempfile::tempdir().unwrap();
-    let group = Moto::unique("/e2e-irsa");
-    let role = moto.create_role(&Moto::unique("irsa-role").replace('/', ""));
-    let sts = AwsProxy::start(moto.url());
-    // moto fails on unsigned STS calls when it checks signatures; the proxy signs
-    // them (see AwsProxy::sign_unsigned).
-    sts.sign_unsigned(moto.credentials(), "sts");
-    std::fs::write(dir.path().join("aws-credentials"), "").unwrap();
-    std::fs::write(dir.path().join("aws-config"), "").unwrap();
-    // A projected service account token, as the kubelet writes it (moto does not
-    // check its signature).
-    let token = dir.path().join("token");
-    std::fs::write(
-        &token,
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2ln\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let config = format!(
-        "data_dir: {data}\n\
-         sources:\n  in:\n    type: http\n    bind: 127.0.0.1:{port}\n\
-         sinks:\n  cloudwatch:\n    type: cloudwatch_logs\n    match: \"**\"\n\
-        \x20   log_group_name: \"{group}\"\n\
-        \x20   log_stream_name: \"{{tag}}\"\n\
-        \x20   endpoint: \"{endpoint}\"\n\
-        \x20   batch: {{ timeout: 200ms }}\n\
-        \x20   aws: {{ region: us-east-1, sts_endpoint: \"{sts}\" }}\n",
-        data = dir.path().join("data").display(),
-        endpoint = moto.url(),
-        sts = sts.url(),
-    );
-    let env = [
-        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
-        ("AWS_ROLE_ARN", role.clone()),
-    ];
-    let mut nagare = spawn_with(dir.path(), &config, port, &env);
-    assert_eq!(
-        post(port, "app", &json!([{ "n": 1 }, { "n": 2 }, { "n": 3 }])),
-        200
-    );
-    let arrived = wait_until(Duration::from_secs(30), || {
-        moto.events(&group, "app").len() == 3
-    });
-    assert!(arrived, "{:?}\n{}", sts.log(), nagare.logs());
-    let assumed = sts.calls("AssumeRoleWithWebIdentity");
-    assert!(!assumed.is_empty(), "{:?}", sts.log());
-    assert_eq!(assumed[0].body["RoleArn"], role.as_str());
-    assert!(
-        assumed[0].body["WebIdentityToken"]
-            .as_str()
-            .unwrap()
-            .starts_with("eyJ")
-    );
-    assert_eq!(assumed[0].status, 200);
-    nagare.kill();
-}
-
 /// Runs `nagare run` on `config` with only the AWS files of `dir` (nothing from the
 /// machine's environment), and waits for its http source on `port`.
 fn spawn(dir: &Path, config: &str, port: u16) -> Child {
-    spawn_with(dir, config, port, &[])
-}
-
-/// [`spawn`] with `env` set too.
-fn spawn_with(dir: &Path, config: &str, port: u16, env: &[(&str, String)]) -> Child {
     let config_path = dir.join("nagare.yaml");
     std::fs::write(&config_path, config).unwrap();
     let mut cmd = Command::new(binary());
@@ -300,9 +183,6 @@ fn spawn_with(dir: &Path, config: &str, port: u16, env: &[(&str, String)]) -> Ch
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     ] {
         cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
     }
     let mut nagare = Child::spawn("nagare", cmd);
     let up = wait_until(Duration::from_secs(20), || {

@@ -89,8 +89,6 @@ pub struct AwsExchange {
 struct State {
     faults: Vec<AwsFault>,
     log: Vec<AwsExchange>,
-    /// Signs requests that come unsigned (see [`AwsProxy::sign_unsigned`]).
-    signer: Option<(crate::moto::AccessKey, String)>,
 }
 
 #[derive(Debug)]
@@ -169,15 +167,6 @@ impl AwsProxy {
             operation: operation.to_string(),
             error,
         });
-    }
-
-    /// Signs requests that come without an `Authorization` header with `key` for
-    /// `service` before relaying them. STS AssumeRoleWithWebIdentity is unsigned by
-    /// design, and moto, with signature checking on, fails on any unsigned request
-    /// (a KeyError on the missing header, answered 500): signed here, moto serves
-    /// it as AWS serves the unsigned call.
-    pub fn sign_unsigned(&self, key: &crate::moto::AccessKey, service: &str) {
-        self.shared.lock().signer = Some((key.clone(), service.to_string()));
     }
 
     /// `Once` faults not yet applied.
@@ -312,25 +301,6 @@ fn handle(
         None => {
             // The client signed the proxy's `Host`; relay it so the signature holds.
             let host = http::header(&headers, "host").map(str::to_string);
-            let signer = shared.lock().signer.clone();
-            if let (Some((key, service)), Some(host), None) = (
-                signer,
-                host.as_deref(),
-                http::header(&headers, "authorization"),
-            ) {
-                let plain: Vec<(&str, &str)> = headers
-                    .iter()
-                    .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                match crate::moto::sign_post(host, &key, &service, &plain, &body) {
-                    Ok(signature) => {
-                        headers.retain(|(k, _)| !k.eq_ignore_ascii_case("x-amz-date"));
-                        headers.extend(signature);
-                    }
-                    Err(e) => tracing::warn!("the AWS proxy cannot sign a request: {e}"),
-                }
-            }
             headers.retain(|(k, _)| !k.eq_ignore_ascii_case("host"));
             relay(shared, method, target, &headers, host.as_deref(), &body)
         }

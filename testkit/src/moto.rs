@@ -191,18 +191,17 @@ impl Moto {
         }
     }
 
-    /// Creates an IAM role `name` that anyone may assume, allowed `logs:*`; its ARN.
-    pub fn create_role(&self, name: &str) -> String {
-        let trust = json!({
-            "Version": "2012-10-17",
-            "Statement": [{ "Effect": "Allow", "Principal": { "AWS": "*" }, "Action": "sts:AssumeRole" }],
-        });
-        let xml = iam_call(
-            &self.url,
+    /// Creates an IAM role that `trust` (an assume-role policy document) lets be
+    /// assumed, allowed `logs:*` (moto checks the role's policies for requests signed
+    /// with its credentials); its ARN.
+    pub fn create_role(&self, trust: &Value) -> String {
+        let name = Self::unique("nagare-role");
+        let xml = self.query_as(
             &self.key,
+            "iam",
             &[
                 ("Action", "CreateRole"),
-                ("RoleName", name),
+                ("RoleName", &name),
                 ("AssumeRolePolicyDocument", &trust.to_string()),
             ],
         );
@@ -210,12 +209,12 @@ impl Moto {
             "Version": "2012-10-17",
             "Statement": [{ "Effect": "Allow", "Action": ["logs:*"], "Resource": "*" }],
         });
-        iam_call(
-            &self.url,
+        self.query_as(
             &self.key,
+            "iam",
             &[
                 ("Action", "PutRolePolicy"),
-                ("RoleName", name),
+                ("RoleName", &name),
                 ("PolicyName", "logs"),
                 ("PolicyDocument", &policy.to_string()),
             ],
