@@ -18,19 +18,12 @@
 //! runtime of its own, relaying through [`crate::http`]); the two differ in what they
 //! parse and fault, so each keeps its own.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use crate::http::{self, Response};
+use crate::proxy_server::{ProxyServer, Request};
 
 /// An AWS error answered instead of relaying a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,54 +99,25 @@ impl Shared {
 /// The proxy; stops when dropped.
 #[derive(Debug)]
 pub struct AwsProxy {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    server: ProxyServer,
 }
 
 impl AwsProxy {
     /// Starts a proxy on a free port of 127.0.0.1 relaying to `upstream`.
     pub fn start(upstream: &str) -> AwsProxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the AWS proxy");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let addr = listener.local_addr().expect("AWS proxy address");
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             state: Mutex::new(State::default()),
         });
-        let (stop, stopped) = oneshot::channel();
-        let server_shared = shared.clone();
-        let server = std::thread::Builder::new()
-            .name("aws-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the AWS proxy's runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .expect("the AWS proxy's listener");
-                    tokio::select! {
-                        _ = stopped => {}
-                        () = accept(listener, server_shared) => {}
-                    }
-                });
-            })
-            .expect("start the AWS proxy thread");
-        AwsProxy {
-            addr,
-            shared,
-            stop: Some(stop),
-            server: Some(server),
-        }
+        let handler = shared.clone();
+        let server = ProxyServer::start("AWS proxy", move |request| handle(&handler, request));
+        AwsProxy { shared, server }
     }
 
     /// `http://127.0.0.1:PORT` of the proxy.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Adds a fault.
@@ -193,71 +157,6 @@ impl AwsProxy {
     }
 }
 
-impl Drop for AwsProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-    }
-}
-
-async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let shared = shared.clone();
-                async move { Ok::<_, hyper::Error>(respond(request, shared).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(conn), service)
-                .await;
-        });
-    }
-}
-
-async fn respond(
-    request: hyper::Request<hyper::body::Incoming>,
-    shared: Arc<Shared>,
-) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    let response = match body.collect().await {
-        Ok(body) => {
-            let target = parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string());
-            let mut headers: Vec<(String, String)> = Vec::new();
-            for (k, v) in &parts.headers {
-                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                headers.push((k.as_str().to_string(), value));
-            }
-            let method = parts.method.to_string();
-            let body = body.to_bytes().to_vec();
-            tokio::task::spawn_blocking(move || handle(&shared, &method, &target, headers, body))
-                .await
-                .unwrap_or_else(|e| error_response(&AwsError::new(502, &format!("proxy: {e}"))))
-        }
-        Err(e) => error_response(&AwsError::new(400, &format!("proxy: {e}"))),
-    };
-    let mut out = hyper::Response::builder().status(response.status);
-    for (k, v) in response
-        .headers
-        .iter()
-        .filter(|(k, _)| !http::is_framing(k))
-    {
-        out = out.header(k, v);
-    }
-    out.body(Full::new(Bytes::from(response.body)))
-        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
-}
-
 fn error_response(error: &AwsError) -> Response {
     let body = json!({
         "__type": error.kind,
@@ -270,13 +169,13 @@ fn error_response(error: &AwsError) -> Response {
     }
 }
 
-fn handle(
-    shared: &Shared,
-    method: &str,
-    target: &str,
-    mut headers: Vec<(String, String)>,
-    body: Vec<u8>,
-) -> Response {
+fn handle(shared: &Shared, request: Request) -> Response {
+    let Request {
+        method,
+        target,
+        mut headers,
+        body,
+    } = request;
     // The JSON protocol names the operation in a header; the query protocol (STS,
     // IAM) in the form's `Action`, whose fields are then recorded as a JSON object.
     let form: Option<serde_json::Map<String, Value>> = http::header(&headers, "content-type")
@@ -302,7 +201,7 @@ fn handle(
             // The client signed the proxy's `Host`; relay it so the signature holds.
             let host = http::header(&headers, "host").map(str::to_string);
             headers.retain(|(k, _)| !k.eq_ignore_ascii_case("host"));
-            relay(shared, method, target, &headers, host.as_deref(), &body)
+            relay(shared, &method, &target, &headers, host.as_deref(), &body)
         }
     };
     if !operation.is_empty() {

@@ -18,19 +18,12 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use crate::http::{self, Response};
+use crate::proxy_server::{ProxyServer, Request, text_response};
 
 /// A fault to apply to one `_bulk` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,16 +55,6 @@ pub struct BulkExchange {
     pub authorization: Option<String>,
 }
 
-/// A request as the proxy read it from its client.
-#[derive(Debug)]
-struct Request {
-    method: String,
-    /// The path and query (`/_bulk?refresh=true`).
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 #[derive(Debug, Default)]
 struct State {
     faults: VecDeque<BulkFault>,
@@ -93,57 +76,26 @@ impl Shared {
 /// The proxy; stops when dropped.
 #[derive(Debug)]
 pub struct FaultProxy {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    server: ProxyServer,
 }
 
 impl FaultProxy {
     /// Starts a proxy on a free port of 127.0.0.1 relaying to `upstream`
     /// (`http://127.0.0.1:PORT`).
     pub fn start(upstream: &str) -> FaultProxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fault proxy");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let addr = listener.local_addr().expect("fault proxy address");
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             state: Mutex::new(State::default()),
         });
-        let (stop, stopped) = oneshot::channel();
-        // The server runs on a runtime of its own, on a thread of its own, so a test
-        // may start and drop the proxy from sync code or from inside its own runtime.
-        let server_shared = shared.clone();
-        let server = std::thread::Builder::new()
-            .name("fault-proxy".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the fault proxy's runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .expect("the fault proxy's listener");
-                    tokio::select! {
-                        _ = stopped => {}
-                        () = accept(listener, server_shared) => {}
-                    }
-                });
-            })
-            .expect("start the fault proxy thread");
-        FaultProxy {
-            addr,
-            shared,
-            stop: Some(stop),
-            server: Some(server),
-        }
+        let handler = shared.clone();
+        let server = ProxyServer::start("fault proxy", move |request| handle(request, &handler));
+        FaultProxy { shared, server }
     }
 
     /// `http://127.0.0.1:PORT` of the proxy.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Queues a fault for the next `_bulk` request that has none yet.
@@ -159,94 +111,6 @@ impl FaultProxy {
     /// Every `_bulk` request seen so far.
     pub fn bulk_log(&self) -> Vec<BulkExchange> {
         self.shared.lock().log.clone()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        // Dropping the runtime there ends every connection.
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-    }
-}
-
-/// Accepts connections and serves each (keep-alive) on a task of its own.
-async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let shared = shared.clone();
-                async move { Ok::<_, hyper::Error>(respond(request, shared).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(conn), service)
-                .await;
-        });
-    }
-}
-
-/// Reads a request whole, answers it (off the runtime: relaying blocks), and turns the
-/// answer into hyper's response, which frames it with a `Content-Length`.
-async fn respond(
-    request: hyper::Request<hyper::body::Incoming>,
-    shared: Arc<Shared>,
-) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
-    let response = match body.collect().await {
-        Ok(body) => {
-            let request = Request {
-                method: parts.method.to_string(),
-                target: parts
-                    .uri
-                    .path_and_query()
-                    .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string()),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                        (k.as_str().to_string(), value)
-                    })
-                    .collect(),
-                body: body.to_bytes().to_vec(),
-            };
-            tokio::task::spawn_blocking(move || handle(request, &shared))
-                .await
-                .unwrap_or_else(|e| text_response(502, format!("fault proxy: {e}")))
-        }
-        Err(e) => text_response(400, format!("fault proxy: cannot read the request: {e}")),
-    };
-    let mut out = hyper::Response::builder().status(response.status);
-    for (k, v) in response
-        .headers
-        .iter()
-        .filter(|(k, _)| !http::is_framing(k))
-    {
-        out = out.header(k, v);
-    }
-    out.body(Full::new(Bytes::from(response.body)))
-        .unwrap_or_else(|e| {
-            let mut r = hyper::Response::new(Full::new(Bytes::from(format!(
-                "fault proxy: cannot relay the response: {e}"
-            ))));
-            *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
-            r
-        })
-}
-
-fn text_response(status: u16, text: String) -> Response {
-    Response {
-        status,
-        headers: vec![("Content-Type".into(), "text/plain".into())],
-        body: text.into_bytes(),
     }
 }
 

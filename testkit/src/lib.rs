@@ -13,6 +13,8 @@
 //!   binary, with signature checking on, and signed helpers to read what was stored.
 //! - [`aws_proxy`]: [`AwsProxy`], a recording and fault-injecting proxy for AWS
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
+//! - [`proxy_server`]: [`ProxyServer`](proxy_server::ProxyServer), the HTTP server
+//!   under both proxies.
 //! - [`faults`]: [`Strace`] (system calls of a running process made to fail) and
 //!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
@@ -33,6 +35,7 @@ pub mod moto;
 pub mod osmem;
 pub mod paths;
 pub mod proc;
+pub mod proxy_server;
 pub mod wait;
 
 pub use aws_proxy::{AwsError, AwsExchange, AwsFault, AwsProxy};
