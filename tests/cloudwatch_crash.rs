@@ -16,10 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nagare_testkit::moto::{Moto, REGION};
 use nagare_testkit::{free_port, wait_until};
-use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{Nagare, forward_aggregator, signal};
+use support::{Nagare, forward_aggregator};
 
 const LINES: usize = 200_000;
 const FILES: usize = 4;
@@ -73,35 +72,6 @@ fn seqs_in_cloudwatch(moto: &Moto, group: &str) -> HashMap<u64, u32> {
         }
     }
     counts
-}
-
-fn kill9(process: &mut Nagare) {
-    signal(process.child.pid(), Signal::SIGKILL);
-    assert!(
-        process
-            .child
-            .wait_timeout(Duration::from_secs(10))
-            .is_some(),
-        "{} survived SIGKILL",
-        process.child.name()
-    );
-}
-
-/// Starts the aggregator and waits until it listens (trying again while the port is
-/// not free yet after a kill).
-fn start_aggregator(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Nagare {
-    for _ in 0..50 {
-        let mut agg = Nagare::start_with_env("aggregator", dir, config, env);
-        let up = wait_until(Duration::from_secs(20), || {
-            agg.child.try_wait().is_some()
-                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if up && agg.child.try_wait().is_none() {
-            return agg;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("the aggregator does not start on port {port}");
 }
 
 #[test]
@@ -189,7 +159,8 @@ sinks:
     ];
 
     let started = Instant::now();
-    let mut aggregator = start_aggregator(dir.path(), &aggregator_config, port, &env);
+    let mut aggregator =
+        Nagare::listening_again("aggregator", dir.path(), &aggregator_config, port, &env);
     let mut forwarder = Nagare::start("forwarder", dir.path(), &forwarder_config);
 
     // The lines are written over about 20 s while the aggregator is killed five times
@@ -222,9 +193,10 @@ sinks:
     for at in kills {
         std::thread::sleep(at.saturating_sub(started.elapsed()));
         let pause = Duration::from_millis(rng.random_range(0..1500));
-        kill9(&mut aggregator);
+        aggregator.kill9();
         std::thread::sleep(pause);
-        aggregator = start_aggregator(dir.path(), &aggregator_config, port, &env);
+        aggregator =
+            Nagare::listening_again("aggregator", dir.path(), &aggregator_config, port, &env);
         kill_log.push(format!(
             "{:.1} s (+{} ms down)",
             at.as_secs_f64(),

@@ -107,36 +107,6 @@ fn es_seqs(osmem: &Osmem, index: &str, from: u64, to: u64, step: u64) -> HashMap
     counts
 }
 
-/// Sends SIGKILL and waits for the process to be gone.
-fn kill9(process: &mut Nagare) {
-    signal(process.child.pid(), Signal::SIGKILL);
-    assert!(
-        process
-            .child
-            .wait_timeout(Duration::from_secs(10))
-            .is_some(),
-        "{} survived SIGKILL",
-        process.child.name()
-    );
-}
-
-/// Starts the aggregator and waits until it listens (trying again if the port is not
-/// free yet after a kill).
-fn start_aggregator(dir: &Path, config: &str, port: u16) -> Nagare {
-    for _ in 0..50 {
-        let mut agg = Nagare::start("aggregator", dir, config);
-        let up = wait_until(Duration::from_secs(20), || {
-            agg.child.try_wait().is_some()
-                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if up && agg.child.try_wait().is_none() {
-            return agg;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("the aggregator does not start on port {port}");
-}
-
 /// Starts an aggregator (its data in `dir/agg`) with a forward source on `port` and
 /// an Elasticsearch sink `es` of every event to `osmem`, with the further sink keys
 /// `keys` (YAML indented by four spaces).
@@ -149,10 +119,12 @@ fn start_es_aggregator(dir: &Path, port: u16, osmem: &Osmem, keys: &str) -> Naga
 {keys}",
         url = osmem.url()
     );
-    start_aggregator(
+    Nagare::listening_again(
+        "aggregator",
         dir,
         &forward_aggregator(&dir.join("agg"), port, &sinks),
         port,
+        &[],
     )
 }
 
@@ -267,7 +239,8 @@ fn a_million_lines_survive_ten_sigkills_of_each_process() {
     );
 
     let started = Instant::now();
-    let mut aggregator = start_aggregator(dir.path(), &aggregator_config, port);
+    let mut aggregator =
+        Nagare::listening_again("aggregator", dir.path(), &aggregator_config, port, &[]);
     let mut forwarder = Nagare::start("forwarder", dir.path(), &fwd_config);
 
     // The lines are written at a steady pace over about 40 s, while each process is
@@ -303,13 +276,14 @@ fn a_million_lines_survive_ten_sigkills_of_each_process() {
         std::thread::sleep(at.saturating_sub(started.elapsed()));
         let pause = Duration::from_millis(rng.random_range(0..1500));
         if is_forwarder {
-            kill9(&mut forwarder);
+            forwarder.kill9();
             std::thread::sleep(pause);
             forwarder = Nagare::start("forwarder", dir.path(), &fwd_config);
         } else {
-            kill9(&mut aggregator);
+            aggregator.kill9();
             std::thread::sleep(pause);
-            aggregator = start_aggregator(dir.path(), &aggregator_config, port);
+            aggregator =
+                Nagare::listening_again("aggregator", dir.path(), &aggregator_config, port, &[]);
         }
         kill_log.push(format!(
             "{} at {:.1} s (+{} ms down)",
@@ -577,7 +551,7 @@ fn damaged_buffer_files_are_quarantined_and_every_intact_chunk_is_delivered() {
             out = out_dir.display(),
         ),
     );
-    let mut aggregator = start_aggregator(dir.path(), &config, port);
+    let mut aggregator = Nagare::listening_again("aggregator", dir.path(), &config, port, &[]);
     // Eight chunks of 50 records, each acked by the aggregator: committed.
     let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     for c in 0..8u32 {
@@ -622,7 +596,7 @@ fn damaged_buffer_files_are_quarantined_and_every_intact_chunk_is_delivered() {
     std::fs::write(&segment, bytes).unwrap();
 
     std::fs::remove_file(&out_dir).unwrap();
-    let mut aggregator = start_aggregator(dir.path(), &config, port);
+    let mut aggregator = Nagare::listening_again("aggregator", dir.path(), &config, port, &[]);
     let out = out_dir.join("all.ndjson");
     let delivered = wait_until(Duration::from_secs(30), || seqs_in(&out).len() >= 250);
     let got = seqs_in(&out);

@@ -69,6 +69,39 @@ impl Nagare {
         }
     }
 
+    /// Starts like `start_with_env` and waits until it listens on `port`, starting it
+    /// again while it exits at once (the port not free yet after a kill).
+    pub fn listening_again(
+        name: &str,
+        dir: &Path,
+        config: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Nagare {
+        for _ in 0..50 {
+            let mut process = Nagare::start_with_env(name, dir, config, env);
+            let up = wait_until(Duration::from_secs(20), || {
+                process.child.try_wait().is_some()
+                    || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if up && process.child.try_wait().is_none() {
+                return process;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{name} does not start on port {port}");
+    }
+
+    /// Sends SIGKILL and waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        signal(self.child.pid(), nix::sys::signal::Signal::SIGKILL);
+        assert!(
+            self.child.wait_timeout(Duration::from_secs(10)).is_some(),
+            "{} survived SIGKILL",
+            self.child.name()
+        );
+    }
+
     /// Panics with the process's output if it has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait() {
