@@ -18,11 +18,12 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig, RequestBuilder};
 use nagare_aggregator::sinks::file;
+use nagare_benches::corpus::kubernetes_record;
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::config::{ByteSize, ConfigDocument};
 use nagare_core::sink::{self, BatchOutcome, Item, Outcome, Sent, Service, Words};
 use nagare_core::testing::{chunk_of, sink_context};
-use nagare_core::{Chunk, EventTime, Map, Value};
+use nagare_core::{Chunk, EventTime, Map};
 use std::hint::black_box;
 
 #[global_allocator]
@@ -31,30 +32,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const EVENTS_PER_CHUNK: usize = 1_000;
 const CHUNKS: usize = 10;
 
-/// A record as the tail source and the kubernetes filter make it: 326 bytes of JSON.
-fn record(i: usize) -> Map {
-    let mut labels = Map::new();
-    labels.insert("app", "checkout");
-    labels.insert("pod-template-hash", "6d4cf56db6");
-    let mut k8s = Map::new();
-    k8s.insert("namespace_name", "shop");
-    k8s.insert("pod_name", "checkout-6d4cf56db6-x7k2p");
-    k8s.insert("container_name", "app");
-    k8s.insert("host", "node-17.eu-west-1.compute.internal");
-    k8s.insert("labels", labels);
-    let mut m = Map::new();
-    m.insert("stream", "stdout");
-    m.insert("logtag", "F");
-    m.insert("level", "info");
-    m.insert(
-        "msg",
-        format!("order {i:08} placed: 3 items, total 42.17 EUR, paid by card"),
-    );
-    m.insert("took_ms", Value::Int((i % 500) as i64));
-    m.insert("kubernetes", k8s);
-    m
-}
-
 fn chunks() -> Vec<Chunk> {
     (0..CHUNKS)
         .map(|c| {
@@ -62,7 +39,10 @@ fn chunks() -> Vec<Chunk> {
                 "kube.shop.checkout",
                 (0..EVENTS_PER_CHUNK).map(|i| {
                     let n = c * EVENTS_PER_CHUNK + i;
-                    (EventTime::new(1_705_314_600 + n as i64, 0), record(n))
+                    (
+                        EventTime::new(1_705_314_600 + n as i64, 0),
+                        kubernetes_record(n, 1),
+                    )
                 }),
             )
         })
