@@ -15,7 +15,10 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
     }
     .map_err(|e| {
         anyhow::anyhow!("invalid log level `{level}`: {e}; use error, warn, info, debug or trace")
-    })?;
+    })?
+    // yup-oauth2 logs token requests and responses, access tokens included, at debug:
+    // never below warn, whatever the level asked for.
+    .add_directive("yup_oauth2=warn".parse()?);
     let no_color = std::env::var_os("NO_COLOR");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
