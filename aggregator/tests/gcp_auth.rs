@@ -413,3 +413,102 @@ async fn no_credentials_give_no_token() {
         .unwrap();
     assert!(auth.token().await.unwrap().is_none());
 }
+
+/// Set in the environment of this test binary when it runs itself as a child, with
+/// the Application Default Credentials variables the parent chose (tests cannot set
+/// variables in their own process without `unsafe`).
+const CHILD: &str = "NAGARE_GCP_AUTH_CHILD";
+
+/// Runs `test` of this binary in a child with `env`; returns what it printed. Waits
+/// off the runtime, which keeps serving the doubles the child calls.
+async fn run_child(test: &'static str, env: &[(&str, &str)]) -> String {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || run_child_blocking(test, &env))
+        .await
+        .unwrap()
+}
+
+fn run_child_blocking(test: &str, env: &[(String, String)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--ignored", "--nocapture"])
+        .env(CHILD, "1")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("GCE_METADATA_HOST");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child {test} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+#[ignore = "run by application_default_credentials_follow_the_environment"]
+async fn child_application_default_token() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let source = CredentialsSource::application_default(None);
+    let auth = GoogleAuth::new(source.clone(), &[BIGQUERY_SCOPE])
+        .await
+        .unwrap();
+    let token = auth.token().await.unwrap().unwrap();
+    println!("source: {source}");
+    println!("token: {}", token.expose());
+}
+
+#[tokio::test]
+async fn application_default_credentials_follow_the_environment() {
+    // GCE_METADATA_HOST, as Google's own libraries read it: the metadata server there.
+    let double = Double::new(&[], 3599);
+    let base = serve(double.clone(), true).await;
+    let host = base.trim_start_matches("http://");
+    let out = run_child(
+        "child_application_default_token",
+        &[("GCE_METADATA_HOST", host)],
+    )
+    .await;
+    assert!(
+        out.contains(&format!(
+            "source: metadata server {base}{METADATA_TOKEN_PATH}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("token: ya29.test-1"), "{out}");
+
+    // GOOGLE_APPLICATION_CREDENTIALS comes before the metadata server.
+    let (pem, public) = rsa_key();
+    let endpoint = Double::new(&public, 3600);
+    let base = serve(endpoint.clone(), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = key_file(dir.path(), &pem, &format!("{base}{TOKEN_PATH}"));
+    let out = run_child(
+        "child_application_default_token",
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", path.to_str().unwrap()),
+            ("GCE_METADATA_HOST", host),
+        ],
+    )
+    .await;
+    assert!(
+        out.contains(&format!(
+            "source: service-account key file {}",
+            path.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("token: ya29.test-1"), "{out}");
+    assert_eq!(
+        double.issued.load(Ordering::SeqCst),
+        1,
+        "metadata asked once"
+    );
+}
