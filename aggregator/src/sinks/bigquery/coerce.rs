@@ -42,12 +42,40 @@ pub fn write_scalar(out: &mut Vec<u8>, ty: FieldType, value: &Value) -> Result<(
             _ => Err("a GEOGRAPHY is WKT or GeoJSON text"),
         },
         FieldType::Json => {
-            let mut json = Vec::with_capacity(64);
-            write_value(&mut json, value);
-            text(out, &String::from_utf8_lossy(&json))
+            write_json_text(out, value);
+            Ok(())
         }
         FieldType::Record => Err("a RECORD is a map"),
     }
+}
+
+/// Appends the JSON text of `value` as a JSON string, with no buffer of its own: the
+/// text is written in place, then its `"` and `\\` are escaped from the end backwards.
+/// (The JSON writer already escaped control characters inside strings, so those two
+/// are all a JSON text holds that a string must escape.)
+fn write_json_text(out: &mut Vec<u8>, value: &Value) {
+    out.push(b'"');
+    let start = out.len();
+    write_value(out, value);
+    let end = out.len();
+    let extra = out[start..]
+        .iter()
+        .filter(|&&b| b == b'"' || b == b'\\')
+        .count();
+    if extra > 0 {
+        out.resize(end + extra, 0);
+        let mut to = end + extra;
+        for from in (start..end).rev() {
+            let b = out[from];
+            to -= 1;
+            out[to] = b;
+            if b == b'"' || b == b'\\' {
+                to -= 1;
+                out[to] = b'\\';
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 fn text(out: &mut Vec<u8>, s: &str) -> Result<(), &'static str> {

@@ -254,7 +254,7 @@ impl RowBuilder {
             // No key, or a record without a usable value there.
             _ => {
                 out.push(b'"');
-                out.extend_from_slice(origin.0.to_hex().as_bytes());
+                write_hex(out, origin.0.as_bytes());
                 out.push(b'-');
                 write_value(out, &Value::Int(i64::from(origin.1)));
                 out.push(b'"');
@@ -337,14 +337,15 @@ impl RowBuilder {
                 write_str(out, &unknowns_json(unknowns));
             }
         }
-        for f in fields.iter().filter(|f| f.mode == Mode::Required) {
-            let is_time =
-                top.is_some() && self.time_field.is_some_and(|i| std::ptr::eq(&fields[i], f));
-            let present = map.iter().any(|(k, v)| {
-                !matches!(v, Value::Null)
-                    && find(fields, k).is_some_and(|i| std::ptr::eq(&fields[i], f))
-            });
-            if !is_time && !present {
+        // The time column is filled by the event time; the others need a value.
+        for (i, f) in fields.iter().enumerate() {
+            if f.mode != Mode::Required || (top.is_some() && self.time_field == Some(i)) {
+                continue;
+            }
+            let present = map
+                .iter()
+                .any(|(k, v)| !matches!(v, Value::Null) && find(fields, k) == Some(i));
+            if !present {
                 return Err(RowError::Missing {
                     path: path.child_key(&f.name).to_string(),
                 });
@@ -401,6 +402,16 @@ impl RowBuilder {
             };
         }
         write_scalar(out, f.field_type, value).map_err(|reason| convert(f, value, path, reason))
+    }
+}
+
+/// Appends `bytes` in lower-case hex, as [`ChunkId::to_hex`] spells it, without
+/// the allocation of a string per row.
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
 }
 

@@ -184,6 +184,11 @@ fn strings_bytes_json_and_civil_times() {
         json!("{\"a\":[1,\"x\"]}")
     );
     assert_eq!(one("JSON", json!("text")).unwrap(), json!("\"text\""));
+    // Quotes, backslashes and control characters survive the two levels of escaping.
+    let tricky = json!({ "q": "say \"hi\"\\ \n\u{1}" });
+    let text = one("JSON", tricky.clone()).unwrap();
+    let back: Json = serde_json::from_str(text.as_str().unwrap()).unwrap();
+    assert_eq!(back, tricky);
     assert_eq!(
         one("DATE", json!("2024-01-02")).unwrap(),
         json!("2024-01-02")
