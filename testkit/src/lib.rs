@@ -11,6 +11,9 @@
 //!   (a hyper server relaying through [`http`]).
 //! - [`moto`]: [`Moto`], moto's server (CloudWatch Logs, STS, IAM) once per test
 //!   binary, with signature checking on, and signed helpers to read what was stored.
+//! - [`bigquery`]: [`LocalBigQuery`], local-bigquery (BigQuery's REST API and the
+//!   Storage Write API over gRPC, on DuckDB) once per test binary, with helpers to
+//!   create datasets and tables, insert, list and query rows.
 //! - [`aws_proxy`]: [`AwsProxy`], a recording and fault-injecting proxy for AWS
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
 //! - [`proxy_server`]: [`ProxyServer`](proxy_server::ProxyServer), the HTTP server
@@ -24,6 +27,7 @@
 //! - [`docs`]: the config examples in components' module docs, for tests to parse.
 
 pub mod aws_proxy;
+pub mod bigquery;
 pub mod child;
 pub mod clients;
 pub mod docs;
@@ -39,6 +43,7 @@ pub mod proxy_server;
 pub mod wait;
 
 pub use aws_proxy::{AwsError, AwsExchange, AwsFault, AwsProxy};
+pub use bigquery::LocalBigQuery;
 pub use child::Child;
 pub use clients::{Node, Python};
 pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};

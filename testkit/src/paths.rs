@@ -62,3 +62,14 @@ pub fn moto_python() -> PathBuf {
         "moto's server (moto[server])",
     )
 }
+
+/// The Python interpreter of the venv that holds local-bigquery (BigQuery's emulator).
+pub fn bigquery_python() -> PathBuf {
+    let python = testenv().join("bigquery/bin/python");
+    // The marker is written once DuckDB's extensions are installed too.
+    require(
+        testenv().join("bigquery/.extensions-installed"),
+        "local-bigquery (with DuckDB's extensions)",
+    );
+    python
+}

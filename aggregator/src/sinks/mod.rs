@@ -1,5 +1,7 @@
 //! Sinks: where the aggregator delivers events.
 //!
+//! - [`bigquery`]: the table schema and records as rows (the foundations of a
+//!   BigQuery sink, not yet a sink of its own).
 //! - [`cloudwatch_logs`]: PutLogEvents, names from templates, every API limit
 //!   enforced, groups and streams created.
 //! - [`elasticsearch`]: the `_bulk` API, per-item outcomes, dead-letter for rejects.
@@ -17,6 +19,7 @@
 //! is refused for good or runs out of retries goes to the sink's dead-letter output
 //! (`nagare_core::dead_letter`).
 
+pub mod bigquery;
 pub mod cloudwatch_logs;
 pub mod elasticsearch;
 pub mod file;
