@@ -19,6 +19,11 @@ use super::config::{CloudWatchLogsConfig, LogGroupClass};
 use super::request_builder::{self, Key, PutRequest};
 use super::retry::{self, Failure};
 
+/// Most streams remembered as existing. Pods come and go, so the set would grow
+/// without end on a long-running aggregator; past this many it starts again empty,
+/// which costs each stream one CreateLogStream call answered "already exists".
+const KNOWN_STREAMS: usize = 65_536;
+
 /// What the sink may create, and how.
 #[derive(Debug, Clone)]
 struct Creation {
@@ -84,6 +89,9 @@ impl LogsService {
     fn remember(&self, key: &Key, exists: bool) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if exists {
+            if known.len() >= KNOWN_STREAMS && !known.contains(key) {
+                known.clear();
+            }
             known.insert(key.clone());
         } else {
             known.remove(key);
@@ -215,5 +223,30 @@ impl Service<Key> for LogsService {
             Ok(outcome) => sent(outcome),
             Err(f) => sent(retry::classify(&f, &self.hint)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::cloudwatch_logs::request_builder::StreamKey;
+
+    #[test]
+    fn the_streams_remembered_are_bounded() {
+        let config: CloudWatchLogsConfig = serde_json::from_value(
+            serde_json::json!({ "log_group_name": "g", "log_stream_name": "s" }),
+        )
+        .unwrap();
+        let sdk = aws_config::SdkConfig::builder().build();
+        let service = LogsService::new(&config, &sdk, String::new());
+        let key = |n: usize| Key::new(StreamKey::new("g", &format!("pod-{n}")));
+        for n in 0..KNOWN_STREAMS + 10 {
+            service.remember(&key(n), true);
+        }
+        let held = service.known.lock().unwrap().len();
+        assert!((1..=KNOWN_STREAMS).contains(&held), "{held} streams held");
+        assert!(service.known(&key(KNOWN_STREAMS + 9)));
+        service.remember(&key(KNOWN_STREAMS + 9), false);
+        assert!(!service.known(&key(KNOWN_STREAMS + 9)));
     }
 }
