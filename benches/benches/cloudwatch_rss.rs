@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use nagare_benches::corpus::kubernetes_record;
 use nagare_core::compression::Compression;
-use nagare_core::{ChunkBuilder, ChunkId, EventTime, Map, Tag, Value, forward};
+use nagare_core::{ChunkBuilder, ChunkId, EventTime, Tag, forward};
 use nagare_testkit::moto::{Moto, REGION};
 use nagare_testkit::proc::rss_kib;
 use nagare_testkit::{free_port, wait_until};
@@ -34,48 +35,13 @@ const RECORDS_PER_CHUNK: usize = 1_000;
 const PODS: usize = 8;
 const WARM_UP: usize = 10;
 
-/// A container log record as the tail source and the forwarder make it.
-fn record(i: usize) -> Map {
-    let mut m = Map::new();
-    m.insert("stream", "stdout");
-    m.insert("logtag", "F");
-    m.insert(
-        "level",
-        if i.is_multiple_of(11) {
-            "error"
-        } else {
-            "info"
-        },
-    );
-    m.insert(
-        "msg",
-        format!("order {} placed for customer {}", i * 17, i % 9_973),
-    );
-    m.insert("latency_ms", (i % 500) as i64);
-    m.insert(
-        "trace_id",
-        format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-    );
-    let mut k = Map::new();
-    k.insert("pod_name", format!("checkout-7f9c8d7b5-{:05}", i % PODS));
-    k.insert("namespace_name", "shop");
-    k.insert("container_name", "checkout");
-    k.insert("host", "ip-10-0-3-17.ec2.internal");
-    k.insert(
-        "container_id",
-        "3f2a9c1b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8",
-    );
-    m.insert("kubernetes", Value::Map(k));
-    m
-}
-
 /// A PackedForward frame of `RECORDS_PER_CHUNK` records `from..`, timed `now`.
 fn frame(from: usize, now: i64) -> Vec<u8> {
     let mut b = ChunkBuilder::new(Tag::new("kube.shop.checkout"));
     for i in from..from + RECORDS_PER_CHUNK {
         b.push(
             EventTime::new(now, (i % 1_000_000) as u32 * 1000),
-            &record(i),
+            &kubernetes_record(i, PODS),
         );
     }
     let chunk = b.finish().unwrap();

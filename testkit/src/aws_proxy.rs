@@ -18,12 +18,12 @@
 //! runtime of its own, relaying through [`crate::http`]); the two differ in what they
 //! parse and fault, so each keeps its own.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use crate::http::{self, Response};
-use crate::proxy_server::{ProxyServer, Request};
+use crate::proxy_server::{self, ProxyServer, Request};
 
 /// An AWS error answered instead of relaying a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,17 +84,7 @@ struct State {
     log: Vec<AwsExchange>,
 }
 
-#[derive(Debug)]
-struct Shared {
-    upstream: String,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+type Shared = proxy_server::Shared<State>;
 
 /// The proxy; stops when dropped.
 #[derive(Debug)]
@@ -106,10 +96,7 @@ pub struct AwsProxy {
 impl AwsProxy {
     /// Starts a proxy on a free port of 127.0.0.1 relaying to `upstream`.
     pub fn start(upstream: &str) -> AwsProxy {
-        let shared = Arc::new(Shared {
-            upstream: upstream.trim_end_matches('/').to_string(),
-            state: Mutex::new(State::default()),
-        });
+        let shared = Shared::new(upstream);
         let handler = shared.clone();
         let server = ProxyServer::start("AWS proxy", move |request| handle(&handler, request));
         AwsProxy { shared, server }

@@ -18,12 +18,12 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use crate::http::{self, Response};
-use crate::proxy_server::{ProxyServer, Request, text_response};
+use crate::proxy_server::{self, ProxyServer, Request, text_response};
 
 /// A fault to apply to one `_bulk` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,17 +61,7 @@ struct State {
     log: Vec<BulkExchange>,
 }
 
-#[derive(Debug)]
-struct Shared {
-    upstream: String,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+type Shared = proxy_server::Shared<State>;
 
 /// The proxy; stops when dropped.
 #[derive(Debug)]
@@ -84,10 +74,7 @@ impl FaultProxy {
     /// Starts a proxy on a free port of 127.0.0.1 relaying to `upstream`
     /// (`http://127.0.0.1:PORT`).
     pub fn start(upstream: &str) -> FaultProxy {
-        let shared = Arc::new(Shared {
-            upstream: upstream.trim_end_matches('/').to_string(),
-            state: Mutex::new(State::default()),
-        });
+        let shared = Shared::new(upstream);
         let handler = shared.clone();
         let server = ProxyServer::start("fault proxy", move |request| handle(request, &handler));
         FaultProxy { shared, server }

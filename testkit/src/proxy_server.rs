@@ -9,7 +9,7 @@
 //! [`AwsProxy`]: crate::AwsProxy
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -32,6 +32,32 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The body, whole.
     pub body: Vec<u8>,
+}
+
+/// What a proxy and its handler share: where it relays to, and its state (faults
+/// queued, requests seen) behind a lock.
+#[derive(Debug)]
+pub struct Shared<S> {
+    /// The upstream's base URL, without a trailing `/`.
+    pub upstream: String,
+    state: Mutex<S>,
+}
+
+impl<S: Default> Shared<S> {
+    /// Relaying to `upstream`, with a fresh state.
+    pub fn new(upstream: &str) -> Arc<Self> {
+        Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            state: Mutex::new(S::default()),
+        })
+    }
+}
+
+impl<S> Shared<S> {
+    /// The state; a handler that panicked holding it leaves it usable.
+    pub fn lock(&self) -> MutexGuard<'_, S> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What answers a request: called off the runtime, so it may block.
