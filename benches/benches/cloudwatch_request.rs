@@ -45,8 +45,8 @@ fn build_requests(
     let mut batcher: Batcher<Key> = Batcher::new(config.batch.limits());
     let mut built = 0;
     let mut take = |batcher: &mut Batcher<Key>| {
-        while let Some(batch) = batcher.take() {
-            let request = cloudwatch_logs::build(&batch.key, &batch.items);
+        while let Some(mut batch) = batcher.take() {
+            let request = cloudwatch_logs::build(&batch.key, &mut batch.items);
             built += black_box(request).events.len();
         }
     };

@@ -63,7 +63,7 @@ struct Instant;
 impl Service<Arc<str>> for Instant {
     type Request = elasticsearch::BulkRequest;
 
-    fn build(&mut self, _: &Arc<str>, items: &[Item<Arc<str>>]) -> Self::Request {
+    fn build(&mut self, _: &Arc<str>, items: &mut [Item<Arc<str>>]) -> Self::Request {
         elasticsearch::build(false, items.iter().map(|i| i.bytes.as_slice()))
     }
 

@@ -61,8 +61,9 @@ struct Open<K> {
 #[derive(Debug)]
 pub struct Batcher<K> {
     limits: BatchLimits,
-    /// Oldest first.
-    open: IndexMap<K, Open<K>>,
+    /// Oldest first. Hashed with foldhash: keys are names the sink chose, not a
+    /// peer's input, and the batcher hashes one per event.
+    open: IndexMap<K, Open<K>, foldhash::fast::RandomState>,
     open_size: usize,
     ready: std::collections::VecDeque<Batch<K>>,
 }
@@ -75,16 +76,19 @@ impl<K: Clone + Eq + Hash> Batcher<K> {
                 max_events: limits.max_events.max(1),
                 ..limits
             },
-            open: IndexMap::new(),
+            open: IndexMap::default(),
             open_size: 0,
             ready: Default::default(),
         }
     }
 
-    /// Adds an item at `now`.
+    /// Adds an item at `now`. Its key is hashed once, and cloned only when it opens
+    /// a batch: this runs once per event.
     pub fn push(&mut self, item: Item<K>, now: Instant) {
         let limits = self.limits;
-        if let Some(open) = self.open.get(&item.key) {
+        let mut at = self.open.get_index_of(&item.key);
+        if let Some(i) = at {
+            let open = &self.open[i];
             let span = |a: EventTime, b: EventTime| {
                 let nanos = b.as_unix_nanos().abs_diff(a.as_unix_nanos());
                 Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
@@ -96,41 +100,51 @@ impl<K: Clone + Eq + Hash> Batcher<K> {
                 || open.size + item.size > limits.max_bytes
                 || too_long
             {
-                let key = item.key.clone();
-                self.seal(&key);
+                self.seal_at(i);
+                at = None;
             }
         }
         self.open_size += item.size;
-        let key = item.key.clone();
-        let open = self.open.entry(key.clone()).or_insert_with(|| Open {
-            items: Vec::new(),
-            size: 0,
-            since: now,
-            earliest: item.time,
-            latest: item.time,
-        });
+        let i = match at {
+            Some(i) => i,
+            None => {
+                let open = Open {
+                    items: Vec::new(),
+                    size: 0,
+                    since: now,
+                    earliest: item.time,
+                    latest: item.time,
+                };
+                self.open.insert_full(item.key.clone(), open).0
+            }
+        };
+        let open = &mut self.open[i];
         open.size += item.size;
         open.earliest = open.earliest.min(item.time);
         open.latest = open.latest.max(item.time);
         open.items.push(item);
         if open.items.len() >= limits.max_events || open.size >= limits.max_bytes {
-            self.seal(&key);
+            self.seal_at(i);
         }
-        while self.open_size >= limits.max_bytes {
-            let Some(oldest) = self.open.keys().next().cloned() else {
-                break;
-            };
-            self.seal(&oldest);
+        while self.open_size >= limits.max_bytes && !self.open.is_empty() {
+            self.seal_at(0);
         }
     }
 
-    fn seal(&mut self, key: &K) {
-        if let Some((key, open)) = self.open.shift_remove_entry(key) {
+    /// Seals the open batch at `index` (oldest first).
+    fn seal_at(&mut self, index: usize) {
+        if let Some((key, open)) = self.open.shift_remove_index(index) {
             self.open_size -= open.size;
             self.ready.push_back(Batch {
                 key,
                 items: open.items,
             });
+        }
+    }
+
+    fn seal(&mut self, key: &K) {
+        if let Some(index) = self.open.get_index_of(key) {
+            self.seal_at(index);
         }
     }
 
@@ -149,8 +163,8 @@ impl<K: Clone + Eq + Hash> Batcher<K> {
 
     /// Seals every open batch (the buffer is drained).
     pub fn seal_all(&mut self) {
-        while let Some(key) = self.open.keys().next().cloned() {
-            self.seal(&key);
+        while !self.open.is_empty() {
+            self.seal_at(0);
         }
     }
 

@@ -33,8 +33,17 @@ pub trait Service<K>: Send + 'static {
     /// to resume (how far a write got).
     type Request: Send + 'static;
 
-    /// The request for `items`, all of `key`, in their order: pure.
-    fn build(&mut self, key: &K, items: &[Item<K>]) -> Self::Request;
+    /// The request for `items`, all of `key`, in their order: pure. It may move the
+    /// items' bytes into the request, where that saves copying each event again,
+    /// and then gives them back in [`restore`](Service::restore).
+    fn build(&mut self, key: &K, items: &mut [Item<K>]) -> Self::Request;
+
+    /// Puts back into `items` the bytes `build` moved into `request`, once its answer
+    /// is known and some of them are to be built into another request (sent again,
+    /// or split). A service whose `build` copies has nothing to do.
+    fn restore(&mut self, request: Self::Request, items: &mut [Item<K>]) {
+        let _ = (request, items);
+    }
 
     /// Sends `request` and says what became of its items.
     fn send(&mut self, request: &mut Self::Request) -> impl Future<Output = Sent> + Send;

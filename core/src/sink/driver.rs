@@ -247,7 +247,7 @@ where
         while let Some(mut group) = groups.pop() {
             let mut request = match group.request.take() {
                 Some(r) => r,
-                None => self.service.build(&key, &group.items),
+                None => self.service.build(&key, &mut group.items),
             };
             let sent = tokio::select! {
                 biased;
@@ -259,8 +259,14 @@ where
                 outcome,
             } = sent;
             let outcomes = match outcome {
-                BatchOutcome::Items(outcomes) if outcomes.len() == group.items.len() => outcomes,
+                BatchOutcome::Items(outcomes) if outcomes.len() == group.items.len() => {
+                    if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
+                        self.service.restore(request, &mut group.items);
+                    }
+                    outcomes
+                }
                 BatchOutcome::Items(outcomes) => {
+                    self.service.restore(request, &mut group.items);
                     let reason = format!(
                         "the answer has {} outcomes for {} items sent",
                         outcomes.len(),
@@ -301,8 +307,10 @@ where
                     groups.push(group);
                     continue;
                 }
+                // Delivered or rejected alike: nothing is built from these items again.
                 BatchOutcome::All(outcome) => vec![outcome; group.items.len()],
                 BatchOutcome::Split { status, reason } => {
+                    self.service.restore(request, &mut group.items);
                     if group.items.len() == 1 {
                         let dead = dead_all(group.items, status, &reason);
                         if !self.dead_letter(&key, dead, Why::Rejected).await {

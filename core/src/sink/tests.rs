@@ -85,14 +85,22 @@ struct TestRequest {
 impl Service<String> for TestService {
     type Request = TestRequest;
 
-    fn build(&mut self, key: &String, items: &[Item<String>]) -> TestRequest {
+    fn build(&mut self, key: &String, items: &mut [Item<String>]) -> TestRequest {
         self.seen.lock().unwrap().built += 1;
         TestRequest {
             key: key.clone(),
+            // The bytes move into the request, as a service that saves a copy does:
+            // every test that sends items again checks that `restore` gave them back.
             items: items
-                .iter()
-                .map(|i| String::from_utf8(i.bytes.clone()).unwrap())
+                .iter_mut()
+                .map(|i| String::from_utf8(std::mem::take(&mut i.bytes)).unwrap())
                 .collect(),
+        }
+    }
+
+    fn restore(&mut self, request: TestRequest, items: &mut [Item<String>]) {
+        for (item, text) in items.iter_mut().zip(request.items) {
+            item.bytes = text.into_bytes();
         }
     }
 

@@ -42,7 +42,8 @@ mod tests;
 
 pub use config::{BatchConfig, CloudWatchLogsConfig, LogGroupClass, Oversize, limits};
 pub use request_builder::{
-    Key, OversizeCounts, PutRequest, RequestBuilder, StreamKey, build, split, timestamp, truncate,
+    Key, OversizeCounts, PutRequest, RequestBuilder, StreamKey, build, restore, split, timestamp,
+    truncate,
 };
 pub use retry::{Failure, auth_hint, classify, outcomes};
 pub use service::LogsService;

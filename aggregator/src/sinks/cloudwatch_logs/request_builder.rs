@@ -316,17 +316,16 @@ pub fn timestamp(time: EventTime) -> i64 {
     time.as_unix_millis()
 }
 
-/// An item's bytes as the SDK's message. They are UTF-8 (JSON written by serde, or
-/// a string's text), so the strict check passes, and is much faster than a lossy one.
-fn message_text(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    }
+/// An item's bytes as the SDK's message, moved, not copied. They are UTF-8 (JSON
+/// from nagare's writer, or a string's text), so the strict check passes.
+fn message_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The PutLogEvents input for `items` of `key`: events sorted by time, stably.
-pub fn build(key: &Key, items: &[Item<Key>]) -> PutRequest {
+/// The PutLogEvents input for `items` of `key`: events sorted by time, stably. Each
+/// item's message moves into the call (the items are left empty): [`restore`] puts
+/// them back when some are to be sent again.
+pub fn build(key: &Key, items: &mut [Item<Key>]) -> PutRequest {
     let mut order: Vec<u32> = (0..items.len() as u32).collect();
     if !items.is_sorted_by_key(|i| timestamp(i.time)) {
         order.sort_by_key(|&i| timestamp(items[i as usize].time));
@@ -334,10 +333,10 @@ pub fn build(key: &Key, items: &[Item<Key>]) -> PutRequest {
     let events = order
         .iter()
         .map(|&i| {
-            let item = &items[i as usize];
+            let item = &mut items[i as usize];
             InputLogEvent::builder()
                 .timestamp(timestamp(item.time))
-                .message(message_text(&item.bytes))
+                .message(message_text(std::mem::take(&mut item.bytes)))
                 .build()
                 .expect("an InputLogEvent with its timestamp and message set")
         })
@@ -346,6 +345,15 @@ pub fn build(key: &Key, items: &[Item<Key>]) -> PutRequest {
         key: key.clone(),
         events,
         order,
+    }
+}
+
+/// Gives each item of `request` its message back, for another call.
+pub fn restore(request: PutRequest, items: &mut [Item<Key>]) {
+    for (event, i) in request.events.into_iter().zip(request.order) {
+        if let Some(item) = items.get_mut(i as usize) {
+            item.bytes = event.message.into_bytes();
+        }
     }
 }
 

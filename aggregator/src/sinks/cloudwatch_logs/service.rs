@@ -187,8 +187,12 @@ impl LogsService {
 impl Service<Key> for LogsService {
     type Request = PutRequest;
 
-    fn build(&mut self, key: &Key, items: &[Item<Key>]) -> PutRequest {
+    fn build(&mut self, key: &Key, items: &mut [Item<Key>]) -> PutRequest {
         request_builder::build(key, items)
+    }
+
+    fn restore(&mut self, request: PutRequest, items: &mut [Item<Key>]) {
+        request_builder::restore(request, items);
     }
 
     async fn send(&mut self, request: &mut PutRequest) -> Sent {

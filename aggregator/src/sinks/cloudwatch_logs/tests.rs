@@ -205,13 +205,19 @@ fn item(key: &Key, secs: i64, text: &str, n: u32) -> Item<Key> {
 #[test]
 fn the_input_is_sorted_by_time_stably_and_maps_rejections_back() {
     let key: Key = Arc::new(StreamKey::new("g", "s"));
-    let items = [
+    let original = [
         item(&key, 30, "c", 0),
         item(&key, 10, "a", 1),
         item(&key, 20, "b1", 2),
         item(&key, 20, "b2", 3),
     ];
-    let request = build(&key, &items);
+    let mut items = original.clone();
+    let request = build(&key, &mut items);
+    // The messages moved into the call, and come back, each to its own item.
+    assert!(items.iter().all(|i| i.bytes.is_empty()), "{items:?}");
+    let mut back = items.clone();
+    restore(request.clone(), &mut back);
+    assert_eq!(back, original);
     let sent: Vec<(i64, &str)> = request
         .events
         .iter()

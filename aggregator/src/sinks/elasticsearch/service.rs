@@ -119,7 +119,7 @@ impl BulkService {
 impl Service<Arc<str>> for BulkService {
     type Request = BulkRequest;
 
-    fn build(&mut self, _index: &Arc<str>, items: &[Item<Arc<str>>]) -> BulkRequest {
+    fn build(&mut self, _index: &Arc<str>, items: &mut [Item<Arc<str>>]) -> BulkRequest {
         request_builder::build(self.compress, items.iter().map(|i| i.bytes.as_slice()))
     }
 

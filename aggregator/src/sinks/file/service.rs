@@ -41,7 +41,7 @@ impl FileService {
 impl Service<FileKey> for FileService {
     type Request = Append;
 
-    fn build(&mut self, key: &FileKey, items: &[Item<FileKey>]) -> Append {
+    fn build(&mut self, key: &FileKey, items: &mut [Item<FileKey>]) -> Append {
         let mut lines = Vec::with_capacity(items.iter().map(|i| i.bytes.len()).sum());
         for item in items {
             lines.extend_from_slice(&item.bytes);

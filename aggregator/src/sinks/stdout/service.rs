@@ -61,7 +61,7 @@ impl<W: Write + Send + 'static> StdoutService<W> {
 impl<W: Write + Send + 'static> Service<()> for StdoutService<W> {
     type Request = Piece;
 
-    fn build(&mut self, _: &(), items: &[Item<()>]) -> Piece {
+    fn build(&mut self, _: &(), items: &mut [Item<()>]) -> Piece {
         let mut bytes = Vec::with_capacity(items.iter().map(|i| i.bytes.len()).sum::<usize>() + 1);
         let mut at = 0;
         match self.cut.take() {
@@ -71,7 +71,7 @@ impl<W: Write + Send + 'static> Service<()> for StdoutService<W> {
             _ => {}
         }
         let mut ends = Vec::with_capacity(items.len());
-        for item in items {
+        for item in items.iter() {
             bytes.extend_from_slice(&item.bytes);
             ends.push(bytes.len());
         }

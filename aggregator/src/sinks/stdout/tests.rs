@@ -54,8 +54,8 @@ async fn a_write_stopped_mid_line_resumes_at_that_byte_and_a_given_up_line_is_en
     let out = Tight::default();
     *out.room.lock().unwrap() = 6;
     let mut service = StdoutService::new(out.clone(), Arc::default(), Shutdown::new());
-    let items = vec![line(0, "aaaa"), line(1, "bbbb"), line(2, "cccc")];
-    let mut piece = service.build(&(), &items);
+    let mut items = vec![line(0, "aaaa"), line(1, "bbbb"), line(2, "cccc")];
+    let mut piece = service.build(&(), &mut items);
     let sent = service.send(&mut piece).await;
     // "aaaa\n" and one byte of "bbbb\n" out: the first line is delivered, the
     // others go again.
@@ -68,7 +68,7 @@ async fn a_write_stopped_mid_line_resumes_at_that_byte_and_a_given_up_line_is_en
     );
     // The lines not out, again: the cut one from its second byte.
     *out.room.lock().unwrap() = 100;
-    let mut piece = service.build(&(), &items[1..]);
+    let mut piece = service.build(&(), &mut items[1..]);
     let sent = service.send(&mut piece).await;
     assert_eq!(sent.outcome, BatchOutcome::All(Outcome::Delivered));
     assert_eq!(&*out.got.lock().unwrap(), b"aaaa\nbbbb\ncccc\n");
@@ -76,14 +76,14 @@ async fn a_write_stopped_mid_line_resumes_at_that_byte_and_a_given_up_line_is_en
     // Cut again, and given up on (the kit sends other lines next): the cut line is
     // ended before them.
     *out.room.lock().unwrap() = 2;
-    let mut piece = service.build(&(), &[line(3, "dddd")]);
+    let mut piece = service.build(&(), &mut [line(3, "dddd")]);
     let sent = service.send(&mut piece).await;
     assert!(matches!(
         sent.outcome,
         BatchOutcome::All(Outcome::Retry { .. })
     ));
     *out.room.lock().unwrap() = 100;
-    let mut piece = service.build(&(), &[line(4, "eeee")]);
+    let mut piece = service.build(&(), &mut [line(4, "eeee")]);
     service.send(&mut piece).await;
     assert_eq!(&*out.got.lock().unwrap(), b"aaaa\nbbbb\ncccc\ndd\neeee\n");
 }
