@@ -16,7 +16,9 @@
 //!     table: "{kubernetes.namespace_name}"
 //!     template_suffix: "_%Y%m%d"
 //!     auto_create_table: true
-//!     schema_file: /etc/nagare/logs.schema.json
+//!     schema:
+//!       - { name: time, type: TIMESTAMP }
+//!       - { name: log, type: STRING }
 //!     time_field: time
 //! ```
 //!
