@@ -162,3 +162,41 @@ sinks:
     assert!(again.terminate(Duration::from_secs(20)).success());
     assert!(agg.terminate(Duration::from_secs(20)).success());
 }
+
+#[test]
+fn demo_delivers_to_bigquery_and_counts_what_arrived() {
+    let bq = LocalBigQuery::shared();
+    let out = std::process::Command::new(support::binary())
+        .args([
+            "demo",
+            "--lines",
+            "200",
+            "--timeout",
+            "90",
+            "--bigquery",
+            bq.url(),
+        ])
+        .args(["--bigquery-project", bq.project()])
+        .env_remove("NAGARE_CONFIG")
+        .env_remove("NAGARE_CONFIG_YAML")
+        .output()
+        .expect("run nagare demo");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("delivered "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let expected: usize = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(
+        stdout.contains(&format!("in BigQuery: {expected} of {expected} rows")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("SELECT kubernetes.namespace_name"),
+        "{stdout}"
+    );
+}
