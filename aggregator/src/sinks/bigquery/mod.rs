@@ -34,10 +34,13 @@
 //!   to insertAll bodies; pure.
 //! - `service.rs`: the REST calls, dataset and table creation (the kit's service).
 //! - `retry.rs`: what an answer means for each row.
+//! - `reencode.rs`: rows refused for a field the table lacks, written again for the
+//!   schema read again (`fetch_schema`).
 //! - `sink.rs`: the component, and the method's driver started with the pieces above.
 
 pub mod coerce;
 mod config;
+mod reencode;
 mod request_builder;
 mod retry;
 pub mod rows;
