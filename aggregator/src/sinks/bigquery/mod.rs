@@ -59,7 +59,7 @@ pub use request_builder::{
     BodyOptions, InsertRequest, RequestBuilder, SharedRows, build, build_items,
 };
 pub use retry::{Failure, auth_hint, classify, outcomes};
-pub use service::BigQueryService;
+pub use service::{BigQueryService, Rest};
 pub use sink::{BigQuerySink, BigQuerySinkError, credentials, run};
 pub use table::{
     Key, TableKey, TableTemplates, TimedTemplate, dataset_problem, project_problem, table_problem,

@@ -36,9 +36,7 @@ struct Creation {
 /// credentials.
 #[derive(Debug, Clone)]
 pub struct BigQueryService {
-    client: reqwest::Client,
-    endpoint: Arc<str>,
-    auth: Arc<GoogleAuth>,
+    rest: Rest,
     creation: Arc<Creation>,
     rows: SharedRows,
     row_options: RowOptions,
@@ -52,15 +50,23 @@ fn seg(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
-impl BigQueryService {
-    /// A service for a validated config; `rows` is shared with the encoders, `hint`
-    /// says what to check when the credentials are refused.
-    pub fn new(
-        config: &BigQueryConfig,
-        auth: Arc<GoogleAuth>,
-        rows: SharedRows,
-        hint: String,
-    ) -> Result<Self, reqwest::Error> {
+/// The REST client: the HTTP client, the endpoint and the credentials, shared by
+/// the workers and by the sink's start (which reads the schema with `fetch_schema`).
+#[derive(Debug, Clone)]
+pub struct Rest {
+    client: reqwest::Client,
+    endpoint: Arc<str>,
+    auth: Arc<GoogleAuth>,
+}
+
+impl Rest {
+    /// Where the credentials come from.
+    pub fn credentials(&self) -> &crate::gcp::CredentialsSource {
+        self.auth.source()
+    }
+
+    /// A client for a validated config's endpoint and timeout, with `auth`.
+    pub fn new(config: &BigQueryConfig, auth: Arc<GoogleAuth>) -> Result<Rest, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout.0)
             .connect_timeout(
@@ -70,10 +76,89 @@ impl BigQueryService {
                     .min(std::time::Duration::from_secs(10)),
             )
             .build()?;
-        Ok(BigQueryService {
+        Ok(Rest {
             client,
             endpoint: config.endpoint().into(),
             auth,
+        })
+    }
+
+    /// The project's API root.
+    pub fn project_url(&self, project: &str) -> String {
+        format!("{}/bigquery/v2/projects/{}", self.endpoint, seg(project))
+    }
+
+    /// A table's API root.
+    pub fn table_url(&self, key: &TableKey, table: &str) -> String {
+        format!(
+            "{}/datasets/{}/tables/{}",
+            self.project_url(&key.project),
+            seg(&key.dataset),
+            seg(table)
+        )
+    }
+
+    /// A request with the bearer token, if the credentials give one.
+    pub async fn authorized(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, BatchOutcome> {
+        let request = self.client.request(method, url);
+        match self.auth.token().await {
+            Ok(Some(token)) => Ok(request.bearer_auth(token.expose())),
+            Ok(None) => Ok(request),
+            Err(e) => Err(BatchOutcome::Blocked {
+                status: None,
+                reason: format!("no access token: {e}"),
+            }),
+        }
+    }
+
+    /// Sends `request`; the body of a 2xx answer, or what failed.
+    pub async fn call(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, Failure> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::transport(error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::transport(error_chain(&e)))?;
+        if (200..300).contains(&status) {
+            Ok(body.to_vec())
+        } else {
+            Err(Failure::from_answer(status, &body))
+        }
+    }
+
+    /// The schema of `key`'s table (`tables.get`).
+    pub async fn fetch_schema(&self, key: &TableKey) -> Result<Schema, String> {
+        let url = self.table_url(key, &key.table);
+        let call = self
+            .authorized(reqwest::Method::GET, &url)
+            .await
+            .map_err(|o| match o {
+                BatchOutcome::Blocked { reason, .. } => reason,
+                other => format!("{other:?}"),
+            })?;
+        let body = self
+            .call(call)
+            .await
+            .map_err(|f| format!("tables.get {key}: {}", f.describe()))?;
+        let json: Json = serde_json::from_slice(&body)
+            .map_err(|e| format!("tables.get {key}: the answer is not JSON ({e})"))?;
+        Schema::from_table_schema(&json["schema"]).map_err(|e| format!("the schema of {key}: {e}"))
+    }
+}
+
+impl BigQueryService {
+    /// A service for a validated config; `rows` is shared with the encoders, `hint`
+    /// says what to check when the credentials are refused.
+    pub fn new(config: &BigQueryConfig, rest: Rest, rows: SharedRows, hint: String) -> Self {
+        BigQueryService {
+            rest,
             creation: Arc::new(Creation {
                 tables: config.auto_create_table,
                 datasets: config.auto_create_dataset,
@@ -91,54 +176,6 @@ impl BigQueryService {
             options: BodyOptions::of(config),
             fetch_schema: config.fetch_schema,
             hint: hint.into(),
-        })
-    }
-
-    fn project_url(&self, project: &str) -> String {
-        format!("{}/bigquery/v2/projects/{}", self.endpoint, seg(project))
-    }
-
-    fn table_url(&self, key: &TableKey, table: &str) -> String {
-        format!(
-            "{}/datasets/{}/tables/{}",
-            self.project_url(&key.project),
-            seg(&key.dataset),
-            seg(table)
-        )
-    }
-
-    /// A request with the bearer token, if the credentials give one.
-    async fn authorized(
-        &self,
-        method: reqwest::Method,
-        url: &str,
-    ) -> Result<reqwest::RequestBuilder, BatchOutcome> {
-        let request = self.client.request(method, url);
-        match self.auth.token().await {
-            Ok(Some(token)) => Ok(request.bearer_auth(token.expose())),
-            Ok(None) => Ok(request),
-            Err(e) => Err(BatchOutcome::Blocked {
-                status: None,
-                reason: format!("no access token: {e}"),
-            }),
-        }
-    }
-
-    /// Sends `request`; the body of a 2xx answer, or what failed.
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, Failure> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Failure::transport(error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Failure::transport(error_chain(&e)))?;
-        if (200..300).contains(&status) {
-            Ok(body.to_vec())
-        } else {
-            Err(Failure::from_answer(status, &body))
         }
     }
 
@@ -149,9 +186,10 @@ impl BigQueryService {
     ) -> Result<Result<Vec<u8>, Failure>, BatchOutcome> {
         let url = format!(
             "{}/insertAll",
-            self.table_url(&request.key, &request.key.table)
+            self.rest.table_url(&request.key, &request.key.table)
         );
         let mut call = self
+            .rest
             .authorized(reqwest::Method::POST, &url)
             .await?
             .header("Content-Type", "application/json")
@@ -159,23 +197,7 @@ impl BigQueryService {
         if request.gzip {
             call = call.header("Content-Encoding", "gzip");
         }
-        Ok(self.call(call).await)
-    }
-
-    /// The schema of `key`'s table (`tables.get`).
-    pub async fn fetch_schema(&self, key: &TableKey) -> Result<Schema, String> {
-        let url = self.table_url(key, &key.table);
-        let call = self
-            .authorized(reqwest::Method::GET, &url)
-            .await
-            .map_err(|o| format!("{o:?}"))?;
-        let body = self
-            .call(call)
-            .await
-            .map_err(|f| format!("tables.get {key}: {}", f.describe()))?;
-        let json: Json = serde_json::from_slice(&body)
-            .map_err(|e| format!("tables.get {key}: the answer is not JSON ({e})"))?;
-        Schema::from_table_schema(&json["schema"]).map_err(|e| format!("the schema of {key}: {e}"))
+        Ok(self.rest.call(call).await)
     }
 
     /// Reads the base table's schema again and writes rows for it from now on.
@@ -186,7 +208,7 @@ impl BigQueryService {
             key.base.as_deref().unwrap_or(&key.table),
             None,
         );
-        let fetched = self.fetch_schema(&base).await;
+        let fetched = self.rest.fetch_schema(&base).await;
         match fetched.and_then(|schema| {
             RowBuilder::new(schema, self.row_options.clone())
                 .map_err(|e| format!("the schema of {base} no longer fits the config: {e}"))
@@ -280,14 +302,15 @@ impl BigQueryService {
         if !self.creation.datasets {
             return Err(retry::missing(&destination, "dataset"));
         }
-        let url = format!("{}/datasets", self.project_url(&key.project));
+        let url = format!("{}/datasets", self.rest.project_url(&key.project));
         let body =
             json!({ "datasetReference": { "projectId": key.project, "datasetId": key.dataset } });
         let call = self
+            .rest
             .authorized(reqwest::Method::POST, &url)
             .await?
             .json(&body);
-        match self.call(call).await {
+        match self.rest.call(call).await {
             Ok(_) => {
                 tracing::info!(project = %key.project, dataset = %key.dataset, "created the dataset")
             }
@@ -314,14 +337,14 @@ impl BigQueryService {
         let body = table_resource(key, rows.schema(), &self.creation);
         let url = format!(
             "{}/datasets/{}/tables",
-            self.project_url(&key.project),
+            self.rest.project_url(&key.project),
             seg(&key.dataset)
         );
-        let call = match self.authorized(reqwest::Method::POST, &url).await {
+        let call = match self.rest.authorized(reqwest::Method::POST, &url).await {
             Ok(call) => call.json(&body),
             Err(_) => return Err(Failure::transport("no access token".into())),
         };
-        match self.call(call).await {
+        match self.rest.call(call).await {
             Ok(_) => {
                 tracing::info!(table = %key, "created the table");
                 Ok(())

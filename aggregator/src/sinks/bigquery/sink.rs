@@ -17,7 +17,7 @@ use nagare_core::sink::{self, Words};
 use super::config::{BigQueryConfig, Method};
 use super::request_builder::{RequestBuilder, SharedRows};
 use super::retry::auth_hint;
-use super::service::BigQueryService;
+use super::service::{BigQueryService, Rest};
 use super::table::TableTemplates;
 use crate::gcp::{BIGQUERY_SCOPE, CredentialsSource, GcpAuthError, GoogleAuth};
 
@@ -109,10 +109,9 @@ pub fn credentials(config: &BigQueryConfig) -> CredentialsSource {
 /// and again until it can be, or the sink is aborted).
 async fn schema_rows(
     config: &BigQueryConfig,
-    service: &BigQueryService,
+    rest: &Rest,
     ctx: &SinkContext,
 ) -> Result<Option<SharedRows>, Invalid> {
-    let options = config.row_options()?;
     let schema = match config.configured_schema()? {
         Some(schema) => schema,
         None => {
@@ -121,7 +120,7 @@ async fn schema_rows(
                 .ok_or_else(|| Invalid::new("table", "fetch_schema needs a fixed table name"))?;
             let mut wait = Duration::from_millis(500);
             loop {
-                match service.fetch_schema(&base).await {
+                match rest.fetch_schema(&base).await {
                     Ok(schema) => break schema,
                     Err(e) => tracing::warn!(
                         sink = %ctx.name, table = %base, error = %e,
@@ -136,10 +135,9 @@ async fn schema_rows(
             }
         }
     };
-    let rows = config.row_builder(schema.clone()).or_else(|_| {
-        super::rows::RowBuilder::new(schema, options)
-            .map_err(|e| Invalid::new("fetch_schema", e.to_string()))
-    })?;
+    // The options were checked against a configured schema already; against a
+    // fetched one, here.
+    let rows = config.row_builder(schema)?;
     Ok(Some(Arc::new(RwLock::new(Arc::new(rows)))))
 }
 
@@ -157,27 +155,15 @@ async fn run_insert_all(config: BigQueryConfig, ctx: SinkContext) -> Result<(), 
             sink: ctx.name.clone(),
             source,
         })?;
-    let auth = Arc::new(auth);
-    // A placeholder until the schema is known: the service reads the schema with it.
-    let placeholder: SharedRows = Arc::new(RwLock::new(Arc::new(
-        super::rows::RowBuilder::new(
-            super::schema::Schema::from_bq_json(r#"[{"name":"x","type":"STRING"}]"#)
-                .map_err(|e| invalid(Invalid::new("schema", e.to_string())))?,
-            Default::default(),
-        )
-        .map_err(|e| invalid(Invalid::new("schema", e.to_string())))?,
-    )));
-    let client_error = |source| BigQuerySinkError::Client {
+    let rest = Rest::new(&config, Arc::new(auth)).map_err(|source| BigQuerySinkError::Client {
         sink: ctx.name.clone(),
         source,
-    };
-    let probe = BigQueryService::new(&config, auth.clone(), placeholder, hint.clone())
-        .map_err(client_error)?;
-    let Some(rows) = schema_rows(&config, &probe, &ctx).await.map_err(invalid)? else {
+    })?;
+    let Some(rows) = schema_rows(&config, &rest, &ctx).await.map_err(invalid)? else {
         return Ok(());
     };
-    let service =
-        BigQueryService::new(&config, auth.clone(), rows.clone(), hint).map_err(client_error)?;
+    let credentials = rest.credentials().to_string();
+    let service = BigQueryService::new(&config, rest, rows.clone(), hint);
     let workers = ctx.flush_thread_count();
     let mut pairs = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -192,7 +178,7 @@ async fn run_insert_all(config: BigQueryConfig, ctx: SinkContext) -> Result<(), 
         table = %config.table,
         template_suffix = config.template_suffix.as_deref(),
         endpoint = %config.endpoint(),
-        credentials = %auth.source(),
+        credentials = %credentials,
         dead_letter = %ctx.dead_letter().path().display(),
         workers,
         "bigquery sink started"
