@@ -12,3 +12,4 @@
 pub mod coerce;
 pub mod rows;
 pub mod schema;
+pub mod storage_write;
