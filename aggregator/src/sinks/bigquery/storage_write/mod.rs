@@ -4,5 +4,8 @@
 //! - [`descriptor`]: the table schema as the protobuf writer schema;
 //! - [`encode`]: a record as one protobuf row of it.
 
+pub mod client;
 pub mod descriptor;
 pub mod encode;
+pub mod journal;
+pub mod service;

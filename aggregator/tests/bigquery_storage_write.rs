@@ -1,0 +1,286 @@
+//! The Storage Write API path against local-bigquery's gRPC port (BigQuery's
+//! `BigQueryWrite` service on DuckDB): rows built by the protobuf row encoder and sent
+//! by the sink's write service over tonic arrive with their types (read back with
+//! `jobs.query`); a row BigQuery refuses in `row_errors` is rejected with its message
+//! while the others of its append land; and appends are exactly once through a crash,
+//! whether it came before the append was sent or after it landed unanswered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nagare_aggregator::sinks::bigquery::rows::{RowBuilder, RowOptions, UnknownFields};
+use nagare_aggregator::sinks::bigquery::schema::{FieldConfig, Schema};
+use nagare_aggregator::sinks::bigquery::storage_write::client::{Appended, WriteClient};
+use nagare_aggregator::sinks::bigquery::storage_write::descriptor::descriptor;
+use nagare_aggregator::sinks::bigquery::storage_write::encode::RowEncoder;
+use nagare_aggregator::sinks::bigquery::storage_write::journal::{Journal, runs};
+use nagare_aggregator::sinks::bigquery::storage_write::service::{
+    Committed, Streams, WriteService, item_bytes,
+};
+use nagare_core::chunk::ChunkId;
+use nagare_core::sink::{BatchOutcome, Item, Outcome, Service, Ticket};
+use nagare_core::value::parse_json_object;
+use nagare_core::{EventTime, Map};
+use nagare_testkit::LocalBigQuery;
+use serde_json::{Value, json};
+
+const SCHEMA: &str = r#"
+- { name: time, type: TIMESTAMP, mode: REQUIRED }
+- { name: seq, type: INT64, mode: REQUIRED }
+- { name: log, type: STRING }
+- { name: x, type: FLOAT }
+- { name: ok, type: BOOL }
+- { name: price, type: NUMERIC }
+- { name: day, type: DATE }
+- { name: at, type: DATETIME }
+- { name: tags, type: STRING, mode: REPEATED }
+- name: kubernetes
+  type: RECORD
+  fields:
+    - { name: pod_name, type: STRING }
+    - { name: namespace_name, type: STRING }
+- { name: rest, type: JSON }
+"#;
+
+const ORIGIN: ChunkId = ChunkId([0x5a; 16]);
+
+fn record(json: Value) -> Map {
+    parse_json_object(json.to_string().as_bytes()).expect("a JSON object")
+}
+
+struct Table {
+    dataset: String,
+    path: String,
+    encoder: RowEncoder,
+}
+
+fn table(bq: &LocalBigQuery) -> Table {
+    let fields: Vec<FieldConfig> = serde_norway::from_str(SCHEMA).unwrap();
+    let schema = Schema::from_config(&fields).unwrap();
+    let dataset = LocalBigQuery::unique("write");
+    bq.create_dataset(&dataset);
+    bq.create_table(&dataset, "logs", &schema.to_table_schema());
+    let options = RowOptions {
+        time_field: Some("time".into()),
+        unknown_fields: UnknownFields::Column("rest".into()),
+        insert_id_key: None,
+    };
+    Table {
+        path: format!("projects/{}/datasets/{dataset}/tables/logs", bq.project()),
+        dataset,
+        encoder: RowEncoder::new(RowBuilder::new(schema, options).unwrap()),
+    }
+}
+
+fn client(bq: &LocalBigQuery) -> WriteClient {
+    WriteClient::new(bq.grpc_url(), None, Duration::from_secs(20)).unwrap()
+}
+
+fn service(bq: &LocalBigQuery, t: &Table, streams: Streams) -> WriteService {
+    let schema = Arc::new(descriptor(t.encoder.schema()).unwrap());
+    WriteService::new(client(bq), schema, streams)
+}
+
+/// Items of the records, the n-th at position n of [`ORIGIN`].
+fn items(t: &Table, records: &[Value]) -> Vec<Item<String>> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let time = EventTime::new(1_700_000_000 + i as i64, 250_000_000);
+            let bytes = item_bytes(&t.encoder, (ORIGIN, i as u32), &record(r.clone()), time)
+                .expect("the record is a row");
+            Item {
+                key: t.path.clone(),
+                size: bytes.len(),
+                bytes,
+                time,
+                ticket: Ticket {
+                    slot: 0,
+                    position: i as u32,
+                    events: 1,
+                },
+            }
+        })
+        .collect()
+}
+
+async fn send(s: &mut WriteService, t: &Table, items: &[Item<String>]) -> BatchOutcome {
+    let mut request = s.build(&t.path, items);
+    s.send(&mut request).await.outcome
+}
+
+fn delivered(outcome: &BatchOutcome, n: usize) -> bool {
+    matches!(outcome, BatchOutcome::Items(o) if o.len() == n && o.iter().all(|o| *o == Outcome::Delivered))
+}
+
+fn seqs(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"seq": i, "log": format!("line {i}")}))
+        .collect()
+}
+
+fn count(bq: &LocalBigQuery, t: &Table) -> (i64, i64) {
+    let rows = bq.query(&format!(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT seq) AS d FROM `{}.logs`",
+        t.dataset
+    ));
+    let num = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .or(v.as_i64())
+            .unwrap()
+    };
+    (num(&rows[0]["n"]), num(&rows[0]["d"]))
+}
+
+#[tokio::test]
+async fn rows_arrive_with_their_types() {
+    let bq = LocalBigQuery::shared();
+    let t = table(bq);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&dir.path().join("j")).unwrap();
+    let mut s = service(bq, &t, Streams::Committed(Committed::new(journal)));
+    let records = [json!({
+        "seq": "7", "log": "hello \"world\"", "x": "0.5", "ok": "true", "price": 12.25,
+        "day": "2024-02-29", "at": "2024-02-29T10:11:12", "tags": ["a", "b"],
+        "kubernetes": {"pod_name": "web-1", "namespace_name": "default", "node": "n1"},
+        "stream": "stdout"
+    })];
+    let outcome = send(&mut s, &t, &items(&t, &records)).await;
+    assert!(delivered(&outcome, 1), "{outcome:?}");
+    let rows = bq.query(&format!(
+        "SELECT time, seq, log, x, ok, price, day, at, tags, kubernetes, rest FROM `{}.logs`",
+        t.dataset
+    ));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["seq"], json!("7"), "{row}");
+    assert_eq!(row["log"], json!("hello \"world\""));
+    assert_eq!(row["ok"], json!("true"));
+    assert_eq!(row["day"], json!("2024-02-29"));
+    assert_eq!(row["tags"], json!(["a", "b"]), "{row}");
+    assert_eq!(row["kubernetes"]["pod_name"], json!("web-1"), "{row}");
+    // jobs.query answers a TIMESTAMP as epoch seconds: the event time, to the
+    // microsecond.
+    assert_eq!(row["time"], json!("1700000000.25"), "{row}");
+    assert_eq!(row["x"], json!("0.5"));
+    assert_eq!(row["price"], json!("12.25"));
+    assert_eq!(row["at"], json!("2024-02-29T10:11:12"));
+    let rest: Value = serde_json::from_str(row["rest"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        rest,
+        json!({"stream": "stdout", "kubernetes": {"node": "n1"}})
+    );
+}
+
+#[tokio::test]
+async fn a_row_refused_in_row_errors_is_rejected_with_the_message_and_the_others_land() {
+    let bq = LocalBigQuery::shared();
+    let t = table(bq);
+    let mut records = seqs(5);
+    // Text the encoder passes on as it is, which BigQuery does not read as a DATETIME.
+    records[2]["at"] = json!("not a datetime");
+    let mut s = service(bq, &t, Streams::Default);
+    let outcome = send(&mut s, &t, &items(&t, &records)).await;
+    let BatchOutcome::Items(outcomes) = &outcome else {
+        panic!("{outcome:?}")
+    };
+    for (i, o) in outcomes.iter().enumerate() {
+        match (i, o) {
+            (2, Outcome::Rejected { reason, .. }) => {
+                assert!(reason.contains("BigQuery refused the row"), "{reason}")
+            }
+            (2, other) => panic!("the bad row: {other:?}"),
+            (_, o) => assert_eq!(*o, Outcome::Delivered, "row {i}"),
+        }
+    }
+    assert_eq!(count(bq, &t), (4, 4));
+}
+
+#[tokio::test]
+async fn an_append_sent_again_at_its_offset_is_not_duplicated() {
+    let bq = LocalBigQuery::shared();
+    let t = table(bq);
+    let c = client(bq);
+    let stream = c.create_committed(&t.path).await.unwrap();
+    let schema = descriptor(t.encoder.schema()).unwrap();
+    let rows: Vec<Bytes> = items(&t, &seqs(3))
+        .into_iter()
+        .map(|i| Bytes::from(i.bytes[20..].to_vec()))
+        .collect();
+    let mut a = c.open(&stream).await.unwrap();
+    assert_eq!(
+        a.append(&schema, Some(0), rows.clone()).await.unwrap(),
+        Appended::Ok
+    );
+    let again = a.append(&schema, Some(0), rows.clone()).await.unwrap();
+    assert!(
+        matches!(
+            &again,
+            Appended::Refused {
+                code: tonic::Code::AlreadyExists,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    let past = a.append(&schema, Some(9), rows).await.unwrap();
+    assert!(
+        matches!(
+            &past,
+            Appended::Refused {
+                code: tonic::Code::OutOfRange,
+                ..
+            }
+        ),
+        "{past:?}"
+    );
+    assert_eq!(count(bq, &t), (3, 3));
+}
+
+/// A crash after an append landed but before its chunk was acknowledged: the next
+/// run gets the same rows again; finalizing the stream the journal left open says
+/// the append landed, so they are delivered without being appended twice. And a
+/// crash after an append was recorded but before it was sent: the rows are appended
+/// on a new stream, once.
+#[tokio::test]
+async fn rows_are_in_the_table_once_through_crashes_before_and_after_the_append() {
+    let bq = LocalBigQuery::shared();
+    let t = table(bq);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let batch = items(&t, &seqs(10));
+    {
+        let mut s = service(
+            bq,
+            &t,
+            Streams::Committed(Committed::new(Journal::open(&path).unwrap())),
+        );
+        let outcome = send(&mut s, &t, &batch[..6]).await;
+        assert!(delivered(&outcome, 6), "{outcome:?}");
+        // The crash: the service is gone without finalizing its stream.
+    }
+    {
+        // Recorded, never sent: the journal has the plan of rows 6..10 on a stream.
+        let mut j = Journal::open(&path).unwrap();
+        let c = client(bq);
+        let stream = c.create_committed(&t.path).await.unwrap();
+        let sid = j.new_stream(&t.path, &stream).unwrap();
+        j.plan(sid, &[(0, 4, runs((6..10).map(|i| (ORIGIN, i))))])
+            .unwrap();
+    }
+    let mut s = service(
+        bq,
+        &t,
+        Streams::Committed(Committed::new(Journal::open(&path).unwrap())),
+    );
+    let outcome = send(&mut s, &t, &batch).await;
+    assert!(delivered(&outcome, 10), "{outcome:?}");
+    assert_eq!(count(bq, &t), (10, 10));
+    // And the forwarder sending the same chunk again later changes nothing.
+    let outcome = send(&mut s, &t, &batch).await;
+    assert!(delivered(&outcome, 10), "{outcome:?}");
+    assert_eq!(count(bq, &t), (10, 10));
+}
