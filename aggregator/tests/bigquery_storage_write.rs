@@ -13,11 +13,10 @@ use nagare_aggregator::sinks::bigquery::rows::{RowBuilder, RowOptions, UnknownFi
 use nagare_aggregator::sinks::bigquery::schema::{FieldConfig, Schema};
 use nagare_aggregator::sinks::bigquery::storage_write::client::{Appended, WriteClient};
 use nagare_aggregator::sinks::bigquery::storage_write::descriptor::descriptor;
-use nagare_aggregator::sinks::bigquery::storage_write::encode::RowEncoder;
+use nagare_aggregator::sinks::bigquery::storage_write::encode::{RowEncoder, item_bytes};
 use nagare_aggregator::sinks::bigquery::storage_write::journal::{Journal, runs};
-use nagare_aggregator::sinks::bigquery::storage_write::service::{
-    Committed, Streams, WriteService, item_bytes,
-};
+use nagare_aggregator::sinks::bigquery::storage_write::recovery::Committed;
+use nagare_aggregator::sinks::bigquery::storage_write::service::{Streams, WriteService};
 use nagare_core::chunk::ChunkId;
 use nagare_core::sink::{BatchOutcome, Item, Outcome, Service, Ticket};
 use nagare_core::value::parse_json_object;

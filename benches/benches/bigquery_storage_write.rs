@@ -16,7 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nagare_aggregator::sinks::bigquery::rows::{RowBuilder, RowOptions};
 use nagare_aggregator::sinks::bigquery::schema::Schema;
 use nagare_aggregator::sinks::bigquery::storage_write::encode::RowEncoder;
-use nagare_aggregator::sinks::bigquery::storage_write::service::item_bytes;
+use nagare_aggregator::sinks::bigquery::storage_write::encode::item_bytes;
 use nagare_benches::corpus::kubernetes_record;
 use nagare_core::chunk::ChunkId;
 use nagare_core::{EventTime, Map};

@@ -9,7 +9,9 @@
 //! lacks are dropped or kept in `unknown_fields_column`; `unknown_fields: ignore`
 //! drops them too, as a protobuf row has no place for a field its descriptor lacks.
 
+use nagare_core::chunk::ChunkId;
 use nagare_core::json::write_value;
+use nagare_core::sink::{Event, Items};
 use nagare_core::time::{EventTime, days_from_civil};
 use nagare_core::value::{Map, Value};
 
@@ -22,6 +24,10 @@ use super::super::schema::{Field, FieldType, Mode, Schema};
 /// The first and last second BigQuery holds (0001-01-01, 9999-12-31T23:59:59).
 const SECS_RANGE: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
 const OUT_OF_YEARS: &str = "outside the years 0001 to 9999 that BigQuery holds";
+
+/// The bytes of an item before its row: the event's origin chunk (16 bytes) and its
+/// position there (4 bytes, little-endian), which the offsets journal knows rows by.
+pub const ITEM_HEADER: usize = 20;
 
 const VARINT: u32 = 0;
 const FIXED64: u32 = 1;
@@ -336,6 +342,37 @@ fn write_delimited(out: &mut Vec<u8>, number: u32, write: impl FnOnce(&mut Vec<u
     let mut prefix = Vec::with_capacity(5);
     write_varint(&mut prefix, len as u64);
     out.splice(at..at + 1, prefix);
+}
+
+/// Pushes the row of `event` for `table` as an item of its own, or refuses the event
+/// with the reason its record cannot be a row.
+pub fn push_row(
+    encoder: &RowEncoder,
+    table: String,
+    event: Event<'_>,
+    out: &mut Items<'_, String>,
+) {
+    match item_bytes(encoder, event.origin, event.record, event.time) {
+        Ok(bytes) => {
+            let size = bytes.len() - ITEM_HEADER + 3;
+            out.push(table, bytes, size);
+        }
+        Err(e) => out.refuse(&e.to_string()),
+    }
+}
+
+/// An item's bytes: the row of `record` at `time`, after its `origin`.
+pub fn item_bytes(
+    encoder: &RowEncoder,
+    origin: (ChunkId, u32),
+    record: &Map,
+    time: EventTime,
+) -> Result<Vec<u8>, RowError> {
+    let mut bytes = Vec::with_capacity(ITEM_HEADER + record.len() * 48);
+    bytes.extend_from_slice(origin.0.as_bytes());
+    bytes.extend_from_slice(&origin.1.to_le_bytes());
+    encoder.write_row(&mut bytes, record, time)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

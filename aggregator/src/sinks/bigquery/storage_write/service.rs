@@ -29,108 +29,23 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use nagare_core::chunk::ChunkId;
-use nagare_core::sink::{BatchOutcome, Event, Item, Items, Outcome, Sent, Service};
-use nagare_core::time::EventTime;
-use nagare_core::value::Map;
+use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
 use tonic::{Code, Status};
 
-use super::super::rows::RowError;
 use super::client::{Appended, Appender, WriteClient};
-use super::encode::RowEncoder;
-use super::journal::{Journal, runs};
+use super::encode::ITEM_HEADER as HEADER;
+use super::journal::runs;
+use super::recovery::Committed;
+use super::retry::{Failure, classify, journal_failure, stream_gone};
 
 /// The bytes of rows in one append: under the API's 10 MB request limit, with room
 /// for the request's own fields and the writer schema.
 pub const MAX_APPEND_BYTES: usize = 9 << 20;
-/// The origin prefixed to each item's row.
-const HEADER: usize = 20;
 /// Rows landed or refused but not yet reported to a request, at most (more means
 /// their requests were given up on; they are forgotten).
 const MAX_UNREPORTED: usize = 1 << 20;
 
 type RowId = (ChunkId, u32);
-
-/// Pushes the row of `event` for `table` as an item of its own, or refuses the event
-/// with the reason its record cannot be a row.
-pub fn push_row(
-    encoder: &RowEncoder,
-    table: String,
-    event: Event<'_>,
-    out: &mut Items<'_, String>,
-) {
-    match item_bytes(encoder, event.origin, event.record, event.time) {
-        Ok(bytes) => {
-            let size = bytes.len() - HEADER + 3;
-            out.push(table, bytes, size);
-        }
-        Err(e) => out.refuse(&e.to_string()),
-    }
-}
-
-/// An item's bytes: the row of `record` at `time`, after its `origin`.
-pub fn item_bytes(
-    encoder: &RowEncoder,
-    origin: (ChunkId, u32),
-    record: &Map,
-    time: EventTime,
-) -> Result<Vec<u8>, RowError> {
-    let mut bytes = Vec::with_capacity(HEADER + record.len() * 48);
-    bytes.extend_from_slice(origin.0.as_bytes());
-    bytes.extend_from_slice(&origin.1.to_le_bytes());
-    encoder.write_row(&mut bytes, record, time)?;
-    Ok(bytes)
-}
-
-/// The journal of committed streams, shared by a sink's workers.
-#[derive(Debug)]
-pub struct Committed {
-    journal: std::sync::Mutex<Journal>,
-    /// Whether the streams left open by the last run were finalized.
-    recovered: tokio::sync::Mutex<bool>,
-}
-
-impl Committed {
-    /// Committed streams recorded in `journal`.
-    pub fn new(journal: Journal) -> Arc<Committed> {
-        Arc::new(Committed {
-            journal: std::sync::Mutex::new(journal),
-            recovered: tokio::sync::Mutex::new(false),
-        })
-    }
-
-    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
-        self.journal.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Finalizes every stream the journal has open, learning which of their appends
-    /// landed. At startup (once, before any append) and at shutdown.
-    pub async fn finalize_open(&self, client: &WriteClient) -> Result<(), Status> {
-        let open = self.journal().open_streams();
-        for (sid, name) in open {
-            let length = match client.finalize(&name).await {
-                Ok(length) => Some(length),
-                Err(status) if stream_gone(status.code(), status.message()) => {
-                    tracing::warn!(stream = %name, reason = %status.message(), "a write stream recorded in the offsets journal is gone (expired, or the server lost it): which of its last appends landed is unknown, and their rows are sent again");
-                    None
-                }
-                Err(status) => return Err(status),
-            };
-            self.journal()
-                .finalized(sid, length)
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    async fn recover(&self, client: &WriteClient) -> Result<(), Status> {
-        let mut done = self.recovered.lock().await;
-        if !*done {
-            self.finalize_open(client).await?;
-            *done = true;
-        }
-        Ok(())
-    }
-}
 
 /// Which stream rows go to.
 #[derive(Debug, Clone)]
@@ -179,12 +94,6 @@ pub struct WriteService {
     schema: Arc<prost_types::DescriptorProto>,
     streams: Streams,
     tables: HashMap<String, Table>,
-}
-
-/// Why a send stopped short: to retry with the backoff, or blocked with a hint.
-enum Failure {
-    Retry(Code, String),
-    Blocked(Code, String),
 }
 
 impl WriteService {
@@ -548,49 +457,5 @@ impl Service<String> for WriteService {
             destination,
             outcome,
         }
-    }
-}
-
-/// Whether an answer means the stream can take no more appends (and a new one is
-/// needed): past its end, finalized, or unknown to the server.
-fn stream_gone(code: Code, message: &str) -> bool {
-    let about_stream = message.to_ascii_lowercase().contains("stream");
-    match code {
-        Code::OutOfRange | Code::FailedPrecondition => true,
-        Code::InvalidArgument | Code::NotFound => about_stream,
-        _ => false,
-    }
-}
-
-fn journal_failure(e: super::journal::JournalError) -> Failure {
-    Failure::Retry(Code::Internal, e.to_string())
-}
-
-/// What a refusal of a whole call means.
-fn classify(status: Status) -> Failure {
-    let code = status.code();
-    let message = status.message().to_string();
-    match code {
-        Code::PermissionDenied | Code::Unauthenticated => Failure::Blocked(
-            code,
-            format!(
-                "{message}: check the credentials (credentials_file, GOOGLE_APPLICATION_CREDENTIALS or workload identity) and that the account has roles/bigquery.dataEditor on the table"
-            ),
-        ),
-        Code::NotFound => Failure::Blocked(
-            code,
-            format!(
-                "{message}: the table does not exist; create it, or set auto_create_table with a schema"
-            ),
-        ),
-        Code::InvalidArgument => Failure::Blocked(
-            code,
-            format!(
-                "{message}: BigQuery refuses the appends; check that the schema matches the table's"
-            ),
-        ),
-        // UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL, ABORTED,
-        // UNKNOWN (a broken connection), CANCELLED.
-        _ => Failure::Retry(code, message),
     }
 }
