@@ -20,6 +20,7 @@ filters! {
 
 sinks! {
     #[cfg(feature = "forwarder")] Forward => nagare_forwarder::sinks::forward::ForwardSink,
+    #[cfg(feature = "aggregator")] Bigquery => nagare_aggregator::sinks::bigquery::BigQuerySink,
     #[cfg(feature = "aggregator")] CloudwatchLogs => nagare_aggregator::sinks::cloudwatch_logs::CloudWatchLogsSink,
     #[cfg(feature = "aggregator")] Elasticsearch => nagare_aggregator::sinks::elasticsearch::ElasticsearchSink,
     #[cfg(feature = "aggregator")] File => nagare_aggregator::sinks::file::FileSink,

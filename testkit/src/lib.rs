@@ -14,10 +14,12 @@
 //! - [`bigquery`]: [`LocalBigQuery`], local-bigquery (BigQuery's REST API and the
 //!   Storage Write API over gRPC, on DuckDB) once per test binary, with helpers to
 //!   create datasets and tables, insert, list and query rows.
+//! - [`bigquery_proxy`]: [`BigQueryProxy`], a recording and fault-injecting proxy for
+//!   insertAll requests (rate limits, 5xx, cut connections) in front of local-bigquery.
 //! - [`aws_proxy`]: [`AwsProxy`], a recording and fault-injecting proxy for AWS
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
 //! - [`proxy_server`]: [`ProxyServer`](proxy_server::ProxyServer), the HTTP server
-//!   under both proxies.
+//!   under the proxies.
 //! - [`faults`]: [`Strace`] (system calls of a running process made to fail) and
 //!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
@@ -28,6 +30,7 @@
 
 pub mod aws_proxy;
 pub mod bigquery;
+pub mod bigquery_proxy;
 pub mod child;
 pub mod clients;
 pub mod docs;
@@ -44,6 +47,7 @@ pub mod wait;
 
 pub use aws_proxy::{AwsError, AwsExchange, AwsFault, AwsProxy};
 pub use bigquery::LocalBigQuery;
+pub use bigquery_proxy::{BigQueryProxy, InsertExchange, InsertFault};
 pub use child::Child;
 pub use clients::{Node, Python};
 pub use fault_proxy::{BulkExchange, BulkFault, FaultProxy};

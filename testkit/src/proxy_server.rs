@@ -138,7 +138,7 @@ async fn accept(listener: tokio::net::TcpListener, name: &'static str, handler: 
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let handler = handler.clone();
-                async move { Ok::<_, hyper::Error>(respond(request, name, handler).await) }
+                async move { respond(request, name, handler).await }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(conn), service)
@@ -153,7 +153,7 @@ async fn respond(
     request: hyper::Request<hyper::body::Incoming>,
     name: &'static str,
     handler: Arc<Handler>,
-) -> hyper::Response<Full<Bytes>> {
+) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = request.into_parts();
     let response = match body.collect().await {
         Ok(body) => {
@@ -179,6 +179,10 @@ async fn respond(
         }
         Err(e) => text_response(400, format!("{name}: cannot read the request: {e}")),
     };
+    if response.status == CUT {
+        // An error from the service makes hyper close the connection unanswered.
+        return Err(std::io::Error::other(format!("{name}: connection cut")));
+    }
     let mut out = hyper::Response::builder().status(response.status);
     for (k, v) in response
         .headers
@@ -187,15 +191,20 @@ async fn respond(
     {
         out = out.header(k, v);
     }
-    out.body(Full::new(Bytes::from(response.body)))
+    Ok(out
+        .body(Full::new(Bytes::from(response.body)))
         .unwrap_or_else(|e| {
             let mut r = hyper::Response::new(Full::new(Bytes::from(format!(
                 "{name}: cannot relay the response: {e}"
             ))));
             *r.status_mut() = hyper::StatusCode::BAD_GATEWAY;
             r
-        })
+        }))
 }
+
+/// The status a handler answers with to have the connection closed without an
+/// answer, as when a connection is cut mid-request.
+pub const CUT: u16 = 0;
 
 /// A plain-text answer.
 pub fn text_response(status: u16, text: String) -> Response {

@@ -1,7 +1,7 @@
 //! Sinks: where the aggregator delivers events.
 //!
-//! - [`bigquery`]: the table schema and records as rows (the foundations of a
-//!   BigQuery sink, not yet a sink of its own).
+//! - [`bigquery`]: rows into BigQuery tables named from templates (insertAll with
+//!   `insertId`), datasets and partitioned tables created, per-row outcomes.
 //! - [`cloudwatch_logs`]: PutLogEvents, names from templates, every API limit
 //!   enforced, groups and streams created.
 //! - [`elasticsearch`]: the `_bulk` API, per-item outcomes, dead-letter for rejects.
@@ -10,7 +10,7 @@
 //! - [`stdout`]: NDJSON to standard output.
 //! - [`ndjson`]: the line formats of `file` and `stdout`.
 //!
-//! A sink that sends batches (`elasticsearch`, `cloudwatch_logs`, `file`) is built on the sink kit
+//! A sink that sends batches (`elasticsearch`, `cloudwatch_logs`, `bigquery`, `file`) is built on the sink kit
 //! ([`nagare_core::sink`]): its folder holds its encoder, its service (builds a
 //! request, pure and testable byte for byte, sends it, classifies the answer) and its
 //! words, and the kit takes leases, batches, retries, dead-letters and acks. Every
