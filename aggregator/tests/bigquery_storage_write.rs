@@ -16,7 +16,10 @@ use nagare_aggregator::sinks::bigquery::storage_write::descriptor::descriptor;
 use nagare_aggregator::sinks::bigquery::storage_write::encode::{RowEncoder, item_bytes};
 use nagare_aggregator::sinks::bigquery::storage_write::journal::{Journal, runs};
 use nagare_aggregator::sinks::bigquery::storage_write::recovery::Committed;
-use nagare_aggregator::sinks::bigquery::storage_write::service::{Streams, WriteService};
+use nagare_aggregator::sinks::bigquery::storage_write::service::{
+    Streams, WriteService, table_path,
+};
+use nagare_aggregator::sinks::bigquery::{Key, TableKey};
 use nagare_core::chunk::ChunkId;
 use nagare_core::sink::{BatchOutcome, Item, Outcome, Service, Ticket};
 use nagare_core::value::parse_json_object;
@@ -50,6 +53,7 @@ fn record(json: Value) -> Map {
 
 struct Table {
     dataset: String,
+    key: Key,
     path: String,
     encoder: RowEncoder,
 }
@@ -65,8 +69,10 @@ fn table(bq: &LocalBigQuery) -> Table {
         unknown_fields: UnknownFields::Column("rest".into()),
         insert_id_key: None,
     };
+    let key = Arc::new(TableKey::new(bq.project(), &dataset, "logs", None));
     Table {
-        path: format!("projects/{}/datasets/{dataset}/tables/logs", bq.project()),
+        path: table_path(&key),
+        key,
         dataset,
         encoder: RowEncoder::new(RowBuilder::new(schema, options).unwrap()),
     }
@@ -82,7 +88,7 @@ fn service(bq: &LocalBigQuery, t: &Table, streams: Streams) -> WriteService {
 }
 
 /// Items of the records, the n-th at position n of [`ORIGIN`].
-fn items(t: &Table, records: &[Value]) -> Vec<Item<String>> {
+fn items(t: &Table, records: &[Value]) -> Vec<Item<Key>> {
     records
         .iter()
         .enumerate()
@@ -91,7 +97,7 @@ fn items(t: &Table, records: &[Value]) -> Vec<Item<String>> {
             let bytes = item_bytes(&t.encoder, (ORIGIN, i as u32), &record(r.clone()), time)
                 .expect("the record is a row");
             Item {
-                key: t.path.clone(),
+                key: t.key.clone(),
                 size: bytes.len(),
                 bytes,
                 time,
@@ -105,8 +111,8 @@ fn items(t: &Table, records: &[Value]) -> Vec<Item<String>> {
         .collect()
 }
 
-async fn send(s: &mut WriteService, t: &Table, items: &[Item<String>]) -> BatchOutcome {
-    let mut request = s.build(&t.path, items);
+async fn send(s: &mut WriteService, t: &Table, items: &[Item<Key>]) -> BatchOutcome {
+    let mut request = s.build(&t.key, items);
     s.send(&mut request).await.outcome
 }
 

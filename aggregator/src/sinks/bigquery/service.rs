@@ -200,7 +200,7 @@ impl BigQueryService {
     }
 
     /// Creates the table of `key` (and its dataset when missing and allowed).
-    async fn create_table(&self, key: &Key) -> Result<(), BatchOutcome> {
+    pub async fn create_table(&self, key: &Key) -> Result<(), BatchOutcome> {
         let destination = key.to_string();
         if !self.creation.tables {
             return Err(retry::missing(&destination, "table"));

@@ -88,11 +88,7 @@ pub async fn run(config: BigQueryConfig, ctx: SinkContext) -> Result<(), BigQuer
         })?;
     match config.method {
         Method::InsertAll => run_insert_all(config, ctx).await,
-        // Refused by `validate` until the Storage Write API is built in.
-        Method::StorageWrite => Err(BigQuerySinkError::Config {
-            sink: ctx.name.clone(),
-            invalid: Invalid::new("method", "`storage_write` is not available in this build"),
-        }),
+        Method::StorageWrite => super::storage_write::sink::run(config, ctx).await,
     }
 }
 
@@ -107,7 +103,7 @@ pub fn credentials(config: &BigQueryConfig) -> CredentialsSource {
 
 /// The rows of a config's schema, or of the table's when `fetch_schema` (read again
 /// and again until it can be, or the sink is aborted).
-async fn schema_rows(
+pub(super) async fn schema_rows(
     config: &BigQueryConfig,
     service: &BigQueryService,
     ctx: &SinkContext,
@@ -143,6 +139,16 @@ async fn schema_rows(
     Ok(Some(Arc::new(RwLock::new(Arc::new(rows)))))
 }
 
+/// Rows of a one-column schema, for a REST service made before the schema is known
+/// (it reads the schema with it).
+pub(super) fn placeholder_rows() -> Result<SharedRows, Invalid> {
+    let schema = super::schema::Schema::from_bq_json(r#"[{"name":"x","type":"STRING"}]"#)
+        .map_err(|e| Invalid::new("schema", e.to_string()))?;
+    let rows = super::rows::RowBuilder::new(schema, Default::default())
+        .map_err(|e| Invalid::new("schema", e.to_string()))?;
+    Ok(Arc::new(RwLock::new(Arc::new(rows))))
+}
+
 /// The `insert_all` method.
 async fn run_insert_all(config: BigQueryConfig, ctx: SinkContext) -> Result<(), BigQuerySinkError> {
     let invalid = |invalid| BigQuerySinkError::Config {
@@ -159,14 +165,7 @@ async fn run_insert_all(config: BigQueryConfig, ctx: SinkContext) -> Result<(), 
         })?;
     let auth = Arc::new(auth);
     // A placeholder until the schema is known: the service reads the schema with it.
-    let placeholder: SharedRows = Arc::new(RwLock::new(Arc::new(
-        super::rows::RowBuilder::new(
-            super::schema::Schema::from_bq_json(r#"[{"name":"x","type":"STRING"}]"#)
-                .map_err(|e| invalid(Invalid::new("schema", e.to_string())))?,
-            Default::default(),
-        )
-        .map_err(|e| invalid(Invalid::new("schema", e.to_string())))?,
-    )));
+    let placeholder = placeholder_rows().map_err(invalid)?;
     let client_error = |source| BigQuerySinkError::Client {
         sink: ctx.name.clone(),
         source,

@@ -20,6 +20,7 @@ use super::super::coerce::{
 };
 use super::super::rows::{Path, RowBuilder, RowError, Unknown, convert, find, unknowns_json};
 use super::super::schema::{Field, FieldType, Mode, Schema};
+use super::super::table::Key;
 
 /// The first and last second BigQuery holds (0001-01-01, 9999-12-31T23:59:59).
 const SECS_RANGE: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
@@ -346,12 +347,7 @@ fn write_delimited(out: &mut Vec<u8>, number: u32, write: impl FnOnce(&mut Vec<u
 
 /// Pushes the row of `event` for `table` as an item of its own, or refuses the event
 /// with the reason its record cannot be a row.
-pub fn push_row(
-    encoder: &RowEncoder,
-    table: String,
-    event: Event<'_>,
-    out: &mut Items<'_, String>,
-) {
+pub fn push_row(encoder: &RowEncoder, table: Key, event: Event<'_>, out: &mut Items<'_, Key>) {
     match item_bytes(encoder, event.origin, event.record, event.time) {
         Ok(bytes) => {
             let size = bytes.len() - ITEM_HEADER + 3;

@@ -19,3 +19,4 @@ pub mod journal;
 pub mod recovery;
 pub mod retry;
 pub mod service;
+pub mod sink;

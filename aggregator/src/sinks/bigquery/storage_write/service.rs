@@ -32,6 +32,8 @@ use nagare_core::chunk::ChunkId;
 use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
 use tonic::{Code, Status};
 
+use super::super::service::BigQueryService;
+use super::super::table::{Key, TableKey};
 use super::client::{Appended, Appender, WriteClient};
 use super::encode::ITEM_HEADER as HEADER;
 use super::journal::runs;
@@ -60,6 +62,8 @@ pub enum Streams {
 /// A batch's rows for one table.
 #[derive(Debug)]
 pub struct AppendRequest {
+    key: Key,
+    /// `projects/P/datasets/D/tables/T`.
     table: String,
     rows: Vec<(RowId, Bytes)>,
 }
@@ -94,6 +98,8 @@ pub struct WriteService {
     schema: Arc<prost_types::DescriptorProto>,
     streams: Streams,
     tables: HashMap<String, Table>,
+    /// Creates a missing table (and dataset) when the config allows it.
+    creator: Option<BigQueryService>,
 }
 
 impl WriteService {
@@ -108,10 +114,40 @@ impl WriteService {
             schema,
             streams,
             tables: HashMap::new(),
+            creator: None,
         }
     }
 
+    /// Missing tables are created by `rest` (which says whether that is allowed,
+    /// and with which schema, partitioning and clustering).
+    pub fn with_creator(mut self, rest: BigQueryService) -> WriteService {
+        self.creator = Some(rest);
+        self
+    }
+
+    /// Sends the request's rows; a missing table is created and the send tried again.
     async fn send_rows(&mut self, request: &AppendRequest) -> Result<(), Failure> {
+        match self.send_rows_once(request).await {
+            Err(Failure::Blocked(Code::NotFound, reason)) => {
+                let Some(creator) = &self.creator else {
+                    return Err(Failure::Blocked(Code::NotFound, reason));
+                };
+                match creator.create_table(&request.key).await {
+                    Ok(()) => self.send_rows_once(request).await,
+                    Err(BatchOutcome::Blocked { reason, .. }) => {
+                        Err(Failure::Blocked(Code::NotFound, reason))
+                    }
+                    Err(BatchOutcome::All(Outcome::Retry { reason, .. })) => {
+                        Err(Failure::Retry(Code::NotFound, reason))
+                    }
+                    Err(_) => Err(Failure::Blocked(Code::NotFound, reason)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn send_rows_once(&mut self, request: &AppendRequest) -> Result<(), Failure> {
         if let Streams::Committed(c) = &self.streams {
             c.recover(&self.client).await.map_err(classify)?;
         }
@@ -276,7 +312,9 @@ impl WriteService {
                     }
                     self.plan(table_name, rows)?;
                 }
-                Ok(Appended::Refused { code, message, .. }) if stream_gone(code, &message) => {
+                Ok(Appended::Refused { code, message, .. })
+                    if offset.is_some() && stream_gone(code, &message) =>
+                {
                     return self
                         .replace_stream(table_name, code, &message)
                         .await
@@ -375,10 +413,10 @@ impl WriteService {
     }
 }
 
-impl Service<String> for WriteService {
+impl Service<Key> for WriteService {
     type Request = AppendRequest;
 
-    fn build(&mut self, key: &String, items: &[Item<String>]) -> AppendRequest {
+    fn build(&mut self, key: &Key, items: &[Item<Key>]) -> AppendRequest {
         // One buffer for the batch's rows, which the appends share.
         let mut all = BytesMut::with_capacity(items.iter().map(|i| i.bytes.len()).sum());
         let mut spans = Vec::with_capacity(items.len());
@@ -393,7 +431,8 @@ impl Service<String> for WriteService {
         }
         let all = all.freeze();
         AppendRequest {
-            table: key.clone(),
+            key: key.clone(),
+            table: table_path(key),
             rows: spans
                 .into_iter()
                 .map(|(id, span)| (id, all.slice(span)))
@@ -403,7 +442,7 @@ impl Service<String> for WriteService {
 
     async fn send(&mut self, request: &mut AppendRequest) -> Sent {
         let failure = self.send_rows(request).await.err();
-        let destination = request.table.clone();
+        let destination = request.key.to_string();
         let table = self.tables.entry(request.table.clone()).or_default();
         let committed = match &self.streams {
             Streams::Committed(c) => Some(c.clone()),
@@ -458,4 +497,12 @@ impl Service<String> for WriteService {
             outcome,
         }
     }
+}
+
+/// The API's name of a table: `projects/P/datasets/D/tables/T`.
+pub fn table_path(key: &TableKey) -> String {
+    format!(
+        "projects/{}/datasets/{}/tables/{}",
+        key.project, key.dataset, key.table
+    )
 }
