@@ -126,10 +126,9 @@ fn seqs(n: usize) -> Vec<Value> {
         .collect()
 }
 
-fn count(bq: &LocalBigQuery, t: &Table) -> (i64, i64) {
+fn count(bq: &LocalBigQuery, dataset: &str) -> (i64, i64) {
     let rows = bq.query(&format!(
-        "SELECT COUNT(*) AS n, COUNT(DISTINCT seq) AS d FROM `{}.logs`",
-        t.dataset
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT seq) AS d FROM `{dataset}.logs`"
     ));
     let num = |v: &Value| {
         v.as_str()
@@ -201,7 +200,7 @@ async fn a_row_refused_in_row_errors_is_rejected_with_the_message_and_the_others
             (_, o) => assert_eq!(*o, Outcome::Delivered, "row {i}"),
         }
     }
-    assert_eq!(count(bq, &t), (4, 4));
+    assert_eq!(count(bq, &t.dataset), (4, 4));
 }
 
 #[tokio::test]
@@ -242,7 +241,7 @@ async fn an_append_sent_again_at_its_offset_is_not_duplicated() {
         ),
         "{past:?}"
     );
-    assert_eq!(count(bq, &t), (3, 3));
+    assert_eq!(count(bq, &t.dataset), (3, 3));
 }
 
 /// A crash after an append landed but before its chunk was acknowledged: the next
@@ -283,9 +282,123 @@ async fn rows_are_in_the_table_once_through_crashes_before_and_after_the_append(
     );
     let outcome = send(&mut s, &t, &batch).await;
     assert!(delivered(&outcome, 10), "{outcome:?}");
-    assert_eq!(count(bq, &t), (10, 10));
+    assert_eq!(count(bq, &t.dataset), (10, 10));
     // And the forwarder sending the same chunk again later changes nothing.
     let outcome = send(&mut s, &t, &batch).await;
     assert!(delivered(&outcome, 10), "{outcome:?}");
-    assert_eq!(count(bq, &t), (10, 10));
+    assert_eq!(count(bq, &t.dataset), (10, 10));
+}
+
+mod through_the_sink {
+    //! The whole sink with `method: storage_write`, run in-process on a memory
+    //! buffer: dataset and table created, rows appended, a row BigQuery refuses in
+    //! `row_errors` in the dead-letter file with its message, a chunk sent again
+    //! (as the forwarder does after a lost ack) not appended twice.
+
+    use std::path::PathBuf;
+
+    use nagare_aggregator::sinks::bigquery::{self, BigQueryConfig, BigQuerySinkError};
+    use nagare_core::buffer::{Buffer, BufferConfig};
+    use nagare_core::chunk::Chunk;
+    use nagare_core::config::{ConfigDocument, HumanDuration};
+    use nagare_core::receipt::Delivery;
+    use nagare_core::shutdown::Shutdown;
+    use nagare_core::testing::{chunk_of, close_and_drain, sink_context, with_receipt};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+
+    struct Running {
+        buffer: Buffer,
+        _abort: Shutdown,
+        task: JoinHandle<Result<(), BigQuerySinkError>>,
+        dead_letter: PathBuf,
+        data: tempfile::TempDir,
+    }
+
+    fn start(yaml: &str) -> Running {
+        let config: BigQueryConfig = ConfigDocument::from_text("test.yaml", yaml, |_| None)
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let settings = BufferConfig {
+            retry_wait: HumanDuration::millis(50),
+            retry_max_interval: HumanDuration::millis(300),
+            ..BufferConfig::default()
+        };
+        let buffer = Buffer::new("bq", &settings);
+        let data = tempfile::tempdir().unwrap();
+        let (ctx, abort) = sink_context("bq", &buffer, data.path());
+        let dead_letter = ctx.dead_letter().path().to_path_buf();
+        let task = tokio::spawn(bigquery::run(config, ctx));
+        Running {
+            buffer,
+            _abort: abort,
+            task,
+            dead_letter,
+            data,
+        }
+    }
+
+    async fn push(sink: &Running, chunk: Chunk) -> Delivery {
+        let (chunk, rx): (Chunk, oneshot::Receiver<Delivery>) = with_receipt(chunk);
+        sink.buffer.push(chunk).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("the chunk is resolved in time")
+            .expect("the receipt fires")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_land_once_and_a_refused_row_is_dead_lettered_with_bigquerys_message() {
+        let bq = LocalBigQuery::shared();
+        let dataset = LocalBigQuery::unique("write_sink");
+        let schema: String = SCHEMA.lines().map(|l| format!("  {l}\n")).collect();
+        let sink = start(&format!(
+            "project: {}\ndataset: {dataset}\ntable: logs\nmethod: storage_write\n\
+             endpoint: '{}'\ngrpc_endpoint: '{}'\nauto_create_dataset: true\n\
+             auto_create_table: true\ntime_field: time\nunknown_fields: column\n\
+             unknown_fields_column: rest\nbatch: {{ timeout: 100ms }}\nschema:\n{schema}",
+            bq.project(),
+            bq.url(),
+            bq.grpc_url()
+        ));
+        let mut events: Vec<_> = (0..10)
+            .map(|i| {
+                let time = EventTime::new(1_705_314_030 + i, 0);
+                (
+                    time,
+                    record(json!({"seq": i, "log": format!("line {i}"), "pod": "web"})),
+                )
+            })
+            .collect();
+        // Text the encoder passes on as it is, which BigQuery does not read as a
+        // DATETIME: refused in `row_errors`.
+        events[4].1 = record(json!({"seq": 4, "at": "not a datetime"}));
+        let chunk = chunk_of("kube.x", events);
+        assert_eq!(push(&sink, chunk.clone()).await, Delivery::Failed);
+        // The same chunk again: its rows are known to have landed.
+        assert_eq!(push(&sink, chunk).await, Delivery::Failed);
+        let journal = sink.data.path().join("bigquery-storage-write/bq.journal");
+        let dead = std::fs::read_to_string(&sink.dead_letter).unwrap_or_default();
+        close_and_drain(&sink.buffer, sink.task, Duration::from_secs(30)).await;
+        let dead: Vec<Value> = dead
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(dead.len(), 2, "once per push: {dead:?}");
+        assert_eq!(dead[0]["record"]["seq"], 4);
+        let reason = dead[0]["reason"].as_str().unwrap();
+        assert!(reason.starts_with("BigQuery refused the row: "), "{reason}");
+        assert_eq!(dead[0]["table"], format!("test-proj.{dataset}.logs"));
+        assert_eq!(count(bq, &dataset), (9, 9));
+        let rest = bq.query(&format!("SELECT rest FROM `{dataset}.logs` WHERE seq = 0"));
+        assert_eq!(rest[0]["rest"], json!(r#"{"pod":"web"}"#));
+        assert!(
+            journal.exists(),
+            "the offsets journal is at {}",
+            journal.display()
+        );
+    }
 }
