@@ -5,12 +5,16 @@
 //! the runtime split into partial `P` pieces) into a `/var/log/containers`-style
 //! folder, starts this same binary twice, as a forwarder (tail -> forward) and as an
 //! aggregator (forward -> file, and Elasticsearch with `--elasticsearch`, CloudWatch
-//! Logs with `--cloudwatch`), keeps writing while they run, waits until every line
-//! has arrived, stops both with SIGTERM, and prints what arrived where.
+//! Logs with `--cloudwatch`, BigQuery with `--bigquery`), keeps writing while they
+//! run, waits until every line has arrived, stops both with SIGTERM, and prints what
+//! arrived where.
 //!
 //! - `cloudwatch`: the CloudWatch Logs sink of `--cloudwatch`, and reading back what
 //!   arrived there.
+//! - `bigquery`: the BigQuery sink of `--bigquery`, and counting what arrived there.
 
+#[cfg(feature = "aggregator")]
+mod bigquery;
 #[cfg(feature = "aggregator")]
 mod cloudwatch;
 
@@ -53,6 +57,21 @@ pub struct DemoArgs {
         default_value = "us-east-1"
     )]
     pub region: String,
+    /// Also insert into BigQuery at this endpoint (`https://bigquery.googleapis.com`,
+    /// or an emulator's URL), creating a dataset and a table, with Application Default
+    /// Credentials (none for an `http://` endpoint), and count what arrived.
+    #[cfg(feature = "aggregator")]
+    #[arg(long, value_name = "URL")]
+    pub bigquery: Option<String>,
+    /// The Google Cloud project of --bigquery.
+    #[cfg(feature = "aggregator")]
+    #[arg(
+        long,
+        value_name = "PROJECT",
+        env = "GOOGLE_CLOUD_PROJECT",
+        default_value = "nagare-demo"
+    )]
+    pub bigquery_project: String,
     /// Keep the temporary directory (logs, configs, output) afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -382,6 +401,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(cw) = &cloudwatch {
         es_sink.push_str(&cw.sink());
     }
+    #[cfg(feature = "aggregator")]
+    let bigquery = match &args.bigquery {
+        Some(url) => Some(bigquery::BigQuery::new(url, &args.bigquery_project)?),
+        None => None,
+    };
+    #[cfg(feature = "aggregator")]
+    if let Some(bq) = &bigquery {
+        es_sink.push_str(&bq.sink());
+    }
     let aggregator = dir.join("aggregator.yaml");
     std::fs::write(
         &aggregator,
@@ -432,6 +460,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     #[cfg(feature = "aggregator")]
     if let Some(cw) = &cloudwatch {
         println!("              and {}", cw.describe());
+    }
+    #[cfg(feature = "aggregator")]
+    if let Some(bq) = &bigquery {
+        println!("              and {}", bq.describe());
     }
     println!(
         "  forwarder:  tail {}/*.log -> forward 127.0.0.1:{port}",
@@ -493,6 +525,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+    #[cfg(feature = "aggregator")]
+    let in_bigquery = match &bigquery {
+        Some(bq) => Some(bq.wait(expected, deadline, || agg.check_alive())?),
+        None => None,
+    };
     let took = began.elapsed();
     let fwd_status = fwd.stop(Duration::from_secs(25))?;
     let agg_status = agg.stop(Duration::from_secs(25))?;
@@ -530,6 +567,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     #[cfg(not(feature = "aggregator"))]
     let cloudwatch_ok = true;
+    #[cfg(feature = "aggregator")]
+    let bigquery_ok = match (&in_bigquery, &bigquery) {
+        (Some(arrived), Some(bq)) => bq.report(arrived, expected),
+        _ => true,
+    };
+    #[cfg(not(feature = "aggregator"))]
+    let bigquery_ok = true;
     println!(
         "\nforwarder exited {}, aggregator exited {} (SIGTERM: graceful shutdown)",
         fwd_status, agg_status
@@ -541,7 +585,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if temp.is_none() {
         println!("logs, configs and output are in {}", dir.display());
     }
-    let ok = arrived == expected && cloudwatch_ok && fwd_status.success() && agg_status.success();
+    let ok = arrived == expected
+        && cloudwatch_ok
+        && bigquery_ok
+        && fwd_status.success()
+        && agg_status.success();
     if !ok {
         eprintln!(
             "missing records or a failed exit; process logs: {} and {}",

@@ -504,3 +504,55 @@ async fn schemas_from_a_bq_file_and_from_the_table_with_a_daily_suffix() {
         "{created}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_refused_for_a_field_the_table_lost_are_written_again_for_its_schema_read_again() {
+    let bq = LocalBigQuery::shared();
+    let dataset = LocalBigQuery::unique("refetch");
+    bq.create_dataset(&dataset);
+    let columns = |extra: bool| {
+        let mut fields = vec![
+            json!({ "name": "at", "type": "TIMESTAMP" }),
+            json!({ "name": "seq", "type": "INTEGER" }),
+            json!({ "name": "labels", "type": "JSON" }),
+        ];
+        if extra {
+            fields.push(json!({ "name": "log", "type": "STRING" }));
+        }
+        Value::Array(fields)
+    };
+    bq.create_table(&dataset, "logs", &columns(true));
+    let sink = start(config(
+        bq.url(),
+        &format!("dataset: {dataset}\ntable: logs\nfetch_schema: true\ntime_field: at\n"),
+    ));
+    let labelled = |n: usize| record(json!({ "seq": n, "log": "x", "labels": { "app": "web" } }));
+    let events = (0..3).map(|n| (jan15(n as i64), labelled(n))).collect();
+    assert_eq!(
+        outcome(sink.push("kube.x", events).await).await,
+        Delivery::Delivered
+    );
+    // The table is made again without `log`: the sink's schema still has it.
+    let resp = bq.request("DELETE", &format!("/datasets/{dataset}/tables/logs"), None);
+    assert!(resp.status < 300, "{}", resp.text());
+    bq.create_table(&dataset, "logs", &columns(false));
+    let events = (3..6).map(|n| (jan15(n as i64), labelled(n))).collect();
+    assert_eq!(
+        outcome(sink.push("kube.x", events).await).await,
+        Delivery::Delivered
+    );
+    assert!(sink.dead().is_empty(), "{:?}", sink.dead());
+    sink.finish().await;
+    let rows = bq.query(&format!(
+        "SELECT seq, at, labels FROM `{dataset}.logs` ORDER BY seq"
+    ));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0]["seq"], "3");
+    assert_eq!(rows[0]["at"], "1705314033.123456");
+    let labels: Value = serde_json::from_str(rows[0]["labels"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        labels,
+        json!({ "app": "web" }),
+        "the JSON column holds the document"
+    );
+}

@@ -3,7 +3,10 @@
 //! converted to its column's type, the event time in `time_field`, the pod labels as a
 //! JSON column), written into request bodies of 500 rows. On Kubernetes records of about 326
 //! bytes of JSON. Beside it, in the same run: `serde_json::to_vec` of the same
-//! records, the baseline (the JSON encoding alone, nothing else).
+//! records, the baseline (the JSON encoding alone, nothing else). And the sink's own
+//! path: each event's table named from its template (`logs_{kubernetes.namespace_name}`
+//! with the event's day), its row written, rows batched per table and built into
+//! insertAll bodies by the sink's request builder.
 //!
 //!   cargo bench -p nagare-benches --bench bigquery_rows
 //!
@@ -12,8 +15,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::collections::HashMap;
+
 use nagare_aggregator::sinks::bigquery::rows::{RowBuilder, RowOptions};
 use nagare_aggregator::sinks::bigquery::schema::Schema;
+use nagare_aggregator::sinks::bigquery::{self, BigQueryConfig, BodyOptions, Key, TableTemplates};
 use nagare_benches::corpus::kubernetes_record;
 use nagare_core::chunk::ChunkId;
 use nagare_core::{EventTime, Map};
@@ -65,6 +71,43 @@ fn build_rows(events: &[(EventTime, Map)], builder: &RowBuilder, chunk: ChunkId)
     total
 }
 
+/// The sink's path: table from the templates, row, batches of [`ROWS_PER_REQUEST`]
+/// per table, bodies from the request builder; the bodies' total length.
+fn sink_requests(
+    events: &[(EventTime, Map)],
+    tables: &mut TableTemplates,
+    builder: &RowBuilder,
+    chunk: ChunkId,
+) -> usize {
+    let mut open: HashMap<Key, Vec<Vec<u8>>> = HashMap::new();
+    let mut total = 0;
+    let send = |key: &Key, rows: &mut Vec<Vec<u8>>| {
+        let request = bigquery::build(key, rows.iter().map(Vec::as_slice), BodyOptions::default());
+        rows.clear();
+        black_box(request).body.len()
+    };
+    for (position, (time, record)) in events.iter().enumerate() {
+        let key = tables
+            .key_for("kube.app", record, *time)
+            .expect("every record names its table");
+        let mut row = Vec::with_capacity(512);
+        builder
+            .write_row(&mut row, record, *time, (chunk, position as u32))
+            .expect("every record fits the schema");
+        let rows = open.entry(key.clone()).or_default();
+        rows.push(row);
+        if rows.len() == ROWS_PER_REQUEST {
+            total += send(&key, rows);
+        }
+    }
+    for (key, rows) in &mut open {
+        if !rows.is_empty() {
+            total += send(key, rows);
+        }
+    }
+    total
+}
+
 fn bigquery_rows(c: &mut Criterion) {
     let events: Vec<(EventTime, Map)> = (0..EVENTS)
         .map(|i| {
@@ -93,11 +136,23 @@ fn bigquery_rows(c: &mut Criterion) {
         json / events.len(),
         body / events.len()
     );
+    let config: BigQueryConfig = serde_json::from_value(serde_json::json!({
+        "project": "my-project",
+        "dataset": "logs",
+        "table": "logs_{kubernetes.namespace_name}_%Y%m%d",
+        "fetch_schema": true,
+    }))
+    .unwrap();
+    let mut tables = TableTemplates::new(&config).unwrap();
     let mut group = c.benchmark_group("bigquery_rows");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("insertAll rows for the schema, bodies of 500", |b| {
         b.iter(|| black_box(build_rows(&events, &builder, chunk)))
     });
+    group.bench_function(
+        "the sink: tables from templates, rows, insertAll bodies per table",
+        |b| b.iter(|| black_box(sink_requests(&events, &mut tables, &builder, chunk))),
+    );
     group.bench_function("serde_json::to_vec of the records (baseline)", |b| {
         b.iter(|| {
             let mut n = 0;

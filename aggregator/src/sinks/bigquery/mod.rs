@@ -16,7 +16,9 @@
 //!     table: "{kubernetes.namespace_name}"
 //!     template_suffix: "_%Y%m%d"
 //!     auto_create_table: true
-//!     schema_file: /etc/nagare/logs.schema.json
+//!     schema:
+//!       - { name: time, type: TIMESTAMP }
+//!       - { name: log, type: STRING }
 //!     time_field: time
 //! ```
 //!
@@ -32,11 +34,14 @@
 //!   to insertAll bodies; pure.
 //! - `service.rs`: the REST calls, dataset and table creation (the kit's service).
 //! - `retry.rs`: what an answer means for each row.
+//! - `reencode.rs`: rows refused for a field the table lacks, written again for the
+//!   schema read again (`fetch_schema`).
 //! - `sink.rs`: the component, and the method's driver started with the pieces above.
 //! - [`storage_write`]: `method: storage_write`, the Storage Write API over gRPC.
 
 pub mod coerce;
 mod config;
+mod reencode;
 mod request_builder;
 mod retry;
 pub mod rows;

@@ -5,7 +5,8 @@
 //! written for, the partitioning and the clustering of the config (its dataset
 //! first, when that is missing too and may be created), and the request sent again.
 //! With `fetch_schema` the schema is read from the table (`tables.get`) at start, and
-//! again when BigQuery answers that a row names a field the table lacks.
+//! again when BigQuery answers that a row names a field the table lacks; those rows
+//! are then written for the new schema and sent once more (`reencode.rs`).
 
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value as Json, json};
 
 use super::config::{BigQueryConfig, PartitionType};
-use super::request_builder::{BodyOptions, InsertRequest, SharedRows, build_items};
+use super::reencode;
+use super::request_builder::{BodyOptions, InsertRequest, SharedRows, build, build_items};
 use super::retry::{self, Failure};
 use super::rows::{RowBuilder, RowOptions};
 use super::schema::Schema;
@@ -199,6 +201,71 @@ impl BigQueryService {
         }
     }
 
+    fn current_rows(&self) -> Arc<RowBuilder> {
+        self.rows.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sends the rows of `request` refused for a field the table lacks once more,
+    /// written for the schema just read, and puts what became of them in `items`.
+    async fn send_again(&self, request: &InsertRequest, old: &RowBuilder, items: &mut [Outcome]) {
+        let new = self.current_rows();
+        if new.schema() == old.schema() {
+            return;
+        }
+        let destination = request.key.to_string();
+        let sent_rows = match reencode::rows_of(request) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(table = %destination, error = %e, "cannot write refused rows again");
+                return;
+            }
+        };
+        let time_field = self.row_options.time_field.as_deref();
+        let (mut which, mut rows) = (Vec::new(), Vec::new());
+        for (i, outcome) in items.iter_mut().enumerate() {
+            if !retry::is_schema_mismatch(outcome) {
+                continue;
+            }
+            let rewritten = sent_rows
+                .get(i)
+                .ok_or_else(|| "the row is missing from the request sent".to_string())
+                .and_then(|row| reencode::rewrite(row, old, &new, time_field));
+            match rewritten {
+                Ok(row) => {
+                    which.push(i);
+                    rows.push(row);
+                }
+                Err(e) => {
+                    if let Outcome::Rejected { reason, .. } = outcome {
+                        reason.push_str(&format!(
+                            "; written again for the table's schema read again, it fails: {e}"
+                        ));
+                    }
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let again = build(&request.key, rows.iter().map(Vec::as_slice), self.options);
+        let outcome = match self.insert(&again).await {
+            Ok(Ok(body)) => retry::outcomes(&body, again.rows, &destination),
+            Ok(Err(f)) => retry::classify(&f, &destination, &self.hint),
+            Err(outcome) => outcome,
+        };
+        let per_row = match outcome {
+            BatchOutcome::Items(outcomes) => outcomes,
+            BatchOutcome::All(o) => vec![o; which.len()],
+            BatchOutcome::Split { status, reason } | BatchOutcome::Blocked { status, reason } => {
+                vec![Outcome::Retry { status, reason }; which.len()]
+            }
+        };
+        tracing::info!(table = %destination, rows = which.len(), "sent rows refused for a field the table lacks again, written for its schema read again");
+        for (i, o) in which.into_iter().zip(per_row) {
+            items[i] = o;
+        }
+    }
+
     /// Creates the table of `key` (and its dataset when missing and allowed).
     pub async fn create_table(&self, key: &Key) -> Result<(), BatchOutcome> {
         let destination = key.to_string();
@@ -329,15 +396,17 @@ impl Service<Key> for BigQueryService {
                 Err(outcome) => return sent(outcome),
             };
         }
-        let outcome = match answer {
+        let mut outcome = match answer {
             Ok(body) => retry::outcomes(&body, request.rows, &destination),
             Err(f) => retry::classify(&f, &destination, &self.hint),
         };
         if self.fetch_schema
-            && let BatchOutcome::Items(items) = &outcome
+            && let BatchOutcome::Items(items) = &mut outcome
             && items.iter().any(retry::is_schema_mismatch)
         {
+            let old = self.current_rows();
             self.refresh_schema(&request.key).await;
+            self.send_again(request, &old, items).await;
         }
         sent(outcome)
     }
