@@ -3,6 +3,13 @@
 //! `"0.1"` is a FLOAT (it reads back as the same text), a 20-digit string is not.
 //! What cannot be converted is refused with the reason, and the row goes to the
 //! dead-letter output instead of a request BigQuery would refuse.
+//!
+//! The conversions themselves ([`integer_of`], [`float_of`], [`boolean_of`],
+//! [`numeric_text`], [`timestamp_of`], [`string_of`], [`civil_text`]) give typed
+//! values, so the Storage Write API's protobuf rows take exactly the same values as
+//! `insertAll`'s JSON rows.
+
+use std::borrow::Cow;
 
 use base64::Engine as _;
 use nagare_core::json::{write_str, write_value};
@@ -31,7 +38,7 @@ pub fn write_scalar(out: &mut Vec<u8>, ty: FieldType, value: &Value) -> Result<(
         FieldType::Numeric => numeric(out, value, 29, 9),
         FieldType::BigNumeric => numeric(out, value, 38, 38),
         FieldType::Boolean => boolean(out, value),
-        FieldType::Timestamp => write_timestamp(out, timestamp(value)?),
+        FieldType::Timestamp => write_timestamp(out, timestamp_of(value)?),
         FieldType::Date | FieldType::Time | FieldType::Datetime => match value {
             Value::Str(s) => text(out, s),
             Value::Time(t) => civil(out, ty, *t),
@@ -83,30 +90,56 @@ fn text(out: &mut Vec<u8>, s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The BOOLEAN `value` is: a boolean, or `true` / `false` in any case.
+pub fn boolean_of(value: &Value) -> Result<bool, &'static str> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::Str(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::Str(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err("a BOOLEAN is true or false"),
+    }
+}
+
 fn boolean(out: &mut Vec<u8>, value: &Value) -> Result<(), &'static str> {
-    let b = match value {
-        Value::Bool(b) => *b,
-        Value::Str(s) if s.eq_ignore_ascii_case("true") => true,
-        Value::Str(s) if s.eq_ignore_ascii_case("false") => false,
-        _ => return Err("a BOOLEAN is true or false"),
-    };
+    let b = boolean_of(value)?;
     out.extend_from_slice(if b { b"true" } else { b"false" });
     Ok(())
 }
 
 fn string(out: &mut Vec<u8>, value: &Value) -> Result<(), &'static str> {
     match value {
-        Value::Str(s) => write_str(out, s),
-        Value::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) => write_str(out, s),
-            Err(_) => return Err("bytes that are not UTF-8 text"),
-        },
-        Value::Time(t) => write_timestamp(out, *t)?,
-        Value::Ext(..) => return Err("a MessagePack extension has no text"),
-        // Numbers and booleans as their text, maps and lists as their JSON text.
-        other => write_str(out, &other.to_text()),
+        Value::Time(t) => write_timestamp(out, *t),
+        other => {
+            write_str(out, &string_of(other)?);
+            Ok(())
+        }
     }
-    Ok(())
+}
+
+/// The STRING `value` is: text, UTF-8 bytes, a time in RFC 3339 with microseconds,
+/// a number or boolean as its text, a map or list as its JSON text.
+pub fn string_of(value: &Value) -> Result<Cow<'_, str>, &'static str> {
+    match value {
+        Value::Str(s) => Ok(Cow::Borrowed(s.as_str())),
+        Value::Bytes(b) => std::str::from_utf8(b)
+            .map(Cow::Borrowed)
+            .map_err(|_| "bytes that are not UTF-8 text"),
+        Value::Time(t) => {
+            let mut out = Vec::with_capacity(30);
+            write_timestamp(&mut out, *t)?;
+            Ok(Cow::Owned(unquoted(out)))
+        }
+        Value::Ext(..) => Err("a MessagePack extension has no text"),
+        // Numbers and booleans as their text, maps and lists as their JSON text.
+        other => Ok(Cow::Owned(other.to_text())),
+    }
+}
+
+/// The text of a JSON string this module wrote (no escapes inside).
+fn unquoted(mut quoted: Vec<u8>) -> String {
+    quoted.pop();
+    quoted.remove(0);
+    String::from_utf8(quoted).unwrap_or_default()
 }
 
 fn base64(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), &'static str> {
@@ -119,7 +152,13 @@ fn base64(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), &'static str> {
 }
 
 fn integer(out: &mut Vec<u8>, value: &Value) -> Result<(), &'static str> {
-    let i = match value {
+    write_value(out, &Value::Int(integer_of(value)?));
+    Ok(())
+}
+
+/// The INTEGER `value` is: an integer, a whole float within range, or its digits.
+pub fn integer_of(value: &Value) -> Result<i64, &'static str> {
+    Ok(match value {
         Value::Int(i) => *i,
         Value::UInt(_) => return Err("above INTEGER's range"),
         Value::Float(f) => {
@@ -133,9 +172,7 @@ fn integer(out: &mut Vec<u8>, value: &Value) -> Result<(), &'static str> {
         }
         Value::Str(s) => parse_integer(s).ok_or("not an integer within INTEGER's range")?,
         _ => return Err("an INTEGER is a number or its digits"),
-    };
-    write_value(out, &Value::Int(i));
-    Ok(())
+    })
 }
 
 /// An optionally signed run of ASCII digits that fits an i64; nothing else.
@@ -147,8 +184,10 @@ fn parse_integer(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-fn float(out: &mut Vec<u8>, value: &Value) -> Result<(), &'static str> {
-    let f = match value {
+/// The FLOAT `value` is: a float, an integer it holds exactly, or decimal text
+/// that reads back unchanged (`NaN`, `Infinity`, `-Infinity` included).
+pub fn float_of(value: &Value) -> Result<f64, &'static str> {
+    Ok(match value {
         Value::Float(f) => *f,
         Value::Int(i) if (-FLOAT_EXACT..=FLOAT_EXACT).contains(i) => *i as f64,
         Value::Int(_) | Value::UInt(_) => return Err("an integer beyond 2^53 is not exact as a FLOAT"),
@@ -161,7 +200,11 @@ fn float(out: &mut Vec<u8>, value: &Value) -> Result<(), &'static str> {
             )?,
         },
         _ => return Err("a FLOAT is a number or its text"),
-    };
+    })
+}
+
+fn float(out: &mut Vec<u8>, value: &Value) -> Result<(), &'static str> {
+    let f = float_of(value)?;
     // BigQuery takes these three as strings; JSON has no words for them.
     if f.is_nan() {
         out.extend_from_slice(b"\"NaN\"");
@@ -213,6 +256,17 @@ fn numeric(
     int_max: usize,
     frac_max: usize,
 ) -> Result<(), &'static str> {
+    write_str(out, &numeric_text(value, int_max, frac_max)?);
+    Ok(())
+}
+
+/// The decimal text of a NUMERIC (`int_max` 29, `frac_max` 9) or BIGNUMERIC (38, 38)
+/// `value`: a number, or decimal text with no more digits than the type holds.
+pub fn numeric_text(
+    value: &Value,
+    int_max: usize,
+    frac_max: usize,
+) -> Result<String, &'static str> {
     let text = match value {
         Value::Str(s) => s.to_string(),
         Value::Int(_) | Value::UInt(_) => value.to_text(),
@@ -230,13 +284,12 @@ fn numeric(
     if int.trim_start_matches('0').len() > int_max || frac.trim_end_matches('0').len() > frac_max {
         return Err("more digits than the type holds");
     }
-    write_str(out, &text);
-    Ok(())
+    Ok(text)
 }
 
 /// The time a TIMESTAMP column gets from `value`: a time, epoch seconds, or RFC 3339
 /// text (a zone-less one read as UTC, as BigQuery does).
-fn timestamp(value: &Value) -> Result<EventTime, &'static str> {
+pub fn timestamp_of(value: &Value) -> Result<EventTime, &'static str> {
     match value {
         Value::Time(t) => Ok(*t),
         Value::Int(i) => Ok(EventTime::new(*i, 0)),
@@ -257,6 +310,14 @@ pub fn write_timestamp(out: &mut Vec<u8>, t: EventTime) -> Result<(), &'static s
     clock(out, t);
     out.extend_from_slice(b"Z\"");
     Ok(())
+}
+
+/// The text of `t` as a DATE (`2024-01-15`), TIME (`10:30:00.123456`) or DATETIME
+/// (`2024-01-15T10:30:00.123456`) column holds it.
+pub fn civil_text(ty: FieldType, t: EventTime) -> Result<String, &'static str> {
+    let mut out = Vec::with_capacity(30);
+    civil(&mut out, ty, t)?;
+    Ok(unquoted(out))
 }
 
 fn civil(out: &mut Vec<u8>, ty: FieldType, t: EventTime) -> Result<(), &'static str> {

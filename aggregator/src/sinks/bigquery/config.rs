@@ -364,12 +364,21 @@ impl BigQueryConfig {
                 }
                 Ok(())
             }
-            // The Storage Write API is hooked in at `sink::run`; until then a config
-            // asking for it is refused here rather than at its first row.
-            Method::StorageWrite => Err(Invalid::new(
-                "method",
-                "`storage_write` is not available in this build; use `insert_all`",
-            )),
+            Method::StorageWrite => {
+                if self.unknown_fields == UnknownFields::Ignore {
+                    return Err(Invalid::new(
+                        "unknown_fields",
+                        "`ignore` sends fields the schema lacks for BigQuery to drop, which a protobuf row of the Storage Write API has no place for; use `drop` or `column`",
+                    ));
+                }
+                if self.insert_id_key.is_some() {
+                    return Err(Invalid::new(
+                        "insert_id_key",
+                        "only used with `method: insert_all` (the Storage Write API deduplicates by stream offsets); remove it",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 

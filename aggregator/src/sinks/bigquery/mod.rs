@@ -37,6 +37,7 @@
 //! - `reencode.rs`: rows refused for a field the table lacks, written again for the
 //!   schema read again (`fetch_schema`).
 //! - `sink.rs`: the component, and the method's driver started with the pieces above.
+//! - [`storage_write`]: `method: storage_write`, the Storage Write API over gRPC.
 
 pub mod coerce;
 mod config;
@@ -47,6 +48,7 @@ pub mod rows;
 pub mod schema;
 mod service;
 mod sink;
+pub mod storage_write;
 mod table;
 #[cfg(test)]
 mod tests;

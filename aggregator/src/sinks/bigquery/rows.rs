@@ -130,8 +130,9 @@ pub struct RowBuilder {
     insert_id_key: Option<String>,
 }
 
+/// What becomes of fields the schema lacks, resolved against the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unknown {
+pub(super) enum Unknown {
     Drop,
     /// The index of the column among the top-level fields.
     Column(usize),
@@ -201,6 +202,16 @@ impl RowBuilder {
     /// The schema rows are written for.
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// The index of `time_field`'s column among the top-level fields.
+    pub(super) fn time_field(&self) -> Option<usize> {
+        self.time_field
+    }
+
+    /// What becomes of fields the schema lacks.
+    pub(super) fn unknown(&self) -> Unknown {
+        self.unknown
     }
 
     /// Whether requests must set `ignoreUnknownValues` (fields the schema lacks are
@@ -420,7 +431,8 @@ struct Top {
     time: EventTime,
 }
 
-fn convert(f: &Field, value: &Value, path: &Path<'_>, reason: &'static str) -> RowError {
+/// The error for `value` of field `f` at `path`, which cannot be its type for `reason`.
+pub(super) fn convert(f: &Field, value: &Value, path: &Path<'_>, reason: &'static str) -> RowError {
     let mut text = value.to_text();
     if let Some((cut, _)) = text.char_indices().nth(PREVIEW_CHARS) {
         text.truncate(cut);
@@ -436,7 +448,7 @@ fn convert(f: &Field, value: &Value, path: &Path<'_>, reason: &'static str) -> R
 
 /// The index of the field called `name`: the exact name first, else one equal but
 /// for ASCII case (BigQuery's column names are case-insensitive).
-fn find(fields: &[Field], name: &str) -> Option<usize> {
+pub(super) fn find(fields: &[Field], name: &str) -> Option<usize> {
     fields.iter().position(|f| f.name == name).or_else(|| {
         fields
             .iter()
@@ -446,7 +458,7 @@ fn find(fields: &[Field], name: &str) -> Option<usize> {
 
 /// The unknown fields as one JSON object, nested as they were in the record (a list
 /// position is a key of its own).
-fn unknowns_json(unknowns: &[(Vec<String>, &Value)]) -> String {
+pub(super) fn unknowns_json(unknowns: &[(Vec<String>, &Value)]) -> String {
     let mut root = Map::new();
     for (segments, value) in unknowns {
         let Some((last, parents)) = segments.split_last() else {
@@ -465,23 +477,26 @@ fn unknowns_json(unknowns: &[(Vec<String>, &Value)]) -> String {
 
 /// Where a value is in the record, kept on the stack while writing and spelled out
 /// only for an error or an unknown field.
-enum Path<'p> {
+pub(super) enum Path<'p> {
+    /// The row itself.
     Root,
+    /// A key of the map at the parent path.
     Key(&'p Path<'p>, &'p str),
+    /// A position in the list at the parent path.
     Index(&'p Path<'p>, usize),
 }
 
 impl<'p> Path<'p> {
-    fn child_key(&'p self, key: &'p str) -> Path<'p> {
+    pub(super) fn child_key(&'p self, key: &'p str) -> Path<'p> {
         Path::Key(self, key)
     }
 
-    fn child_index(&'p self, i: usize) -> Path<'p> {
+    pub(super) fn child_index(&'p self, i: usize) -> Path<'p> {
         Path::Index(self, i)
     }
 
     /// The keys from the top, a list position as its digits.
-    fn segments(&self) -> Vec<String> {
+    pub(super) fn segments(&self) -> Vec<String> {
         match self {
             Path::Root => Vec::new(),
             Path::Key(parent, key) => {

@@ -289,7 +289,7 @@ impl BigQueryService {
     }
 
     /// Creates the table of `key` (and its dataset when missing and allowed).
-    async fn create_table(&self, key: &Key) -> Result<(), BatchOutcome> {
+    pub async fn create_table(&self, key: &Key) -> Result<(), BatchOutcome> {
         let destination = key.to_string();
         if !self.creation.tables {
             return Err(retry::missing(&destination, "table"));
@@ -394,7 +394,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 impl Service<Key> for BigQueryService {
     type Request = InsertRequest;
 
-    fn build(&mut self, key: &Key, items: &[Item<Key>]) -> InsertRequest {
+    fn build(&mut self, key: &Key, items: &mut [Item<Key>]) -> InsertRequest {
         build_items(key, items, self.options)
     }
 

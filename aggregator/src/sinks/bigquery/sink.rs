@@ -88,11 +88,7 @@ pub async fn run(config: BigQueryConfig, ctx: SinkContext) -> Result<(), BigQuer
         })?;
     match config.method {
         Method::InsertAll => run_insert_all(config, ctx).await,
-        // Refused by `validate` until the Storage Write API is built in.
-        Method::StorageWrite => Err(BigQuerySinkError::Config {
-            sink: ctx.name.clone(),
-            invalid: Invalid::new("method", "`storage_write` is not available in this build"),
-        }),
+        Method::StorageWrite => super::storage_write::sink::run(config, ctx).await,
     }
 }
 
@@ -107,7 +103,7 @@ pub fn credentials(config: &BigQueryConfig) -> CredentialsSource {
 
 /// The rows of a config's schema, or of the table's when `fetch_schema` (read again
 /// and again until it can be, or the sink is aborted).
-async fn schema_rows(
+pub(super) async fn schema_rows(
     config: &BigQueryConfig,
     rest: &Rest,
     ctx: &SinkContext,

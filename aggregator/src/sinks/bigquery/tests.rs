@@ -58,7 +58,11 @@ fn validate_names_the_key_of_each_problem() {
         ("endpoint: localhost:9050", "endpoint"),
         ("write_stream: committed", "write_stream"),
         ("grpc_endpoint: http://127.0.0.1:1", "grpc_endpoint"),
-        ("method: storage_write", "method"),
+        ("method: storage_write\ninsert_id_key: seq", "insert_id_key"),
+        (
+            "method: storage_write\nunknown_fields: ignore",
+            "unknown_fields",
+        ),
         ("time_field: nope", "time_field"),
         ("time_field: n", "time_field"),
         ("unknown_fields: column", "unknown_fields_column"),

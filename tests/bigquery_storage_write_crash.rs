@@ -1,0 +1,249 @@
+//! The crash loop for BigQuery's Storage Write API with committed streams: a
+//! forwarder tails 200,000 numbered lines to an aggregator whose `bigquery` sink
+//! (`method: storage_write`) has a file buffer, and the aggregator is SIGKILLed 10
+//! times at random moments while it appends them to local-bigquery over gRPC. Every
+//! line arrives exactly once: `COUNT(*)` and `COUNT(DISTINCT seq)` are both 200,000.
+//! After each kill the chunks come back from the file buffer (and from the
+//! forwarder, for those it had not been acknowledged), the streams the killed
+//! process left open are finalized, and the offsets journal says which of their
+//! appends landed.
+#![cfg(all(feature = "forwarder", feature = "aggregator"))]
+
+mod support;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use nagare_testkit::{LocalBigQuery, free_port, wait_until};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use support::{Nagare, forward_aggregator};
+
+const LINES: usize = 200_000;
+const FILES: usize = 4;
+const KILLS: usize = 10;
+
+/// Rows per insertAll request, requests in flight, and events per chunk of the
+/// aggregator's buffer; events per chunk and chunks in flight of the forwarder.
+const BATCH_ROWS: u64 = 2_000;
+const FLUSH_THREADS: u64 = 2;
+const AGGREGATOR_CHUNK: u64 = 1_000;
+const FORWARDER_CHUNK: u64 = 1_000;
+const FORWARDER_IN_FLIGHT: u64 = 4;
+
+/// Appends numbered CRI lines `from..to` to the files of `dir` (line `n` to file
+/// `n % FILES`), timed from `base` (seconds since the epoch) on.
+fn write_lines(dir: &Path, from: usize, to: usize, base: i64) {
+    let mut per_file = vec![String::new(); FILES];
+    for n in from..to {
+        let ts =
+            nagare_core::EventTime::new(base + (n / 1000) as i64, (n % 1000) as u32 * 1_000_000)
+                .to_rfc3339();
+        let _ = writeln!(
+            per_file[n % FILES],
+            "{ts} stdout F {{\"seq\":{n},\"msg\":\"order placed\"}}"
+        );
+    }
+    for (i, text) in per_file.into_iter().enumerate() {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("app-{i}_shop_app-{i:064x}.log")))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+/// `COUNT(*)` and `COUNT(DISTINCT seq)` of the table, or zeros while it is missing.
+fn counts(bq: &LocalBigQuery, dataset: &str) -> (u64, u64) {
+    if bq.table(dataset, "lines").is_none() {
+        return (0, 0);
+    }
+    let rows = bq.query(&format!(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT seq) AS d FROM `{dataset}.lines`"
+    ));
+    let get = |k: &str| {
+        rows[0][k]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("n"), get("d"))
+}
+
+#[test]
+fn two_hundred_thousand_lines_are_in_bigquery_exactly_once_through_ten_sigkills() {
+    let seed = std::env::var("NAGARE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    println!("crash schedule seed: {seed} (NAGARE_CRASH_SEED={seed} replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let bq = LocalBigQuery::shared();
+    let dataset = LocalBigQuery::unique("write_crash");
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("containers");
+    std::fs::create_dir_all(&logs).unwrap();
+    let port = free_port();
+    let base = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 600;
+
+    let aggregator_config = forward_aggregator(
+        &dir.path().join("agg"),
+        port,
+        &format!(
+            "  bigquery:
+    type: bigquery
+    match: \"**\"
+    project: {project}
+    dataset: {dataset}
+    table: lines
+    method: storage_write
+    write_stream: committed
+    endpoint: \"{endpoint}\"
+    grpc_endpoint: \"{grpc}\"
+    auto_create_dataset: true
+    auto_create_table: true
+    schema:
+      - {{ name: time, type: TIMESTAMP }}
+      - {{ name: seq, type: INTEGER }}
+      - {{ name: msg, type: STRING }}
+    time_field: time
+    partition_field: time
+    partition_type: DAY
+    request_timeout: 20s
+    batch: {{ max_events: {BATCH_ROWS}, timeout: 200ms }}
+    buffer:
+      type: file
+      total_limit_size: 256MiB
+      chunk_limit_records: {AGGREGATOR_CHUNK}
+      flush_interval: 200ms
+      flush_thread_count: {FLUSH_THREADS}
+      retry_wait: 100ms
+      retry_max_interval: 2s
+      retry_forever: true
+",
+            project = bq.project(),
+            endpoint = bq.url(),
+            grpc = bq.grpc_url(),
+        ),
+    );
+    let forwarder_config = format!(
+        "data_dir: {data}
+sources:
+  containers:
+    type: tail
+    paths: [\"{logs}/*.log\"]
+    read_from_head: true
+    refresh_interval: 100ms
+    poll_interval: 50ms
+    chunk_limit_size: 64KiB
+sinks:
+  aggregator:
+    type: forward
+    match: \"**\"
+    servers: [{{host: 127.0.0.1, port: {port}}}]
+    ack_response_timeout: 20s
+    max_in_flight: {FORWARDER_IN_FLIGHT}
+    buffer:
+      type: file
+      chunk_limit_records: {FORWARDER_CHUNK}
+      flush_interval: 200ms
+      retry_forever: true
+",
+        data = dir.path().join("fwd").display(),
+        logs = logs.display(),
+    );
+
+    let started = Instant::now();
+    let mut aggregator =
+        Nagare::listening_again("aggregator", dir.path(), &aggregator_config, port, &[]);
+    let mut forwarder = Nagare::start("forwarder", dir.path(), &forwarder_config);
+
+    // The lines are written over about 20 s while the aggregator is killed ten times
+    // at random moments, and started again at once or after a short pause.
+    const WRITING: Duration = Duration::from_secs(20);
+    let writer = {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let steps = 200;
+            for step in 0..steps {
+                write_lines(
+                    &logs,
+                    step * LINES / steps,
+                    (step + 1) * LINES / steps,
+                    base,
+                );
+                let next = t0 + WRITING * (step as u32 + 1) / steps as u32;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+    let mut kills: Vec<Duration> = (0..KILLS)
+        .map(|_| {
+            Duration::from_millis(rng.random_range(1_000..WRITING.as_millis() as u64 + 15_000))
+        })
+        .collect();
+    kills.sort();
+    let mut kill_log = Vec::new();
+    for at in kills {
+        std::thread::sleep(at.saturating_sub(started.elapsed()));
+        let pause = Duration::from_millis(rng.random_range(0..1500));
+        aggregator.kill9();
+        std::thread::sleep(pause);
+        aggregator =
+            Nagare::listening_again("aggregator", dir.path(), &aggregator_config, port, &[]);
+        kill_log.push(format!(
+            "{:.1} s (+{} ms down)",
+            at.as_secs_f64(),
+            pause.as_millis()
+        ));
+    }
+    writer.join().unwrap();
+    println!("aggregator kills: {}", kill_log.join(", "));
+
+    let mut seen = (0, 0);
+    let all_in = wait_until(Duration::from_secs(400), || {
+        forwarder.assert_running();
+        aggregator.assert_running();
+        seen = counts(bq, &dataset);
+        if seen.1 < LINES as u64 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        seen.1 == LINES as u64
+    });
+    assert!(
+        all_in,
+        "only {} of {LINES} lines in BigQuery after {:?}\n{}\n{}",
+        seen.1,
+        started.elapsed(),
+        forwarder.child.logs(),
+        aggregator.child.logs()
+    );
+    let took = started.elapsed();
+    assert!(forwarder.terminate(Duration::from_secs(30)).success());
+    assert!(aggregator.terminate(Duration::from_secs(30)).success());
+
+    let (rows, distinct) = counts(bq, &dataset);
+    let range = bq.query(&format!(
+        "SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM `{dataset}.lines`"
+    ));
+    assert_eq!(range[0]["lo"], "0");
+    assert_eq!(range[0]["hi"], (LINES - 1).to_string());
+    println!(
+        "crash loop: {LINES} lines, {KILLS} SIGKILLs of the aggregator, all in BigQuery (Storage Write, committed streams) in {:.1} s; COUNT(*) {rows}, COUNT(DISTINCT seq) {distinct}",
+        took.as_secs_f64(),
+    );
+    assert_eq!(
+        (rows, distinct),
+        (LINES as u64, LINES as u64),
+        "every line is in BigQuery exactly once"
+    );
+}
