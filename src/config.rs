@@ -39,6 +39,7 @@ use nagare_core::dead_letter::DeadLetterConfig;
 use nagare_core::pattern::TagPattern;
 use serde::{Deserialize, Deserializer};
 
+pub use crate::api::ApiConfig;
 pub use crate::components::{FilterConfig, SinkConfig, SourceConfig};
 
 /// The whole config file.
@@ -57,6 +58,10 @@ pub struct Config {
     /// process exits anyway.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: HumanDuration,
+    /// The admin HTTP server: health and readiness probes, Prometheus metrics,
+    /// the components' counts.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Inputs, by name.
     #[serde(default)]
     pub sources: IndexMap<String, SourceConfig>,

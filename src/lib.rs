@@ -1,5 +1,6 @@
 //! nagare: the binary's library. `main.rs` only parses the command line.
 //!
+//! - [`api`]: the admin HTTP server: health, readiness, metrics, components.
 //! - [`components`]: every component the binary can run, listed once; `registry`
 //!   holds the macros that turn the list into config enums and start-up steps.
 //! - [`config`]: the config file: sources, filters and sinks composed from the
@@ -11,6 +12,7 @@
 //! - [`demo`]: `nagare demo`, the whole pipeline on realistic container logs, in two
 //!   processes, into a local file sink.
 
+pub mod api;
 pub mod components;
 pub mod config;
 pub mod demo;

@@ -25,7 +25,9 @@ use nagare_core::router::{Router, RouterBuilder};
 use nagare_core::shutdown::Shutdown;
 use tokio::task::JoinSet;
 
+use crate::api::{AdminServer, ApiConfig, ComponentEntry, Health};
 use crate::config::Config;
+use nagare_core::metrics::Metrics;
 
 /// At a stop, how long a sink whose file buffer keeps its chunks (no
 /// `flush_at_shutdown`) may finish the deliveries it has started.
@@ -72,7 +74,20 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
             config.data_dir.display()
         )
     })?;
+    // The admin server first, so that probes see the start: not ready while file
+    // buffers recover and sources bind.
+    let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let health = Health::default();
+    health.waiting_for("the buffers to open (file buffers recover their chunks)");
+    health.waiting_for("the sources to start (listening sockets bound)");
+    let api_stop = Shutdown::new();
+    let _api_stop = api_stop.clone().drop_guard();
+    let admin = start_api(&config.api, &metrics, &health, &api_stop).await?;
+
     let (router, buffers) = build_router(&config, true)?;
+    for ((name, entry), (_, buffer)) in config.sinks.iter().zip(&buffers) {
+        metrics.add_buffer(name, entry.kind.kind(), buffer.clone());
+    }
     let sources_stop = Shutdown::new();
     let sinks_abort = Shutdown::new();
     // Sinks whose file buffer keeps its chunks over a stop are let go sooner: what
@@ -93,6 +108,13 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
 
     let mut sinks: JoinSet<Task> = JoinSet::new();
     for ((name, entry), (_, buffer)) in config.sinks.iter().zip(&buffers) {
+        let sink_metrics = metrics.component(name, "sink", entry.kind.kind());
+        if let Some(admin) = &admin {
+            admin.add_component(ComponentEntry {
+                metrics: sink_metrics.clone(),
+                pattern: Some(entry.pattern.as_str().to_string()),
+            });
+        }
         let ctx = SinkContext {
             name: name.clone(),
             buffer: buffer.clone(),
@@ -102,6 +124,7 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
                 sinks_abort.clone()
             },
             data_dir: config.data_dir.clone(),
+            metrics: sink_metrics,
         };
         let name = name.clone();
         let kind = entry.kind.clone();
@@ -109,19 +132,29 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     }
 
     let mut sources: JoinSet<Task> = JoinSet::new();
-    for (name, source) in built {
+    for ((name, source), kind) in built.into_iter().zip(config.sources.values()) {
+        let source_metrics = metrics.component(&name, "source", kind.kind());
+        if let Some(admin) = &admin {
+            admin.add_component(ComponentEntry {
+                metrics: source_metrics.clone(),
+                pattern: None,
+            });
+        }
         let ctx = SourceContext {
             name: name.clone(),
-            router: router.clone(),
+            router: Arc::new(router.for_source(source_metrics.clone())),
             shutdown: sources_stop.clone(),
             data_dir: config.data_dir.clone(),
+            metrics: source_metrics,
         };
         sources.spawn(async move { (name, source.run(ctx).await) });
     }
+    health.ready();
     tracing::info!(
         sources = config.sources.len(),
         filters = config.filters.len(),
         sinks = config.sinks.len(),
+        api = admin.as_ref().map(|a| tracing::field::display(a.address())),
         "nagare started"
     );
 
@@ -143,6 +176,7 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     //    `shutdown_timeout`; then the buffers close under the sources, and what they
     //    could not hand over is not committed, so they send it again after the
     //    restart (a tailer's checkpoint stays before it).
+    health.waiting_for("shutting down");
     sources_stop.cancel();
     let timeout: Duration = config.shutdown_timeout.into();
     if tokio::time::timeout(timeout, join_sources(&mut sources))
@@ -209,6 +243,42 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
         Some(Err(e)) => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Starts the admin server as `api` says, or not at all: `None` when it is off, or
+/// when the default port is taken (a `bind` that is set must work).
+async fn start_api(
+    api: &ApiConfig,
+    metrics: &Metrics,
+    health: &Health,
+    stop: &Shutdown,
+) -> anyhow::Result<Option<AdminServer>> {
+    if !api.enabled {
+        return Ok(None);
+    }
+    let address = api.address();
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(l) => l,
+        Err(e) if api.bind.is_none() => {
+            tracing::warn!(%address, error = %e, "the admin API is not served: its default address cannot be bound (another nagare on this host?); set `api.bind` to another port, or `api.enabled: false`");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(anyhow!(
+                "api.bind: cannot listen on {address}: {e}; choose a free port, or set `api.enabled: false`"
+            ));
+        }
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let server = AdminServer::start(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        version,
+        stop.clone(),
+    )
+    .context("api: starting the admin server")?;
+    Ok(Some(server))
 }
 
 /// Waits for every source to end, logging those that failed.

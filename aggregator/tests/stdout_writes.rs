@@ -26,6 +26,7 @@ fn ctx(buffer: &Buffer, data: &std::path::Path) -> SinkContext {
         buffer: buffer.clone(),
         abort: Shutdown::new(),
         data_dir: data.to_path_buf(),
+        metrics: nagare_core::metrics::ComponentMetrics::detached("out"),
     }
 }
 

@@ -204,6 +204,7 @@ fn start_tail(name: &str, dir: &Path, state: PathBuf) -> Running {
         router,
         shutdown: shutdown.clone(),
         data_dir: state,
+        metrics: nagare_core::metrics::ComponentMetrics::detached(name),
     };
     let task = rt.spawn(run_with_metrics(tail_config(dir), ctx, TailMetrics::new()));
     Running {

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::buffer::Buffer;
 use crate::dead_letter::{self, DeadLetter};
+use crate::metrics::ComponentMetrics;
 use crate::retry::Retrier;
 use crate::router::{Filter, Router};
 use crate::shutdown::Shutdown;
@@ -123,6 +124,9 @@ pub struct SourceContext {
     pub shutdown: Shutdown,
     /// The process's state directory (checkpoints live under it).
     pub data_dir: PathBuf,
+    /// The source's counters. What it emits through `router` (its own handle,
+    /// [`Router::for_source`]) is counted as received already.
+    pub metrics: ComponentMetrics,
 }
 
 /// Everything a running sink needs.
@@ -138,6 +142,9 @@ pub struct SinkContext {
     pub abort: Shutdown,
     /// The process's state directory (dead-letter files default under it).
     pub data_dir: PathBuf,
+    /// The sink's counters (the sink kit counts what it delivers, retries and
+    /// dead-letters).
+    pub metrics: ComponentMetrics,
 }
 
 impl SinkContext {

@@ -23,6 +23,8 @@
 //! - [`filters`]: filters either tier can run (`record_modifier`, `grep`).
 //! - [`config`]: YAML loading, `${ENV}` interpolation, located errors, `Tagged`
 //!   component configs, sizes, durations.
+//! - [`metrics`]: nagare's own metrics (per-component counters, buffers, the
+//!   process) in the Prometheus text format.
 //! - [`retry`]: exponential backoff with jitter; the retry policy every sink applies.
 //! - [`shutdown`]: the shutdown token and signals.
 //! - [`tls`]: PEM certificates, keys and CA bundles for TLS, with errors that help.
@@ -40,6 +42,7 @@ pub mod filters;
 pub mod forward;
 pub mod host;
 pub mod json;
+pub mod metrics;
 pub mod msgpack;
 pub mod pattern;
 pub mod receipt;

@@ -89,6 +89,7 @@ pub fn source_context(name: &str, router: Router, data_dir: &Path) -> (SourceCon
         router: Arc::new(router),
         shutdown: shutdown.clone(),
         data_dir: data_dir.to_path_buf(),
+        metrics: crate::metrics::ComponentMetrics::detached(name),
     };
     (ctx, shutdown)
 }
@@ -102,6 +103,7 @@ pub fn sink_context(name: &str, buffer: &Buffer, data_dir: &Path) -> (SinkContex
         buffer: buffer.clone(),
         abort: abort.clone(),
         data_dir: data_dir.to_path_buf(),
+        metrics: crate::metrics::ComponentMetrics::detached(name),
     };
     (ctx, abort)
 }

@@ -20,6 +20,8 @@
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
 //! - [`proxy_server`]: [`ProxyServer`](proxy_server::ProxyServer), the HTTP server
 //!   under the proxies.
+//! - [`prometheus`]: [`Prometheus`], a real Prometheus server scraping a test's
+//!   processes, and [`promtool_check`], its lint of an exposition.
 //! - [`faults`]: [`Strace`] (system calls of a running process made to fail) and
 //!   [`Tmpfs`] (a small file system that really fills up).
 //! - [`clients`]: [`Python`] and [`Node`], the interpreters with the fluent-logger
@@ -42,6 +44,7 @@ pub mod moto;
 pub mod osmem;
 pub mod paths;
 pub mod proc;
+pub mod prometheus;
 pub mod proxy_server;
 pub mod wait;
 
@@ -55,4 +58,5 @@ pub use faults::{Strace, Tmpfs};
 pub use logs::{LogCapture, capture_logs};
 pub use moto::Moto;
 pub use osmem::{Document, Osmem};
+pub use prometheus::{Prometheus, promtool_check};
 pub use wait::{free_port, wait_until, wait_until_async};

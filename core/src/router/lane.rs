@@ -9,6 +9,7 @@ use super::{Route, Verdict};
 use crate::buffer::BufferClosed;
 use crate::chunk::{Chunk, ChunkBuilder, Entries};
 use crate::event::{Event, Tag};
+use crate::metrics::ComponentMetrics;
 use crate::receipt::Receipt;
 use crate::time::EventTime;
 use crate::value::Map;
@@ -28,6 +29,11 @@ pub struct Lane {
     /// Events a filter rejected since the last send, tagged for the error route;
     /// `None` until the first one.
     rejected: Option<ChunkBuilder>,
+    /// The counters of the source sending through it.
+    source: Option<ComponentMetrics>,
+    /// Events pushed and dropped by a filter since the last send: received all the
+    /// same.
+    dropped: u32,
 }
 
 impl fmt::Debug for Lane {
@@ -49,7 +55,15 @@ impl Lane {
             kept: ChunkBuilder::new(route.tag().clone()),
             route,
             rejected: None,
+            source: None,
+            dropped: 0,
         }
+    }
+
+    /// Counts what is sent through the lane as `source`'s received events.
+    pub(super) fn counted(mut self, source: Option<ComponentMetrics>) -> Self {
+        self.source = source;
+        self
     }
 
     /// The tag of the lane's events.
@@ -73,7 +87,7 @@ impl Lane {
         let mut event = Event::new(self.route.tag().clone(), time, record);
         match self.route.filter(&mut event) {
             Verdict::Keep => self.kept.push(event.time, &event.record),
-            Verdict::Drop => {}
+            Verdict::Drop => self.dropped += 1,
             Verdict::Reject(reason) => {
                 if let Some(er) = self.route.rejected(&reason) {
                     let mut record = event.record;
@@ -81,6 +95,8 @@ impl Lane {
                     self.rejected
                         .get_or_insert_with(|| ChunkBuilder::new(er.tag().clone()))
                         .push(event.time, &record);
+                } else {
+                    self.dropped += 1;
                 }
             }
         }
@@ -124,6 +140,12 @@ impl Lane {
     /// error route, then the chunk of kept events to every matching sink, waiting
     /// for room in each buffer (backpressure).
     pub async fn send(&mut self) -> Result<(), BufferClosed> {
+        if let Some(m) = &self.source {
+            let rejected = self.rejected.as_ref();
+            let events = self.kept.count() + rejected.map_or(0, ChunkBuilder::count);
+            m.received(u64::from(events + self.dropped), self.byte_size() as u64);
+        }
+        self.dropped = 0;
         let kept = self.kept.finish();
         self.deliver(kept).await
     }

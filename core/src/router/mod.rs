@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use crate::buffer::{Buffer, BufferClosed};
 use crate::chunk::Chunk;
 use crate::event::{Event, Tag};
+use crate::metrics::ComponentMetrics;
 use crate::pattern::TagPattern;
 
 /// What a filter decided about an event.
@@ -72,8 +73,15 @@ struct SinkRoute {
 /// Cached tags before the cache is cleared; tags from forward clients are unbounded.
 const CACHE_LIMIT: usize = 16_384;
 
-/// Routes chunks by tag. Shared by every source of a process.
+/// Routes chunks by tag. Shared by every source of a process: each source holds
+/// its own handle ([`Router::for_source`]), which counts what that source emits.
 pub struct Router {
+    shared: Arc<Shared>,
+    /// The counters of the source holding this handle.
+    source: Option<ComponentMetrics>,
+}
+
+struct Shared {
     filters: Vec<FilterRoute>,
     sinks: Vec<SinkRoute>,
     cache: Mutex<HashMap<Tag, Arc<Route>>>,
@@ -85,6 +93,7 @@ impl fmt::Debug for Router {
             .field(
                 "filters",
                 &self
+                    .shared
                     .filters
                     .iter()
                     .map(|r| (&r.name, r.pattern.as_str()))
@@ -93,6 +102,7 @@ impl fmt::Debug for Router {
             .field(
                 "sinks",
                 &self
+                    .shared
                     .sinks
                     .iter()
                     .map(|r| (&r.name, r.pattern.as_str()))
@@ -152,9 +162,12 @@ impl RouterBuilder {
     /// The router.
     pub fn build(self) -> Router {
         Router {
-            filters: self.filters,
-            sinks: self.sinks,
-            cache: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared {
+                filters: self.filters,
+                sinks: self.sinks,
+                cache: Mutex::new(HashMap::new()),
+            }),
+            source: None,
         }
     }
 }
@@ -163,7 +176,7 @@ impl Router {
     /// The route for `tag`: what its events pass through (events enter through
     /// [`lane`](Router::lane) and [`emit`](Router::emit)).
     pub fn route(&self, tag: &Tag) -> Arc<Route> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.shared.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = cache.get(tag) {
             return r.clone();
         }
@@ -184,19 +197,21 @@ impl Router {
         let filters = if is_error {
             Vec::new()
         } else {
-            self.filters
+            self.shared
+                .filters
                 .iter()
                 .filter(|f| f.pattern.matches(tag))
                 .map(|f| f.filter.clone())
                 .collect()
         };
         let sinks: Vec<(String, Buffer)> = self
+            .shared
             .sinks
             .iter()
             .filter(|s| is_error_pattern(&s.pattern) == is_error && s.pattern.matches(tag))
             .map(|s| (s.name.clone(), s.buffer.clone()))
             .collect();
-        let error_route = if is_error || self.filters.is_empty() {
+        let error_route = if is_error || self.shared.filters.is_empty() {
             None
         } else {
             let etag = Tag::from(format!("{ERROR_TAG_PREFIX}{tag}"));
@@ -205,21 +220,34 @@ impl Router {
         Route::new(tag.clone(), filters, sinks, error_route)
     }
 
+    /// Another handle to the same routes, for one source: what it emits counts as
+    /// that source's received events.
+    pub fn for_source(&self, metrics: ComponentMetrics) -> Router {
+        Router {
+            shared: self.shared.clone(),
+            source: Some(metrics),
+        }
+    }
+
     /// The way in for events of `tag` that the caller encodes into chunks itself.
     pub fn lane(&self, tag: &Tag) -> Lane {
-        Lane::new(self.route(tag))
+        Lane::new(self.route(tag)).counted(self.source.clone())
     }
 
     /// Routes a whole chunk: filters (if any match its tag, decoding and re-encoding
     /// it), then every matching sink, waiting for room in each; events a filter
     /// rejected go to the error route first.
     pub async fn emit(&self, chunk: Chunk) -> Result<(), BufferClosed> {
+        if let Some(m) = &self.source {
+            m.received(u64::from(chunk.count()), chunk.entries().len() as u64);
+        }
         lane::emit(self.route(chunk.tag()), chunk).await
     }
 
     /// Names of the filters and sinks `tag` would pass through, in order.
     pub fn describe(&self, tag: &str) -> (Vec<&str>, Vec<&str>) {
         let filters = self
+            .shared
             .filters
             .iter()
             .filter(|f| f.pattern.matches(tag))
@@ -227,6 +255,7 @@ impl Router {
             .collect();
         let is_error = tag.starts_with(ERROR_TAG_PREFIX);
         let sinks = self
+            .shared
             .sinks
             .iter()
             .filter(|s| is_error_pattern(&s.pattern) == is_error && s.pattern.matches(tag))

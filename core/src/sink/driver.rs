@@ -20,6 +20,7 @@ use super::outcome::{BatchOutcome, Outcome, Sent};
 use crate::buffer::{Buffer, Lease};
 use crate::component::SinkContext;
 use crate::dead_letter::{self, DeadLetter};
+use crate::metrics::{ComponentMetrics, Discard, ErrorType};
 use crate::retry::{Attempts, Next, Retrier};
 use crate::shutdown::Shutdown;
 
@@ -41,6 +42,7 @@ where
             dead_letter: dead_letter.clone(),
             retrier: retrier.clone(),
             words,
+            metrics: ctx.metrics.clone(),
             encoder,
             service,
             batcher: Batcher::new(limits),
@@ -59,6 +61,7 @@ struct Worker<E: Encoder, S> {
     dead_letter: DeadLetter,
     retrier: Retrier,
     words: Words,
+    metrics: ComponentMetrics,
     encoder: E,
     service: S,
     batcher: Batcher<E::Key>,
@@ -209,6 +212,9 @@ where
             {
                 return false;
             }
+            self.metrics.error(ErrorType::encode_failed);
+            self.metrics
+                .discarded(Discard::dead_letter, u64::from(undecodable + refused));
             tracing::error!(
                 sink = %self.name,
                 tag = %chunk.tag(),
@@ -292,6 +298,7 @@ where
                 BatchOutcome::Blocked { status, reason } => {
                     // Not counted under the retry policy: giving up would write
                     // every event to the dead-letter output for a setting to fix.
+                    self.metrics.error(ErrorType::request_failed);
                     let delay = self.retrier.policy().backoff.delay(group.blocked);
                     group.blocked = group.blocked.saturating_add(1);
                     group.request = Some(request);
@@ -335,11 +342,12 @@ where
             let mut retry = Vec::new();
             let mut rejected = Vec::new();
             let mut retry_reason = None;
-            let mut delivered = false;
+            let (mut delivered, mut bytes) = (0u64, 0u64);
             for (item, outcome) in group.items.into_iter().zip(outcomes) {
                 match outcome {
                     Outcome::Delivered => {
-                        delivered = true;
+                        delivered += u64::from(item.ticket.events);
+                        bytes += item.size as u64;
                         self.ledger.resolve(item.ticket.slot, false);
                     }
                     Outcome::Retry { status, reason } => {
@@ -358,7 +366,8 @@ where
                     }),
                 }
             }
-            if delivered {
+            if delivered > 0 {
+                self.metrics.sent(delivered, bytes);
                 self.retrier.succeeded();
             }
             tracing::debug!(
@@ -400,6 +409,7 @@ where
         (status, reason, destination, retry_in): (Option<u16>, &str, &str, &'static str),
         groups: &mut Vec<Group<E::Key, S::Request>>,
     ) -> bool {
+        self.metrics.error(ErrorType::request_failed);
         match self.retrier.failed(&mut group.attempts) {
             Next::RetryIn(delay) => {
                 let attempt = Some((group.attempts.failures(), delay));
@@ -467,6 +477,11 @@ where
             .await
         {
             return false;
+        }
+        self.metrics
+            .discarded(Discard::dead_letter, u64::from(events));
+        if why == Why::Rejected {
+            self.metrics.error(ErrorType::rejected);
         }
         let first = &dead[0];
         let status = first.status.map(i64::from).unwrap_or(-1);

@@ -143,6 +143,7 @@ fn limits(max_events: usize, max_bytes: usize) -> BatchLimits {
 
 struct Run {
     buffer: Buffer,
+    metrics: crate::metrics::Metrics,
     seen: Arc<Mutex<Destination>>,
     dead_letter: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -154,6 +155,7 @@ fn setup(config: BufferConfig) -> Run {
     let buffer = Buffer::new("out", &config).with_dead_letter(DeadLetter::new(dead_letter.clone()));
     Run {
         buffer,
+        metrics: crate::metrics::Metrics::new("test"),
         seen: Arc::default(),
         dead_letter,
         _dir: dir,
@@ -193,7 +195,8 @@ impl Run {
             receipts.push(rx);
         }
         self.buffer.close();
-        let (ctx, _abort) = sink_context("out", &self.buffer, Path::new("/nonexistent"));
+        let (mut ctx, _abort) = sink_context("out", &self.buffer, Path::new("/nonexistent"));
+        ctx.metrics = self.metrics.component("out", "sink", "test");
         let worker = (
             TestEncoder {
                 lines,
@@ -435,6 +438,18 @@ async fn per_item_outcomes_ack_or_mark_each_lease() {
     assert_eq!(dead[0]["status"], 400);
     assert_eq!(dead[0]["key"], "a");
     assert_eq!(dead[0]["error"], serde_json::json!({"type": "bad"}));
+    // Counted: three delivered (one byte each), one refused for good.
+    let text = t.metrics.render();
+    let labels = r#"component_id="out",component_kind="sink",component_type="test""#;
+    for line in [
+        format!("nagare_component_sent_events_total{{{labels}}} 3"),
+        format!("nagare_component_sent_bytes_total{{{labels}}} 3"),
+        format!("nagare_component_errors_total{{{labels},error_type=\"rejected\"}} 1"),
+        format!("nagare_component_errors_total{{{labels},error_type=\"request_failed\"}} 0"),
+        format!("nagare_component_discarded_events_total{{{labels},reason=\"dead_letter\"}} 1"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
 }
 
 #[tokio::test]

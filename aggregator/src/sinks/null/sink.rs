@@ -127,6 +127,8 @@ pub async fn run_counted(
         counters
             .events
             .fetch_add(u64::from(chunk.count()), Ordering::Relaxed);
+        ctx.metrics
+            .sent(u64::from(chunk.count()), chunk.byte_size() as u64);
         lease.delivered();
     }
     let totals = counters.totals();

@@ -25,6 +25,7 @@ use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::compression::Compression;
 use nagare_core::dead_letter::{self, DeadLetter};
 use nagare_core::host::machine_hostname;
+use nagare_core::metrics::{ComponentMetrics, Discard, ErrorType};
 use nagare_core::retry::{Attempts, Backoff, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
 use thiserror::Error;
@@ -86,6 +87,7 @@ pub async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), Forw
     let mut sink = Dispatcher {
         retrier,
         dead_letter,
+        metrics: ctx.metrics,
         name: ctx.name,
         backoff: config.backoff(),
         links,
@@ -186,6 +188,8 @@ struct Dispatcher {
     retrier: Retrier,
     /// Where given-up chunks go.
     dead_letter: DeadLetter,
+    /// The sink's counters.
+    metrics: ComponentMetrics,
     name: String,
     config: ForwardSinkConfig,
     backoff: Backoff,
@@ -371,6 +375,8 @@ impl Dispatcher {
                     if let Some(owner) = slot.node.and_then(|id| self.node_index(id)) {
                         self.nodes[owner].outstanding.remove(&seq);
                     }
+                    let events = u64::from(slot.lease.chunk().count());
+                    self.metrics.sent(events, slot.frame.len() as u64);
                     slot.lease.delivered();
                 }
                 self.retrier.succeeded();
@@ -379,6 +385,7 @@ impl Dispatcher {
                 }
             }
             Report::Failed { node, epoch, error } => {
+                self.metrics.error(ErrorType::request_failed);
                 let Some(i) = self.node_index(node) else {
                     return given_up;
                 };
@@ -501,6 +508,8 @@ impl Dispatcher {
                 %reason,
                 "retries ran out (retry_timeout / retry_max_times); wrote the chunk to the dead-letter output"
             );
+            self.metrics
+                .discarded(Discard::dead_letter, u64::from(chunk.count()));
             slot.lease.dead_lettered();
         }
     }

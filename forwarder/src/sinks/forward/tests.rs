@@ -235,6 +235,7 @@ fn context(buffer: &Buffer, abort: &Shutdown) -> SinkContext {
         buffer: buffer.clone(),
         abort: abort.clone(),
         data_dir: PathBuf::new(),
+        metrics: nagare_core::metrics::ComponentMetrics::detached("to_aggregator"),
     }
 }
 

@@ -96,11 +96,15 @@ pub async fn run(config: BigQueryConfig, ctx: SinkContext) -> Result<(), BigQuer
             source,
         })?;
     let auth = Arc::new(auth);
-    let rest_client = Rest::new(&config, auth.clone()).map_err(|source| BigQuerySinkError::Client {
-        sink: ctx.name.clone(),
-        source,
-    })?;
-    let Some(rows) = schema_rows(&config, &rest_client, &ctx).await.map_err(invalid)? else {
+    let rest_client =
+        Rest::new(&config, auth.clone()).map_err(|source| BigQuerySinkError::Client {
+            sink: ctx.name.clone(),
+            source,
+        })?;
+    let Some(rows) = schema_rows(&config, &rest_client, &ctx)
+        .await
+        .map_err(invalid)?
+    else {
         return Ok(());
     };
     let rest = BigQueryService::new(&config, rest_client, rows.clone(), hint);

@@ -1,0 +1,17 @@
+//! The admin HTTP server: one per process, on loopback unless told otherwise.
+//!
+//! - `GET /healthz`: liveness, `200 {"status":"ok"}` while the runtime answers;
+//! - `GET /readyz`: readiness, `200` once the config is loaded, the sources are
+//!   listening and the file buffers recovered, else `503` with a JSON body saying
+//!   what is not ready yet ([`Health`]);
+//! - `GET /metrics`: every metric in the Prometheus text format
+//!   ([`nagare_core::metrics`]);
+//! - `GET /api/v1/components`: the topology and every component's counts, as JSON.
+//!
+//! `config.rs` is its `api:` section; `server.rs` the server.
+
+mod config;
+mod server;
+
+pub use config::{ApiConfig, DEFAULT_BIND};
+pub use server::{AdminServer, ComponentEntry, Health};

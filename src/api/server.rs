@@ -1,0 +1,227 @@
+//! The server: hyper, one task per connection, nothing on the data path.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nagare_core::metrics::{self, ComponentMetrics, Metrics};
+use nagare_core::shutdown::Shutdown;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+/// What is not ready yet, shared by the start-up and the server.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    waiting: Arc<Mutex<Vec<String>>>,
+}
+
+impl Health {
+    /// Not ready until `reason` is cleared by [`ready`](Health::ready).
+    pub fn waiting_for(&self, reason: impl Into<String>) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        w.push(reason.into());
+    }
+
+    /// Everything waited for is done.
+    pub fn ready(&self) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Why not ready; empty when ready.
+    pub fn reasons(&self) -> Vec<String> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// One component as `/api/v1/components` shows it.
+#[derive(Debug, Clone)]
+pub struct ComponentEntry {
+    /// Its counters (and labels: name, kind, type).
+    pub metrics: ComponentMetrics,
+    /// The tag pattern it takes (`match`), for filters and sinks.
+    pub pattern: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ComponentJson<'a> {
+    id: &'a str,
+    kind: &'a str,
+    r#type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "match")]
+    pattern: Option<&'a str>,
+    #[serde(flatten)]
+    totals: metrics::Totals,
+}
+
+struct State {
+    metrics: Metrics,
+    health: Health,
+    components: Mutex<Vec<ComponentEntry>>,
+    version: &'static str,
+}
+
+/// The running admin server.
+#[derive(Clone)]
+pub struct AdminServer {
+    state: Arc<State>,
+    address: SocketAddr,
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminServer {
+    /// Listens on `listener` until `stop`, serving `metrics` and `health`.
+    pub fn start(
+        listener: TcpListener,
+        metrics: Metrics,
+        health: Health,
+        version: &'static str,
+        stop: Shutdown,
+    ) -> std::io::Result<AdminServer> {
+        let address = listener.local_addr()?;
+        let state = Arc::new(State {
+            metrics,
+            health,
+            components: Mutex::default(),
+            version,
+        });
+        let server = AdminServer {
+            state: state.clone(),
+            address,
+        };
+        tokio::spawn(serve(listener, state, stop));
+        Ok(server)
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Shows `component` in `/api/v1/components`.
+    pub fn add_component(&self, component: ComponentEntry) {
+        self.state
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(component);
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>, stop: Shutdown) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin API: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin API connection ended with an error");
+            }
+        });
+    }
+}
+
+fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": format!("{} is not served here; use GET", req.method())}),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/readyz" => {
+            let reasons = state.health.reasons();
+            if reasons.is_empty() {
+                json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+            } else {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "not ready", "waiting_for": reasons}),
+                )
+            }
+        }
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        "/api/v1/components" => {
+            let components = state
+                .components
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let list: Vec<ComponentJson<'_>> = components
+                .iter()
+                .map(|c| {
+                    let labels = c.metrics.labels();
+                    ComponentJson {
+                        id: &labels.component_id,
+                        kind: &labels.component_kind,
+                        r#type: &labels.component_type,
+                        pattern: c.pattern.as_deref(),
+                        totals: c.metrics.totals(),
+                    }
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"version": state.version, "components": list}),
+            )
+        }
+        other => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({
+                "error": format!("no such endpoint: {other}"),
+                "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/components"],
+            }),
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,280 @@
+//! The admin API of real `nagare` processes: a forwarder tailing a file and an
+//! aggregator writing a file, each serving `/healthz`, `/readyz`, `/metrics` and
+//! `/api/v1/components`; the counts match what went through; `promtool check
+//! metrics` passes on the exposition; a real Prometheus scrapes both.
+
+mod support;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use nagare_testkit::{Prometheus, free_port, http, promtool_check, wait_until};
+use support::{Nagare, forward_aggregator};
+
+const LINES: usize = 500;
+
+fn get(port: u16, path: &str) -> http::Response {
+    http::send(&format!("http://127.0.0.1:{port}"), "GET", path, &[], b"")
+        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+/// The value of the series `name{labels}` in an exposition.
+fn value(exposition: &str, name: &str, labels: &str) -> Option<f64> {
+    let head = format!("{name}{{{labels}}} ");
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The names in the table under "### Metrics reference" in docs/operations.md.
+fn documented_metrics() -> std::collections::BTreeSet<String> {
+    let doc =
+        std::fs::read_to_string(nagare_testkit::paths::repo_root().join("docs/operations.md"))
+            .unwrap();
+    let section = doc
+        .split("### Metrics reference")
+        .nth(1)
+        .expect("docs/operations.md has a metrics reference");
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("| name"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+fn component(kind: &str, id: &str, r#type: &str) -> String {
+    format!(r#"component_id="{id}",component_kind="{kind}",component_type="{type}""#)
+}
+
+#[test]
+fn probes_metrics_and_components_count_what_went_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut text = String::new();
+    for n in 0..LINES {
+        let _ = writeln!(text, "line {n} of the admin API test");
+    }
+    std::fs::write(logs.join("app.log"), text).unwrap();
+    let out = dir.path().join("out.ndjson");
+
+    let (port, agg_api, fwd_api) = (free_port(), free_port(), free_port());
+    let sinks = format!(
+        "  out:\n    type: file\n    match: \"**\"\n    path: {}\n",
+        out.display()
+    );
+    let config = format!(
+        "api:\n  bind: 127.0.0.1:{agg_api}\n{}",
+        forward_aggregator(&dir.path().join("agg"), port, &sinks)
+    );
+    let mut aggregator = Nagare::listening("aggregator", dir.path(), &config, port);
+    let mut forwarder = Nagare::start(
+        "forwarder",
+        dir.path(),
+        &format!(
+            "data_dir: {data}\napi:\n  bind: 127.0.0.1:{fwd_api}\n\
+             sources:\n  files:\n    type: tail\n    paths: [\"{logs}/*.log\"]\n    read_from_head: true\n    refresh_interval: 200ms\n\
+             sinks:\n  to_aggregator:\n    type: forward\n    match: \"**\"\n    servers: [{{host: 127.0.0.1, port: {port}}}]\n",
+            data = dir.path().join("fwd").display(),
+            logs = logs.display(),
+        ),
+    );
+
+    let ready = wait_until(Duration::from_secs(20), || {
+        forwarder.assert_running();
+        http::send(
+            &format!("http://127.0.0.1:{fwd_api}"),
+            "GET",
+            "/readyz",
+            &[],
+            b"",
+        )
+        .is_ok_and(|r| r.status == 200)
+    });
+    assert!(
+        ready,
+        "the forwarder never got ready\n{}",
+        forwarder.child.logs()
+    );
+    assert_eq!(get(fwd_api, "/readyz").json()["status"], "ready");
+    assert_eq!(get(agg_api, "/healthz").json()["status"], "ok");
+
+    let delivered = wait_until(Duration::from_secs(30), || {
+        aggregator.assert_running();
+        support::read_ndjson(&out).len() >= LINES
+    });
+    assert!(
+        delivered,
+        "{}\n{}",
+        forwarder.child.logs(),
+        aggregator.child.logs()
+    );
+
+    // Counters are read at each scrape: wait for the acks to be counted too.
+    let fwd_sent = component("sink", "to_aggregator", "forward");
+    let counted = wait_until(Duration::from_secs(10), || {
+        value(
+            &get(fwd_api, "/metrics").text(),
+            "nagare_component_sent_events_total",
+            &fwd_sent,
+        ) == Some(LINES as f64)
+    });
+    let fwd = get(fwd_api, "/metrics");
+    assert!(counted, "{}", fwd.text());
+    assert_eq!(
+        http::header(&fwd.headers, "content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let fwd = fwd.text();
+    let tail = component("source", "files", "tail");
+    assert_eq!(
+        value(&fwd, "nagare_component_received_events_total", &tail),
+        Some(LINES as f64),
+        "{fwd}"
+    );
+    assert!(value(&fwd, "nagare_component_received_bytes_total", &tail).unwrap() > 0.0);
+    assert!(value(&fwd, "nagare_component_sent_bytes_total", &fwd_sent).unwrap() > 0.0);
+    assert_eq!(
+        value(
+            &fwd,
+            "nagare_buffer_chunks",
+            &component("sink", "to_aggregator", "forward")
+        ),
+        Some(0.0),
+        "{fwd}"
+    );
+    assert!(fwd.contains("\nprocess_resident_memory_bytes "), "{fwd}");
+    assert!(fwd.contains("nagare_build_info{version=\""), "{fwd}");
+
+    let agg = get(agg_api, "/metrics").text();
+    let source = component("source", "nodes", "forward");
+    assert_eq!(
+        value(&agg, "nagare_component_received_events_total", &source),
+        Some(LINES as f64),
+        "{agg}"
+    );
+    let counted = wait_until(Duration::from_secs(10), || {
+        let agg = get(agg_api, "/metrics").text();
+        value(
+            &agg,
+            "nagare_component_sent_events_total",
+            &component("sink", "out", "file"),
+        ) == Some(LINES as f64)
+    });
+    assert!(counted, "{}", get(agg_api, "/metrics").text());
+
+    // Prometheus' own lint.
+    for exposition in [&fwd, &agg] {
+        if let Err(problems) = promtool_check(exposition) {
+            panic!("promtool check metrics: {problems}\n{exposition}");
+        }
+    }
+
+    // docs/operations.md's reference names every metric served, and only those.
+    let served: std::collections::BTreeSet<String> = [&fwd, &agg]
+        .iter()
+        .flat_map(|e| e.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    let documented = documented_metrics();
+    assert_eq!(
+        served, documented,
+        "the metrics served (left) and those docs/operations.md lists (right) differ"
+    );
+
+    // The topology and counts as JSON.
+    let components = get(agg_api, "/api/v1/components").json();
+    let list = components["components"].as_array().unwrap();
+    let out_sink = list
+        .iter()
+        .find(|c| c["id"] == "out")
+        .expect("the sink is listed");
+    assert_eq!(out_sink["kind"], "sink");
+    assert_eq!(out_sink["type"], "file");
+    assert_eq!(out_sink["match"], "**");
+    assert_eq!(out_sink["sent_events"], LINES as u64);
+    let nodes = list
+        .iter()
+        .find(|c| c["id"] == "nodes")
+        .expect("the source is listed");
+    assert_eq!(nodes["received_events"], LINES as u64);
+
+    // Anything else is a 404 that lists the endpoints; writes are refused.
+    let missing = get(agg_api, "/nope");
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("/readyz"), "{}", missing.text());
+    let post = http::send(
+        &format!("http://127.0.0.1:{agg_api}"),
+        "POST",
+        "/metrics",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(post.status, 405);
+
+    // A real Prometheus scrapes both.
+    let prometheus = Prometheus::start(&[
+        format!("127.0.0.1:{fwd_api}"),
+        format!("127.0.0.1:{agg_api}"),
+    ]);
+    let scraped = wait_until(Duration::from_secs(30), || {
+        let up = prometheus.query("up");
+        up.len() == 2 && up.iter().all(|(_, v)| *v == 1.0)
+    });
+    assert!(
+        scraped,
+        "up: {:?}\n{}",
+        prometheus.query("up"),
+        prometheus.logs()
+    );
+    let sent = prometheus.query(r#"nagare_component_sent_events_total{component_id="out"}"#);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].1, LINES as f64);
+    assert_eq!(sent[0].0["component_type"], "file");
+
+    assert!(forwarder.terminate(Duration::from_secs(20)).success());
+    assert!(aggregator.terminate(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_bind_that_is_taken_fails_the_start_and_the_api_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let sinks = "  out:\n    type: null\n    match: \"**\"\n";
+    let config = format!(
+        "api:\n  bind: 127.0.0.1:{port}\n{}",
+        forward_aggregator(&dir.path().join("a"), free_port(), sinks)
+    );
+    let mut refused = Nagare::start("taken", dir.path(), &config);
+    let status = refused
+        .child
+        .wait_timeout(Duration::from_secs(20))
+        .expect("nagare exits when api.bind is taken");
+    assert!(!status.success());
+    let logs = support::plain(&refused.child.logs());
+    assert!(
+        logs.contains(&format!("api.bind: cannot listen on 127.0.0.1:{port}")),
+        "{logs}"
+    );
+
+    let off = free_port();
+    let fwd = free_port();
+    let config = format!(
+        "api:\n  enabled: false\n  bind: 127.0.0.1:{off}\n{}",
+        forward_aggregator(&dir.path().join("b"), fwd, sinks)
+    );
+    let mut running = Nagare::listening("off", dir.path(), &config, fwd);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", off)).is_err(),
+        "nothing listens when the API is off"
+    );
+    assert!(running.terminate(Duration::from_secs(20)).success());
+}
