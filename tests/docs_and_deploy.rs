@@ -194,8 +194,8 @@ fn deployed_configs_are_valid() {
     let configs = embedded_configs();
     assert_eq!(
         configs.len(),
-        5,
-        "forwarder, aggregator (Elasticsearch and CloudWatch Logs), sidecar and Fargate sidecar ConfigMaps"
+        6,
+        "forwarder, aggregator (Elasticsearch, CloudWatch Logs and BigQuery), sidecar and Fargate sidecar ConfigMaps"
     );
     for (file, config) in configs {
         let (ok, out) = validate("nagare.yaml", &config);

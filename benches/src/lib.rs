@@ -6,6 +6,7 @@
 //!   expression Fluentd uses (apache2, nginx, syslog) or a straightforward one
 //!   (logfmt, LTSV, CSV), each building the same record nagare does.
 //! - [`cri_workload`]: the realistic container log the tail benchmarks read.
+//! - [`rss`]: the steady forward feed and RSS sampling of the `*_rss` benches.
 //! - [`Case`]: one format's corpus, nagare's parser and its baseline, as the
 //!   criterion benches (`benches/parsers.rs`) and the summary table
 //!   (`benches/parsers_table.rs`) run them.
@@ -13,6 +14,7 @@
 pub mod baseline;
 pub mod corpus;
 pub mod cri_workload;
+pub mod rss;
 
 use nagare_core::EventTime;
 use nagare_parsers::{Parser, ParserConfig};

@@ -1,0 +1,133 @@
+//! Aggregator resident memory while delivering 20,000 rows/s to BigQuery.
+//!
+//! The real `nagare` binary as the aggregator (forward source -> memory buffer ->
+//! `bigquery` sink, four requests in flight, a table partitioned by day) delivers to
+//! local-bigquery, fed PackedForward chunks of 1,000 Kubernetes records (about 330
+//! bytes each as JSON) at 20,000 records/s by a client that waits for each ack. The
+//! aggregator's RSS is sampled every second; after a warm-up of 10 s the samples
+//! must stay within 20 % of each other. At the end, the rows in the table are
+//! counted.
+//!
+//!   cargo build --release && cargo bench -p nagare-benches --bench bigquery_rss
+//!
+//! `NAGARE_BQ_METHOD` picks the method (`storage_write`, the default, or
+//! `insert_all`); `NAGARE_BIN` names the binary (default: `target/release/nagare`,
+//! or `target/debug/nagare` under `cargo test`); `NAGARE_RSS_SECS` the duration
+//! (default 60). Under `cargo test` it runs 4 s at 2,000 records/s and checks that
+//! every row arrives. The feed and the sampling are `nagare_benches::rss`'s.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nagare_benches::rss::{Plan, feed, wait_listening};
+use nagare_testkit::{LocalBigQuery, free_port, wait_until};
+
+/// Pods the records are spread over.
+const PODS: usize = 8;
+
+/// The rows in `dataset.logs`, or 0 while the table is missing.
+fn rows(bq: &LocalBigQuery, dataset: &str) -> u64 {
+    if bq.table(dataset, "logs").is_none() {
+        return 0;
+    }
+    let rows = bq.query(&format!("SELECT COUNT(*) AS n FROM `{dataset}.logs`"));
+    rows[0]["n"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let plan = Plan::from_args();
+    let method = std::env::var("NAGARE_BQ_METHOD").unwrap_or_else(|_| "storage_write".into());
+    let bq = LocalBigQuery::shared();
+    let dataset = LocalBigQuery::unique("bench_rss");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "data_dir: {data}
+sources:
+  nodes:
+    type: forward
+    bind: 127.0.0.1:{port}
+sinks:
+  bigquery:
+    type: bigquery
+    match: \"kube.**\"
+    method: {method}
+    project: {project}
+    dataset: {dataset}
+    table: logs
+    endpoint: \"{endpoint}\"
+    grpc_endpoint: \"{grpc}\"
+    auto_create_dataset: true
+    auto_create_table: true
+    time_field: time
+    partition_field: time
+    partition_type: DAY
+    schema:
+      - {{ name: time, type: TIMESTAMP }}
+      - {{ name: stream, type: STRING }}
+      - {{ name: level, type: STRING }}
+      - {{ name: msg, type: STRING }}
+      - {{ name: took_ms, type: INTEGER }}
+      - name: kubernetes
+        type: RECORD
+        fields:
+          - {{ name: namespace_name, type: STRING }}
+          - {{ name: pod_name, type: STRING }}
+          - {{ name: container_name, type: STRING }}
+          - {{ name: host, type: STRING }}
+          - {{ name: labels, type: JSON }}
+    buffer:
+      total_limit_size: 256MiB
+      flush_thread_count: 4
+",
+        data = dir.path().join("data").display(),
+        project = bq.project(),
+        endpoint = bq.url(),
+        grpc = bq.grpc_url(),
+    );
+    let path = dir.path().join("aggregator.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut aggregator = Command::new(plan.binary())
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("NAGARE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("aggregator.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = aggregator.id();
+    wait_listening(port);
+
+    let samples = feed(pid, port, "kube.shop.checkout", PODS, &plan);
+    let sent = samples.sent;
+
+    // Everything the aggregator acknowledged reaches the table.
+    let drained = Instant::now();
+    let mut stored = 0;
+    let all = wait_until(Duration::from_secs(600), || {
+        stored = rows(bq, &dataset);
+        stored >= sent
+    });
+    let drain_secs = drained.elapsed().as_secs_f64();
+    let _ = aggregator.kill();
+    let _ = aggregator.wait();
+    let log = std::fs::read_to_string(dir.path().join("aggregator.log")).unwrap_or_default();
+
+    samples.report(
+        &format!("bigquery_rss ({method})"),
+        &plan,
+        &format!("the table holds {stored} rows"),
+        drain_secs,
+    );
+    assert!(
+        all,
+        "the table holds {stored} of the {sent} rows the aggregator acknowledged; its log:\n{log}"
+    );
+    if !plan.benching {
+        assert_eq!(stored, sent);
+    }
+}
