@@ -357,6 +357,9 @@ async fn a_killed_and_restarted_aggregator_loses_nothing() {
                     .push(chunk("kube.app", i * PER_CHUNK, (i + 1) * PER_CHUNK))
                     .await
                     .unwrap();
+                // A stream that lasts (about 0.4 s), so that the kill below finds
+                // chunks in flight however the machine schedules the two sides.
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
     };
