@@ -9,6 +9,8 @@
 //!   shuts them down in order.
 //! - [`graph`]: the route graph that `nagare validate` prints.
 //! - [`logging`]: nagare's own logs (text or JSON).
+//! - [`top`]: `nagare top`, a live terminal view of a running process, read from its
+//!   admin API.
 //! - [`demo`]: `nagare demo`, the whole pipeline on realistic container logs, in two
 //!   processes, into a local file sink.
 
@@ -19,4 +21,5 @@ pub mod demo;
 pub mod graph;
 pub mod logging;
 mod registry;
+pub mod top;
 pub mod topology;

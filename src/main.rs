@@ -44,6 +44,9 @@ enum Command {
     /// Run a forwarder and an aggregator on generated container logs, delivering into
     /// a local file (or Elasticsearch with --elasticsearch), and print what arrived.
     Demo(nagare::demo::DemoArgs),
+    /// Watch a running nagare process: events and bytes per second, totals, errors,
+    /// buffers, per source, filter and sink, read from its admin API.
+    Top(nagare::top::TopArgs),
 }
 
 /// Where the config comes from: a file, or (for platforms that hand a container
@@ -102,6 +105,13 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("nagare demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Top(args) => match nagare::top::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nagare top: {e:#}");
                 ExitCode::FAILURE
             }
         },
