@@ -11,6 +11,8 @@
 //! - [`logging`]: nagare's own logs (text or JSON).
 //! - [`top`]: `nagare top`, a live terminal view of a running process, read from its
 //!   admin API.
+//! - [`health`]: `nagare health`, the exit status of a process's `/healthz` or
+//!   `/readyz`, for container health checks.
 //! - [`demo`]: `nagare demo`, the whole pipeline on realistic container logs, in two
 //!   processes, into a local file sink.
 
@@ -19,6 +21,7 @@ pub mod components;
 pub mod config;
 pub mod demo;
 pub mod graph;
+pub mod health;
 pub mod logging;
 mod registry;
 pub mod top;

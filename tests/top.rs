@@ -1,7 +1,8 @@
 //! `nagare top` in a real terminal: tmux runs it against a real forwarder and
 //! aggregator while logs are being written; every component shows with its counts,
 //! the sort keys reorder the rows, `q` exits with status 0, and a process that
-//! cannot be reached is a message on the screen while `top` keeps polling.
+//! cannot be reached is a message on the screen while `top` keeps polling. `nagare
+//! health` answers from the same processes.
 
 mod support;
 
@@ -215,6 +216,35 @@ fn top_shows_every_component_sorts_and_quits_cleanly() {
         ready,
         "the forwarder never got ready\n{}",
         forwarder.child.logs()
+    );
+
+    // `nagare health`, the containers' health check command, asks the same API.
+    let health = |args: &[&str]| {
+        let out = Command::new(support::binary())
+            .arg("health")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let agg_url = format!("http://127.0.0.1:{agg_api}");
+    let (code, text) = health(&["--url", &agg_url]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(r#""status":"ok""#), "{text}");
+    let (code, text) = health(&["--url", &agg_url, "--ready"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(r#""status":"ready""#), "{text}");
+    let unused = format!("http://127.0.0.1:{}", free_port());
+    let (code, text) = health(&["--url", &unused, "--timeout", "2s"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("nagare health: cannot reach {unused}")),
+        "{text}"
     );
 
     // Logs keep coming while `top` watches, so the rates are not zero.

@@ -426,7 +426,8 @@ impl Client {
         })
     }
 
-    async fn get(&self, path: &str) -> Result<Bytes, String> {
+    /// The body of `GET path`; an error unless the answer is `200 OK`.
+    pub async fn get(&self, path: &str) -> Result<Bytes, String> {
         let target = format!("{}{path}", self.prefix);
         let cannot = |e: &dyn std::fmt::Display| format!("cannot reach {}: {e}", self.url);
         let stream = tokio::net::TcpStream::connect(&self.authority)
