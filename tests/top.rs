@@ -1,6 +1,7 @@
 //! `nagare top` in a real terminal: tmux runs it against a real forwarder and
 //! aggregator while logs are being written; every component shows with its counts,
-//! the sort keys reorder the rows, `q` exits with status 0, and a process that
+//! the sort keys reorder the rows, `q` (Esc, Ctrl-C) exits with status 0 and gives
+//! the terminal back, and a process that
 //! cannot be reached is a message on the screen while `top` keeps polling. `nagare
 //! health` answers from the same processes.
 
@@ -46,14 +47,17 @@ impl Tmux {
     }
 
     /// Runs `nagare top ARGS` in a 160×50 session `name`; its exit status goes to
-    /// `dir/name.status` and its standard error to `dir/name.err`.
+    /// `dir/name.status`, its standard error to `dir/name.err`, and the terminal's
+    /// settings after it (`stty -a`) to `dir/name.tty`.
     fn top(&self, name: &str, dir: &Path, args: &str) -> Session<'_> {
         let status = dir.join(format!("{name}.status"));
         let err = dir.join(format!("{name}.err"));
+        let tty = dir.join(format!("{name}.tty"));
         let command = format!(
-            "{} top {args} 2> {}; echo $? > {}",
+            "{} top {args} 2> {}; code=$?; stty -a > {}; echo $code > {}",
             support::binary().display(),
             err.display(),
+            tty.display(),
             status.display()
         );
         let out = self.tmux(&["new", "-d", "-s", name, "-x", "160", "-y", "50", &command]);
@@ -63,6 +67,7 @@ impl Tmux {
             name: name.to_string(),
             status,
             err,
+            tty,
         }
     }
 }
@@ -78,6 +83,7 @@ struct Session<'a> {
     name: String,
     status: PathBuf,
     err: PathBuf,
+    tty: PathBuf,
 }
 
 impl Session<'_> {
@@ -109,13 +115,20 @@ impl Session<'_> {
         last
     }
 
-    /// Presses `q` and returns the exit status.
-    fn quit(&self) -> String {
-        self.keys("q");
+    /// Presses `key` (tmux's name: `q`, `Escape`, `C-c`) and returns the exit status,
+    /// after checking that the terminal was given back (out of raw mode).
+    fn quit(&self, key: &str) -> String {
+        self.keys(key);
         let ok = wait_until(Duration::from_secs(10), || {
             std::fs::read_to_string(&self.status).is_ok_and(|s| !s.trim().is_empty())
         });
-        assert!(ok, "nagare top did not exit on q:\n{}", self.screen());
+        assert!(ok, "nagare top did not exit on {key}:\n{}", self.screen());
+        let tty = std::fs::read_to_string(&self.tty).unwrap();
+        let settings: Vec<&str> = tty.split_whitespace().collect();
+        assert!(
+            settings.contains(&"icanon") && settings.contains(&"echo"),
+            "the terminal is left in raw mode after {key}:\n{tty}"
+        );
         std::fs::read_to_string(&self.status)
             .unwrap()
             .trim()
@@ -311,7 +324,7 @@ fn top_shows_every_component_sorts_and_quits_cleanly() {
         "{reversed}"
     );
     assert_eq!(
-        agg.quit(),
+        agg.quit("q"),
         "0",
         "{}",
         std::fs::read_to_string(&agg.err).unwrap_or_default()
@@ -327,7 +340,7 @@ fn top_shows_every_component_sorts_and_quits_cleanly() {
             .iter()
             .all(|id| counts_something(s, id))
     });
-    assert_eq!(fwd.quit(), "0");
+    assert_eq!(fwd.quit("Escape"), "0");
 
     writing.store(false, Ordering::Relaxed);
     writer.join().unwrap();
@@ -344,7 +357,7 @@ fn top_shows_every_component_sorts_and_quits_cleanly() {
             && s.contains("times in a row")
     });
     assert!(screen.contains("nothing read yet"), "{screen}");
-    assert_eq!(gone.quit(), "0");
+    assert_eq!(gone.quit("C-c"), "0", "Ctrl-C is a key to quit, not a kill");
 
     assert!(forwarder.terminate(Duration::from_secs(20)).success());
     assert!(aggregator.terminate(Duration::from_secs(20)).success());

@@ -308,3 +308,15 @@ fn intervals_are_durations_of_at_least_100ms() {
     );
     assert!(parse_interval("soon").is_err());
 }
+
+#[test]
+fn small_terminals_are_drawn_without_a_panic() {
+    let mut model = Model::new("http://127.0.0.1:24220", Duration::from_secs(1));
+    model.update(ok(sample(FULL, Instant::now()), 1));
+    for (w, h) in [(80, 24), (40, 10), (10, 3), (1, 1), (0, 0)] {
+        let buffer = to_buffer(&model, w, h);
+        assert_eq!(buffer.area.width, w);
+    }
+    let narrow = text(&to_buffer(&model, 80, 24));
+    assert!(narrow.contains("files"), "{narrow}");
+}
