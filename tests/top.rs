@@ -298,6 +298,8 @@ fn top_shows_every_component_sorts_and_quits_cleanly() {
         "{screen}"
     );
     assert!(screen.contains("version "), "{screen}");
+    assert!(screen.contains("  up "), "the process's uptime: {screen}");
+    assert!(screen.contains("every 500ms"), "{screen}");
     assert!(screen.contains("q/Esc quit"), "{screen}");
     assert_eq!(
         order(&screen, &ids),
