@@ -12,11 +12,14 @@
 //! - `cloudwatch`: the CloudWatch Logs sink of `--cloudwatch`, and reading back what
 //!   arrived there.
 //! - `bigquery`: the BigQuery sink of `--bigquery`, and counting what arrived there.
+//! - `progress`: records generated and delivered so far, on standard error while
+//!   the demo runs.
 
 #[cfg(feature = "aggregator")]
 mod bigquery;
 #[cfg(feature = "aggregator")]
 mod cloudwatch;
+mod progress;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,6 +81,9 @@ pub struct DemoArgs {
     /// Seconds to wait for every line to arrive.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// How often to report progress on standard error (`0s`: never).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub progress_interval: Duration,
 }
 
 /// One made-up container and the lines it logs.
@@ -471,6 +477,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let began = Instant::now();
+    let mut progress = progress::Progress::new(args.progress_interval);
     let mut agg = Process::start("aggregator", &aggregator, &dir)?;
     let ready = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -496,12 +503,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             expected += write_lines(&logs.join(c.file_name()), i, from, n, start)?;
         }
         std::thread::sleep(Duration::from_millis(100));
+        progress.tick(expected, count_output(&output).0);
     }
 
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut arrived;
     loop {
         arrived = count_output(&output).0;
+        progress.tick(expected, arrived);
         if arrived >= expected || Instant::now() > deadline {
             break;
         }
@@ -531,6 +540,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let took = began.elapsed();
+    progress.finish();
     let fwd_status = fwd.stop(Duration::from_secs(25))?;
     let agg_status = agg.stop(Duration::from_secs(25))?;
     let (arrived, by, sample) = count_output(&output);

@@ -9,6 +9,10 @@
 //!   shuts them down in order.
 //! - [`graph`]: the route graph that `nagare validate` prints.
 //! - [`logging`]: nagare's own logs (text or JSON).
+//! - [`top`]: `nagare top`, a live terminal view of a running process, read from its
+//!   admin API.
+//! - [`health`]: `nagare health`, the exit status of a process's `/healthz` or
+//!   `/readyz`, for container health checks.
 //! - [`demo`]: `nagare demo`, the whole pipeline on realistic container logs, in two
 //!   processes, into a local file sink.
 
@@ -17,6 +21,8 @@ pub mod components;
 pub mod config;
 pub mod demo;
 pub mod graph;
+pub mod health;
 pub mod logging;
 mod registry;
+pub mod top;
 pub mod topology;

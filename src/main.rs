@@ -44,6 +44,12 @@ enum Command {
     /// Run a forwarder and an aggregator on generated container logs, delivering into
     /// a local file (or Elasticsearch with --elasticsearch), and print what arrived.
     Demo(nagare::demo::DemoArgs),
+    /// Watch a running nagare process: events and bytes per second, totals, errors,
+    /// buffers, per source, filter and sink, read from its admin API.
+    Top(nagare::top::TopArgs),
+    /// Exit 0 when a running nagare process answers that it is alive (or ready, with
+    /// --ready), 1 otherwise: a health check command for containers.
+    Health(nagare::health::HealthArgs),
 }
 
 /// Where the config comes from: a file, or (for platforms that hand a container
@@ -102,6 +108,23 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("nagare demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Health(args) => match nagare::health::run(&args) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nagare health: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Top(args) => match nagare::top::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nagare top: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -1,7 +1,8 @@
 //! The admin API of real `nagare` processes: a forwarder tailing a file and an
 //! aggregator writing a file, each serving `/healthz`, `/readyz`, `/metrics` and
 //! `/api/v1/components`; the counts match what went through; `promtool check
-//! metrics` passes on the exposition; a real Prometheus scrapes both.
+//! metrics` passes on the exposition; a real Prometheus scrapes both, and answers
+//! every query of the Grafana dashboard.
 
 mod support;
 
@@ -48,6 +49,61 @@ fn documented_metrics() -> std::collections::BTreeSet<String> {
 
 fn component(kind: &str, id: &str, r#type: &str) -> String {
     format!(r#"component_id="{id}",component_kind="{kind}",component_type="{type}""#)
+}
+
+/// Every query of deploy/grafana/nagare-dashboard.json: each panel target's `expr`
+/// and each variable's `label_values(...)` selector, with the panel or variable it
+/// belongs to.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = nagare_testkit::paths::repo_root().join("deploy/grafana/nagare-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap().to_string();
+            out.push((title, target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            // label_values(SELECTOR, label): the selector is PromQL.
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.rsplit_once(','))
+                .map(|(selector, _)| selector.to_string())
+                .unwrap_or_else(|| panic!("variable query {query:?} is not label_values"));
+            out.push((format!("${}", variable["name"].as_str().unwrap()), inner));
+        }
+    }
+    out
+}
+
+/// A dashboard expression with Grafana's variables replaced, as Prometheus gets it.
+fn as_promql(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$instance", ".*")
+        .replace("$component", ".*")
+}
+
+/// The metric names (`nagare_*`, `process_*`) an expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        let word: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        // Skip label values: a word right after a quote.
+        let quoted = rest[..at].ends_with('"');
+        if !quoted && (word.starts_with("nagare_") || word.starts_with("process_")) {
+            names.push(word.clone());
+        }
+        rest = &rest[at + word.len()..];
+    }
+    assert!(!names.is_empty(), "no nagare metric in {expr}");
+    names
 }
 
 #[test]
@@ -238,6 +294,35 @@ fn probes_metrics_and_components_count_what_went_through() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].1, LINES as f64);
     assert_eq!(sent[0].0["component_type"], "file");
+
+    // The Grafana dashboard asks only for metrics that exist, in PromQL that
+    // Prometheus parses, and every panel shows something for these two processes.
+    let served_samples: std::collections::BTreeSet<&str> = [&fwd, &agg]
+        .iter()
+        .flat_map(|e| e.lines())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 15, "{queries:?}");
+    for (panel, expr) in &queries {
+        for name in metric_names(expr) {
+            assert!(
+                served_samples.contains(name.as_str()),
+                "the dashboard's {panel:?} asks for {name}, which neither process serves: {expr}"
+            );
+        }
+    }
+    let mut empty = Vec::new();
+    let answered = wait_until(Duration::from_secs(30), || {
+        empty = queries
+            .iter()
+            .filter(|(_, expr)| prometheus.query(&as_promql(expr)).is_empty())
+            .map(|(panel, _)| panel.clone())
+            .collect();
+        empty.is_empty()
+    });
+    assert!(answered, "dashboard panels with no data: {empty:?}");
 
     assert!(forwarder.terminate(Duration::from_secs(20)).success());
     assert!(aggregator.terminate(Duration::from_secs(20)).success());

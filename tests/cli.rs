@@ -232,8 +232,42 @@ fn the_config_can_be_given_as_text_in_an_environment_variable() {
 
 #[test]
 fn demo_delivers_every_line() {
-    let (code, out, err) = nagare(&["demo", "--lines", "200", "--timeout", "60"]);
+    let (code, out, err) = nagare(&[
+        "demo",
+        "--lines",
+        "200",
+        "--timeout",
+        "60",
+        "--progress-interval",
+        "50ms",
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
+    // Progress on standard error, a line per report as it is not a terminal:
+    // `nagare demo: generated G, delivered D (P%), R records/s, T s`.
+    let reports: Vec<(usize, usize)> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("nagare demo: generated "))
+        .map(|l| {
+            let words: Vec<&str> = l.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+            assert_eq!(words[1], "delivered", "{l}");
+            (words[0].parse().unwrap(), words[2].parse().unwrap())
+        })
+        .collect();
+    assert!(!reports.is_empty(), "no progress reports:\n{err}");
+    assert!(
+        !err.contains('\r'),
+        "no terminal rewrites in a pipe:\n{err}"
+    );
+    for window in reports.windows(2) {
+        assert!(
+            window[0].0 <= window[1].0 && window[0].1 <= window[1].1,
+            "{reports:?}"
+        );
+    }
+    assert!(
+        reports.iter().all(|(g, d)| d <= g && *g >= 400),
+        "{reports:?}"
+    );
     let line = out
         .lines()
         .find(|l| l.starts_with("delivered "))

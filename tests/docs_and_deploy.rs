@@ -18,7 +18,7 @@ fn repo() -> PathBuf {
 }
 
 /// Values for the environment variables the examples reference.
-const ENV: [(&str, &str); 12] = [
+const ENV: [(&str, &str); 13] = [
     ("NODE_NAME", "node-1"),
     ("FORWARD_SHARED_KEY", "cluster-key"),
     ("LEGACY_SHARED_KEY", "legacy-key"),
@@ -31,6 +31,7 @@ const ENV: [(&str, &str); 12] = [
     ("TLS_KEY_PASSPHRASE", "passphrase"),
     ("FORWARD_PASSWORD", "node-password"),
     ("LEGACY_PASSWORD", "legacy-password"),
+    ("GOOGLE_CLOUD_PROJECT", "prod-logs"),
 ];
 
 /// Runs `cmd`: whether it succeeded, and what it printed.
@@ -477,5 +478,291 @@ fn ecs_configs_are_valid() {
             out.starts_with("NAGARE_CONFIG_YAML: valid") && out.contains("cloudwatch"),
             "{file}: {out}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Probes, scraping and monitoring (deploy/kubernetes).
+
+/// Every document of every manifest in deploy/kubernetes, with its file name.
+fn manifests() -> Vec<(String, serde_norway::Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            out.push((name.clone(), serde_norway::Value::deserialize(doc).unwrap()));
+        }
+    }
+    out
+}
+
+/// The pod spec and pod metadata of a workload; `None` for other kinds.
+fn pod_of(doc: &serde_norway::Value) -> Option<(&serde_norway::Value, &serde_norway::Value)> {
+    match doc["kind"].as_str()? {
+        "Pod" => Some((&doc["spec"], &doc["metadata"])),
+        "DaemonSet" | "StatefulSet" | "Deployment" | "Job" => Some((
+            &doc["spec"]["template"]["spec"],
+            &doc["spec"]["template"]["metadata"],
+        )),
+        _ => None,
+    }
+}
+
+/// The port a probe's `port` (a number or a container port's name) points at.
+fn probe_port(container: &serde_norway::Value, port: &serde_norway::Value) -> Option<u64> {
+    if let Some(n) = port.as_u64() {
+        return Some(n);
+    }
+    let name = port.as_str()?;
+    container["ports"]
+        .as_sequence()?
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .and_then(|p| p["containerPort"].as_u64())
+}
+
+/// Whether every label of `selector` is on `labels`.
+fn selects(selector: &serde_norway::Value, labels: &serde_norway::Value) -> bool {
+    let wanted = selector.as_mapping().expect("a selector's labels");
+    !wanted.is_empty()
+        && wanted
+            .iter()
+            .all(|(k, v)| labels[k.as_str().unwrap()] == *v)
+}
+
+#[test]
+fn every_nagare_container_is_probed_and_scraped_on_its_api_port() {
+    let docs = manifests();
+    let config_maps: Vec<(String, serde_norway::Value)> = docs
+        .iter()
+        .filter(|(_, d)| d["kind"] == "ConfigMap")
+        .filter_map(|(_, d)| {
+            let config = serde_norway::from_str(d["data"]["nagare.yaml"].as_str()?).unwrap();
+            Some((d["metadata"]["name"].as_str().unwrap().to_string(), config))
+        })
+        .collect();
+    let mut checked = Vec::new();
+    for (file, doc) in &docs {
+        let Some((spec, metadata)) = pod_of(doc) else {
+            continue;
+        };
+        let all = spec["containers"]
+            .as_sequence()
+            .into_iter()
+            .chain(spec["initContainers"].as_sequence())
+            .flatten();
+        for container in all {
+            if !container["image"].as_str().unwrap().starts_with("nagare") {
+                continue;
+            }
+            let name = format!("{file}: {}", container["name"].as_str().unwrap());
+            // The config it runs: the ConfigMap behind the volume at /etc/nagare.
+            let volume = container["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|m| m["mountPath"] == "/etc/nagare")
+                .unwrap_or_else(|| panic!("{name}: no config volume"))["name"]
+                .clone();
+            let map = spec["volumes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == volume)
+                .unwrap()["configMap"]["name"]
+                .as_str()
+                .unwrap();
+            let config = &config_maps
+                .iter()
+                .find(|(n, _)| n == map)
+                .unwrap_or_else(|| panic!("{name}: ConfigMap {map} is not in deploy/kubernetes"))
+                .1;
+            let bind: std::net::SocketAddr = config["api"]["bind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: the config sets no api.bind"))
+                .parse()
+                .unwrap();
+            assert!(
+                bind.ip().is_unspecified(),
+                "{name}: api.bind {bind} is not reachable by the kubelet's probes"
+            );
+            for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+                let get = &container[probe]["httpGet"];
+                assert_eq!(get["path"].as_str(), Some(path), "{name}: {probe}");
+                assert_eq!(
+                    probe_port(container, &get["port"]),
+                    Some(u64::from(bind.port())),
+                    "{name}: the {probe} is not on api.bind's port {}",
+                    bind.port()
+                );
+            }
+            let annotations = &metadata["annotations"];
+            assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+            assert_eq!(
+                annotations["prometheus.io/port"].as_str(),
+                Some(bind.port().to_string().as_str()),
+                "{name}"
+            );
+            assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
+            checked.push(name);
+        }
+    }
+    assert_eq!(
+        checked.len(),
+        6,
+        "forwarder, three aggregators, two sidecars: {checked:?}"
+    );
+}
+
+#[test]
+fn service_monitors_and_the_disruption_budget_select_the_workloads() {
+    let docs = manifests();
+    let of_kind = |kind: &str| -> Vec<&serde_norway::Value> {
+        docs.iter()
+            .filter(|(f, d)| d["kind"] == kind && (kind != "Service" || f == "monitoring.yaml"))
+            .map(|(_, d)| d)
+            .collect()
+    };
+    let workloads: Vec<(&serde_norway::Value, &serde_norway::Value)> = docs
+        .iter()
+        .filter_map(|(_, d)| pod_of(d).map(|p| (d, p.0)))
+        .collect();
+    let monitors = of_kind("ServiceMonitor");
+    let mut scraped = Vec::new();
+    for monitor in &monitors {
+        let name = monitor["metadata"]["name"].as_str().unwrap();
+        let services: Vec<_> = of_kind("Service")
+            .into_iter()
+            .filter(|s| {
+                s["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+                    && selects(
+                        &monitor["spec"]["selector"]["matchLabels"],
+                        &s["metadata"]["labels"],
+                    )
+            })
+            .collect();
+        assert_eq!(
+            services.len(),
+            1,
+            "ServiceMonitor {name} selects one Service"
+        );
+        let service = services[0];
+        for endpoint in monitor["spec"]["endpoints"].as_sequence().unwrap() {
+            assert_eq!(endpoint["path"], "/metrics", "{name}");
+            let port = service["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == endpoint["port"])
+                .unwrap_or_else(|| {
+                    panic!("{name}: the Service has no port {:?}", endpoint["port"])
+                });
+            // The Service's pods: its target port is their api port.
+            let pods: Vec<_> = workloads
+                .iter()
+                .filter(|(w, _)| {
+                    w["metadata"]["namespace"] == service["metadata"]["namespace"]
+                        && selects(
+                            &service["spec"]["selector"],
+                            &pod_of(w).unwrap().1["labels"],
+                        )
+                })
+                .collect();
+            assert!(!pods.is_empty(), "{name}: the Service selects no workload");
+            for (w, spec) in pods {
+                let nagare = spec["containers"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["image"].as_str().unwrap().starts_with("nagare"));
+                let nagare = nagare.unwrap_or_else(|| panic!("{name}: no nagare container"));
+                assert_eq!(
+                    probe_port(nagare, &port["targetPort"]),
+                    Some(24220),
+                    "{name}: {} is not scraped on its api port",
+                    w["metadata"]["name"].as_str().unwrap()
+                );
+                scraped.push(w["kind"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(
+        scraped.contains(&"DaemonSet".to_string()) && scraped.contains(&"StatefulSet".to_string()),
+        "the forwarders and the aggregators are scraped: {scraped:?}"
+    );
+    let budgets = of_kind("PodDisruptionBudget");
+    assert_eq!(budgets.len(), 1);
+    let budget = &budgets[0]["spec"];
+    assert!(budget["maxUnavailable"] == 1 || budget["minAvailable"].is_u64());
+    let covered: Vec<_> = workloads
+        .iter()
+        .filter(|(w, _)| {
+            selects(
+                &budget["selector"]["matchLabels"],
+                &pod_of(w).unwrap().1["labels"],
+            )
+        })
+        .map(|(w, _)| w["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        !covered.is_empty() && covered.iter().all(|k| *k == "StatefulSet"),
+        "the budget covers the aggregators only: {covered:?}"
+    );
+}
+
+#[test]
+fn ecs_nagare_containers_check_their_health_with_the_image_binary() {
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    for (file, td) in task_definitions() {
+        let nagare = containers(&td)
+            .into_iter()
+            .find(|c| config_of(c).is_some())
+            .unwrap();
+        let command: Vec<&str> = nagare["healthCheck"]["command"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file}: the nagare container has no healthCheck"))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            command[..3],
+            ["CMD", "/usr/local/bin/nagare", "health"],
+            "{file}"
+        );
+        assert!(
+            dockerfile.contains(&format!(
+                "COPY --from=build /src/target/release/nagare {}",
+                command[1]
+            )),
+            "{file}: the image has no {}",
+            command[1]
+        );
+        // The URL it asks is where the config's admin API listens.
+        let config: serde_norway::Value =
+            serde_norway::from_str(&config_of(nagare).unwrap()).unwrap();
+        let bind = config["api"]["bind"].as_str().unwrap_or("127.0.0.1:24220");
+        let port = bind.rsplit(':').next().unwrap();
+        let url = command
+            .iter()
+            .skip_while(|a| **a != "--url")
+            .nth(1)
+            .copied()
+            .unwrap_or("http://127.0.0.1:24220");
+        assert!(
+            url.ends_with(&format!(":{port}")),
+            "{file}: {url} vs api.bind {bind}"
+        );
+        // The arguments parse.
+        let mut help = Command::new(binary());
+        help.args(&command[2..]).arg("--help");
+        let (ok, out) = run(&mut help);
+        assert!(ok, "{file}: {command:?}: {out}");
     }
 }
