@@ -324,3 +324,60 @@ pub fn parse(doc: &ConfigDocument) -> Result<Config, ConfigError> {
     }
     Ok(config)
 }
+
+/// A config and the YAML tree it was decoded from (with `${NAME}` resolved), which
+/// a reload compares component by component.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// The document as plain YAML values.
+    pub tree: serde_json::Value,
+}
+
+/// Where the config comes from: read at start, and again at each reload.
+#[derive(Debug, Clone)]
+pub enum ConfigOrigin {
+    /// A file (`--config`).
+    File(PathBuf),
+    /// The YAML text itself (`--config-yaml` or `NAGARE_CONFIG_YAML`), for
+    /// platforms that hand a container environment variables but no files.
+    Text {
+        /// Where the text came from, as errors name it.
+        name: String,
+        /// The YAML.
+        yaml: String,
+    },
+}
+
+impl ConfigOrigin {
+    /// Where the config came from, as errors and `validate` name it.
+    pub fn name(&self) -> String {
+        match self {
+            ConfigOrigin::File(path) => path.display().to_string(),
+            ConfigOrigin::Text { name, .. } => name.clone(),
+        }
+    }
+
+    /// The file, if the config is one (only a file can change under a running
+    /// process).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigOrigin::File(path) => Some(path),
+            ConfigOrigin::Text { .. } => None,
+        }
+    }
+
+    /// Reads, interpolates, decodes and validates the config.
+    pub fn load(&self) -> Result<Loaded, ConfigError> {
+        let doc = match self {
+            ConfigOrigin::File(path) => ConfigDocument::read(path)?,
+            ConfigOrigin::Text { name, yaml } => {
+                ConfigDocument::from_text(name, yaml, |var| std::env::var(var).ok())?
+            }
+        };
+        let config = parse(&doc)?;
+        let tree = doc.parse()?;
+        Ok(Loaded { config, tree })
+    }
+}

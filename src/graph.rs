@@ -38,7 +38,7 @@ pub fn describe(origin: &str, config: &Config, router: &Router) -> String {
                     let _ = writeln!(out, "  tags like {tag}");
                     let _ = writeln!(out, "    -> filters: {}", list(&filters));
                     let _ = writeln!(out, "    -> sinks:   {}", list(&sinks));
-                    for s in sinks {
+                    for s in &sinks {
                         if let Some(i) = sink_index(s) {
                             fed[i] = true;
                         }
@@ -87,7 +87,7 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn list(items: &[&str]) -> String {
+fn list(items: &[String]) -> String {
     if items.is_empty() {
         "(none)".to_string()
     } else {

@@ -35,6 +35,11 @@ enum Command {
         /// Log format, overriding the config's `log.format`.
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// Reload the config whenever its file changes (as SIGHUP and `POST
+        /// /api/v1/reload` do): applied by difference, or refused and the running
+        /// pipeline kept.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Check a config file and print its route graph: which source feeds which sinks.
     Validate {
@@ -72,26 +77,19 @@ struct ConfigSource {
 }
 
 impl ConfigSource {
-    /// Where the config came from, as errors and `validate` name it.
-    fn origin(&self) -> String {
+    /// Where the config comes from.
+    fn origin(&self) -> config::ConfigOrigin {
         match &self.config {
-            Some(path) => path.display().to_string(),
-            None => "NAGARE_CONFIG_YAML".to_string(),
+            Some(path) => config::ConfigOrigin::File(path.clone()),
+            None => config::ConfigOrigin::Text {
+                name: "NAGARE_CONFIG_YAML".to_string(),
+                yaml: self.config_yaml.clone().unwrap_or_default(),
+            },
         }
     }
 
     fn load(&self) -> Result<config::Config, nagare_core::config::ConfigError> {
-        match (&self.config, &self.config_yaml) {
-            (Some(path), _) => config::load(path),
-            (None, text) => {
-                let doc = nagare_core::config::ConfigDocument::from_text(
-                    &self.origin(),
-                    text.as_deref().unwrap_or_default(),
-                    |name| std::env::var(name).ok(),
-                )?;
-                config::parse(&doc)
-            }
-        }
+        self.origin().load().map(|loaded| loaded.config)
     }
 }
 
@@ -102,7 +100,8 @@ fn main() -> ExitCode {
             config,
             log_level,
             log_format,
-        } => run(config, log_level, log_format),
+            watch_config,
+        } => run(config, log_level, log_format, watch_config),
         Command::Validate { config } => validate(config),
         Command::Demo(args) => match nagare::demo::run(args) {
             Ok(code) => code,
@@ -131,16 +130,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(source: ConfigSource, level: Option<String>, format: Option<LogFormat>) -> ExitCode {
-    let config = match source.load() {
-        Ok(c) => c,
+fn run(
+    source: ConfigSource,
+    level: Option<String>,
+    format: Option<LogFormat>,
+    watch_config: bool,
+) -> ExitCode {
+    let origin = source.origin();
+    let loaded = match origin.load() {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let level = level.unwrap_or_else(|| config.log.level.clone());
-    if let Err(e) = nagare::logging::init(&level, format.unwrap_or(config.log.format)) {
+    let level = level.unwrap_or_else(|| loaded.config.log.level.clone());
+    if let Err(e) = nagare::logging::init(&level, format.unwrap_or(loaded.config.log.format)) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
@@ -154,8 +159,11 @@ fn run(source: ConfigSource, level: Option<String>, format: Option<LogFormat>) -
             return ExitCode::FAILURE;
         }
     };
+    let options = nagare::topology::RunOptions { watch_config };
     let result = runtime.block_on(nagare::topology::run(
-        config,
+        origin,
+        loaded,
+        options,
         nagare_core::shutdown::signal(),
     ));
     // Every component has stopped. A write still running on the blocking pool is one
@@ -183,7 +191,7 @@ fn validate(source: ConfigSource) -> ExitCode {
         Ok((router, _)) => {
             print!(
                 "{}",
-                nagare::graph::describe(&source.origin(), &config, &router)
+                nagare::graph::describe(&source.origin().name(), &config, &router)
             );
             ExitCode::SUCCESS
         }

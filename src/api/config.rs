@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use nagare_core::config::Secret;
 use serde::Deserialize;
 
 /// Where the admin server listens unless `bind` says otherwise: loopback, on the
@@ -23,6 +24,11 @@ pub struct ApiConfig {
     /// be bound fails the start.
     #[serde(default)]
     pub bind: Option<SocketAddr>,
+    /// A bearer token the mutating endpoints (`POST /api/v1/reload`) require in an
+    /// `Authorization: Bearer <token>` header. Unset: they are open to whoever
+    /// reaches `bind`. Use `${NAME}` to take it from the environment (a Secret).
+    #[serde(default)]
+    pub token: Option<Secret>,
 }
 
 fn default_enabled() -> bool {
@@ -34,6 +40,7 @@ impl Default for ApiConfig {
         Self {
             enabled: true,
             bind: None,
+            token: None,
         }
     }
 }

@@ -6,7 +6,9 @@
 //!   what is not ready yet ([`Health`]);
 //! - `GET /metrics`: every metric in the Prometheus text format
 //!   ([`nagare_core::metrics`]);
-//! - `GET /api/v1/components`: the topology and every component's counts, as JSON.
+//! - `GET /api/v1/components`: the topology and every component's counts, as JSON;
+//! - `POST /api/v1/reload`: reads the config file again and applies it (or keeps
+//!   the running one and answers why not); behind `api.token` when it is set.
 //!
 //! `config.rs` is its `api:` section; `server.rs` the server.
 
@@ -14,4 +16,4 @@ mod config;
 mod server;
 
 pub use config::{ApiConfig, DEFAULT_BIND};
-pub use server::{AdminServer, ComponentEntry, Health};
+pub use server::{AdminServer, ComponentEntry, Health, ReloadRequest};

@@ -10,10 +10,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use nagare_core::config::Secret;
 use nagare_core::metrics::{self, ComponentMetrics, Metrics};
 use nagare_core::shutdown::Shutdown;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 
 /// What is not ready yet, shared by the start-up and the server.
 #[derive(Debug, Clone, Default)]
@@ -65,11 +67,21 @@ struct ComponentJson<'a> {
     totals: metrics::Totals,
 }
 
+/// A reload asked for over the API, and where its outcome goes: what changed
+/// (JSON), or why nothing did.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// The answer.
+    pub reply: oneshot::Sender<Result<serde_json::Value, String>>,
+}
+
 struct State {
     metrics: Metrics,
     health: Health,
     components: Mutex<Vec<ComponentEntry>>,
     version: &'static str,
+    /// Where reloads are asked for, and the token they need.
+    reload: std::sync::OnceLock<(mpsc::Sender<ReloadRequest>, Option<Secret>)>,
 }
 
 /// The running admin server.
@@ -102,6 +114,7 @@ impl AdminServer {
             health,
             components: Mutex::default(),
             version,
+            reload: std::sync::OnceLock::new(),
         });
         let server = AdminServer {
             state: state.clone(),
@@ -114,6 +127,41 @@ impl AdminServer {
     /// Where it listens.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Serves `POST /api/v1/reload` by sending requests to `reload`, behind `token`
+    /// when there is one.
+    pub fn with_reload(self, reload: mpsc::Sender<ReloadRequest>, token: Option<Secret>) -> Self {
+        let _ = self.state.reload.set((reload, token));
+        self
+    }
+
+    /// Takes the component `kind` `id` off `/api/v1/components` (a reload removed
+    /// or replaced it).
+    pub fn remove_component(&self, kind: &str, id: &str) {
+        self.state
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| {
+                let labels = c.metrics.labels();
+                !(labels.component_kind == kind && labels.component_id == id)
+            });
+    }
+
+    /// Shows the component `kind` `id` with its new `match` (a reload re-routed it).
+    pub fn set_pattern(&self, kind: &str, id: &str, pattern: &str) {
+        let mut components = self
+            .state
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for c in components.iter_mut() {
+            let labels = c.metrics.labels();
+            if labels.component_kind == kind && labels.component_id == id {
+                c.pattern = Some(pattern.to_string());
+            }
+        }
     }
 
     /// Shows `component` in `/api/v1/components`.
@@ -143,7 +191,12 @@ async fn serve(listener: TcpListener, state: Arc<State>, stop: Shutdown) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move {
+                    if req.method() == Method::POST && req.uri().path() == "/api/v1/reload" {
+                        return Ok::<_, Infallible>(reload(&state, &req).await);
+                    }
+                    Ok::<_, Infallible>(route(&state, &req))
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -154,11 +207,73 @@ async fn serve(listener: TcpListener, state: Arc<State>, stop: Shutdown) {
     }
 }
 
+/// `POST /api/v1/reload`: asks the topology to reload and answers what it did.
+async fn reload(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some((sender, token)) = state.reload.get() else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "this process does not reload"}),
+        );
+    };
+    if let Some(token) = token
+        && !authorized(req, token)
+    {
+        let mut response = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "POST /api/v1/reload needs the header `Authorization: Bearer <api.token>`"}),
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let (reply, answer) = oneshot::channel();
+    if sender.send(ReloadRequest { reply }).await.is_err() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "shutting down"}),
+        );
+    }
+    match answer.await {
+        Ok(Ok(changes)) => json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "reloaded", "changes": changes}),
+        ),
+        Ok(Err(error)) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({"status": "not reloaded", "error": error}),
+        ),
+        Err(_) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "shutting down"}),
+        ),
+    }
+}
+
+/// Whether `req` carries `Authorization: Bearer <token>`, compared in constant
+/// time.
+fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .as_bytes();
+    let expected = token.expose().as_bytes();
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": format!("{} is not served here; use GET", req.method())}),
+            &serde_json::json!({"error": format!("{} {} is not served here; use GET (POST only for /api/v1/reload)", req.method(), req.uri().path())}),
         );
     }
     match req.uri().path() {
@@ -210,7 +325,7 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             StatusCode::NOT_FOUND,
             &serde_json::json!({
                 "error": format!("no such endpoint: {other}"),
-                "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/components"],
+                "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/components", "POST /api/v1/reload"],
             }),
         ),
     }

@@ -33,11 +33,23 @@ impl Nagare {
 
     /// Like `start`, with the variables `env` added to its environment.
     pub fn start_with_env(name: &str, dir: &Path, config: &str, env: &[(&str, &str)]) -> Nagare {
+        Nagare::start_with_args(name, dir, config, env, &[])
+    }
+
+    /// Like `start_with_env`, with `args` after `nagare run -c <config>`.
+    pub fn start_with_args(
+        name: &str,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Nagare {
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, config).expect("write the config");
         let mut cmd = Command::new(binary());
         cmd.args(["run", "-c"])
             .arg(&path)
+            .args(args)
             .env("NAGARE_LOG", "info")
             .envs(env.iter().copied());
         Nagare {

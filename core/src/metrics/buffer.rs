@@ -25,10 +25,17 @@ impl BufferCollector {
             component_kind: "sink".to_string(),
             component_type: r#type.to_string(),
         };
+        let mut buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        // A reload that replaced the sink's buffer: the new one is reported.
+        buffers.retain(|(l, _)| l.component_id != sink);
+        buffers.push((labels, buffer));
+    }
+
+    pub(super) fn remove(&self, sink: &str) {
         self.buffers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((labels, buffer));
+            .retain(|(l, _)| l.component_id != sink);
     }
 }
 

@@ -24,6 +24,7 @@ mod tests;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -42,6 +43,8 @@ pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     families: Families,
     buffers: Arc<BufferCollector>,
+    reloads: Family<Vec<(&'static str, &'static str)>, Counter>,
+    last_reload_ok: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,10 +71,28 @@ impl Metrics {
             "Always 1; the labels say which nagare is running",
             info,
         );
+        let reloads: Family<Vec<(&'static str, &'static str)>, Counter> = Family::default();
+        for result in ["applied", "failed"] {
+            let _ = reloads.get_or_create(&vec![("result", result)]);
+        }
+        registry.register(
+            "nagare_config_reloads",
+            "Reloads of the config (SIGHUP, POST /api/v1/reload, --watch-config): applied, or failed and the running topology kept",
+            reloads.clone(),
+        );
+        let last_reload_ok = Gauge::default();
+        last_reload_ok.set(1);
+        registry.register(
+            "nagare_config_last_reload_successful",
+            "1 unless the last reload of the config failed",
+            last_reload_ok.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             families,
             buffers,
+            reloads,
+            last_reload_ok,
         }
     }
 
@@ -94,6 +115,19 @@ impl Metrics {
     /// scrape.
     pub fn add_buffer(&self, sink: &str, r#type: &'static str, buffer: Buffer) {
         self.buffers.add(sink, r#type, buffer);
+    }
+
+    /// Stops reporting the buffer of sink `sink` (a reload removed the sink).
+    pub fn remove_buffer(&self, sink: &str) {
+        self.buffers.remove(sink);
+    }
+
+    /// Counts a reload of the config: applied, or refused (the running topology
+    /// kept).
+    pub fn reloaded(&self, applied: bool) {
+        let result = if applied { "applied" } else { "failed" };
+        self.reloads.get_or_create(&vec![("result", result)]).inc();
+        self.last_reload_ok.set(i64::from(applied));
     }
 
     /// Every metric in the Prometheus text format (version 0.0.4).

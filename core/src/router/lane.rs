@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Route, Verdict};
+use super::{Cell, Route, Verdict};
 use crate::buffer::BufferClosed;
 use crate::chunk::{Chunk, ChunkBuilder, Entries};
 use crate::event::{Event, Tag};
@@ -34,6 +34,9 @@ pub struct Lane {
     /// Events pushed and dropped by a filter since the last send: received all the
     /// same.
     dropped: u32,
+    /// The router the route came from and its generation then, for a lane a
+    /// source keeps: after a reload it resolves its route again.
+    router: Option<(Arc<Cell>, u64)>,
 }
 
 impl fmt::Debug for Lane {
@@ -57,12 +60,19 @@ impl Lane {
             rejected: None,
             source: None,
             dropped: 0,
+            router: None,
         }
     }
 
     /// Counts what is sent through the lane as `source`'s received events.
     pub(super) fn counted(mut self, source: Option<ComponentMetrics>) -> Self {
         self.source = source;
+        self
+    }
+
+    /// Follows `router`'s reloads: the route was resolved at `generation`.
+    pub(super) fn following(mut self, router: Arc<Cell>, generation: u64) -> Self {
+        self.router = Some((router, generation));
         self
     }
 
@@ -147,6 +157,18 @@ impl Lane {
         }
         self.dropped = 0;
         let kept = self.kept.finish();
+        let Some((router, generation)) = self.router.clone() else {
+            return self.deliver(kept).await;
+        };
+        // No reload swaps buffers while this delivery is under way; one that
+        // happened since the route was resolved sends the events by the new routes
+        // (the filters already applied as they were pushed).
+        let _open = router.gate.read().await;
+        let now = router.generation();
+        if now != generation {
+            self.route = router.shared().route(self.route.tag());
+            self.router = Some((router.clone(), now));
+        }
         self.deliver(kept).await
     }
 

@@ -13,6 +13,11 @@
 //! go to the `@ERROR.<tag>` route with its next send, before the events kept; so
 //! no source sends them itself, and none are left behind.
 //!
+//! A reload replaces the routes while sources run ([`Router::replace`]): every
+//! delivery holds the router's gate shared, so a reload that takes it
+//! ([`Router::pause`]) knows no event is on its way into a buffer it is about to
+//! close; lanes resolve their route again at their next send.
+//!
 //! - `route.rs`: [`Route`], what happens to events of one tag.
 //! - `lane.rs`: [`Lane`], the way in.
 
@@ -26,7 +31,8 @@ pub use route::Route;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::buffer::{Buffer, BufferClosed};
 use crate::chunk::Chunk;
@@ -76,10 +82,37 @@ const CACHE_LIMIT: usize = 16_384;
 /// Routes chunks by tag. Shared by every source of a process: each source holds
 /// its own handle ([`Router::for_source`]), which counts what that source emits.
 pub struct Router {
-    shared: Arc<Shared>,
+    cell: Arc<Cell>,
     /// The counters of the source holding this handle.
     source: Option<ComponentMetrics>,
 }
+
+/// The routes of the moment, and what a reload needs to replace them.
+struct Cell {
+    current: RwLock<Arc<Shared>>,
+    /// Bumped by each [`Router::replace`]: a lane whose route is older resolves
+    /// it again.
+    generation: AtomicU64,
+    /// Held shared by every delivery into buffers, exclusively while a reload
+    /// swaps buffers.
+    gate: tokio::sync::RwLock<()>,
+}
+
+impl Cell {
+    fn shared(&self) -> Arc<Shared> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Deliveries are held back while this lives: see [`Router::pause`].
+pub type Paused<'a> = tokio::sync::RwLockWriteGuard<'a, ()>;
 
 struct Shared {
     filters: Vec<FilterRoute>,
@@ -89,11 +122,11 @@ struct Shared {
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = self.cell.shared();
         f.debug_struct("Router")
             .field(
                 "filters",
-                &self
-                    .shared
+                &shared
                     .filters
                     .iter()
                     .map(|r| (&r.name, r.pattern.as_str()))
@@ -101,8 +134,7 @@ impl fmt::Debug for Router {
             )
             .field(
                 "sinks",
-                &self
-                    .shared
+                &shared
                     .sinks
                     .iter()
                     .map(|r| (&r.name, r.pattern.as_str()))
@@ -162,12 +194,20 @@ impl RouterBuilder {
     /// The router.
     pub fn build(self) -> Router {
         Router {
-            shared: Arc::new(Shared {
-                filters: self.filters,
-                sinks: self.sinks,
-                cache: Mutex::new(HashMap::new()),
+            cell: Arc::new(Cell {
+                current: RwLock::new(Arc::new(self.shared())),
+                generation: AtomicU64::new(0),
+                gate: tokio::sync::RwLock::new(()),
             }),
             source: None,
+        }
+    }
+
+    fn shared(self) -> Shared {
+        Shared {
+            filters: self.filters,
+            sinks: self.sinks,
+            cache: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -176,7 +216,62 @@ impl Router {
     /// The route for `tag`: what its events pass through (events enter through
     /// [`lane`](Router::lane) and [`emit`](Router::emit)).
     pub fn route(&self, tag: &Tag) -> Arc<Route> {
-        let mut cache = self.shared.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.cell.shared().route(tag)
+    }
+
+    /// Replaces the filters and sinks of every handle of this router (a reload):
+    /// what is emitted from now on takes the new routes, and lanes resolve theirs
+    /// again at their next send. Take [`pause`](Router::pause) first when buffers
+    /// the old routes lead to are about to close.
+    pub fn replace(&self, builder: RouterBuilder) {
+        let shared = Arc::new(builder.shared());
+        *self.cell.current.write().unwrap_or_else(|p| p.into_inner()) = shared;
+        self.cell.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Waits until no delivery is under way and holds new ones back until the
+    /// guard is dropped: sources wait as they do for a full buffer.
+    pub async fn pause(&self) -> Paused<'_> {
+        self.cell.gate.write().await
+    }
+
+    /// Another handle to the same routes, for one source: what it emits counts as
+    /// that source's received events.
+    pub fn for_source(&self, metrics: ComponentMetrics) -> Router {
+        Router {
+            cell: self.cell.clone(),
+            source: Some(metrics),
+        }
+    }
+
+    /// The way in for events of `tag` that the caller encodes into chunks itself.
+    pub fn lane(&self, tag: &Tag) -> Lane {
+        let generation = self.cell.generation();
+        Lane::new(self.route(tag))
+            .counted(self.source.clone())
+            .following(self.cell.clone(), generation)
+    }
+
+    /// Routes a whole chunk: filters (if any match its tag, decoding and re-encoding
+    /// it), then every matching sink, waiting for room in each; events a filter
+    /// rejected go to the error route first.
+    pub async fn emit(&self, chunk: Chunk) -> Result<(), BufferClosed> {
+        if let Some(m) = &self.source {
+            m.received(u64::from(chunk.count()), chunk.entries().len() as u64);
+        }
+        let _open = self.cell.gate.read().await;
+        lane::emit(self.route(chunk.tag()), chunk).await
+    }
+
+    /// Names of the filters and sinks `tag` would pass through, in order.
+    pub fn describe(&self, tag: &str) -> (Vec<String>, Vec<String>) {
+        self.cell.shared().describe(tag)
+    }
+}
+
+impl Shared {
+    fn route(&self, tag: &Tag) -> Arc<Route> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = cache.get(tag) {
             return r.clone();
         }
@@ -197,21 +292,19 @@ impl Router {
         let filters = if is_error {
             Vec::new()
         } else {
-            self.shared
-                .filters
+            self.filters
                 .iter()
                 .filter(|f| f.pattern.matches(tag))
                 .map(|f| f.filter.clone())
                 .collect()
         };
         let sinks: Vec<(String, Buffer)> = self
-            .shared
             .sinks
             .iter()
             .filter(|s| is_error_pattern(&s.pattern) == is_error && s.pattern.matches(tag))
             .map(|s| (s.name.clone(), s.buffer.clone()))
             .collect();
-        let error_route = if is_error || self.shared.filters.is_empty() {
+        let error_route = if is_error || self.filters.is_empty() {
             None
         } else {
             let etag = Tag::from(format!("{ERROR_TAG_PREFIX}{tag}"));
@@ -220,46 +313,20 @@ impl Router {
         Route::new(tag.clone(), filters, sinks, error_route)
     }
 
-    /// Another handle to the same routes, for one source: what it emits counts as
-    /// that source's received events.
-    pub fn for_source(&self, metrics: ComponentMetrics) -> Router {
-        Router {
-            shared: self.shared.clone(),
-            source: Some(metrics),
-        }
-    }
-
-    /// The way in for events of `tag` that the caller encodes into chunks itself.
-    pub fn lane(&self, tag: &Tag) -> Lane {
-        Lane::new(self.route(tag)).counted(self.source.clone())
-    }
-
-    /// Routes a whole chunk: filters (if any match its tag, decoding and re-encoding
-    /// it), then every matching sink, waiting for room in each; events a filter
-    /// rejected go to the error route first.
-    pub async fn emit(&self, chunk: Chunk) -> Result<(), BufferClosed> {
-        if let Some(m) = &self.source {
-            m.received(u64::from(chunk.count()), chunk.entries().len() as u64);
-        }
-        lane::emit(self.route(chunk.tag()), chunk).await
-    }
-
     /// Names of the filters and sinks `tag` would pass through, in order.
-    pub fn describe(&self, tag: &str) -> (Vec<&str>, Vec<&str>) {
+    fn describe(&self, tag: &str) -> (Vec<String>, Vec<String>) {
         let filters = self
-            .shared
             .filters
             .iter()
             .filter(|f| f.pattern.matches(tag))
-            .map(|f| f.name.as_str())
+            .map(|f| f.name.clone())
             .collect();
         let is_error = tag.starts_with(ERROR_TAG_PREFIX);
         let sinks = self
-            .shared
             .sinks
             .iter()
             .filter(|s| is_error_pattern(&s.pattern) == is_error && s.pattern.matches(tag))
-            .map(|s| s.name.as_str())
+            .map(|s| s.name.clone())
             .collect();
         (filters, sinks)
     }

@@ -88,7 +88,14 @@ async fn routes_to_every_matching_sink_through_filters() {
         Delivery::Delivered,
         "both sinks confirmed"
     );
-    assert_eq!(router.describe("app.web"), (vec!["mark"], vec!["a", "b"]));
+    let (filters, sinks) = router.describe("app.web");
+    assert_eq!(
+        (filters, sinks),
+        (
+            vec!["mark".to_string()],
+            vec!["a".to_string(), "b".to_string()]
+        )
+    );
 }
 
 #[tokio::test]
@@ -217,4 +224,57 @@ async fn an_undecodable_entry_passes_filters_unchanged_and_the_rest_is_filtered(
         assert_eq!(rec.get("seen"), Some(&Value::Bool(true)));
     }
     assert_eq!(steps[1].as_ref().unwrap_err().bytes, bad);
+}
+
+#[tokio::test]
+async fn a_replaced_router_takes_the_next_send_of_a_lane_opened_before() {
+    let old = Buffer::new("old", &BufferConfig::default());
+    let new = Buffer::new("new", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.sink("out", TagPattern::new("**").unwrap(), old.clone());
+    let router = rb.build();
+    let source = router.for_source(crate::metrics::ComponentMetrics::detached("in"));
+    let mut lane = source.lane(&Tag::new("app"));
+    lane.push(EventTime::new(1, 0), Map::new());
+    lane.send().await.unwrap();
+    assert_eq!(old.stats().staged_chunks + old.stats().queued_chunks, 1);
+
+    // A reload: the sink's buffer replaced, the old one closed under the gate.
+    let paused = router.pause().await;
+    let mut rb = RouterBuilder::new();
+    rb.sink("out", TagPattern::new("**").unwrap(), new.clone());
+    router.replace(rb);
+    old.close();
+    drop(paused);
+
+    lane.push(EventTime::new(2, 0), Map::new());
+    lane.send().await.expect("the lane follows the reload");
+    source.emit(chunk("app", &[Map::new()])).await.unwrap();
+    let st = new.stats();
+    assert_eq!(st.staged_chunks + st.queued_chunks, 2, "{st:?}");
+    assert_eq!(router.describe("app").1, vec!["out".to_string()]);
+}
+
+#[tokio::test]
+async fn a_pause_holds_deliveries_back_until_it_ends() {
+    let buffer = Buffer::new("out", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
+    let router = Arc::new(rb.build());
+    let paused = router.pause().await;
+    let emitting = tokio::spawn({
+        let router = router.clone();
+        async move { router.emit(chunk("app", &[Map::new()])).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let st = buffer.stats();
+    assert_eq!(
+        st.staged_chunks + st.queued_chunks,
+        0,
+        "delivered during a pause"
+    );
+    drop(paused);
+    emitting.await.unwrap().unwrap();
+    let st = buffer.stats();
+    assert_eq!(st.staged_chunks + st.queued_chunks, 1);
 }

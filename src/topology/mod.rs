@@ -14,27 +14,54 @@
 //! destinations (memory buffers, and file buffers with `flush_at_shutdown`), for at
 //! most `shutdown_timeout`; then the process exits. What a file buffer still holds
 //! is sent after the next start.
+//!
+//! Reload (SIGHUP, `POST /api/v1/reload`, or a changed file with `--watch-config`):
+//! the file is read again; a config that does not load, or that changes what only
+//! a restart can (`data_dir`, `log`, `api`), is refused with the error in the log
+//! (and the response), and the running topology keeps running. A valid one is
+//! applied by difference (`reload.rs`).
+//!
+//! - `running.rs`: the tasks of the sources and sinks, each stoppable alone.
+//! - `reload.rs`: what a reload changes and how it is applied.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use nagare_core::buffer::Buffer;
-use nagare_core::component::{SinkContext, SourceContext};
+use nagare_core::metrics::Metrics;
 use nagare_core::router::{Router, RouterBuilder};
 use nagare_core::shutdown::Shutdown;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::api::{AdminServer, ApiConfig, ComponentEntry, Health};
-use crate::config::Config;
-use nagare_core::metrics::Metrics;
+mod reload;
+mod running;
+#[cfg(test)]
+mod tests;
+
+pub use reload::{Diff, Plan};
+
+use crate::api::{AdminServer, ApiConfig, Health, ReloadRequest};
+use crate::config::{Config, ConfigOrigin, Loaded};
+use running::{Running, Task, flatten, unexpected};
 
 /// At a stop, how long a sink whose file buffer keeps its chunks (no
 /// `flush_at_shutdown`) may finish the deliveries it has started.
 const KEEPING_SINK_GRACE: Duration = Duration::from_secs(5);
 
+/// How often `--watch-config` reads the file.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
 /// Each sink's name and the buffer in front of it, in config order.
 pub type SinkBuffers = Vec<(String, Buffer)>;
+
+/// How `run` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Reload when the config file changes.
+    pub watch_config: bool,
+}
 
 /// Builds the router and the sinks' buffers from the config. With `open`, each
 /// buffer is opened as configured (a file buffer creates its folder and recovers
@@ -63,11 +90,16 @@ pub fn build_router(config: &Config, open: bool) -> anyhow::Result<(Arc<Router>,
     Ok((Arc::new(builder.build()), buffers))
 }
 
-type Task = (String, anyhow::Result<()>);
-
-/// Runs the pipeline until `stop` resolves or a component fails, then shuts down in
-/// order. Returns an error if a component failed.
-pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> anyhow::Result<()> {
+/// Runs the pipeline `loaded` (read from `origin`) describes until `stop` resolves
+/// or a component fails, reloading it when asked; then shuts down in order.
+/// Returns an error if a component failed.
+pub async fn run(
+    origin: ConfigOrigin,
+    loaded: Loaded,
+    options: RunOptions,
+    stop: impl Future<Output = &'static str>,
+) -> anyhow::Result<()> {
+    let config = &loaded.config;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create data_dir {}; create it or point `data_dir` somewhere writable",
@@ -82,17 +114,11 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     health.waiting_for("the sources to start (listening sockets bound)");
     let api_stop = Shutdown::new();
     let _api_stop = api_stop.clone().drop_guard();
-    let admin = start_api(&config.api, &metrics, &health, &api_stop).await?;
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let admin = start_api(&config.api, &metrics, &health, &api_stop, reload_tx).await?;
 
-    let (router, buffers) = build_router(&config, true)?;
-    for ((name, entry), (_, buffer)) in config.sinks.iter().zip(&buffers) {
-        metrics.add_buffer(name, entry.kind.kind(), buffer.clone());
-    }
-    let sources_stop = Shutdown::new();
-    let sinks_abort = Shutdown::new();
-    // Sinks whose file buffer keeps its chunks over a stop are let go sooner: what
-    // they have not delivered is sent after the next start.
-    let keeps_abort = sinks_abort.child_token();
+    let (router, buffers) = build_router(config, true)?;
+    let mut running = Running::new(router, metrics.clone(), admin.clone(), config);
 
     // Build the sources first (listening sockets are bound then): a port in use
     // must fail the start.
@@ -105,49 +131,11 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
             .with_context(|| format!("source `{name}`"))?;
         built.push((name.clone(), source));
     }
-
-    let mut sinks: JoinSet<Task> = JoinSet::new();
-    for ((name, entry), (_, buffer)) in config.sinks.iter().zip(&buffers) {
-        let sink_metrics = metrics.component(name, "sink", entry.kind.kind());
-        if let Some(admin) = &admin {
-            admin.add_component(ComponentEntry {
-                metrics: sink_metrics.clone(),
-                pattern: Some(entry.pattern.as_str().to_string()),
-            });
-        }
-        let ctx = SinkContext {
-            name: name.clone(),
-            buffer: buffer.clone(),
-            abort: if buffer.is_durable() && !buffer.config().flushes_at_shutdown() {
-                keeps_abort.clone()
-            } else {
-                sinks_abort.clone()
-            },
-            data_dir: config.data_dir.clone(),
-            metrics: sink_metrics,
-        };
-        let name = name.clone();
-        let kind = entry.kind.clone();
-        sinks.spawn(async move { (name, kind.run(ctx).await) });
+    for ((name, entry), (_, buffer)) in config.sinks.iter().zip(buffers) {
+        running.start_sink(name, entry, buffer);
     }
-
-    let mut sources: JoinSet<Task> = JoinSet::new();
     for ((name, source), kind) in built.into_iter().zip(config.sources.values()) {
-        let source_metrics = metrics.component(&name, "source", kind.kind());
-        if let Some(admin) = &admin {
-            admin.add_component(ComponentEntry {
-                metrics: source_metrics.clone(),
-                pattern: None,
-            });
-        }
-        let ctx = SourceContext {
-            name: name.clone(),
-            router: Arc::new(router.for_source(source_metrics.clone())),
-            shutdown: sources_stop.clone(),
-            data_dir: config.data_dir.clone(),
-            metrics: source_metrics,
-        };
-        sources.spawn(async move { (name, source.run(ctx).await) });
+        running.start_source(&name, kind, source);
     }
     health.ready();
     tracing::info!(
@@ -159,39 +147,170 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     );
 
     // Run until told to stop or until a component ends on its own (which, for
-    // sources and sinks, only happens on error).
-    let mut failed = None;
-    tokio::select! {
-        sig = stop => tracing::info!(signal = sig, "shutting down: stopping sources"),
-        Some(done) = sources.join_next() => {
-            failed = Some(ended("source", done));
+    // sources and sinks, only happens on error); reload when asked.
+    let mut current = loaded;
+    let mut hangup = hangups();
+    let mut watched = options
+        .watch_config
+        .then(|| {
+            origin
+                .path()
+                .map(|p| (p.to_path_buf(), std::fs::read(p).ok()))
+        })
+        .flatten();
+    if options.watch_config && watched.is_none() {
+        tracing::warn!(
+            "--watch-config watches a config file; this config is not one, so it is not watched"
+        );
+    }
+    let mut watch_tick = tokio::time::interval(WATCH_EVERY);
+    let mut stop = std::pin::pin!(stop);
+    let failed = loop {
+        tokio::select! {
+            sig = &mut stop => {
+                tracing::info!(signal = sig, "shutting down: stopping sources");
+                break None;
+            }
+            Some(done) = running.sources.join_next() => break Some(ended("source", done)),
+            Some(done) = running.sinks.join_next() => break Some(ended("sink", done)),
+            Some(()) = hangup.recv() => {
+                let _ = reload(&origin, &mut current, &mut running, "SIGHUP").await;
+            }
+            Some(request) = reload_rx.recv() => {
+                let outcome = reload(&origin, &mut current, &mut running, "POST /api/v1/reload").await;
+                let _ = request
+                    .reply
+                    .send(outcome.map(|plan| serde_json::to_value(plan).unwrap_or_default()));
+            }
+            _ = watch_tick.tick(), if watched.is_some() => {
+                let (path, last) = watched.as_mut().expect("watched");
+                let now = std::fs::read(&*path).ok();
+                if now.is_some() && now != *last {
+                    *last = now;
+                    let _ = reload(&origin, &mut current, &mut running, "the config file changed").await;
+                }
+            }
         }
-        Some(done) = sinks.join_next() => {
-            failed = Some(ended("sink", done));
+        if let Some(e) = running.failed.take() {
+            tracing::error!(error = %format!("{e:#}"), "shutting down");
+            break Some(Err(e));
+        }
+    };
+    let stopped = stop_all(running, &health).await;
+    match failed {
+        Some(Err(e)) => Err(e),
+        _ => stopped,
+    }
+}
+
+/// What a reload did, for the log and `POST /api/v1/reload`.
+pub type ReloadOutcome = Result<Plan, String>;
+
+/// Reads the config again and applies it, or keeps the running one.
+async fn reload(
+    origin: &ConfigOrigin,
+    current: &mut Loaded,
+    running: &mut Running,
+    trigger: &str,
+) -> ReloadOutcome {
+    let started = Instant::now();
+    tracing::info!(trigger, config = %origin.name(), "reloading the config");
+    let refused = |running: &Running, error: String| {
+        running.metrics.reloaded(false);
+        tracing::error!(trigger, %error, "the config was not reloaded; the running pipeline keeps running as it was");
+        Err(error)
+    };
+    let new = match origin.load() {
+        Ok(new) => new,
+        Err(e) => return refused(running, e.to_string()),
+    };
+    let plan = match Plan::new(&current.tree, &new.tree) {
+        Ok(plan) => plan,
+        Err(e) => return refused(running, e),
+    };
+    if plan.is_empty() {
+        running.metrics.reloaded(true);
+        tracing::info!(trigger, "the config is unchanged; nothing to do");
+        *current = new;
+        return Ok(plan);
+    }
+    match running.apply(&plan, &new.config).await {
+        Ok(()) => {
+            running.metrics.reloaded(true);
+            tracing::info!(
+                trigger,
+                took_ms = started.elapsed().as_millis() as u64,
+                sources = ?plan.sources,
+                filters = ?plan.filters,
+                sinks = ?plan.sinks,
+                rerouted = ?plan.rerouted,
+                "config reloaded"
+            );
+            *current = new;
+            Ok(plan)
+        }
+        Err(e) => {
+            // Applied as far as it could be: the config it runs is the new one.
+            *current = new;
+            refused(running, format!("{e:#}"))
         }
     }
+}
 
+/// SIGHUP, as a stream of `()` (none where there are no Unix signals).
+fn hangups() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tx.send(()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with POST /api/v1/reload")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+/// Stops everything in order: sources, then buffers closed and sinks drained.
+async fn stop_all(mut running: Running, health: &Health) -> anyhow::Result<()> {
     // 1. Sources stop and hand over what they hold. A buffer that cannot take it (a
     //    disk that fails or is full, a full buffer with `block`) gets until
     //    `shutdown_timeout`; then the buffers close under the sources, and what they
     //    could not hand over is not committed, so they send it again after the
     //    restart (a tailer's checkpoint stays before it).
     health.waiting_for("shutting down");
-    sources_stop.cancel();
-    let timeout: Duration = config.shutdown_timeout.into();
-    if tokio::time::timeout(timeout, join_sources(&mut sources))
+    running.sources_stop.cancel();
+    let timeout = running.shutdown_timeout;
+    let buffers: Vec<(String, Buffer)> = running
+        .sink_states
+        .iter()
+        .map(|(name, s)| (name.clone(), s.buffer.clone()))
+        .collect();
+    if tokio::time::timeout(timeout, join_sources(&mut running.sources))
         .await
         .is_err()
     {
         tracing::warn!(
-            sources = sources.len(),
+            sources = running.sources.len(),
             ?timeout,
             "shutdown_timeout reached with sources still waiting for their buffers; closing the buffers: what the sources could not hand over is sent again after the restart"
         );
         for (_, b) in &buffers {
             b.close();
         }
-        join_sources(&mut sources).await;
+        join_sources(&mut running.sources).await;
     }
     // 2. No more input: close the buffers; sinks drain them and return.
     for (_, b) in &buffers {
@@ -199,11 +318,12 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     }
     let started = Instant::now();
     let grace = timeout.min(KEEPING_SINK_GRACE);
-    let keeps = keeps_abort.clone();
+    let keeps = running.keeps_abort.clone();
     let keepers = tokio::spawn(async move {
         tokio::time::sleep(grace).await;
         keeps.cancel();
     });
+    let sinks = &mut running.sinks;
     let drained = tokio::time::timeout(timeout, async {
         while let Some(done) = sinks.join_next().await {
             if let (name, Err(e)) = flatten(done) {
@@ -214,8 +334,8 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     .await;
     keepers.abort();
     if drained.is_err() {
-        sinks_abort.cancel();
-        while sinks.join_next().await.is_some() {}
+        running.sinks_abort.cancel();
+        while running.sinks.join_next().await.is_some() {}
     }
     for (name, b) in &buffers {
         let st = b.stats();
@@ -239,10 +359,7 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
         took_ms = started.elapsed().as_millis() as u64,
         "nagare stopped"
     );
-    match failed {
-        Some(Err(e)) => Err(e),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// Starts the admin server as `api` says, or not at all: `None` when it is off, or
@@ -252,6 +369,7 @@ async fn start_api(
     metrics: &Metrics,
     health: &Health,
     stop: &Shutdown,
+    reload: mpsc::Sender<ReloadRequest>,
 ) -> anyhow::Result<Option<AdminServer>> {
     if !api.enabled {
         return Ok(None);
@@ -277,6 +395,7 @@ async fn start_api(
         version,
         stop.clone(),
     )
+    .map(|server| server.with_reload(reload, api.token.clone()))
     .context("api: starting the admin server")?;
     Ok(Some(server))
 }
@@ -290,20 +409,10 @@ async fn join_sources(sources: &mut JoinSet<Task>) {
     }
 }
 
-fn flatten(done: Result<Task, tokio::task::JoinError>) -> (String, anyhow::Result<()>) {
-    match done {
-        Ok(t) => t,
-        Err(e) => ("<task>".to_string(), Err(anyhow!("task panicked: {e}"))),
-    }
-}
-
 /// A component that ended before shutdown: an error, even if it returned Ok.
 fn ended(kind: &str, done: Result<Task, tokio::task::JoinError>) -> anyhow::Result<()> {
     let (name, r) = flatten(done);
-    let e = match r {
-        Ok(()) => anyhow!("{kind} `{name}` stopped unexpectedly"),
-        Err(e) => e.context(format!("{kind} `{name}` failed")),
-    };
+    let e = unexpected(kind, &name, r);
     tracing::error!(error = %format!("{e:#}"), "shutting down");
     Err(e)
 }
