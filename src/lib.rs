@@ -11,6 +11,8 @@
 //! - [`logging`]: nagare's own logs (text or JSON).
 //! - [`top`]: `nagare top`, a live terminal view of a running process, read from its
 //!   admin API.
+//! - [`tap`]: `nagare tap`, the events at a point of a running process's pipeline,
+//!   as NDJSON.
 //! - [`health`]: `nagare health`, the exit status of a process's `/healthz` or
 //!   `/readyz`, for container health checks.
 //! - [`demo`]: `nagare demo`, the whole pipeline on realistic container logs, in two
@@ -24,5 +26,6 @@ pub mod graph;
 pub mod health;
 pub mod logging;
 mod registry;
+pub mod tap;
 pub mod top;
 pub mod topology;

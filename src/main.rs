@@ -52,6 +52,9 @@ enum Command {
     /// Watch a running nagare process: events and bytes per second, totals, errors,
     /// buffers, per source, filter and sink, read from its admin API.
     Top(nagare::top::TopArgs),
+    /// Print the events flowing through a running nagare process whose tags match a
+    /// pattern, as NDJSON: at the sources, after the filters, or into one sink.
+    Tap(nagare::tap::TapArgs),
     /// Exit 0 when a running nagare process answers that it is alive (or ready, with
     /// --ready), 1 otherwise: a health check command for containers.
     Health(nagare::health::HealthArgs),
@@ -117,6 +120,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("nagare health: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Tap(args) => match nagare::tap::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nagare tap: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -4,13 +4,17 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nagare_core::config::Secret;
+use nagare_core::router::Taps;
+
+use super::tap::TapRequest;
 use nagare_core::metrics::{self, ComponentMetrics, Metrics};
 use nagare_core::shutdown::Shutdown;
 use serde::Serialize;
@@ -67,6 +71,9 @@ struct ComponentJson<'a> {
     totals: metrics::Totals,
 }
 
+/// What the server answers with: a whole JSON or text body, or a stream (a tap).
+type Body = BoxBody<Bytes, Infallible>;
+
 /// A reload asked for over the API, and where its outcome goes: what changed
 /// (JSON), or why nothing did.
 #[derive(Debug)]
@@ -80,8 +87,10 @@ struct State {
     health: Health,
     components: Mutex<Vec<ComponentEntry>>,
     version: &'static str,
-    /// Where reloads are asked for, and the token they need.
+    /// Where reloads are asked for, and the token they and taps need.
     reload: std::sync::OnceLock<(mpsc::Sender<ReloadRequest>, Option<Secret>)>,
+    /// The router's taps, for `/api/v1/tap`.
+    taps: std::sync::OnceLock<Arc<Taps>>,
 }
 
 /// The running admin server.
@@ -115,6 +124,7 @@ impl AdminServer {
             components: Mutex::default(),
             version,
             reload: std::sync::OnceLock::new(),
+            taps: std::sync::OnceLock::new(),
         });
         let server = AdminServer {
             state: state.clone(),
@@ -134,6 +144,11 @@ impl AdminServer {
     pub fn with_reload(self, reload: mpsc::Sender<ReloadRequest>, token: Option<Secret>) -> Self {
         let _ = self.state.reload.set((reload, token));
         self
+    }
+
+    /// Serves `GET /api/v1/tap` with the router's `taps`.
+    pub fn set_taps(&self, taps: Arc<Taps>) {
+        let _ = self.state.taps.set(taps);
     }
 
     /// Takes the component `kind` `id` off `/api/v1/components` (a reload removed
@@ -195,6 +210,9 @@ async fn serve(listener: TcpListener, state: Arc<State>, stop: Shutdown) {
                     if req.method() == Method::POST && req.uri().path() == "/api/v1/reload" {
                         return Ok::<_, Infallible>(reload(&state, &req).await);
                     }
+                    if req.method() == Method::GET && req.uri().path() == "/api/v1/tap" {
+                        return Ok::<_, Infallible>(tap(&state, &req));
+                    }
                     Ok::<_, Infallible>(route(&state, &req))
                 }
             });
@@ -208,7 +226,7 @@ async fn serve(listener: TcpListener, state: Arc<State>, stop: Shutdown) {
 }
 
 /// `POST /api/v1/reload`: asks the topology to reload and answers what it did.
-async fn reload(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn reload(state: &State, req: &Request<Incoming>) -> Response<Body> {
     let Some((sender, token)) = state.reload.get() else {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -228,6 +246,7 @@ async fn reload(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>>
         return response;
     }
     let (reply, answer) = oneshot::channel();
+    // Token checked above.
     if sender.send(ReloadRequest { reply }).await.is_err() {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -250,6 +269,51 @@ async fn reload(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>>
     }
 }
 
+/// `GET /api/v1/tap`: the events at a point of the pipeline, streamed as NDJSON.
+fn tap(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let token = state.reload.get().and_then(|(_, t)| t.as_ref());
+    if let Some(refused) = unauthorized(req, token) {
+        return refused;
+    }
+    let Some(taps) = state.taps.get() else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "the pipeline is not running yet"}),
+        );
+    };
+    let request = match TapRequest::from_query(req.uri().query().unwrap_or_default()) {
+        Ok(r) => r,
+        Err(error) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": error}),
+            );
+        }
+    };
+    let mut response = Response::new(super::tap::start(taps, request).boxed());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// The `401` answer when `token` is set and `req` does not carry it.
+fn unauthorized(req: &Request<Incoming>, token: Option<&Secret>) -> Option<Response<Body>> {
+    let token = token?;
+    if authorized(req, token) {
+        return None;
+    }
+    let mut response = json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": format!("{} needs the header `Authorization: Bearer <api.token>`", req.uri().path())}),
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
 /// Whether `req` carries `Authorization: Bearer <token>`, compared in constant
 /// time.
 fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
@@ -269,7 +333,7 @@ fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
             == 0
 }
 
-fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -290,7 +354,8 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            let mut response =
+                Response::new(Full::new(Bytes::from(state.metrics.render())).boxed());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(metrics::CONTENT_TYPE),
@@ -325,14 +390,14 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             StatusCode::NOT_FOUND,
             &serde_json::json!({
                 "error": format!("no such endpoint: {other}"),
-                "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/components", "POST /api/v1/reload"],
+                "endpoints": ["/healthz", "/readyz", "/metrics", "/api/v1/components", "/api/v1/tap", "POST /api/v1/reload"],
             }),
         ),
     }
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

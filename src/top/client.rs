@@ -429,20 +429,7 @@ impl Client {
     /// The body of `GET path`; an error unless the answer is `200 OK`.
     pub async fn get(&self, path: &str) -> Result<Bytes, String> {
         let target = format!("{}{path}", self.prefix);
-        let cannot = |e: &dyn std::fmt::Display| format!("cannot reach {}: {e}", self.url);
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| cannot(&e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| cannot(&e))?;
-        tokio::spawn(connection);
-        let request = Request::get(target.as_str())
-            .header(hyper::header::HOST, &self.authority)
-            .header(hyper::header::USER_AGENT, "nagare-top")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("cannot build the request for {target}: {e}"))?;
-        let response = sender.send_request(request).await.map_err(|e| cannot(&e))?;
+        let response = self.open(path, None).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
@@ -458,6 +445,34 @@ impl Client {
             ));
         }
         Ok(body)
+    }
+
+    /// Sends `GET path` (with `Authorization: Bearer <token>` when there is one)
+    /// and returns the response as it starts, its body to be read as it comes.
+    pub async fn open(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let target = format!("{}{path}", self.prefix);
+        let cannot = |e: &dyn std::fmt::Display| format!("cannot reach {}: {e}", self.url);
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| cannot(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| cannot(&e))?;
+        tokio::spawn(connection);
+        let mut request = Request::get(target.as_str())
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::USER_AGENT, "nagare");
+        if let Some(token) = token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("cannot build the request for {target}: {e}"))?;
+        sender.send_request(request).await.map_err(|e| cannot(&e))
     }
 }
 

@@ -118,6 +118,9 @@ pub async fn run(
     let admin = start_api(&config.api, &metrics, &health, &api_stop, reload_tx).await?;
 
     let (router, buffers) = build_router(config, true)?;
+    if let Some(admin) = &admin {
+        admin.set_taps(router.taps().clone());
+    }
     let mut running = Running::new(router, metrics.clone(), admin.clone(), config);
 
     // Build the sources first (listening sockets are bound then): a port in use

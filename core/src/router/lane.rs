@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Cell, Route, Verdict};
+use super::{Cell, Route, TapPoint, Taps, Verdict};
 use crate::buffer::BufferClosed;
 use crate::chunk::{Chunk, ChunkBuilder, Entries};
 use crate::event::{Event, Tag};
@@ -37,6 +37,11 @@ pub struct Lane {
     /// The router the route came from and its generation then, for a lane a
     /// source keeps: after a reload it resolves its route again.
     router: Option<(Arc<Cell>, u64)>,
+    /// The router's taps, for lanes of a router.
+    taps: Option<Arc<Taps>>,
+    /// The events pushed since the last send as the source gave them, while a tap
+    /// wants them and a filter applies (without one, `kept` is that).
+    as_given: Option<ChunkBuilder>,
 }
 
 impl fmt::Debug for Lane {
@@ -61,6 +66,8 @@ impl Lane {
             source: None,
             dropped: 0,
             router: None,
+            taps: None,
+            as_given: None,
         }
     }
 
@@ -72,6 +79,7 @@ impl Lane {
 
     /// Follows `router`'s reloads: the route was resolved at `generation`.
     pub(super) fn following(mut self, router: Arc<Cell>, generation: u64) -> Self {
+        self.taps = Some(router.taps.clone());
         self.router = Some((router, generation));
         self
     }
@@ -93,6 +101,11 @@ impl Lane {
         if !self.route.has_filters() {
             self.kept.push(time, &record);
             return;
+        }
+        if self.taps.as_ref().is_some_and(|t| t.any()) {
+            self.as_given
+                .get_or_insert_with(|| ChunkBuilder::new(self.route.tag().clone()))
+                .push(time, &record);
         }
         let mut event = Event::new(self.route.tag().clone(), time, record);
         match self.route.filter(&mut event) {
@@ -157,6 +170,14 @@ impl Lane {
         }
         self.dropped = 0;
         let kept = self.kept.finish();
+        if let Some(taps) = self.taps.as_ref().filter(|t| t.any()) {
+            let source = |p: &TapPoint| *p == TapPoint::Source;
+            if let Some(given) = self.as_given.as_mut().and_then(ChunkBuilder::finish) {
+                taps.copy(source, given.tag(), given.entries(), given.count());
+            } else if let Some(k) = kept.as_ref().filter(|_| !self.route.has_filters()) {
+                taps.copy(source, k.tag(), k.entries(), k.count());
+            }
+        }
         let Some((router, generation)) = self.router.clone() else {
             return self.deliver(kept).await;
         };
@@ -177,7 +198,12 @@ impl Lane {
             er.deliver(rejected).await?;
         }
         match kept {
-            Some(chunk) => self.route.deliver(chunk).await,
+            Some(chunk) => {
+                if let Some(taps) = &self.taps {
+                    copy_after_filters(taps, &self.route, &chunk);
+                }
+                self.route.deliver(chunk).await
+            }
             None => Ok(()),
         }
     }
@@ -212,11 +238,17 @@ impl Drop for Lane {
 /// Routes a whole chunk through `route`: filters its events (decoding and
 /// re-encoding it only if a filter applies), then delivers the events kept, with
 /// the chunk's id and receipts, after the rejected ones.
-pub(super) async fn emit(route: Arc<Route>, mut chunk: Chunk) -> Result<(), BufferClosed> {
+pub(super) async fn emit(
+    route: Arc<Route>,
+    mut chunk: Chunk,
+    taps: &Arc<Taps>,
+) -> Result<(), BufferClosed> {
     if !route.has_filters() {
+        copy_after_filters(taps, &route, &chunk);
         return route.deliver(chunk).await;
     }
     let mut lane = Lane::new(route);
+    lane.taps = Some(taps.clone());
     for entry in chunk.walk() {
         match entry {
             Ok((time, record)) => lane.push(time, record),
@@ -239,4 +271,15 @@ pub(super) async fn emit(route: Arc<Route>, mut chunk: Chunk) -> Result<(), Buff
         kept
     });
     lane.deliver(kept).await
+}
+
+/// Copies `chunk`, as the filters left it, to the taps after the filters and at
+/// the sinks `route` leads to.
+fn copy_after_filters(taps: &Taps, route: &Route, chunk: &Chunk) {
+    let at = |p: &TapPoint| match p {
+        TapPoint::Source => false,
+        TapPoint::AfterFilters => true,
+        TapPoint::Sink(name) => route.sends_to(name),
+    };
+    taps.copy(at, chunk.tag(), chunk.entries(), chunk.count());
 }

@@ -20,14 +20,17 @@
 //!
 //! - `route.rs`: [`Route`], what happens to events of one tag.
 //! - `lane.rs`: [`Lane`], the way in.
+//! - `tap.rs`: [`Taps`], copies of the events passing a point, for `nagare tap`.
 
 mod lane;
 mod route;
+mod tap;
 #[cfg(test)]
 mod tests;
 
 pub use lane::Lane;
 pub use route::Route;
+pub use tap::{Tap, TapCopy, TapPoint, Taps};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -96,6 +99,8 @@ struct Cell {
     /// Held shared by every delivery into buffers, exclusively while a reload
     /// swaps buffers.
     gate: tokio::sync::RwLock<()>,
+    /// The taps open, whatever the routes.
+    taps: Arc<Taps>,
 }
 
 impl Cell {
@@ -198,6 +203,7 @@ impl RouterBuilder {
                 current: RwLock::new(Arc::new(self.shared())),
                 generation: AtomicU64::new(0),
                 gate: tokio::sync::RwLock::new(()),
+                taps: Arc::default(),
             }),
             source: None,
         }
@@ -252,6 +258,11 @@ impl Router {
             .following(self.cell.clone(), generation)
     }
 
+    /// The taps of this router (every handle's, across reloads).
+    pub fn taps(&self) -> &Arc<Taps> {
+        &self.cell.taps
+    }
+
     /// Routes a whole chunk: filters (if any match its tag, decoding and re-encoding
     /// it), then every matching sink, waiting for room in each; events a filter
     /// rejected go to the error route first.
@@ -259,8 +270,15 @@ impl Router {
         if let Some(m) = &self.source {
             m.received(u64::from(chunk.count()), chunk.entries().len() as u64);
         }
+        let taps = &self.cell.taps;
+        taps.copy(
+            |p| *p == TapPoint::Source,
+            chunk.tag(),
+            chunk.entries(),
+            chunk.count(),
+        );
         let _open = self.cell.gate.read().await;
-        lane::emit(self.route(chunk.tag()), chunk).await
+        lane::emit(self.route(chunk.tag()), chunk, taps).await
     }
 
     /// Names of the filters and sinks `tag` would pass through, in order.

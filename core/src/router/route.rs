@@ -68,6 +68,11 @@ impl Route {
         !self.filters.is_empty()
     }
 
+    /// Whether sink `name` receives these events.
+    pub fn sends_to(&self, name: &str) -> bool {
+        self.sinks.iter().any(|(n, _)| n == name)
+    }
+
     /// Whether no sink receives these events.
     pub fn is_discarded(&self) -> bool {
         self.sinks.is_empty()

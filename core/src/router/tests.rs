@@ -278,3 +278,50 @@ async fn a_pause_holds_deliveries_back_until_it_ends() {
     let st = buffer.stats();
     assert_eq!(st.staged_chunks + st.queued_chunks, 1);
 }
+
+#[tokio::test]
+async fn a_tap_that_is_not_read_drops_its_copies_and_never_holds_the_pipeline() {
+    let buffer = Buffer::new("out", &BufferConfig::default());
+    let mut rb = RouterBuilder::new();
+    rb.filter("mark", TagPattern::new("**").unwrap(), Arc::new(AddField));
+    rb.sink("out", TagPattern::new("**").unwrap(), buffer.clone());
+    let router = rb.build();
+    let mut at_source = router
+        .taps()
+        .open(TagPattern::new("app.**").unwrap(), TapPoint::Source, 1);
+    let mut at_sink = router.taps().open(
+        TagPattern::new("**").unwrap(),
+        TapPoint::Sink("out".into()),
+        8,
+    );
+    let elsewhere = router.taps().open(
+        TagPattern::new("**").unwrap(),
+        TapPoint::Sink("other".into()),
+        8,
+    );
+    for _ in 0..3 {
+        router
+            .emit(chunk("app.web", &[Map::new(), Map::new()]))
+            .await
+            .unwrap();
+    }
+    // Every chunk delivered; the source tap kept one and dropped the other two.
+    assert_eq!(
+        buffer.stats().queued_chunks + buffer.stats().staged_chunks,
+        3
+    );
+    let first = at_source.recv().await.unwrap();
+    assert_eq!((first.tag.as_str(), first.count), ("app.web", 2));
+    assert_eq!(at_source.dropped(), 4);
+    assert_eq!(router.taps().dropped(), 4);
+    // The sink tap sees the records as the filter left them.
+    let copy = at_sink.recv().await.unwrap();
+    let (_, record) = crate::chunk::Entries::new(&copy.entries)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.get("seen"), Some(&Value::Bool(true)));
+    assert_eq!(elsewhere.dropped(), 0);
+    drop((at_source, at_sink, elsewhere));
+    assert!(!router.taps().any());
+}
