@@ -44,7 +44,7 @@ pub use reload::{Diff, Plan};
 
 use crate::api::{AdminServer, ApiConfig, Health, ReloadRequest};
 use crate::config::{Config, ConfigOrigin, Loaded};
-use running::{Running, Task, flatten, unexpected};
+use running::{Running, Task, flatten, logged_wait, unexpected};
 
 /// At a stop, how long a sink whose file buffer keeps its chunks (no
 /// `flush_at_shutdown`) may finish the deliveries it has started.
@@ -301,10 +301,11 @@ async fn stop_all(mut running: Running, health: &Health) -> anyhow::Result<()> {
         .iter()
         .map(|(name, s)| (name.clone(), s.buffer.clone()))
         .collect();
-    if tokio::time::timeout(timeout, join_sources(&mut running.sources))
-        .await
-        .is_err()
-    {
+    let sources = logged_wait(
+        "the sources to stop and hand over what they hold",
+        join_sources(&mut running.sources),
+    );
+    if tokio::time::timeout(timeout, sources).await.is_err() {
         tracing::warn!(
             sources = running.sources.len(),
             ?timeout,
@@ -327,13 +328,20 @@ async fn stop_all(mut running: Running, health: &Health) -> anyhow::Result<()> {
         keeps.cancel();
     });
     let sinks = &mut running.sinks;
-    let drained = tokio::time::timeout(timeout, async {
-        while let Some(done) = sinks.join_next().await {
-            if let (name, Err(e)) = flatten(done) {
-                tracing::error!(sink = %name, error = %format!("{e:#}"), "sink failed");
+    let what = format!(
+        "the sinks to deliver what their buffers hold ({} chunks)",
+        held_chunks(&buffers)
+    );
+    let drained = tokio::time::timeout(
+        timeout,
+        logged_wait(&what, async {
+            while let Some(done) = sinks.join_next().await {
+                if let (name, Err(e)) = flatten(done) {
+                    tracing::error!(sink = %name, error = %format!("{e:#}"), "sink failed");
+                }
             }
-        }
-    })
+        }),
+    )
     .await;
     keepers.abort();
     if drained.is_err() {
@@ -363,6 +371,17 @@ async fn stop_all(mut running: Running, health: &Health) -> anyhow::Result<()> {
         "nagare stopped"
     );
     Ok(())
+}
+
+/// Chunks the buffers hold, delivered or not yet.
+fn held_chunks(buffers: &[(String, Buffer)]) -> usize {
+    buffers
+        .iter()
+        .map(|(_, b)| {
+            let st = b.stats();
+            st.staged_chunks + st.queued_chunks + st.in_flight_chunks
+        })
+        .sum()
 }
 
 /// Starts the admin server as `api` says, or not at all: `None` when it is off, or
