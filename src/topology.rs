@@ -40,14 +40,20 @@ pub type SinkBuffers = Vec<(String, Buffer)>;
 /// buffer is opened as configured (a file buffer creates its folder and recovers
 /// its chunks); without, every buffer is an empty memory buffer, for `nagare
 /// validate`, which must not touch the disk.
-pub fn build_router(config: &Config, open: bool) -> anyhow::Result<(Arc<Router>, SinkBuffers)> {
+/// Each filter counts into its component metrics from `metrics`.
+pub fn build_router(
+    config: &Config,
+    open: bool,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<Router>, SinkBuffers)> {
     let mut builder = RouterBuilder::new();
     for (name, entry) in &config.filters {
         let filter = entry
             .kind
             .build()
             .map_err(|e| anyhow!("filter `{name}`: `{}`: {e}", e.key))?;
-        builder.filter(name, entry.pattern.clone(), filter);
+        let counted = metrics.component(name, "filter", entry.kind.kind());
+        builder.counted_filter(name, entry.pattern.clone(), filter, counted);
     }
     let mut buffers = Vec::new();
     for (name, entry) in &config.sinks {
@@ -84,9 +90,19 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
     let _api_stop = api_stop.clone().drop_guard();
     let admin = start_api(&config.api, &metrics, &health, &api_stop).await?;
 
-    let (router, buffers) = build_router(&config, true)?;
+    let (router, buffers) = build_router(&config, true, &metrics)?;
+    if let Some(admin) = &admin {
+        for (name, entry) in &config.filters {
+            admin.add_component(ComponentEntry {
+                metrics: metrics.component(name, "filter", entry.kind.kind()),
+                pattern: Some(entry.pattern.as_str().to_string()),
+                buffer: None,
+            });
+        }
+    }
     for ((name, entry), (_, buffer)) in config.sinks.iter().zip(&buffers) {
         metrics.add_buffer(name, entry.kind.kind(), buffer.clone());
+        health.watch_buffer(name, buffer.clone());
     }
     let sources_stop = Shutdown::new();
     let sinks_abort = Shutdown::new();
@@ -113,6 +129,7 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
             admin.add_component(ComponentEntry {
                 metrics: sink_metrics.clone(),
                 pattern: Some(entry.pattern.as_str().to_string()),
+                buffer: Some(buffer.clone()),
             });
         }
         let ctx = SinkContext {
@@ -138,6 +155,7 @@ pub async fn run(config: Config, stop: impl Future<Output = &'static str>) -> an
             admin.add_component(ComponentEntry {
                 metrics: source_metrics.clone(),
                 pattern: None,
+                buffer: None,
             });
         }
         let ctx = SourceContext {

@@ -1,5 +1,6 @@
 //! The server: hyper, one task per connection, nothing on the data path.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,15 +11,18 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use nagare_core::buffer::Buffer;
 use nagare_core::metrics::{self, ComponentMetrics, Metrics};
 use nagare_core::shutdown::Shutdown;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-/// What is not ready yet, shared by the start-up and the server.
+/// What is not ready yet, shared by the start-up and the server: what the start
+/// (or the stop) waits for, and buffers that are full and hold their sources back.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     waiting: Arc<Mutex<Vec<String>>>,
+    buffers: Arc<Mutex<Vec<(String, Buffer)>>>,
 }
 
 impl Health {
@@ -36,12 +40,32 @@ impl Health {
             .clear();
     }
 
-    /// Why not ready; empty when ready.
-    pub fn reasons(&self) -> Vec<String> {
-        self.waiting
+    /// Not ready while `buffer`, in front of sink `sink`, is full and a source
+    /// waits for room in it (`overflow_action: block`): the process accepts nothing
+    /// more then.
+    pub fn watch_buffer(&self, sink: &str, buffer: Buffer) {
+        self.buffers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .push((sink.to_string(), buffer));
+    }
+
+    /// Why not ready; empty when ready.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut reasons = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        for (sink, buffer) in buffers.iter() {
+            if buffer.is_blocking() {
+                reasons.push(format!(
+                    "room in the buffer of sink `{sink}`: it is full and its sources wait (overflow_action: block)"
+                ));
+            }
+        }
+        reasons
     }
 }
 
@@ -52,6 +76,31 @@ pub struct ComponentEntry {
     pub metrics: ComponentMetrics,
     /// The tag pattern it takes (`match`), for filters and sinks.
     pub pattern: Option<String>,
+    /// The buffer in front of it, for sinks.
+    pub buffer: Option<Buffer>,
+}
+
+/// A sink's buffer as `/api/v1/components` shows it.
+#[derive(Serialize)]
+struct BufferJson {
+    chunks: usize,
+    bytes: usize,
+    in_flight_chunks: usize,
+    limit_bytes: u64,
+    oldest_chunk_age_seconds: f64,
+}
+
+impl BufferJson {
+    fn of(buffer: &Buffer) -> Self {
+        let s = buffer.stats();
+        BufferJson {
+            chunks: s.staged_chunks + s.queued_chunks + s.in_flight_chunks,
+            bytes: s.staged_bytes + s.queued_bytes + s.in_flight_bytes,
+            in_flight_chunks: s.in_flight_chunks,
+            limit_bytes: buffer.config().total_limit_size.0,
+            oldest_chunk_age_seconds: s.oldest_chunk_age.map_or(0.0, |a| a.as_secs_f64()),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -63,6 +112,12 @@ struct ComponentJson<'a> {
     pattern: Option<&'a str>,
     #[serde(flatten)]
     totals: metrics::Totals,
+    errors: u64,
+    discarded: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buffer: Option<BufferJson>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    details: BTreeMap<&'static str, f64>,
 }
 
 struct State {
@@ -198,6 +253,10 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                         r#type: &labels.component_type,
                         pattern: c.pattern.as_deref(),
                         totals: c.metrics.totals(),
+                        errors: c.metrics.errors_total(),
+                        discarded: c.metrics.discarded_total(),
+                        buffer: c.buffer.as_ref().map(BufferJson::of),
+                        details: c.metrics.details(),
                     }
                 })
                 .collect();

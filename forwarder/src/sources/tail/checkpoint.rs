@@ -200,6 +200,9 @@ impl Inner {
             }
         }
         p.done = true;
+        self.metrics
+            .pending_lines
+            .fetch_sub(p.lines, Ordering::Relaxed);
         let mut advanced = false;
         while s.pending.front().is_some_and(|p| p.done) {
             let p = s.pending.pop_front().expect("front exists");
@@ -371,6 +374,10 @@ impl Checkpoints {
             });
             seq
         };
+        self.inner
+            .metrics
+            .pending_lines
+            .fetch_add(lines, Ordering::Relaxed);
         let inner = self.inner.clone();
         Receipt::new(move |outcome| inner.complete(slot, seq, outcome))
     }
