@@ -197,7 +197,11 @@ fn validate(source: ConfigSource) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match nagare::topology::build_router(&config, false) {
+    match nagare::topology::build_router(
+        &config,
+        false,
+        &nagare_core::metrics::Metrics::new(env!("CARGO_PKG_VERSION")),
+    ) {
         Ok((router, _)) => {
             print!(
                 "{}",

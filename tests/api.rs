@@ -9,10 +9,12 @@ mod support;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use nagare_testkit::{Prometheus, free_port, http, promtool_check, wait_until};
+use nagare_testkit::{Osmem, Prometheus, free_port, http, promtool_check, wait_until};
 use support::{Nagare, forward_aggregator};
 
 const LINES: usize = 500;
+/// Lines the aggregator's grep filter drops: `line 10` to `line 19`.
+const DROPPED: usize = 10;
 
 fn get(port: u16, path: &str) -> http::Response {
     http::send(&format!("http://127.0.0.1:{port}"), "GET", path, &[], b"")
@@ -118,13 +120,17 @@ fn probes_metrics_and_components_count_what_went_through() {
     std::fs::write(logs.join("app.log"), text).unwrap();
     let out = dir.path().join("out.ndjson");
 
+    let osmem = Osmem::start();
     let (port, agg_api, fwd_api) = (free_port(), free_port(), free_port());
     let sinks = format!(
-        "  out:\n    type: file\n    match: \"**\"\n    path: {}\n",
-        out.display()
+        "  out:\n    type: file\n    match: \"**\"\n    path: {}\n\
+         \x20 search:\n    type: elasticsearch\n    match: \"**\"\n    endpoints: [\"{}\"]\n    batch:\n      timeout: 200ms\n",
+        out.display(),
+        osmem.url(),
     );
     let config = format!(
-        "api:\n  bind: 127.0.0.1:{agg_api}\n{}",
+        "api:\n  bind: 127.0.0.1:{agg_api}\n\
+         filters:\n  drop_some:\n    type: grep\n    match: \"**\"\n    exclude:\n      - {{ key: log, pattern: \"^line 1[0-9] \" }}\n{}",
         forward_aggregator(&dir.path().join("agg"), port, &sinks)
     );
     let mut aggregator = Nagare::listening("aggregator", dir.path(), &config, port);
@@ -161,7 +167,7 @@ fn probes_metrics_and_components_count_what_went_through() {
 
     let delivered = wait_until(Duration::from_secs(30), || {
         aggregator.assert_running();
-        support::read_ndjson(&out).len() >= LINES
+        support::read_ndjson(&out).len() >= LINES - DROPPED
     });
     assert!(
         delivered,
@@ -173,11 +179,13 @@ fn probes_metrics_and_components_count_what_went_through() {
     // Counters are read at each scrape: wait for the acks to be counted too.
     let fwd_sent = component("sink", "to_aggregator", "forward");
     let counted = wait_until(Duration::from_secs(10), || {
-        value(
-            &get(fwd_api, "/metrics").text(),
-            "nagare_component_sent_events_total",
-            &fwd_sent,
-        ) == Some(LINES as f64)
+        let fwd = get(fwd_api, "/metrics").text();
+        value(&fwd, "nagare_component_sent_events_total", &fwd_sent) == Some(LINES as f64)
+            && value(
+                &fwd,
+                "nagare_tail_checkpoint_pending_lines",
+                &component("source", "files", "tail"),
+            ) == Some(0.0)
     });
     let fwd = get(fwd_api, "/metrics");
     assert!(counted, "{}", fwd.text());
@@ -213,15 +221,22 @@ fn probes_metrics_and_components_count_what_went_through() {
         Some(LINES as f64),
         "{agg}"
     );
+    let es = component("sink", "search", "elasticsearch");
     let counted = wait_until(Duration::from_secs(10), || {
         let agg = get(agg_api, "/metrics").text();
         value(
             &agg,
             "nagare_component_sent_events_total",
             &component("sink", "out", "file"),
-        ) == Some(LINES as f64)
+        ) == Some((LINES - DROPPED) as f64)
+            && value(&agg, "nagare_component_sent_events_total", &es)
+                == Some((LINES - DROPPED) as f64)
     });
     assert!(counted, "{}", get(agg_api, "/metrics").text());
+    let agg = get(agg_api, "/metrics").text();
+    per_type_metrics_match_what_happened(&fwd, &agg, port);
+    let indexed: u64 = osmem.indices().iter().map(|i| osmem.count(i)).sum();
+    assert_eq!(indexed, (LINES - DROPPED) as u64);
 
     // Prometheus' own lint.
     for exposition in [&fwd, &agg] {
@@ -254,12 +269,48 @@ fn probes_metrics_and_components_count_what_went_through() {
     assert_eq!(out_sink["kind"], "sink");
     assert_eq!(out_sink["type"], "file");
     assert_eq!(out_sink["match"], "**");
-    assert_eq!(out_sink["sent_events"], LINES as u64);
+    assert_eq!(out_sink["sent_events"], (LINES - DROPPED) as u64);
+    assert_eq!(out_sink["errors"], 0);
+    assert_eq!(out_sink["discarded"], 0);
+    let buffer = &out_sink["buffer"];
+    assert_eq!(buffer["chunks"], 0, "{buffer}");
+    assert_eq!(buffer["bytes"], 0, "{buffer}");
+    assert_eq!(buffer["in_flight_chunks"], 0, "{buffer}");
+    assert!(buffer["limit_bytes"].as_u64().unwrap() > 0, "{buffer}");
+    assert_eq!(buffer["oldest_chunk_age_seconds"], 0.0, "{buffer}");
     let nodes = list
         .iter()
         .find(|c| c["id"] == "nodes")
         .expect("the source is listed");
     assert_eq!(nodes["received_events"], LINES as u64);
+    assert!(nodes.get("buffer").is_none(), "{nodes}");
+    assert!(nodes["details"]["connections"].is_number(), "{nodes}");
+    let filter = list
+        .iter()
+        .find(|c| c["id"] == "drop_some")
+        .expect("the filter is listed");
+    assert_eq!(filter["kind"], "filter");
+    assert_eq!(filter["type"], "grep");
+    assert_eq!(filter["received_events"], LINES as u64);
+    assert_eq!(filter["sent_events"], (LINES - DROPPED) as u64);
+    let search = list
+        .iter()
+        .find(|c| c["id"] == "search")
+        .expect("the elasticsearch sink is listed");
+    assert_eq!(search["details"]["bulk_errors"], 0.0, "{search}");
+    let fwd_components = get(fwd_api, "/api/v1/components").json();
+    let fwd_list = fwd_components["components"].as_array().unwrap();
+    let files = fwd_list.iter().find(|c| c["id"] == "files").unwrap();
+    assert_eq!(files["details"]["files_open"], 1.0, "{files}");
+    assert_eq!(files["details"]["files_paused"], 0.0, "{files}");
+    assert_eq!(files["details"]["rotations"], 0.0, "{files}");
+    let to_agg = fwd_list
+        .iter()
+        .find(|c| c["id"] == "to_aggregator")
+        .unwrap();
+    assert_eq!(to_agg["details"]["servers_up"], 1.0, "{to_agg}");
+    assert_eq!(to_agg["details"]["servers_down"], 0.0, "{to_agg}");
+    assert_eq!(to_agg["buffer"]["chunks"], 0, "{to_agg}");
 
     // Anything else is a 404 that lists the endpoints; writes are refused.
     let missing = get(agg_api, "/nope");
@@ -292,8 +343,15 @@ fn probes_metrics_and_components_count_what_went_through() {
     );
     let sent = prometheus.query(r#"nagare_component_sent_events_total{component_id="out"}"#);
     assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].1, LINES as f64);
+    assert_eq!(sent[0].1, (LINES - DROPPED) as f64);
     assert_eq!(sent[0].0["component_type"], "file");
+    let read = prometheus.query("nagare_tail_read_lines_total");
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0].1, LINES as f64);
+    let up = prometheus.query("nagare_forward_sink_server_up");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].0["server"], format!("127.0.0.1:{port}"));
+    assert_eq!(up[0].1, 1.0);
 
     // The Grafana dashboard asks only for metrics that exist, in PromQL that
     // Prometheus parses, and every panel shows something for these two processes.
@@ -326,6 +384,118 @@ fn probes_metrics_and_components_count_what_went_through() {
 
     assert!(forwarder.terminate(Duration::from_secs(20)).success());
     assert!(aggregator.terminate(Duration::from_secs(20)).success());
+}
+
+/// The per-type metrics of both processes against what the test did: one file of
+/// `LINES` lines tailed, sent to one server, `DROPPED` lines dropped by the filter,
+/// the rest indexed.
+fn per_type_metrics_match_what_happened(fwd: &str, agg: &str, port: u16) {
+    let tail = component("source", "files", "tail");
+    let file_bytes: usize = (0..LINES)
+        .map(|n| format!("line {n} of the admin API test\n").len())
+        .sum();
+    let expect = |text: &str, name: &str, labels: &str, want: f64| {
+        assert_eq!(
+            value(text, name, labels),
+            Some(want),
+            "{name}{{{labels}}}\n{text}"
+        );
+    };
+    expect(fwd, "nagare_tail_read_lines_total", &tail, LINES as f64);
+    expect(
+        fwd,
+        "nagare_tail_read_bytes_total",
+        &tail,
+        file_bytes as f64,
+    );
+    expect(fwd, "nagare_tail_files_open", &tail, 1.0);
+    expect(fwd, "nagare_tail_files_waiting", &tail, 0.0);
+    expect(fwd, "nagare_tail_rotations_total", &tail, 0.0);
+    expect(fwd, "nagare_tail_paused", &tail, 0.0);
+    expect(fwd, "nagare_tail_checkpoint_pending_lines", &tail, 0.0);
+
+    let server = format!(
+        "{},server=\"127.0.0.1:{port}\"",
+        component("sink", "to_aggregator", "forward")
+    );
+    expect(fwd, "nagare_forward_sink_server_up", &server, 1.0);
+    expect(fwd, "nagare_forward_sink_ack_timeouts_total", &server, 0.0);
+    expect(
+        fwd,
+        "nagare_forward_sink_handshake_failures_total",
+        &server,
+        0.0,
+    );
+    let acks = value(fwd, "nagare_forward_sink_acks_received_total", &server).unwrap();
+    assert!(acks > 0.0, "{fwd}");
+
+    let source = component("source", "nodes", "forward");
+    expect(agg, "nagare_forward_source_acks_sent_total", &source, acks);
+    expect(
+        agg,
+        "nagare_forward_source_handshake_failures_total",
+        &source,
+        0.0,
+    );
+    expect(
+        agg,
+        "nagare_forward_source_refused_frames_total",
+        &source,
+        0.0,
+    );
+    assert!(
+        value(
+            agg,
+            "nagare_forward_source_connections_accepted_total",
+            &source
+        )
+        .unwrap()
+            >= 1.0
+    );
+
+    let filter = component("filter", "drop_some", "grep");
+    expect(
+        agg,
+        "nagare_filter_dropped_events_total",
+        &filter,
+        DROPPED as f64,
+    );
+    expect(
+        agg,
+        "nagare_component_received_events_total",
+        &filter,
+        LINES as f64,
+    );
+    expect(
+        agg,
+        "nagare_component_sent_events_total",
+        &filter,
+        (LINES - DROPPED) as f64,
+    );
+
+    let es = component("sink", "search", "elasticsearch");
+    let items = |class: &str| format!("{es},status=\"{class}\"");
+    expect(
+        agg,
+        "nagare_elasticsearch_bulk_items_total",
+        &items("2xx"),
+        (LINES - DROPPED) as f64,
+    );
+    for class in ["409", "429", "4xx", "5xx"] {
+        expect(
+            agg,
+            "nagare_elasticsearch_bulk_items_total",
+            &items(class),
+            0.0,
+        );
+    }
+    let bulks = value(agg, "nagare_elasticsearch_bulk_requests_total", &es).unwrap();
+    assert!(bulks >= 1.0, "{agg}");
+    expect(agg, "nagare_sink_requests_total", &es, bulks);
+    expect(agg, "nagare_sink_request_retries_total", &es, 0.0);
+    expect(agg, "nagare_buffer_oldest_chunk_age_seconds", &es, 0.0);
+    expect(agg, "nagare_buffer_queued_events", &es, 0.0);
+    expect(agg, "nagare_buffer_retried_chunks_total", &es, 0.0);
 }
 
 #[test]

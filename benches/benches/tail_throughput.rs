@@ -10,6 +10,10 @@
 //!    bare loop that reads the file, splits the CRI fields and parses JSON messages
 //!    with serde_json.
 //!
+//! 3. What metrics cost: the same run with the source's metrics in a registry that a
+//!    thread renders (as a `/metrics` scrape does) every 100 ms, against a run whose
+//!    metrics nothing reads, in alternating rounds; the best of each compared.
+//!
 //! `cargo bench --bench tail_throughput` uses a 1 GiB file; run as a test (`cargo
 //! test --benches`) it uses a small one and finishes in a few seconds.
 
@@ -24,6 +28,7 @@ use nagare_benches::cri_workload::generate;
 use nagare_core::buffer::{Buffer, BufferConfig};
 use nagare_core::component::SourceContext;
 use nagare_core::config::HumanDuration;
+use nagare_core::metrics::{ComponentMetrics, Metrics};
 use nagare_core::pattern::TagPattern;
 use nagare_core::router::RouterBuilder;
 use nagare_core::shutdown::Shutdown;
@@ -113,6 +118,54 @@ fn main() {
         bare_secs / tail_secs,
         records as f64 / tail_secs
     );
+
+    let (quiet, scraped, scrape) = scrape_cost(&big, dir.path(), stats.messages);
+    println!(
+        "  metrics: unread {:>7.1} MiB/s, rendered every 100 ms {:>7.1} MiB/s ({:.3}x the unread speed; best of 3 each, alternating), slowest render of its registry {:.0} µs",
+        mib / quiet,
+        mib / scraped,
+        quiet / scraped,
+        scrape.as_secs_f64() * 1e6
+    );
+}
+
+/// Tails the file in alternating rounds: with metrics nothing reads, and with them
+/// in a registry a thread renders every 100 ms. Returns the best seconds of each,
+/// and the slowest render seen.
+fn scrape_cost(big: &Path, root: &Path, messages: u64) -> (f64, f64, Duration) {
+    let (mut quiet, mut scraped) = (f64::MAX, f64::MAX);
+    let mut slowest = Duration::ZERO;
+    for round in 0..3 {
+        let (secs, records) = tail_file(big, root.join(format!("state-quiet-{round}")), messages);
+        assert_eq!(records, messages);
+        quiet = quiet.min(secs);
+
+        let registry = Metrics::new("bench");
+        let metrics = registry.component("bench", "source", "tail");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraper = {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut slowest = Duration::ZERO;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let text = registry.render();
+                    slowest = slowest.max(at.elapsed());
+                    assert!(text.contains("nagare_component_received_events_total"));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                slowest
+            })
+        };
+        let state = root.join(format!("state-scraped-{round}"));
+        let (secs, records) = tail_file_counted(big, state, messages, metrics);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        slowest = slowest.max(scraper.join().unwrap());
+        assert_eq!(records, messages);
+        assert!(registry.render().contains("nagare_tail_read_lines_total"));
+        scraped = scraped.min(secs);
+    }
+    (quiet, scraped, slowest)
 }
 
 /// Reads the file, splits each line's CRI fields and parses JSON messages with
@@ -193,6 +246,12 @@ struct Running {
 /// Starts a tail source named `name` on the files of `dir`, with its state in
 /// `state`.
 fn start_tail(name: &str, dir: &Path, state: PathBuf) -> Running {
+    start_tail_counted(dir, state, ComponentMetrics::detached(name))
+}
+
+/// [`start_tail`], counting into `metrics`.
+fn start_tail_counted(dir: &Path, state: PathBuf, metrics: ComponentMetrics) -> Running {
+    let name = metrics.labels().component_id.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -200,11 +259,11 @@ fn start_tail(name: &str, dir: &Path, state: PathBuf) -> Running {
     let (router, records) = null_next_hop(&rt);
     let shutdown = Shutdown::new();
     let ctx = SourceContext {
-        name: name.into(),
+        name,
         router,
         shutdown: shutdown.clone(),
         data_dir: state,
-        metrics: nagare_core::metrics::ComponentMetrics::detached(name),
+        metrics,
     };
     let task = rt.spawn(run_with_metrics(tail_config(dir), ctx, TailMetrics::new()));
     Running {
@@ -218,12 +277,22 @@ fn start_tail(name: &str, dir: &Path, state: PathBuf) -> Running {
 /// Runs the tail source on one core until `messages` records went out. Returns the
 /// seconds taken and the records counted.
 fn tail_file(dir: &Path, state: PathBuf, messages: u64) -> (f64, u64) {
+    tail_file_counted(dir, state, messages, ComponentMetrics::detached("bench"))
+}
+
+/// [`tail_file`], counting into `metrics`.
+fn tail_file_counted(
+    dir: &Path,
+    state: PathBuf,
+    messages: u64,
+    metrics: ComponentMetrics,
+) -> (f64, u64) {
     let Running {
         rt,
         records,
         shutdown,
         task,
-    } = start_tail("bench", dir, state);
+    } = start_tail_counted(dir, state, metrics);
     let start = Instant::now();
     rt.block_on(async {
         while records.totals().events < messages {

@@ -105,6 +105,8 @@ pub struct Chunk {
     receipts: Vec<Receipt>,
     /// Set when the chunk was merged from others (see [`Origin`]).
     origins: Option<Arc<[Origin]>>,
+    /// When it was made, for the age of the oldest chunk a buffer holds.
+    born: std::time::SystemTime,
 }
 
 impl Chunk {
@@ -118,7 +120,13 @@ impl Chunk {
             count,
             receipts: Vec::new(),
             origins: None,
+            born: std::time::SystemTime::now(),
         }
+    }
+
+    /// When the chunk was made.
+    pub fn born(&self) -> std::time::SystemTime {
+        self.born
     }
 
     /// Records that the events are runs of the chunks `origins` name, in order.

@@ -1,5 +1,6 @@
 //! The server: hyper, one task per connection, nothing on the data path.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,20 +12,23 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use nagare_core::buffer::Buffer;
 use nagare_core::config::Secret;
-use nagare_core::router::Taps;
-
-use super::tap::TapRequest;
 use nagare_core::metrics::{self, ComponentMetrics, Metrics};
+use nagare_core::router::Taps;
 use nagare_core::shutdown::Shutdown;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-/// What is not ready yet, shared by the start-up and the server.
+use super::tap::TapRequest;
+
+/// What is not ready yet, shared by the start-up and the server: what the start
+/// (or the stop) waits for, and buffers that are full and hold their sources back.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     waiting: Arc<Mutex<Vec<String>>>,
+    buffers: Arc<Mutex<Vec<(String, Buffer)>>>,
 }
 
 impl Health {
@@ -32,6 +36,14 @@ impl Health {
     pub fn waiting_for(&self, reason: impl Into<String>) {
         let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         w.push(reason.into());
+    }
+
+    /// Stops watching the buffer of sink `sink` (a reload removed or replaced it).
+    pub fn unwatch_buffer(&self, sink: &str) {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(s, _)| s != sink);
     }
 
     /// Everything waited for is done.
@@ -42,12 +54,33 @@ impl Health {
             .clear();
     }
 
-    /// Why not ready; empty when ready.
-    pub fn reasons(&self) -> Vec<String> {
-        self.waiting
+    /// Not ready while `buffer`, in front of sink `sink`, is full and a source
+    /// waits for room in it (`overflow_action: block`): the process accepts nothing
+    /// more then.
+    pub fn watch_buffer(&self, sink: &str, buffer: Buffer) {
+        self.unwatch_buffer(sink);
+        self.buffers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .push((sink.to_string(), buffer));
+    }
+
+    /// Why not ready; empty when ready.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut reasons = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let buffers = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        for (sink, buffer) in buffers.iter() {
+            if buffer.is_blocking() {
+                reasons.push(format!(
+                    "room in the buffer of sink `{sink}`: it is full and its sources wait (overflow_action: block)"
+                ));
+            }
+        }
+        reasons
     }
 }
 
@@ -58,6 +91,31 @@ pub struct ComponentEntry {
     pub metrics: ComponentMetrics,
     /// The tag pattern it takes (`match`), for filters and sinks.
     pub pattern: Option<String>,
+    /// The buffer in front of it, for sinks.
+    pub buffer: Option<Buffer>,
+}
+
+/// A sink's buffer as `/api/v1/components` shows it.
+#[derive(Serialize)]
+struct BufferJson {
+    chunks: usize,
+    bytes: usize,
+    in_flight_chunks: usize,
+    limit_bytes: u64,
+    oldest_chunk_age_seconds: f64,
+}
+
+impl BufferJson {
+    fn of(buffer: &Buffer) -> Self {
+        let s = buffer.stats();
+        BufferJson {
+            chunks: s.staged_chunks + s.queued_chunks + s.in_flight_chunks,
+            bytes: s.staged_bytes + s.queued_bytes + s.in_flight_bytes,
+            in_flight_chunks: s.in_flight_chunks,
+            limit_bytes: buffer.config().total_limit_size.0,
+            oldest_chunk_age_seconds: s.oldest_chunk_age.map_or(0.0, |a| a.as_secs_f64()),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -69,6 +127,12 @@ struct ComponentJson<'a> {
     pattern: Option<&'a str>,
     #[serde(flatten)]
     totals: metrics::Totals,
+    errors: u64,
+    discarded: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buffer: Option<BufferJson>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    details: BTreeMap<&'static str, f64>,
 }
 
 /// What the server answers with: a whole JSON or text body, or a stream (a tap).
@@ -162,6 +226,15 @@ impl AdminServer {
                 let labels = c.metrics.labels();
                 !(labels.component_kind == kind && labels.component_id == id)
             });
+    }
+
+    /// Takes every component of `kind` off `/api/v1/components`.
+    pub fn remove_kind(&self, kind: &str) {
+        self.state
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| c.metrics.labels().component_kind != kind);
     }
 
     /// Shows the component `kind` `id` with its new `match` (a reload re-routed it).
@@ -378,6 +451,10 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
                         r#type: &labels.component_type,
                         pattern: c.pattern.as_deref(),
                         totals: c.metrics.totals(),
+                        errors: c.metrics.errors_total(),
+                        discarded: c.metrics.discarded_total(),
+                        buffer: c.buffer.as_ref().map(BufferJson::of),
+                        details: c.metrics.details(),
                     }
                 })
                 .collect();

@@ -67,14 +67,20 @@ pub struct RunOptions {
 /// buffer is opened as configured (a file buffer creates its folder and recovers
 /// its chunks); without, every buffer is an empty memory buffer, for `nagare
 /// validate`, which must not touch the disk.
-pub fn build_router(config: &Config, open: bool) -> anyhow::Result<(Arc<Router>, SinkBuffers)> {
+/// Each filter counts into its component metrics from `metrics`.
+pub fn build_router(
+    config: &Config,
+    open: bool,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<Router>, SinkBuffers)> {
     let mut builder = RouterBuilder::new();
     for (name, entry) in &config.filters {
         let filter = entry
             .kind
             .build()
             .map_err(|e| anyhow!("filter `{name}`: `{}`: {e}", e.key))?;
-        builder.filter(name, entry.pattern.clone(), filter);
+        let counted = metrics.component(name, "filter", entry.kind.kind());
+        builder.counted_filter(name, entry.pattern.clone(), filter, counted);
     }
     let mut buffers = Vec::new();
     for (name, entry) in &config.sinks {
@@ -117,11 +123,18 @@ pub async fn run(
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let admin = start_api(&config.api, &metrics, &health, &api_stop, reload_tx).await?;
 
-    let (router, buffers) = build_router(config, true)?;
+    let (router, buffers) = build_router(config, true, &metrics)?;
     if let Some(admin) = &admin {
         admin.set_taps(router.taps().clone());
     }
-    let mut running = Running::new(router, metrics.clone(), admin.clone(), config);
+    let mut running = Running::new(
+        router,
+        metrics.clone(),
+        admin.clone(),
+        health.clone(),
+        config,
+    );
+    running.show_filters(config);
 
     // Build the sources first (listening sockets are bound then): a port in use
     // must fail the start.

@@ -160,7 +160,8 @@ impl Running {
                 .kind
                 .build()
                 .map_err(|e| anyhow::anyhow!("filter `{name}`: `{}`: {e}", e.key))?;
-            filters.push((name.clone(), entry.pattern.clone(), filter));
+            let counted = self.metrics.component(name, "filter", entry.kind.kind());
+            filters.push((name.clone(), entry.pattern.clone(), filter, counted));
         }
         let mut added_sources = Vec::new();
         for name in &plan.sources.added {
@@ -214,6 +215,7 @@ impl Running {
                 buffers.insert(name.clone(), state.buffer);
             } else if plan.sinks.removed.contains(name) {
                 self.metrics.remove_buffer(name);
+                self.health.unwatch_buffer(name);
             }
         }
         for name in &plan.sinks.changed {
@@ -230,8 +232,8 @@ impl Running {
             }
         }
         let mut builder = RouterBuilder::new();
-        for (name, pattern, filter) in filters {
-            builder.filter(&name, pattern, filter);
+        for (name, pattern, filter, counted) in filters {
+            builder.counted_filter(&name, pattern, filter, counted);
         }
         for (name, entry) in &config.sinks {
             let buffer = match self.sink_states.get(name) {
@@ -244,6 +246,7 @@ impl Running {
         }
         router.replace(builder);
         drop(paused);
+        self.show_filters(config);
         self.shutdown_timeout = config.shutdown_timeout.into();
         for name in &plan.rerouted {
             // Same sink, new `match`: shown with it.

@@ -16,7 +16,7 @@ use nagare_core::router::Router;
 use nagare_core::shutdown::Shutdown;
 use tokio::task::JoinSet;
 
-use crate::api::{AdminServer, ComponentEntry};
+use crate::api::{AdminServer, ComponentEntry, Health};
 use crate::components::Source;
 use crate::config::{Config, SinkEntry, SourceConfig};
 
@@ -35,6 +35,7 @@ pub(super) struct Running {
     pub(super) router: Arc<Router>,
     pub(super) metrics: Metrics,
     pub(super) admin: Option<AdminServer>,
+    pub(super) health: Health,
     pub(super) data_dir: PathBuf,
     pub(super) shutdown_timeout: Duration,
     pub(super) sources: JoinSet<Task>,
@@ -57,6 +58,7 @@ impl Running {
         router: Arc<Router>,
         metrics: Metrics,
         admin: Option<AdminServer>,
+        health: Health,
         config: &Config,
     ) -> Self {
         let sinks_abort = Shutdown::new();
@@ -65,6 +67,7 @@ impl Running {
             router,
             metrics,
             admin,
+            health,
             data_dir: config.data_dir.clone(),
             shutdown_timeout: config.shutdown_timeout.into(),
             sources: JoinSet::new(),
@@ -83,10 +86,12 @@ impl Running {
         let metrics = self.metrics.component(name, "sink", entry.kind.kind());
         self.metrics
             .add_buffer(name, entry.kind.kind(), buffer.clone());
+        self.health.watch_buffer(name, buffer.clone());
         if let Some(admin) = &self.admin {
             admin.add_component(ComponentEntry {
                 metrics: metrics.clone(),
                 pattern: Some(entry.pattern.as_str().to_string()),
+                buffer: Some(buffer.clone()),
             });
         }
         let abort = if buffer.is_durable() && !buffer.config().flushes_at_shutdown() {
@@ -114,6 +119,7 @@ impl Running {
             admin.add_component(ComponentEntry {
                 metrics: metrics.clone(),
                 pattern: None,
+                buffer: None,
             });
         }
         let stop = self.sources_stop.child_token();
@@ -198,6 +204,20 @@ impl Running {
             } else if let Err(e) = result {
                 tracing::warn!(sink = %name, error = %format!("{e:#}"), "a sink stopped by the reload ended with an error");
             }
+        }
+    }
+
+    /// Shows the filters of `config` in `/api/v1/components`, in place of those
+    /// shown before.
+    pub(super) fn show_filters(&self, config: &Config) {
+        let Some(admin) = &self.admin else { return };
+        admin.remove_kind("filter");
+        for (name, entry) in &config.filters {
+            admin.add_component(ComponentEntry {
+                metrics: self.metrics.component(name, "filter", entry.kind.kind()),
+                pattern: Some(entry.pattern.as_str().to_string()),
+                buffer: None,
+            });
         }
     }
 

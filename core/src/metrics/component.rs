@@ -1,9 +1,15 @@
 //! The counters every component keeps.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use super::detail::{Def, DetailCollector, FloatGauge, Shown};
 
 /// Which component a series is about: its name, kind and type from the config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -71,6 +77,7 @@ pub struct Families {
     sent_bytes: Family<ComponentLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     discarded: Family<DiscardLabels, Counter>,
+    details: Arc<DetailCollector>,
 }
 
 impl Families {
@@ -105,6 +112,7 @@ impl Families {
             "Events a component let go without delivering them, by reason",
             self.discarded.clone(),
         );
+        registry.register_collector(Box::new(self.details.clone()));
     }
 
     pub(super) fn component(&self, labels: ComponentLabels) -> ComponentMetrics {
@@ -128,6 +136,7 @@ impl Families {
             sent_events: self.sent_events.get_or_create_owned(&labels),
             sent_bytes: self.sent_bytes.get_or_create_owned(&labels),
             families: Some(self.clone()),
+            shown: Shown::default(),
             labels,
         }
     }
@@ -142,6 +151,7 @@ pub struct ComponentMetrics {
     sent_events: Counter,
     sent_bytes: Counter,
     families: Option<Families>,
+    shown: Shown,
     labels: ComponentLabels,
 }
 
@@ -154,6 +164,7 @@ impl ComponentMetrics {
             sent_events: Counter::default(),
             sent_bytes: Counter::default(),
             families: None,
+            shown: Shown::default(),
             labels: ComponentLabels {
                 component_id: id.to_string(),
                 component_kind: String::new(),
@@ -201,6 +212,92 @@ impl ComponentMetrics {
                 })
                 .inc_by(events);
         }
+    }
+
+    /// A handle on counter `def` of this component, its series created at zero;
+    /// `label` is the value of `def`'s extra label, if it has one.
+    pub fn counter(&self, def: &Def, label: Option<&str>) -> Counter {
+        match &self.families {
+            Some(f) => f.details.counter(&self.labels, def, label),
+            None => Counter::default(),
+        }
+    }
+
+    /// A handle on gauge `def` of this component, its series created at zero.
+    pub fn gauge(&self, def: &Def, label: Option<&str>) -> Gauge {
+        match &self.families {
+            Some(f) => f.details.gauge(&self.labels, def, label),
+            None => Gauge::default(),
+        }
+    }
+
+    /// A handle on gauge `def` holding a fraction.
+    pub fn float_gauge(&self, def: &Def, label: Option<&str>) -> FloatGauge {
+        match &self.families {
+            Some(f) => f.details.float_gauge(&self.labels, def, label),
+            None => FloatGauge::default(),
+        }
+    }
+
+    /// Serves `def` as what `read` returns at each scrape: for a figure the
+    /// component keeps in an atomic of its own.
+    pub fn read(&self, def: &Def, read: impl Fn() -> f64 + Send + Sync + 'static) {
+        self.read_for(def, None, read);
+    }
+
+    /// [`read`](Self::read), for the series whose extra label is `label`.
+    pub fn read_for(
+        &self,
+        def: &Def,
+        label: Option<&str>,
+        read: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        if let Some(f) = &self.families {
+            f.details.read(&self.labels, def, label, Arc::new(read));
+        }
+    }
+
+    /// Shows `key` as what `read` returns in `/api/v1/components` (`details`): a
+    /// figure that matters to a person watching the component.
+    pub fn show(&self, key: &'static str, read: impl Fn() -> f64 + Send + Sync + 'static) {
+        self.shown.add(key, Arc::new(read));
+    }
+
+    /// The figures [`show`](Self::show) was given, read now.
+    pub fn details(&self) -> BTreeMap<&'static str, f64> {
+        self.shown.values()
+    }
+
+    /// Errors of every type so far.
+    pub fn errors_total(&self) -> u64 {
+        let Some(f) = &self.families else { return 0 };
+        ErrorType::ALL
+            .iter()
+            .map(|&error_type| {
+                f.errors
+                    .get_or_create(&ErrorLabels {
+                        component: self.labels.clone(),
+                        error_type,
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Events let go for every reason so far.
+    pub fn discarded_total(&self) -> u64 {
+        let Some(f) = &self.families else { return 0 };
+        Discard::ALL
+            .iter()
+            .map(|&reason| {
+                f.discarded
+                    .get_or_create(&DiscardLabels {
+                        component: self.labels.clone(),
+                        reason,
+                    })
+                    .get()
+            })
+            .sum()
     }
 
     /// Events received and sent so far: for `/api/v1/components` and tests.

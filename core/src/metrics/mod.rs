@@ -7,6 +7,9 @@
 //!   sink keeps, labelled with its name, kind and type from the config
 //!   (`component_id`, `component_kind`, `component_type`). Counting is an atomic add:
 //!   the handles are looked up once, when the component starts.
+//! - `detail.rs`: the metrics one type of component keeps beyond the common ones
+//!   (a tail's files, a forward sink's servers), as handles counted with an atomic
+//!   add or figures read at each scrape; `catalog.rs` names every one.
 //! - `buffer.rs`: the buffers' state, read from [`Buffer::stats`](crate::buffer::Buffer)
 //!   at each scrape.
 //! - `process.rs`: CPU, memory, open files and start time of the process, read from
@@ -16,7 +19,9 @@
 //! reason, each a fixed list), never one per file, tag or pod.
 
 mod buffer;
+pub mod catalog;
 mod component;
+mod detail;
 mod process;
 #[cfg(test)]
 mod tests;
@@ -24,13 +29,14 @@ mod tests;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use buffer::BufferCollector;
 pub use component::{ComponentLabels, ComponentMetrics, Discard, ErrorType, Families, Totals};
+pub use detail::{Def, FloatGauge, Kind};
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::gauge::Gauge;
 
 use crate::buffer::Buffer;
 
@@ -128,6 +134,12 @@ impl Metrics {
         let result = if applied { "applied" } else { "failed" };
         self.reloads.get_or_create(&vec![("result", result)]).inc();
         self.last_reload_ok.set(i64::from(applied));
+    }
+
+    /// The state of the buffer in front of sink `sink`, as the buffer metrics read
+    /// it, if it was added.
+    pub fn buffer_of(&self, sink: &str) -> Option<Buffer> {
+        self.buffers.get(sink)
     }
 
     /// Every metric in the Prometheus text format (version 0.0.4).

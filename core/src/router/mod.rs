@@ -21,7 +21,9 @@
 //! - `route.rs`: [`Route`], what happens to events of one tag.
 //! - `lane.rs`: [`Lane`], the way in.
 //! - `tap.rs`: [`Taps`], copies of the events passing a point, for `nagare tap`.
+//! - `counted.rs`: a filter counted as a component of its own.
 
+mod counted;
 mod lane;
 mod route;
 mod tap;
@@ -184,6 +186,22 @@ impl RouterBuilder {
             filter,
         });
         self
+    }
+
+    /// Adds a filter that counts what it receives, keeps, drops and rejects into
+    /// `metrics` (the filter's own component metrics).
+    pub fn counted_filter(
+        &mut self,
+        name: &str,
+        pattern: TagPattern,
+        filter: Arc<dyn Filter>,
+        metrics: ComponentMetrics,
+    ) -> &mut Self {
+        self.filter(
+            name,
+            pattern,
+            Arc::new(counted::Counted::new(filter, metrics)),
+        )
     }
 
     /// Adds a sink's buffer.

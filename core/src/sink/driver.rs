@@ -20,7 +20,7 @@ use super::outcome::{BatchOutcome, Outcome, Sent};
 use crate::buffer::{Buffer, Lease};
 use crate::component::SinkContext;
 use crate::dead_letter::{self, DeadLetter};
-use crate::metrics::{ComponentMetrics, Discard, ErrorType};
+use crate::metrics::{ComponentMetrics, Counter, Discard, ErrorType, catalog};
 use crate::retry::{Attempts, Next, Retrier};
 use crate::shutdown::Shutdown;
 
@@ -43,6 +43,8 @@ where
             retrier: retrier.clone(),
             words,
             metrics: ctx.metrics.clone(),
+            requests: ctx.metrics.counter(&catalog::sink_kit::REQUESTS, None),
+            retries: ctx.metrics.counter(&catalog::sink_kit::RETRIES, None),
             encoder,
             service,
             batcher: Batcher::new(limits),
@@ -62,6 +64,10 @@ struct Worker<E: Encoder, S> {
     retrier: Retrier,
     words: Words,
     metrics: ComponentMetrics,
+    /// Requests sent.
+    requests: Counter,
+    /// Requests (or parts of them) sent again.
+    retries: Counter,
     encoder: E,
     service: S,
     batcher: Batcher<E::Key>,
@@ -260,6 +266,7 @@ where
                 _ = self.abort.cancelled() => return false,
                 sent = self.service.send(&mut request) => sent,
             };
+            self.requests.inc();
             let Sent {
                 destination,
                 outcome,
@@ -302,6 +309,7 @@ where
                     let delay = self.retrier.policy().backoff.delay(group.blocked);
                     group.blocked = group.blocked.saturating_add(1);
                     group.request = Some(request);
+                    self.retries.inc();
                     tracing::error!(
                         sink = %self.name, destination = %destination,
                         status = status.map(i64::from).unwrap_or(-1), reason = %reason,
@@ -412,6 +420,7 @@ where
         self.metrics.error(ErrorType::request_failed);
         match self.retrier.failed(&mut group.attempts) {
             Next::RetryIn(delay) => {
+                self.retries.inc();
                 let attempt = Some((group.attempts.failures(), delay));
                 self.warn(retry_in, destination, status, reason, &group.items, attempt);
                 let resumed = pause(&self.abort, delay).await;

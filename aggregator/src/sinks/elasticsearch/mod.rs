@@ -12,6 +12,7 @@
 //!   (gzipped) bodies; pure.
 //! - `service.rs`: the HTTP client, endpoints in turn (the kit's service).
 //! - `retry.rs`: what an answer means for each event.
+//! - `stats.rs`: `_bulk` requests and items by status class, for `/metrics`.
 //! - `sink.rs`: the component, and the kit's driver started with the pieces above.
 
 mod config;
@@ -19,6 +20,7 @@ mod request_builder;
 mod retry;
 mod service;
 mod sink;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -27,3 +29,4 @@ pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, build, forma
 pub use retry::{classify, classify_item, error_reason};
 pub use service::{BulkResponse, BulkService, SendError};
 pub use sink::{ElasticsearchSink, ElasticsearchSinkError, run};
+pub use stats::BulkStats;

@@ -14,6 +14,7 @@ use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
 use super::config::{ElasticsearchConfig, OpType};
 use super::request_builder::{self, BulkRequest};
 use super::retry::classify;
+use super::stats::BulkStats;
 
 /// The response to one `_bulk` request.
 #[derive(Debug)]
@@ -47,9 +48,16 @@ pub struct BulkService {
     auth: Option<(String, Secret)>,
     compress: bool,
     op_type: OpType,
+    stats: Option<BulkStats>,
 }
 
 impl BulkService {
+    /// Counts its requests and their items' statuses into `stats`.
+    pub fn with_stats(mut self, stats: BulkStats) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
     /// A service for a validated config.
     pub fn new(config: &ElasticsearchConfig) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
@@ -77,6 +85,7 @@ impl BulkService {
             auth,
             compress: config.compress,
             op_type: config.op_type,
+            stats: None,
         })
     }
 
@@ -125,17 +134,29 @@ impl Service<Arc<str>> for BulkService {
 
     async fn send(&mut self, request: &mut BulkRequest) -> Sent {
         match self.post(request).await {
-            Ok(response) => Sent {
-                outcome: classify(response.status, &response.body, request.items, self.op_type),
-                destination: response.endpoint,
-            },
-            Err(e) => Sent {
-                outcome: BatchOutcome::All(Outcome::Retry {
-                    status: None,
-                    reason: e.to_string(),
-                }),
-                destination: e.endpoint,
-            },
+            Ok(response) => {
+                let outcome =
+                    classify(response.status, &response.body, request.items, self.op_type);
+                if let Some(stats) = &self.stats {
+                    stats.answered(request.items, &outcome);
+                }
+                Sent {
+                    outcome,
+                    destination: response.endpoint,
+                }
+            }
+            Err(e) => {
+                if let Some(stats) = &self.stats {
+                    stats.unanswered();
+                }
+                Sent {
+                    outcome: BatchOutcome::All(Outcome::Retry {
+                        status: None,
+                        reason: e.to_string(),
+                    }),
+                    destination: e.endpoint,
+                }
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ use nagare_core::sink::{self, Words};
 use super::config::ElasticsearchConfig;
 use super::request_builder::RequestBuilder;
 use super::service::BulkService;
+use super::stats::BulkStats;
 
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,13 +90,15 @@ pub async fn run(
     config.validate().map_err(invalid)?;
     let workers = ctx.flush_thread_count();
     let mut pairs = Vec::with_capacity(workers);
+    let stats = BulkStats::new(&ctx.metrics);
     for _ in 0..workers {
         let builder = RequestBuilder::new(&config).map_err(invalid)?;
-        let service =
-            BulkService::new(&config).map_err(|source| ElasticsearchSinkError::Client {
+        let service = BulkService::new(&config)
+            .map_err(|source| ElasticsearchSinkError::Client {
                 sink: ctx.name.clone(),
                 source,
-            })?;
+            })?
+            .with_stats(stats.clone());
         pairs.push((builder, service));
     }
     tracing::info!(

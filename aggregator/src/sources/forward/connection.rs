@@ -30,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::handshake::{Auth, RefusalKind};
+use nagare_core::metrics::{ComponentMetrics, Counter, Gauge};
 
 /// Bytes asked of the socket per read while the buffer is small; frames larger than
 /// this grow the buffer.
@@ -60,6 +61,63 @@ pub(super) struct Shared {
     pub(super) deny_keepalive: bool,
     /// The partial-frame budget, one permit per KiB.
     pub(super) budget: Arc<Semaphore>,
+    /// The server's counters.
+    pub(super) counters: Counters,
+}
+
+/// What the server counts beside events: its connections, handshakes and acks.
+#[derive(Debug, Clone)]
+pub(super) struct Counters {
+    connections: Gauge,
+    accepted: Counter,
+    handshake_failures: Counter,
+    acks: Counter,
+    refused_frames: Counter,
+}
+
+impl Counters {
+    pub(super) fn new(metrics: &ComponentMetrics) -> Self {
+        use nagare_core::metrics::catalog::forward_source as m;
+        let connections = metrics.gauge(&m::CONNECTIONS, None);
+        let open = connections.clone();
+        metrics.show("connections", move || open.get() as f64);
+        Self {
+            connections,
+            accepted: metrics.counter(&m::ACCEPTED, None),
+            handshake_failures: metrics.counter(&m::HANDSHAKE_FAILURES, None),
+            acks: metrics.counter(&m::ACKS, None),
+            refused_frames: metrics.counter(&m::REFUSED_FRAMES, None),
+        }
+    }
+
+    /// A client connected; the connection is counted open until the guard goes.
+    fn connected(&self) -> OpenConnection {
+        self.accepted.inc();
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
+    }
+
+    /// Counts why a connection ended, when it is a refusal.
+    fn closed(&self, close: &Close) {
+        match close {
+            Close::Invalid(_) => {
+                self.refused_frames.inc();
+            }
+            Close::BadHandshake(_) | Close::AuthFailed { .. } | Close::Tls(_) => {
+                self.handshake_failures.inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An open connection, counted until dropped.
+struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Who a connection's client is: for log lines, and for `security.clients`, which
@@ -157,6 +215,7 @@ pub(super) async fn serve(
         tracing::debug!(source = %shared.source, peer = %peer, error = %e, "cannot set TCP_NODELAY");
     }
     tracing::debug!(source = %shared.source, peer = %peer, "forward client connected");
+    let _open = shared.counters.connected();
     let close = match &shared.tls {
         Some(tls) => match accept_tls(TlsAcceptor::from(tls.clone()), stream, &shared).await {
             Ok(tls) => Connection::new(tls, peer, &shared).run().await,
@@ -164,6 +223,7 @@ pub(super) async fn serve(
         },
         None => Connection::new(stream, peer, &shared).run().await,
     };
+    shared.counters.closed(&close);
     report(&shared.source, peer, close);
 }
 
@@ -175,7 +235,9 @@ pub(super) async fn serve_unix(
 ) {
     let peer = Peer::of_unix(&stream);
     tracing::debug!(source = %shared.source, peer = %peer, "forward client connected");
+    let _open = shared.counters.connected();
     let close = Connection::new(stream, peer, &shared).run().await;
+    shared.counters.closed(&close);
     report(&shared.source, peer, close);
 }
 
@@ -626,6 +688,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
                 forward::encode_ack(&chunk)
             };
             self.write(&ack).await?;
+            self.shared.counters.acks.inc();
             tracing::trace!(source = %self.shared.source, peer = %self.peer, chunk, "acked");
         }
         Ok(())

@@ -195,6 +195,7 @@ impl ForwardServer {
             budget: Arc::new(Semaphore::new(
                 config.max_buffered_bytes.as_usize().div_ceil(1024),
             )),
+            counters: connection::Counters::new(&ctx.metrics),
         });
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let mut connections = JoinSet::new();

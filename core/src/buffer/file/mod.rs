@@ -66,6 +66,9 @@ pub struct FileChunk {
     pub len: u64,
     /// Where its bytes are.
     pub place: Place,
+    /// When it was created: when its first events were written, or, for a chunk
+    /// recovered at start, its file's modification time.
+    pub born: std::time::SystemTime,
 }
 
 /// Where a chunk's bytes are.

@@ -93,6 +93,7 @@ impl FileStore {
     /// damaged in it.
     fn recover_segment(&self, number: u64, out: &mut Recovered) -> io::Result<()> {
         let found = self.ledger.recover(number)?;
+        let born = file_time(&self.ledger.path(number));
         out.next_seq = out.next_seq.max(found.max_seq.map_or(0, |s| s + 1));
         for damage in &found.damage {
             self.quarantine_bytes(damage.spot, &damage.bytes, &damage.reason);
@@ -111,6 +112,7 @@ impl FileStore {
                 parts: parts.len() as u32,
                 len: chunk.len,
                 place: Place::Segment(chunk.spot),
+                born,
             });
         }
         Ok(())
@@ -119,6 +121,7 @@ impl FileStore {
     fn recover_one(&self, seq: u64, queued: bool, path: &Path) -> io::Result<Outcome> {
         let mut bytes = Vec::new();
         File::open(path)?.read_to_end(&mut bytes)?;
+        let born = file_time(path);
         let meta = |header: &FileHeader, parts: &[StoredPart], len: usize| FileChunk {
             seq,
             id: header.id,
@@ -128,6 +131,7 @@ impl FileStore {
             parts: parts.len() as u32,
             len: len as u64,
             place: Place::File,
+            born,
         };
         if bytes.is_empty() {
             // Created, then the process or the machine stopped before a byte of it
@@ -207,4 +211,13 @@ impl FileStore {
         chunk.len = self.seal(&chunk)?;
         Ok(Outcome::Queued(chunk))
     }
+}
+
+/// When the file at `path` was last written: the age a recovered chunk counts
+/// from (for a chunk in a segment, the segment's last append, so its age may be
+/// told short, never long).
+fn file_time(path: &Path) -> std::time::SystemTime {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| std::time::SystemTime::now())
 }

@@ -38,6 +38,16 @@ impl Shared {
     }
 }
 
+/// A producer waiting for room, counted until it stops waiting (it got room, or
+/// its push was given up on).
+struct Waiting<'a>(&'a Shared);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting -= 1;
+    }
+}
+
 impl Buffer {
     /// Reserves room for `size` bytes if there is room right now.
     pub(super) fn try_reserve(&self, size: usize) -> bool {
@@ -57,6 +67,7 @@ impl Buffer {
         size: usize,
     ) -> Result<Option<Chunk>, BufferClosed> {
         let mut counted_block = false;
+        let mut waiting: Option<Waiting<'_>> = None;
         let mut doomed: Vec<FileChunk> = Vec::new();
         let result = loop {
             let space = self.shared.space.notified();
@@ -79,7 +90,9 @@ impl Buffer {
                     OverflowAction::Block => {
                         if !counted_block {
                             st.blocked += 1;
+                            st.waiting += 1;
                             counted_block = true;
+                            waiting = Some(Waiting(&self.shared));
                         }
                         if !st.staged.is_empty() {
                             // Staged chunks take room the sink cannot free until they
@@ -99,6 +112,7 @@ impl Buffer {
                                 break;
                             };
                             st.queued_bytes -= old.size();
+                            st.queued_events -= u64::from(old.count());
                             self.shared.record_drop(&mut st, old.tag(), old.count());
                             match old {
                                 Queued::Memory(c) => c.mark(Delivery::Dropped),
@@ -119,6 +133,7 @@ impl Buffer {
             }
             space.await;
         };
+        drop(waiting);
         if let Some(store) = &self.shared.store {
             for f in doomed {
                 if let Err(e) = store.remove(&f) {
@@ -127,6 +142,12 @@ impl Buffer {
             }
         }
         result
+    }
+
+    /// Whether a producer waits for room now (`overflow_action: block` on a full
+    /// buffer): its source is held back.
+    pub fn is_blocking(&self) -> bool {
+        self.shared.lock().waiting > 0
     }
 
     /// The buffer's counters.
@@ -144,6 +165,9 @@ impl Buffer {
             blocked: st.blocked,
             recovered_chunks: st.recovered_chunks,
             quarantined_chunks: st.quarantined_chunks,
+            queued_events: st.queued_events,
+            retried_chunks: st.retried_chunks,
+            oldest_chunk_age: st.oldest_age(),
         }
     }
 

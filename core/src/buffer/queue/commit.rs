@@ -98,6 +98,7 @@ impl Buffer {
                 parts: 0,
                 len: 0,
                 place: Place::File,
+                born: std::time::SystemTime::now(),
             }
         });
         let seal_after = alone

@@ -94,6 +94,8 @@ impl Buffer {
         }
         if let Some(queued) = st.queue.pop_front() {
             let size = queued.size();
+            st.take_off(queued.born());
+            st.queued_events -= u64::from(queued.count());
             st.queued_bytes -= size;
             st.in_flight_bytes += size;
             st.in_flight_chunks += 1;
@@ -137,6 +139,7 @@ impl Buffer {
     fn memory_lease(&self, chunk: Chunk) -> Lease {
         Lease {
             size: chunk.byte_size(),
+            born: chunk.born(),
             chunk: Some(chunk),
             file: None,
             shared: self.shared.clone(),
@@ -168,6 +171,7 @@ impl Buffer {
         match read {
             Ok(chunk) => Some(Lease {
                 size: meta.len as usize,
+                born: meta.born,
                 chunk: Some(chunk),
                 file: Some(meta),
                 shared: self.shared.clone(),
@@ -191,6 +195,7 @@ impl Buffer {
                 let mut st = self.shared.lock();
                 st.in_flight_bytes -= meta.len as usize;
                 st.in_flight_chunks -= 1;
+                st.land(meta.born);
                 st.quarantined_chunks += 1;
                 drop(st);
                 self.shared.space.notify_waiters();
@@ -230,6 +235,9 @@ fn requeue(shared: &Shared, queued: Queued) {
     let size = queued.size();
     st.in_flight_bytes -= size;
     st.in_flight_chunks -= 1;
+    st.land(queued.born());
+    st.retried_chunks += 1;
+    st.queued_events += u64::from(queued.count());
     st.queued_bytes += size;
     st.queue.push_front(queued);
     drop(st);
@@ -245,6 +253,8 @@ pub struct Lease {
     file: Option<FileChunk>,
     /// What it counts toward the limit.
     size: usize,
+    /// When the chunk was born (as the queue knew it).
+    born: std::time::SystemTime,
     shared: Arc<Shared>,
 }
 
@@ -294,6 +304,7 @@ impl Lease {
         let mut st = self.shared.lock();
         st.in_flight_bytes -= self.size;
         st.in_flight_chunks -= 1;
+        st.land(self.born);
         drop(st);
         self.shared.space.notify_waiters();
     }

@@ -114,6 +114,13 @@ pub struct BufferStats {
     pub recovered_chunks: u64,
     /// Chunk files found damaged (at start or when read) and moved to quarantine.
     pub quarantined_chunks: u64,
+    /// Events in the queued chunks.
+    pub queued_events: u64,
+    /// Chunks the sink gave back to be sent again (a failed or abandoned attempt).
+    pub retried_chunks: u64,
+    /// How long ago the oldest chunk held (being filled, queued or in flight) was
+    /// created; a chunk recovered at start counts from its file's time.
+    pub oldest_chunk_age: Option<std::time::Duration>,
 }
 /// An ordered, byte-bounded queue of chunks in front of one sink, in memory or in
 /// files. Cloning gives another handle to the same buffer.
@@ -161,6 +168,7 @@ impl Buffer {
         let events: u64 = recovered.chunks.iter().map(|c| u64::from(c.count)).sum();
         for chunk in recovered.chunks {
             st.queued_bytes += chunk.len as usize;
+            st.queued_events += u64::from(chunk.count);
             st.queue.push_back(Queued::File(chunk));
         }
         tracing::info!(

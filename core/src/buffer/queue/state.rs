@@ -2,9 +2,9 @@
 //! the staged chunks by tag, the queue, the bytes of each and the counters, under
 //! one lock.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -41,6 +41,13 @@ impl Queued {
         match self {
             Queued::Memory(c) => c.count(),
             Queued::File(f) => f.count,
+        }
+    }
+
+    pub(super) fn born(&self) -> SystemTime {
+        match self {
+            Queued::Memory(c) => c.born(),
+            Queued::File(f) => f.born,
         }
     }
 }
@@ -103,6 +110,8 @@ pub(super) struct State {
     pub(super) queue: VecDeque<Queued>,
     pub(super) staged_bytes: usize,
     pub(super) queued_bytes: usize,
+    /// Events in the queued chunks.
+    pub(super) queued_events: u64,
     pub(super) in_flight_chunks: usize,
     pub(super) in_flight_bytes: usize,
     /// Room promised to pushes whose chunk is being written.
@@ -117,8 +126,14 @@ pub(super) struct State {
     pub(super) dropped_chunks: u64,
     pub(super) dropped_events: u64,
     pub(super) blocked: u64,
+    /// Producers waiting for room now.
+    pub(super) waiting: usize,
     pub(super) recovered_chunks: u64,
     pub(super) quarantined_chunks: u64,
+    /// Chunks a sink gave back to be sent again.
+    pub(super) retried_chunks: u64,
+    /// When each chunk in flight was born (a count per time), for the oldest age.
+    pub(super) in_flight_born: BTreeMap<SystemTime, u32>,
     pub(super) last_drop_log: Option<Instant>,
     pub(super) drops_since_log: u64,
     pub(super) last_io_log: Option<Instant>,
@@ -130,6 +145,32 @@ pub(super) struct State {
 impl State {
     pub(super) fn used(&self) -> usize {
         self.staged_bytes + self.queued_bytes + self.in_flight_bytes + self.reserved
+    }
+
+    /// A chunk born at `born` goes in flight.
+    pub(super) fn take_off(&mut self, born: SystemTime) {
+        *self.in_flight_born.entry(born).or_default() += 1;
+    }
+
+    /// A chunk born at `born` is no longer in flight.
+    pub(super) fn land(&mut self, born: SystemTime) {
+        if let Some(n) = self.in_flight_born.get_mut(&born) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight_born.remove(&born);
+            }
+        }
+    }
+
+    /// The age of the oldest chunk held: in flight, at the head of the queue (the
+    /// queue is in order, so its head is its oldest), or being filled.
+    pub(super) fn oldest_age(&self) -> Option<Duration> {
+        let now = SystemTime::now();
+        let age = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+        let in_flight = self.in_flight_born.keys().next().map(|t| age(*t));
+        let queued = self.queue.front().map(|q| age(q.born()));
+        let staged = self.staged.values().map(|s| s.created.elapsed()).max();
+        [in_flight, queued, staged].into_iter().flatten().max()
     }
 }
 
@@ -168,6 +209,7 @@ impl Shared {
 
     pub(super) fn enqueue(&self, st: &mut State, queued: Queued) {
         st.queued_bytes += queued.size();
+        st.queued_events += u64::from(queued.count());
         st.queue.push_back(queued);
         self.items.notify_one();
     }

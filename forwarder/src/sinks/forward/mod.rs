@@ -20,6 +20,7 @@
 //! - `balancer`: smooth weighted round robin with standbys ([`Balancer`]).
 //! - `node`: one server address: its health and the worker owning its connection.
 //! - `heartbeat`: the probes that feed each node's detector.
+//! - `stats`: what is counted per configured server (acks, up, phi).
 //! - `resolve`: host names to addresses (one node each) and node-list changes.
 //! - `sink`: the dispatcher: lease, assign by weight, confirm on ack, fail over,
 //!   re-resolve ([`run`]).
@@ -33,6 +34,7 @@ mod heartbeat;
 mod node;
 mod resolve;
 mod sink;
+mod stats;
 mod tls;
 
 #[cfg(test)]

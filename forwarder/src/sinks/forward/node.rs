@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::connection::{Connection, ConnectionError, Link};
 use super::detector::{DetectorConfig, FailureDetector, Transition};
 use super::encoder::EncodedChunk;
+use super::stats::ServerStats;
 
 /// A node's identity within one sink.
 pub(super) type NodeId = u64;
@@ -98,6 +99,22 @@ impl Health {
         match &*self.lock() {
             HealthState::Detected(d) => d.is_available(),
             HealthState::Backoff { retry_at, .. } => retry_at.is_none_or(|at| at <= now),
+        }
+    }
+
+    /// The failure detector's phi now; without heartbeats 0 while available, and
+    /// infinite while waiting out a backoff.
+    pub(super) fn phi(&self) -> f64 {
+        let now = Instant::now();
+        match &*self.lock() {
+            HealthState::Detected(d) => d.phi(now.into_std()),
+            HealthState::Backoff { retry_at, .. } => {
+                if retry_at.is_none_or(|at| at <= now) {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            }
         }
     }
 
@@ -188,6 +205,7 @@ pub(super) struct Worker {
     pub(super) settings: WorkerSettings,
     pub(super) health: Arc<Health>,
     pub(super) reports: UnboundedSender<Report>,
+    pub(super) stats: Arc<ServerStats>,
     epoch: u64,
     conn: Option<Connection>,
     sent: VecDeque<Sent>,
@@ -204,6 +222,7 @@ impl Worker {
         settings: WorkerSettings,
         health: Arc<Health>,
         reports: UnboundedSender<Report>,
+        stats: Arc<ServerStats>,
     ) -> Self {
         Self {
             node,
@@ -212,6 +231,7 @@ impl Worker {
             settings,
             health,
             reports,
+            stats,
             epoch: 0,
             conn: None,
             sent: VecDeque::new(),
@@ -252,7 +272,7 @@ impl Worker {
                     // A server closing an idle connection (its idle timeout, a
                     // rolling restart) is routine: reconnect when there is data.
                     tracing::debug!(sink = %self.settings.sink, server = %self.settings.server, addr = %self.addr, "the forward server closed the idle connection");
-                    self.conn = None;
+                    self.set_conn(None);
                 }
                 Step::Ack(Err(e)) => self.fail(e),
                 Step::AckTimeout => {
@@ -260,7 +280,7 @@ impl Worker {
                 }
                 Step::KeepaliveExpired => {
                     tracing::debug!(sink = %self.settings.sink, server = %self.settings.server, "closing the connection after keepalive_timeout");
-                    self.conn = None;
+                    self.set_conn(None);
                 }
             }
         }
@@ -277,7 +297,7 @@ impl Worker {
                         tracing::info!(sink = %self.settings.sink, server = %self.settings.server, addr = %self.addr, "connected to the forward server");
                         self.announced = true;
                     }
-                    self.conn = Some(conn);
+                    self.set_conn(Some(conn));
                 }
                 Err(e) => return self.fail(e),
             }
@@ -308,6 +328,7 @@ impl Worker {
         match self.sent.iter().position(|s| s.ack_id == id) {
             Some(i) => {
                 if let Some(done) = self.sent.remove(i) {
+                    self.stats.acks.inc();
                     let _ = self.reports.send(Report::Done {
                         node: self.node,
                         seq: done.seq,
@@ -338,16 +359,27 @@ impl Worker {
         let kept =
             self.settings.keepalive && self.conn.as_ref().is_none_or(Connection::server_keepalive);
         if !kept && self.sent.is_empty() {
-            self.conn = None;
+            self.set_conn(None);
         }
     }
 
+    /// Replaces the connection, counting the server's open connections.
+    fn set_conn(&mut self, conn: Option<Connection>) {
+        match (self.conn.is_some(), conn.is_some()) {
+            (false, true) => self.stats.connections.inc(),
+            (true, false) => self.stats.connections.dec(),
+            _ => 0,
+        };
+        self.conn = conn;
+    }
+
     fn drop_connection(&mut self) {
-        self.conn = None;
+        self.set_conn(None);
         self.sent.clear();
     }
 
     fn fail(&mut self, error: ConnectionError) {
+        self.stats.failed(&error);
         let _ = self.reports.send(Report::Failed {
             node: self.node,
             epoch: self.epoch,
@@ -356,6 +388,12 @@ impl Worker {
         self.epoch += 1;
         self.announced = false;
         self.drop_connection();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.set_conn(None);
     }
 }
 

@@ -41,6 +41,7 @@ use super::encoder::{self, EncodedChunk};
 use super::heartbeat::Heartbeats;
 use super::node::{Health, Job, NodeId, Report, ToNode, Worker, WorkerSettings};
 use super::resolve::{self, NodeKey};
+use super::stats::{self, ServerStats};
 use super::tls::{self, ClientTlsError};
 
 /// Chunks below this size are compressed on the async thread; larger ones on the
@@ -84,7 +85,14 @@ pub async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), Forw
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let retrier = ctx.retrier();
     let dead_letter = ctx.dead_letter();
+    let stats: Vec<Arc<ServerStats>> = config
+        .servers
+        .iter()
+        .map(|server| ServerStats::new(&ctx.metrics, &server.to_string()))
+        .collect();
+    stats::show(&ctx.metrics, &stats);
     let mut sink = Dispatcher {
+        stats,
         retrier,
         dead_letter,
         metrics: ctx.metrics,
@@ -190,6 +198,8 @@ struct Dispatcher {
     dead_letter: DeadLetter,
     /// The sink's counters.
     metrics: ComponentMetrics,
+    /// Each configured server's counters, in config order.
+    stats: Vec<Arc<ServerStats>>,
     name: String,
     config: ForwardSinkConfig,
     backoff: Backoff,
@@ -607,6 +617,15 @@ impl Dispatcher {
             }
         }
         self.balancer.reindex(&plan.kept);
+        for (i, stats) in self.stats.iter().enumerate() {
+            stats.set_nodes(
+                self.nodes
+                    .iter()
+                    .filter(|n| n.server == i)
+                    .map(|n| n.health.clone())
+                    .collect(),
+            );
+        }
         while self.tasks.try_join_next().is_some() {}
         let servers: Vec<String> = self
             .nodes
@@ -651,6 +670,7 @@ impl Dispatcher {
             },
             health.clone(),
             self.reports_tx.clone(),
+            self.stats[server].clone(),
         );
         let mut tasks = vec![self.tasks.spawn(worker.run(rx))];
         if c.heartbeat_type != HeartbeatType::None {

@@ -172,7 +172,13 @@ impl Inner {
         }
     }
 
-    fn complete(&self, slot: SlotId, seq: u64, outcome: Delivery) {
+    fn complete(&self, slot: SlotId, seq: u64, lines: u64, outcome: Delivery) {
+        if !matches!(outcome, Delivery::Abandoned) {
+            // Counted here, whatever became of the slot since (a file forgotten).
+            self.metrics
+                .pending_lines
+                .fetch_sub(lines, Ordering::Relaxed);
+        }
         let mut st = self.lock();
         let Some(s) = st.slots.get_mut(&slot) else {
             return;
@@ -371,8 +377,12 @@ impl Checkpoints {
             });
             seq
         };
+        self.inner
+            .metrics
+            .pending_lines
+            .fetch_add(lines, Ordering::Relaxed);
         let inner = self.inner.clone();
-        Receipt::new(move |outcome| inner.complete(slot, seq, outcome))
+        Receipt::new(move |outcome| inner.complete(slot, seq, lines, outcome))
     }
 
     /// Everything of `slot` before `offset` is done without a chunk (the lines were

@@ -184,7 +184,11 @@ async fn send(lane: &mut Lane, metrics: &TailMetrics) -> Result<(), BufferClosed
     }
     metrics.backpressure_waits.fetch_add(1, Ordering::Relaxed);
     metrics.paused.store(true, Ordering::Relaxed);
+    let since = std::time::Instant::now();
     let r = fut.await;
     metrics.paused.store(false, Ordering::Relaxed);
+    metrics
+        .paused_nanos
+        .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
     r
 }

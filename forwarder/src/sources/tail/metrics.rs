@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use nagare_core::metrics::{ComponentMetrics, Def};
 use serde::Serialize;
+
+/// One of [`TailMetrics`]' atomics.
+type Field = fn(&TailMetrics) -> &AtomicU64;
 
 /// Live counters of one tail source. Share it with `Arc`.
 #[derive(Debug, Default)]
@@ -48,6 +52,11 @@ pub struct TailMetrics {
     pub backpressure_waits: AtomicU64,
     /// The source is waiting for room in a buffer right now: nothing is read.
     pub paused: AtomicBool,
+    /// Nanoseconds spent waiting for room in a buffer, over pauses that ended.
+    pub paused_nanos: AtomicU64,
+    /// Lines read whose chunks the buffers have not confirmed yet: the checkpoints
+    /// cannot pass them.
+    pub pending_lines: AtomicU64,
     /// Checkpoint files written.
     pub checkpoints_written: AtomicU64,
     /// Checkpoint writes that failed.
@@ -133,6 +142,59 @@ impl TailMetrics {
         if files.get(path).is_some_and(|r| r.inode == inode) {
             files.remove(path);
         }
+    }
+
+    /// Files rotated away or deleted that are still being read to their end.
+    pub fn files_draining(&self) -> u64 {
+        let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        files.values().filter(|f| f.gone).count() as u64
+    }
+
+    /// Serves these counters as the component's metrics, read at each scrape (they
+    /// are counted here already), and shows the figures a person watches in
+    /// `/api/v1/components`.
+    pub fn serve(self: &Arc<Self>, metrics: &ComponentMetrics) {
+        use nagare_core::metrics::catalog::tail as m;
+        let atomics: [(&Def, Field); 8] = [
+            (&m::FILES_OPEN, |t| &t.open_files),
+            (&m::FILES_WAITING, |t| &t.files_waiting),
+            (&m::READ_BYTES, |t| &t.bytes_read),
+            (&m::READ_LINES, |t| &t.lines_read),
+            (&m::ROTATIONS, |t| &t.rotations),
+            (&m::TRUNCATIONS, |t| &t.truncations),
+            (&m::CHECKPOINT_PENDING_LINES, |t| &t.pending_lines),
+            (&m::CHECKPOINT_WRITES, |t| &t.checkpoints_written),
+        ];
+        for (def, field) in atomics {
+            let t = self.clone();
+            metrics.read(def, move || field(&t).load(Ordering::Relaxed) as f64);
+        }
+        let t = self.clone();
+        metrics.read(&m::PAUSES, move || {
+            t.backpressure_waits.load(Ordering::Relaxed) as f64
+        });
+        let t = self.clone();
+        metrics.read(&m::PAUSED_SECONDS, move || {
+            (t.paused_nanos.load(Ordering::Relaxed) / 1_000_000_000) as f64
+        });
+        let t = self.clone();
+        metrics.read(&m::PAUSED, move || {
+            u8::from(t.paused.load(Ordering::Relaxed)) as f64
+        });
+        let t = self.clone();
+        metrics.read(&m::FILES_DRAINING, move || t.files_draining() as f64);
+        let t = self.clone();
+        metrics.show("files_open", move || {
+            t.open_files.load(Ordering::Relaxed) as f64
+        });
+        let t = self.clone();
+        metrics.show("files_paused", move || {
+            u8::from(t.paused.load(Ordering::Relaxed)) as f64
+        });
+        let t = self.clone();
+        metrics.show("rotations", move || {
+            t.rotations.load(Ordering::Relaxed) as f64
+        });
     }
 
     /// Every counter now.

@@ -128,6 +128,7 @@ impl TailSource {
             detector,
             metrics,
         } = self;
+        metrics.serve(&ctx.metrics);
         let (checkpoints, loaded) = Checkpoints::open(&ctx.data_dir, &ctx.name, metrics.clone())
             .map_err(|error| TailSourceError::Checkpoint {
                 name: ctx.name.clone(),
