@@ -156,7 +156,10 @@ pub fn feed(pid: u32, port: u16, tag: &str, pods: usize, plan: &Plan) -> Samples
                 let mut buf = Vec::new();
                 while feeding.load(Ordering::Relaxed) {
                     let chunk = frame(&tag, n * RECORDS_PER_CHUNK, pods, now_secs());
-                    stream.write_all(&chunk).await.expect("the aggregator reads");
+                    stream
+                        .write_all(&chunk)
+                        .await
+                        .expect("the aggregator reads");
                     loop {
                         if let Ok(Some((_, len))) = forward::decode_ack(&buf) {
                             buf.drain(..len);
