@@ -290,6 +290,36 @@ async fn rows_are_in_the_table_once_through_crashes_before_and_after_the_append(
     assert_eq!(count(bq, &t.dataset), (10, 10));
 }
 
+#[tokio::test]
+async fn rows_that_came_twice_to_two_workers_at_once_land_once() {
+    let bq = LocalBigQuery::shared();
+    let t = table(bq);
+    let dir = tempfile::tempdir().unwrap();
+    let committed = Committed::new(Journal::open(&dir.path().join("j")).unwrap());
+    let mut one = service(bq, &t, Streams::Committed(committed.clone()));
+    let mut two = service(bq, &t, Streams::Committed(committed));
+    // The same chunk twice (the forwarder sent again a chunk the aggregator had
+    // buffered just before it was killed), at two workers, each with its own
+    // stream, at the same moment.
+    let batch = items(&t, &seqs(10));
+    let (a, b) = tokio::join!(send(&mut one, &t, &batch), send(&mut two, &t, &batch));
+    assert!(delivered(&a, 10) || delivered(&b, 10), "{a:?} {b:?}");
+    for outcome in [&a, &b] {
+        assert!(
+            delivered(outcome, 10)
+                || matches!(outcome, BatchOutcome::All(Outcome::Retry { reason, .. }) if reason.contains("came twice")),
+            "the other copy waits for the first's answer: {outcome:?}"
+        );
+    }
+    assert_eq!(count(bq, &t.dataset), (10, 10));
+    // Sent again, as the driver does, the copy that waited finds its rows written.
+    for s in [&mut one, &mut two] {
+        let outcome = send(s, &t, &batch).await;
+        assert!(delivered(&outcome, 10), "{outcome:?}");
+    }
+    assert_eq!(count(bq, &t.dataset), (10, 10));
+}
+
 mod through_the_sink {
     //! The whole sink with `method: storage_write`, run in-process on a memory
     //! buffer: dataset and table created, rows appended, a row BigQuery refuses in

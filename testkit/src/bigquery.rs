@@ -26,6 +26,18 @@ pub const PROJECT: &str = "test-proj";
 /// Starts local-bigquery's command line in-process, with a thread that ends it (and
 /// removes its data folder) as soon as its parent, the test binary, is gone: the
 /// server lives in a `static` that is never dropped, and must not outlive the tests.
+///
+/// It also makes the emulator's write streams take one call at a time, as BigQuery's
+/// do. local-bigquery 0.3.2 (`local_bigquery/grpc/write.py`) answers each gRPC call on
+/// a thread of a pool, with no lock around a stream: `_append` checks `finalized` and
+/// the offset against `stream.count`, inserts the rows into the table, and only then
+/// adds them to `stream.count`; `finalize` sets `finalized` and answers
+/// `stream.count` at once. So a `FinalizeWriteStream` that comes while an append is
+/// being inserted (the append of a client killed a moment before) answers a length
+/// without it, and the append lands after it, on a finalized stream; and two appends
+/// at one offset from two connections both land. BigQuery finalizes a stream so that
+/// no append can land on it any more, and writes an offset once: a lock per stream
+/// around `_append` and `finalize` gives the emulator that behaviour.
 const LAUNCHER: &str = r#"
 import os, shutil, sys, threading, time
 parent = os.getppid()
@@ -36,6 +48,21 @@ def watch():
     shutil.rmtree(data_dir, ignore_errors=True)
     os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
+from local_bigquery.grpc import write
+locks, guard = {}, threading.Lock()
+def stream_lock(name):
+    with guard:
+        return locks.setdefault(name, threading.Lock())
+def serialized(call, name_of):
+    def run(*args):
+        name = name_of(*args)
+        if name.endswith("/streams/_default"):
+            return call(*args)
+        with stream_lock(name):
+            return call(*args)
+    return run
+write._append = serialized(write._append, lambda stream, rows, offset: stream.name)
+write.finalize = serialized(write.finalize, lambda request: request.name)
 from local_bigquery.cli import main
 main(sys.argv[1:])
 "#;

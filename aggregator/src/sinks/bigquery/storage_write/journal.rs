@@ -14,7 +14,10 @@
 //! the table, and their rows count as delivered when they come back; the others
 //! never landed, and their rows are appended again, on a new stream. Within a run,
 //! an append whose answer was lost is sent again at its offset, where
-//! `ALREADY_EXISTS` means it had landed.
+//! `ALREADY_EXISTS` means it had landed. The rows of appends not answered yet are
+//! known too ([`Journal::claimed_elsewhere`]): a row that reached the sink twice
+//! (a chunk that came back from the file buffer and again from the forwarder) is
+//! planned by one worker at a time, and lands once.
 //!
 //! The file is a log of lines, one record each (`S`: a stream opened, `A`: an append
 //! planned, `F`: a stream finalized with its length, `W`: rows known written), read
@@ -87,6 +90,9 @@ struct Stream {
 
 /// Rows known written: the first position, how many, and when (Unix seconds).
 type Landed = (u32, u32, u64);
+/// Rows in an append not answered yet: the first position, how many, and the
+/// append's stream and offset.
+type Claim = (u32, u32, u32, i64);
 
 #[derive(Debug, Clone)]
 struct Append {
@@ -111,6 +117,9 @@ pub struct Journal {
     appends: HashMap<u32, BTreeMap<i64, Append>>,
     /// Rows known to be in each table: runs by origin chunk, with when they landed.
     written: HashMap<(String, ChunkId), Vec<Landed>>,
+    /// Rows of the appends on open streams not answered yet, by table and origin
+    /// chunk: the other copies of these rows (a chunk that came twice) must wait.
+    claimed: HashMap<(String, ChunkId), Vec<Claim>>,
 }
 
 fn now() -> u64 {
@@ -150,6 +159,7 @@ impl Journal {
             streams: BTreeMap::new(),
             appends: HashMap::new(),
             written: HashMap::new(),
+            claimed: HashMap::new(),
         };
         // Only lines ended by their newline are whole: each record is one write,
         // fsynced before its append is sent, so a cut one was never acted on.
@@ -195,6 +205,7 @@ impl Journal {
                 let time: u64 = parts.next()?.parse().ok()?;
                 let runs = parse_runs(parts.next()?)?;
                 self.streams.get(&sid)?;
+                self.claim(sid, offset, &runs);
                 let append = Append {
                     count,
                     runs,
@@ -227,10 +238,41 @@ impl Journal {
         stream.finalized = true;
         let table = stream.table.clone();
         for (offset, append) in self.appends.remove(&sid).unwrap_or_default() {
+            self.release(sid, offset, &append.runs);
             // Appends land whole: one that starts below the length is all in.
             if length.is_some_and(|l| offset < l) {
                 for run in append.runs {
                     self.add_written(&table, run, append.time);
+                }
+            }
+        }
+    }
+
+    /// Records the rows of the append at `offset` on `sid` as not answered yet.
+    fn claim(&mut self, sid: u32, offset: i64, runs: &[Run]) {
+        let Some(table) = self.streams.get(&sid).map(|s| s.table.clone()) else {
+            return;
+        };
+        for run in runs {
+            self.claimed
+                .entry((table.clone(), run.origin))
+                .or_default()
+                .push((run.start, run.len, sid, offset));
+        }
+    }
+
+    /// The append at `offset` on `sid` is answered (landed, refused, or its stream
+    /// finalized): its rows are no longer waited for.
+    fn release(&mut self, sid: u32, offset: i64, runs: &[Run]) {
+        let Some(table) = self.streams.get(&sid).map(|s| s.table.clone()) else {
+            return;
+        };
+        for run in runs {
+            let key = (table.clone(), run.origin);
+            if let Some(claims) = self.claimed.get_mut(&key) {
+                claims.retain(|&(_, _, s, o)| (s, o) != (sid, offset));
+                if claims.is_empty() {
+                    self.claimed.remove(&key);
                 }
             }
         }
@@ -294,6 +336,7 @@ impl Journal {
             lines.push_str(&format!("A {sid} {offset} {count} {time} "));
             write_runs(&mut lines, runs);
             lines.push('\n');
+            self.claim(sid, *offset, runs);
             let append = Append {
                 count: *count,
                 runs: runs.clone(),
@@ -315,6 +358,7 @@ impl Journal {
         };
         append.landed = true;
         let (runs, time) = (append.runs.clone(), now());
+        self.release(sid, offset, &runs);
         for run in runs {
             self.add_written(&table, run, time);
         }
@@ -323,8 +367,8 @@ impl Journal {
     /// The append at `offset` on `sid` was refused: nothing of it landed, and the
     /// offset is planned again.
     pub fn refused(&mut self, sid: u32, offset: i64) {
-        if let Some(a) = self.appends.get_mut(&sid) {
-            a.remove(&offset);
+        if let Some(append) = self.appends.get_mut(&sid).and_then(|a| a.remove(&offset)) {
+            self.release(sid, offset, &append.runs);
         }
     }
 
@@ -333,6 +377,27 @@ impl Journal {
         self.written
             .get(&(table.to_string(), origin))
             .is_some_and(|runs| runs.iter().any(|&(s, l, _)| (s..s + l).contains(&pos)))
+    }
+
+    /// Whether the row at `pos` of chunk `origin` is in an append on a stream of
+    /// `table` other than `own` that is not answered yet: the row came twice (the
+    /// forwarder sent again a chunk the aggregator had already buffered), and its
+    /// other copy is being appended by another worker. Planned as well, it could
+    /// land twice; it waits for that answer instead.
+    pub fn claimed_elsewhere(
+        &self,
+        table: &str,
+        origin: ChunkId,
+        pos: u32,
+        own: Option<u32>,
+    ) -> bool {
+        self.claimed
+            .get(&(table.to_string(), origin))
+            .is_some_and(|claims| {
+                claims
+                    .iter()
+                    .any(|&(s, l, sid, _)| Some(sid) != own && (s..s + l).contains(&pos))
+            })
     }
 
     /// Rewrites the file with the current state, less the rows known written longer

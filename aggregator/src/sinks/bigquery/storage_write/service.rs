@@ -10,6 +10,10 @@
 //! answered; a send first empties the queue, then plans and sends the batch's new
 //! rows. An append whose answer was lost stays first in the queue and goes again at
 //! its offset, with the next send of the table's rows, whatever batch they are in.
+//! A row that came twice (a chunk the forwarder sent again after the aggregator had
+//! buffered it) and whose other copy is in another worker's append not answered yet
+//! is not planned: it waits for that answer (`ABORTED`, sent again with the backoff),
+//! after which it is known written or free to plan.
 //!
 //! What an answer means:
 //! - success, or `ALREADY_EXISTS` at our offset: the rows landed;
@@ -100,6 +104,9 @@ pub struct WriteService {
     tables: HashMap<String, Table>,
     /// Creates a missing table (and dataset) when the config allows it.
     creator: Option<BigQueryService>,
+    /// Rows of the current send not planned because their other copy is in an
+    /// append of another worker not answered yet.
+    waiting: usize,
 }
 
 impl WriteService {
@@ -115,6 +122,7 @@ impl WriteService {
             streams,
             tables: HashMap::new(),
             creator: None,
+            waiting: 0,
         }
     }
 
@@ -167,6 +175,7 @@ impl WriteService {
                 fresh.push((*id, bytes.clone()));
             }
         }
+        self.waiting = 0;
         let mut rotations = 0;
         loop {
             if self.tables[&request.table].stream.is_none() {
@@ -177,6 +186,15 @@ impl WriteService {
                 self.plan(&request.table, std::mem::take(&mut fresh))?;
             }
             match self.flush(&request.table).await? {
+                None if self.waiting > 0 => {
+                    return Err(Failure::Retry(
+                        Code::Aborted,
+                        format!(
+                            "{} rows came twice (a chunk sent again) and their other copy is in an append of another worker not answered yet; waiting for it",
+                            self.waiting
+                        ),
+                    ));
+                }
                 None => return Ok(()),
                 Some(again) if rotations < 2 => {
                     rotations += 1;
@@ -222,11 +240,37 @@ impl WriteService {
     }
 
     /// Plans `rows` as appends at the end of the table's stream, recorded in the
-    /// journal (committed streams) before any is sent.
+    /// journal (committed streams) before any is sent. With committed streams, the
+    /// journal stays locked from the check of each row to the record of its append,
+    /// so that of two copies of a row at two workers only one is planned: rows
+    /// known written by now are left out (they are reported delivered), and so are
+    /// rows in another worker's append not answered yet (counted in `waiting`).
     fn plan(&mut self, table_name: &str, rows: Vec<(RowId, Bytes)>) -> Result<(), Failure> {
         let table = self.tables.get_mut(table_name).expect("table");
         let active = table.stream.as_mut().expect("stream");
-        let committed = matches!(self.streams, Streams::Committed(_));
+        let mut journal = match &self.streams {
+            Streams::Committed(c) => Some(c.journal()),
+            Streams::Default => None,
+        };
+        let rows: Vec<(RowId, Bytes)> = match &journal {
+            Some(j) => rows
+                .into_iter()
+                .filter(|((origin, pos), _)| {
+                    if j.is_written(table_name, *origin, *pos) {
+                        return false;
+                    }
+                    let elsewhere =
+                        j.claimed_elsewhere(table_name, *origin, *pos, Some(active.sid));
+                    self.waiting += usize::from(elsewhere);
+                    !elsewhere
+                })
+                .collect(),
+            None => rows,
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let committed = journal.is_some();
         let mut planned = Vec::new();
         let mut current = Planned {
             offset: None,
@@ -263,10 +307,8 @@ impl WriteService {
                 active.next += p.rows.len() as i64;
             }
         }
-        if let Streams::Committed(c) = &self.streams {
-            c.journal()
-                .plan(active.sid, &records)
-                .map_err(journal_failure)?;
+        if let Some(j) = journal.as_mut() {
+            j.plan(active.sid, &records).map_err(journal_failure)?;
         }
         table.queue.extend(planned);
         Ok(())

@@ -124,3 +124,45 @@ fn a_record_cut_short_by_a_crash_is_ignored_and_the_file_is_usable_again() {
     assert!(j.is_written(T, A, 0) && j.is_written(T, A, 7));
     assert!(!j.is_written(T, A, 1));
 }
+
+#[test]
+fn rows_in_an_append_not_answered_yet_are_claimed_from_the_other_streams_until_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = Journal::open(&path).unwrap();
+    // Two workers, each with its own stream on the table.
+    let one = j.new_stream(T, "s1").unwrap();
+    let two = j.new_stream(T, "s2").unwrap();
+    j.plan(one, &[(0, 3, runs((0..3).map(|i| (A, i))))])
+        .unwrap();
+    j.plan(one, &[(3, 2, runs((0..2).map(|i| (B, i))))])
+        .unwrap();
+    // The same rows again (a chunk the forwarder sent twice) at the other worker.
+    assert!((0..3).all(|i| j.claimed_elsewhere(T, A, i, Some(two))));
+    assert!(j.claimed_elsewhere(T, A, 0, None));
+    assert!(!j.claimed_elsewhere(T, A, 3, Some(two)));
+    assert!(
+        !j.claimed_elsewhere(T, A, 0, Some(one)),
+        "a worker's own appends are its queue's business"
+    );
+    assert!(!j.claimed_elsewhere("projects/p/datasets/d/tables/other", A, 0, Some(two)));
+    // Answered: the rows are written, no longer claimed.
+    j.landed(one, 0);
+    assert!(!j.claimed_elsewhere(T, A, 0, Some(two)));
+    assert!(j.is_written(T, A, 0));
+    // Refused: free to plan again, anywhere.
+    j.refused(one, 3);
+    assert!(!j.claimed_elsewhere(T, B, 0, Some(two)) && !j.is_written(T, B, 0));
+
+    // After a crash the appends recorded on open streams are claimed until recovery
+    // finalizes their streams, which answers them.
+    j.plan(one, &[(3, 2, runs((0..2).map(|i| (B, i))))])
+        .unwrap();
+    drop(j);
+    let mut j = Journal::open(&path).unwrap();
+    assert!(j.claimed_elsewhere(T, B, 1, None));
+    j.finalized(one, Some(5)).unwrap();
+    j.finalized(two, Some(0)).unwrap();
+    assert!(!j.claimed_elsewhere(T, B, 1, None));
+    assert!(j.is_written(T, B, 1));
+}
