@@ -10,7 +10,9 @@
 //!
 //!   cargo build --release && cargo bench -p nagare-benches --bench bigquery_rss
 //!
-//! `NAGARE_BQ_METHOD` picks the method (`storage_write`, the default, or
+//! `NAGARE_RSS_BUFFER` sets the memory buffer's `total_limit_size` (default 256MiB;
+//! a smaller one makes a destination slower than the feed push back on it, so the
+//! buffer stops growing); `NAGARE_BQ_METHOD` picks the method (`storage_write`, the default, or
 //! `insert_all`); `NAGARE_BIN` names the binary (default: `target/release/nagare`,
 //! or `target/debug/nagare` under `cargo test`); `NAGARE_RSS_SECS` the duration
 //! (default 60). Under `cargo test` it runs 4 s at 2,000 records/s and checks that
@@ -40,6 +42,7 @@ fn rows(bq: &LocalBigQuery, dataset: &str) -> u64 {
 fn main() {
     let plan = Plan::from_args();
     let method = std::env::var("NAGARE_BQ_METHOD").unwrap_or_else(|_| "storage_write".into());
+    let limit = std::env::var("NAGARE_RSS_BUFFER").unwrap_or_else(|_| "256MiB".into());
     let bq = LocalBigQuery::shared();
     let dataset = LocalBigQuery::unique("bench_rss");
     let dir = tempfile::tempdir().unwrap();
@@ -80,7 +83,7 @@ sinks:
           - {{ name: host, type: STRING }}
           - {{ name: labels, type: JSON }}
     buffer:
-      total_limit_size: 256MiB
+      total_limit_size: {limit}
       flush_thread_count: 4
 ",
         data = dir.path().join("data").display(),
