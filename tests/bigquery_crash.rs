@@ -1,11 +1,17 @@
-//! The crash loop for BigQuery's insertAll: a forwarder tails 200,000 numbered lines
-//! to an aggregator whose `bigquery` sink has a file buffer, and the aggregator is
-//! SIGKILLed 10 times at random moments while it inserts them into local-bigquery.
-//! Every line arrives. insertAll drops a row whose `insertId` it saw within about a
-//! minute, and the ids are derived from the chunk a line first arrived in, so most
-//! resends after a kill are dropped; the copies that remain (insertId dedupe is
-//! best-effort) are counted, printed, and must stay within what the configured sizes
-//! let be unacknowledged.
+//! The crash loops for BigQuery: a forwarder tails 200,000 numbered lines to an
+//! aggregator whose `bigquery` sink has a file buffer, and the aggregator is
+//! SIGKILLed 10 times at random moments while it delivers them to local-bigquery.
+//!
+//! - insertAll: every line arrives. insertAll drops a row whose `insertId` it saw
+//!   within about a minute, and the ids are derived from the chunk a line first
+//!   arrived in, so most resends after a kill are dropped; the copies that remain
+//!   (insertId dedupe is best-effort) are counted, printed, and must stay within what
+//!   the configured sizes let be unacknowledged.
+//! - Storage Write with committed streams, over gRPC: every line arrives exactly
+//!   once, `COUNT(*)` and `COUNT(DISTINCT seq)` both 200,000. After each kill the
+//!   chunks come back from the file buffer (and from the forwarder, for those it had
+//!   not been acknowledged), the streams the killed process left open are finalized,
+//!   and the offsets journal says which of their appends landed.
 #![cfg(all(feature = "forwarder", feature = "aggregator"))]
 
 mod support;
@@ -72,8 +78,17 @@ fn counts(bq: &LocalBigQuery, dataset: &str) -> (u64, u64) {
     (get("n"), get("d"))
 }
 
-#[test]
-fn two_hundred_thousand_lines_survive_ten_sigkills_of_the_aggregator() {
+/// What a crash loop left in the table.
+struct Outcome {
+    rows: u64,
+    distinct: u64,
+    took: Duration,
+}
+
+/// Runs the crash loop with the `bigquery` sink's keys for its method (`method`
+/// given as YAML lines, with `{grpc}` for local-bigquery's gRPC endpoint), into a
+/// dataset named after `prefix`; waits until every line is in the table.
+fn crash_loop(prefix: &str, method: &str) -> Outcome {
     let seed = std::env::var("NAGARE_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -82,7 +97,7 @@ fn two_hundred_thousand_lines_survive_ten_sigkills_of_the_aggregator() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let bq = LocalBigQuery::shared();
-    let dataset = LocalBigQuery::unique("crash");
+    let dataset = LocalBigQuery::unique(prefix);
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("containers");
     std::fs::create_dir_all(&logs).unwrap();
@@ -104,7 +119,7 @@ fn two_hundred_thousand_lines_survive_ten_sigkills_of_the_aggregator() {
     dataset: {dataset}
     table: lines
     endpoint: \"{endpoint}\"
-    auto_create_dataset: true
+{method}    auto_create_dataset: true
     auto_create_table: true
     schema:
       - {{ name: time, type: TIMESTAMP }}
@@ -127,6 +142,7 @@ fn two_hundred_thousand_lines_survive_ten_sigkills_of_the_aggregator() {
 ",
             project = bq.project(),
             endpoint = bq.url(),
+            method = method.replace("{grpc}", bq.grpc_url()),
         ),
     );
     let forwarder_config = format!(
@@ -227,12 +243,27 @@ sinks:
     assert!(aggregator.terminate(Duration::from_secs(30)).success());
 
     let (rows, distinct) = counts(bq, &dataset);
-    assert_eq!(distinct, LINES as u64, "every line is in BigQuery");
     let range = bq.query(&format!(
         "SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM `{dataset}.lines`"
     ));
     assert_eq!(range[0]["lo"], "0");
     assert_eq!(range[0]["hi"], (LINES - 1).to_string());
+    Outcome {
+        rows,
+        distinct,
+        took,
+    }
+}
+
+#[test]
+fn insert_all_keeps_every_line_through_ten_sigkills_of_the_aggregator() {
+    let Outcome {
+        rows,
+        distinct,
+        took,
+        ..
+    } = crash_loop("crash", "");
+    assert_eq!(distinct, LINES as u64, "every line is in BigQuery");
     let extra = rows - distinct;
     // What a kill can leave sent but unacknowledged, as for CloudWatch Logs (see
     // tests/cloudwatch_crash.rs); insertId drops most of it, so this bound is loose.
@@ -247,5 +278,26 @@ sinks:
     assert!(
         extra <= KILLS as u64 * per_kill,
         "{extra} copies: more than {KILLS} kills can leave unacknowledged ({per_kill} each)"
+    );
+}
+
+#[test]
+fn storage_write_puts_every_line_in_exactly_once_through_ten_sigkills() {
+    let method =
+        "    method: storage_write\n    write_stream: committed\n    grpc_endpoint: \"{grpc}\"\n";
+    let Outcome {
+        rows,
+        distinct,
+        took,
+        ..
+    } = crash_loop("write_crash", method);
+    println!(
+        "crash loop: {LINES} lines, {KILLS} SIGKILLs of the aggregator, all in BigQuery (Storage Write, committed streams) in {:.1} s; COUNT(*) {rows}, COUNT(DISTINCT seq) {distinct}",
+        took.as_secs_f64(),
+    );
+    assert_eq!(
+        (rows, distinct),
+        (LINES as u64, LINES as u64),
+        "every line is in BigQuery exactly once"
     );
 }
