@@ -9,8 +9,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,27 +30,9 @@ const AGGREGATOR_CHUNK: u64 = 1_000;
 const FORWARDER_CHUNK: u64 = 1_000;
 const FORWARDER_IN_FLIGHT: u64 = 4;
 
-/// Appends numbered CRI lines `from..to` to the files of `dir` (line `n` to file
-/// `n % FILES`), timed from `base` (seconds since the epoch) on.
+/// Appends numbered lines `from..to` to the `FILES` container log files of `dir`.
 fn write_lines(dir: &Path, from: usize, to: usize, base: i64) {
-    let mut per_file = vec![String::new(); FILES];
-    for n in from..to {
-        let ts =
-            nagare_core::EventTime::new(base + (n / 1000) as i64, (n % 1000) as u32 * 1_000_000)
-                .to_rfc3339();
-        let _ = writeln!(
-            per_file[n % FILES],
-            "{ts} stdout F {{\"seq\":{n},\"msg\":\"order placed\"}}"
-        );
-    }
-    for (i, text) in per_file.into_iter().enumerate() {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("app-{i}_shop_app-{i:064x}.log")))
-            .unwrap();
-        f.write_all(text.as_bytes()).unwrap();
-    }
+    support::write_numbered_cri_lines(dir, FILES, from, to, base);
 }
 
 /// How often each `seq` is in `group`'s streams.

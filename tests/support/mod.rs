@@ -206,3 +206,30 @@ pub fn plain(text: &str) -> String {
     }
     out
 }
+
+/// Appends numbered CRI lines `from..to` (`{"seq":N,"msg":"order placed"}`) to
+/// `files` container log files of `dir` (line `n` to file `n % files`), timed from
+/// `base` (seconds since the epoch) on, a millisecond apart: the crash loops' input.
+pub fn write_numbered_cri_lines(dir: &Path, files: usize, from: usize, to: usize, base: i64) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let mut per_file = vec![String::new(); files];
+    for n in from..to {
+        let ts =
+            nagare_core::EventTime::new(base + (n / 1000) as i64, (n % 1000) as u32 * 1_000_000)
+                .to_rfc3339();
+        let _ = writeln!(
+            per_file[n % files],
+            "{ts} stdout F {{\"seq\":{n},\"msg\":\"order placed\"}}"
+        );
+    }
+    for (i, text) in per_file.into_iter().enumerate() {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("app-{i}_shop_app-{i:064x}.log")))
+            .expect("open a container log file");
+        f.write_all(text.as_bytes())
+            .expect("append to a container log file");
+    }
+}
