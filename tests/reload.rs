@@ -17,7 +17,7 @@ use std::time::Duration;
 use nagare_core::forward::{decode_ack, encode_message};
 use nagare_core::{EventTime, Map};
 use nagare_testkit::{free_port, http, wait_until};
-use support::{Nagare, signal};
+use support::{Nagare, metric, signal};
 
 const TOKEN: &str = "reload-token-1";
 
@@ -76,13 +76,6 @@ fn request(api: u16, method: &str, path: &str, token: Option<&str>) -> http::Res
         b"",
     )
     .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn metric(api: u16, series: &str) -> Option<f64> {
-    let text = request(api, "GET", "/metrics", None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{series} ")))
-        .and_then(|v| v.parse().ok())
 }
 
 fn component_ids(api: u16) -> Vec<String> {
@@ -351,4 +344,135 @@ fn watch_config_reloads_when_the_file_changes() {
     );
     assert_eq!(phase_in(&out.join("b.ndjson"), "w").0, 0);
     assert!(nagare.child.logs().contains("the config file changed"));
+}
+
+/// A config with a forward source `name` on `port`, a tail source and one sink.
+fn forward_config(s: &Setup<'_>, name: &str, port: u16) -> String {
+    format!(
+        "data_dir: {data}
+api:
+  bind: 127.0.0.1:{api}
+  token: {TOKEN}
+sources:
+  {name}:
+    type: forward
+    bind: 127.0.0.1:{port}
+  files:
+    type: tail
+    paths: [\"{logs}/*.log\"]
+    read_from_head: true
+    refresh_interval: 200ms
+sinks:
+  kept:
+    type: file
+    match: \"**\"
+    path: {out}/kept.ndjson
+",
+        data = s.data.display(),
+        api = s.api,
+        logs = s.logs.display(),
+        out = s.out.display(),
+    )
+}
+
+/// Sends one event of `phase` on a new connection to `port` and waits for its ack.
+fn send_on_new_connection(port: u16, phase: &str) {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    send_event(&mut conn, phase);
+}
+
+#[test]
+fn a_new_source_takes_a_removed_ones_port_and_one_that_cannot_start_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, logs, out) = (
+        dir.path().join("data"),
+        dir.path().join("logs"),
+        dir.path().join("out"),
+    );
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let s = Setup {
+        data: &data,
+        logs: &logs,
+        out: &out,
+        port: free_port(),
+        api: free_port(),
+    };
+    let kept = out.join("kept.ndjson");
+    let mut nagare = Nagare::start("nagare", dir.path(), &forward_config(&s, "nodes", s.port));
+    support::wait_listening(&mut nagare, s.port);
+    send_on_new_connection(s.port, "r0");
+
+    // `nodes` renamed `edge` on the same port: the port is handed over.
+    std::fs::write(&nagare.config, forward_config(&s, "edge", s.port)).unwrap();
+    let reloaded = request(s.api, "POST", "/api/v1/reload", Some(TOKEN));
+    assert_eq!(
+        reloaded.status,
+        200,
+        "{}\n{}",
+        reloaded.text(),
+        nagare.child.logs()
+    );
+    let ids = component_ids(s.api);
+    assert!(
+        ids.contains(&"source/edge".to_string()) && !ids.contains(&"source/nodes".to_string()),
+        "{ids:?}"
+    );
+    send_on_new_connection(s.port, "r1");
+    write_lines(&logs, "r1", N);
+
+    // `edge` moved to a port another process holds: it cannot start, so the old
+    // `edge` starts again on its port and the reload fails, counted.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    std::fs::write(&nagare.config, forward_config(&s, "edge", taken)).unwrap();
+    let refused = request(s.api, "POST", "/api/v1/reload", Some(TOKEN));
+    assert_eq!(refused.status, 422, "{}", refused.text());
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("source `edge`")
+            && error.contains(&taken.to_string())
+            && error.contains("run again as before"),
+        "{error}"
+    );
+    assert_eq!(
+        metric(s.api, r#"nagare_config_reloads_total{result="failed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(s.api, "nagare_config_last_reload_successful"),
+        Some(0.0)
+    );
+    nagare.assert_running();
+    assert!(component_ids(s.api).contains(&"source/edge".to_string()));
+    send_on_new_connection(s.port, "r2");
+    write_lines(&logs, "r2", N);
+
+    // The running config is still the one before the failed reload: once the port
+    // is free, the same file applies as a change of `edge`.
+    drop(holder);
+    let applied = request(s.api, "POST", "/api/v1/reload", Some(TOKEN));
+    assert_eq!(applied.status, 200, "{}", applied.text());
+    assert_eq!(
+        applied.json()["changes"]["sources"]["changed"],
+        serde_json::json!(["edge"])
+    );
+    send_on_new_connection(taken, "r3");
+    write_lines(&logs, "r3", N);
+
+    // Every event once: the tail source, unchanged throughout, read each line once.
+    for phase in ["r1", "r2", "r3"] {
+        let want = (N + 1, 1);
+        assert!(
+            wait_until(Duration::from_secs(30), || phase_in(&kept, phase) == want),
+            "{phase}: {:?}\n{}",
+            phase_in(&kept, phase),
+            nagare.child.logs()
+        );
+    }
+    assert_eq!(phase_in(&kept, "r0"), (1, 1));
+    let status = nagare.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status}\n{}", nagare.child.logs());
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nagare_testkit::{free_port, http, wait_until};
-use support::{Nagare, forward_aggregator, signal};
+use support::{Nagare, forward_aggregator, metric, signal};
 
 const LINES: usize = 100_000;
 const RELOADS: usize = 10;
@@ -58,21 +58,6 @@ sinks:
         data = data.display(),
         logs = logs.display(),
     )
-}
-
-fn metric(api: u16, series: &str) -> Option<f64> {
-    let text = http::send(
-        &format!("http://127.0.0.1:{api}"),
-        "GET",
-        "/metrics",
-        &[],
-        b"",
-    )
-    .ok()?
-    .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{series} ")))
-        .and_then(|v| v.parse().ok())
 }
 
 fn reload_by_api(api: u16) -> http::Response {

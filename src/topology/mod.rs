@@ -124,6 +124,7 @@ pub async fn run(
     let admin = start_api(&config.api, &metrics, &health, &api_stop, reload_tx).await?;
 
     let (router, buffers) = build_router(config, true, &metrics)?;
+    metrics.set_taps(router.taps().clone());
     if let Some(admin) = &admin {
         admin.set_taps(router.taps().clone());
     }
@@ -250,7 +251,7 @@ async fn reload(
         *current = new;
         return Ok(plan);
     }
-    match running.apply(&plan, &new.config).await {
+    match running.apply(&plan, &current.config, &new.config).await {
         Ok(()) => {
             running.metrics.reloaded(true);
             tracing::info!(
@@ -265,11 +266,8 @@ async fn reload(
             *current = new;
             Ok(plan)
         }
-        Err(e) => {
-            // Applied as far as it could be: the config it runs is the new one.
-            *current = new;
-            refused(running, format!("{e:#}"))
-        }
+        // Rolled back: the running config is still `current`.
+        Err(e) => refused(running, format!("{e:#}")),
     }
 }
 

@@ -10,7 +10,10 @@
 //! changed, has its buffer closed and drains it as at a stop (a file buffer that
 //! keeps its chunks keeps them, and the new buffer in the same folder recovers
 //! them). Changed and removed sources stop and hand over what they hold first;
-//! changed and new ones start last. Filters are built again every time.
+//! changed and new ones are built once those have stopped (so a new source can take
+//! a port a removed one held) and start last; if one cannot be built, the stopped
+//! sources start again as they were and the reload fails with nothing changed.
+//! Filters are built again every time.
 
 use std::collections::HashMap;
 
@@ -149,10 +152,17 @@ fn without(value: &Value, keys: &[&str]) -> Value {
 }
 
 impl Running {
-    /// Applies `plan`, taking the running topology to `config`. What can fail
-    /// without a change (filters built, new sources' sockets bound, new sinks'
-    /// buffers opened) is done first; an error there leaves everything as it was.
-    pub(super) async fn apply(&mut self, plan: &Plan, config: &Config) -> anyhow::Result<()> {
+    /// Applies `plan`, taking the running topology from `old` to `config`. What
+    /// can fail is done before anything else changes: filters built and new sinks'
+    /// buffers opened first, then new and changed sources built once the sources
+    /// they replace have stopped. An error leaves the topology running `old` (the
+    /// stopped sources started again).
+    pub(super) async fn apply(
+        &mut self,
+        plan: &Plan,
+        old: &Config,
+        config: &Config,
+    ) -> anyhow::Result<()> {
         // 1. What can fail, before anything changes.
         let mut filters = Vec::new();
         for (name, entry) in &config.filters {
@@ -163,24 +173,32 @@ impl Running {
             let counted = self.metrics.component(name, "filter", entry.kind.kind());
             filters.push((name.clone(), entry.pattern.clone(), filter, counted));
         }
-        let mut added_sources = Vec::new();
-        for name in &plan.sources.added {
-            let source = config.sources[name.as_str()].clone();
-            let built = source
-                .build(name)
-                .await
-                .with_context(|| format!("source `{name}`"))?;
-            added_sources.push((name.clone(), built));
-        }
         let mut buffers: HashMap<String, Buffer> = HashMap::new();
         for name in &plan.sinks.added {
             buffers.insert(name.clone(), open_buffer(config, name)?);
         }
 
-        // 2. Changed and removed sources stop and hand over what they hold.
+        // 2. Changed and removed sources stop and hand over what they hold; then
+        // the new and changed ones are built (their sockets bound: a port a
+        // removed source held is free now). If one cannot be, the stopped ones
+        // start again as they were, and nothing else has changed.
         let going = plan.sources.going();
         if !going.is_empty() {
             self.stop_sources(&going).await;
+        }
+        let mut starting = Vec::new();
+        for name in plan.sources.added.iter().chain(&plan.sources.changed) {
+            match config.sources[name.as_str()].clone().build(name).await {
+                Ok(built) => starting.push((name.clone(), built)),
+                Err(e) => {
+                    let error = format!("source `{name}`: {e:#}");
+                    drop(starting);
+                    self.restart_sources(&going, old).await;
+                    return Err(anyhow::anyhow!(
+                        "{error}; the sources it would have replaced run again as before"
+                    ));
+                }
+            }
         }
 
         // 3. Deliveries held back while sinks and their buffers change.
@@ -261,24 +279,25 @@ impl Running {
                 self.start_sink(name, &config.sinks[name.as_str()], buffer);
             }
         }
-        for (name, built) in added_sources {
+        for (name, built) in starting {
             self.start_source(&name, &config.sources[name.as_str()], built);
         }
-        let mut failed = Vec::new();
-        for name in &plan.sources.changed {
-            let source = &config.sources[name.as_str()];
+        Ok(())
+    }
+
+    /// Starts sources `names` again as `old` has them, after a reload stopped them
+    /// and could not start what was to replace them.
+    async fn restart_sources(&mut self, names: &[String], old: &Config) {
+        for name in names {
+            let Some(source) = old.sources.get(name.as_str()) else {
+                continue;
+            };
             match source.clone().build(name).await {
                 Ok(built) => self.start_source(name, source, built),
                 Err(e) => {
-                    tracing::error!(source = %name, error = %format!("{e:#}"), "a changed source cannot start; it stays stopped until a reload or restart starts it");
-                    failed.push(format!("source `{name}`: {e:#}"));
+                    tracing::error!(source = %name, error = %format!("{e:#}"), "a source stopped by a failed reload cannot start again; it stays stopped until a reload or restart starts it");
                 }
             }
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("{}", failed.join("; ")))
         }
     }
 }

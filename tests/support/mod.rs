@@ -233,3 +233,20 @@ pub fn write_numbered_cri_lines(dir: &Path, files: usize, from: usize, to: usize
             .expect("append to a container log file");
     }
 }
+
+/// The value of the series `series` (name and labels, as `/metrics` writes them)
+/// in the `/metrics` of the admin API on `api`, if it is there.
+pub fn metric(api: u16, series: &str) -> Option<f64> {
+    let text = nagare_testkit::http::send(
+        &format!("http://127.0.0.1:{api}"),
+        "GET",
+        "/metrics",
+        &[],
+        b"",
+    )
+    .ok()?
+    .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{series} ")))
+        .and_then(|v| v.parse().ok())
+}

@@ -14,6 +14,7 @@
 //!   at each scrape.
 //! - `process.rs`: CPU, memory, open files and start time of the process, read from
 //!   `/proc` at each scrape (names as every Prometheus client library has them).
+//! - `tap.rs`: the taps open and the copies they dropped, read at each scrape.
 //!
 //! Label sets are bounded: one series per component (and per error type or discard
 //! reason, each a fixed list), never one per file, tag or pod.
@@ -23,6 +24,7 @@ pub mod catalog;
 mod component;
 mod detail;
 mod process;
+mod tap;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +53,7 @@ pub struct Metrics {
     buffers: Arc<BufferCollector>,
     reloads: Family<Vec<(&'static str, &'static str)>, Counter>,
     last_reload_ok: Gauge,
+    taps: Arc<tap::TapCollector>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,6 +72,8 @@ impl Metrics {
         let buffers = Arc::new(BufferCollector::default());
         registry.register_collector(Box::new(buffers.clone()));
         registry.register_collector(Box::new(process::ProcessCollector::new()));
+        let taps = Arc::new(tap::TapCollector::default());
+        registry.register_collector(Box::new(taps.clone()));
         let info: Family<Vec<(&'static str, String)>, Gauge> = Family::default();
         info.get_or_create(&vec![("version", version.to_string())])
             .set(1);
@@ -99,6 +104,7 @@ impl Metrics {
             buffers,
             reloads,
             last_reload_ok,
+            taps,
         }
     }
 
@@ -121,6 +127,12 @@ impl Metrics {
     /// scrape.
     pub fn add_buffer(&self, sink: &str, r#type: &'static str, buffer: Buffer) {
         self.buffers.add(sink, r#type, buffer);
+    }
+
+    /// Reports the router's taps at each scrape (set once; the router keeps its
+    /// taps across reloads).
+    pub fn set_taps(&self, taps: Arc<crate::router::Taps>) {
+        let _ = self.taps.taps.set(taps);
     }
 
     /// Stops reporting the buffer of sink `sink` (a reload removed the sink).

@@ -127,6 +127,11 @@ impl Taps {
         self.open.load(Ordering::Acquire) > 0
     }
 
+    /// Taps open now.
+    pub fn open_count(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// Events dropped because a tap's queue was full, since the start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
