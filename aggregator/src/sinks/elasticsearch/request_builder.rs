@@ -120,6 +120,7 @@ impl RequestBuilder {
 
     /// Whether actions carry no `_id` at all (OpenSearch Serverless refuses custom
     /// ids): the cluster assigns one, so a chunk sent again duplicates its documents.
+    /// `update` and `upsert` need an `_id`: whoever turns this on refuses them.
     pub fn set_omit_ids(&mut self, omit: bool) {
         self.omit_ids = omit;
     }
