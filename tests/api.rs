@@ -489,6 +489,7 @@ fn per_type_metrics_match_what_happened(fwd: &str, agg: &str, port: u16) {
             0.0,
         );
     }
+    expect(agg, "nagare_elasticsearch_index_fallbacks_total", &es, 0.0);
     let bulks = value(agg, "nagare_elasticsearch_bulk_requests_total", &es).unwrap();
     assert!(bulks >= 1.0, "{agg}");
     expect(agg, "nagare_sink_requests_total", &es, bulks);

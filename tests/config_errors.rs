@@ -221,3 +221,92 @@ fn the_dead_letter_section_is_read_under_either_name() {
         "{err}"
     );
 }
+
+/// The elasticsearch sink's index, data stream and action settings that cannot
+/// work are refused by `nagare validate`, each at its own line and key.
+#[test]
+fn elasticsearch_index_and_action_mistakes_name_their_line_and_key() {
+    // (line of `index: lots` replaced, or none; lines appended; line, key, words)
+    let cases: &[(Option<&str>, &str, usize, &str, &str)] = &[
+        (
+            Some("    index: \"logs-{kubernetes.namespace_name\""),
+            "",
+            31,
+            "index",
+            "is never closed",
+        ),
+        (
+            Some("    index: \"Logs-{a}\""),
+            "",
+            31,
+            "index",
+            "must be lowercase",
+        ),
+        (None, "    op_type: upsert\n", 36, "op_type", "set `id_key`"),
+        (
+            None,
+            "    mode: data_stream\n",
+            31,
+            "index",
+            "`mode: data_stream`",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    op_type: index\n",
+            36,
+            "op_type",
+            "only `create` actions",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    data_stream:\n      dataset: nginx-access\n",
+            37,
+            "data_stream.dataset",
+            "`nginx-access` holds `-`, which separates type, dataset and namespace",
+        ),
+        (
+            None,
+            "    data_stream: {namespace: prod}\n",
+            36,
+            "data_stream",
+            "set `mode: data_stream`",
+        ),
+        (
+            None,
+            "    index_fallback: other\n",
+            36,
+            "index_fallback",
+            "placeholders",
+        ),
+        (
+            None,
+            "    op_type: update\n    id_key: id\n    pipeline: enrich\n",
+            38,
+            "pipeline",
+            "not on `update`",
+        ),
+        (
+            None,
+            "    mode: stream\n",
+            36,
+            "mode",
+            "unknown variant `stream`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (index_line, appended, line, key, words) in cases {
+        let mut text = match index_line {
+            Some(with) => broken(31, with),
+            None => BASE.to_string(),
+        };
+        text.push_str(appended);
+        let (code, err) = validate(&text);
+        let want = format!("nagare.yaml:{line}: at `sinks.search.{key}`: ");
+        if code != 2 || !err.starts_with(&want) || !err.contains(words) {
+            failures.push(format!(
+                "{index_line:?} + {appended:?}:\n  want {want}...{words}\n  got  {err} (exit {code})"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}

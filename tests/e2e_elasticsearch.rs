@@ -198,3 +198,152 @@ fn ten_thousand_cri_lines_reach_elasticsearch_exactly_once() {
     assert_eq!(seen.len(), LINES, "every line number is present");
     assert!(seen.values().all(|&c| c == 1), "no line is there twice");
 }
+
+/// An index per namespace, through the real binary: records of three namespaces in
+/// over the http source land in three indices with the right counts; records whose
+/// namespace is missing or not a legal index name land in `index_fallback` (counted
+/// in `/metrics`); a second sink without a fallback sends those to its dead-letter
+/// output with the reason.
+#[test]
+fn an_index_per_namespace_with_a_fallback() {
+    let osmem = Osmem::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let api = free_port();
+    let dead = dir.path().join("strict-dead.ndjson");
+    let config = format!(
+        "data_dir: {data}\napi:\n  bind: 127.0.0.1:{api}\n\
+         sources:\n  in:\n    type: http\n    bind: 127.0.0.1:{port}\n\
+         sinks:\n\
+        \x20 es:\n    type: elasticsearch\n    match: \"kube.**\"\n    endpoints: [\"{url}\"]\n\
+        \x20   index: \"logs-{{kubernetes.namespace_name}}-%Y.%m.%d\"\n\
+        \x20   index_fallback: \"logs-unknown-%Y.%m.%d\"\n\
+        \x20   batch: {{ timeout: 200ms }}\n\
+        \x20 strict:\n    type: elasticsearch\n    match: \"kube.**\"\n    endpoints: [\"{url}\"]\n\
+        \x20   index: \"strict-{{kubernetes.namespace_name}}\"\n\
+        \x20   batch: {{ timeout: 200ms }}\n\
+        \x20   dead_letter: {{ path: {dead} }}\n",
+        data = dir.path().join("data").display(),
+        url = osmem.url(),
+        dead = dead.display(),
+    );
+    let mut nagare = Nagare::listening("aggregator", dir.path(), &config, port);
+
+    // 2024-05-01T12:00:00Z.
+    let time = 1_714_564_800;
+    let mut records = Vec::new();
+    for (namespace, count) in [("shop", 30), ("payments", 20), ("kube-system", 10)] {
+        for n in 0..count {
+            records.push(serde_json::json!({
+                "time": time, "n": n, "log": format!("{namespace} line {n}"),
+                "kubernetes": { "namespace_name": namespace, "pod_name": "web-1" },
+            }));
+        }
+    }
+    for n in 0..4 {
+        records.push(serde_json::json!({ "time": time, "n": n, "log": "no metadata" }));
+    }
+    for n in 0..3 {
+        records.push(serde_json::json!({
+            "time": time, "n": n, "log": "odd namespace",
+            "kubernetes": { "namespace_name": "has space", "pod_name": "web-1" },
+        }));
+    }
+    let status = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{port}/kube.app"))
+        .json(&records)
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(status, 200);
+
+    let expected = [
+        ("logs-kube-system-2024.05.01", 10),
+        ("logs-payments-2024.05.01", 20),
+        ("logs-shop-2024.05.01", 30),
+        ("logs-unknown-2024.05.01", 7),
+        ("strict-kube-system", 10),
+        ("strict-payments", 20),
+        ("strict-shop", 30),
+    ];
+    let total: u64 = expected.iter().map(|(_, n)| n).sum();
+    let arrived = wait_until(Duration::from_secs(30), || {
+        nagare.assert_running();
+        let dead_lines = std::fs::read_to_string(&dead)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        osmem.count("logs-*") + osmem.count("strict-*") >= total && dead_lines >= 7
+    });
+    assert!(
+        arrived,
+        "{} of {total} documents, indices {:?}\n{}",
+        osmem.count("logs-*") + osmem.count("strict-*"),
+        osmem.indices(),
+        nagare.child.logs()
+    );
+    let mut indices = osmem.indices();
+    indices.sort();
+    assert_eq!(
+        indices,
+        expected
+            .iter()
+            .map(|(i, _)| i.to_string())
+            .collect::<Vec<_>>()
+    );
+    for (index, count) in expected {
+        assert_eq!(osmem.count(index), count, "{index}");
+    }
+    // The fallback's documents are the records without a usable namespace.
+    for d in osmem.documents("logs-unknown-*") {
+        let log = d.source["log"].as_str().unwrap_or_default();
+        assert!(
+            log == "no metadata" || log == "odd namespace",
+            "{}",
+            d.source
+        );
+    }
+
+    // Without a fallback: dead-lettered, each with why.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    let missing = lines
+        .iter()
+        .filter(|l| {
+            l["reason"]
+                == "index `strict-{kubernetes.namespace_name}`: the record has no field `kubernetes.namespace_name`, and index_fallback is not set"
+        })
+        .count();
+    let illegal = lines
+        .iter()
+        .filter(|l| {
+            l["reason"]
+                == "index `strict-{kubernetes.namespace_name}`: index name `strict-has space` must not contain ` `, and index_fallback is not set"
+        })
+        .count();
+    assert_eq!((missing, illegal), (4, 3), "{lines:?}");
+
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{api}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let fallbacks = |id: &str| {
+        let head = format!(
+            "nagare_elasticsearch_index_fallbacks_total{{component_id=\"{id}\",component_kind=\"sink\",component_type=\"elasticsearch\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(head.as_str()))
+            .map(str::to_string)
+    };
+    assert_eq!(fallbacks("es").as_deref(), Some("7"), "{metrics}");
+    assert_eq!(fallbacks("strict").as_deref(), Some("0"), "{metrics}");
+    assert!(
+        nagare.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        nagare.child.logs()
+    );
+}

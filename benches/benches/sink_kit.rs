@@ -115,7 +115,12 @@ fn bare(chunks: &[Chunk], builder: &mut RequestBuilder) -> usize {
     for chunk in chunks {
         for (entry, (origin, at)) in chunk.walk().zip(chunk.event_ids()) {
             let (time, record) = entry.unwrap();
-            items.push(builder.encode(origin, at, chunk.tag(), time, &record).bytes);
+            items.push(
+                builder
+                    .encode(origin, at, chunk.tag(), time, &record)
+                    .expect("a fixed index")
+                    .bytes,
+            );
         }
         let request = builder.build(items.iter().map(Vec::as_slice));
         bodies += request.body.len();

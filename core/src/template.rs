@@ -167,9 +167,36 @@ impl Template {
     /// Appends the text for an event of `tag` with `record` to `out`; on `Missing`,
     /// `out` holds part of it.
     pub fn render_into(&self, tag: &str, record: &Map, out: &mut String) -> Result<(), Missing> {
+        self.render_into_with(tag, record, out, |_, text, out| out.push_str(text))
+    }
+
+    /// The literal pieces (the text between placeholders, `{{` and `}}` as single
+    /// braces), in order.
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Piece::Literal(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Like [`render_into`](Template::render_into), but each literal piece is written
+    /// by `literal(i, text, out)`, `i` its position among [`literals`](Template::literals):
+    /// for a sink that reads conversions in the literal text (strftime of the event
+    /// time in an Elasticsearch index), never in the values of fields.
+    pub fn render_into_with(
+        &self,
+        tag: &str,
+        record: &Map,
+        out: &mut String,
+        mut literal: impl FnMut(usize, &str, &mut String),
+    ) -> Result<(), Missing> {
+        let mut i = 0;
         for part in &self.parts {
             match part {
-                Piece::Literal(s) => out.push_str(s),
+                Piece::Literal(s) => {
+                    literal(i, s, out);
+                    i += 1;
+                }
                 Piece::Tag => out.push_str(tag),
                 Piece::TagIndex(index) => out.push_str(tag_part(tag, *index)?),
                 Piece::Field(path) => field_text(record, path, out)?,
@@ -326,6 +353,29 @@ mod tests {
         assert_eq!(render("plain", "t").unwrap(), "plain");
         assert!(Template::parse("plain {{}}").unwrap().is_constant());
         assert!(!Template::parse("{tag}").unwrap().is_constant());
+    }
+
+    #[test]
+    fn literals_can_be_written_by_the_caller() {
+        let t = Template::parse("logs-{kubernetes.namespace_name}-%Y{{x}}").unwrap();
+        assert_eq!(t.literals().collect::<Vec<_>>(), ["logs-", "-%Y{x}"]);
+        let mut out = String::new();
+        t.render_into_with("t", &record(), &mut out, |i, text, out| {
+            out.push_str(&format!("<{i}:{}>", text.replace("%Y", "2024")));
+        })
+        .unwrap();
+        // A field's value is never given to the caller: only literals are.
+        assert_eq!(out, "<0:logs->prod<1:-2024{x}>");
+        let mut m = Map::new();
+        m.insert("v", "%Y");
+        let mut out = String::new();
+        Template::parse("a{v}")
+            .unwrap()
+            .render_into_with("t", &m, &mut out, |_, text, out| {
+                out.push_str(&text.to_uppercase())
+            })
+            .unwrap();
+        assert_eq!(out, "A%Y");
     }
 
     #[test]

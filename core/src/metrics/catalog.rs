@@ -192,6 +192,11 @@ pub mod elasticsearch {
         ),
         "status",
     );
+    /// Events written to `index_fallback`.
+    pub const INDEX_FALLBACKS: Def = counter(
+        "nagare_elasticsearch_index_fallbacks",
+        "Events written to index_fallback because the index template could not name their index: a field missing, or a name Elasticsearch refuses",
+    );
 }
 
 /// The sink kit's (CloudWatch Logs, BigQuery).

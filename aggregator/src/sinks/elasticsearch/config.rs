@@ -19,6 +19,28 @@
 //!     tag_key: tag
 //!     id_key: line_id               # e.g. the tail source's event_id_key
 //!     remove_keys: [line_id]
+//!     pipeline: k8s-logs            # an ingest pipeline
+//!     routing_key: kubernetes.pod_name
+//!     suppress_type_name: false
+//! ```
+//!
+//! An index per namespace, and data streams (`index.rs`):
+//!
+//! ```yaml
+//! sinks:
+//!   per_namespace:
+//!     type: elasticsearch
+//!     match: "kube.**"
+//!     endpoints: ["http://es-0.es:9200"]
+//!     index: "logs-{kubernetes.namespace_name}-%Y.%m.%d"
+//!     index_fallback: "logs-unknown-%Y.%m.%d"
+//!   streams:
+//!     type: elasticsearch
+//!     match: "kube.**"
+//!     endpoints: ["http://es-0.es:9200"]
+//!     mode: data_stream
+//!     data_stream: { type: logs, dataset: kubernetes, namespace: "{kubernetes.namespace_name}" }
+//!     index_fallback: logs-kubernetes-unknown
 //! ```
 //!
 //! Retries (`retry_wait`, `retry_max_interval`, `retry_timeout`, ...) and the number
@@ -32,6 +54,8 @@ use nagare_core::config::{ByteSize, HumanDuration, Secret};
 use nagare_core::sink::BatchLimits;
 use serde::Deserialize;
 
+use super::index::{DataStreamConfig, IndexTarget, Mode};
+
 /// Ships events to Elasticsearch (or OpenSearch) through the `_bulk` API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,15 +63,17 @@ pub struct ElasticsearchConfig {
     /// Base URLs of the cluster's nodes (`http://es-0:9200`), used round robin; at
     /// least one. A path after the host (a proxy's prefix) is kept.
     pub endpoints: Vec<String>,
-    /// A fixed index to write every event to. Unset: daily indices
-    /// (`logstash_format`).
+    /// The index to write to: a name, or a template over the tag and record fields
+    /// (`{kubernetes.namespace_name}`, `{tag}`, `{tag_parts[N]}`) with strftime
+    /// conversions of the event time in UTC in its text (`%Y.%m.%d`; `%%` for a `%`).
+    /// Rendered names are lower-cased. Unset: daily indices (`logstash_format`).
     #[serde(default)]
     pub index: Option<String>,
     /// Write to `<logstash_prefix>-<event date>` indices. Defaults to true when
     /// `index` is unset.
     #[serde(default)]
     pub logstash_format: Option<bool>,
-    /// The daily indices' prefix.
+    /// The daily indices' prefix; may be a template like `index`.
     #[serde(default = "default_logstash_prefix")]
     pub logstash_prefix: String,
     /// The daily indices' date, strftime-style, from the event time in UTC.
@@ -68,11 +94,13 @@ pub struct ElasticsearchConfig {
     /// How long one `_bulk` request may take before it is abandoned and retried.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
-    /// The bulk action: `index` (a re-sent event overwrites itself) or `create` (a
-    /// re-sent event is refused with 409, which counts as stored; required by data
-    /// streams).
+    /// The bulk action: `index` (a re-sent event overwrites itself), `create` (a
+    /// re-sent event is refused with 409, which counts as stored; the only one data
+    /// streams take), `update` (the document of `id_key` gets the record's fields) or
+    /// `upsert` (the same, creating it when missing). Unset: `index`, or `create`
+    /// with `mode: data_stream`.
     #[serde(default)]
-    pub op_type: OpType,
+    pub op_type: Option<OpType>,
     /// A record field (dotted path) whose value becomes the document `_id`. Unset,
     /// and for a record without that field: the id is the chunk id and the event's
     /// position in it, so a chunk sent twice never duplicates documents.
@@ -89,6 +117,31 @@ pub struct ElasticsearchConfig {
     /// The field the tag goes in when `include_tag_key` is set.
     #[serde(default = "default_tag_key")]
     pub tag_key: String,
+    /// The index (or data stream) for an event whose `index` template cannot name
+    /// one: a field is missing, or the rendered name is not one Elasticsearch takes.
+    /// A template too. Unset: such events go to the dead-letter output.
+    #[serde(default)]
+    pub index_fallback: Option<String>,
+    /// An ingest pipeline every document goes through (`"pipeline"` in each
+    /// `index`/`create` action).
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// A record field (dotted path) whose value becomes the action's `routing` (the
+    /// shard key); events without it are routed by `_id`.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+    /// `index` (indices, the default) or `data_stream` (`<type>-<dataset>-<namespace>`
+    /// from `data_stream`, `create` actions only).
+    #[serde(default)]
+    pub mode: Mode,
+    /// With `mode: data_stream`: the data stream's name parts, each a template
+    /// (defaults `logs`, `generic`, `default`).
+    #[serde(default)]
+    pub data_stream: Option<DataStreamConfig>,
+    /// Never send `_type` in actions, even to an Elasticsearch 6 cluster (which
+    /// gets `"_type":"_doc"` otherwise).
+    #[serde(default)]
+    pub suppress_type_name: bool,
 }
 
 /// The `batch:` section.
@@ -140,6 +193,10 @@ pub enum OpType {
     Index,
     /// Create the document; an existing one with the same `_id` is kept (409).
     Create,
+    /// Merge the record into the existing document of that `_id` (`{"doc": ...}`).
+    Update,
+    /// Merge, or create the document when there is none (`"doc_as_upsert": true`).
+    Upsert,
 }
 
 impl OpType {
@@ -148,22 +205,22 @@ impl OpType {
         match self {
             OpType::Index => "index",
             OpType::Create => "create",
+            OpType::Update | OpType::Upsert => "update",
         }
     }
-}
 
-/// Which index an event goes to, resolved from `index` / `logstash_format`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexTarget {
-    /// Always this index.
-    Fixed(String),
-    /// `<prefix>-<strftime(format, event time in UTC)>`.
-    Daily {
-        /// The prefix.
-        prefix: String,
-        /// The strftime format of the date part.
-        format: String,
-    },
+    /// Whether the document goes as a partial update (`{"doc": ...}`).
+    pub fn is_update(&self) -> bool {
+        matches!(self, OpType::Update | OpType::Upsert)
+    }
+
+    /// As written in the config.
+    pub fn config_name(&self) -> &'static str {
+        match self {
+            OpType::Upsert => "upsert",
+            other => other.as_str(),
+        }
+    }
 }
 
 fn default_logstash_prefix() -> String {
@@ -198,33 +255,6 @@ fn default_batch_timeout() -> HumanDuration {
     HumanDuration::secs(1)
 }
 
-/// Why `name` cannot be an Elasticsearch index name, if it cannot.
-pub fn index_name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("an index name cannot be empty".into());
-    }
-    if name != name.to_lowercase() {
-        return Some(format!("index name `{name}` must be lowercase"));
-    }
-    if let Some(c) = name.chars().find(|c| {
-        matches!(
-            c,
-            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
-        )
-    }) {
-        return Some(format!("index name `{name}` must not contain `{c}`"));
-    }
-    if name.starts_with(['-', '_', '+']) || name == "." || name == ".." {
-        return Some(format!(
-            "index name `{name}` must not start with `-`, `_` or `+`, nor be `.` or `..`"
-        ));
-    }
-    if name.len() > 255 {
-        return Some(format!("index name `{name}` is longer than 255 bytes"));
-    }
-    None
-}
-
 impl ElasticsearchConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -253,6 +283,7 @@ impl ElasticsearchConfig {
             }
         }
         self.index_target()?;
+        self.validate_actions()?;
         if self.password.is_some() && self.user.is_none() {
             return Err(Invalid::new("password", "a password needs a `user`"));
         }
@@ -296,46 +327,65 @@ impl ElasticsearchConfig {
         Ok(())
     }
 
-    /// Which index events go to.
+    /// Which index events go to (`index.rs`).
     pub fn index_target(&self) -> Result<IndexTarget, Invalid> {
-        match (&self.index, self.logstash_format) {
-            (Some(_), Some(true)) => Err(Invalid::new(
-                "logstash_format",
-                "set either `index` (one fixed index) or `logstash_format: true` (daily indices), not both",
-            )),
-            (Some(index), _) => match index_name_problem(index) {
-                Some(problem) => Err(Invalid::new("index", problem)),
-                None => Ok(IndexTarget::Fixed(index.clone())),
-            },
-            (None, Some(false)) => Err(Invalid::new(
-                "logstash_format",
-                "with `logstash_format: false`, set `index` to the index to write to",
-            )),
-            (None, _) => {
-                let sample = jiff::Timestamp::from_second(1_700_000_000).unwrap_or_default();
-                let date =
-                    jiff::fmt::strtime::format(&self.logstash_dateformat, sample).map_err(|e| {
-                        Invalid::new(
-                            "logstash_dateformat",
-                            format!(
-                                "`{}` is not a strftime format: {e}",
-                                self.logstash_dateformat
-                            ),
-                        )
-                    })?;
-                let name = format!("{}-{date}", self.logstash_prefix);
-                if let Some(problem) = index_name_problem(&name) {
-                    return Err(Invalid::new(
-                        "logstash_prefix",
-                        format!("daily indices would be named like `{name}`: {problem}"),
-                    ));
-                }
-                Ok(IndexTarget::Daily {
-                    prefix: self.logstash_prefix.clone(),
-                    format: self.logstash_dateformat.clone(),
-                })
+        super::index::target(self)
+    }
+
+    /// The bulk action: `op_type`, or its default for the `mode`.
+    pub fn op_type(&self) -> OpType {
+        match (self.op_type, self.mode) {
+            (Some(op), _) => op,
+            (None, Mode::DataStream) => OpType::Create,
+            (None, Mode::Index) => OpType::Index,
+        }
+    }
+
+    /// Checks `op_type`, `pipeline` and `routing_key` against the rest.
+    fn validate_actions(&self) -> Result<(), Invalid> {
+        let op = self.op_type();
+        if self.mode == Mode::DataStream && op != OpType::Create {
+            return Err(Invalid::new(
+                "op_type",
+                format!(
+                    "a data stream takes only `create` actions, not `{}`; remove `op_type` or set it to `create`",
+                    op.config_name()
+                ),
+            ));
+        }
+        if op.is_update() && self.id_key.is_none() {
+            return Err(Invalid::new(
+                "op_type",
+                format!(
+                    "`{}` changes the document whose `_id` is in `id_key`; set `id_key` to the record field holding it",
+                    op.config_name()
+                ),
+            ));
+        }
+        if let Some(pipeline) = &self.pipeline {
+            if pipeline.is_empty() || pipeline.contains(char::is_whitespace) {
+                return Err(Invalid::new(
+                    "pipeline",
+                    "name an ingest pipeline (no spaces), or remove `pipeline`",
+                ));
+            }
+            if op.is_update() {
+                return Err(Invalid::new(
+                    "pipeline",
+                    format!(
+                        "Elasticsearch runs ingest pipelines on `index` and `create` only, not on `{}`",
+                        op.config_name()
+                    ),
+                ));
             }
         }
+        if self.routing_key.as_deref() == Some("") {
+            return Err(Invalid::new(
+                "routing_key",
+                "must not be empty; name the record field whose value routes the document, or remove it",
+            ));
+        }
+        Ok(())
     }
 
     /// The per-request timeout.

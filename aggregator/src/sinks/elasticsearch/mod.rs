@@ -8,6 +8,9 @@
 //! dead-letters and acks:
 //!
 //! - `config.rs`: [`ElasticsearchConfig`] and its sections.
+//! - `index.rs`: where events go as the config says it (a fixed index, daily
+//!   indices, an index template, a data stream) and Elasticsearch's naming rules.
+//! - `namer.rs`: each event's index from that, fast, with `index_fallback`.
 //! - `request_builder.rs`: events to NDJSON items (the kit's encoder), items to
 //!   (gzipped) bodies; pure.
 //! - `service.rs`: the HTTP client, endpoints in turn (the kit's service).
@@ -16,6 +19,8 @@
 //! - `sink.rs`: the component, and the kit's driver started with the pieces above.
 
 mod config;
+mod index;
+mod namer;
 mod request_builder;
 mod retry;
 mod service;
@@ -24,8 +29,12 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use config::{BatchConfig, ElasticsearchConfig, IndexTarget, OpType};
-pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, build, format_period};
+pub use config::{BatchConfig, ElasticsearchConfig, OpType};
+pub use index::{
+    DataStreamConfig, IndexTarget, Mode, data_stream_part_problem, index_name_problem,
+};
+pub use namer::{IndexNamer, Named, format_period};
+pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, build};
 pub use retry::{classify, classify_item, error_reason};
 pub use service::{BulkResponse, BulkService, SendError};
 pub use sink::{ElasticsearchSink, ElasticsearchSinkError, run};

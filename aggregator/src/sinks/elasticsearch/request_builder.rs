@@ -1,11 +1,25 @@
 //! Events to `_bulk` request bodies: no I/O, so every byte is testable.
 //!
-//! Each event becomes one item: an action line and the document, both NDJSON:
+//! Each event becomes one item: an action line and the document, both NDJSON, in
+//! the shapes of Elasticsearch's bulk API:
 //!
 //! ```text
 //! {"index":{"_index":"logstash-2024.01.15","_id":"<chunk id hex>-<position>"}}
 //! {"message":"hello","@timestamp":"2024-01-15T10:30:00.123456789Z"}
+//!
+//! {"create":{"_index":"logs-generic-default","_id":"...","routing":"web-1","pipeline":"p"}}
+//! {"message":"hello","@timestamp":"..."}                        data streams: create
+//!
+//! {"update":{"_index":"app","_id":"42"}}
+//! {"doc":{"message":"hello","@timestamp":"..."}}                op_type: update
+//! {"doc":{"message":"hello","@timestamp":"..."},"doc_as_upsert":true}   op_type: upsert
+//!
+//! {"index":{"_index":"app","_type":"_doc","_id":"..."}}        Elasticsearch 6
 //! ```
+//!
+//! The action's keys come in the order `_index`, `_type` (Elasticsearch 6 only, see
+//! [`RequestBuilder::set_type_name`]), `_id` (left out with
+//! [`RequestBuilder::set_omit_ids`]), `routing` (`routing_key`), `pipeline`.
 //!
 //! The document is the record without its `remove_keys` fields, then `@timestamp`
 //! from the event time (unless the record has one, not removed), then the tag under
@@ -17,16 +31,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use nagare_core::component::Invalid;
 use nagare_core::compression::{self, Compression};
+use nagare_core::json::{write_str, write_value};
+use nagare_core::metrics::Counter;
 use nagare_core::sink::{Encoder, Event, Items};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
-use super::config::{ElasticsearchConfig, IndexTarget, OpType};
-use nagare_core::dead_letter::write_json;
+use super::config::{ElasticsearchConfig, OpType};
+use super::namer::IndexNamer;
 
 /// One event encoded as a bulk item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedItem {
-    /// The index it goes to.
+    /// The index (or data stream) it goes to.
     pub index: Arc<str>,
     /// The action line and the document, each ending in a newline.
     pub bytes: Vec<u8>,
@@ -51,10 +67,20 @@ pub struct RequestBuilder {
     index: IndexNamer,
     op_type: OpType,
     id_key: Option<String>,
+    routing_key: Option<String>,
+    pipeline: Option<String>,
     remove_keys: Vec<String>,
     tag_key: Option<String>,
     compress: bool,
+    suppress_type_name: bool,
+    type_name: bool,
+    omit_ids: bool,
+    fallbacks: Counter,
+    /// The hex text of the last chunk id an id was derived from.
+    chunk_hex: Option<(ChunkId, String)>,
     scratch: String,
+    /// The size of the last item: room for the next.
+    hint: usize,
 }
 
 impl RequestBuilder {
@@ -62,21 +88,67 @@ impl RequestBuilder {
     pub fn new(config: &ElasticsearchConfig) -> Result<Self, Invalid> {
         Ok(Self {
             index: IndexNamer::new(config.index_target()?),
-            op_type: config.op_type,
+            op_type: config.op_type(),
             id_key: config.id_key.clone(),
+            routing_key: config.routing_key.clone(),
+            pipeline: config.pipeline.clone(),
             remove_keys: config.remove_keys.clone(),
             tag_key: config.include_tag_key.then(|| config.tag_key.clone()),
             compress: config.compress,
+            suppress_type_name: config.suppress_type_name,
+            type_name: false,
+            omit_ids: false,
+            fallbacks: Counter::default(),
+            chunk_hex: None,
             scratch: String::with_capacity(32),
+            hint: 512,
         })
     }
 
-    /// The index an event of `time` goes to.
-    pub fn index_for(&mut self, time: EventTime) -> Arc<str> {
-        self.index.name(time)
+    /// Counts events sent to `index_fallback` into `counter` (the sink's
+    /// `nagare_elasticsearch_index_fallbacks_total`).
+    pub fn count_fallbacks(mut self, counter: Counter) -> Self {
+        self.fallbacks = counter;
+        self
     }
 
-    /// Encodes the event at `position` of chunk `chunk`.
+    /// Whether each action carries `"_type":"_doc"`: for Elasticsearch 6 clusters,
+    /// whose bulk API still reads a mapping type; ignored with `suppress_type_name`.
+    pub fn set_type_name(&mut self, es6: bool) {
+        self.type_name = es6;
+    }
+
+    /// Whether actions carry no `_id` at all (OpenSearch Serverless refuses custom
+    /// ids): the cluster assigns one, so a chunk sent again duplicates its documents.
+    /// `update` and `upsert` need an `_id`: whoever turns this on refuses them.
+    pub fn set_omit_ids(&mut self, omit: bool) {
+        self.omit_ids = omit;
+    }
+
+    /// [`set_type_name`](Self::set_type_name), by value.
+    pub fn type_name(mut self, es6: bool) -> Self {
+        self.set_type_name(es6);
+        self
+    }
+
+    /// [`set_omit_ids`](Self::set_omit_ids), by value.
+    pub fn omit_ids(mut self, omit: bool) -> Self {
+        self.set_omit_ids(omit);
+        self
+    }
+
+    /// The index (or data stream) of an event, or why it has none.
+    pub fn index_for(
+        &mut self,
+        tag: &str,
+        time: EventTime,
+        record: &Map,
+    ) -> Result<Arc<str>, String> {
+        self.index.name(tag, time, record).map(|n| n.index)
+    }
+
+    /// Encodes the event at `position` of chunk `chunk`; the reason when its index
+    /// cannot be named (it goes to the dead-letter output).
     pub fn encode(
         &mut self,
         chunk: ChunkId,
@@ -84,36 +156,82 @@ impl RequestBuilder {
         tag: &str,
         time: EventTime,
         record: &Map,
-    ) -> EncodedItem {
-        let index = self.index.name(time);
-        let mut bytes = Vec::with_capacity(128 + record.len() * 32);
+    ) -> Result<EncodedItem, String> {
+        let named = self.index.name(tag, time, record)?;
+        if named.fallback {
+            self.fallbacks.inc();
+        }
+        let index = named.index;
+        let mut bytes = Vec::with_capacity(self.hint);
         bytes.extend_from_slice(b"{\"");
         bytes.extend_from_slice(self.op_type.as_str().as_bytes());
         bytes.extend_from_slice(b"\":{\"_index\":");
-        write_json(&mut bytes, &*index);
-        // The record's `id_key` field when it has one; otherwise (no `id_key`, or a
-        // record without that field) the chunk and position, so a resent chunk
-        // still overwrites its documents.
+        write_str(&mut bytes, &index);
+        if self.type_name && !self.suppress_type_name {
+            bytes.extend_from_slice(b",\"_type\":\"_doc\"");
+        }
+        if !self.omit_ids {
+            self.write_id(chunk, position, record, &mut bytes);
+        }
+        if let Some(routing) = self
+            .routing_key
+            .as_deref()
+            .and_then(|key| field(record, key))
+            .and_then(id_text)
+        {
+            bytes.extend_from_slice(b",\"routing\":");
+            write_str(&mut bytes, &routing);
+        }
+        if let Some(pipeline) = &self.pipeline {
+            bytes.extend_from_slice(b",\"pipeline\":");
+            write_str(&mut bytes, pipeline);
+        }
+        bytes.extend_from_slice(b"}}\n");
+        match self.op_type {
+            OpType::Index | OpType::Create => self.write_document(tag, time, record, &mut bytes),
+            OpType::Update => {
+                bytes.extend_from_slice(b"{\"doc\":");
+                self.write_document(tag, time, record, &mut bytes);
+                bytes.push(b'}');
+            }
+            OpType::Upsert => {
+                bytes.extend_from_slice(b"{\"doc\":");
+                self.write_document(tag, time, record, &mut bytes);
+                bytes.extend_from_slice(b",\"doc_as_upsert\":true}");
+            }
+        }
+        bytes.push(b'\n');
+        self.hint = bytes.len() + 64;
+        Ok(EncodedItem { index, bytes })
+    }
+
+    /// `,"_id":...`: the record's `id_key` field when it has one; otherwise (no
+    /// `id_key`, or a record without that field) the chunk and position, so a
+    /// resent chunk still overwrites its documents.
+    fn write_id(&mut self, chunk: ChunkId, position: u32, record: &Map, bytes: &mut Vec<u8>) {
         let own_id = self
             .id_key
             .as_deref()
-            .and_then(|key| record.get(key).or_else(|| record.get_path(key)))
+            .and_then(|key| field(record, key))
             .and_then(id_text);
-        match own_id {
-            Some(id) => {
-                bytes.extend_from_slice(b",\"_id\":");
-                write_json(&mut bytes, &id);
-            }
-            None => {
-                bytes.extend_from_slice(b",\"_id\":\"");
-                bytes.extend_from_slice(chunk.to_hex().as_bytes());
-                bytes.extend_from_slice(format!("-{position}\"").as_bytes());
-            }
+        if let Some(id) = own_id {
+            bytes.extend_from_slice(b",\"_id\":");
+            write_str(bytes, &id);
+            return;
         }
-        bytes.extend_from_slice(b"}}\n");
-        self.write_document(tag, time, record, &mut bytes);
-        bytes.push(b'\n');
-        EncodedItem { index, bytes }
+        if self.chunk_hex.as_ref().is_none_or(|(c, _)| *c != chunk) {
+            self.chunk_hex = Some((chunk, chunk.to_hex()));
+        }
+        let hex = self
+            .chunk_hex
+            .as_ref()
+            .map(|(_, h)| h.as_str())
+            .unwrap_or_default();
+        bytes.extend_from_slice(b",\"_id\":\"");
+        bytes.extend_from_slice(hex.as_bytes());
+        bytes.push(b'-');
+        write_u32(bytes, position);
+        bytes.push(b'"');
     }
 
     fn write_document(&mut self, tag: &str, time: EventTime, record: &Map, out: &mut Vec<u8>) {
@@ -122,21 +240,21 @@ impl RequestBuilder {
         let mut has_timestamp = false;
         let mut wrote_tag = false;
         for (key, value) in record.iter() {
-            if self.remove_keys.iter().any(|k| k == key.as_str()) {
+            if !self.remove_keys.is_empty() && self.remove_keys.iter().any(|k| k == key.as_str()) {
                 continue;
             }
             if !first {
                 out.push(b',');
             }
             first = false;
-            write_json(out, key.as_str());
+            write_str(out, key.as_str());
             out.push(b':');
             if self.tag_key.as_deref() == Some(key.as_str()) {
-                write_json(out, tag);
+                write_str(out, tag);
                 wrote_tag = true;
             } else {
                 has_timestamp |= key.as_str() == "@timestamp";
-                write_json(out, value);
+                write_value(out, value);
             }
         }
         if !has_timestamp {
@@ -156,9 +274,9 @@ impl RequestBuilder {
             if !first {
                 out.push(b',');
             }
-            write_json(out, tag_key.as_str());
+            write_str(out, tag_key.as_str());
             out.push(b':');
-            write_json(out, tag);
+            write_str(out, tag);
         }
         out.push(b'}');
     }
@@ -171,20 +289,44 @@ impl RequestBuilder {
 
 /// The kit's view: an event is one item, batched by its index (each request goes
 /// to the `_bulk` endpoint, so indices could share one; batching per index keeps a
-/// day's documents together and the dead-letter line names the index).
+/// day's documents together and the dead-letter line names the index). An event
+/// whose index cannot be named is refused with the reason.
 impl Encoder for RequestBuilder {
     type Key = Arc<str>;
 
     fn encode(&mut self, event: Event<'_>, out: &mut Items<'_, Arc<str>>) {
         let (origin, at) = event.origin;
-        let item = self.encode(origin, at, event.chunk.tag(), event.time, event.record);
-        let size = item.bytes.len();
-        out.push(item.index, item.bytes, size);
+        match self.encode(origin, at, event.chunk.tag(), event.time, event.record) {
+            Ok(item) => {
+                let size = item.bytes.len();
+                out.push(item.index, item.bytes, size);
+            }
+            Err(reason) => out.refuse(&reason),
+        }
     }
 
     fn destination(&self, index: &Arc<str>) -> Option<(&'static str, String)> {
         Some(("index", index.to_string()))
     }
+}
+
+/// A record's field: a top-level key as written (dots included), else a dotted path.
+fn field<'a>(record: &'a Map, key: &str) -> Option<&'a Value> {
+    record.get(key).or_else(|| record.get_path(key))
+}
+
+fn write_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Concatenates items into a request body, gzipped when `compress`.
@@ -222,79 +364,4 @@ fn id_text(v: &Value) -> Option<String> {
         Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_) => Some(v.to_text()),
         _ => None,
     }
-}
-
-/// Names indices, caching the name of the current period: a chunk's events usually
-/// share a day, and formatting a date per event would cost more than the rest of the
-/// encoding.
-#[derive(Debug)]
-struct IndexNamer {
-    target: IndexTarget,
-    /// Seconds over which the name cannot change (a day for a date-only format).
-    period: i64,
-    cached: Option<(i64, Arc<str>)>,
-}
-
-impl IndexNamer {
-    fn new(target: IndexTarget) -> Self {
-        let period = match &target {
-            IndexTarget::Fixed(_) => i64::MAX,
-            IndexTarget::Daily { format, .. } => format_period(format),
-        };
-        Self {
-            target,
-            period,
-            cached: None,
-        }
-    }
-
-    fn name(&mut self, time: EventTime) -> Arc<str> {
-        let key = time.secs().div_euclid(self.period);
-        if let Some((k, name)) = &self.cached
-            && *k == key
-        {
-            return name.clone();
-        }
-        let name: Arc<str> = match &self.target {
-            IndexTarget::Fixed(index) => Arc::from(index.as_str()),
-            IndexTarget::Daily { prefix, format } => {
-                let ts = jiff::Timestamp::new(time.secs(), time.subsec_nanos() as i32)
-                    .unwrap_or_default();
-                // The format was checked by `validate`.
-                let date = jiff::fmt::strtime::format(format, ts).unwrap_or_default();
-                Arc::from(format!("{prefix}-{date}"))
-            }
-        };
-        self.cached = Some((key, name.clone()));
-        name
-    }
-}
-
-/// The longest period (in seconds, aligned on UTC) over which `format` prints the same
-/// text: a day when it has only date conversions, an hour or a minute when it has
-/// those, a second otherwise.
-pub fn format_period(format: &str) -> i64 {
-    let mut period = 86_400;
-    let mut chars = format.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            continue;
-        }
-        // Skip flags, width and modifiers up to the conversion letter.
-        let conv = chars
-            .by_ref()
-            .find(|c| !matches!(c, '-' | '_' | '0'..='9' | '^' | '#' | ':' | 'E' | 'O'));
-        let p = match conv {
-            Some('%' | 'n' | 't') => 86_400,
-            Some(
-                'Y' | 'y' | 'C' | 'm' | 'd' | 'e' | 'j' | 'b' | 'B' | 'h' | 'a' | 'A' | 'u' | 'w'
-                | 'U' | 'W' | 'V' | 'G' | 'g' | 'D' | 'F' | 'x',
-            ) => 86_400,
-            Some('H' | 'k' | 'I' | 'l' | 'p' | 'P') => 3_600,
-            Some('M' | 'R') => 60,
-            _ => 1,
-        };
-        period = period.min(p);
-    }
-    period
 }

@@ -84,7 +84,7 @@ impl BulkService {
             next: 0,
             auth,
             compress: config.compress,
-            op_type: config.op_type,
+            op_type: config.op_type(),
             stats: None,
         })
     }

@@ -23,6 +23,7 @@ use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::sink::{self, Words};
 
 use super::config::ElasticsearchConfig;
+use super::index::IndexTarget;
 use super::request_builder::RequestBuilder;
 use super::service::BulkService;
 use super::stats::BulkStats;
@@ -92,7 +93,9 @@ pub async fn run(
     let mut pairs = Vec::with_capacity(workers);
     let stats = BulkStats::new(&ctx.metrics);
     for _ in 0..workers {
-        let builder = RequestBuilder::new(&config).map_err(invalid)?;
+        let builder = RequestBuilder::new(&config)
+            .map_err(invalid)?
+            .count_fallbacks(stats.fallbacks());
         let service = BulkService::new(&config)
             .map_err(|source| ElasticsearchSinkError::Client {
                 sink: ctx.name.clone(),
@@ -104,10 +107,25 @@ pub async fn run(
     tracing::info!(
         sink = %ctx.name,
         endpoints = ?config.endpoints,
+        index = %describe_target(&config),
+        op_type = config.op_type().config_name(),
         dead_letter = %ctx.dead_letter().path().display(),
         workers,
         "elasticsearch sink started"
     );
     sink::run(&ctx, config.batch.limits(), WORDS, pairs).await;
     Ok(())
+}
+
+/// Where events go, for the start line.
+fn describe_target(config: &ElasticsearchConfig) -> String {
+    match config.index_target() {
+        Ok(IndexTarget::Fixed(index)) => index,
+        Ok(IndexTarget::Daily { prefix, format }) => format!("{prefix}-{format}"),
+        Ok(IndexTarget::Templated { index, .. }) => index.to_string(),
+        Ok(IndexTarget::DataStream { parts, .. }) => {
+            format!("data stream {}-{}-{}", parts[0], parts[1], parts[2])
+        }
+        Err(e) => e.message,
+    }
 }

@@ -1,6 +1,6 @@
-//! What the sink counts beside the kit's counters: `_bulk` requests, and the items
-//! of their answers by status class (`2xx`, `409`, `429`, `4xx`, `5xx`: a fixed
-//! list, so the series stay few).
+//! What the sink counts beside the kit's counters: `_bulk` requests, the items of
+//! their answers by status class (`2xx`, `409`, `429`, `4xx`, `5xx`: a fixed list,
+//! so the series stay few), and events sent to `index_fallback`.
 
 use nagare_core::metrics::catalog::elasticsearch as m;
 use nagare_core::metrics::{ComponentMetrics, Counter};
@@ -14,6 +14,7 @@ const CLASSES: [&str; 5] = ["2xx", "409", "429", "4xx", "5xx"];
 pub struct BulkStats {
     requests: Counter,
     items: [Counter; 5],
+    fallbacks: Counter,
 }
 
 impl BulkStats {
@@ -23,6 +24,7 @@ impl BulkStats {
         let stats = Self {
             requests: metrics.counter(&m::BULK_REQUESTS, None),
             items: CLASSES.map(|c| metrics.counter(&m::BULK_ITEMS, Some(c))),
+            fallbacks: metrics.counter(&m::INDEX_FALLBACKS, None),
         };
         let errors = stats.items.clone();
         metrics.show("bulk_errors", move || {
@@ -46,6 +48,11 @@ impl BulkStats {
             }
             _ => {}
         }
+    }
+
+    /// The counter of events sent to `index_fallback`, for the request builders.
+    pub fn fallbacks(&self) -> Counter {
+        self.fallbacks.clone()
     }
 
     /// Counts a request that got no answer.

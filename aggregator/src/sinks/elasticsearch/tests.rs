@@ -64,7 +64,7 @@ fn documented_example_parses_with_defaults() {
     assert_eq!(d.batch.max_bytes, ByteSize(5 << 20));
     assert_eq!(d.batch.timeout, HumanDuration::secs(1));
     assert_eq!(d.request_timeout, HumanDuration::secs(30));
-    assert_eq!(d.op_type, OpType::Index);
+    assert_eq!(d.op_type(), OpType::Index);
     assert_eq!(d.id_key, None);
     assert!(d.remove_keys.is_empty());
     assert!(!d.include_tag_key);
@@ -150,7 +150,7 @@ fn action_line_and_document_per_event() {
     let mut b = RequestBuilder::new(&config("endpoints: [http://a:9200]\nindex: app\n")).unwrap();
     let t = EventTime::new(1_705_314_600, 123_456_789);
     let r = record(&[("message", "hello \"world\"".into()), ("n", Value::Int(7))]);
-    let item = b.encode(CHUNK, 0, "app.web", t, &r);
+    let item = b.encode(CHUNK, 0, "app.web", t, &r).unwrap();
     assert_eq!(&*item.index, "app");
     assert_eq!(
         text(&item),
@@ -158,7 +158,7 @@ fn action_line_and_document_per_event() {
             "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-0\"}}}}\n{{\"message\":\"hello \\\"world\\\"\",\"n\":7,\"@timestamp\":\"2024-01-15T10:30:00.123456789Z\"}}\n"
         )
     );
-    let item = b.encode(CHUNK, 41, "app.web", t, &Map::new());
+    let item = b.encode(CHUNK, 41, "app.web", t, &Map::new()).unwrap();
     assert_eq!(
         text(&item),
         format!(
@@ -180,14 +180,16 @@ fn create_op_tag_key_and_existing_timestamp() {
         ("@timestamp", "2020-01-01T00:00:00Z".into()),
         ("a", Value::Null),
     ]);
-    let item = b.encode(CHUNK, 3, "kube.app", t, &r);
+    let item = b.encode(CHUNK, 3, "kube.app", t, &r).unwrap();
     assert_eq!(
         text(&item),
         format!(
             "{{\"create\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-3\"}}}}\n{{\"fluent_tag\":\"kube.app\",\"@timestamp\":\"2020-01-01T00:00:00Z\",\"a\":null}}\n"
         )
     );
-    let item = b.encode(CHUNK, 4, "kube.app", t, &record(&[("a", Value::Int(1))]));
+    let item = b
+        .encode(CHUNK, 4, "kube.app", t, &record(&[("a", Value::Int(1))]))
+        .unwrap();
     assert!(
         text(&item).ends_with("\n{\"a\":1,\"@timestamp\":\"1970-01-01T00:00:00.000000005Z\",\"fluent_tag\":\"kube.app\"}\n"),
         "{}",
@@ -204,13 +206,17 @@ fn ids_from_id_key() {
     let t = EventTime::new(0, 0);
     let mut meta = Map::new();
     meta.insert("uid", "a\"b");
-    let item = b.encode(CHUNK, 0, "t", t, &record(&[("meta", Value::Map(meta))]));
+    let item = b
+        .encode(CHUNK, 0, "t", t, &record(&[("meta", Value::Map(meta))]))
+        .unwrap();
     assert!(
         text(&item).starts_with("{\"index\":{\"_index\":\"app\",\"_id\":\"a\\\"b\"}}\n"),
         "{}",
         text(&item)
     );
-    let item = b.encode(CHUNK, 0, "t", t, &record(&[("meta.uid", Value::Int(42))]));
+    let item = b
+        .encode(CHUNK, 0, "t", t, &record(&[("meta.uid", Value::Int(42))]))
+        .unwrap();
     assert!(
         text(&item).starts_with("{\"index\":{\"_index\":\"app\",\"_id\":\"42\"}}\n"),
         "{}",
@@ -218,7 +224,7 @@ fn ids_from_id_key() {
     );
     // A record without the field keeps the chunk-derived id, so a resend of its
     // chunk still overwrites rather than duplicates it.
-    let item = b.encode(CHUNK, 7, "t", t, &Map::new());
+    let item = b.encode(CHUNK, 7, "t", t, &Map::new()).unwrap();
     assert!(
         text(&item).starts_with(&format!(
             "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-7\"}}}}\n"
@@ -241,14 +247,16 @@ fn remove_keys_are_left_out_of_documents_after_id_key_read_them() {
         ("@timestamp", "2020-01-01T00:00:00Z".into()),
         ("meta", Value::Map(record(&[("line_id", Value::Int(1))]))),
     ]);
-    let item = b.encode(CHUNK, 0, "t", t, &r);
+    let item = b.encode(CHUNK, 0, "t", t, &r).unwrap();
     // Only top-level keys go; a removed `@timestamp` is written from the event time.
     assert_eq!(
         text(&item),
         "{\"index\":{\"_index\":\"app\",\"_id\":\"0123456789abcdef-4096\"}}\n{\"log\":\"hello\",\"meta\":{\"line_id\":1},\"@timestamp\":\"2024-01-15T10:30:00.000000000Z\"}\n"
     );
     // A record of removed keys only is an empty document but for `@timestamp`.
-    let item = b.encode(CHUNK, 1, "t", t, &record(&[("line_id", "x-1".into())]));
+    let item = b
+        .encode(CHUNK, 1, "t", t, &record(&[("line_id", "x-1".into())]))
+        .unwrap();
     assert!(
         text(&item).ends_with("\n{\"@timestamp\":\"2024-01-15T10:30:00.000000000Z\"}\n"),
         "{}",
@@ -263,9 +271,9 @@ fn daily_indices_across_a_date_boundary() {
     let before = EventTime::new(1_705_363_199, 999_999_999);
     let after = EventTime::new(1_705_363_200, 0);
     let r = Map::new();
-    let a = b.encode(CHUNK, 0, "t", before, &r);
-    let c = b.encode(CHUNK, 1, "t", after, &r);
-    let d = b.encode(CHUNK, 2, "t", before, &r);
+    let a = b.encode(CHUNK, 0, "t", before, &r).unwrap();
+    let c = b.encode(CHUNK, 1, "t", after, &r).unwrap();
+    let d = b.encode(CHUNK, 2, "t", before, &r).unwrap();
     assert_eq!(&*a.index, "logstash-2024.01.15");
     assert_eq!(&*c.index, "logstash-2024.01.16");
     assert_eq!(&*d.index, "logstash-2024.01.15");
@@ -277,17 +285,24 @@ fn daily_indices_across_a_date_boundary() {
         "endpoints: [http://a:9200]\nlogstash_prefix: k8s\nlogstash_dateformat: '%Y%m%d.%H'\n",
     ))
     .unwrap();
-    assert_eq!(&*b.index_for(EventTime::new(-1, 0)), "k8s-19691231.23");
     assert_eq!(
-        &*b.index_for(EventTime::new(1_704_067_199, 0)),
+        &*b.index_for("t", EventTime::new(-1, 0), &Map::new())
+            .unwrap(),
+        "k8s-19691231.23"
+    );
+    assert_eq!(
+        &*b.index_for("t", EventTime::new(1_704_067_199, 0), &Map::new())
+            .unwrap(),
         "k8s-20231231.23"
     );
     assert_eq!(
-        &*b.index_for(EventTime::new(1_704_067_200, 0)),
+        &*b.index_for("t", EventTime::new(1_704_067_200, 0), &Map::new())
+            .unwrap(),
         "k8s-20240101.00"
     );
     assert_eq!(
-        &*b.index_for(EventTime::new(1_704_070_800, 0)),
+        &*b.index_for("t", EventTime::new(1_704_070_800, 0), &Map::new())
+            .unwrap(),
         "k8s-20240101.01"
     );
 }
@@ -310,13 +325,15 @@ fn batch_body_plain_and_gzipped() {
     let t = EventTime::new(1_705_314_600, 0);
     let items: Vec<EncodedItem> = (0..3)
         .map(|i| {
-            plain.encode(
-                CHUNK,
-                i,
-                "t",
-                t,
-                &record(&[("i", Value::Int(i64::from(i)))]),
-            )
+            plain
+                .encode(
+                    CHUNK,
+                    i,
+                    "t",
+                    t,
+                    &record(&[("i", Value::Int(i64::from(i)))]),
+                )
+                .unwrap()
         })
         .collect();
     let req = plain.build(items.iter().map(|i| i.bytes.as_slice()));
@@ -442,3 +459,6 @@ fn classifies_items() {
         matches!(classify_item(409, None, OpType::Index), Outcome::Rejected { status: Some(409), reason, .. } if reason == "refused with status 409")
     );
 }
+
+mod actions;
+mod indices;

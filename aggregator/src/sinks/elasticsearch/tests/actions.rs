@@ -1,0 +1,194 @@
+//! Every action shape, byte for byte, against Elasticsearch's documented bulk
+//! formats: data stream `create`, `update` (`{"doc": ...}`), upsert
+//! (`"doc_as_upsert": true`), `_type` for Elasticsearch 6, no `_id` for OpenSearch
+//! Serverless, `routing` and `pipeline`.
+
+use super::*;
+
+const TS: &str = "\"@timestamp\":\"2024-01-15T10:30:00.000000000Z\"";
+
+fn t() -> EventTime {
+    EventTime::new(1_705_314_600, 0)
+}
+
+fn builder(yaml: &str) -> RequestBuilder {
+    let c = config(&format!("endpoints: [http://a:9200]\n{yaml}"));
+    c.validate()
+        .unwrap_or_else(|e| panic!("{}: {}", e.key, e.message));
+    RequestBuilder::new(&c).unwrap()
+}
+
+fn kube(namespace: &str, pod: &str) -> Map {
+    let mut k = Map::new();
+    k.insert("namespace_name", namespace);
+    k.insert("pod_name", pod);
+    k.insert("container_name", "app");
+    record(&[("log", "hi".into()), ("kubernetes", Value::Map(k))])
+}
+
+const KUBE_DOC: &str = "{\"log\":\"hi\",\"kubernetes\":{\"namespace_name\":\"shop\",\"pod_name\":\"web-1\",\"container_name\":\"app\"},\"@timestamp\":\"2024-01-15T10:30:00.000000000Z\"}";
+
+#[test]
+fn data_stream_create() {
+    let mut b = builder("mode: data_stream\n");
+    let item = b
+        .encode(CHUNK, 0, "t", t(), &record(&[("log", "hi".into())]))
+        .unwrap();
+    assert_eq!(
+        text(&item),
+        format!(
+            "{{\"create\":{{\"_index\":\"logs-generic-default\",\"_id\":\"{CHUNK_HEX}-0\"}}}}\n{{\"log\":\"hi\",{TS}}}\n"
+        )
+    );
+    // Templated parts, lower-cased; the record's own @timestamp is kept.
+    let mut b = builder(
+        "mode: data_stream\ndata_stream:\n  dataset: '{kubernetes.container_name}'\n  namespace: '{kubernetes.namespace_name}'\n",
+    );
+    let mut r = kube("Shop", "web-1");
+    r.insert("@timestamp", "2024-01-01T00:00:00Z");
+    let item = b.encode(CHUNK, 9, "t", t(), &r).unwrap();
+    assert_eq!(&*item.index, "logs-app-shop");
+    assert_eq!(
+        text(&item),
+        format!(
+            "{{\"create\":{{\"_index\":\"logs-app-shop\",\"_id\":\"{CHUNK_HEX}-9\"}}}}\n{{\"log\":\"hi\",\"kubernetes\":{{\"namespace_name\":\"Shop\",\"pod_name\":\"web-1\",\"container_name\":\"app\"}},\"@timestamp\":\"2024-01-01T00:00:00Z\"}}\n"
+        )
+    );
+    // `@timestamp` is always there, even when `remove_keys` takes the record's.
+    let mut b = builder("mode: data_stream\nremove_keys: ['@timestamp']\n");
+    let r = record(&[("@timestamp", "x".into())]);
+    let item = b.encode(CHUNK, 1, "t", t(), &r).unwrap();
+    assert!(
+        text(&item).ends_with(&format!("\n{{{TS}}}\n")),
+        "{}",
+        text(&item)
+    );
+}
+
+#[test]
+fn update_and_upsert() {
+    let r = record(&[("id", Value::Int(42)), ("n", Value::Int(1))]);
+    let mut b = builder("index: app\nop_type: update\nid_key: id\n");
+    assert_eq!(
+        text(&b.encode(CHUNK, 0, "t", t(), &r).unwrap()),
+        format!(
+            "{{\"update\":{{\"_index\":\"app\",\"_id\":\"42\"}}}}\n{{\"doc\":{{\"id\":42,\"n\":1,{TS}}}}}\n"
+        )
+    );
+    let mut b = builder("index: app\nop_type: upsert\nid_key: id\nremove_keys: [id]\n");
+    assert_eq!(
+        text(&b.encode(CHUNK, 0, "t", t(), &r).unwrap()),
+        format!(
+            "{{\"update\":{{\"_index\":\"app\",\"_id\":\"42\"}}}}\n{{\"doc\":{{\"n\":1,{TS}}},\"doc_as_upsert\":true}}\n"
+        )
+    );
+    // The body is valid NDJSON: two JSON lines per item.
+    let item = b.encode(CHUNK, 0, "t", t(), &r).unwrap();
+    for line in text(&item).lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+}
+
+#[test]
+fn type_name_for_elasticsearch_6_unless_suppressed() {
+    let r = record(&[("log", "hi".into())]);
+    let mut b = builder("index: app\n");
+    b.set_type_name(true);
+    assert_eq!(
+        text(&b.encode(CHUNK, 2, "t", t(), &r).unwrap()),
+        format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_type\":\"_doc\",\"_id\":\"{CHUNK_HEX}-2\"}}}}\n{{\"log\":\"hi\",{TS}}}\n"
+        )
+    );
+    b.set_type_name(false);
+    assert_eq!(
+        text(&b.encode(CHUNK, 2, "t", t(), &r).unwrap()),
+        format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-2\"}}}}\n{{\"log\":\"hi\",{TS}}}\n"
+        )
+    );
+    let mut b = builder("index: app\nsuppress_type_name: true\n").type_name(true);
+    assert_eq!(
+        text(&b.encode(CHUNK, 2, "t", t(), &r).unwrap()),
+        format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-2\"}}}}\n{{\"log\":\"hi\",{TS}}}\n"
+        )
+    );
+}
+
+#[test]
+fn no_ids_at_all_when_omitted() {
+    let r = record(&[("uid", "u-1".into())]);
+    let mut b = builder("index: app\nop_type: create\nid_key: uid\n").omit_ids(true);
+    assert_eq!(
+        text(&b.encode(CHUNK, 0, "t", t(), &r).unwrap()),
+        format!("{{\"create\":{{\"_index\":\"app\"}}}}\n{{\"uid\":\"u-1\",{TS}}}\n")
+    );
+    let mut b = builder("index: app\n");
+    b.set_omit_ids(true);
+    let item = b.encode(CHUNK, 5, "t", t(), &r).unwrap();
+    assert!(!text(&item).contains("_id"), "{}", text(&item));
+    b.set_omit_ids(false);
+    let item = b.encode(CHUNK, 5, "t", t(), &r).unwrap();
+    assert!(text(&item).contains(&format!("\"_id\":\"{CHUNK_HEX}-5\"")));
+}
+
+#[test]
+fn routing_and_pipeline() {
+    let mut b = builder("index: app\npipeline: k8s-logs\nrouting_key: kubernetes.pod_name\n");
+    assert_eq!(
+        text(
+            &b.encode(CHUNK, 1, "t", t(), &kube("shop", "web-1"))
+                .unwrap()
+        ),
+        format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-1\",\"routing\":\"web-1\",\"pipeline\":\"k8s-logs\"}}}}\n{KUBE_DOC}\n"
+        )
+    );
+    // A record without the routing field is routed by `_id`.
+    let item = b
+        .encode(CHUNK, 2, "t", t(), &record(&[("log", "hi".into())]))
+        .unwrap();
+    assert_eq!(
+        text(&item),
+        format!(
+            "{{\"index\":{{\"_index\":\"app\",\"_id\":\"{CHUNK_HEX}-2\",\"pipeline\":\"k8s-logs\"}}}}\n{{\"log\":\"hi\",{TS}}}\n"
+        )
+    );
+    // Every key at once, in Elasticsearch 6's order of the docs: _index, _type, _id,
+    // routing, pipeline.
+    let mut b = builder(
+        "mode: data_stream\npipeline: p\nrouting_key: kubernetes.pod_name\nid_key: kubernetes.pod_name\n",
+    )
+    .type_name(true);
+    assert_eq!(
+        text(
+            &b.encode(CHUNK, 1, "t", t(), &kube("shop", "web-1"))
+                .unwrap()
+        ),
+        format!(
+            "{{\"create\":{{\"_index\":\"logs-generic-default\",\"_type\":\"_doc\",\"_id\":\"web-1\",\"routing\":\"web-1\",\"pipeline\":\"p\"}}}}\n{KUBE_DOC}\n"
+        )
+    );
+}
+
+#[test]
+fn op_type_defaults_follow_the_mode() {
+    assert_eq!(
+        config("endpoints: [http://a:9200]\n").op_type(),
+        OpType::Index
+    );
+    assert_eq!(
+        config("endpoints: [http://a:9200]\nmode: data_stream\n").op_type(),
+        OpType::Create
+    );
+    assert_eq!(
+        config("endpoints: [http://a:9200]\nop_type: upsert\nid_key: x\n").op_type(),
+        OpType::Upsert
+    );
+    // A 409 under update is a conflict, not "already stored".
+    assert!(matches!(
+        classify_item(409, None, OpType::Update),
+        Outcome::Rejected { .. }
+    ));
+}
