@@ -59,6 +59,10 @@ pub struct BulkExchange {
 struct State {
     faults: VecDeque<BulkFault>,
     log: Vec<BulkExchange>,
+    /// The status `GET /` is answered with instead of osmem's answer.
+    root_status: Option<u16>,
+    /// The `Authorization` header of every request that is not a `_bulk`.
+    other_auth: Vec<(String, Option<String>)>,
 }
 
 type Shared = proxy_server::Shared<State>;
@@ -99,6 +103,18 @@ impl FaultProxy {
     pub fn bulk_log(&self) -> Vec<BulkExchange> {
         self.shared.lock().log.clone()
     }
+
+    /// Answers every `GET /` with `status` (401, 403, 404: a user without the
+    /// `monitor` privilege, or Serverless) and an Elasticsearch error body.
+    pub fn refuse_root(&self, status: u16) {
+        self.shared.lock().root_status = Some(status);
+    }
+
+    /// `METHOD path` and the `Authorization` header of every request other than
+    /// `_bulk`, in order.
+    pub fn other_requests(&self) -> Vec<(String, Option<String>)> {
+        self.shared.lock().other_auth.clone()
+    }
 }
 
 /// A `_bulk` request gets its fault, if one is queued; any other passes through.
@@ -106,6 +122,29 @@ fn handle(request: Request, shared: &Shared) -> Response {
     if is_bulk(&request.target) && request.method == "POST" {
         bulk(request, shared)
     } else {
+        let authorization = request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone());
+        let root_status = {
+            let mut state = shared.lock();
+            state.other_auth.push((
+                format!("{} {}", request.method, request.target),
+                authorization,
+            ));
+            state.root_status
+        };
+        if let Some(status) =
+            root_status.filter(|_| request.method == "GET" && request.target == "/")
+        {
+            let body = json!({"error": {"type": "security_exception", "reason": "action [cluster:monitor/main] is unauthorized"}, "status": status});
+            return Response {
+                status,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: body.to_string().into_bytes(),
+            };
+        }
         forward(
             shared,
             &request.method,

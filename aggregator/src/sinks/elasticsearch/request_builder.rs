@@ -54,6 +54,8 @@ pub struct RequestBuilder {
     remove_keys: Vec<String>,
     tag_key: Option<String>,
     compress: bool,
+    /// `"_type":"_doc"` in each action (Elasticsearch 6).
+    type_name: bool,
     scratch: String,
 }
 
@@ -67,8 +69,15 @@ impl RequestBuilder {
             remove_keys: config.remove_keys.clone(),
             tag_key: config.include_tag_key.then(|| config.tag_key.clone()),
             compress: config.compress,
+            type_name: false,
             scratch: String::with_capacity(32),
         })
+    }
+
+    /// Adds `"_type":"_doc"` to each action: Elasticsearch 6 needs a type, and `_doc`
+    /// is the one 7.x takes as well.
+    pub fn set_type_name(&mut self, on: bool) {
+        self.type_name = on;
     }
 
     /// The index an event of `time` goes to.
@@ -91,6 +100,9 @@ impl RequestBuilder {
         bytes.extend_from_slice(self.op_type.as_str().as_bytes());
         bytes.extend_from_slice(b"\":{\"_index\":");
         write_json(&mut bytes, &*index);
+        if self.type_name {
+            bytes.extend_from_slice(b",\"_type\":\"_doc\"");
+        }
         // The record's `id_key` field when it has one; otherwise (no `id_key`, or a
         // record without that field) the chunk and position, so a resent chunk
         // still overwrites its documents.

@@ -22,9 +22,11 @@
 use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::sink::{self, Words};
 
+use super::client::{self, Auth, ClientError};
 use super::config::ElasticsearchConfig;
 use super::request_builder::RequestBuilder;
 use super::service::BulkService;
+use super::startup::Startup;
 use super::stats::BulkStats;
 
 /// Why the sink could not start.
@@ -38,13 +40,13 @@ pub enum ElasticsearchSinkError {
         /// The setting and the problem.
         invalid: Invalid,
     },
-    /// The HTTP client could not be set up (TLS roots, resolver).
+    /// The HTTP client could not be set up (the `tls:` files, roots, resolver).
     #[error("elasticsearch sink `{sink}`: cannot set up the HTTP client: {source}")]
     Client {
         /// The sink's name.
         sink: String,
         /// The cause.
-        source: reqwest::Error,
+        source: ClientError,
     },
 }
 
@@ -88,22 +90,41 @@ pub async fn run(
         invalid,
     };
     config.validate().map_err(invalid)?;
+    let client_error = |source| ElasticsearchSinkError::Client {
+        sink: ctx.name.clone(),
+        source,
+    };
+    // Every `tls:` file is read here, so that a mistake fails the start.
+    let http = client::http_client(&config).map_err(client_error)?;
+    let endpoints = client::endpoints(&config).map_err(client_error)?;
+    let startup = Startup {
+        sink: &ctx.name,
+        config: &config,
+        client: &http,
+        endpoints: &endpoints,
+        auth: &Auth::of(&config),
+    };
+    let Some(cluster) = startup.run(&ctx.abort).await else {
+        // Aborted before the cluster answered: every chunk stays in the buffer.
+        return Ok(());
+    };
+    let type_name = cluster.wants_type_name() && !config.suppress_type_name;
     let workers = ctx.flush_thread_count();
     let mut pairs = Vec::with_capacity(workers);
     let stats = BulkStats::new(&ctx.metrics);
     for _ in 0..workers {
-        let builder = RequestBuilder::new(&config).map_err(invalid)?;
+        let mut builder = RequestBuilder::new(&config).map_err(invalid)?;
+        builder.set_type_name(type_name);
         let service = BulkService::new(&config)
-            .map_err(|source| ElasticsearchSinkError::Client {
-                sink: ctx.name.clone(),
-                source,
-            })?
+            .map_err(client_error)?
             .with_stats(stats.clone());
         pairs.push((builder, service));
     }
     tracing::info!(
         sink = %ctx.name,
-        endpoints = ?config.endpoints,
+        endpoints = ?endpoints,
+        %cluster,
+        type_name,
         dead_letter = %ctx.dead_letter().path().display(),
         workers,
         "elasticsearch sink started"
