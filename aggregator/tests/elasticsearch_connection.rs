@@ -349,6 +349,47 @@ async fn a_cluster_down_at_start_is_asked_again_until_it_answers() {
     close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
 }
 
+/// A cluster that says it is Elasticsearch 6.8 (its recorded `GET /` answer) gets
+/// `_type: _doc` in every action: osmem, an OpenSearch 3, refuses the field, which
+/// shows it was sent; with `suppress_type_name` the same events are indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_6_detected_at_start_gets_the_doc_type_unless_suppressed() {
+    let es68 = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/es_root/elasticsearch-6.8.23.json"
+    ))
+    .unwrap();
+    let os = Osmem::start();
+    let proxy = FaultProxy::start(os.url());
+    proxy.answer_root(200, &es68);
+    let config = |suppress: bool| {
+        es_config(&format!(
+            "endpoints: ['{}']\nindex: es6\nsuppress_type_name: {suppress}\n",
+            proxy.url()
+        ))
+    };
+    let typed = start(config(false), buffer());
+    let (chunk, rx) = with_receipt(chunk_of(
+        "kube.payments",
+        [(EventTime::new(T0, 0), record(0))],
+    ));
+    typed.buffer.push(chunk).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery, Delivery::Failed, "osmem refuses `_type`");
+    let dead = std::fs::read_to_string(typed._data.path().join("dead-letter/es.ndjson")).unwrap();
+    assert!(dead.contains("unknown parameter [_type]"), "{dead}");
+    assert_eq!(os.count("es6"), 0);
+    close_and_drain(&typed.buffer, typed.task, Duration::from_secs(10)).await;
+
+    let suppressed = start(config(true), buffer());
+    deliver(&suppressed, 3).await;
+    assert_eq!(os.count("es6"), 3);
+    close_and_drain(&suppressed.buffer, suppressed.task, Duration::from_secs(10)).await;
+}
+
 fn template_of(os: &Osmem, name: &str) -> serde_json::Value {
     let r = os
         .request("GET", &format!("/_index_template/{name}"), None)

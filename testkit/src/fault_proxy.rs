@@ -59,8 +59,8 @@ pub struct BulkExchange {
 struct State {
     faults: VecDeque<BulkFault>,
     log: Vec<BulkExchange>,
-    /// The status `GET /` is answered with instead of osmem's answer.
-    root_status: Option<u16>,
+    /// The status and body `GET /` is answered with instead of osmem's answer.
+    root: Option<(u16, Vec<u8>)>,
     /// The `Authorization` header of every request that is not a `_bulk`.
     other_auth: Vec<(String, Option<String>)>,
 }
@@ -107,7 +107,14 @@ impl FaultProxy {
     /// Answers every `GET /` with `status` (401, 403, 404: a user without the
     /// `monitor` privilege, or Serverless) and an Elasticsearch error body.
     pub fn refuse_root(&self, status: u16) {
-        self.shared.lock().root_status = Some(status);
+        let body = json!({"error": {"type": "security_exception", "reason": "action [cluster:monitor/main] is unauthorized"}, "status": status});
+        self.answer_root(status, body.to_string().as_bytes());
+    }
+
+    /// Answers every `GET /` with `status` and `body` (JSON), such as the recorded
+    /// answer of another Elasticsearch version.
+    pub fn answer_root(&self, status: u16, body: &[u8]) {
+        self.shared.lock().root = Some((status, body.to_vec()));
     }
 
     /// `METHOD path` and the `Authorization` header of every request other than
@@ -127,22 +134,21 @@ fn handle(request: Request, shared: &Shared) -> Response {
             .iter()
             .find(|(k, _)| k == "authorization")
             .map(|(_, v)| v.clone());
-        let root_status = {
+        let root = {
             let mut state = shared.lock();
             state.other_auth.push((
                 format!("{} {}", request.method, request.target),
                 authorization,
             ));
-            state.root_status
+            state.root.clone()
         };
-        if let Some(status) =
-            root_status.filter(|_| request.method == "GET" && request.target == "/")
+        if let Some((status, body)) =
+            root.filter(|_| request.method == "GET" && request.target == "/")
         {
-            let body = json!({"error": {"type": "security_exception", "reason": "action [cluster:monitor/main] is unauthorized"}, "status": status});
             return Response {
                 status,
                 headers: vec![("Content-Type".into(), "application/json".into())],
-                body: body.to_string().into_bytes(),
+                body,
             };
         }
         forward(
