@@ -2,6 +2,11 @@
 //! (`request_builder.rs`), service (`service.rs`, answers read by `retry.rs`) and
 //! words.
 //!
+//! First, once: the `tls:` files are read (a mistake fails the start), and
+//! `startup.rs` learns the cluster's API and installs the index template, asking
+//! again with backoff while the cluster does not answer; chunks wait in the buffer
+//! meanwhile. Elasticsearch 6 turns on `_type: _doc` in the request builder.
+//!
 //! Events of several chunks share a request, and a chunk larger than a batch is
 //! spread over several; each lease is acked once every one of its events is stored,
 //! or marked as dead-lettered once they are all resolved and some went to the
