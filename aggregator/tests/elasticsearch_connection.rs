@@ -390,6 +390,30 @@ async fn elasticsearch_6_detected_at_start_gets_the_doc_type_unless_suppressed()
     close_and_drain(&suppressed.buffer, suppressed.task, Duration::from_secs(10)).await;
 }
 
+/// An ILM policy means nothing to OpenSearch (osmem refuses `index.lifecycle.name`):
+/// found to be OpenSearch at start, the template goes in without it, with a warning.
+#[tokio::test]
+async fn an_ilm_policy_is_left_out_for_opensearch_with_a_warning() {
+    let logs = capture_logs(Level::WARN);
+    let os = Osmem::start();
+    let sink = start(
+        es_config(&format!(
+            "endpoints: ['{}']\ntemplate: {{name: ilm, ilm_policy: logs-30d}}\n",
+            os.url()
+        )),
+        buffer(),
+    );
+    deliver(&sink, 1).await;
+    wait_for(
+        &logs,
+        &["WARN", "ilm_policy does not apply", "OpenSearch 3"],
+    )
+    .await;
+    let t = template_of(&os, "ilm");
+    assert!(!t.to_string().contains("logs-30d"), "{t}");
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+}
+
 fn template_of(os: &Osmem, name: &str) -> serde_json::Value {
     let r = os
         .request("GET", &format!("/_index_template/{name}"), None)
@@ -415,6 +439,12 @@ async fn the_template_is_installed_left_alone_then_replaced_with_overwrite() {
     let installed = template_of(&os, "nagare-logs");
     assert_eq!(installed["index_patterns"], json!(["logstash-*"]));
     assert_eq!(installed["_meta"]["managed_by"], "nagare");
+    assert!(
+        installed["template"]["settings"]
+            .to_string()
+            .contains("logs-30d"),
+        "{installed}"
+    );
     let mapping = os
         .request("GET", "/logstash-2024.01.15/_mapping", None)
         .unwrap();

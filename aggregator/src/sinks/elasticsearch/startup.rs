@@ -75,6 +75,16 @@ impl Startup<'_> {
             None => self.detect(endpoint).await?,
         };
         if let Some(template) = self.config.template.as_ref().filter(|t| t.install) {
+            let (ilm, ism) = (template.ilm_policy.is_some(), template.ism_policy.is_some());
+            if (ilm && cluster.is_opensearch()) || (ism && !cluster.is_opensearch()) {
+                tracing::warn!(
+                    sink = %self.sink,
+                    %cluster,
+                    "the template's {} does not apply to this cluster and is left out; use {}",
+                    if ilm { "ilm_policy" } else { "ism_policy" },
+                    if ilm { "ism_policy on OpenSearch" } else { "ilm_policy on Elasticsearch" },
+                );
+            }
             match template.request(self.config, cluster) {
                 Ok(request) => self.install(endpoint, &request, template.overwrite).await?,
                 Err(why) => tracing::error!(
@@ -123,7 +133,8 @@ impl Startup<'_> {
         }
     }
 
-    /// `HEAD` then, where there is none or `overwrite`, `PUT`.
+    /// `GET` (which every version serves for both kinds of template, where `HEAD`
+    /// came later) then, where there is none or `overwrite`, `PUT`.
     async fn install(
         &self,
         endpoint: &str,
@@ -131,7 +142,7 @@ impl Startup<'_> {
         overwrite: bool,
     ) -> Result<(), Transient> {
         let path = &request.path;
-        let (status, _) = self.call(Method::HEAD, endpoint, path, None).await?;
+        let (status, answer) = self.call(Method::GET, endpoint, path, None).await?;
         let exists = match status {
             200 => true,
             404 => false,
@@ -139,7 +150,16 @@ impl Startup<'_> {
                 self.not_allowed(path, status);
                 return Ok(());
             }
-            other => return Err(Transient(format!("HEAD {path} answered {other}"))),
+            other => {
+                tracing::error!(
+                    sink = %self.sink,
+                    template = %path,
+                    status = other,
+                    reason = %excerpt(&answer),
+                    "cannot tell whether the index template is there; going on without installing it"
+                );
+                return Ok(());
+            }
         };
         if exists && !overwrite {
             tracing::info!(sink = %self.sink, template = %path, "index template already there; left as it is (`template.overwrite: true` replaces it)");

@@ -6,7 +6,7 @@
 //! A composable template (`PUT _index_template/<name>`) where the cluster has them;
 //! a legacy one (`PUT _template/<name>`) on Elasticsearch before 7.8, with the
 //! `_doc` type around the mappings on Elasticsearch 6. An existing template is left
-//! alone (it is checked with `HEAD` first) unless `overwrite`.
+//! alone (it is looked up with `GET` first) unless `overwrite`.
 
 use std::path::PathBuf;
 
