@@ -1,27 +1,22 @@
 //! The Elasticsearch sink's connection path against a real osmem-server: TLS (a
-//! CA file, a client certificate, a wrong CA) through a TLS-terminating front, API
-//! keys seen by the fault proxy, `GET /` refused, and the index template installed
-//! at start. Certificates are made per test with rcgen; nothing is committed.
+//! CA file, a client certificate, a server name, a wrong CA) through a
+//! TLS-terminating front, API keys seen by the fault proxy, `GET /` refused or
+//! answered as another version, a cluster down at start. Certificates are made per
+//! test with rcgen; nothing is committed.
+
+mod es_support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
-use nagare_aggregator::sinks::elasticsearch::{self, ElasticsearchConfig};
-use nagare_core::buffer::{Buffer, BufferConfig};
-use nagare_core::config::{ConfigDocument, HumanDuration};
+use es_support::{T0, api_key, buffer, deliver, es_config, record, start, template_of, wait_for};
+use nagare_core::EventTime;
 use nagare_core::receipt::Delivery;
-use nagare_core::shutdown::Shutdown;
-use nagare_core::testing::{chunk_of, close_and_drain, sink_context, with_receipt};
-use nagare_core::{EventTime, Map, Value};
-use nagare_testkit::{FaultProxy, LogCapture, Osmem, TlsFront, capture_logs, free_port};
+use nagare_core::testing::{chunk_of, close_and_drain, with_receipt};
+use nagare_testkit::{FaultProxy, Osmem, TlsFront, capture_logs, free_port};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::json;
-use tokio::task::JoinHandle;
 use tracing::Level;
-
-/// 2024-01-15T10:30:00Z.
-const T0: i64 = 1_705_314_600;
 
 /// A CA and what it signed, as PEM files in a temporary folder.
 struct Pki {
@@ -72,82 +67,6 @@ fn pki() -> Pki {
     pki.leaf("nagare", &["nagare"], &clients);
     pki.ca("other");
     pki
-}
-
-fn es_config(yaml: &str) -> ElasticsearchConfig {
-    let yaml = format!("batch: {{ max_events: 50, timeout: 100ms }}\nrequest_timeout: 5s\n{yaml}");
-    let config: ElasticsearchConfig = ConfigDocument::from_text("test.yaml", &yaml, |_| None)
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"));
-    config
-        .validate()
-        .unwrap_or_else(|e| panic!("{}: {}", e.key, e.message));
-    config
-}
-
-fn record(i: usize) -> Map {
-    let mut m = Map::new();
-    m.insert("message", format!("line {i}"));
-    let mut k8s = Map::new();
-    k8s.insert("namespace_name", "payments");
-    k8s.insert("pod_name", format!("api-{i}"));
-    m.insert("kubernetes", Value::Map(k8s));
-    m
-}
-
-struct Running {
-    buffer: Buffer,
-    abort: Shutdown,
-    task: JoinHandle<Result<(), elasticsearch::ElasticsearchSinkError>>,
-    _data: tempfile::TempDir,
-}
-
-fn buffer() -> Buffer {
-    Buffer::new(
-        "es",
-        &BufferConfig {
-            retry_wait: HumanDuration::millis(50),
-            retry_max_interval: HumanDuration::millis(200),
-            ..BufferConfig::default()
-        },
-    )
-}
-
-fn start(config: ElasticsearchConfig, buffer: Buffer) -> Running {
-    let data = tempfile::tempdir().unwrap();
-    let (ctx, abort) = sink_context("es", &buffer, data.path());
-    let task = tokio::spawn(elasticsearch::run(config, ctx));
-    Running {
-        buffer,
-        abort,
-        task,
-        _data: data,
-    }
-}
-
-/// Pushes `n` events; waits until they are delivered.
-async fn deliver(sink: &Running, n: usize) {
-    let (chunk, rx) = with_receipt(chunk_of(
-        "kube.payments",
-        (0..n).map(|i| (EventTime::new(T0 + i as i64, 0), record(i))),
-    ));
-    sink.buffer.push(chunk).await.unwrap();
-    let delivery = tokio::time::timeout(Duration::from_secs(20), rx)
-        .await
-        .expect("the chunk is resolved in time")
-        .expect("the receipt fires");
-    assert_eq!(delivery, Delivery::Delivered);
-}
-
-async fn wait_for(logs: &LogCapture, needles: &[&str]) -> String {
-    logs.wait_for(Duration::from_secs(10), needles)
-        .await
-        .unwrap_or_else(|| panic!("no log line with {needles:?}: {:#?}", logs.lines()))
-}
-
-fn api_key() -> String {
-    base64::engine::general_purpose::STANDARD.encode("VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +148,47 @@ async fn a_front_that_requires_client_certificates_takes_the_configured_one() {
     assert!(failed, "the front refused a client without a certificate");
     refused.abort.cancel();
     refused.task.await.unwrap().unwrap();
+}
+
+/// A certificate for another name than the endpoint's host (an IP address, an
+/// alias) is accepted with `tls.server_name` naming it, and refused without.
+#[tokio::test]
+async fn server_name_names_the_certificate_of_an_endpoint_known_by_another_name() {
+    let logs = capture_logs(Level::WARN);
+    let pki = pki();
+    let cluster = pki.ca("internal");
+    pki.leaf("es-internal", &["es.logging.internal"], &cluster);
+    let os = Osmem::start();
+    let upstream = format!("127.0.0.1:{}", os.port()).parse().unwrap();
+    let front = TlsFront::start(
+        upstream,
+        &pki.path("es-internal.crt"),
+        &pki.path("es-internal.key"),
+        None,
+    );
+    let config = |server_name: &str| {
+        es_config(&format!(
+            "endpoints: ['https://127.0.0.1:{}']\ntls:\n  ca_path: {}\n{server_name}",
+            front.port(),
+            pki.path("internal.crt").display()
+        ))
+    };
+    let wrong = start(config(""), buffer());
+    wait_for(
+        &logs,
+        &[
+            "WARN",
+            "cannot reach Elasticsearch",
+            "certificate not valid for name",
+        ],
+    )
+    .await;
+    wrong.abort.cancel();
+    wrong.task.await.unwrap().unwrap();
+    let named = start(config("  server_name: es.logging.internal\n"), buffer());
+    deliver(&named, 4).await;
+    assert_eq!(os.count("logstash-2024.01.15"), 4);
+    close_and_drain(&named.buffer, named.task, Duration::from_secs(10)).await;
 }
 
 /// A server certificate from a CA the sink does not trust: refused with the
@@ -388,121 +348,4 @@ async fn elasticsearch_6_detected_at_start_gets_the_doc_type_unless_suppressed()
     deliver(&suppressed, 3).await;
     assert_eq!(os.count("es6"), 3);
     close_and_drain(&suppressed.buffer, suppressed.task, Duration::from_secs(10)).await;
-}
-
-/// An ILM policy means nothing to OpenSearch (osmem refuses `index.lifecycle.name`):
-/// found to be OpenSearch at start, the template goes in without it, with a warning.
-#[tokio::test]
-async fn an_ilm_policy_is_left_out_for_opensearch_with_a_warning() {
-    let logs = capture_logs(Level::WARN);
-    let os = Osmem::start();
-    let sink = start(
-        es_config(&format!(
-            "endpoints: ['{}']\ntemplate: {{name: ilm, ilm_policy: logs-30d}}\n",
-            os.url()
-        )),
-        buffer(),
-    );
-    deliver(&sink, 1).await;
-    wait_for(
-        &logs,
-        &["WARN", "ilm_policy does not apply", "OpenSearch 3"],
-    )
-    .await;
-    let t = template_of(&os, "ilm");
-    assert!(!t.to_string().contains("logs-30d"), "{t}");
-    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
-}
-
-fn template_of(os: &Osmem, name: &str) -> serde_json::Value {
-    let r = os
-        .request("GET", &format!("/_index_template/{name}"), None)
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    v["index_templates"][0]["index_template"].clone()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_template_is_installed_left_alone_then_replaced_with_overwrite() {
-    let os = Osmem::start();
-    let config = |overwrite: bool| {
-        es_config(&format!(
-            "endpoints: ['{}']\ntemplate:\n  name: nagare-logs\n  overwrite: {overwrite}\n  ism_policy: logs-30d\n",
-            os.url()
-        ))
-    };
-    // First start: installed, then documents get its types.
-    let sink = start(config(false), buffer());
-    deliver(&sink, 10).await;
-    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
-    let installed = template_of(&os, "nagare-logs");
-    assert_eq!(installed["index_patterns"], json!(["logstash-*"]));
-    assert_eq!(installed["_meta"]["managed_by"], "nagare");
-    assert!(
-        installed["template"]["settings"]
-            .to_string()
-            .contains("logs-30d"),
-        "{installed}"
-    );
-    let mapping = os
-        .request("GET", "/logstash-2024.01.15/_mapping", None)
-        .unwrap();
-    let mapping: serde_json::Value = serde_json::from_slice(&mapping.body).unwrap();
-    let props = &mapping["logstash-2024.01.15"]["mappings"]["properties"];
-    assert_eq!(props["@timestamp"]["type"], "date", "{mapping}");
-    assert_eq!(props["message"]["type"], "text", "{mapping}");
-    assert_eq!(
-        props["kubernetes"]["properties"]["namespace_name"]["type"], "keyword",
-        "{mapping}"
-    );
-    assert_eq!(
-        props["kubernetes"]["properties"]["pod_name"]["type"], "keyword",
-        "{mapping}"
-    );
-
-    // Changed by hand between starts: a second start leaves it so.
-    let mut modified = installed.clone();
-    modified["priority"] = json!(42);
-    modified.as_object_mut().unwrap().remove("composed_of");
-    let r = os
-        .request("PUT", "/_index_template/nagare-logs", Some(&modified))
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let sink = start(config(false), buffer());
-    deliver(&sink, 1).await;
-    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
-    assert_eq!(template_of(&os, "nagare-logs")["priority"], 42);
-
-    // With overwrite it is replaced.
-    let sink = start(config(true), buffer());
-    deliver(&sink, 1).await;
-    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
-    assert_eq!(template_of(&os, "nagare-logs")["priority"], 150);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_template_file_is_installed_as_written() {
-    let os = Osmem::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("template.json");
-    let body = json!({
-        "index_patterns": ["app-*"],
-        "priority": 7,
-        "template": {"mappings": {"properties": {"level": {"type": "keyword"}}}}
-    });
-    std::fs::write(&file, body.to_string()).unwrap();
-    let sink = start(
-        es_config(&format!(
-            "endpoints: ['{}']\nindex: app-logs\ntemplate:\n  name: mine\n  file: {}\n",
-            os.url(),
-            file.display()
-        )),
-        buffer(),
-    );
-    deliver(&sink, 1).await;
-    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
-    let t = template_of(&os, "mine");
-    assert_eq!(t["index_patterns"], json!(["app-*"]));
-    assert_eq!(t["priority"], 7);
 }
