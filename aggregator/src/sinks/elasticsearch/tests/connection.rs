@@ -206,3 +206,17 @@ fn template_bodies_per_cluster() {
         "hot-warm"
     );
 }
+
+#[test]
+fn tls_files_are_read_at_start_and_a_missing_one_is_named() {
+    let c = config("endpoints: [https://a:9200]\ntls: {ca_path: /nonexistent/ca.pem}\n");
+    c.validate().unwrap();
+    let e = client::http_client(&c).unwrap_err().to_string();
+    assert!(
+        e.starts_with("tls: cannot use tls.ca_path /nonexistent/ca.pem"),
+        "{e}"
+    );
+    // Without a CA file the system's trust store is used.
+    let c = config("endpoints: [https://a:9200]\ntls: {verify_hostname: true}\n");
+    client::http_client(&c).unwrap();
+}
