@@ -309,4 +309,63 @@ fn elasticsearch_index_and_action_mistakes_name_their_line_and_key() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+
+/// The Elasticsearch sink's connection settings (`cloud_id`, `api_key`, `tls`,
+/// `api_version`, `template`): each refusal names the file, the line and the key,
+/// and says why.
+#[test]
+fn elasticsearch_connection_refusals_name_their_line_and_key() {
+    let cloud_id = "staging:dXMtZWFzdC0xLmF3cy5mb3VuZC5pbyRjZWM2ZjI2MWE3NGJmMjRjZTMzYmI4ODExYjg0Mjk0ZiRjNmMyY2E2ZDA0MjI0OWFmMGNjN2Q3YTllOTYyNTc0Mw==";
+    let api_key = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
+    // (text appended to the sink, or a replaced endpoints line, and the error.)
+    let cases: Vec<(String, String)> = vec![
+        (
+            broken(30, "    cloud_id: 'name:%%%'"),
+            "nagare.yaml:30: at `sinks.search.cloud_id`: the part after the `:` is not base64".into(),
+        ),
+        (
+            broken(30, "    cloud_id: 'name:aG9zdA=='"),
+            "nagare.yaml:30: at `sinks.search.cloud_id`: the decoded Cloud ID `host` is not `host$elasticsearch_id$kibana_id`".into(),
+        ),
+        (
+            format!("{BASE}    cloud_id: '{cloud_id}'\n"),
+            "nagare.yaml:36: at `sinks.search.cloud_id`: set either `cloud_id` (Elastic Cloud) or `endpoints`, not both".into(),
+        ),
+        (
+            format!("{BASE}    user: elastic\n    api_key: {api_key}\n"),
+            "nagare.yaml:37: at `sinks.search.api_key`: set either `api_key` or `user`/`password`, not both".into(),
+        ),
+        (
+            format!("{BASE}    api_key: 'id:key'\n"),
+            "nagare.yaml:36: at `sinks.search.api_key`: this looks like `id:api_key`".into(),
+        ),
+        (
+            format!("{BASE}    api_version: v9\n"),
+            "nagare.yaml:36: at `sinks.search.api_version`: unknown variant `v9`".into(),
+        ),
+        (
+            format!("{BASE}    tls:\n      ca_path: /etc/ca.pem\n"),
+            "nagare.yaml:36: at `sinks.search.tls`: no endpoint is https://".into(),
+        ),
+        (
+            format!("{BASE}    template:\n      ilm_policy: a\n      ism_policy: b\n"),
+            "nagare.yaml:38: at `sinks.search.template.ism_policy`: set `ilm_policy` (Elasticsearch) or `ism_policy` (OpenSearch), not both".into(),
+        ),
+        (
+            format!("{BASE}    template:\n      file: /nonexistent/t.json\n"),
+            "nagare.yaml:37: at `sinks.search.template.file`: cannot read /nonexistent/t.json".into(),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in &cases {
+        let (code, err) = validate(text);
+        if code != 2 || !err.starts_with(want.as_str()) {
+            failures.push(format!("want {want}\n  got  {err} (exit {code})"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    // And a working Elastic Cloud config passes.
+    let cloud = broken(30, &format!("    cloud_id: '{cloud_id}'"));
+    let (code, err) = validate(&format!("{cloud}    api_key: {api_key}\n"));
+    assert_eq!(code, 0, "{err}");
 }

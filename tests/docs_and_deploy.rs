@@ -18,7 +18,7 @@ fn repo() -> PathBuf {
 }
 
 /// Values for the environment variables the examples reference.
-const ENV: [(&str, &str); 13] = [
+const ENV: [(&str, &str); 15] = [
     ("NODE_NAME", "node-1"),
     ("FORWARD_SHARED_KEY", "cluster-key"),
     ("LEGACY_SHARED_KEY", "legacy-key"),
@@ -32,6 +32,15 @@ const ENV: [(&str, &str); 13] = [
     ("FORWARD_PASSWORD", "node-password"),
     ("LEGACY_PASSWORD", "legacy-password"),
     ("GOOGLE_CLOUD_PROJECT", "prod-logs"),
+    // Elastic's published example Cloud ID, and an API key in the `encoded` form.
+    (
+        "ES_CLOUD_ID",
+        "staging:dXMtZWFzdC0xLmF3cy5mb3VuZC5pbyRjZWM2ZjI2MWE3NGJmMjRjZTMzYmI4ODExYjg0Mjk0ZiRjNmMyY2E2ZDA0MjI0OWFmMGNjN2Q3YTllOTYyNTc0Mw==",
+    ),
+    (
+        "ES_API_KEY",
+        "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==",
+    ),
 ];
 
 /// Runs `cmd`: whether it succeeded, and what it printed.

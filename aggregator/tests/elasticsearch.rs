@@ -401,9 +401,11 @@ async fn a_request_refused_as_a_whole_is_split_to_isolate_the_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn osmem_down_at_start_then_up_is_delivered() {
     let port = free_port();
+    // `api_version` given, so that no `GET /` at start waits for the server: this
+    // is about `_bulk` retries (tests/elasticsearch_connection.rs has the start-up).
     let sink = start(es_config(
         &format!("http://127.0.0.1:{port}"),
-        "index: late\n",
+        "index: late\napi_version: v8\n",
     ));
     let (ch, mut rx) = chunk("app", (0..25).map(record).collect(), 0);
     sink.buffer.push(ch).await.unwrap();
@@ -452,7 +454,7 @@ async fn abort_returns_at_once_and_leaves_the_chunk_in_the_buffer() {
     let port = free_port();
     let sink = start(es_config(
         &format!("http://127.0.0.1:{port}"),
-        "index: never\n",
+        "index: never\napi_version: v8\n",
     ));
     let (ch, _rx) = chunk("app", (0..3).map(record).collect(), 0);
     sink.buffer.push(ch).await.unwrap();
@@ -567,7 +569,11 @@ async fn flush_thread_count_sends_that_many_requests_at_once() {
             buffer.push(ch).await.unwrap();
         }
         let sink = start_with(
-            es_config(&format!("http://127.0.0.1:{port}"), "index: slow\n"),
+            // No `GET /` at start: the hanging server would hold it.
+            es_config(
+                &format!("http://127.0.0.1:{port}"),
+                "index: slow\napi_version: v8\n",
+            ),
             buffer,
         );
         let all_sent = wait_until(Duration::from_secs(10), || {

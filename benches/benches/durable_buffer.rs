@@ -220,7 +220,8 @@ struct Outage {
 /// resident memory and file buffer every second.
 fn outage(dir: &Path, seconds: u64) -> Outage {
     // The destination: accepts connections and never answers, as a stopped
-    // Elasticsearch node does.
+    // Elasticsearch node does (`api_version` given: no `GET /` waits at start, the
+    // sink leases and retries `_bulk` requests as in an outage mid-stream).
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole_addr = hole.local_addr().unwrap();
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -242,7 +243,7 @@ fn outage(dir: &Path, seconds: u64) -> Outage {
     .unwrap();
     let buffer = Buffer::open("es", &buffer_config, dir).unwrap();
     let es_config: ElasticsearchConfig = serde_norway::from_str(&format!(
-        "endpoints: [\"http://{hole_addr}\"]\nrequest_timeout: 5s\n"
+        "endpoints: [\"http://{hole_addr}\"]\nrequest_timeout: 5s\napi_version: v8\n"
     ))
     .unwrap();
     let mut routes = RouterBuilder::new();

@@ -1,7 +1,10 @@
 //! PEM files for TLS (certificates, private keys, CA bundles), read the same way by
 //! every component that speaks TLS, with errors that name the setting and the file.
-//! Private keys may be encrypted with a passphrase (`key`).
+//! Private keys may be encrypted with a passphrase (`key`). `client`: the `tls:`
+//! block of components that connect to servers ([`ClientTlsConfig`]) and the rustls
+//! client settings it gives.
 
+mod client;
 mod key;
 
 use std::path::Path;
@@ -12,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
 use crate::config::Secret;
+pub use client::{ClientTlsConfig, ClientTlsError};
 use key::{KeyBlock, Refusal};
 
 /// A PEM file that could not be read or holds nothing usable.

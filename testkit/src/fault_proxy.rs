@@ -59,6 +59,10 @@ pub struct BulkExchange {
 struct State {
     faults: VecDeque<BulkFault>,
     log: Vec<BulkExchange>,
+    /// The status and body `GET /` is answered with instead of osmem's answer.
+    root: Option<(u16, Vec<u8>)>,
+    /// The `Authorization` header of every request that is not a `_bulk`.
+    other_auth: Vec<(String, Option<String>)>,
 }
 
 type Shared = proxy_server::Shared<State>;
@@ -99,6 +103,25 @@ impl FaultProxy {
     pub fn bulk_log(&self) -> Vec<BulkExchange> {
         self.shared.lock().log.clone()
     }
+
+    /// Answers every `GET /` with `status` (401, 403, 404: a user without the
+    /// `monitor` privilege, or Serverless) and an Elasticsearch error body.
+    pub fn refuse_root(&self, status: u16) {
+        let body = json!({"error": {"type": "security_exception", "reason": "action [cluster:monitor/main] is unauthorized"}, "status": status});
+        self.answer_root(status, body.to_string().as_bytes());
+    }
+
+    /// Answers every `GET /` with `status` and `body` (JSON), such as the recorded
+    /// answer of another Elasticsearch version.
+    pub fn answer_root(&self, status: u16, body: &[u8]) {
+        self.shared.lock().root = Some((status, body.to_vec()));
+    }
+
+    /// `METHOD path` and the `Authorization` header of every request other than
+    /// `_bulk`, in order.
+    pub fn other_requests(&self) -> Vec<(String, Option<String>)> {
+        self.shared.lock().other_auth.clone()
+    }
 }
 
 /// A `_bulk` request gets its fault, if one is queued; any other passes through.
@@ -106,6 +129,28 @@ fn handle(request: Request, shared: &Shared) -> Response {
     if is_bulk(&request.target) && request.method == "POST" {
         bulk(request, shared)
     } else {
+        let authorization = request
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.clone());
+        let root = {
+            let mut state = shared.lock();
+            state.other_auth.push((
+                format!("{} {}", request.method, request.target),
+                authorization,
+            ));
+            state.root.clone()
+        };
+        if let Some((status, body)) =
+            root.filter(|_| request.method == "GET" && request.target == "/")
+        {
+            return Response {
+                status,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body,
+            };
+        }
         forward(
             shared,
             &request.method,

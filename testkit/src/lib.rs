@@ -18,6 +18,8 @@
 //!   insertAll requests (rate limits, 5xx, cut connections) in front of local-bigquery.
 //! - [`aws_proxy`]: [`AwsProxy`], a recording and fault-injecting proxy for AWS
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
+//! - [`tls_front`]: [`TlsFront`], a TLS-terminating front (rustls, optionally
+//!   requiring client certificates) for a plain HTTP server such as osmem.
 //! - [`proxy_server`]: [`ProxyServer`](proxy_server::ProxyServer), the HTTP server
 //!   under the proxies.
 //! - [`prometheus`]: [`Prometheus`], a real Prometheus server scraping a test's
@@ -46,6 +48,7 @@ pub mod paths;
 pub mod proc;
 pub mod prometheus;
 pub mod proxy_server;
+pub mod tls_front;
 pub mod wait;
 
 pub use aws_proxy::{AwsError, AwsExchange, AwsFault, AwsProxy};
@@ -59,4 +62,5 @@ pub use logs::{LogCapture, capture_logs};
 pub use moto::Moto;
 pub use osmem::{Document, Osmem};
 pub use prometheus::{Prometheus, promtool_check};
+pub use tls_front::TlsFront;
 pub use wait::{free_port, wait_until, wait_until_async};

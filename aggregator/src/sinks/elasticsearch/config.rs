@@ -5,7 +5,7 @@
 //!   es:
 //!     type: elasticsearch
 //!     match: "kube.**"
-//!     endpoints: ["http://es-0.es:9200", "http://es-1.es:9200"]
+//!     endpoints: ["https://es-0.es:9200", "https://es-1.es:9200"]
 //!     logstash_format: true          # daily indices logstash-YYYY.MM.DD (the default)
 //!     logstash_prefix: logstash
 //!     logstash_dateformat: "%Y.%m.%d"
@@ -22,6 +22,13 @@
 //!     pipeline: k8s-logs            # an ingest pipeline
 //!     routing_key: kubernetes.pod_name
 //!     suppress_type_name: false
+//!     api_version: auto             # GET / at start; v6 | v7 | v8 | opensearch
+//!     tls:
+//!       ca_path: /etc/nagare/es/ca.crt
+//!     template:
+//!       install: true
+//!       name: nagare-logs
+//!       ilm_policy: logs-30d
 //! ```
 //!
 //! An index per namespace, and data streams (`index.rs`):
@@ -43,6 +50,16 @@
 //!     index_fallback: logs-kubernetes-unknown
 //! ```
 //!
+//! Elastic Cloud instead of `endpoints`, with an API key instead of `user`:
+//!
+//! ```yaml
+//! sinks:
+//!   cloud:
+//!     type: elasticsearch
+//!     cloud_id: ${ES_CLOUD_ID}        # name:base64(host$es_id$kibana_id)
+//!     api_key: ${ES_API_KEY}          # the `encoded` value Elasticsearch issues
+//! ```
+//!
 //! Retries (`retry_wait`, `retry_max_interval`, `retry_timeout`, ...) and the number
 //! of requests in flight (`flush_thread_count`) are the sink's `buffer:` settings;
 //! where refused events go is its `dead_letter:` output.
@@ -52,17 +69,45 @@ use std::time::Duration;
 use nagare_core::component::Invalid;
 use nagare_core::config::{ByteSize, HumanDuration, Secret};
 use nagare_core::sink::BatchLimits;
+use nagare_core::tls::ClientTlsConfig;
 use serde::Deserialize;
 
 use super::index::{DataStreamConfig, IndexTarget, Mode};
+use super::template::TemplateConfig;
+use super::version::ApiVersion;
 
 /// Ships events to Elasticsearch (or OpenSearch) through the `_bulk` API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     /// Base URLs of the cluster's nodes (`http://es-0:9200`), used round robin; at
-    /// least one. A path after the host (a proxy's prefix) is kept.
+    /// least one, unless `cloud_id` is set. A path after the host (a proxy's prefix)
+    /// is kept.
+    #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Elastic Cloud's Cloud ID (`name:base64`, from the deployment's page), instead
+    /// of `endpoints`: the deployment's Elasticsearch endpoint is decoded from it
+    /// (`https://<es id>.<host>:443`, or the port the id names).
+    #[serde(default)]
+    pub cloud_id: Option<String>,
+    /// An Elasticsearch API key, sent as `Authorization: ApiKey <key>`: the base64
+    /// `id:api_key` value Elasticsearch issues (`encoded` in the answer to
+    /// `POST /_security/api_key`). Instead of `user`/`password`.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Which API the cluster speaks: `auto` (ask it with `GET /` at start; where
+    /// that is refused, as for Serverless or users without the `monitor`
+    /// privilege, go on as with `v8`), `v6`, `v7`, `v8` or `opensearch`.
+    #[serde(default)]
+    pub api_version: ApiVersion,
+    /// TLS to the cluster: a CA file (otherwise the system's trust store), a
+    /// client certificate, the name to check, or no verification (tests only).
+    #[serde(default)]
+    pub tls: Option<ClientTlsConfig>,
+    /// An index template installed at start, so that the first documents get
+    /// Kibana-ready types (`@timestamp` a date, Kubernetes metadata keywords).
+    #[serde(default)]
+    pub template: Option<TemplateConfig>,
     /// The index to write to: a name, or a template over the tag and record fields
     /// (`{kubernetes.namespace_name}`, `{tag}`, `{tag_parts[N]}`) with strftime
     /// conversions of the event time in UTC in its text (`%Y.%m.%d`; `%%` for a `%`).
@@ -258,12 +303,7 @@ fn default_batch_timeout() -> HumanDuration {
 impl ElasticsearchConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.endpoints.is_empty() {
-            return Err(Invalid::new(
-                "endpoints",
-                "give at least one endpoint, like `http://elasticsearch:9200`",
-            ));
-        }
+        super::client::validate(self)?;
         for (i, e) in self.endpoints.iter().enumerate() {
             match reqwest::Url::parse(e) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
@@ -286,6 +326,9 @@ impl ElasticsearchConfig {
         self.validate_actions()?;
         if self.password.is_some() && self.user.is_none() {
             return Err(Invalid::new("password", "a password needs a `user`"));
+        }
+        if let Some(template) = &self.template {
+            template.validate(self)?;
         }
         if self.batch.max_events == 0 {
             return Err(Invalid::new("batch.max_events", "must be at least 1"));

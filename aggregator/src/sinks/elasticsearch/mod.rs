@@ -11,6 +11,11 @@
 //! - `index.rs`: where events go as the config says it (a fixed index, daily
 //!   indices, an index template, a data stream) and Elasticsearch's naming rules.
 //! - `namer.rs`: each event's index from that, fast, with `index_fallback`.
+//! - `client.rs`: endpoints (or `cloud_id`, decoded by `cloud.rs`), the HTTP client
+//!   with the `tls:` block, credentials (basic auth or `api_key`).
+//! - `version.rs`: `api_version` and what `GET /` says ([`Cluster`]).
+//! - `template.rs`: the `template:` section and the index template it installs.
+//! - `startup.rs`: before the first `_bulk`: version detection, template install.
 //! - `request_builder.rs`: events to NDJSON items (the kit's encoder), items to
 //!   (gzipped) bodies; pure.
 //! - `service.rs`: the HTTP client, endpoints in turn (the kit's service).
@@ -18,6 +23,8 @@
 //! - `stats.rs`: `_bulk` requests and items by status class, for `/metrics`.
 //! - `sink.rs`: the component, and the kit's driver started with the pieces above.
 
+mod client;
+mod cloud;
 mod config;
 mod index;
 mod namer;
@@ -25,10 +32,15 @@ mod request_builder;
 mod retry;
 mod service;
 mod sink;
+mod startup;
 mod stats;
+mod template;
 #[cfg(test)]
 mod tests;
+mod version;
 
+pub use client::{Auth, ClientError};
+pub use cloud::decode as decode_cloud_id;
 pub use config::{BatchConfig, ElasticsearchConfig, OpType};
 pub use index::{
     DataStreamConfig, IndexTarget, Mode, data_stream_part_problem, index_name_problem,
@@ -39,3 +51,5 @@ pub use retry::{classify, classify_item, error_reason};
 pub use service::{BulkResponse, BulkService, SendError};
 pub use sink::{ElasticsearchSink, ElasticsearchSinkError, run};
 pub use stats::BulkStats;
+pub use template::{TemplateConfig, TemplateRequest, index_patterns};
+pub use version::{ApiVersion, Cluster};

@@ -1,16 +1,17 @@
-//! Sends `_bulk` requests: one HTTP client, the endpoints taken in turn (so a retry
-//! goes to the next node), basic auth, gzip, a timeout per request; and, as the
+//! Sends `_bulk` requests: one HTTP client (`client.rs`: TLS, credentials), the
+//! endpoints taken in turn (so a retry goes to the next node), gzip, a timeout per
+//! request; and, as the
 //! kit's [`Service`], builds a batch's request and says what its answer means
 //! (`retry.rs`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nagare_core::config::Secret;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 
 use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
 
+use super::client::{self, Auth, ClientError, error_chain};
 use super::config::{ElasticsearchConfig, OpType};
 use super::request_builder::{self, BulkRequest};
 use super::retry::classify;
@@ -45,7 +46,7 @@ pub struct BulkService {
     /// `<endpoint>/_bulk` of each endpoint.
     urls: Vec<String>,
     next: usize,
-    auth: Option<(String, Secret)>,
+    auth: Auth,
     compress: bool,
     op_type: OpType,
     stats: Option<BulkStats>,
@@ -59,25 +60,13 @@ impl BulkService {
     }
 
     /// A service for a validated config.
-    pub fn new(config: &ElasticsearchConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout())
-            .connect_timeout(
-                config
-                    .request_timeout()
-                    .min(std::time::Duration::from_secs(10)),
-            )
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build()?;
-        let urls = config
-            .endpoints
-            .iter()
-            .map(|e| format!("{}/_bulk", e.trim_end_matches('/')))
+    pub fn new(config: &ElasticsearchConfig) -> Result<Self, ClientError> {
+        let client = client::http_client(config)?;
+        let urls = client::endpoints(config)?
+            .into_iter()
+            .map(|e| format!("{e}/_bulk"))
             .collect();
-        let auth = config
-            .user
-            .clone()
-            .map(|user| (user, config.password.clone().unwrap_or_default()));
+        let auth = Auth::of(config);
         Ok(Self {
             client,
             urls,
@@ -104,9 +93,7 @@ impl BulkService {
         if request.gzip {
             builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        if let Some((user, password)) = &self.auth {
-            builder = builder.basic_auth(user, Some(password.expose()));
-        }
+        builder = self.auth.apply(builder);
         let endpoint = url.trim_end_matches("/_bulk").to_string();
         let response = builder.send().await.map_err(|error| SendError {
             endpoint: endpoint.clone(),
@@ -159,20 +146,4 @@ impl Service<Arc<str>> for BulkService {
             }
         }
     }
-}
-
-/// An error and its causes, `: `-separated: reqwest's own message alone ("error
-/// sending request") does not say that the connection was refused.
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -2,6 +2,11 @@
 //! (`request_builder.rs`), service (`service.rs`, answers read by `retry.rs`) and
 //! words.
 //!
+//! First, once: the `tls:` files are read (a mistake fails the start), and
+//! `startup.rs` learns the cluster's API and installs the index template, asking
+//! again with backoff while the cluster does not answer; chunks wait in the buffer
+//! meanwhile. Elasticsearch 6 turns on `_type: _doc` in the request builder.
+//!
 //! Events of several chunks share a request, and a chunk larger than a batch is
 //! spread over several; each lease is acked once every one of its events is stored,
 //! or marked as dead-lettered once they are all resolved and some went to the
@@ -22,10 +27,12 @@
 use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::sink::{self, Words};
 
+use super::client::{self, Auth, ClientError};
 use super::config::ElasticsearchConfig;
 use super::index::IndexTarget;
 use super::request_builder::RequestBuilder;
 use super::service::BulkService;
+use super::startup::Startup;
 use super::stats::BulkStats;
 
 /// Why the sink could not start.
@@ -39,13 +46,13 @@ pub enum ElasticsearchSinkError {
         /// The setting and the problem.
         invalid: Invalid,
     },
-    /// The HTTP client could not be set up (TLS roots, resolver).
+    /// The HTTP client could not be set up (the `tls:` files, roots, resolver).
     #[error("elasticsearch sink `{sink}`: cannot set up the HTTP client: {source}")]
     Client {
         /// The sink's name.
         sink: String,
         /// The cause.
-        source: reqwest::Error,
+        source: ClientError,
     },
 }
 
@@ -89,24 +96,43 @@ pub async fn run(
         invalid,
     };
     config.validate().map_err(invalid)?;
+    let client_error = |source| ElasticsearchSinkError::Client {
+        sink: ctx.name.clone(),
+        source,
+    };
+    // Every `tls:` file is read here, so that a mistake fails the start.
+    let http = client::http_client(&config).map_err(client_error)?;
+    let endpoints = client::endpoints(&config).map_err(client_error)?;
+    let startup = Startup {
+        sink: &ctx.name,
+        config: &config,
+        client: &http,
+        endpoints: &endpoints,
+        auth: &Auth::of(&config),
+    };
+    let Some(cluster) = startup.run(&ctx.abort).await else {
+        // Aborted before the cluster answered: every chunk stays in the buffer.
+        return Ok(());
+    };
+    let type_name = cluster.wants_type_name() && !config.suppress_type_name;
     let workers = ctx.flush_thread_count();
     let mut pairs = Vec::with_capacity(workers);
     let stats = BulkStats::new(&ctx.metrics);
     for _ in 0..workers {
-        let builder = RequestBuilder::new(&config)
+        let mut builder = RequestBuilder::new(&config)
             .map_err(invalid)?
             .count_fallbacks(stats.fallbacks());
+        builder.set_type_name(type_name);
         let service = BulkService::new(&config)
-            .map_err(|source| ElasticsearchSinkError::Client {
-                sink: ctx.name.clone(),
-                source,
-            })?
+            .map_err(client_error)?
             .with_stats(stats.clone());
         pairs.push((builder, service));
     }
     tracing::info!(
         sink = %ctx.name,
-        endpoints = ?config.endpoints,
+        endpoints = ?endpoints,
+        %cluster,
+        type_name,
         index = %describe_target(&config),
         op_type = config.op_type().config_name(),
         dead_letter = %ctx.dead_letter().path().display(),

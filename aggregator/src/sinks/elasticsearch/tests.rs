@@ -10,6 +10,8 @@ use serde_json::json;
 
 use super::*;
 
+mod connection;
+
 fn config(yaml: &str) -> ElasticsearchConfig {
     ConfigDocument::from_text("test.yaml", yaml, |_| None)
         .unwrap()

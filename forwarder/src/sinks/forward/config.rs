@@ -36,13 +36,13 @@
 //! ```
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nagare_core::component::Invalid;
 use nagare_core::compression::Compression;
 use nagare_core::config::{HumanDuration, Secret};
 use nagare_core::retry::Backoff;
+pub use nagare_core::tls::ClientTlsConfig;
 use serde::Deserialize;
 
 /// Config of the Forward Protocol client.
@@ -199,40 +199,6 @@ pub struct ClientSecurityConfig {
     pub password: Option<Secret>,
 }
 
-/// TLS to the servers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientTlsConfig {
-    /// PEM file with the CA certificates that server certificates are verified
-    /// against. Required unless `insecure_skip_verify`.
-    #[serde(default)]
-    pub ca_path: Option<PathBuf>,
-    /// PEM file with a client certificate (and its intermediates), for servers that
-    /// verify clients.
-    #[serde(default)]
-    pub cert_path: Option<PathBuf>,
-    /// PEM file with the client certificate's private key: PKCS#8, PKCS#1 or SEC1,
-    /// or one of them encrypted with `private_key_passphrase`.
-    #[serde(default)]
-    pub private_key_path: Option<PathBuf>,
-    /// The passphrase of an encrypted `private_key_path` (PKCS#8 `BEGIN ENCRYPTED
-    /// PRIVATE KEY`, or OpenSSL's older `Proc-Type: 4,ENCRYPTED` PEM); Fluentd's
-    /// `tls_client_private_key_passphrase`.
-    #[serde(default)]
-    pub private_key_passphrase: Option<Secret>,
-    /// The name the server certificate must carry; defaults to each server's `host`.
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Check that the certificate is for the server's name (Fluentd's
-    /// `tls_verify_hostname`). The chain is checked either way.
-    #[serde(default = "default_verify_hostname")]
-    pub verify_hostname: bool,
-    /// Accept any certificate (Fluentd's `tls_insecure_mode`): encryption without
-    /// authentication. For tests only.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-}
-
 /// How the health of each server is checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -312,10 +278,6 @@ fn default_port() -> u16 {
 
 fn default_weight() -> u32 {
     60
-}
-
-fn default_verify_hostname() -> bool {
-    true
 }
 
 impl ForwardSinkConfig {
@@ -432,24 +394,7 @@ impl ForwardSinkConfig {
             }
         }
         if let Some(tls) = &self.tls {
-            if tls.ca_path.is_none() && !tls.insecure_skip_verify {
-                return Err(Invalid::new(
-                    "tls.ca_path",
-                    "give the CA that signed the servers' certificates (or insecure_skip_verify: true, for tests only)",
-                ));
-            }
-            if tls.cert_path.is_some() != tls.private_key_path.is_some() {
-                return Err(Invalid::new(
-                    "tls",
-                    "a client certificate needs both cert_path and private_key_path",
-                ));
-            }
-            if tls.private_key_passphrase.is_some() && tls.private_key_path.is_none() {
-                return Err(Invalid::new(
-                    "tls.private_key_passphrase",
-                    "there is no private_key_path for the passphrase to decrypt; give the client certificate's cert_path and private_key_path, or remove the passphrase",
-                ));
-            }
+            tls.validate(true)?;
         }
         Ok(())
     }

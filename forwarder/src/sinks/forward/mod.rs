@@ -8,14 +8,13 @@
 //! several servers by weight, with `standby` servers for when every primary is down; a
 //! phi accrual failure detector fed by heartbeats (UDP, TCP or the transport itself)
 //! marks servers down within seconds and up again once they recover; host names are
-//! re-resolved, each address a server of its own. TLS (rustls) and the shared-key
-//! handshake are optional.
+//! re-resolved, each address a server of its own. TLS (rustls, the `tls:` block of
+//! [`nagare_core::tls::ClientTlsConfig`]) and the shared-key handshake are optional.
 //!
 //! - `config`: [`ForwardSinkConfig`], [`ServerConfig`], the `security`
 //!   and `tls` sections, [`HeartbeatType`].
 //! - `encoder`: a chunk to frame bytes, pure ([`encode`], [`EncodedChunk`]).
 //! - `connection`: one connection: TCP, TLS, handshake; frames out, acks in.
-//! - `tls`: the rustls client settings from PEM files.
 //! - `detector`: the phi accrual failure detector ([`FailureDetector`]).
 //! - `balancer`: smooth weighted round robin with standbys ([`Balancer`]).
 //! - `node`: one server address: its health and the worker owning its connection.
@@ -35,7 +34,6 @@ mod node;
 mod resolve;
 mod sink;
 mod stats;
-mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -46,5 +44,5 @@ pub use config::{
 };
 pub use detector::{DetectorConfig, FailureDetector, Transition};
 pub use encoder::{EncodedChunk, encode};
+pub use nagare_core::tls::ClientTlsError;
 pub use sink::{ForwardSink, ForwardSinkError, run};
-pub use tls::ClientTlsError;

@@ -28,13 +28,14 @@ use nagare_core::host::machine_hostname;
 use nagare_core::metrics::{ComponentMetrics, Discard, ErrorType};
 use nagare_core::retry::{Attempts, Backoff, Next, Retrier};
 use nagare_core::shutdown::Shutdown;
+use nagare_core::tls::ClientTlsError;
 use thiserror::Error;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::balancer::{Balancer, Candidate};
-use super::config::{ForwardSinkConfig, HeartbeatType};
+use super::config::{ClientTlsConfig, ForwardSinkConfig, HeartbeatType};
 use super::connection::{ClientAuth, Link};
 use super::detector::DetectorConfig;
 use super::encoder::{self, EncodedChunk};
@@ -42,7 +43,6 @@ use super::heartbeat::Heartbeats;
 use super::node::{Health, Job, NodeId, Report, ToNode, Worker, WorkerSettings};
 use super::resolve::{self, NodeKey};
 use super::stats::{self, ServerStats};
-use super::tls::{self, ClientTlsError};
 
 /// Chunks below this size are compressed on the async thread; larger ones on the
 /// blocking pool, so a big chunk does not stall other tasks.
@@ -121,7 +121,11 @@ pub async fn run(config: ForwardSinkConfig, ctx: SinkContext) -> Result<(), Forw
 
 /// How to connect to each configured server (TLS and handshake settings).
 fn links(config: &ForwardSinkConfig) -> Result<Vec<Link>, ForwardSinkError> {
-    let tls = config.tls.as_ref().map(tls::client_config).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(ClientTlsConfig::client_config)
+        .transpose()?;
     let self_hostname = config
         .security
         .as_ref()
@@ -132,7 +136,7 @@ fn links(config: &ForwardSinkConfig) -> Result<Vec<Link>, ForwardSinkError> {
         .map(|server| {
             let tls = match (&tls, &config.tls) {
                 (Some(client), Some(settings)) => {
-                    Some((client.clone(), tls::server_name(settings, &server.host)?))
+                    Some((client.clone(), settings.server_name(&server.host)?))
                 }
                 _ => None,
             };

@@ -1,0 +1,122 @@
+//! The Elasticsearch sink's index template against a real osmem-server: installed
+//! at start, left alone when there (even changed by hand), replaced with
+//! `overwrite`, a user's file as written, a policy that does not apply left out;
+//! documents then have the template's types.
+
+mod es_support;
+
+use std::time::Duration;
+
+use es_support::{buffer, deliver, es_config, start, template_of, wait_for};
+use nagare_core::testing::close_and_drain;
+use nagare_testkit::{Osmem, capture_logs};
+use serde_json::json;
+use tracing::Level;
+
+/// An ILM policy means nothing to OpenSearch (osmem refuses `index.lifecycle.name`):
+/// found to be OpenSearch at start, the template goes in without it, with a warning.
+#[tokio::test]
+async fn an_ilm_policy_is_left_out_for_opensearch_with_a_warning() {
+    let logs = capture_logs(Level::WARN);
+    let os = Osmem::start();
+    let sink = start(
+        es_config(&format!(
+            "endpoints: ['{}']\ntemplate: {{name: ilm, ilm_policy: logs-30d}}\n",
+            os.url()
+        )),
+        buffer(),
+    );
+    deliver(&sink, 1).await;
+    wait_for(
+        &logs,
+        &["WARN", "ilm_policy does not apply", "OpenSearch 3"],
+    )
+    .await;
+    let t = template_of(&os, "ilm");
+    assert!(!t.to_string().contains("logs-30d"), "{t}");
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_is_installed_left_alone_then_replaced_with_overwrite() {
+    let os = Osmem::start();
+    let config = |overwrite: bool| {
+        es_config(&format!(
+            "endpoints: ['{}']\ntemplate:\n  name: nagare-logs\n  overwrite: {overwrite}\n  ism_policy: logs-30d\n",
+            os.url()
+        ))
+    };
+    // First start: installed, then documents get its types.
+    let sink = start(config(false), buffer());
+    deliver(&sink, 10).await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    let installed = template_of(&os, "nagare-logs");
+    assert_eq!(installed["index_patterns"], json!(["logstash-*"]));
+    assert_eq!(installed["_meta"]["managed_by"], "nagare");
+    assert!(
+        installed["template"]["settings"]
+            .to_string()
+            .contains("logs-30d"),
+        "{installed}"
+    );
+    let mapping = os
+        .request("GET", "/logstash-2024.01.15/_mapping", None)
+        .unwrap();
+    let mapping: serde_json::Value = serde_json::from_slice(&mapping.body).unwrap();
+    let props = &mapping["logstash-2024.01.15"]["mappings"]["properties"];
+    assert_eq!(props["@timestamp"]["type"], "date", "{mapping}");
+    assert_eq!(props["message"]["type"], "text", "{mapping}");
+    assert_eq!(
+        props["kubernetes"]["properties"]["namespace_name"]["type"], "keyword",
+        "{mapping}"
+    );
+    assert_eq!(
+        props["kubernetes"]["properties"]["pod_name"]["type"], "keyword",
+        "{mapping}"
+    );
+
+    // Changed by hand between starts: a second start leaves it so.
+    let mut modified = installed.clone();
+    modified["priority"] = json!(42);
+    modified.as_object_mut().unwrap().remove("composed_of");
+    let r = os
+        .request("PUT", "/_index_template/nagare-logs", Some(&modified))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sink = start(config(false), buffer());
+    deliver(&sink, 1).await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    assert_eq!(template_of(&os, "nagare-logs")["priority"], 42);
+
+    // With overwrite it is replaced.
+    let sink = start(config(true), buffer());
+    deliver(&sink, 1).await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    assert_eq!(template_of(&os, "nagare-logs")["priority"], 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_file_is_installed_as_written() {
+    let os = Osmem::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("template.json");
+    let body = json!({
+        "index_patterns": ["app-*"],
+        "priority": 7,
+        "template": {"mappings": {"properties": {"level": {"type": "keyword"}}}}
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    let sink = start(
+        es_config(&format!(
+            "endpoints: ['{}']\nindex: app-logs\ntemplate:\n  name: mine\n  file: {}\n",
+            os.url(),
+            file.display()
+        )),
+        buffer(),
+    );
+    deliver(&sink, 1).await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    let t = template_of(&os, "mine");
+    assert_eq!(t["index_patterns"], json!(["app-*"]));
+    assert_eq!(t["priority"], 7);
+}
