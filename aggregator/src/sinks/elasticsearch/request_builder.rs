@@ -54,6 +54,8 @@ pub struct RequestBuilder {
     remove_keys: Vec<String>,
     tag_key: Option<String>,
     compress: bool,
+    /// No `_id` in actions (OpenSearch Serverless refuses them).
+    omit_ids: bool,
     scratch: String,
 }
 
@@ -67,8 +69,17 @@ impl RequestBuilder {
             remove_keys: config.remove_keys.clone(),
             tag_key: config.include_tag_key.then(|| config.tag_key.clone()),
             compress: config.compress,
+            omit_ids: false,
             scratch: String::with_capacity(32),
         })
+    }
+
+    /// Leaves `_id` out of every action, so the destination makes the ids: for
+    /// OpenSearch Serverless time-series collections, which refuse a custom `_id`.
+    /// A chunk sent again then duplicates its documents.
+    pub fn omit_ids(mut self, omit: bool) -> Self {
+        self.omit_ids = omit;
+        self
     }
 
     /// The index an event of `time` goes to.
@@ -100,6 +111,7 @@ impl RequestBuilder {
             .and_then(|key| record.get(key).or_else(|| record.get_path(key)))
             .and_then(id_text);
         match own_id {
+            _ if self.omit_ids => {}
             Some(id) => {
                 bytes.extend_from_slice(b",\"_id\":");
                 write_json(&mut bytes, &id);

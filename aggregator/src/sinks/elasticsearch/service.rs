@@ -1,16 +1,17 @@
 //! Sends `_bulk` requests: one HTTP client, the endpoints taken in turn (so a retry
-//! goes to the next node), basic auth, gzip, a timeout per request; and, as the
-//! kit's [`Service`], builds a batch's request and says what its answer means
-//! (`retry.rs`).
+//! goes to the next node), basic auth or AWS SigV4 (`auth.rs`), gzip, a timeout per
+//! request; and, as the kit's [`Service`], builds a batch's request and says what its
+//! answer means (`retry.rs`), a refusal of the credentials with what to check.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use nagare_core::config::Secret;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, DATE, HeaderValue};
 
 use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
 
+use super::auth::{AwsSigner, SignError};
 use super::config::{ElasticsearchConfig, OpType};
 use super::request_builder::{self, BulkRequest};
 use super::retry::classify;
@@ -25,6 +26,9 @@ pub struct BulkResponse {
     pub status: u16,
     /// The body.
     pub body: Bytes,
+    /// How far the server's clock (its `Date` header) is ahead of this machine's,
+    /// in seconds, for a 401 or 403 (a signature refused as expired).
+    pub clock_skew: Option<i64>,
 }
 
 /// A request that got no response: connection refused or reset, timeout, TLS.
@@ -38,6 +42,22 @@ pub struct SendError {
     pub error: reqwest::Error,
 }
 
+/// A request that could not be sent or got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// No response.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// Not sent: it could not be signed (no credentials).
+    #[error("{endpoint}: {error}")]
+    Sign {
+        /// The endpoint it was for.
+        endpoint: String,
+        /// Why.
+        error: SignError,
+    },
+}
+
 /// Sends bulk requests to the cluster.
 #[derive(Debug)]
 pub struct BulkService {
@@ -49,12 +69,23 @@ pub struct BulkService {
     compress: bool,
     op_type: OpType,
     stats: Option<BulkStats>,
+    /// Signs each request (Amazon OpenSearch), shared by the workers.
+    signer: Option<Arc<AwsSigner>>,
+    /// What to check when the cluster refuses the credentials.
+    auth_hint: String,
 }
 
 impl BulkService {
     /// Counts its requests and their items' statuses into `stats`.
     pub fn with_stats(mut self, stats: BulkStats) -> Self {
         self.stats = Some(stats);
+        self
+    }
+
+    /// Signs every request with `signer`; `hint` says what to check on a 401 or 403.
+    pub fn with_signer(mut self, signer: Arc<AwsSigner>, hint: String) -> Self {
+        self.signer = Some(signer);
+        self.auth_hint = hint;
         self
     }
 
@@ -86,13 +117,24 @@ impl BulkService {
             compress: config.compress,
             op_type: config.op_type,
             stats: None,
+            signer: None,
+            auth_hint: if config.user.is_some() {
+                "check `user` and `password` and the user's privileges".to_string()
+            } else {
+                "the cluster asks for credentials: set `user` and `password`".to_string()
+            },
         })
     }
 
     /// Sends `request` to the next endpoint in turn.
-    pub async fn post(&mut self, request: &BulkRequest) -> Result<BulkResponse, SendError> {
+    pub async fn post(&mut self, request: &BulkRequest) -> Result<BulkResponse, PostError> {
         let url = self.urls[self.next % self.urls.len()].clone();
         self.next = self.next.wrapping_add(1);
+        let endpoint = url.trim_end_matches("/_bulk").to_string();
+        let send_error = |error| SendError {
+            endpoint: endpoint.clone(),
+            error,
+        };
         let mut builder = self
             .client
             .post(&url)
@@ -107,22 +149,40 @@ impl BulkService {
         if let Some((user, password)) = &self.auth {
             builder = builder.basic_auth(user, Some(password.expose()));
         }
-        let endpoint = url.trim_end_matches("/_bulk").to_string();
-        let response = builder.send().await.map_err(|error| SendError {
-            endpoint: endpoint.clone(),
-            error,
-        })?;
+        let mut http = builder.build().map_err(send_error)?;
+        if let Some(signer) = &self.signer {
+            signer
+                .sign_request(&mut http)
+                .await
+                .map_err(|error| PostError::Sign {
+                    endpoint: endpoint.clone(),
+                    error,
+                })?;
+        }
+        let response = self.client.execute(http).await.map_err(send_error)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|error| SendError {
-            endpoint: endpoint.clone(),
-            error,
-        })?;
+        let clock_skew = match status {
+            401 | 403 => response
+                .headers()
+                .get(DATE)
+                .and_then(|d| d.to_str().ok())
+                .and_then(clock_skew),
+            _ => None,
+        };
+        let body = response.bytes().await.map_err(send_error)?;
         Ok(BulkResponse {
             endpoint,
             status,
             body,
+            clock_skew,
         })
     }
+}
+
+/// Seconds the clock of a server that sent `date` (an HTTP date) is ahead of ours.
+fn clock_skew(date: &str) -> Option<i64> {
+    let theirs = jiff::fmt::rfc2822::parse(date).ok()?.timestamp();
+    Some(theirs.as_second() - jiff::Timestamp::now().as_second())
 }
 
 impl Service<Arc<str>> for BulkService {
@@ -135,17 +195,36 @@ impl Service<Arc<str>> for BulkService {
     async fn send(&mut self, request: &mut BulkRequest) -> Sent {
         match self.post(request).await {
             Ok(response) => {
-                let outcome =
+                let mut outcome =
                     classify(response.status, &response.body, request.items, self.op_type);
                 if let Some(stats) = &self.stats {
                     stats.answered(request.items, &outcome);
+                }
+                if let BatchOutcome::Blocked { reason, .. } = &mut outcome {
+                    if let Some(skew) = response.clock_skew.filter(|s| s.abs() >= 60) {
+                        reason.push_str(&format!(
+                            "; the server's clock is {skew} s {} this machine's: a signature is valid for 5 minutes, set the clock right (NTP)",
+                            if skew > 0 { "ahead of" } else { "behind" }
+                        ));
+                    }
+                    reason.push_str("; ");
+                    reason.push_str(&self.auth_hint);
                 }
                 Sent {
                     outcome,
                     destination: response.endpoint,
                 }
             }
-            Err(e) => {
+            Err(PostError::Sign { endpoint, error }) => Sent {
+                // Nothing can be sent until credentials can be had: wait, never
+                // dead-letter.
+                outcome: BatchOutcome::Blocked {
+                    status: None,
+                    reason: format!("{error}; {}", self.auth_hint),
+                },
+                destination: endpoint,
+            },
+            Err(PostError::Send(e)) => {
                 if let Some(stats) = &self.stats {
                     stats.unanswered();
                 }

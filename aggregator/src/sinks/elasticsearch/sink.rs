@@ -17,15 +17,24 @@
 //! request in flight; while they retry, new chunks wait in the buffer, which pushes
 //! back on the sources. Each event's `_id` derives from the chunk it arrived in and
 //! its position there ([`Chunk::event_ids`](nagare_core::Chunk::event_ids)), so a
-//! chunk sent again, even merged into another by a buffer, overwrites itself.
+//! chunk sent again, even merged into another by a buffer, overwrites itself; except
+//! on OpenSearch Serverless (`aws.service: aoss`), which makes its own ids.
+//!
+//! With `aws:`, every request is signed (SigV4, `auth.rs`) with credentials from the
+//! `aws:` block's chain; 401 and 403 block the sink (sent again without end, never
+//! dead-lettered) with what to check.
+
+use std::sync::Arc;
 
 use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::sink::{self, Words};
 
+use super::auth::{AwsSigner, SignError, auth_hint};
 use super::config::ElasticsearchConfig;
 use super::request_builder::RequestBuilder;
 use super::service::BulkService;
 use super::stats::BulkStats;
+use crate::aws::AwsError;
 
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +54,22 @@ pub enum ElasticsearchSinkError {
         sink: String,
         /// The cause.
         source: reqwest::Error,
+    },
+    /// No AWS region or credentials set-up for `aws:`.
+    #[error("elasticsearch sink `{sink}`: {source}")]
+    Aws {
+        /// The sink's name.
+        sink: String,
+        /// The cause.
+        source: AwsError,
+    },
+    /// No credentials provider for `aws:`.
+    #[error("elasticsearch sink `{sink}`: {source}")]
+    Signer {
+        /// The sink's name.
+        sink: String,
+        /// The cause.
+        source: SignError,
     },
 }
 
@@ -88,17 +113,49 @@ pub async fn run(
         invalid,
     };
     config.validate().map_err(invalid)?;
+    let signer = match &config.aws {
+        Some(aws) => {
+            let sdk = aws
+                .sdk_config()
+                .await
+                .map_err(|source| ElasticsearchSinkError::Aws {
+                    sink: ctx.name.clone(),
+                    source,
+                })?;
+            let service = config.aws_service().unwrap_or_default();
+            let signer =
+                AwsSigner::new(&sdk, service).map_err(|source| ElasticsearchSinkError::Signer {
+                    sink: ctx.name.clone(),
+                    source,
+                })?;
+            let hint = auth_hint(aws, signer.region(), service);
+            tracing::info!(
+                sink = %ctx.name,
+                region = signer.region(),
+                service = service.as_str(),
+                credentials = %aws.credentials_source(),
+                "elasticsearch sink signs its requests with AWS SigV4"
+            );
+            Some((Arc::new(signer), hint))
+        }
+        None => None,
+    };
     let workers = ctx.flush_thread_count();
     let mut pairs = Vec::with_capacity(workers);
     let stats = BulkStats::new(&ctx.metrics);
     for _ in 0..workers {
-        let builder = RequestBuilder::new(&config).map_err(invalid)?;
-        let service = BulkService::new(&config)
+        let builder = RequestBuilder::new(&config)
+            .map_err(invalid)?
+            .omit_ids(config.serverless());
+        let mut service = BulkService::new(&config)
             .map_err(|source| ElasticsearchSinkError::Client {
                 sink: ctx.name.clone(),
                 source,
             })?
             .with_stats(stats.clone());
+        if let Some((signer, hint)) = &signer {
+            service = service.with_signer(signer.clone(), hint.clone());
+        }
         pairs.push((builder, service));
     }
     tracing::info!(
