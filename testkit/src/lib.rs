@@ -18,6 +18,8 @@
 //!   insertAll requests (rate limits, 5xx, cut connections) in front of local-bigquery.
 //! - [`aws_proxy`]: [`AwsProxy`], a recording and fault-injecting proxy for AWS
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
+//! - [`sigv4_proxy`]: [`SigV4Proxy`], a proxy in front of osmem that checks AWS SigV4
+//!   signatures (and API keys) with botocore, once per test binary, a route per test.
 //! - [`proxy_server`]: [`ProxyServer`](proxy_server::ProxyServer), the HTTP server
 //!   under the proxies.
 //! - [`prometheus`]: [`Prometheus`], a real Prometheus server scraping a test's
@@ -46,6 +48,7 @@ pub mod paths;
 pub mod proc;
 pub mod prometheus;
 pub mod proxy_server;
+pub mod sigv4_proxy;
 pub mod wait;
 
 pub use aws_proxy::{AwsError, AwsExchange, AwsFault, AwsProxy};
@@ -59,4 +62,5 @@ pub use logs::{LogCapture, capture_logs};
 pub use moto::Moto;
 pub use osmem::{Document, Osmem};
 pub use prometheus::{Prometheus, promtool_check};
+pub use sigv4_proxy::{Route, RouteSpec, Seen, SigV4Proxy};
 pub use wait::{free_port, wait_until, wait_until_async};
