@@ -288,4 +288,28 @@ mod tests {
         assert!(verdicts[2].contains("anonymous"), "{verdicts:?}");
         assert_eq!(osmem.count("p"), 1, "only the signed request was forwarded");
     }
+
+    /// `Authorization: ApiKey ...` passes with a key of the route's, else 401.
+    #[test]
+    fn checks_api_keys() {
+        let osmem = Osmem::start();
+        let proxy = SigV4Proxy::shared();
+        let route = proxy.route(&RouteSpec {
+            upstream: osmem.url().to_string(),
+            api_keys: vec!["VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==".into()],
+            ..RouteSpec::default()
+        });
+        let path = format!("/{}/", route.name);
+        let with = |key: &str| {
+            let headers = [("authorization".to_string(), format!("ApiKey {key}"))];
+            http::send(proxy.url(), "GET", &path, &headers, b"").expect("an answer")
+        };
+        let good = with("VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==");
+        assert_eq!(good.status, 200, "{}", good.text());
+        assert_eq!(with("bm90OnRoZS1rZXk=").status, 401);
+        let log = route.log();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].auth["api_key"], true);
+        assert_eq!(log[1].status, 401);
+    }
 }

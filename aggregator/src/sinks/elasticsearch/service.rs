@@ -255,3 +255,27 @@ fn error_chain(error: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::clock_skew;
+
+    #[test]
+    fn the_clock_skew_is_read_from_an_http_date() {
+        let ahead = jiff::Timestamp::now().as_second() + 900;
+        let date = jiff::fmt::rfc2822::to_string(
+            &jiff::Timestamp::from_second(ahead)
+                .unwrap()
+                .to_zoned(jiff::tz::TimeZone::UTC),
+        )
+        .unwrap()
+        .replace("+0000", "GMT");
+        let skew = clock_skew(&date).expect("a skew");
+        assert!((899..=901).contains(&skew), "{date}: {skew}");
+        assert_eq!(
+            clock_skew("Sun, 06 Nov 1994 08:49:37 GMT").map(|s| s < 0),
+            Some(true)
+        );
+        assert_eq!(clock_skew("yesterday"), None);
+    }
+}
