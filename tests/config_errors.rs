@@ -369,3 +369,39 @@ fn elasticsearch_connection_refusals_name_their_line_and_key() {
     let (code, err) = validate(&format!("{cloud}    api_key: {api_key}\n"));
     assert_eq!(code, 0, "{err}");
 }
+
+/// The `aws:` block of the Elasticsearch sink: the service is `es` or `aoss`, and
+/// Serverless refuses document ids; the CloudWatch sink's `aws:` takes no service.
+#[test]
+fn aws_signing_mistakes_name_their_line_and_key() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "    aws:\n      region: eu-west-1\n      service: opensearch\n",
+            "nagare.yaml:38: at `sinks.search.aws.service`: unknown variant `opensearch`, expected `es` or `aoss`",
+        ),
+        (
+            "    id_key: line_id\n    aws:\n      service: aoss\n",
+            "nagare.yaml:36: at `sinks.search.id_key`: OpenSearch Serverless (`aws.service: aoss`) refuses a document id",
+        ),
+        (
+            "    op_type: create\n    id_key: line_id\n    aws: { service: aoss }\n",
+            "nagare.yaml:37: at `sinks.search.id_key`: OpenSearch Serverless (`aws.service: aoss`) refuses a document id in create actions",
+        ),
+        (
+            "  cw:\n    type: cloudwatch_logs\n    match: \"x.**\"\n    log_group_name: g\n    log_stream_name: s\n    aws:\n      service: es\n",
+            "nagare.yaml:42: at `sinks.cw.aws.service`: the cloudwatch_logs sink signs for its own API",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (extra, want) in cases {
+        let (code, err) = validate(&format!("{BASE}{extra}"));
+        if code != 2 || !err.starts_with(want) {
+            failures.push(format!("want {want}\n  got  {err} (exit {code})"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    let (code, err) = validate(&format!(
+        "{BASE}    aws:\n      region: eu-west-1\n      service: aoss\n"
+    ));
+    assert_eq!(code, 0, "{err}");
+}

@@ -7,6 +7,7 @@
 //!   role_arn: arn:aws:iam::123456789012:role/nagare   # assumed on top of the chain
 //!   external_id: ${EXTERNAL_ID}       # with role_arn, when the role's trust asks for one
 //!   sts_endpoint: http://127.0.0.1:5000                 # STS endpoint override
+//!   service: es                       # elasticsearch sink only: es | aoss
 //! ```
 //!
 //! Credentials come from the SDK's default chain (environment, shared profile, web
@@ -21,6 +22,7 @@
 //! from the environment, so with `sts_endpoint` set that call is made here.
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -52,6 +54,33 @@ pub struct AwsConfig {
     /// emulator) for AssumeRole and AssumeRoleWithWebIdentity.
     #[serde(default)]
     pub sts_endpoint: Option<String>,
+    /// The service requests are signed for, on the `elasticsearch` sink only: `es`
+    /// (an Amazon OpenSearch Service domain) or `aoss` (an OpenSearch Serverless
+    /// collection). Unset there: `es`. Other sinks refuse it (they sign for their own
+    /// API).
+    #[serde(default)]
+    pub service: Option<AwsService>,
+}
+
+/// The SigV4 service name of Amazon OpenSearch: a managed domain or Serverless.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AwsService {
+    /// Amazon OpenSearch Service (formerly Amazon Elasticsearch Service) domains.
+    #[default]
+    Es,
+    /// Amazon OpenSearch Serverless collections.
+    Aoss,
+}
+
+impl AwsService {
+    /// The name signed for (`es`, `aoss`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AwsService::Es => "es",
+            AwsService::Aoss => "aoss",
+        }
+    }
 }
 
 /// Why no SDK configuration could be made.
@@ -110,7 +139,34 @@ impl AwsConfig {
         Ok(())
     }
 
-    /// The SDK configuration: region and credentials provider (with its cache).
+    /// Refuses `service`, for the sinks that sign for their own API.
+    pub fn refuse_service(&self, prefix: &str, sink: &str) -> Result<(), Invalid> {
+        match self.service {
+            Some(_) => Err(Invalid::new(
+                format!("{prefix}.service"),
+                format!(
+                    "the {sink} sink signs for its own API; `service` (es | aoss) belongs to the elasticsearch sink: remove it"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Where the credentials come from, in words, for logs and hints.
+    pub fn credentials_source(&self) -> String {
+        match (&self.role_arn, &self.profile) {
+            (Some(role), Some(p)) => format!("the role {role} (assumed with profile `{p}`)"),
+            (Some(role), None) => {
+                format!("the role {role} (assumed with the default credentials chain)")
+            }
+            (None, Some(p)) => format!("the credentials of profile `{p}`"),
+            (None, None) => "the credentials of the default chain (environment AWS_ACCESS_KEY_ID, AWS_PROFILE, web identity AWS_ROLE_ARN, container or instance role)".to_string(),
+        }
+    }
+
+    /// The SDK configuration: region and credentials provider. SDK clients cache
+    /// what the provider gives; a caller that signs by itself keeps it in a
+    /// [`CachedCredentials`].
     pub async fn sdk_config(&self) -> Result<SdkConfig, AwsError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &self.profile {
@@ -238,6 +294,46 @@ impl ProvideCredentials for WebIdentity {
     }
 }
 
+/// Credentials from a provider, kept until shortly before they expire: for callers
+/// that sign requests themselves (SDK clients have a cache of their own). Refreshes
+/// one at a time; a provider that fails leaves nothing cached, so the next request
+/// asks again.
+#[derive(Debug)]
+pub struct CachedCredentials {
+    provider: SharedCredentialsProvider,
+    current: tokio::sync::Mutex<Option<Credentials>>,
+}
+
+impl CachedCredentials {
+    /// How long before their expiry credentials are replaced: a request signed with
+    /// them must still reach the server in time.
+    pub const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
+
+    /// A cache over `provider`.
+    pub fn new(provider: SharedCredentialsProvider) -> Self {
+        Self {
+            provider,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Credentials valid for at least [`Self::REFRESH_BEFORE`] (or without expiry).
+    pub async fn get(&self) -> Result<Credentials, CredentialsError> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref()
+            && c.expiry().is_none_or(|at| {
+                at.duration_since(SystemTime::now())
+                    .is_ok_and(|left| left > Self::REFRESH_BEFORE)
+            })
+        {
+            return Ok(c.clone());
+        }
+        let fresh = self.provider.provide_credentials().await?;
+        *current = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +374,63 @@ mod tests {
         let sdk = c.sdk_config().await.expect("a config");
         assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-3"));
         assert!(sdk.credentials_provider().is_some());
+    }
+
+    #[test]
+    fn service_is_es_or_aoss_and_other_sinks_refuse_it() {
+        assert_eq!(parse("service: aoss").service, Some(AwsService::Aoss));
+        assert_eq!(parse("{}").service, None);
+        let e = serde_norway::from_str::<AwsConfig>("service: opensearch").expect_err("refused");
+        assert!(e.to_string().contains("expected `es` or `aoss`"), "{e}");
+        let e = parse("service: es")
+            .refuse_service("aws", "cloudwatch_logs")
+            .expect_err("refused");
+        assert_eq!(e.key, "aws.service");
+        parse("region: us-east-1")
+            .refuse_service("aws", "cloudwatch_logs")
+            .expect("no service, no refusal");
+    }
+
+    #[derive(Debug)]
+    struct Counting {
+        calls: std::sync::atomic::AtomicU32,
+        expiry: Option<SystemTime>,
+    }
+
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("AKID{n}"),
+                "secret",
+                Some("token".into()),
+                self.expiry,
+                "test",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_credentials_are_kept_until_near_their_expiry() {
+        for (expiry, calls) in [
+            (None, 1),
+            (Some(SystemTime::now() + Duration::from_secs(3600)), 1),
+            (Some(SystemTime::now() + Duration::from_secs(60)), 3),
+        ] {
+            let provider = std::sync::Arc::new(Counting {
+                calls: Default::default(),
+                expiry,
+            });
+            let shared: std::sync::Arc<dyn ProvideCredentials> = provider.clone();
+            let cache = CachedCredentials::new(SharedCredentialsProvider::from(shared));
+            for _ in 0..3 {
+                cache.get().await.expect("credentials");
+            }
+            let got = provider.calls.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(got, calls, "expiry {expiry:?}");
+        }
     }
 }

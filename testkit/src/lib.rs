@@ -20,6 +20,8 @@
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
 //! - [`tls_front`]: [`TlsFront`], a TLS-terminating front (rustls, optionally
 //!   requiring client certificates) for a plain HTTP server such as osmem.
+//! - [`sigv4_proxy`]: [`SigV4Proxy`], a proxy in front of osmem that checks AWS SigV4
+//!   signatures (and API keys) with botocore, once per test binary, a route per test.
 //! - [`proxy_server`]: [`ProxyServer`](proxy_server::ProxyServer), the HTTP server
 //!   under the proxies.
 //! - [`prometheus`]: [`Prometheus`], a real Prometheus server scraping a test's
@@ -48,6 +50,7 @@ pub mod paths;
 pub mod proc;
 pub mod prometheus;
 pub mod proxy_server;
+pub mod sigv4_proxy;
 pub mod tls_front;
 pub mod wait;
 
@@ -62,5 +65,6 @@ pub use logs::{LogCapture, capture_logs};
 pub use moto::Moto;
 pub use osmem::{Document, Osmem};
 pub use prometheus::{Prometheus, promtool_check};
+pub use sigv4_proxy::{Route, RouteSpec, Seen, SigV4Proxy};
 pub use tls_front::TlsFront;
 pub use wait::{free_port, wait_until, wait_until_async};

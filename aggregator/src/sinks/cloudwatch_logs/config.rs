@@ -325,6 +325,7 @@ impl CloudWatchLogsConfig {
                 ));
             }
         }
+        self.aws.refuse_service("aws", "cloudwatch_logs")?;
         self.aws.validate("aws")
     }
 

@@ -56,6 +56,7 @@ fn validate_names_the_key_of_each_problem() {
         ("log_key: ''", "log_key"),
         ("remove_keys: ['']", "remove_keys.0"),
         ("aws: { external_id: x }", "aws.external_id"),
+        ("aws: { service: es }", "aws.service"),
         ("log_group_tags: { 'aws:x': y }", "log_group_tags.aws:x"),
     ];
     for (extra, key) in cases {

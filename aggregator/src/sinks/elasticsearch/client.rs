@@ -1,13 +1,16 @@
 //! The HTTP side every request of the sink shares: the endpoints (`endpoints`, or
 //! the one `cloud_id` stands for), the client (timeouts, and the `tls:` block's
-//! rustls settings), and the credentials (`user`/`password` as basic auth, or
-//! `api_key` as `Authorization: ApiKey <key>`).
+//! rustls settings), and the credentials (`user`/`password` as basic auth,
+//! `api_key` as `Authorization: ApiKey <key>`, or AWS SigV4 with `aws:`).
+
+use std::sync::Arc;
 
 use nagare_core::config::Secret;
 use nagare_core::tls::ClientTlsError;
 use reqwest::RequestBuilder;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 
+use super::auth::{AwsSigner, SignError};
 use super::cloud;
 use super::config::ElasticsearchConfig;
 
@@ -34,10 +37,14 @@ pub enum Auth {
     Basic(String, Secret),
     /// `Authorization: ApiKey <base64 id:key>`.
     ApiKey(Secret),
+    /// AWS SigV4 (Amazon OpenSearch Service, managed or Serverless): each request
+    /// signed once it is built, body included.
+    Aws(Arc<AwsSigner>),
 }
 
 impl Auth {
-    /// The credentials a validated config gives.
+    /// The credentials a validated config gives, but for `aws:` (whose signer is
+    /// made from the AWS credentials chain, asynchronously, by the sink).
     pub fn of(config: &ElasticsearchConfig) -> Auth {
         match (&config.api_key, &config.user) {
             (Some(key), _) => Auth::ApiKey(key.clone()),
@@ -61,6 +68,33 @@ impl Auth {
                 // Refused at validate: an API key is base64.
                 Err(_) => request,
             },
+            // Signed once built: see `sign`.
+            Auth::Aws(_) => request,
+        }
+    }
+
+    /// Signs a built request, with `aws:`; nothing to do otherwise.
+    pub async fn sign(&self, request: &mut reqwest::Request) -> Result<(), SignError> {
+        match self {
+            Auth::Aws(signer) => signer.sign_request(request).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// What to check when the cluster refuses these credentials (401, 403), for
+    /// all but `aws:` (whose hint `auth::auth_hint` writes).
+    pub fn hint(&self) -> String {
+        match self {
+            Auth::None => {
+                "the cluster asks for credentials: set `user` and `password`, or `api_key`".into()
+            }
+            Auth::Basic(..) => "check `user` and `password` and the user's privileges".into(),
+            Auth::ApiKey(_) => "check `api_key` (the base64 `encoded` value), that the key has not expired or been invalidated, and its privileges".into(),
+            Auth::Aws(signer) => format!(
+                "check the AWS credentials and policies for `{}` in {}",
+                signer.service().as_str(),
+                signer.region()
+            ),
         }
     }
 
@@ -70,6 +104,11 @@ impl Auth {
             Auth::None => "no credentials".into(),
             Auth::Basic(user, _) => format!("basic auth as `{user}`"),
             Auth::ApiKey(_) => "an API key".into(),
+            Auth::Aws(signer) => format!(
+                "AWS SigV4 for `{}` in {}",
+                signer.service().as_str(),
+                signer.region()
+            ),
         }
     }
 }

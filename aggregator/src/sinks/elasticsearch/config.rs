@@ -60,6 +60,18 @@
 //!     api_key: ${ES_API_KEY}          # the `encoded` value Elasticsearch issues
 //! ```
 //!
+//! Amazon OpenSearch Service signs every request with SigV4 instead of `user` and
+//! `password`, with the CloudWatch sink's `aws:` block (one credentials chain) and
+//! the service signed for:
+//!
+//! ```yaml
+//!     endpoints: ["https://search-logs-abc123.eu-west-1.es.amazonaws.com"]
+//!     aws:
+//!       region: eu-west-1
+//!       service: es                  # es: a managed domain; aoss: Serverless
+//!       role_arn: arn:aws:iam::123456789012:role/nagare   # optional
+//! ```
+//!
 //! Retries (`retry_wait`, `retry_max_interval`, `retry_timeout`, ...) and the number
 //! of requests in flight (`flush_thread_count`) are the sink's `buffer:` settings;
 //! where refused events go is its `dead_letter:` output.
@@ -75,6 +87,7 @@ use serde::Deserialize;
 use super::index::{DataStreamConfig, IndexTarget, Mode};
 use super::template::TemplateConfig;
 use super::version::ApiVersion;
+use crate::aws::{AwsConfig, AwsService};
 
 /// Ships events to Elasticsearch (or OpenSearch) through the `_bulk` API.
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +200,11 @@ pub struct ElasticsearchConfig {
     /// gets `"_type":"_doc"` otherwise).
     #[serde(default)]
     pub suppress_type_name: bool,
+    /// Sign every request with AWS SigV4 (Amazon OpenSearch Service, managed `es`
+    /// or Serverless `aoss`): region, credentials and the service signed for. The
+    /// same block and credentials chain as the `cloudwatch_logs` sink's.
+    #[serde(default)]
+    pub aws: Option<AwsConfig>,
 }
 
 /// The `batch:` section.
@@ -367,7 +385,54 @@ impl ElasticsearchConfig {
                 "must not be empty; remove it to use generated ids",
             ));
         }
+        self.validate_aws()
+    }
+
+    /// The `aws:` block, and what Serverless refuses.
+    fn validate_aws(&self) -> Result<(), Invalid> {
+        let Some(aws) = &self.aws else {
+            return Ok(());
+        };
+        aws.validate("aws")?;
+        if self.user.is_some() {
+            return Err(Invalid::new(
+                "user",
+                "requests are signed with AWS SigV4 (`aws:`), which replaces basic authentication: remove `user` and `password`, or `aws:`",
+            ));
+        }
+        if self.api_key.is_some() {
+            return Err(Invalid::new(
+                "api_key",
+                "requests are signed with AWS SigV4 (`aws:`), which replaces API keys: remove `api_key`, or `aws:`",
+            ));
+        }
+        if self.cloud_id.is_some() {
+            return Err(Invalid::new(
+                "aws",
+                "`cloud_id` is Elastic Cloud, `aws:` Amazon OpenSearch Service: keep the one the cluster is on",
+            ));
+        }
+        if self.serverless() && self.id_key.is_some() {
+            return Err(Invalid::new(
+                "id_key",
+                format!(
+                    "OpenSearch Serverless (`aws.service: aoss`) refuses a document id in {} actions (\"Document ID is not supported\"), so no `_id` is sent: remove `id_key`",
+                    self.op_type().config_name()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The service requests are signed for, when they are signed.
+    pub fn aws_service(&self) -> Option<AwsService> {
+        self.aws.as_ref().map(|a| a.service.unwrap_or_default())
+    }
+
+    /// Whether the destination is OpenSearch Serverless (`aws.service: aoss`): no
+    /// `_id` in actions, and no call it does not serve (`GET /`, `_refresh`).
+    pub fn serverless(&self) -> bool {
+        self.aws_service() == Some(AwsService::Aoss)
     }
 
     /// Which index events go to (`index.rs`).

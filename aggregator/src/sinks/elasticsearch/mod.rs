@@ -19,10 +19,12 @@
 //! - `request_builder.rs`: events to NDJSON items (the kit's encoder), items to
 //!   (gzipped) bodies; pure.
 //! - `service.rs`: the HTTP client, endpoints in turn (the kit's service).
+//! - `auth.rs`: AWS SigV4 signing for Amazon OpenSearch Service and Serverless.
 //! - `retry.rs`: what an answer means for each event.
 //! - `stats.rs`: `_bulk` requests and items by status class, for `/metrics`.
 //! - `sink.rs`: the component, and the kit's driver started with the pieces above.
 
+mod auth;
 mod client;
 mod cloud;
 mod config;
@@ -39,6 +41,7 @@ mod template;
 mod tests;
 mod version;
 
+pub use auth::{AwsSigner, Scope, SignError, auth_hint, host_header, sign};
 pub use client::{Auth, ClientError};
 pub use cloud::decode as decode_cloud_id;
 pub use config::{BatchConfig, ElasticsearchConfig, OpType};
@@ -48,7 +51,7 @@ pub use index::{
 pub use namer::{IndexNamer, Named, format_period};
 pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, build};
 pub use retry::{classify, classify_item, error_reason};
-pub use service::{BulkResponse, BulkService, SendError};
+pub use service::{BulkResponse, BulkService, PostError, SendError};
 pub use sink::{ElasticsearchSink, ElasticsearchSinkError, run};
 pub use stats::BulkStats;
 pub use template::{TemplateConfig, TemplateRequest, index_patterns};

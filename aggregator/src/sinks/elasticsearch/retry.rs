@@ -4,8 +4,10 @@
 //! - The whole request: 200 is read item by item; 429 and 5xx mean nothing was
 //!   stored and the batch is sent again after a backoff (as is a connection error or
 //!   a timeout); 400 and 413 mean the body as a whole was refused, so the batch is
-//!   split to isolate the event that causes it; any other status (401, 403, 404:
-//!   settings to fix) is retried, so nothing is lost while an operator fixes them.
+//!   split to isolate the event that causes it; 401 and 403 (credentials or
+//!   permissions refused) block the sink: the batch is sent again without end and
+//!   never dead-lettered, so nothing is lost while an operator fixes them; any other
+//!   status (404: a setting to fix) is retried under the retry policy.
 //! - Each item: 2xx is stored; 409 under `op_type: create` means already stored (a
 //!   re-sent chunk); 429 and 5xx are sent again (only those items); any other 4xx
 //!   (a mapping conflict, a document too large) is refused for good and goes to the
@@ -95,13 +97,12 @@ pub fn classify(status: u16, body: &[u8], items: usize, op_type: OpType) -> Batc
             };
         }
         401 | 403 => {
-            return retry_all(
-                status,
-                format!(
-                    "{}; check `user` and `password` and the user's privileges",
-                    body_reason(body)
-                ),
-            );
+            // Credentials or permissions to fix: sent again without end, never
+            // dead-lettered; the service adds what to check.
+            return BatchOutcome::Blocked {
+                status: Some(status),
+                reason: body_reason(body),
+            };
         }
         _ => {
             return retry_all(

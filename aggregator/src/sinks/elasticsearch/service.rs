@@ -1,16 +1,16 @@
-//! Sends `_bulk` requests: one HTTP client (`client.rs`: TLS, credentials), the
-//! endpoints taken in turn (so a retry goes to the next node), gzip, a timeout per
-//! request; and, as the
-//! kit's [`Service`], builds a batch's request and says what its answer means
-//! (`retry.rs`).
+//! Sends `_bulk` requests: one HTTP client (`client.rs`: TLS, credentials: basic
+//! auth, an API key or AWS SigV4 by `auth.rs`), the endpoints taken in turn (so a
+//! retry goes to the next node), gzip, a timeout per request; and, as the kit's [`Service`], builds a batch's request and says what its
+//! answer means (`retry.rs`), a refusal of the credentials with what to check.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, DATE, HeaderValue};
 
 use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
 
+use super::auth::SignError;
 use super::client::{self, Auth, ClientError, error_chain};
 use super::config::{ElasticsearchConfig, OpType};
 use super::request_builder::{self, BulkRequest};
@@ -26,6 +26,9 @@ pub struct BulkResponse {
     pub status: u16,
     /// The body.
     pub body: Bytes,
+    /// How far the server's clock (its `Date` header) is ahead of this machine's,
+    /// in seconds, for a 401 or 403 (a signature refused as expired).
+    pub clock_skew: Option<i64>,
 }
 
 /// A request that got no response: connection refused or reset, timeout, TLS.
@@ -39,6 +42,22 @@ pub struct SendError {
     pub error: reqwest::Error,
 }
 
+/// A request that could not be sent or got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// No response.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// Not sent: it could not be signed (no credentials).
+    #[error("{endpoint}: {error}")]
+    Sign {
+        /// The endpoint it was for.
+        endpoint: String,
+        /// Why.
+        error: SignError,
+    },
+}
+
 /// Sends bulk requests to the cluster.
 #[derive(Debug)]
 pub struct BulkService {
@@ -50,12 +69,22 @@ pub struct BulkService {
     compress: bool,
     op_type: OpType,
     stats: Option<BulkStats>,
+    /// What to check when the cluster refuses the credentials.
+    auth_hint: String,
 }
 
 impl BulkService {
     /// Counts its requests and their items' statuses into `stats`.
     pub fn with_stats(mut self, stats: BulkStats) -> Self {
         self.stats = Some(stats);
+        self
+    }
+
+    /// Authenticates with `auth` instead of what the config gives (AWS SigV4, made
+    /// by the sink); `hint` says what to check on a 401 or 403.
+    pub fn with_auth(mut self, auth: Auth, hint: String) -> Self {
+        self.auth = auth;
+        self.auth_hint = hint;
         self
     }
 
@@ -71,6 +100,7 @@ impl BulkService {
             client,
             urls,
             next: 0,
+            auth_hint: auth.hint(),
             auth,
             compress: config.compress,
             op_type: config.op_type(),
@@ -79,9 +109,14 @@ impl BulkService {
     }
 
     /// Sends `request` to the next endpoint in turn.
-    pub async fn post(&mut self, request: &BulkRequest) -> Result<BulkResponse, SendError> {
+    pub async fn post(&mut self, request: &BulkRequest) -> Result<BulkResponse, PostError> {
         let url = self.urls[self.next % self.urls.len()].clone();
         self.next = self.next.wrapping_add(1);
+        let endpoint = url.trim_end_matches("/_bulk").to_string();
+        let send_error = |error| SendError {
+            endpoint: endpoint.clone(),
+            error,
+        };
         let mut builder = self
             .client
             .post(&url)
@@ -93,23 +128,38 @@ impl BulkService {
         if request.gzip {
             builder = builder.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        builder = self.auth.apply(builder);
-        let endpoint = url.trim_end_matches("/_bulk").to_string();
-        let response = builder.send().await.map_err(|error| SendError {
-            endpoint: endpoint.clone(),
-            error,
-        })?;
+        let mut http = self.auth.apply(builder).build().map_err(send_error)?;
+        self.auth
+            .sign(&mut http)
+            .await
+            .map_err(|error| PostError::Sign {
+                endpoint: endpoint.clone(),
+                error,
+            })?;
+        let response = self.client.execute(http).await.map_err(send_error)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|error| SendError {
-            endpoint: endpoint.clone(),
-            error,
-        })?;
+        let clock_skew = match status {
+            401 | 403 => response
+                .headers()
+                .get(DATE)
+                .and_then(|d| d.to_str().ok())
+                .and_then(clock_skew),
+            _ => None,
+        };
+        let body = response.bytes().await.map_err(send_error)?;
         Ok(BulkResponse {
             endpoint,
             status,
             body,
+            clock_skew,
         })
     }
+}
+
+/// Seconds the clock of a server that sent `date` (an HTTP date) is ahead of ours.
+fn clock_skew(date: &str) -> Option<i64> {
+    let theirs = jiff::fmt::rfc2822::parse(date).ok()?.timestamp();
+    Some(theirs.as_second() - jiff::Timestamp::now().as_second())
 }
 
 impl Service<Arc<str>> for BulkService {
@@ -122,17 +172,36 @@ impl Service<Arc<str>> for BulkService {
     async fn send(&mut self, request: &mut BulkRequest) -> Sent {
         match self.post(request).await {
             Ok(response) => {
-                let outcome =
+                let mut outcome =
                     classify(response.status, &response.body, request.items, self.op_type);
                 if let Some(stats) = &self.stats {
                     stats.answered(request.items, &outcome);
+                }
+                if let BatchOutcome::Blocked { reason, .. } = &mut outcome {
+                    if let Some(skew) = response.clock_skew.filter(|s| s.abs() >= 60) {
+                        reason.push_str(&format!(
+                            "; the server's clock is {skew} s {} this machine's: a signature is valid for 5 minutes, set the clock right (NTP)",
+                            if skew > 0 { "ahead of" } else { "behind" }
+                        ));
+                    }
+                    reason.push_str("; ");
+                    reason.push_str(&self.auth_hint);
                 }
                 Sent {
                     outcome,
                     destination: response.endpoint,
                 }
             }
-            Err(e) => {
+            Err(PostError::Sign { endpoint, error }) => Sent {
+                // Nothing can be sent until credentials can be had: wait, never
+                // dead-letter.
+                outcome: BatchOutcome::Blocked {
+                    status: None,
+                    reason: format!("{error}; {}", self.auth_hint),
+                },
+                destination: endpoint,
+            },
+            Err(PostError::Send(e)) => {
                 if let Some(stats) = &self.stats {
                     stats.unanswered();
                 }
@@ -145,5 +214,29 @@ impl Service<Arc<str>> for BulkService {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock_skew;
+
+    #[test]
+    fn the_clock_skew_is_read_from_an_http_date() {
+        let ahead = jiff::Timestamp::now().as_second() + 900;
+        let date = jiff::fmt::rfc2822::to_string(
+            &jiff::Timestamp::from_second(ahead)
+                .unwrap()
+                .to_zoned(jiff::tz::TimeZone::UTC),
+        )
+        .unwrap()
+        .replace("+0000", "GMT");
+        let skew = clock_skew(&date).expect("a skew");
+        assert!((899..=901).contains(&skew), "{date}: {skew}");
+        assert_eq!(
+            clock_skew("Sun, 06 Nov 1994 08:49:37 GMT").map(|s| s < 0),
+            Some(true)
+        );
+        assert_eq!(clock_skew("yesterday"), None);
     }
 }

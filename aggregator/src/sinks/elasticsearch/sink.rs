@@ -22,11 +22,19 @@
 //! request in flight; while they retry, new chunks wait in the buffer, which pushes
 //! back on the sources. Each event's `_id` derives from the chunk it arrived in and
 //! its position there ([`Chunk::event_ids`](nagare_core::Chunk::event_ids)), so a
-//! chunk sent again, even merged into another by a buffer, overwrites itself.
+//! chunk sent again, even merged into another by a buffer, overwrites itself; except
+//! on OpenSearch Serverless (`aws.service: aoss`), which makes its own ids.
+//!
+//! With `aws:`, every request is signed (SigV4, `auth.rs`) with credentials from the
+//! `aws:` block's chain; 401 and 403 block the sink (sent again without end, never
+//! dead-lettered) with what to check.
+
+use std::sync::Arc;
 
 use nagare_core::component::{Invalid, SinkComponent, SinkContext};
 use nagare_core::sink::{self, Words};
 
+use super::auth::{AwsSigner, SignError, auth_hint};
 use super::client::{self, Auth, ClientError};
 use super::config::ElasticsearchConfig;
 use super::index::IndexTarget;
@@ -34,6 +42,7 @@ use super::request_builder::RequestBuilder;
 use super::service::BulkService;
 use super::startup::Startup;
 use super::stats::BulkStats;
+use crate::aws::AwsError;
 
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +62,22 @@ pub enum ElasticsearchSinkError {
         sink: String,
         /// The cause.
         source: ClientError,
+    },
+    /// No AWS region or credentials set-up for `aws:`.
+    #[error("elasticsearch sink `{sink}`: {source}")]
+    Aws {
+        /// The sink's name.
+        sink: String,
+        /// The cause.
+        source: AwsError,
+    },
+    /// No credentials provider for `aws:`.
+    #[error("elasticsearch sink `{sink}`: {source}")]
+    Signer {
+        /// The sink's name.
+        sink: String,
+        /// The cause.
+        source: SignError,
     },
 }
 
@@ -96,6 +121,33 @@ pub async fn run(
         invalid,
     };
     config.validate().map_err(invalid)?;
+    let signer = match &config.aws {
+        Some(aws) => {
+            let sdk = aws
+                .sdk_config()
+                .await
+                .map_err(|source| ElasticsearchSinkError::Aws {
+                    sink: ctx.name.clone(),
+                    source,
+                })?;
+            let service = config.aws_service().unwrap_or_default();
+            let signer =
+                AwsSigner::new(&sdk, service).map_err(|source| ElasticsearchSinkError::Signer {
+                    sink: ctx.name.clone(),
+                    source,
+                })?;
+            let hint = auth_hint(aws, signer.region(), service);
+            tracing::info!(
+                sink = %ctx.name,
+                region = signer.region(),
+                service = service.as_str(),
+                credentials = %aws.credentials_source(),
+                "elasticsearch sink signs its requests with AWS SigV4"
+            );
+            Some((Auth::Aws(Arc::new(signer)), hint))
+        }
+        None => None,
+    };
     let client_error = |source| ElasticsearchSinkError::Client {
         sink: ctx.name.clone(),
         source,
@@ -103,12 +155,16 @@ pub async fn run(
     // Every `tls:` file is read here, so that a mistake fails the start.
     let http = client::http_client(&config).map_err(client_error)?;
     let endpoints = client::endpoints(&config).map_err(client_error)?;
+    let auth = match &signer {
+        Some((aws, _)) => aws.clone(),
+        None => Auth::of(&config),
+    };
     let startup = Startup {
         sink: &ctx.name,
         config: &config,
         client: &http,
         endpoints: &endpoints,
-        auth: &Auth::of(&config),
+        auth: &auth,
     };
     let Some(cluster) = startup.run(&ctx.abort).await else {
         // Aborted before the cluster answered: every chunk stays in the buffer.
@@ -121,11 +177,15 @@ pub async fn run(
     for _ in 0..workers {
         let mut builder = RequestBuilder::new(&config)
             .map_err(invalid)?
-            .count_fallbacks(stats.fallbacks());
+            .count_fallbacks(stats.fallbacks())
+            .omit_ids(config.serverless());
         builder.set_type_name(type_name);
-        let service = BulkService::new(&config)
+        let mut service = BulkService::new(&config)
             .map_err(client_error)?
             .with_stats(stats.clone());
+        if let Some((auth, hint)) = &signer {
+            service = service.with_auth(auth.clone(), hint.clone());
+        }
         pairs.push((builder, service));
     }
     tracing::info!(

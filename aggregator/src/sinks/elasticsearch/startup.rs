@@ -16,7 +16,7 @@ use reqwest::Method;
 use super::client::{Auth, error_chain};
 use super::config::ElasticsearchConfig;
 use super::template::TemplateRequest;
-use super::version::{self, Cluster};
+use super::version::{self, ApiVersion, Cluster};
 
 /// The HTTP pieces start-up requests use.
 #[derive(Debug)]
@@ -72,6 +72,9 @@ impl Startup<'_> {
     async fn once(&self, endpoint: &str) -> Result<Cluster, Transient> {
         let cluster = match Cluster::configured(self.config.api_version) {
             Some(cluster) => cluster,
+            // OpenSearch Serverless does not serve `GET /`: not asked.
+            None if self.config.serverless() => Cluster::configured(ApiVersion::Opensearch)
+                .expect("an explicit api_version names its cluster"),
             None => self.detect(endpoint).await?,
         };
         if let Some(template) = self.config.template.as_ref().filter(|t| t.install) {
@@ -218,7 +221,12 @@ impl Startup<'_> {
                 .body(body);
         }
         let fail = |e: reqwest::Error| Transient(format!("{method} {url}: {}", error_chain(&e)));
-        let response = request.send().await.map_err(fail)?;
+        let mut request = request.build().map_err(fail)?;
+        self.auth
+            .sign(&mut request)
+            .await
+            .map_err(|e| Transient(format!("{method} {url}: {e}")))?;
+        let response = self.client.execute(request).await.map_err(fail)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(fail)?;
         if status == 429 || status >= 500 {

@@ -389,8 +389,15 @@ fn classifies_whole_request_answers() {
     assert!(
         matches!(classify(400, b"{\"error\":\"bad\"}", 2, op), BatchOutcome::Split { status: Some(400), reason } if reason == "bad")
     );
+    assert!(matches!(
+        classify(401, b"", 2, op),
+        BatchOutcome::Blocked {
+            status: Some(401),
+            ..
+        }
+    ));
     assert!(
-        matches!(classify(401, b"", 2, op), BatchOutcome::All(Outcome::Retry { reason, .. }) if reason.contains("check `user` and `password`"))
+        matches!(classify(403, br#"{"message":"The security token included in the request is invalid."}"#, 2, op), BatchOutcome::Blocked { status: Some(403), reason } if reason.contains("security token"))
     );
     assert!(
         matches!(classify(404, b"", 2, op), BatchOutcome::All(Outcome::Retry { reason, .. }) if reason.contains("check that `endpoints`"))
@@ -462,5 +469,45 @@ fn classifies_items() {
     );
 }
 
+#[test]
+fn aws_signing_settings_and_what_serverless_refuses() {
+    let base = "endpoints: [https://search-x.eu-west-1.es.amazonaws.com]\n";
+    let es = config(&format!("{base}aws: {{ region: eu-west-1 }}\n"));
+    es.validate().unwrap();
+    assert_eq!(es.aws_service(), Some(crate::aws::AwsService::Es));
+    assert!(!es.serverless());
+    let aoss = config(&format!(
+        "{base}op_type: create\naws: {{ service: aoss }}\n"
+    ));
+    aoss.validate().unwrap();
+    assert!(aoss.serverless());
+    assert_eq!(config(base).aws_service(), None);
+    for (extra, key) in [
+        ("aws: { service: aoss }\nid_key: line_id\n", "id_key"),
+        (
+            "aws: { service: aoss }\nop_type: create\nid_key: line_id\n",
+            "id_key",
+        ),
+        ("aws: { region: eu-west-1 }\nuser: elastic\n", "user"),
+        ("aws: { region: 'EU West' }\n", "aws.region"),
+    ] {
+        assert_eq!(invalid_key(&format!("{base}{extra}")), key, "{extra}");
+    }
+}
+
+#[test]
+fn serverless_actions_carry_no_id() {
+    let c = config("endpoints: [http://a:9200]\nindex: app\nid_key: line_id\n");
+    let mut b = RequestBuilder::new(&c).unwrap().omit_ids(true);
+    let t = EventTime::new(1_705_314_600, 0);
+    for r in [record(&[("line_id", "abc".into())]), Map::new()] {
+        let item = b.encode(CHUNK, 3, "app", t, &r);
+        assert!(
+            text(&item).starts_with("{\"index\":{\"_index\":\"app\"}}\n"),
+            "{}",
+            text(&item)
+        );
+    }
+}
 mod actions;
 mod indices;

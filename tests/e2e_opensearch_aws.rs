@@ -1,0 +1,377 @@
+//! The `elasticsearch` sink against Amazon OpenSearch Service as the real binary sees
+//! it: osmem-server behind a proxy that checks every SigV4 signature with botocore
+//! (testkit's `SigV4Proxy`), independently of the signer under test.
+//!
+//! Signed requests pass with gzip on and off, for managed domains (`es`) and
+//! Serverless (`aoss`: no `_id`, nothing but `_bulk`); a wrong secret is refused,
+//! nothing is dead-lettered, the process stays up and says what to check, and after a
+//! restart with the right secret every record arrives; temporary credentials from
+//! moto's STS (web identity, as EKS IRSA) are signed with their session token; a clock
+//! off by more than 5 minutes is named in the log.
+#![cfg(feature = "aggregator")]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nagare_testkit::moto::Moto;
+use nagare_testkit::{Child, Osmem, Route, RouteSpec, Seen, SigV4Proxy, wait_until};
+use serde_json::{Value, json};
+use support::{binary, signal};
+
+/// Lines each aggregator delivers.
+const LINES: usize = 60;
+const KEY_ID: &str = "AKIDNAGAREOPENSEARCH";
+const SECRET: &str = "opensearch-secret-7f3a";
+const REGION: &str = "eu-west-1";
+
+/// An aggregator tailing `dir/app.log` (LINES numbered JSON lines) into `index` at
+/// `endpoint`, signing for `service`, with only `env` in its environment.
+struct Sink<'a> {
+    endpoint: &'a str,
+    index: &'a str,
+    service: &'a str,
+    gzip: bool,
+    /// Sink keys (indented by four spaces).
+    extra: &'a str,
+    /// `aws:` keys (indented by six spaces).
+    aws_extra: &'a str,
+}
+
+fn start(dir: &Path, sink: &Sink<'_>, env: &[(&str, String)]) -> Child {
+    let Sink {
+        endpoint,
+        index,
+        service,
+        gzip,
+        extra,
+        aws_extra,
+    } = sink;
+    let config = format!(
+        "data_dir: {data}
+sources:
+  app:
+    type: tail
+    paths: [\"{log}\"]
+    format: raw
+    read_from_head: true
+    kubernetes_metadata: false
+    refresh_interval: 100ms
+    poll_interval: 50ms
+    tag: app
+    event_id_key: line_id
+sinks:
+  es:
+    type: elasticsearch
+    match: app
+    endpoints: [\"{endpoint}\"]
+    index: {index}
+    compress: {gzip}
+    request_timeout: 5s
+    batch: {{ max_events: 25, timeout: 200ms }}
+{extra}    aws:
+      region: {REGION}
+      service: {service}
+{aws_extra}    buffer:
+      flush_interval: 100ms
+      retry_wait: 100ms
+      retry_max_interval: 500ms
+      retry_max_times: 2
+",
+        data = dir.join("data").display(),
+        log = dir.join("app.log").display(),
+    );
+    let path = dir.join("nagare.yaml");
+    std::fs::write(&path, config).unwrap();
+    if !dir.join("app.log").exists() {
+        let lines: String = (0..LINES)
+            .map(|n| format!("{{\"seq\":{n},\"msg\":\"order placed\"}}\n"))
+            .collect();
+        std::fs::write(dir.join("app.log"), lines).unwrap();
+    }
+    let mut cmd = Command::new(binary());
+    // Nothing of this machine's AWS set-up: only what the test gives.
+    cmd.args(["run", "-c"])
+        .arg(&path)
+        .env_clear()
+        .env("HOME", dir)
+        .env("NAGARE_LOG", "info")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    Child::spawn("aggregator", cmd)
+}
+
+fn static_keys(secret: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", KEY_ID.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
+    ]
+}
+
+fn route(osmem: &Osmem, moto: Option<&Moto>, clock_offset: i64) -> Route {
+    SigV4Proxy::shared().route(&RouteSpec {
+        upstream: osmem.url().to_string(),
+        keys: vec![(KEY_ID.into(), SECRET.into())],
+        moto: moto.map(|m| m.url().to_string()),
+        clock_offset,
+        ..RouteSpec::default()
+    })
+}
+
+/// Waits until `index` holds LINES documents, checks each line is there once, and
+/// stops the aggregator.
+fn expect_delivered(child: &mut Child, osmem: &Osmem, index: &str, what: &str) {
+    let all = wait_until(Duration::from_secs(40), || {
+        assert!(
+            child.try_wait().is_none(),
+            "{what}: exited\n{}",
+            child.logs()
+        );
+        osmem.count(index) >= LINES as u64
+    });
+    assert!(
+        all,
+        "{what}: {} of {LINES} documents\n{}",
+        osmem.count(index),
+        child.logs()
+    );
+    let seqs: BTreeSet<u64> = osmem
+        .documents(index)
+        .iter()
+        .filter_map(|d| d.source["seq"].as_u64())
+        .collect();
+    assert_eq!(osmem.count(index), LINES as u64, "{what}: no duplicate");
+    assert_eq!(seqs, (0..LINES as u64).collect(), "{what}: every line");
+    signal(child.pid(), nix::sys::signal::Signal::SIGTERM);
+    let status = child.wait_timeout(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{what}: {}",
+        child.logs()
+    );
+}
+
+/// What every signed request must show, accepted or not.
+fn assert_signed(seen: &[Seen], service: &str, what: &str) {
+    assert!(!seen.is_empty(), "{what}: no request");
+    for s in seen {
+        let sha = s.header("x-amz-content-sha256");
+        assert!(sha.is_some_and(|h| h.len() == 64), "{what}: {s:?}");
+        let authorization = s.header("authorization").unwrap_or_default();
+        assert!(
+            authorization.starts_with("AWS4-HMAC-SHA256 Credential="),
+            "{what}: {s:?}"
+        );
+        assert!(
+            authorization.contains(&format!("/{REGION}/{service}/aws4_request")),
+            "{what}: {authorization}"
+        );
+    }
+}
+
+#[test]
+fn signed_requests_pass_with_gzip_on_and_off_for_es_and_aoss() {
+    let osmem = Osmem::start();
+    for (service, gzip) in [("es", true), ("es", false), ("aoss", true), ("aoss", false)] {
+        let what = format!("{service}, gzip {gzip}");
+        let route = route(&osmem, None, 0);
+        let index = format!("signed-{service}-{gzip}");
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = route.url();
+        let sink = Sink {
+            endpoint: &endpoint,
+            index: &index,
+            service,
+            gzip,
+            extra: "",
+            aws_extra: "",
+        };
+        let mut child = start(dir.path(), &sink, &static_keys(SECRET));
+        expect_delivered(&mut child, &osmem, &index, &what);
+        let seen = route.log();
+        assert_signed(&seen, service, &what);
+        for s in &seen {
+            assert_eq!((s.status, s.verdict.as_str()), (200, "ok"), "{what}: {s:?}");
+            assert_eq!(s.auth["service"], service, "{what}");
+            let signed = s.auth["signed"].as_array().cloned().unwrap_or_default();
+            for h in ["host", "x-amz-date", "x-amz-content-sha256", "content-type"] {
+                assert!(signed.contains(&json!(h)), "{what}: {h} signed: {signed:?}");
+            }
+            assert_eq!(
+                s.header("content-encoding") == Some("gzip"),
+                gzip,
+                "{what}: the body is signed as sent: {s:?}"
+            );
+        }
+        let actions: Vec<&Value> = seen
+            .iter()
+            .flat_map(|s| s.actions.iter().flatten())
+            .collect();
+        assert_eq!(actions.len(), LINES, "{what}: one action per line");
+        if service == "aoss" {
+            // Serverless: only `_bulk`, never `_refresh` or any other call, and no ids.
+            assert!(
+                seen.iter()
+                    .all(|s| s.method == "POST" && s.path == "/_bulk"),
+                "{what}: {seen:?}"
+            );
+            assert!(!seen.iter().any(|s| s.path.contains("_refresh")));
+            for a in &actions {
+                assert!(a["index"].get("_id").is_none(), "{what}: no _id: {a}");
+            }
+        } else {
+            assert!(
+                actions.iter().all(|a| a["index"]["_id"].is_string()),
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_wrong_secret_is_refused_nothing_is_lost_and_a_restart_delivers_everything() {
+    let osmem = Osmem::start();
+    let route = route(&osmem, None, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let index = "refused-then-signed";
+    let endpoint = route.url();
+    // Lines the tail reads again after the kill overwrite their document.
+    let sink = Sink {
+        endpoint: &endpoint,
+        index,
+        service: "es",
+        gzip: true,
+        extra: "    id_key: line_id\n    remove_keys: [line_id]\n",
+        aws_extra: "",
+    };
+    let mut child = start(dir.path(), &sink, &static_keys("not-the-secret"));
+    // More refusals than `retry_max_times` allows: a plain retry would have given up.
+    let refused = wait_until(Duration::from_secs(30), || {
+        assert!(child.try_wait().is_none(), "{}", child.logs());
+        route.log().iter().filter(|s| s.status == 403).count() >= 5
+    });
+    assert!(refused, "{:?}\n{}", route.log(), child.logs());
+    assert_signed(&route.log(), "es", "wrong secret");
+    assert!(
+        route
+            .log()
+            .iter()
+            .all(|s| s.verdict.contains("signature we calculated"))
+    );
+    assert_eq!(osmem.count(index), 0);
+    let dead = dir.path().join("data/dead-letter/es.ndjson");
+    assert!(
+        std::fs::read_to_string(&dead)
+            .unwrap_or_default()
+            .is_empty(),
+        "refused credentials never dead-letter events"
+    );
+    let logs = child.logs();
+    for words in [
+        "signature we calculated",
+        "es:ESHttpPost",
+        "access policy",
+        "clock",
+        REGION,
+    ] {
+        assert!(
+            logs.contains(words),
+            "the log says what to check ({words}):\n{logs}"
+        );
+    }
+    assert!(
+        !logs.contains("not-the-secret"),
+        "the secret is never logged"
+    );
+    // A crash, then the right secret: the file buffer still holds every line.
+    child.kill();
+    let mut child = start(dir.path(), &sink, &static_keys(SECRET));
+    expect_delivered(&mut child, &osmem, index, "after the restart");
+}
+
+#[test]
+fn temporary_credentials_from_web_identity_are_signed_with_their_session_token() {
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, Some(moto), 0);
+    let role = moto.create_role(&json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE"},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+        }],
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJuYWdhcmUifQ.c2ln\n").unwrap();
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ("AWS_ROLE_ARN", role),
+    ];
+    let aws = format!("      sts_endpoint: \"{}\"\n", moto.url());
+    let index = "web-identity";
+    let endpoint = route.url();
+    let sink = Sink {
+        endpoint: &endpoint,
+        index,
+        service: "aoss",
+        gzip: true,
+        extra: "",
+        aws_extra: &aws,
+    };
+    let mut child = start(dir.path(), &sink, &env);
+    expect_delivered(&mut child, &osmem, index, "web identity");
+    let seen = route.log();
+    assert_signed(&seen, "aoss", "web identity");
+    for s in &seen {
+        assert_eq!(s.verdict, "ok", "{s:?}");
+        assert_eq!(
+            s.auth["session_token"], true,
+            "a key moto's STS issued: {s:?}"
+        );
+        assert!(s.header("x-amz-security-token").is_some());
+        let signed = s.auth["signed"].as_array().cloned().unwrap_or_default();
+        assert!(
+            signed.contains(&json!("x-amz-security-token")),
+            "{signed:?}"
+        );
+    }
+}
+
+#[test]
+fn a_clock_off_by_more_than_five_minutes_is_named_in_the_log() {
+    let osmem = Osmem::start();
+    // The server's clock (and its Date header) 15 minutes ahead.
+    let route = route(&osmem, None, 900);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = route.url();
+    let sink = Sink {
+        endpoint: &endpoint,
+        index: "skewed",
+        service: "es",
+        gzip: true,
+        extra: "",
+        aws_extra: "",
+    };
+    let mut child = start(dir.path(), &sink, &static_keys(SECRET));
+    let said = wait_until(Duration::from_secs(30), || {
+        assert!(child.try_wait().is_none(), "{}", child.logs());
+        child.logs().contains("s ahead of this machine's")
+    });
+    let logs = child.logs();
+    assert!(said, "{logs}");
+    assert!(logs.contains("Signature expired"), "{logs}");
+    assert!(
+        ["clock is 899 s", "clock is 900 s", "clock is 901 s"]
+            .iter()
+            .any(|w| logs.contains(w)),
+        "the skew in seconds: {logs}"
+    );
+    assert_eq!(osmem.count("skewed"), 0);
+}
