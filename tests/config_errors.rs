@@ -309,6 +309,7 @@ fn elasticsearch_index_and_action_mistakes_name_their_line_and_key() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
 
 /// The Elasticsearch sink's connection settings (`cloud_id`, `api_key`, `tls`,
 /// `api_version`, `template`): each refusal names the file, the line and the key,

@@ -7,6 +7,7 @@
 //! which pushes back on the sources. On abort a worker returns at once; the leases it
 //! holds go back to the buffer as they are dropped.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -33,6 +34,7 @@ where
 {
     let dead_letter = ctx.dead_letter();
     let retrier = ctx.retrier();
+    let blocked_log = Arc::new(LogGate::default());
     let mut tasks = JoinSet::new();
     for (encoder, service) in workers {
         let worker = Worker {
@@ -45,6 +47,7 @@ where
             metrics: ctx.metrics.clone(),
             requests: ctx.metrics.counter(&catalog::sink_kit::REQUESTS, None),
             retries: ctx.metrics.counter(&catalog::sink_kit::RETRIES, None),
+            blocked_log: blocked_log.clone(),
             encoder,
             service,
             batcher: Batcher::new(limits),
@@ -68,6 +71,8 @@ struct Worker<E: Encoder, S> {
     requests: Counter,
     /// Requests (or parts of them) sent again.
     retries: Counter,
+    /// When a `Blocked` answer was last logged, shared by the sink's workers.
+    blocked_log: Arc<LogGate>,
     encoder: E,
     service: S,
     batcher: Batcher<E::Key>,
@@ -310,12 +315,20 @@ where
                     group.blocked = group.blocked.saturating_add(1);
                     group.request = Some(request);
                     self.retries.inc();
-                    tracing::error!(
-                        sink = %self.name, destination = %destination,
-                        status = status.map(i64::from).unwrap_or(-1), reason = %reason,
-                        events = events(&group.items), attempt = group.blocked, retry_in = ?delay,
-                        "the destination refuses every request until this is fixed; sending again without end (nothing goes to the dead-letter output)"
-                    );
+                    let status = status.map(i64::from).unwrap_or(-1);
+                    match self.blocked_log.open(BLOCKED_LOG_EVERY) {
+                        Some(held) => tracing::error!(
+                            sink = %self.name, destination = %destination, status, reason = %reason,
+                            events = events(&group.items), attempt = group.blocked, retry_in = ?delay,
+                            same_since_last = held,
+                            "the destination refuses every request until this is fixed; sending again without end (nothing goes to the dead-letter output; said once a minute)"
+                        ),
+                        None => tracing::debug!(
+                            sink = %self.name, destination = %destination, status, reason = %reason,
+                            attempt = group.blocked, retry_in = ?delay,
+                            "the destination still refuses every request"
+                        ),
+                    }
                     if !pause(&self.abort, delay).await {
                         return false;
                     }
@@ -549,4 +562,55 @@ fn gave_up(failures: u32, failing_for: Duration, status: Option<u16>, last: &str
         "gave up after {failures} failed attempts over {}s; last error: {last}",
         failing_for.as_secs()
     )
+}
+
+/// How often a destination that refuses every request (`Blocked`) is logged.
+const BLOCKED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Lets a log line through at most once a period, across a sink's workers, and
+/// counts the ones it held back.
+#[derive(Debug, Default)]
+struct LogGate {
+    /// When it last opened, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogGate {
+    /// `Some(held back since the last)` if a line may be logged now.
+    fn open(&self, every: Duration) -> Option<u64> {
+        self.open_at(Instant::now(), every)
+    }
+
+    fn open_at(&self, now: Instant, every: Duration) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.0 {
+            Some(last) if now.duration_since(last) < every => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let held = std::mem::take(&mut state.1);
+                state.0 = Some(now);
+                Some(held)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_gate_tests {
+    use super::*;
+
+    #[test]
+    fn opens_once_a_period_and_counts_what_it_held() {
+        let gate = LogGate::default();
+        let every = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(gate.open_at(at(0), every), Some(0));
+        assert_eq!(gate.open_at(at(1), every), None);
+        assert_eq!(gate.open_at(at(30), every), None);
+        assert_eq!(gate.open_at(at(61), every), Some(2));
+        assert_eq!(gate.open_at(at(62), every), None);
+    }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::config::ElasticsearchConfig;
+use super::index::Mode;
 use super::version::{ApiVersion, Cluster};
 
 /// The `template:` section.
@@ -228,23 +229,35 @@ impl TemplateConfig {
                 "mappings": mappings,
             })
         } else {
-            json!({
+            let mut body = json!({
                 "index_patterns": patterns,
                 "priority": 150,
                 "_meta": meta,
                 "template": {"settings": settings, "mappings": mappings},
-            })
+            });
+            if config.mode == Mode::DataStream {
+                // Writes to a name the template matches create a data stream.
+                body["data_stream"] = json!({});
+            }
+            body
         }
     }
 }
 
 /// The indices the sink writes to, as template patterns: `<logstash_prefix>-*`, or
-/// `index` up to its first `{` or `%` followed by `*` (the index itself if it has
-/// neither). `None` when nothing comes before the first `{` or `%`.
+/// `index` (or, with `mode: data_stream`, `<type>-<dataset>-<namespace>`) up to its
+/// first `{` or `%` followed by `*` (the name itself if it has neither). `None` when
+/// nothing comes before the first `{` or `%`.
 pub fn index_patterns(config: &ElasticsearchConfig) -> Option<Vec<String>> {
-    let (text, daily) = match &config.index {
-        Some(index) => (index.as_str(), false),
-        None => (config.logstash_prefix.as_str(), true),
+    let stream;
+    let (text, daily) = match (&config.index, config.mode) {
+        (_, Mode::DataStream) => {
+            let parts = config.data_stream.clone().unwrap_or_default();
+            stream = format!("{}-{}-{}", parts.r#type, parts.dataset, parts.namespace);
+            (stream.as_str(), false)
+        }
+        (Some(index), Mode::Index) => (index.as_str(), false),
+        (None, Mode::Index) => (config.logstash_prefix.as_str(), true),
     };
     let prefix = match text.find(['{', '%']) {
         Some(at) => &text[..at],

@@ -501,7 +501,7 @@ fn serverless_actions_carry_no_id() {
     let mut b = RequestBuilder::new(&c).unwrap().omit_ids(true);
     let t = EventTime::new(1_705_314_600, 0);
     for r in [record(&[("line_id", "abc".into())]), Map::new()] {
-        let item = b.encode(CHUNK, 3, "app", t, &r);
+        let item = b.encode(CHUNK, 3, "app", t, &r).unwrap();
         assert!(
             text(&item).starts_with("{\"index\":{\"_index\":\"app\"}}\n"),
             "{}",

@@ -128,7 +128,9 @@ fn connection_mistakes_are_refused_saying_why() {
 fn elasticsearch_6_actions_carry_the_doc_type() {
     let mut b = RequestBuilder::new(&config("endpoints: [http://a:9200]\nindex: app\n")).unwrap();
     b.set_type_name(true);
-    let item = b.encode(CHUNK, 2, "t", EventTime::new(0, 0), &Map::new());
+    let item = b
+        .encode(CHUNK, 2, "t", EventTime::new(0, 0), &Map::new())
+        .unwrap();
     assert_eq!(
         text(&item),
         format!(
@@ -205,6 +207,30 @@ fn template_bodies_per_cluster() {
         os.body["template"]["settings"]["plugins.index_state_management.policy_id"],
         "hot-warm"
     );
+}
+
+#[test]
+fn a_data_stream_template_matches_the_streams_and_makes_them() {
+    let c = config(
+        "endpoints: [http://a]\nmode: data_stream\ndata_stream: {dataset: kubernetes, namespace: '{kubernetes.namespace_name}'}\ntemplate: {name: kube}\n",
+    );
+    c.validate().unwrap();
+    let t = c.template.as_ref().unwrap();
+    for cluster in [Cluster::elasticsearch(8, 15), Cluster::OpenSearch { major: 2 }] {
+        let r = t.request(&c, cluster).unwrap();
+        assert_eq!(r.path, "/_index_template/kube");
+        assert_eq!(r.body["index_patterns"], json!(["logs-kubernetes-*"]));
+        assert_eq!(r.body["data_stream"], json!({}));
+        assert_eq!(
+            r.body["template"]["mappings"]["properties"]["@timestamp"],
+            json!({"type": "date"})
+        );
+    }
+    // Indices: no `data_stream` in the template.
+    let c = config("endpoints: [http://a]\ntemplate: {name: kube}\n");
+    let t = c.template.as_ref().unwrap();
+    let r = t.request(&c, Cluster::elasticsearch(8, 15)).unwrap();
+    assert!(r.body.get("data_stream").is_none(), "{}", r.body);
 }
 
 #[test]
