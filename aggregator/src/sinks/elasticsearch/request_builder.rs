@@ -331,11 +331,13 @@ fn write_u32(out: &mut Vec<u8>, mut n: u32) {
 
 /// Concatenates items into a request body, gzipped when `compress`.
 pub fn build<'a>(compress: bool, items: impl IntoIterator<Item = &'a [u8]>) -> BulkRequest {
-    let mut ndjson = Vec::new();
-    let mut count = 0;
+    // The body is allocated once at its size: growing a buffer of megabytes by
+    // doubling copies it again and again.
+    let items: Vec<&[u8]> = items.into_iter().collect();
+    let count = items.len();
+    let mut ndjson = Vec::with_capacity(items.iter().map(|i| i.len()).sum());
     for item in items {
         ndjson.extend_from_slice(item);
-        count += 1;
     }
     let ndjson_bytes = ndjson.len();
     let body = if compress { gzip(&ndjson) } else { ndjson };

@@ -1,0 +1,194 @@
+//! The elasticsearch sink's request building, per event: name the index from the
+//! template `logs-{kubernetes.namespace_name}-%Y.%m.%d` (records of 3 namespaces, so
+//! 3 indices a day), encode the bulk action and document, batch per index into
+//! bodies of at most 5 MiB of NDJSON (the kit's batcher) and gzip each body (level
+//! 1, as the sink sends them). On Kubernetes records of about 326 bytes of JSON.
+//! The same without gzip, to tell the compressor's share. Beside it, in the same
+//! run: `serde_json::to_string` of the same records, the baseline (the JSON encoding
+//! alone, nothing else).
+//!
+//!   cargo bench -p nagare-benches --bench elasticsearch_request
+//!
+//! Under `cargo test` criterion runs each benchmark once.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nagare_aggregator::sinks::elasticsearch::{
+    self, BulkRequest, ElasticsearchConfig, RequestBuilder,
+};
+use nagare_benches::corpus::kubernetes_record;
+use nagare_core::config::ConfigDocument;
+use nagare_core::sink::{Batcher, Item, Ticket};
+use nagare_core::{ChunkId, EventTime, Map, Value};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const EVENTS: usize = 50_000;
+const PODS: usize = 8;
+/// Namespaces of the same length as the corpus' own, so records keep their size.
+const NAMESPACES: [&str; 3] = ["shop", "cart", "auth"];
+
+fn config() -> ElasticsearchConfig {
+    let yaml = "endpoints: [http://127.0.0.1:9200]\n\
+                index: 'logs-{kubernetes.namespace_name}-%Y.%m.%d'\n\
+                index_fallback: 'logs-unknown-%Y.%m.%d'\n\
+                remove_keys: [logtag]\n\
+                batch: {max_events: 100000, max_bytes: 5MiB}\n";
+    let config: ElasticsearchConfig = ConfigDocument::from_text("bench.yaml", yaml, |_| None)
+        .unwrap()
+        .parse()
+        .unwrap();
+    config.validate().unwrap();
+    config
+}
+
+/// What happens to each request body once built. Signing (SigV4 over the gzipped
+/// body, for Amazon OpenSearch Service) goes here, so that its cost is measured
+/// with the rest.
+fn finish(request: BulkRequest) -> usize {
+    black_box(&request.body);
+    request.items
+}
+
+/// Name, encode, batch, build and gzip: the events in the bodies built.
+fn build_requests(
+    events: &[(EventTime, Map)],
+    builder: &mut RequestBuilder,
+    config: &ElasticsearchConfig,
+) -> usize {
+    let now = tokio::time::Instant::now();
+    let chunk = ChunkId([7; 16]);
+    let mut batcher: Batcher<Arc<str>> = Batcher::new(config.batch.limits());
+    let mut built = 0;
+    let mut take = |batcher: &mut Batcher<Arc<str>>| {
+        while let Some(batch) = batcher.take() {
+            let request = builder_build(config, &batch.items);
+            built += finish(request);
+        }
+    };
+    for (position, (time, record)) in events.iter().enumerate() {
+        let item = builder
+            .encode(chunk, position as u32, "kube.shop", *time, record)
+            .unwrap();
+        let size = item.bytes.len();
+        batcher.push(
+            Item {
+                key: item.index,
+                bytes: item.bytes,
+                size,
+                time: *time,
+                ticket: Ticket {
+                    slot: 0,
+                    position: position as u32,
+                    events: 1,
+                },
+            },
+            now,
+        );
+        take(&mut batcher);
+    }
+    batcher.seal_all();
+    take(&mut batcher);
+    built
+}
+
+fn builder_build(config: &ElasticsearchConfig, items: &[Item<Arc<str>>]) -> BulkRequest {
+    elasticsearch::build(config.compress, items.iter().map(|i| i.bytes.as_slice()))
+}
+
+fn elasticsearch_request(c: &mut Criterion) {
+    let events: Vec<(EventTime, Map)> = (0..EVENTS)
+        .map(|i| {
+            let mut record = kubernetes_record(i, PODS);
+            if let Some(Value::Map(k)) = record.get_mut("kubernetes") {
+                k.insert("namespace_name", NAMESPACES[i % NAMESPACES.len()]);
+            }
+            let secs = 1_705_314_600 + (i / 100) as i64;
+            (EventTime::new(secs, (i % 1000) as u32 * 1_000_000), record)
+        })
+        .collect();
+    let json: usize = events
+        .iter()
+        .map(|(_, r)| serde_json::to_string(r).unwrap().len())
+        .sum();
+    let config = config();
+    let mut builder = RequestBuilder::new(&config).unwrap();
+    // One pass to report the shape: bodies, their sizes, the compression.
+    let (mut bodies, mut ndjson, mut gz) = (0, 0, 0);
+    {
+        let mut batcher: Batcher<Arc<str>> = Batcher::new(config.batch.limits());
+        let now = tokio::time::Instant::now();
+        for (position, (time, record)) in events.iter().enumerate() {
+            let item = builder
+                .encode(
+                    ChunkId([7; 16]),
+                    position as u32,
+                    "kube.shop",
+                    *time,
+                    record,
+                )
+                .unwrap();
+            let size = item.bytes.len();
+            let ticket = Ticket {
+                slot: 0,
+                position: position as u32,
+                events: 1,
+            };
+            batcher.push(
+                Item {
+                    key: item.index,
+                    bytes: item.bytes,
+                    size,
+                    time: *time,
+                    ticket,
+                },
+                now,
+            );
+        }
+        batcher.seal_all();
+        while let Some(batch) = batcher.take() {
+            let r = builder_build(&config, &batch.items);
+            bodies += 1;
+            ndjson += r.ndjson_bytes;
+            gz += r.body.len();
+        }
+    }
+    eprintln!(
+        "elasticsearch_request: {} events, {} bytes of JSON a record on average, {} indices, {bodies} bodies of {:.2} MiB NDJSON on average, gzip to {:.1} %",
+        events.len(),
+        json / events.len(),
+        NAMESPACES.len(),
+        ndjson as f64 / bodies as f64 / 1048576.0,
+        100.0 * gz as f64 / ndjson as f64
+    );
+    assert_eq!(build_requests(&events, &mut builder, &config), EVENTS);
+    let mut group = c.benchmark_group("elasticsearch_request");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function(
+        "templated index, encode, batch, build 5 MiB gzip _bulk bodies",
+        |b| b.iter(|| black_box(build_requests(&events, &mut builder, &config))),
+    );
+    // The same without gzip: what naming and encoding cost, apart from the compressor.
+    let mut plain = config.clone();
+    plain.compress = false;
+    let mut plain_builder = RequestBuilder::new(&plain).unwrap();
+    group.bench_function("the same, bodies not gzipped", |b| {
+        b.iter(|| black_box(build_requests(&events, &mut plain_builder, &plain)))
+    });
+    group.bench_function("serde_json::to_string of the records (baseline)", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for (_, r) in &events {
+                n += serde_json::to_string(black_box(r)).unwrap().len();
+            }
+            black_box(n)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, elasticsearch_request);
+criterion_main!(benches);
