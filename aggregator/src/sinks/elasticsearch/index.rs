@@ -187,9 +187,18 @@ fn template(key: &str, source: &str) -> Result<Template, Invalid> {
 /// when it has no field).
 fn index_template(key: &str, source: &str) -> Result<Template, Invalid> {
     let t = template(key, source)?;
-    let mut sample = String::new();
+    let mut texts = Vec::new();
     for literal in t.literals() {
-        let text = strftime_sample(literal).map_err(|e| Invalid::new(key, e))?;
+        texts.push(strftime_sample(literal).map_err(|e| Invalid::new(key, e))?);
+    }
+    if t.is_constant() {
+        // No field: the name as it will be written is known (but for its date).
+        return match index_name_problem(&texts.concat()) {
+            Some(problem) => Err(Invalid::new(key, problem)),
+            None => Ok(t),
+        };
+    }
+    for text in texts {
         if text != text.to_lowercase() {
             return Err(Invalid::new(
                 key,
@@ -202,12 +211,6 @@ fn index_template(key: &str, source: &str) -> Result<Template, Invalid> {
                 format!("`{source}` holds `{c}`, which an index name must not contain"),
             ));
         }
-        sample.push_str(&text);
-    }
-    if t.is_constant()
-        && let Some(problem) = index_name_problem(&sample)
-    {
-        return Err(Invalid::new(key, problem));
     }
     Ok(t)
 }
