@@ -7,7 +7,7 @@
 //! which pushes back on the sources. On abort a worker returns at once; the leases it
 //! holds go back to the buffer as they are dropped.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -17,6 +17,7 @@ use super::batch::{BatchLimits, Batcher};
 use super::component::{Encoder, Service, Words};
 use super::item::{Event, Item, Items};
 use super::ledger::{DeadItem, Ledger};
+use super::log_gate::LogGate;
 use super::outcome::{BatchOutcome, Outcome, Sent};
 use crate::buffer::{Buffer, Lease};
 use crate::component::SinkContext;
@@ -566,51 +567,3 @@ fn gave_up(failures: u32, failing_for: Duration, status: Option<u16>, last: &str
 
 /// How often a destination that refuses every request (`Blocked`) is logged.
 const BLOCKED_LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// Lets a log line through at most once a period, across a sink's workers, and
-/// counts the ones it held back.
-#[derive(Debug, Default)]
-struct LogGate {
-    /// When it last opened, and how many were held back since.
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl LogGate {
-    /// `Some(held back since the last)` if a line may be logged now.
-    fn open(&self, every: Duration) -> Option<u64> {
-        self.open_at(Instant::now(), every)
-    }
-
-    fn open_at(&self, now: Instant, every: Duration) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.0 {
-            Some(last) if now.duration_since(last) < every => {
-                state.1 += 1;
-                None
-            }
-            _ => {
-                let held = std::mem::take(&mut state.1);
-                state.0 = Some(now);
-                Some(held)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod log_gate_tests {
-    use super::*;
-
-    #[test]
-    fn opens_once_a_period_and_counts_what_it_held() {
-        let gate = LogGate::default();
-        let every = Duration::from_secs(60);
-        let t0 = Instant::now();
-        let at = |s| t0 + Duration::from_secs(s);
-        assert_eq!(gate.open_at(at(0), every), Some(0));
-        assert_eq!(gate.open_at(at(1), every), None);
-        assert_eq!(gate.open_at(at(30), every), None);
-        assert_eq!(gate.open_at(at(61), every), Some(2));
-        assert_eq!(gate.open_at(at(62), every), None);
-    }
-}

@@ -28,7 +28,9 @@
 //!   sink's [`Retrier`] (reusing a request's bytes when the same items go again),
 //!   bisect a request refused as a whole, write what is rejected or given up on to
 //!   the dead-letter output (retrying that write until it works), log each kind of
-//!   outcome in one place with the sink's own [`Words`].
+//!   outcome in one place with the sink's own [`Words`];
+//! - `log_gate.rs`: lets a repeating log line (a destination that refuses every
+//!   request) through once a minute, across a sink's workers.
 //!
 //! [`Retrier`]: crate::retry::Retrier
 
@@ -37,6 +39,7 @@ mod component;
 mod driver;
 mod item;
 mod ledger;
+mod log_gate;
 mod outcome;
 #[cfg(test)]
 mod tests;

@@ -216,7 +216,10 @@ fn a_data_stream_template_matches_the_streams_and_makes_them() {
     );
     c.validate().unwrap();
     let t = c.template.as_ref().unwrap();
-    for cluster in [Cluster::elasticsearch(8, 15), Cluster::OpenSearch { major: 2 }] {
+    for cluster in [
+        Cluster::elasticsearch(8, 15),
+        Cluster::OpenSearch { major: 2 },
+    ] {
         let r = t.request(&c, cluster).unwrap();
         assert_eq!(r.path, "/_index_template/kube");
         assert_eq!(r.body["index_patterns"], json!(["logs-kubernetes-*"]));
