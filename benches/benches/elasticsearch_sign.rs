@@ -48,7 +48,9 @@ fn events() -> Vec<(EventTime, Map)> {
         let i = out.len();
         let time = EventTime::new(1_705_314_600 + (i / 100) as i64, 0);
         let record = kubernetes_record(i, 8);
-        let item = b.encode(ChunkId([7; 16]), i as u32, "kube.shop", time, &record);
+        let item = b
+            .encode(ChunkId([7; 16]), i as u32, "kube.shop", time, &record)
+            .expect("a fixed index");
         if bytes + item.bytes.len() > REQUEST_BYTES {
             break;
         }
@@ -65,6 +67,7 @@ fn build(b: &mut RequestBuilder, events: &[(EventTime, Map)]) -> BulkRequest {
         .enumerate()
         .map(|(i, (t, r))| {
             b.encode(ChunkId([7; 16]), i as u32, "kube.shop", *t, r)
+                .expect("a fixed index")
                 .bytes
         })
         .collect();

@@ -88,6 +88,22 @@ pub fn compress(compression: Compression, level: i32, data: &[u8]) -> io::Result
     }
 }
 
+/// The pieces `parts` (`size` bytes in all) gzipped at `level` as one stream, as
+/// if concatenated first but without the copy: for a request body made of many
+/// items.
+pub fn gzip_parts<'a>(
+    level: i32,
+    size: usize,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) -> io::Result<Vec<u8>> {
+    let level = flate2::Compression::new(level.clamp(0, 9) as u32);
+    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(size / 4), level);
+    for part in parts {
+        e.write_all(part)?;
+    }
+    e.finish()
+}
+
 /// `data` unpacked from `compression`, refused once it unpacks to more than `limit`
 /// bytes: for bytes from a peer, whose size is not known until they are unpacked.
 pub fn decompress(

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use nagare_core::component::Invalid;
-use nagare_core::compression::{self, Compression};
+use nagare_core::compression;
 use nagare_core::json::{write_str, write_value};
 use nagare_core::metrics::Counter;
 use nagare_core::sink::{Encoder, Event, Items};
@@ -331,31 +331,30 @@ fn write_u32(out: &mut Vec<u8>, mut n: u32) {
 
 /// Concatenates items into a request body, gzipped when `compress`.
 pub fn build<'a>(compress: bool, items: impl IntoIterator<Item = &'a [u8]>) -> BulkRequest {
-    // The body is allocated once at its size: growing a buffer of megabytes by
-    // doubling copies it again and again.
     let items: Vec<&[u8]> = items.into_iter().collect();
     let count = items.len();
-    let mut ndjson = Vec::with_capacity(items.iter().map(|i| i.len()).sum());
-    for item in items {
-        ndjson.extend_from_slice(item);
-    }
-    let ndjson_bytes = ndjson.len();
-    let body = if compress { gzip(&ndjson) } else { ndjson };
+    let ndjson_bytes = items.iter().map(|i| i.len()).sum();
+    let body = if compress {
+        // Level 1: log text compresses well already at the fastest level, and the
+        // aggregator's CPU is better spent on throughput. The items go to the
+        // compressor as they are, never concatenated. Compressing into memory
+        // cannot fail.
+        compression::gzip_parts(1, ndjson_bytes, items).unwrap_or_default()
+    } else {
+        // Allocated once at its size: growing a buffer of megabytes by doubling
+        // copies it again and again.
+        let mut ndjson = Vec::with_capacity(ndjson_bytes);
+        for item in items {
+            ndjson.extend_from_slice(item);
+        }
+        ndjson
+    };
     BulkRequest {
         body: Bytes::from(body),
         gzip: compress,
         items: count,
         ndjson_bytes,
     }
-}
-
-/// Gzips `data`. Level 1: log text compresses well already at the fastest level,
-/// and the aggregator's CPU is better spent on throughput.
-fn gzip(data: &[u8]) -> Vec<u8> {
-    // Compressing into memory cannot fail.
-    compression::compress(Compression::Gzip, 1, data)
-        .map(|packed| packed.into_owned())
-        .unwrap_or_default()
 }
 
 /// The `_id` text of an `id_key` value: strings as they are, numbers and booleans
