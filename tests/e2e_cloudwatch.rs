@@ -110,6 +110,11 @@ fn the_binary_delivers_to_cloudwatch_once_its_refused_key_is_replaced() {
         logs.contains("profile `swap`") && logs.contains("us-east-1"),
         "{logs}"
     );
+    assert_eq!(
+        logs.matches("said once a minute").count(),
+        1,
+        "the refusal is said once a minute: {logs}"
+    );
     assert!(!logs.contains("wrong-secret"), "a secret was logged");
     assert!(moto.log_groups().iter().all(|g| !g.starts_with(&root)));
 
@@ -166,7 +171,9 @@ fn spawn(dir: &Path, config: &str, port: u16) -> Child {
     let mut cmd = Command::new(binary());
     cmd.args(["run", "-c"])
         .arg(&config_path)
-        .env("NAGARE_LOG", "info")
+        // A destination that refuses every request is logged once a minute; the
+        // refusals between are at debug level, counted below.
+        .env("NAGARE_LOG", "info,nagare_core::sink=debug")
         .env("AWS_CONFIG_FILE", dir.join("aws-config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("aws-credentials"))
         .env("AWS_EC2_METADATA_DISABLED", "true");
