@@ -743,9 +743,12 @@ async fn a_full_buffer_with_block_pauses_the_tailer_until_the_destination_is_bac
     let long = timeline[50..200].find(&"P".repeat(20));
     let paused_at =
         long.expect("the tailer paused for 2 s or more while the buffers were full") + 50;
+    // Once the destination is back the backlog drains (a few seconds on a busy
+    // machine), then the tailer reads again, with only the brief waits of normal
+    // operation.
     assert!(
-        timeline[200..].contains(&".".repeat(20)),
-        "and read again for 2 s or more once the destination was back"
+        sustained(300, 400) < 20 && timeline[200..].matches('.').count() >= 100,
+        "and read again once the destination was back: no long pause from 10 s after, unpaused at least half the time"
     );
     assert!(waits > 0);
     let all_in = {
