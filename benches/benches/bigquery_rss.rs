@@ -1,6 +1,6 @@
 //! Aggregator resident memory while delivering 20,000 rows/s to BigQuery.
 //!
-//! The real `nagare` binary as the aggregator (forward source -> memory buffer ->
+//! The real `nagare` binary as the aggregator (forward source -> buffer ->
 //! `bigquery` sink, four requests in flight, a table partitioned by day) delivers to
 //! local-bigquery, fed PackedForward chunks of 1,000 Kubernetes records (about 330
 //! bytes each as JSON) at 20,000 records/s by a client that waits for each ack. The
@@ -10,9 +10,11 @@
 //!
 //!   cargo build --release && cargo bench -p nagare-benches --bench bigquery_rss
 //!
-//! `NAGARE_RSS_BUFFER` sets the memory buffer's `total_limit_size` (default 256MiB;
-//! a smaller one makes a destination slower than the feed push back on it, so the
-//! buffer stops growing); `NAGARE_BQ_METHOD` picks the method (`storage_write`, the default, or
+//! `NAGARE_RSS_BUFFER` sets the buffer's `total_limit_size` (default 256MiB; a
+//! smaller memory buffer makes a destination slower than the feed push back on it,
+//! so the buffer stops growing); `NAGARE_RSS_BUFFER_TYPE=file` gives the sink a
+//! file buffer instead (as the aggregator manifests do), which keeps what the
+//! destination has not taken yet on disk, not in memory; `NAGARE_BQ_METHOD` picks the method (`storage_write`, the default, or
 //! `insert_all`); `NAGARE_BIN` names the binary (default: `target/release/nagare`,
 //! or `target/debug/nagare` under `cargo test`); `NAGARE_RSS_SECS` the duration
 //! (default 60). Under `cargo test` it runs 4 s at 2,000 records/s and checks that
@@ -43,6 +45,7 @@ fn main() {
     let plan = Plan::from_args();
     let method = std::env::var("NAGARE_BQ_METHOD").unwrap_or_else(|_| "storage_write".into());
     let limit = std::env::var("NAGARE_RSS_BUFFER").unwrap_or_else(|_| "256MiB".into());
+    let buffer_type = std::env::var("NAGARE_RSS_BUFFER_TYPE").unwrap_or_else(|_| "memory".into());
     let bq = LocalBigQuery::shared();
     let dataset = LocalBigQuery::unique("bench_rss");
     let dir = tempfile::tempdir().unwrap();
@@ -83,6 +86,7 @@ sinks:
           - {{ name: host, type: STRING }}
           - {{ name: labels, type: JSON }}
     buffer:
+      type: {buffer_type}
       total_limit_size: {limit}
       flush_thread_count: 4
 ",
@@ -121,7 +125,7 @@ sinks:
     let log = std::fs::read_to_string(dir.path().join("aggregator.log")).unwrap_or_default();
 
     samples.report(
-        &format!("bigquery_rss ({method})"),
+        &format!("bigquery_rss ({method}, {buffer_type} buffer of {limit})"),
         &plan,
         &format!("the table holds {stored} rows"),
         drain_secs,

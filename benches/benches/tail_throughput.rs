@@ -12,7 +12,9 @@
 //!
 //! 3. What metrics cost: the same run with the source's metrics in a registry that a
 //!    thread renders (as a `/metrics` scrape does) every 100 ms, against a run whose
-//!    metrics nothing reads, in alternating rounds; the best of each compared.
+//!    metrics nothing reads, in paired rounds (`NAGARE_BENCH_METRICS_ROUNDS`, default
+//!    7; the order swapped each round): the best of each, and the median of the
+//!    rounds' ratios.
 //!
 //! `cargo bench --bench tail_throughput` uses a 1 GiB file; run as a test (`cargo
 //! test --benches`) it uses a small one and finishes in a few seconds.
@@ -119,27 +121,86 @@ fn main() {
         records as f64 / tail_secs
     );
 
-    let (quiet, scraped, scrape) = scrape_cost(&big, dir.path(), stats.messages);
+    let cost = scrape_cost(&big, dir.path(), stats.messages);
     println!(
-        "  metrics: unread {:>7.1} MiB/s, rendered every 100 ms {:>7.1} MiB/s ({:.3}x the unread speed; best of 3 each, alternating), slowest render of its registry {:.0} µs",
-        mib / quiet,
-        mib / scraped,
-        quiet / scraped,
-        scrape.as_secs_f64() * 1e6
+        "  metrics: unread {:>7.1} MiB/s, rendered every 100 ms {:>7.1} MiB/s (best of {} each: {:.3}x the unread speed; median of the {} paired rounds: {:.3}x), slowest render of its registry {:.0} µs",
+        mib / cost.quiet,
+        mib / cost.scraped,
+        cost.ratios.len(),
+        cost.quiet / cost.scraped,
+        cost.ratios.len(),
+        cost.median_ratio(),
+        cost.slowest.as_secs_f64() * 1e6
     );
 }
 
-/// Tails the file in alternating rounds: with metrics nothing reads, and with them
-/// in a registry a thread renders every 100 ms. Returns the best seconds of each,
-/// and the slowest render seen.
-fn scrape_cost(big: &Path, root: &Path, messages: u64) -> (f64, f64, Duration) {
-    let (mut quiet, mut scraped) = (f64::MAX, f64::MAX);
-    let mut slowest = Duration::ZERO;
-    for round in 0..3 {
-        let (secs, records) = tail_file(big, root.join(format!("state-quiet-{round}")), messages);
-        assert_eq!(records, messages);
-        quiet = quiet.min(secs);
+/// What reading the metrics costs the tail source.
+struct ScrapeCost {
+    /// Best seconds with metrics nothing reads.
+    quiet: f64,
+    /// Best seconds with metrics rendered every 100 ms.
+    scraped: f64,
+    /// Each round's rendered speed over its unread speed.
+    ratios: Vec<f64>,
+    /// The slowest render seen.
+    slowest: Duration,
+}
 
+impl ScrapeCost {
+    fn median_ratio(&self) -> f64 {
+        let mut r = self.ratios.clone();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    }
+}
+
+/// Tails the file in paired rounds (`NAGARE_BENCH_METRICS_ROUNDS`, default 7): with
+/// metrics nothing reads, and with them in a registry a thread renders every 100 ms,
+/// the order swapped each round so that a drift of the machine's speed cancels out.
+fn scrape_cost(big: &Path, root: &Path, messages: u64) -> ScrapeCost {
+    let rounds: usize = std::env::var("NAGARE_BENCH_METRICS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let mut cost = ScrapeCost {
+        quiet: f64::MAX,
+        scraped: f64::MAX,
+        ratios: Vec::new(),
+        slowest: Duration::ZERO,
+    };
+    for round in 0..rounds {
+        let unread = || {
+            let (secs, records) =
+                tail_file(big, root.join(format!("state-quiet-{round}")), messages);
+            assert_eq!(records, messages);
+            secs
+        };
+        let (quiet, scraped) = if round % 2 == 0 {
+            let q = unread();
+            (
+                q,
+                scraped_round(big, root, messages, round, &mut cost.slowest),
+            )
+        } else {
+            let s = scraped_round(big, root, messages, round, &mut cost.slowest);
+            (unread(), s)
+        };
+        cost.quiet = cost.quiet.min(quiet);
+        cost.scraped = cost.scraped.min(scraped);
+        cost.ratios.push(quiet / scraped);
+    }
+    cost
+}
+
+/// One round with the metrics rendered every 100 ms: the seconds it took.
+fn scraped_round(
+    big: &Path,
+    root: &Path,
+    messages: u64,
+    round: usize,
+    slowest: &mut Duration,
+) -> f64 {
+    {
         let registry = Metrics::new("bench");
         let metrics = registry.component("bench", "source", "tail");
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -160,12 +221,11 @@ fn scrape_cost(big: &Path, root: &Path, messages: u64) -> (f64, f64, Duration) {
         let state = root.join(format!("state-scraped-{round}"));
         let (secs, records) = tail_file_counted(big, state, messages, metrics);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        slowest = slowest.max(scraper.join().unwrap());
+        *slowest = (*slowest).max(scraper.join().unwrap());
         assert_eq!(records, messages);
         assert!(registry.render().contains("nagare_tail_read_lines_total"));
-        scraped = scraped.min(secs);
+        secs
     }
-    (quiet, scraped, slowest)
 }
 
 /// Reads the file, splits each line's CRI fields and parses JSON messages with
