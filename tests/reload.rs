@@ -11,7 +11,7 @@ mod support;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nagare_core::forward::{decode_ack, encode_message};
@@ -21,17 +21,40 @@ use support::{Nagare, metric, signal};
 
 const TOKEN: &str = "reload-token-1";
 
-struct Setup<'a> {
-    data: &'a Path,
-    logs: &'a Path,
-    out: &'a Path,
+/// A test's folders (data, tailed logs, sink output) and ports.
+struct Setup {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    logs: PathBuf,
+    out: PathBuf,
     port: u16,
     api: u16,
 }
 
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, logs, out) = (
+            dir.path().join("data"),
+            dir.path().join("logs"),
+            dir.path().join("out"),
+        );
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        Setup {
+            dir,
+            data,
+            logs,
+            out,
+            port: free_port(),
+            api: free_port(),
+        }
+    }
+}
+
 /// The config: a forward and a tail source; sinks `kept` and `changed` (and the
 /// YAML of more sinks in `extra`), `changed` writing to `changed_to`.
-fn config(s: &Setup<'_>, changed_to: &str, extra: &str) -> String {
+fn config(s: &Setup, changed_to: &str, extra: &str) -> String {
     format!(
         "data_dir: {data}
 api:
@@ -157,21 +180,8 @@ const N: usize = 200;
 
 #[test]
 fn reloads_apply_by_difference_and_refuse_what_does_not_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, logs, out) = (
-        dir.path().join("data"),
-        dir.path().join("logs"),
-        dir.path().join("out"),
-    );
-    std::fs::create_dir_all(&logs).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
-    let s = Setup {
-        data: &data,
-        logs: &logs,
-        out: &out,
-        port: free_port(),
-        api: free_port(),
-    };
+    let s = Setup::new();
+    let (dir, logs, out) = (&s.dir, &s.logs, &s.out);
     let mut nagare = Nagare::start("nagare", dir.path(), &config(&s, "b.ndjson", ""));
     support::wait_listening(&mut nagare, s.port);
     let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
@@ -301,21 +311,8 @@ fn reloads_apply_by_difference_and_refuse_what_does_not_load() {
 
 #[test]
 fn watch_config_reloads_when_the_file_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, logs, out) = (
-        dir.path().join("data"),
-        dir.path().join("logs"),
-        dir.path().join("out"),
-    );
-    std::fs::create_dir_all(&logs).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
-    let s = Setup {
-        data: &data,
-        logs: &logs,
-        out: &out,
-        port: free_port(),
-        api: free_port(),
-    };
+    let s = Setup::new();
+    let (dir, logs, out) = (&s.dir, &s.logs, &s.out);
     let mut nagare = Nagare::start_with_args(
         "watched",
         dir.path(),
@@ -347,7 +344,7 @@ fn watch_config_reloads_when_the_file_changes() {
 }
 
 /// A config with a forward source `name` on `port`, a tail source and one sink.
-fn forward_config(s: &Setup<'_>, name: &str, port: u16) -> String {
+fn forward_config(s: &Setup, name: &str, port: u16) -> String {
     format!(
         "data_dir: {data}
 api:
@@ -385,21 +382,8 @@ fn send_on_new_connection(port: u16, phase: &str) {
 
 #[test]
 fn a_new_source_takes_a_removed_ones_port_and_one_that_cannot_start_is_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, logs, out) = (
-        dir.path().join("data"),
-        dir.path().join("logs"),
-        dir.path().join("out"),
-    );
-    std::fs::create_dir_all(&logs).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
-    let s = Setup {
-        data: &data,
-        logs: &logs,
-        out: &out,
-        port: free_port(),
-        api: free_port(),
-    };
+    let s = Setup::new();
+    let (dir, logs, out) = (&s.dir, &s.logs, &s.out);
     let kept = out.join("kept.ndjson");
     let mut nagare = Nagare::start("nagare", dir.path(), &forward_config(&s, "nodes", s.port));
     support::wait_listening(&mut nagare, s.port);
