@@ -189,7 +189,7 @@ fn reloads_apply_by_difference_and_refuse_what_does_not_load() {
         .unwrap();
 
     // Phase 1, before any reload.
-    write_lines(&logs, "p1", N);
+    write_lines(logs, "p1", N);
     send_event(&mut conn, "p1");
     let all = |file: &str, phase: &str| phase_in(&out.join(file), phase).0 == N + 1;
     assert!(
@@ -255,7 +255,7 @@ fn reloads_apply_by_difference_and_refuse_what_does_not_load() {
         Some(1.0)
     );
     assert!(component_ids(s.api).contains(&"sink/added".to_string()));
-    write_lines(&logs, "p2", N);
+    write_lines(logs, "p2", N);
     send_event(&mut conn, "p2");
     assert!(
         wait_until(Duration::from_secs(30), || all("kept.ndjson", "p2")
@@ -281,7 +281,7 @@ fn reloads_apply_by_difference_and_refuse_what_does_not_load() {
         "{changes}"
     );
     assert!(!component_ids(s.api).contains(&"sink/added".to_string()));
-    write_lines(&logs, "p3", N);
+    write_lines(logs, "p3", N);
     send_event(&mut conn, "p3");
     assert!(
         wait_until(Duration::from_secs(30), || all("kept.ndjson", "p3")
@@ -329,7 +329,7 @@ fn watch_config_reloads_when_the_file_changes() {
         "{}",
         nagare.child.logs()
     );
-    write_lines(&logs, "w", 10);
+    write_lines(logs, "w", 10);
     assert!(
         wait_until(Duration::from_secs(30), || phase_in(
             &out.join("c.ndjson"),
@@ -405,7 +405,7 @@ fn a_new_source_takes_a_removed_ones_port_and_one_that_cannot_start_is_rolled_ba
         "{ids:?}"
     );
     send_on_new_connection(s.port, "r1");
-    write_lines(&logs, "r1", N);
+    write_lines(logs, "r1", N);
 
     // `edge` moved to a port another process holds: it cannot start, so the old
     // `edge` starts again on its port and the reload fails, counted.
@@ -432,7 +432,7 @@ fn a_new_source_takes_a_removed_ones_port_and_one_that_cannot_start_is_rolled_ba
     nagare.assert_running();
     assert!(component_ids(s.api).contains(&"source/edge".to_string()));
     send_on_new_connection(s.port, "r2");
-    write_lines(&logs, "r2", N);
+    write_lines(logs, "r2", N);
 
     // The running config is still the one before the failed reload: once the port
     // is free, the same file applies as a change of `edge`.
@@ -444,7 +444,7 @@ fn a_new_source_takes_a_removed_ones_port_and_one_that_cannot_start_is_rolled_ba
         serde_json::json!(["edge"])
     );
     send_on_new_connection(taken, "r3");
-    write_lines(&logs, "r3", N);
+    write_lines(logs, "r3", N);
 
     // Every event once: the tail source, unchanged throughout, read each line once.
     for phase in ["r1", "r2", "r3"] {
