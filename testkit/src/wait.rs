@@ -1,14 +1,44 @@
 //! Ports and polling: wait on the condition a test needs, never a fixed time.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. Prefer binding port 0 where the
 /// server can report its port; use this where the port must be known first (a server
 /// started after its client).
+///
+/// The port is taken from below the kernel's ephemeral range (`ip_local_port_range`),
+/// which outgoing connections and `bind(0)` draw from: a port handed out here cannot
+/// be taken meanwhile by some test's client connection or by a server bound to port 0.
+/// Each call in a process hands out a different port, starting at an offset drawn
+/// from the process id, so the tests of one binary never get the same port twice.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (first, count) = reserved_range();
+    let start = std::process::id().wrapping_mul(2_654_435_761) % count;
+    for _ in 0..count {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (first + (start + n) % count) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free TCP port on 127.0.0.1 between {first} and {}",
+        first + count
+    )
+}
+
+/// The ports below the ephemeral range that [`free_port`] hands out: its lower half's
+/// start up to it (16384..32768 with Linux's default range 32768-60999).
+fn reserved_range() -> (u32, u32) {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|low| *low >= 2048)
+        .unwrap_or(32768);
+    (low / 2, low - low / 2)
 }
 
 /// Calls `check` every 20 ms until it returns true or `timeout` passes; returns
@@ -51,6 +81,9 @@ mod tests {
         let port = free_port();
         assert_ne!(port, 0);
         TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        let (first, count) = reserved_range();
+        assert!((first..first + count).contains(&u32::from(port)), "{port}");
+        assert_ne!(free_port(), port, "a port is handed out once");
     }
 
     #[test]
