@@ -235,12 +235,17 @@ impl Tagged for SinkEntry {
             (Some(d), None) => (d, "dead_letter"),
             (None, None) => (DeadLetterConfig::default(), "dead_letter"),
         };
+        let kind = SinkConfig::decode_type(head.kind.as_str(), rest)?;
+        let mut buffer = head.buffer;
+        if buffer.chunk_limit_size.is_none() {
+            buffer.chunk_limit_size = kind.chunk_limit_size();
+        }
         Ok(SinkEntry {
             pattern: head.pattern,
-            buffer: head.buffer,
+            buffer,
             dead_letter,
             dead_letter_key,
-            kind: SinkConfig::decode_type(head.kind.as_str(), rest)?,
+            kind,
         })
     }
 }
@@ -379,5 +384,38 @@ impl ConfigOrigin {
         let config = parse(&doc)?;
         let tree = doc.parse()?;
         Ok(Loaded { config, tree })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nagare_core::config::ByteSize;
+
+    use super::*;
+
+    fn sinks(yaml: &str) -> IndexMap<String, SinkEntry> {
+        let text =
+            format!("sources:\n  in: {{ type: forward, bind: \"127.0.0.1:0\" }}\nsinks:\n{yaml}");
+        let doc = ConfigDocument::from_text("test.yaml", &text, |_| None).unwrap();
+        parse(&doc).unwrap().sinks
+    }
+
+    #[test]
+    fn a_sink_with_its_own_chunk_size_gets_it_unless_the_config_sets_one() {
+        let bigquery = "type: bigquery, match: \"**\", project: p, dataset: d, table: t, schema: [{ name: a, type: STRING }]";
+        let sinks = sinks(&format!(
+            "  bq: {{ {bigquery} }}\n  \
+               bq_set: {{ {bigquery}, buffer: {{ chunk_limit_size: 4MiB }} }}\n  \
+               out: {{ type: file, match: \"**\", path: /tmp/o }}\n"
+        ));
+        assert_eq!(sinks["bq"].buffer.chunk_limit(), ByteSize(1024 * 1024));
+        assert_eq!(
+            sinks["bq_set"].buffer.chunk_limit(),
+            ByteSize(4 * 1024 * 1024)
+        );
+        assert_eq!(
+            sinks["out"].buffer.chunk_limit(),
+            nagare_core::buffer::DEFAULT_CHUNK_LIMIT_SIZE
+        );
     }
 }

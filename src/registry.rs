@@ -188,6 +188,17 @@ macro_rules! sinks {
         );
 
         impl SinkConfig {
+            /// The buffer's `chunk_limit_size` for this sink when the config sets
+            /// none ([`SinkComponent::CHUNK_LIMIT_SIZE`]).
+            ///
+            /// [`SinkComponent::CHUNK_LIMIT_SIZE`]: ::nagare_core::component::SinkComponent::CHUNK_LIMIT_SIZE
+            pub fn chunk_limit_size(&self) -> Option<::nagare_core::config::ByteSize> {
+                match self {
+                    $( $(#[cfg($cfg)])? Self::$variant(_) =>
+                        <$component as ::nagare_core::component::SinkComponent>::CHUNK_LIMIT_SIZE, )+
+                }
+            }
+
             /// Runs the sink until its buffer is closed and drained, or `ctx.abort`.
             pub async fn run(
                 self,

@@ -678,7 +678,7 @@ async fn a_full_buffer_with_block_pauses_the_tailer_until_the_destination_is_bac
         "aggregator",
         &BufferConfig {
             total_limit_size: ByteSize(64 * 1024),
-            chunk_limit_size: ByteSize(32 * 1024),
+            chunk_limit_size: Some(ByteSize(32 * 1024)),
             compress: nagare_core::compression::Compression::None,
             flush_interval: nagare_core::config::HumanDuration::millis(200),
             ..BufferConfig::file(data.join("buffer"))

@@ -46,6 +46,9 @@ fn main() {
     let method = std::env::var("NAGARE_BQ_METHOD").unwrap_or_else(|_| "storage_write".into());
     let limit = std::env::var("NAGARE_RSS_BUFFER").unwrap_or_else(|_| "256MiB".into());
     let buffer_type = std::env::var("NAGARE_RSS_BUFFER_TYPE").unwrap_or_else(|_| "memory".into());
+    let chunk = std::env::var("NAGARE_RSS_CHUNK")
+        .map(|size| format!("\n      chunk_limit_size: {size}"))
+        .unwrap_or_default();
     let bq = LocalBigQuery::shared();
     let dataset = LocalBigQuery::unique("bench_rss");
     let dir = tempfile::tempdir().unwrap();
@@ -88,7 +91,7 @@ sinks:
     buffer:
       type: {buffer_type}
       total_limit_size: {limit}
-      flush_thread_count: 4
+      flush_thread_count: 4{chunk}
 ",
         data = dir.path().join("data").display(),
         project = bq.project(),

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::buffer::Buffer;
+use crate::config::ByteSize;
 use crate::dead_letter::{self, DeadLetter};
 use crate::metrics::ComponentMetrics;
 use crate::retry::Retrier;
@@ -101,6 +102,12 @@ pub trait SinkComponent: Sized + 'static {
 
     /// Why the sink stopped.
     type Error: Error + Send + Sync + 'static;
+
+    /// The buffer's `chunk_limit_size` when the config sets none, for a sink whose
+    /// requests are much smaller than the buffer's default chunk (as a Fluentd
+    /// plugin's `config_set_default` in its `<buffer>` section). `None`: the buffer's
+    /// default.
+    const CHUNK_LIMIT_SIZE: Option<ByteSize> = None;
 
     /// Checks what serde cannot.
     fn validate(config: &Self::Config) -> Result<(), Invalid>;

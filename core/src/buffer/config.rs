@@ -92,8 +92,10 @@ pub struct BufferConfig {
     #[serde(default = "default_total_limit_size")]
     pub total_limit_size: ByteSize,
     /// A staged chunk is queued once it holds this many bytes of encoded events.
-    #[serde(default = "default_chunk_limit_size")]
-    pub chunk_limit_size: ByteSize,
+    /// Unset: the sink's own default where it has one (`bigquery`: 1 MiB), else
+    /// [`DEFAULT_CHUNK_LIMIT_SIZE`]; read it with [`BufferConfig::chunk_limit`].
+    #[serde(default)]
+    pub chunk_limit_size: Option<ByteSize>,
     /// A staged chunk is queued once it holds this many events. Unset: no limit.
     #[serde(default)]
     pub chunk_limit_records: Option<u32>,
@@ -157,9 +159,8 @@ fn default_total_limit_size() -> ByteSize {
     ByteSize(64 * 1024 * 1024)
 }
 
-fn default_chunk_limit_size() -> ByteSize {
-    ByteSize(8 * 1024 * 1024)
-}
+/// `chunk_limit_size` where neither the config nor the sink sets one.
+pub const DEFAULT_CHUNK_LIMIT_SIZE: ByteSize = ByteSize(8 * 1024 * 1024);
 
 fn default_flush_interval() -> HumanDuration {
     HumanDuration::secs(1)
@@ -203,7 +204,7 @@ impl Default for BufferConfig {
             kind: BufferKind::default(),
             path: None,
             total_limit_size: default_total_limit_size(),
-            chunk_limit_size: default_chunk_limit_size(),
+            chunk_limit_size: None,
             chunk_limit_records: None,
             flush_mode: FlushMode::default(),
             flush_interval: default_flush_interval(),
@@ -235,6 +236,12 @@ impl BufferConfig {
         }
     }
 
+    /// The size at which a staged chunk is queued: `chunk_limit_size`, or
+    /// [`DEFAULT_CHUNK_LIMIT_SIZE`] where neither the config nor the sink set one.
+    pub fn chunk_limit(&self) -> ByteSize {
+        self.chunk_limit_size.unwrap_or(DEFAULT_CHUNK_LIMIT_SIZE)
+    }
+
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.kind == BufferKind::Memory && self.path.is_some() {
@@ -254,18 +261,19 @@ impl BufferConfig {
         if self.total_limit_size.0 == 0 {
             return Err(Invalid::new("total_limit_size", "must be more than 0"));
         }
-        if self.chunk_limit_size.0 == 0 || self.chunk_limit_size.0 > u64::from(u32::MAX) {
+        let chunk_limit = self.chunk_limit();
+        if chunk_limit.0 == 0 || chunk_limit.0 > u64::from(u32::MAX) {
             return Err(Invalid::new(
                 "chunk_limit_size",
                 "must be more than 0 and less than 4GiB",
             ));
         }
-        if self.chunk_limit_size > self.total_limit_size {
+        if chunk_limit > self.total_limit_size {
             return Err(Invalid::new(
                 "chunk_limit_size",
                 format!(
                     "`{}` is larger than total_limit_size (`{}`); a chunk must fit in the buffer",
-                    self.chunk_limit_size, self.total_limit_size
+                    chunk_limit, self.total_limit_size
                 ),
             ));
         }

@@ -26,6 +26,9 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-pub use config::{BufferConfig, BufferKind, FlushMode, FsyncPolicy, OverflowAction, RetryType};
+pub use config::{
+    BufferConfig, BufferKind, DEFAULT_CHUNK_LIMIT_SIZE, FlushMode, FsyncPolicy, OverflowAction,
+    RetryType,
+};
 pub use file::QUARANTINE;
 pub use queue::{Buffer, BufferClosed, BufferError, BufferStats, Lease};

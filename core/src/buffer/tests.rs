@@ -207,7 +207,7 @@ async fn a_producer_that_blocks_queues_staged_chunks_early() {
             flush_mode: FlushMode::Interval,
             flush_interval: HumanDuration::secs(3600),
             total_limit_size: ByteSize(one as u64 * 2),
-            chunk_limit_size: ByteSize(one as u64 * 2),
+            chunk_limit_size: Some(ByteSize(one as u64 * 2)),
             ..BufferConfig::default()
         },
     );

@@ -197,7 +197,7 @@ impl Buffer {
                 name: Box::leak(name.to_string().into_boxed_str()),
                 config: config.clone(),
                 limit: config.total_limit_size.as_usize().max(1),
-                chunk_limit: config.chunk_limit_size.as_usize().max(1),
+                chunk_limit: config.chunk_limit().as_usize().max(1),
                 record_limit: config.chunk_limit_records.unwrap_or(u32::MAX),
                 stages,
                 flush_interval: config.flush_interval.into(),
