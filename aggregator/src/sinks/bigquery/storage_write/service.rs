@@ -39,9 +39,9 @@
 //!   the whole request: blocked, sent again without end with a hint, nothing
 //!   dead-lettered.
 //!
-//! Here: the queue, planning and sending; [`answers`]: what an answer does to the
-//! queue (and another worker's stream finalized); [`outcomes`]: the kit's side, a
-//! batch as a request and each row's outcome.
+//! Here: the queue, planning and sending; `service/answers.rs`: what an answer does
+//! to the queue (and another worker's stream finalized); `service/outcomes.rs`: the
+//! kit's side, a batch as a request and each row's outcome.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
