@@ -3,142 +3,25 @@
 //! by the sink's write service over tonic arrive with their types (read back with
 //! `jobs.query`); a row BigQuery refuses in `row_errors` is rejected with its message
 //! while the others of its append land; and appends are exactly once through a crash,
-//! whether it came before the append was sent or after it landed unanswered.
+//! whether it came before the append was sent or after it landed unanswered. (Several
+//! workers: `bigquery_storage_write_workers.rs`.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nagare_aggregator::sinks::bigquery::rows::{RowBuilder, RowOptions, UnknownFields};
-use nagare_aggregator::sinks::bigquery::schema::{FieldConfig, Schema};
-use nagare_aggregator::sinks::bigquery::storage_write::client::{Appended, WriteClient};
+use nagare_aggregator::sinks::bigquery::storage_write::client::Appended;
 use nagare_aggregator::sinks::bigquery::storage_write::descriptor::descriptor;
-use nagare_aggregator::sinks::bigquery::storage_write::encode::{RowEncoder, item_bytes};
 use nagare_aggregator::sinks::bigquery::storage_write::journal::{Journal, runs};
 use nagare_aggregator::sinks::bigquery::storage_write::recovery::Committed;
-use nagare_aggregator::sinks::bigquery::storage_write::service::{
-    Streams, WriteService, table_path,
-};
-use nagare_aggregator::sinks::bigquery::{Key, TableKey};
-use nagare_core::chunk::ChunkId;
-use nagare_core::sink::{BatchOutcome, Item, Outcome, Service, Ticket};
-use nagare_core::value::parse_json_object;
-use nagare_core::{EventTime, Map};
+use nagare_aggregator::sinks::bigquery::storage_write::service::Streams;
+use nagare_core::EventTime;
+use nagare_core::sink::{BatchOutcome, Outcome};
 use nagare_testkit::LocalBigQuery;
 use serde_json::{Value, json};
 
-const SCHEMA: &str = r#"
-- { name: time, type: TIMESTAMP, mode: REQUIRED }
-- { name: seq, type: INT64, mode: REQUIRED }
-- { name: log, type: STRING }
-- { name: x, type: FLOAT }
-- { name: ok, type: BOOL }
-- { name: price, type: NUMERIC }
-- { name: day, type: DATE }
-- { name: at, type: DATETIME }
-- { name: tags, type: STRING, mode: REPEATED }
-- name: kubernetes
-  type: RECORD
-  fields:
-    - { name: pod_name, type: STRING }
-    - { name: namespace_name, type: STRING }
-- { name: rest, type: JSON }
-"#;
+mod bq_write_support;
 
-const ORIGIN: ChunkId = ChunkId([0x5a; 16]);
-
-fn record(json: Value) -> Map {
-    parse_json_object(json.to_string().as_bytes()).expect("a JSON object")
-}
-
-struct Table {
-    dataset: String,
-    key: Key,
-    path: String,
-    encoder: RowEncoder,
-}
-
-fn table(bq: &LocalBigQuery) -> Table {
-    let fields: Vec<FieldConfig> = serde_norway::from_str(SCHEMA).unwrap();
-    let schema = Schema::from_config(&fields).unwrap();
-    let dataset = LocalBigQuery::unique("write");
-    bq.create_dataset(&dataset);
-    bq.create_table(&dataset, "logs", &schema.to_table_schema());
-    let options = RowOptions {
-        time_field: Some("time".into()),
-        unknown_fields: UnknownFields::Column("rest".into()),
-        insert_id_key: None,
-    };
-    let key = Arc::new(TableKey::new(bq.project(), &dataset, "logs", None));
-    Table {
-        path: table_path(&key),
-        key,
-        dataset,
-        encoder: RowEncoder::new(RowBuilder::new(schema, options).unwrap()),
-    }
-}
-
-fn client(bq: &LocalBigQuery) -> WriteClient {
-    WriteClient::new(bq.grpc_url(), None, Duration::from_secs(20)).unwrap()
-}
-
-fn service(bq: &LocalBigQuery, t: &Table, streams: Streams) -> WriteService {
-    let schema = Arc::new(descriptor(t.encoder.schema()).unwrap());
-    WriteService::new(client(bq), schema, streams)
-}
-
-/// Items of the records, the n-th at position n of [`ORIGIN`].
-fn items(t: &Table, records: &[Value]) -> Vec<Item<Key>> {
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let time = EventTime::new(1_700_000_000 + i as i64, 250_000_000);
-            let bytes = item_bytes(&t.encoder, (ORIGIN, i as u32), &record(r.clone()), time)
-                .expect("the record is a row");
-            Item {
-                key: t.key.clone(),
-                size: bytes.len(),
-                bytes,
-                time,
-                ticket: Ticket {
-                    slot: 0,
-                    position: i as u32,
-                    events: 1,
-                },
-            }
-        })
-        .collect()
-}
-
-async fn send(s: &mut WriteService, t: &Table, items: &[Item<Key>]) -> BatchOutcome {
-    let mut items = items.to_vec();
-    let mut request = s.build(&t.key, &mut items);
-    s.send(&mut request).await.outcome
-}
-
-fn delivered(outcome: &BatchOutcome, n: usize) -> bool {
-    matches!(outcome, BatchOutcome::Items(o) if o.len() == n && o.iter().all(|o| *o == Outcome::Delivered))
-}
-
-fn seqs(n: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| json!({"seq": i, "log": format!("line {i}")}))
-        .collect()
-}
-
-fn count(bq: &LocalBigQuery, dataset: &str) -> (i64, i64) {
-    let rows = bq.query(&format!(
-        "SELECT COUNT(*) AS n, COUNT(DISTINCT seq) AS d FROM `{dataset}.logs`"
-    ));
-    let num = |v: &Value| {
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .or(v.as_i64())
-            .unwrap()
-    };
-    (num(&rows[0]["n"]), num(&rows[0]["d"]))
-}
+use bq_write_support::*;
 
 #[tokio::test]
 async fn rows_arrive_with_their_types() {
@@ -287,36 +170,6 @@ async fn rows_are_in_the_table_once_through_crashes_before_and_after_the_append(
     // And the forwarder sending the same chunk again later changes nothing.
     let outcome = send(&mut s, &t, &batch).await;
     assert!(delivered(&outcome, 10), "{outcome:?}");
-    assert_eq!(count(bq, &t.dataset), (10, 10));
-}
-
-#[tokio::test]
-async fn rows_that_came_twice_to_two_workers_at_once_land_once() {
-    let bq = LocalBigQuery::shared();
-    let t = table(bq);
-    let dir = tempfile::tempdir().unwrap();
-    let committed = Committed::new(Journal::open(&dir.path().join("j")).unwrap());
-    let mut one = service(bq, &t, Streams::Committed(committed.clone()));
-    let mut two = service(bq, &t, Streams::Committed(committed));
-    // The same chunk twice (the forwarder sent again a chunk the aggregator had
-    // buffered just before it was killed), at two workers, each with its own
-    // stream, at the same moment.
-    let batch = items(&t, &seqs(10));
-    let (a, b) = tokio::join!(send(&mut one, &t, &batch), send(&mut two, &t, &batch));
-    assert!(delivered(&a, 10) || delivered(&b, 10), "{a:?} {b:?}");
-    for outcome in [&a, &b] {
-        assert!(
-            delivered(outcome, 10)
-                || matches!(outcome, BatchOutcome::All(Outcome::Retry { reason, .. }) if reason.contains("came twice")),
-            "the other copy waits for the first's answer: {outcome:?}"
-        );
-    }
-    assert_eq!(count(bq, &t.dataset), (10, 10));
-    // Sent again, as the driver does, the copy that waited finds its rows written.
-    for s in [&mut one, &mut two] {
-        let outcome = send(s, &t, &batch).await;
-        assert!(delivered(&outcome, 10), "{outcome:?}");
-    }
     assert_eq!(count(bq, &t.dataset), (10, 10));
 }
 

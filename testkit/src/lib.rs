@@ -18,6 +18,8 @@
 //!   insertAll requests (rate limits, 5xx, cut connections) in front of local-bigquery.
 //! - [`aws_proxy`]: [`AwsProxy`], a recording and fault-injecting proxy for AWS
 //!   JSON-protocol requests (PutLogEvents ...) in front of moto.
+//! - [`stall_proxy`]: [`StallProxy`], a TCP relay (gRPC included) that holds the
+//!   requests or the answers on demand, then cuts the connections.
 //! - [`tls_front`]: [`TlsFront`], a TLS-terminating front (rustls, optionally
 //!   requiring client certificates) for a plain HTTP server such as osmem.
 //! - [`sigv4_proxy`]: [`SigV4Proxy`], a proxy in front of osmem that checks AWS SigV4
@@ -51,6 +53,7 @@ pub mod proc;
 pub mod prometheus;
 pub mod proxy_server;
 pub mod sigv4_proxy;
+pub mod stall_proxy;
 pub mod tls_front;
 pub mod wait;
 
@@ -66,5 +69,6 @@ pub use moto::Moto;
 pub use osmem::{Document, Osmem};
 pub use prometheus::{Prometheus, promtool_check};
 pub use sigv4_proxy::{Route, RouteSpec, Seen, SigV4Proxy};
+pub use stall_proxy::StallProxy;
 pub use tls_front::TlsFront;
 pub use wait::{free_port, wait_until, wait_until_async};

@@ -17,14 +17,17 @@
 //! `ALREADY_EXISTS` means it had landed. The rows of appends not answered yet are
 //! known too ([`Journal::claimed_elsewhere`]): a row that reached the sink twice
 //! (a chunk that came back from the file buffer and again from the forwarder) is
-//! planned by one worker at a time, and lands once.
+//! planned by one worker at a time, and lands once. A worker that has waited too
+//! long for another's append (one that worker gave up on and does not send again)
+//! finalizes that worker's stream, which answers the append as a restart would.
 //!
 //! The file is a log of lines, one record each (`S`: a stream opened, `A`: an append
 //! planned, `F`: a stream finalized with its length, `W`: rows known written), read
 //! back in order at startup, a torn last line ignored (it was never fsynced, so its
 //! append was never sent). Rows known written are kept for [`RETAIN`] (long enough
 //! for any resend of their chunk to come back) and then pruned; the file is
-//! compacted to the current state when it has doubled.
+//! compacted to the current state when it has doubled. Rows are written as runs of
+//! consecutive positions of one chunk ([`Run`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -34,38 +37,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nagare_core::chunk::ChunkId;
 
+mod runs;
+
+pub use runs::{Run, runs};
+use runs::{parse_runs, write_runs};
+
 /// How long rows known to be in the table are remembered.
 pub const RETAIN: Duration = Duration::from_secs(3600);
 /// The file is compacted when it has grown past twice its size after the last
 /// compaction, and at least this.
 const COMPACT_FROM: u64 = 1 << 20;
-
-/// A run of rows: consecutive positions of one origin chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Run {
-    /// The chunk the rows first arrived in.
-    pub origin: ChunkId,
-    /// The position of the first.
-    pub start: u32,
-    /// How many.
-    pub len: u32,
-}
-
-/// The runs of a list of rows, in order.
-pub fn runs(rows: impl IntoIterator<Item = (ChunkId, u32)>) -> Vec<Run> {
-    let mut out: Vec<Run> = Vec::new();
-    for (origin, pos) in rows {
-        match out.last_mut() {
-            Some(r) if r.origin == origin && r.start + r.len == pos => r.len += 1,
-            _ => out.push(Run {
-                origin,
-                start: pos,
-                len: 1,
-            }),
-        }
-    }
-    out
-}
 
 /// The journal cannot be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +65,22 @@ pub struct JournalError {
 struct Stream {
     table: String,
     name: String,
-    /// Its length once finalized.
+    /// Whether it is finalized.
     finalized: bool,
+    /// Its length once finalized (none: it was gone).
+    length: Option<i64>,
+}
+
+/// What the journal knows of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamState {
+    /// Open, with this name: appends may still land on it.
+    Open(String),
+    /// Finalized, with this length (none: it was gone, and its appends count as not
+    /// landed).
+    Finalized(Option<i64>),
+    /// Not recorded, or finalized and forgotten since.
+    Unknown,
 }
 
 /// Rows known written: the first position, how many, and when (Unix seconds).
@@ -195,6 +190,7 @@ impl Journal {
                         table,
                         name,
                         finalized: false,
+                        length: None,
                     },
                 );
             }
@@ -235,7 +231,13 @@ impl Journal {
         let Some(stream) = self.streams.get_mut(&sid) else {
             return;
         };
+        // The first record says what the stream holds; a later one (a worker that
+        // found the stream finalized and asked again) must not undo it.
+        if stream.finalized {
+            return;
+        }
         stream.finalized = true;
+        stream.length = length;
         let table = stream.table.clone();
         for (offset, append) in self.appends.remove(&sid).unwrap_or_default() {
             self.release(sid, offset, &append.runs);
@@ -310,8 +312,18 @@ impl Journal {
             .collect()
     }
 
+    /// What the journal knows of stream `sid`.
+    pub fn stream_state(&self, sid: u32) -> StreamState {
+        match self.streams.get(&sid) {
+            Some(s) if s.finalized => StreamState::Finalized(s.length),
+            Some(s) => StreamState::Open(s.name.clone()),
+            None => StreamState::Unknown,
+        }
+    }
+
     /// Records that stream `sid` is finalized with `length` rows (`None`: it is gone,
-    /// and which of its appends landed is unknown; they count as not landed).
+    /// and which of its appends landed is unknown; they count as not landed). Only
+    /// the first record of a stream counts.
     pub fn finalized(&mut self, sid: u32, length: Option<i64>) -> Result<(), JournalError> {
         self.apply_finalized(sid, length);
         self.record(&format!("F {sid} {}\n", length.unwrap_or(-1)))
@@ -391,13 +403,23 @@ impl Journal {
         pos: u32,
         own: Option<u32>,
     ) -> bool {
+        self.claimant(table, origin, pos, own).is_some()
+    }
+
+    /// The stream other than `own` whose append not answered yet holds the row at
+    /// `pos` of chunk `origin` (see [`Journal::claimed_elsewhere`]).
+    pub fn claimant(
+        &self,
+        table: &str,
+        origin: ChunkId,
+        pos: u32,
+        own: Option<u32>,
+    ) -> Option<u32> {
         self.claimed
-            .get(&(table.to_string(), origin))
-            .is_some_and(|claims| {
-                claims
-                    .iter()
-                    .any(|&(s, l, sid, _)| Some(sid) != own && (s..s + l).contains(&pos))
-            })
+            .get(&(table.to_string(), origin))?
+            .iter()
+            .find(|&&(s, l, sid, _)| Some(sid) != own && (s..s + l).contains(&pos))
+            .map(|&(_, _, sid, _)| sid)
     }
 
     /// Rewrites the file with the current state, less the rows known written longer
@@ -471,36 +493,6 @@ impl Journal {
     pub fn size(&self) -> u64 {
         self.size
     }
-}
-
-fn write_runs(out: &mut String, runs: &[Run]) {
-    for (i, r) in runs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!("{}:{}:{}", r.origin.to_hex(), r.start, r.len));
-    }
-}
-
-fn parse_runs(text: &str) -> Option<Vec<Run>> {
-    text.split(',')
-        .map(|r| {
-            let mut p = r.split(':');
-            let hex = p.next()?;
-            let mut id = [0u8; 16];
-            if hex.len() != 32 {
-                return None;
-            }
-            for (i, byte) in id.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-            }
-            Some(Run {
-                origin: ChunkId(id),
-                start: p.next()?.parse().ok()?,
-                len: p.next()?.parse().ok()?,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

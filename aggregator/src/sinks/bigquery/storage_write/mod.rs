@@ -10,8 +10,11 @@
 //!   open finalized before the next run appends;
 //! - [`service`]: the kit service, batches of rows as appends, and what each answer
 //!   means for each row;
+//! - [`claims`]: rows waiting for another worker's append, and the stream of an
+//!   append abandoned by its worker finalized;
 //! - [`retry`]: what refusals of whole calls mean.
 
+pub mod claims;
 pub mod client;
 pub mod descriptor;
 pub mod encode;

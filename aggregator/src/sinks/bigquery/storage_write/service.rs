@@ -13,7 +13,17 @@
 //! A row that came twice (a chunk the forwarder sent again after the aggregator had
 //! buffered it) and whose other copy is in another worker's append not answered yet
 //! is not planned: it waits for that answer (`ABORTED`, sent again with the backoff),
-//! after which it is known written or free to plan.
+//! after which it is known written or free to plan. An answer that does not come
+//! within [`MAX_CLAIM_WAIT`] (the other worker gave up on those rows and sends no
+//! more of the table's rows, so its append stays queued) is not waited for any
+//! longer: the waiting worker finalizes the other's stream (logged at warn), whose
+//! length says which of its appends landed, and goes on, its rows delivered or
+//! appended by itself (see [`claims`](super::claims)). The worker whose stream it
+//! was finds it finalized in the journal at its next send there, answers its queued
+//! appends by the recorded length (the rows of those that did not land are then
+//! known written by the other worker, or planned anew) and goes on with a new
+//! stream; if it appends before the record, its append is refused as the stream is
+//! finalized and it asks the journal, which finalizes each stream once.
 //!
 //! What an answer means:
 //! - success, or `ALREADY_EXISTS` at our offset: the rows landed;
@@ -21,28 +31,37 @@
 //!   output with BigQuery's message, the others are planned again (at the same
 //!   offset, which stayed free) and sent;
 //! - `OUT_OF_RANGE`, or a stream that is finalized or gone: the stream is finalized to
-//!   learn its length (which appends landed), and the rest go on a new stream;
+//!   learn its length (which appends landed; the journal's length if another worker
+//!   finalized it), and the rest go on a new stream;
 //! - `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`, `INTERNAL`, `ABORTED`,
 //!   broken calls: sent again with the shared backoff;
 //! - `PERMISSION_DENIED`, `UNAUTHENTICATED`, a table `NOT_FOUND`, other refusals of
 //!   the whole request: blocked, sent again without end with a hint, nothing
 //!   dead-lettered.
+//!
+//! Here: the queue, planning and sending; `service/answers.rs`: what an answer does
+//! to the queue (and another worker's stream finalized); `service/outcomes.rs`: the
+//! kit's side, a batch as a request and each row's outcome.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use nagare_core::chunk::ChunkId;
-use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
+use nagare_core::sink::{BatchOutcome, Outcome};
 use tonic::{Code, Status};
 
 use super::super::service::BigQueryService;
 use super::super::table::{Key, TableKey};
+use super::claims::{MAX_CLAIM_WAIT, Waits};
 use super::client::{Appended, Appender, WriteClient};
-use super::encode::ITEM_HEADER as HEADER;
-use super::journal::runs;
+use super::journal::{StreamState, runs};
 use super::recovery::Committed;
 use super::retry::{Failure, classify, journal_failure, stream_gone};
+
+mod answers;
+mod outcomes;
 
 /// The bytes of rows in one append: under the API's 10 MB request limit, with room
 /// for the request's own fields and the writer schema.
@@ -106,7 +125,12 @@ pub struct WriteService {
     creator: Option<BigQueryService>,
     /// Rows of the current send not planned because their other copy is in an
     /// append of another worker not answered yet.
-    waiting: usize,
+    held: Vec<(RowId, Bytes)>,
+    /// Which streams hold them, since when.
+    waits: Waits,
+    /// How long rows wait for another worker's append before its stream is
+    /// finalized.
+    max_claim_wait: Duration,
 }
 
 impl WriteService {
@@ -122,8 +146,18 @@ impl WriteService {
             streams,
             tables: HashMap::new(),
             creator: None,
-            waiting: 0,
+            held: Vec::new(),
+            waits: Waits::default(),
+            max_claim_wait: MAX_CLAIM_WAIT,
         }
+    }
+
+    /// Rows whose other copy is in another worker's append not answered yet wait
+    /// for it at most `max` (instead of [`MAX_CLAIM_WAIT`]) before this worker
+    /// finalizes that worker's stream.
+    pub fn with_max_claim_wait(mut self, max: Duration) -> WriteService {
+        self.max_claim_wait = max;
+        self
     }
 
     /// Missing tables are created by `rest` (which says whether that is allowed,
@@ -175,30 +209,55 @@ impl WriteService {
                 fresh.push((*id, bytes.clone()));
             }
         }
-        self.waiting = 0;
-        let mut rotations = 0;
+        self.held.clear();
+        self.waits.begin();
+        let (mut rotations, mut took_over) = (0, false);
         loop {
-            if self.tables[&request.table].stream.is_none() {
-                let active = self.open_stream(&request.table).await?;
-                self.tables.get_mut(&request.table).expect("table").stream = Some(active);
-            }
+            let mut back = Vec::new();
             if !fresh.is_empty() {
-                self.plan(&request.table, std::mem::take(&mut fresh))?;
-            }
-            match self.flush(&request.table).await? {
-                None if self.waiting > 0 => {
-                    return Err(Failure::Retry(
-                        Code::Aborted,
-                        format!(
-                            "{} rows came twice (a chunk sent again) and their other copy is in an append of another worker not answered yet; waiting for it",
-                            self.waiting
-                        ),
-                    ));
+                if self.tables[&request.table].stream.is_none() {
+                    let active = self.open_stream(&request.table).await?;
+                    self.tables.get_mut(&request.table).expect("table").stream = Some(active);
                 }
-                None => return Ok(()),
+                back = self.plan(&request.table, std::mem::take(&mut fresh))?;
+            }
+            let again = if back.is_empty() {
+                self.flush(&request.table).await?
+            } else {
+                let mut rest = self.replace_stream(&request.table, None).await?;
+                rest.extend(back);
+                Some(rest)
+            };
+            match again {
+                None if !self.held.is_empty() => {
+                    let overdue = self.waits.overdue(&request.table, self.max_claim_wait);
+                    if overdue.is_empty() || took_over {
+                        return Err(Failure::Retry(
+                            Code::Aborted,
+                            format!(
+                                "{} rows came twice (a chunk sent again) and their other copy is in an append of another worker not answered yet; waiting for it",
+                                self.held.len()
+                            ),
+                        ));
+                    }
+                    for o in overdue {
+                        self.take_over(&request.table, o).await?;
+                    }
+                    took_over = true;
+                    fresh = std::mem::take(&mut self.held);
+                    self.waits.begin();
+                }
+                None => {
+                    self.waits.overdue(&request.table, self.max_claim_wait);
+                    return Ok(());
+                }
                 Some(again) if rotations < 2 => {
                     rotations += 1;
                     fresh = again;
+                    if let Streams::Committed(c) = &self.streams {
+                        let j = c.journal();
+                        fresh.retain(|(id, _)| !j.is_written(&request.table, id.0, id.1));
+                    }
                 }
                 Some(_) => {
                     return Err(Failure::Retry(
@@ -244,31 +303,47 @@ impl WriteService {
     /// journal stays locked from the check of each row to the record of its append,
     /// so that of two copies of a row at two workers only one is planned: rows
     /// known written by now are left out (they are reported delivered), and so are
-    /// rows in another worker's append not answered yet (counted in `waiting`).
-    fn plan(&mut self, table_name: &str, rows: Vec<(RowId, Bytes)>) -> Result<(), Failure> {
+    /// rows in another worker's append not answered yet (kept in `held`).
+    ///
+    /// Returns the rows when the stream was finalized by another worker (nothing is
+    /// planned on it then: the stream is to be replaced).
+    fn plan(
+        &mut self,
+        table_name: &str,
+        rows: Vec<(RowId, Bytes)>,
+    ) -> Result<Vec<(RowId, Bytes)>, Failure> {
         let table = self.tables.get_mut(table_name).expect("table");
         let active = table.stream.as_mut().expect("stream");
         let mut journal = match &self.streams {
             Streams::Committed(c) => Some(c.journal()),
             Streams::Default => None,
         };
+        if let Some(j) = &journal
+            && !matches!(j.stream_state(active.sid), StreamState::Open(_))
+        {
+            return Ok(rows);
+        }
         let rows: Vec<(RowId, Bytes)> = match &journal {
-            Some(j) => rows
-                .into_iter()
-                .filter(|((origin, pos), _)| {
-                    if j.is_written(table_name, *origin, *pos) {
-                        return false;
+            Some(j) => {
+                let mut free = Vec::with_capacity(rows.len());
+                for (id, row) in rows {
+                    if j.is_written(table_name, id.0, id.1) {
+                        continue;
                     }
-                    let elsewhere =
-                        j.claimed_elsewhere(table_name, *origin, *pos, Some(active.sid));
-                    self.waiting += usize::from(elsewhere);
-                    !elsewhere
-                })
-                .collect(),
+                    match j.claimant(table_name, id.0, id.1, Some(active.sid)) {
+                        Some(sid) => {
+                            self.waits.held_by(sid);
+                            self.held.push((id, row));
+                        }
+                        None => free.push((id, row)),
+                    }
+                }
+                free
+            }
             None => rows,
         };
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let committed = journal.is_some();
         let mut planned = Vec::new();
@@ -311,7 +386,7 @@ impl WriteService {
             j.plan(active.sid, &records).map_err(journal_failure)?;
         }
         table.queue.extend(planned);
-        Ok(())
+        Ok(Vec::new())
     }
 
     /// Sends the table's queued appends in order. `Some(rows)`: the stream was
@@ -324,6 +399,11 @@ impl WriteService {
                 return Ok(None);
             };
             let active = table.stream.as_mut().expect("stream");
+            if let Streams::Committed(c) = &self.streams
+                && !matches!(c.journal().stream_state(active.sid), StreamState::Open(_))
+            {
+                return self.replace_stream(table_name, None).await.map(Some);
+            }
             if active.appender.is_none() {
                 active.appender = Some(self.client.open(&active.name).await.map_err(classify)?);
             }
@@ -352,13 +432,18 @@ impl WriteService {
                     if let Some(active) = table.stream.as_mut() {
                         active.next = offset.unwrap_or(0);
                     }
-                    self.plan(table_name, rows)?;
+                    let back = self.plan(table_name, rows)?;
+                    if !back.is_empty() {
+                        let mut rest = self.replace_stream(table_name, None).await?;
+                        rest.extend(back);
+                        return Ok(Some(rest));
+                    }
                 }
                 Ok(Appended::Refused { code, message, .. })
                     if offset.is_some() && stream_gone(code, &message) =>
                 {
                     return self
-                        .replace_stream(table_name, code, &message)
+                        .replace_stream(table_name, Some((code, &message)))
                         .await
                         .map(Some);
                 }
@@ -366,177 +451,6 @@ impl WriteService {
                     return Err(classify(Status::new(code, message)));
                 }
             }
-        }
-    }
-
-    /// The first queued append landed.
-    fn landed(&mut self, table_name: &str, sid: u32) {
-        let table = self.tables.get_mut(table_name).expect("table");
-        let Some(p) = table.queue.pop_front() else {
-            return;
-        };
-        if let (Streams::Committed(c), Some(offset)) = (&self.streams, p.offset) {
-            c.journal().landed(sid, offset);
-        }
-        table.landed.extend(p.ids);
-    }
-
-    /// The first queued append was refused for the rows of `row_errors`: those are
-    /// rejected; returns the rest of the queue's rows, all to be planned again.
-    fn refused_rows(
-        &mut self,
-        table_name: &str,
-        row_errors: &[(usize, String)],
-        message: &str,
-    ) -> Vec<(RowId, Bytes)> {
-        let table = self.tables.get_mut(table_name).expect("table");
-        let sid = table.stream.as_ref().map_or(0, |s| s.sid);
-        let mut rest = Vec::new();
-        for (i, p) in table.queue.drain(..).enumerate() {
-            if let (Streams::Committed(c), Some(offset)) = (&self.streams, p.offset) {
-                c.journal().refused(sid, offset);
-            }
-            for (j, (id, row)) in p.ids.into_iter().zip(p.rows).enumerate() {
-                match row_errors.iter().find(|(index, _)| i == 0 && *index == j) {
-                    Some((_, why)) => {
-                        let why = if why.is_empty() { message } else { why };
-                        table
-                            .rejected
-                            .insert(id, format!("BigQuery refused the row: {why}"));
-                    }
-                    None => rest.push((id, row)),
-                }
-            }
-        }
-        rest
-    }
-
-    /// Finalizes the table's stream (learning which appends landed) and forgets it;
-    /// returns the rows of the queue that did not land.
-    async fn replace_stream(
-        &mut self,
-        table_name: &str,
-        code: Code,
-        message: &str,
-    ) -> Result<Vec<(RowId, Bytes)>, Failure> {
-        let table = self.tables.get_mut(table_name).expect("table");
-        let Some(active) = table.stream.take() else {
-            return Ok(Vec::new());
-        };
-        tracing::warn!(stream = %active.name, code = ?code, reason = %message, "the write stream cannot take more appends; finalizing it and going on with a new one");
-        let queue: Vec<Planned> = table.queue.drain(..).collect();
-        let Streams::Committed(c) = &self.streams else {
-            return Ok(queue
-                .into_iter()
-                .flat_map(|p| p.ids.into_iter().zip(p.rows))
-                .collect());
-        };
-        let length = match self.client.finalize(&active.name).await {
-            Ok(length) => Some(length),
-            Err(s) if stream_gone(s.code(), s.message()) => None,
-            Err(s) => {
-                table.stream = Some(active);
-                table.queue.extend(queue);
-                return Err(classify(s));
-            }
-        };
-        c.journal()
-            .finalized(active.sid, length)
-            .map_err(journal_failure)?;
-        let mut rest = Vec::new();
-        for p in queue {
-            if length.is_some_and(|l| p.offset.is_some_and(|o| o < l)) {
-                table.landed.extend(p.ids);
-            } else {
-                rest.extend(p.ids.into_iter().zip(p.rows));
-            }
-        }
-        Ok(rest)
-    }
-}
-
-impl Service<Key> for WriteService {
-    type Request = AppendRequest;
-
-    fn build(&mut self, key: &Key, items: &mut [Item<Key>]) -> AppendRequest {
-        // One buffer for the batch's rows, which the appends share.
-        let mut all = BytesMut::with_capacity(items.iter().map(|i| i.bytes.len()).sum());
-        let mut spans = Vec::with_capacity(items.len());
-        for item in items {
-            let (head, row) = item.bytes.split_at(HEADER.min(item.bytes.len()));
-            let mut origin = [0u8; 16];
-            origin.copy_from_slice(&head[..16]);
-            let pos = u32::from_le_bytes(head[16..20].try_into().unwrap_or_default());
-            let start = all.len();
-            all.extend_from_slice(row);
-            spans.push(((ChunkId(origin), pos), start..all.len()));
-        }
-        let all = all.freeze();
-        AppendRequest {
-            key: key.clone(),
-            table: table_path(key),
-            rows: spans
-                .into_iter()
-                .map(|(id, span)| (id, all.slice(span)))
-                .collect(),
-        }
-    }
-
-    async fn send(&mut self, request: &mut AppendRequest) -> Sent {
-        let failure = self.send_rows(request).await.err();
-        let destination = request.key.to_string();
-        let table = self.tables.entry(request.table.clone()).or_default();
-        let committed = match &self.streams {
-            Streams::Committed(c) => Some(c.clone()),
-            Streams::Default => None,
-        };
-        let mut outcomes = Vec::with_capacity(request.rows.len());
-        let mut decided = 0;
-        for (id, _) in &request.rows {
-            let written = committed
-                .as_ref()
-                .is_some_and(|c| c.journal().is_written(&request.table, id.0, id.1));
-            let outcome = if table.landed.remove(id) || written {
-                Outcome::Delivered
-            } else if let Some(reason) = table.rejected.remove(id) {
-                Outcome::Rejected {
-                    status: None,
-                    reason,
-                    error: None,
-                }
-            } else {
-                outcomes.push(None);
-                continue;
-            };
-            decided += 1;
-            outcomes.push(Some(outcome));
-        }
-        if table.landed.len() + table.rejected.len() > MAX_UNREPORTED {
-            table.landed.clear();
-            table.rejected.clear();
-        }
-        let (code, reason, blocked) = match failure {
-            None => (Code::Ok, String::new(), false),
-            Some(Failure::Retry(code, reason)) => (code, reason, false),
-            Some(Failure::Blocked(code, reason)) => (code, reason, true),
-        };
-        let status = Some(code as u16);
-        let outcome = if decided == 0 && blocked {
-            BatchOutcome::Blocked { status, reason }
-        } else if decided == 0 && !request.rows.is_empty() {
-            BatchOutcome::All(Outcome::Retry { status, reason })
-        } else {
-            let retry = Outcome::Retry { status, reason };
-            BatchOutcome::Items(
-                outcomes
-                    .into_iter()
-                    .map(|o| o.unwrap_or_else(|| retry.clone()))
-                    .collect(),
-            )
-        };
-        Sent {
-            destination,
-            outcome,
         }
     }
 }

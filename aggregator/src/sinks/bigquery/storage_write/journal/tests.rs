@@ -166,3 +166,37 @@ fn rows_in_an_append_not_answered_yet_are_claimed_from_the_other_streams_until_i
     assert!(!j.claimed_elsewhere(T, B, 1, None));
     assert!(j.is_written(T, B, 1));
 }
+
+#[test]
+fn a_stream_finalized_twice_keeps_what_the_first_finalize_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let mut j = Journal::open(&path).unwrap();
+    let one = j.new_stream(T, "s1").unwrap();
+    assert_eq!(j.stream_state(one), StreamState::Open("s1".into()));
+    j.plan(one, &[(0, 3, runs((0..3).map(|i| (A, i))))])
+        .unwrap();
+    j.plan(one, &[(3, 2, runs((0..2).map(|i| (B, i))))])
+        .unwrap();
+    // Another worker finalized the stream: the first append landed, the second not.
+    j.finalized(one, Some(3)).unwrap();
+    assert_eq!(j.stream_state(one), StreamState::Finalized(Some(3)));
+    // The stream's own worker, refused on it, asks again and hears it is gone.
+    j.finalized(one, None).unwrap();
+    let check = |j: &Journal| {
+        assert_eq!(j.stream_state(one), StreamState::Finalized(Some(3)));
+        assert!((0..3).all(|i| j.is_written(T, A, i)));
+        assert!(!j.is_written(T, B, 0) && !j.claimed_elsewhere(T, B, 0, None));
+    };
+    check(&j);
+    // And so it reads back.
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    assert!((0..3).all(|i| j.is_written(T, A, i)));
+    assert_eq!(
+        j.stream_state(one),
+        StreamState::Unknown,
+        "forgotten once compacted"
+    );
+    assert_eq!(j.stream_state(99), StreamState::Unknown);
+}
