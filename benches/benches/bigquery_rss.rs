@@ -14,7 +14,9 @@
 //! smaller memory buffer makes a destination slower than the feed push back on it,
 //! so the buffer stops growing); `NAGARE_RSS_BUFFER_TYPE=file` gives the sink a
 //! file buffer instead (as the aggregator manifests do), which keeps what the
-//! destination has not taken yet on disk, not in memory; `NAGARE_BQ_METHOD` picks the method (`storage_write`, the default, or
+//! destination has not taken yet on disk, not in memory; `NAGARE_RSS_CHUNK` sets
+//! the buffer's `chunk_limit_size` (default: the sink's, 1 MiB);
+//! `NAGARE_BQ_METHOD` picks the method (`storage_write`, the default, or
 //! `insert_all`); `NAGARE_BIN` names the binary (default: `target/release/nagare`,
 //! or `target/debug/nagare` under `cargo test`); `NAGARE_RSS_SECS` the duration
 //! (default 60). Under `cargo test` it runs 4 s at 2,000 records/s and checks that
