@@ -25,21 +25,18 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nagare_benches::rss::{Plan, feed, wait_listening};
+use nagare_benches::rss::{Aggregator, Plan, feed, wait_listening};
 use nagare_testkit::{LocalBigQuery, free_port, wait_until};
 
 /// Pods the records are spread over.
 const PODS: usize = 8;
 
-/// The rows in `dataset.logs`, or 0 while the table is missing.
+/// The rows in `dataset.logs`, or 0 while the table is missing or the server, busy
+/// inserting, drops the query (it is asked again).
 fn rows(bq: &LocalBigQuery, dataset: &str) -> u64 {
-    if bq.table(dataset, "logs").is_none() {
-        return 0;
-    }
-    let rows = bq.query(&format!("SELECT COUNT(*) AS n FROM `{dataset}.logs`"));
-    rows[0]["n"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
+    bq.try_query(&format!("SELECT COUNT(*) AS n FROM `{dataset}.logs`"))
+        .ok()
+        .and_then(|rows| rows.first()?["n"].as_str()?.parse().ok())
         .unwrap_or(0)
 }
 
@@ -102,16 +99,18 @@ sinks:
     );
     let path = dir.path().join("aggregator.yaml");
     std::fs::write(&path, config).unwrap();
-    let mut aggregator = Command::new(plan.binary())
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("NAGARE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("aggregator.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = aggregator.id();
+    let mut aggregator = Aggregator(
+        Command::new(plan.binary())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("NAGARE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("aggregator.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = aggregator.pid();
     wait_listening(port);
 
     let samples = feed(pid, port, "kube.shop.checkout", PODS, &plan);
@@ -125,8 +124,7 @@ sinks:
         stored >= sent
     });
     let drain_secs = drained.elapsed().as_secs_f64();
-    let _ = aggregator.kill();
-    let _ = aggregator.wait();
+    aggregator.stop();
     let log = std::fs::read_to_string(dir.path().join("aggregator.log")).unwrap_or_default();
 
     samples.report(

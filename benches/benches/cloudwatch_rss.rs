@@ -19,7 +19,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nagare_benches::rss::{Plan, feed, wait_listening};
+use nagare_benches::rss::{Aggregator, Plan, feed, wait_listening};
 use nagare_testkit::moto::{Moto, REGION};
 use nagare_testkit::{free_port, wait_until};
 
@@ -57,19 +57,21 @@ sinks:
     );
     let path = dir.path().join("aggregator.yaml");
     std::fs::write(&path, config).unwrap();
-    let mut aggregator = Command::new(plan.binary())
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("AWS_ACCESS_KEY_ID", &key.id)
-        .env("AWS_SECRET_ACCESS_KEY", &key.secret)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NAGARE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("aggregator.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = aggregator.id();
+    let mut aggregator = Aggregator(
+        Command::new(plan.binary())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", &key.id)
+            .env("AWS_SECRET_ACCESS_KEY", &key.secret)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NAGARE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("aggregator.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = aggregator.pid();
     wait_listening(port);
 
     let samples = feed(pid, port, "kube.shop.checkout", PODS, &plan);
@@ -90,8 +92,7 @@ sinks:
     });
     let drain_secs = drained.elapsed().as_secs_f64();
     // Measured and delivered: no need for a graceful stop.
-    let _ = aggregator.kill();
-    let _ = aggregator.wait();
+    aggregator.stop();
 
     samples.report(
         "cloudwatch_rss",

@@ -21,6 +21,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::corpus::kubernetes_record;
 
+/// The aggregator under test, killed when dropped, so that a bench that fails
+/// midway leaves no process behind.
+#[derive(Debug)]
+pub struct Aggregator(pub std::process::Child);
+
+impl Aggregator {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Kills it and waits for it to be gone.
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Records in each chunk of the feed.
 pub const RECORDS_PER_CHUNK: usize = 1_000;
 /// Seconds of samples left out of the flatness check: the start fills caches and

@@ -225,17 +225,32 @@ impl LocalBigQuery {
     /// to value as BigQuery's REST API gives them: scalars as strings (TIMESTAMP as
     /// epoch seconds with microseconds), `null`, REPEATED as arrays, RECORD as objects.
     pub fn query(&self, sql: &str) -> Vec<Value> {
+        self.try_query(sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`query`](Self::query), with a failed call (the server busy inserting closes
+    /// the connection now and then) as an error rather than a panic, for callers
+    /// that poll.
+    pub fn try_query(&self, sql: &str) -> Result<Vec<Value>, String> {
         let body = json!({ "query": sql, "useLegacySql": false, "timeoutMs": 30_000 });
-        let resp = self.ok("POST", "/queries", Some(&body));
-        assert_eq!(resp["jobComplete"], true, "query {sql}: {resp}");
+        let full = format!("/bigquery/v2/projects/{PROJECT}/queries");
+        let resp = http::send_json(&self.url, "POST", &full, Some(&body))
+            .map_err(|e| format!("local-bigquery POST {full}: {e}"))?;
+        if resp.status != 200 {
+            return Err(format!("query {sql}: {} {}", resp.status, resp.text()));
+        }
+        let resp = resp.json();
+        if resp["jobComplete"] != true {
+            return Err(format!("query {sql}: {resp}"));
+        }
         let fields = resp["schema"]["fields"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        resp["rows"]
+        Ok(resp["rows"]
             .as_array()
             .map(|rows| rows.iter().map(|r| decode_row(&fields, r)).collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// Every row of `dataset.table` (`tabledata.list`, all pages), decoded as in
