@@ -53,21 +53,26 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 }
 
 fn write_i64(out: &mut Vec<u8>, i: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = i.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
     if i < 0 {
         out.push(b'-');
     }
-    out.extend_from_slice(&digits[at..]);
+    write_u64(out, i.unsigned_abs());
+}
+
+/// Appends `n` in decimal. The digits go into a fixed-size array, copied whole and
+/// then cut to their number: a copy of a fixed size is a few moves, where one of a
+/// few digits' slice was a call to `memmove`.
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    let count = n.checked_ilog10().unwrap_or(0) as usize + 1;
+    let mut digits = [b'0'; 20];
+    let mut rest = n;
+    for digit in digits[..count].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let len = out.len();
+    out.extend_from_slice(&digits);
+    out.truncate(len + count);
 }
 
 /// Whether any byte of `word` is `"`, `\` or below 0x20 (the bytes JSON escapes).
@@ -179,6 +184,25 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"n":-9223372036854775808,"z":0,"f":1.5,"u":18446744073709551615}"#
         );
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_at_any_place_in_a_short_or_long_string() {
+        for len in 0..=20 {
+            let clean = &"abcdefghijklmnopqrst"[..len];
+            let mut out = Vec::new();
+            write_str(&mut out, clean);
+            assert_eq!(out, format!("\"{clean}\"").into_bytes());
+            for at in 0..len {
+                for escaped in ['"', '\\', '\n', '\u{1f}'] {
+                    let mut s: String = "abcdefghijklmnopqrst"[..len].into();
+                    s.replace_range(at..=at, &escaped.to_string());
+                    let mut out = Vec::new();
+                    write_str(&mut out, &s);
+                    assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
     }
 
     proptest! {

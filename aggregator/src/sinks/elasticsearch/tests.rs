@@ -282,6 +282,15 @@ fn daily_indices_across_a_date_boundary() {
     assert!(text(&c).starts_with(&format!(
         "{{\"index\":{{\"_index\":\"logstash-2024.01.16\",\"_id\":\"{CHUNK_HEX}-1\"}}}}\n{{\"@timestamp\":\"2024-01-16T00:00:00.000000000Z\"}}"
     )));
+    // Back to the earlier second, and another chunk: its time and id as they are.
+    let e = b.encode(ChunkId([0xab; 16]), 4_294_967_295, "t", before, &r);
+    assert_eq!(
+        text(&e.unwrap()),
+        format!(
+            "{{\"index\":{{\"_index\":\"logstash-2024.01.15\",\"_id\":\"{}-4294967295\"}}}}\n{{\"@timestamp\":\"2024-01-15T23:59:59.999999999Z\"}}\n",
+            "ab".repeat(16)
+        )
+    );
     // Before the epoch, and a year boundary, with a custom prefix and format.
     let mut b = RequestBuilder::new(&config(
         "endpoints: [http://a:9200]\nlogstash_prefix: k8s\nlogstash_dateformat: '%Y%m%d.%H'\n",
