@@ -66,8 +66,7 @@ sinks:
     project: {project}
     dataset: {dataset}
     table: logs
-    endpoint: \"{endpoint}\"
-    grpc_endpoint: \"{grpc}\"
+    endpoint: \"{endpoint}\"{grpc}
     auto_create_dataset: true
     auto_create_table: true
     time_field: time
@@ -95,7 +94,12 @@ sinks:
         data = dir.path().join("data").display(),
         project = bq.project(),
         endpoint = bq.url(),
-        grpc = bq.grpc_url(),
+        // `grpc_endpoint` is refused with `insert_all`.
+        grpc = if method == "storage_write" {
+            format!("\n    grpc_endpoint: \"{}\"", bq.grpc_url())
+        } else {
+            String::new()
+        },
     );
     let path = dir.path().join("aggregator.yaml");
     std::fs::write(&path, config).unwrap();

@@ -130,11 +130,22 @@ impl Osmem {
         resp.json()
     }
 
-    /// Documents in `index` (a name or pattern); 0 when it does not exist.
+    /// Documents in `index` (a name or pattern); 0 when it does not exist. A call
+    /// that fails (the server, busy indexing on a loaded machine, drops a connection
+    /// now and then) is made again, up to five times.
     pub fn count(&self, index: &str) -> u64 {
-        let resp = self
-            .request("GET", &format!("/{index}/_count"), None)
-            .unwrap_or_else(|e| panic!("osmem count {index}: {e}"));
+        let path = format!("/{index}/_count");
+        let mut attempt = 0;
+        let resp = loop {
+            match self.request("GET", &path, None) {
+                Ok(resp) => break resp,
+                Err(e) if attempt == 4 => panic!("osmem count {index}: {e}"),
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        };
         if resp.status == 404 {
             return 0;
         }
