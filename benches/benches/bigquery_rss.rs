@@ -22,10 +22,9 @@
 //! (default 60). Under `cargo test` it runs 4 s at 2,000 records/s and checks that
 //! every row arrives. The feed and the sampling are `nagare_benches::rss`'s.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nagare_benches::rss::{Aggregator, Plan, feed, wait_listening};
+use nagare_benches::rss::{Aggregator, Plan, feed};
 use nagare_testkit::{LocalBigQuery, free_port, wait_until};
 
 /// Pods the records are spread over.
@@ -101,21 +100,8 @@ sinks:
             String::new()
         },
     );
-    let path = dir.path().join("aggregator.yaml");
-    std::fs::write(&path, config).unwrap();
-    let mut aggregator = Aggregator(
-        Command::new(plan.binary())
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("NAGARE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("aggregator.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut aggregator = Aggregator::start(&plan, dir.path(), &config, &[], port);
     let pid = aggregator.pid();
-    wait_listening(port);
 
     let samples = feed(pid, port, "kube.shop.checkout", PODS, &plan);
     let sent = samples.sent;
@@ -129,7 +115,7 @@ sinks:
     });
     let drain_secs = drained.elapsed().as_secs_f64();
     aggregator.stop();
-    let log = std::fs::read_to_string(dir.path().join("aggregator.log")).unwrap_or_default();
+    let log = Aggregator::log(dir.path());
 
     samples.report(
         &format!("bigquery_rss ({method}, {buffer_type} buffer of {limit})"),

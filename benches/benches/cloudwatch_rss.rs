@@ -16,10 +16,9 @@
 //! (default 60). Under `cargo test` it runs 4 s at 2,000 records/s and checks that
 //! every event arrives. The feed and the sampling are `nagare_benches::rss`'s.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nagare_benches::rss::{Aggregator, Plan, feed, wait_listening};
+use nagare_benches::rss::{Aggregator, Plan, feed};
 use nagare_testkit::moto::{Moto, REGION};
 use nagare_testkit::{free_port, wait_until};
 
@@ -55,24 +54,13 @@ sinks:
         data = dir.path().join("data").display(),
         endpoint = moto.url(),
     );
-    let path = dir.path().join("aggregator.yaml");
-    std::fs::write(&path, config).unwrap();
-    let mut aggregator = Aggregator(
-        Command::new(plan.binary())
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("AWS_ACCESS_KEY_ID", &key.id)
-            .env("AWS_SECRET_ACCESS_KEY", &key.secret)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("NAGARE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("aggregator.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let env = [
+        ("AWS_ACCESS_KEY_ID", key.id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", key.secret.as_str()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let mut aggregator = Aggregator::start(&plan, dir.path(), &config, &env, port);
     let pid = aggregator.pid();
-    wait_listening(port);
 
     let samples = feed(pid, port, "kube.shop.checkout", PODS, &plan);
     let sent = samples.sent;

@@ -9,7 +9,8 @@
 //! `NAGARE_RSS_SECS` (default 60) seconds at 20,000 records/s, under `cargo test`
 //! 4 s at 2,000 records/s.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -27,6 +28,35 @@ use crate::corpus::kubernetes_record;
 pub struct Aggregator(pub std::process::Child);
 
 impl Aggregator {
+    /// Writes `config` to `dir/aggregator.yaml`, runs the plan's binary on it with
+    /// `env` added (its log in `dir/aggregator.log`, see [`log`]) and waits until it
+    /// listens on `port`.
+    ///
+    /// [`log`]: Aggregator::log
+    pub fn start(plan: &Plan, dir: &Path, config: &str, env: &[(&str, &str)], port: u16) -> Self {
+        let path = dir.join("aggregator.yaml");
+        std::fs::write(&path, config).expect("write the aggregator's config");
+        let log = std::fs::File::create(dir.join("aggregator.log")).expect("create its log");
+        let child = Command::new(plan.binary())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("NAGARE_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the aggregator");
+        let aggregator = Aggregator(child);
+        wait_listening(port);
+        aggregator
+    }
+
+    /// What the aggregator started in `dir` has logged.
+    pub fn log(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("aggregator.log")).unwrap_or_default()
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.0.id()
