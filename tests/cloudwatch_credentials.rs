@@ -14,13 +14,12 @@ mod endpoint;
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use nagare_testkit::moto::{AccessKey, Moto, REGION, xml_text};
 use nagare_testkit::{Child, wait_until};
 use serde_json::{Value, json};
-use support::{binary, signal};
+use support::{run_without_aws_setup, signal};
 
 /// moto's account.
 const ACCOUNT: &str = "123456789012";
@@ -128,20 +127,8 @@ sinks:
             lines.push_str(&format!("{{\"seq\":{n},\"msg\":\"order placed\"}}\n"));
         }
         std::fs::write(dir.join("app.log"), lines).unwrap();
-        let mut cmd = Command::new(binary());
-        // Nothing of this machine's AWS set-up: a home of its own, no instance
-        // metadata, only what the test gives.
-        cmd.args(["run", "-c"])
-            .arg(&path)
-            .env_clear()
-            .env("HOME", dir)
-            .env("NAGARE_LOG", "info")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", dir.join("no-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Shipper {
-            child: Child::spawn("aggregator", cmd),
+            child: Child::spawn("aggregator", run_without_aws_setup(&path, dir, env)),
             group,
         }
     }

@@ -14,13 +14,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use nagare_testkit::moto::Moto;
 use nagare_testkit::{Child, Osmem, Route, RouteSpec, Seen, SigV4Proxy, wait_until};
 use serde_json::{Value, json};
-use support::{binary, signal};
+use support::{run_without_aws_setup, signal};
 
 /// Lines each aggregator delivers.
 const LINES: usize = 60;
@@ -92,18 +91,7 @@ sinks:
             .collect();
         std::fs::write(dir.join("app.log"), lines).unwrap();
     }
-    let mut cmd = Command::new(binary());
-    // Nothing of this machine's AWS set-up: only what the test gives.
-    cmd.args(["run", "-c"])
-        .arg(&path)
-        .env_clear()
-        .env("HOME", dir)
-        .env("NAGARE_LOG", "info")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("no-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    Child::spawn("aggregator", cmd)
+    Child::spawn("aggregator", run_without_aws_setup(&path, dir, env))
 }
 
 fn static_keys(secret: &str) -> Vec<(&'static str, String)> {

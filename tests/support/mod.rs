@@ -126,6 +126,23 @@ impl Nagare {
     }
 }
 
+/// `nagare run -c <config>` with nothing of this machine's AWS set-up: an empty
+/// environment, `home` as its home (no shared config or credentials files), no
+/// instance metadata; only `env` gives it credentials.
+pub fn run_without_aws_setup(config: &Path, home: &Path, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.args(["run", "-c"])
+        .arg(config)
+        .env_clear()
+        .env("HOME", home)
+        .env("NAGARE_LOG", "info")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd
+}
+
 /// Sends a signal to a process.
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
