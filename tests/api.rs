@@ -413,6 +413,7 @@ fn per_type_metrics_match_what_happened(fwd: &str, agg: &str, port: u16) {
     expect(fwd, "nagare_tail_rotations_total", &tail, 0.0);
     expect(fwd, "nagare_tail_paused", &tail, 0.0);
     expect(fwd, "nagare_tail_checkpoint_pending_lines", &tail, 0.0);
+    expect(fwd, "nagare_tail_checkpoint_lag_seconds", &tail, 0.0);
 
     let server = format!(
         "{},server=\"127.0.0.1:{port}\"",

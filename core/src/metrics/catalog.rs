@@ -70,6 +70,11 @@ pub mod tail {
         "nagare_tail_checkpoint_pending_lines",
         "Lines read whose chunks the buffers have not confirmed yet, so the checkpoints cannot pass them",
     );
+    /// Checkpoint lag in time.
+    pub const CHECKPOINT_LAG_SECONDS: Def = gauge(
+        "nagare_tail_checkpoint_lag_seconds",
+        "Seconds since the oldest chunk of lines the checkpoints wait for was handed to the buffers (0 when they wait for none)",
+    );
     /// Checkpoint writes.
     pub const CHECKPOINT_WRITES: Def =
         counter("nagare_tail_checkpoint_writes", "Checkpoint files written");

@@ -41,7 +41,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nagare_core::receipt::{Delivery, Receipt};
 use thiserror::Error;
@@ -107,6 +107,8 @@ struct Pending {
     offset: u64,
     lines: u64,
     done: bool,
+    /// When its chunk was handed over (its lines read).
+    handed_over: Instant,
 }
 
 #[derive(Debug)]
@@ -216,6 +218,16 @@ impl Inner {
             st.dirty = true;
         }
     }
+}
+
+fn lag(state: &State) -> Duration {
+    state
+        .slots
+        .values()
+        .filter_map(|s| s.pending.front())
+        .map(|p| p.handed_over.elapsed())
+        .max()
+        .unwrap_or_default()
 }
 
 impl Drop for Inner {
@@ -358,6 +370,25 @@ impl Checkpoints {
         self.inner.lock().slots.get(&slot).map(|s| s.stored.clone())
     }
 
+    /// Checkpoint lag: how long ago the oldest chunk the checkpoints wait for was
+    /// handed over (zero when they wait for none). Each slot's queue is in order and
+    /// sheds finished chunks from its front, so the fronts hold the oldest.
+    pub fn lag(&self) -> Duration {
+        lag(&self.inner.lock())
+    }
+
+    /// [`lag`](Self::lag) in seconds, for a metrics registry: reads the store while
+    /// it exists without keeping it (its last write happens when the source drops
+    /// it), and zero after.
+    pub fn lag_reader(&self) -> impl Fn() -> f64 + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || {
+            inner
+                .upgrade()
+                .map_or(0.0, |inner| lag(&inner.lock()).as_secs_f64())
+        }
+    }
+
     /// A receipt for a chunk holding `lines` lines of `slot`, all before `offset`:
     /// when it fires (and every earlier chunk of the slot finished), the slot's
     /// offset becomes `offset`.
@@ -374,6 +405,7 @@ impl Checkpoints {
                 offset,
                 lines,
                 done: false,
+                handed_over: Instant::now(),
             });
             seq
         };
@@ -405,6 +437,7 @@ impl Checkpoints {
                 offset,
                 lines: 0,
                 done: true,
+                handed_over: Instant::now(),
             });
         }
     }

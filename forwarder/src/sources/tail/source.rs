@@ -135,6 +135,10 @@ impl TailSource {
                 error,
             })?;
         checkpoints.spawn_writer(config.checkpoint_interval.into());
+        ctx.metrics.read(
+            &nagare_core::metrics::catalog::tail::CHECKPOINT_LAG_SECONDS,
+            checkpoints.lag_reader(),
+        );
         let kubernetes = if config.kubernetes_metadata {
             KubernetesMetadata::start(&config.kubernetes, &ctx.name, &ctx.shutdown)
                 .await

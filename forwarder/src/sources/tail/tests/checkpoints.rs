@@ -219,3 +219,35 @@ fn checkpoints_of_files_gone_longer_than_the_grace_period_are_forgotten() {
     let left: Vec<u64> = store.unclaimed().iter().map(|e| e.id.ino).collect();
     assert_eq!(left, [1]);
 }
+
+#[test]
+fn checkpoint_lag_is_the_age_of_the_oldest_chunk_not_confirmed() {
+    let dir = Tail::dir();
+    let (store, _) = checkpoint::Checkpoints::open(dir.path(), "tail", TailMetrics::new()).unwrap();
+    let read = store.lag_reader();
+    let slot = store.register(checkpoint::Stored {
+        id: file::FileId { dev: 1, ino: 1 },
+        origin: file::FileId { dev: 1, ino: 1 },
+        fingerprint: file::Fingerprint { len: 3, hash: 7 },
+        offset: 0,
+        path: dir.path().join("app.log"),
+        gone_since: None,
+    });
+    assert_eq!(store.lag(), Duration::ZERO, "nothing handed over");
+    let first = store.track(slot, 100, 2);
+    std::thread::sleep(Duration::from_millis(30));
+    let second = store.track(slot, 200, 2);
+    assert!(
+        store.lag() >= Duration::from_millis(30),
+        "{:?}",
+        store.lag()
+    );
+    // The later chunk confirmed first: the checkpoint still waits for the older one.
+    drop(second);
+    assert!(read() >= 0.03, "{}", read());
+    drop(first);
+    assert_eq!(store.lag(), Duration::ZERO);
+    assert_eq!(store.stored(slot).unwrap().offset, 200);
+    drop(store);
+    assert_eq!(read(), 0.0, "read after the source dropped its store");
+}
