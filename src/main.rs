@@ -170,12 +170,11 @@ fn run(
         }
     };
     let options = nagare::topology::RunOptions { watch_config };
-    let result = runtime.block_on(nagare::topology::run(
-        origin,
-        loaded,
-        options,
-        nagare_core::shutdown::signal(),
-    ));
+    let result = runtime.block_on(async {
+        // The signal handlers first: a SIGTERM while sources start stops them gently.
+        let stop = nagare_core::shutdown::signal();
+        nagare::topology::run(origin, loaded, options, stop).await
+    });
     // Every component has stopped. A write still running on the blocking pool is one
     // that cannot finish (standard output is a pipe whose reader is stopped); what it
     // held was not acked, so the process does not wait for it.

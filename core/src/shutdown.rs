@@ -7,27 +7,36 @@
 
 pub use tokio_util::sync::CancellationToken as Shutdown;
 
-/// Waits for SIGTERM or SIGINT (Ctrl-C) and returns the signal's name.
-pub async fn signal() -> &'static str {
+/// Installs the handlers for SIGTERM and SIGINT (Ctrl-C) now, and returns a future
+/// that resolves with the name of the first one received. Called before anything
+/// starts, so that a signal that comes while the pipeline starts (a pod deleted
+/// right after its start) stops it gracefully rather than killing the process. Must
+/// be called within a tokio runtime.
+pub fn signal() -> impl Future<Output = &'static str> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
-            std::future::pending::<()>().await;
-            unreachable!()
-        };
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        );
+        async move {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+                std::future::pending::<()>().await;
+                unreachable!()
+            };
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
