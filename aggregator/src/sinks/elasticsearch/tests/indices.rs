@@ -108,6 +108,72 @@ fn a_missing_field_or_an_illegal_name_takes_the_fallback() {
 }
 
 #[test]
+fn an_index_over_the_tag_and_two_fields_across_days() {
+    // Each event twice (the second time among the names seen recently), on two days
+    // and back; an illegal value takes the fallback, and is counted, each time.
+    let (mut b, fallbacks) = builder(
+        "index: 'logs-{tag}-{kubernetes.namespace_name}-{app}-%Y.%m.%d'\nindex_fallback: 'logs-unknown-%Y.%m.%d'\n",
+    );
+    let event = |namespace: &str, app: Value| {
+        let mut r = ns(namespace.into());
+        r.insert("app", app);
+        r
+    };
+    let next = EventTime::new(1_705_363_200, 0);
+    let cases = [
+        (
+            "web",
+            t(),
+            event("shop", "api".into()),
+            "logs-web-shop-api-2024.01.15",
+        ),
+        (
+            "web",
+            next,
+            event("shop", "api".into()),
+            "logs-web-shop-api-2024.01.16",
+        ),
+        (
+            "web",
+            t(),
+            event("shop", "api".into()),
+            "logs-web-shop-api-2024.01.15",
+        ),
+        (
+            "db",
+            t(),
+            event("shop", "api".into()),
+            "logs-db-shop-api-2024.01.15",
+        ),
+        (
+            "web",
+            t(),
+            event("shop-api", "".into()),
+            "logs-web-shop-api--2024.01.15",
+        ),
+        (
+            "web",
+            t(),
+            event("Shop", Value::Int(7)),
+            "logs-web-shop-7-2024.01.15",
+        ),
+        (
+            "web",
+            t(),
+            event("a b", "api".into()),
+            "logs-unknown-2024.01.15",
+        ),
+    ];
+    for round in 0..2 {
+        for (tag, time, r, expected) in &cases {
+            let item = b.encode(CHUNK, 0, tag, *time, r).unwrap();
+            assert_eq!(&*item.index, *expected, "round {round}: {tag} {r:?}");
+        }
+    }
+    assert_eq!(fallbacks.get(), 2);
+}
+
+#[test]
 fn without_a_fallback_the_reason_goes_to_the_dead_letter_output() {
     let (mut b, fallbacks) = builder("index: 'logs-{kubernetes.namespace_name}-%Y.%m.%d'\n");
     let err = b
