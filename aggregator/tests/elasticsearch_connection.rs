@@ -309,6 +309,47 @@ async fn a_cluster_down_at_start_is_asked_again_until_it_answers() {
     close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
 }
 
+/// A stop while the cluster has not answered yet: with nothing to deliver the sink
+/// ends at once instead of waiting for the cluster (a stop would otherwise wait out
+/// `shutdown_timeout`); with a chunk to deliver it keeps asking until it is aborted,
+/// and the chunk stays in the buffer.
+#[tokio::test]
+async fn a_sink_waiting_for_its_cluster_at_start_stops_at_once_with_nothing_to_deliver() {
+    let logs = capture_logs(Level::WARN);
+    let port = free_port();
+    let config = es_config(&format!("endpoints: ['http://127.0.0.1:{port}']\n"));
+    let idle = start(config.clone(), buffer());
+    wait_for(&logs, &["WARN", "cannot reach Elasticsearch at start"]).await;
+    idle.buffer.close();
+    tokio::time::timeout(Duration::from_secs(5), idle.task)
+        .await
+        .expect("ended without being aborted")
+        .unwrap()
+        .unwrap();
+
+    let busy = start(config, buffer());
+    let (chunk, _rx) = with_receipt(chunk_of(
+        "kube.payments",
+        (0..5).map(|i| (EventTime::new(T0 + i as i64, 0), record(i))),
+    ));
+    busy.buffer.push(chunk).await.unwrap();
+    busy.buffer.close();
+    let mut task = busy.task;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), &mut task)
+            .await
+            .is_err(),
+        "a chunk to deliver: the sink keeps asking the cluster"
+    );
+    busy.abort.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("ended once aborted")
+        .unwrap()
+        .unwrap();
+    assert_eq!(busy.buffer.stats().queued_chunks, 1, "the chunk is kept");
+}
+
 /// A cluster that says it is Elasticsearch 6.8 (its recorded `GET /` answer) gets
 /// `_type: _doc` in every action: osmem, an OpenSearch 3, refuses the field, which
 /// shows it was sent; with `suppress_type_name` the same events are indexed.

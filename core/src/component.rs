@@ -170,6 +170,18 @@ impl SinkContext {
         Retrier::new(self.buffer.retry_policy())
     }
 
+    /// Resolves when a sink that has not started delivering has nothing left to
+    /// do: it is aborted, or its buffer is closed with nothing it would still hand
+    /// out. A sink's start-up retries (a destination that does not answer yet) end
+    /// on it, so that a stop with nothing to deliver does not wait for
+    /// `shutdown_timeout`.
+    pub async fn stopped_before_start(&self) {
+        tokio::select! {
+            () = self.abort.cancelled() => {}
+            () = self.buffer.finished() => {}
+        }
+    }
+
     /// How many deliveries the sink may run at once (`flush_thread_count`).
     pub fn flush_thread_count(&self) -> usize {
         self.buffer.config().flush_thread_count.max(1)

@@ -366,6 +366,49 @@ async fn flush_at_shutdown_off_leaves_chunks_on_disk_for_the_next_start() {
     assert!(b.pop().await.is_none());
 }
 
+/// `finished` resolves once a consumer holding no lease has nothing left to take:
+/// closed and empty, or closed with chunks a file buffer keeps for the next start;
+/// not while a chunk waits to be delivered at shutdown.
+#[tokio::test]
+async fn finished_once_closed_with_nothing_left_to_hand_out() {
+    let quick = Duration::from_millis(200);
+    let b = memory(1 << 20, OverflowAction::Block);
+    assert!(
+        tokio::time::timeout(quick, b.finished()).await.is_err(),
+        "open"
+    );
+    b.close();
+    tokio::time::timeout(quick, b.finished())
+        .await
+        .expect("closed and empty");
+
+    let b = memory(1 << 20, OverflowAction::Block);
+    b.push(chunk(0)).await.unwrap();
+    b.close();
+    assert!(
+        tokio::time::timeout(quick, b.finished()).await.is_err(),
+        "a chunk to deliver at shutdown"
+    );
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.finished().await }
+    });
+    let lease = b.pop().await.unwrap();
+    tokio::time::timeout(quick, waiting)
+        .await
+        .expect("the last chunk taken")
+        .unwrap();
+    lease.delivered();
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = Buffer::open("fb", &file_config(dir.path()), dir.path()).unwrap();
+    b.push(chunk_of("a", 0, 2)).await.unwrap();
+    b.close();
+    tokio::time::timeout(quick, b.finished())
+        .await
+        .expect("the chunks stay on disk for the next start");
+}
+
 /// Writes `n` one-event chunks queued as they come (into one segment) and returns
 /// the segment's file and where each chunk starts in it.
 async fn queued_segment(dir: &Path, n: i64) -> (std::path::PathBuf, Vec<usize>) {

@@ -111,7 +111,8 @@ pub fn credentials(config: &BigQueryConfig) -> CredentialsSource {
 }
 
 /// The rows of a config's schema, or of the table's when `fetch_schema` (read again
-/// and again until it can be, or the sink is aborted).
+/// and again until it can be, or the sink stops with nothing to deliver or is
+/// aborted).
 pub(super) async fn schema_rows(
     config: &BigQueryConfig,
     rest: &Rest,
@@ -133,7 +134,7 @@ pub(super) async fn schema_rows(
                     ),
                 }
                 tokio::select! {
-                    _ = ctx.abort.cancelled() => return Ok(None),
+                    () = ctx.stopped_before_start() => return Ok(None),
                     _ = tokio::time::sleep(wait) => {}
                 }
                 wait = (wait * 2).min(Duration::from_secs(30));

@@ -166,8 +166,8 @@ pub async fn run(
         endpoints: &endpoints,
         auth: &auth,
     };
-    let Some(cluster) = startup.run(&ctx.abort).await else {
-        // Aborted before the cluster answered: every chunk stays in the buffer.
+    let Some(cluster) = startup.run(ctx.stopped_before_start()).await else {
+        // Stopped before the cluster answered: every chunk stays in the buffer.
         return Ok(());
     };
     let type_name = cluster.wants_type_name() && !config.suppress_type_name;

@@ -2,15 +2,15 @@
 //! speaks (`api_version: auto` asks `GET /`), and install the index template.
 //!
 //! A cluster that does not answer (down, 5xx, 429) is asked again with backoff
-//! until it does or the sink is aborted: nothing could be delivered meanwhile
-//! anyway, and the chunks wait in the buffer. A cluster that refuses to say (401,
+//! until it does, or until the sink stops (aborted, or its buffer closed with
+//! nothing to deliver): nothing could be delivered meanwhile anyway, and the chunks
+//! wait in the buffer. A cluster that refuses to say (401,
 //! 403, 404 on `GET /`) is taken for Elasticsearch 8, with a warning; a template the
 //! cluster refuses is logged as an error and the sink goes on without it.
 
 use std::time::Duration;
 
 use nagare_core::retry::Backoff;
-use nagare_core::shutdown::Shutdown;
 use reqwest::Method;
 
 use super::client::{Auth, error_chain};
@@ -38,9 +38,10 @@ pub struct Startup<'a> {
 struct Transient(String);
 
 impl Startup<'_> {
-    /// Learns the cluster's API and installs the template; `None` if `abort` was
-    /// cancelled first.
-    pub async fn run(&self, abort: &Shutdown) -> Option<Cluster> {
+    /// Learns the cluster's API and installs the template; `None` if `stopped`
+    /// resolved first.
+    pub async fn run(&self, stopped: impl Future<Output = ()>) -> Option<Cluster> {
+        tokio::pin!(stopped);
         let backoff = Backoff {
             initial: Duration::from_millis(500),
             max: Duration::from_secs(30),
@@ -61,7 +62,7 @@ impl Startup<'_> {
                     let wait = backoff.delay(attempt);
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
-                        () = abort.cancelled() => return None,
+                        () = &mut stopped => return None,
                         () = tokio::time::sleep(wait) => {}
                     }
                 }

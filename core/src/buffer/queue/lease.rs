@@ -55,6 +55,28 @@ impl Buffer {
         }
     }
 
+    /// Resolves once [`pop`](Self::pop) would return `None` to a consumer holding
+    /// no lease: the buffer is closed and holds nothing it would still hand out. For
+    /// a sink still waiting for its destination at start, so that a stop with nothing
+    /// to deliver does not wait for the destination.
+    pub async fn finished(&self) {
+        loop {
+            let items = self.shared.items.notified();
+            tokio::pin!(items);
+            items.as_mut().enable();
+            if self.is_finished() {
+                return;
+            }
+            items.await;
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        let shared = &self.shared;
+        let st = shared.lock();
+        st.closed && (!shared.flush_at_shutdown || (st.queue.is_empty() && st.staged.is_empty()))
+    }
+
     /// Takes the next queued chunk if there is one now, reading it from disk on the
     /// calling thread for a file buffer (async code may prefer [`Buffer::pop_ready`]).
     pub fn try_pop(&self) -> Option<Lease> {

@@ -253,6 +253,9 @@ impl Dispatcher {
                 _ = self.abort.cancelled() => Step::Abort,
                 Some(report) = self.reports.recv() => Step::Report(report),
                 lease = self.buffer.pop(), if room => Step::Lease(lease),
+                // No room (no server up): a closed buffer with nothing left ends the
+                // input all the same, as `pop` would.
+                () = self.buffer.finished(), if input_open && !room => Step::Lease(None),
                 _ = sleep_until(wake) => Step::Wake,
             };
             match step {

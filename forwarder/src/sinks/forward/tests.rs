@@ -306,6 +306,27 @@ async fn a_closed_empty_buffer_ends_the_sink_without_connecting() {
     .unwrap();
 }
 
+/// A sink whose only server is down still sees its buffer close: with nothing to
+/// deliver it ends, so a stop does not wait out `shutdown_timeout` for a server.
+#[tokio::test]
+async fn a_sink_without_a_live_server_ends_when_its_empty_buffer_closes() {
+    let buffer = Buffer::new("to_aggregator", &BufferConfig::default());
+    let mut config = unreachable_config();
+    config.heartbeat_interval = HumanDuration::millis(20);
+    config.hard_timeout = HumanDuration::millis(100);
+    let abort = Shutdown::new();
+    let task = tokio::spawn(run(config, context(&buffer, &abort)));
+    // Long past `hard_timeout` without a heartbeat: the server is taken for down.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!task.is_finished(), "the sink waits for chunks");
+    buffer.close();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("ends without being aborted")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn an_invalid_config_is_refused() {
     let buffer = Buffer::new("to_aggregator", &BufferConfig::default());
