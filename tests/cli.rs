@@ -462,3 +462,49 @@ fn the_null_sink_says_what_it_dropped_when_it_stops() {
     assert_eq!(stopped.len(), 1, "{logs}");
     assert!(stopped[0].contains("events=3"), "{logs}");
 }
+
+/// A stop with nothing to deliver ends at once, even while every destination is
+/// down: the forward sink's only server taken for down (no heartbeat), the
+/// Elasticsearch sink still asking its cluster at start. It does not wait out
+/// `shutdown_timeout` (60 s here).
+#[test]
+fn a_stop_with_nothing_to_deliver_does_not_wait_for_dead_destinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, dead) = (nagare_testkit::free_port(), nagare_testkit::free_port());
+    let config = format!(
+        "data_dir: {data}
+shutdown_timeout: 60s
+sources:
+  in:
+    type: forward
+    bind: 127.0.0.1:{port}
+sinks:
+  to_aggregator:
+    type: forward
+    match: 'fwd.**'
+    servers: [{{host: 127.0.0.1, port: {dead}}}]
+    heartbeat_interval: 100ms
+    hard_timeout: 300ms
+  search:
+    type: elasticsearch
+    match: 'es.**'
+    endpoints: ['http://127.0.0.1:{dead}']
+",
+        data = dir.path().join("data").display()
+    );
+    let mut nagare = support::Nagare::listening("dead-destinations", dir.path(), &config, port);
+    let down = nagare_testkit::wait_until(std::time::Duration::from_secs(20), || {
+        let logs = nagare.child.logs();
+        logs.contains("marked the forward server down")
+            && logs.contains("cannot reach Elasticsearch at start")
+    });
+    assert!(
+        down,
+        "the server taken for down, the cluster asked again\n{}",
+        nagare.child.logs()
+    );
+    let status = nagare.terminate(std::time::Duration::from_secs(15));
+    let logs = support::plain(&nagare.child.logs());
+    assert!(status.success(), "{status}\n{logs}");
+    assert!(!logs.contains("waiting for the sinks"), "{logs}");
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Buffer;
-use super::state::{Queued, Shared, Staged};
+use super::state::{Queued, Shared, Staged, State};
 use crate::buffer::file::{FileChunk, ReadFailure};
 use crate::chunk::Chunk;
 use crate::event::Tag;
@@ -72,9 +72,7 @@ impl Buffer {
     }
 
     fn is_finished(&self) -> bool {
-        let shared = &self.shared;
-        let st = shared.lock();
-        st.closed && (!shared.flush_at_shutdown || (st.queue.is_empty() && st.staged.is_empty()))
+        nothing_to_hand_out(&self.shared, &self.shared.lock())
     }
 
     /// Takes the next queued chunk if there is one now, reading it from disk on the
@@ -111,7 +109,7 @@ impl Buffer {
     fn step(&self) -> Step {
         let shared = &self.shared;
         let mut st = shared.lock();
-        if st.closed && !shared.flush_at_shutdown {
+        if nothing_to_hand_out(shared, &st) {
             return Step::Done;
         }
         if let Some(queued) = st.queue.pop_front() {
@@ -342,4 +340,11 @@ impl Drop for Lease {
             requeue(&self.shared, queued);
         }
     }
+}
+
+/// Whether `pop` is done for good: the buffer is closed and holds nothing it would
+/// still hand out (a file buffer without `flush_at_shutdown` keeps its chunks for
+/// the next start).
+fn nothing_to_hand_out(shared: &Shared, st: &State) -> bool {
+    st.closed && (!shared.flush_at_shutdown || (st.queue.is_empty() && st.staged.is_empty()))
 }
