@@ -393,6 +393,9 @@ async fn finished_once_closed_with_nothing_left_to_hand_out() {
         let b = b.clone();
         async move { b.finished().await }
     });
+    // Parked before the last chunk is taken: taking it must wake the wait.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "a chunk to deliver at shutdown");
     let lease = b.pop().await.unwrap();
     tokio::time::timeout(quick, waiting)
         .await
@@ -407,6 +410,35 @@ async fn finished_once_closed_with_nothing_left_to_hand_out() {
     tokio::time::timeout(quick, b.finished())
         .await
         .expect("the chunks stay on disk for the next start");
+}
+
+/// A wait for the end beside a consumer waiting for chunks takes none of the
+/// consumer's wake-ups: a chunk pushed goes to the consumer at once.
+#[tokio::test]
+async fn waiting_for_the_end_does_not_take_a_consumers_wake_up() {
+    let b = memory(1 << 20, OverflowAction::Block);
+    let ending = tokio::spawn({
+        let b = b.clone();
+        async move { b.finished().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let consumer = tokio::spawn({
+        let b = b.clone();
+        async move { b.pop().await.map(|lease| lease.delivered()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.push(chunk(0)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), consumer)
+        .await
+        .expect("the consumer woke for the chunk")
+        .unwrap()
+        .expect("a lease");
+    assert!(!ending.is_finished(), "the buffer is open");
+    b.close();
+    tokio::time::timeout(Duration::from_secs(2), ending)
+        .await
+        .expect("closed and empty")
+        .unwrap();
 }
 
 /// Writes `n` one-event chunks queued as they come (into one segment) and returns

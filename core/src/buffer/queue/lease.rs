@@ -61,13 +61,13 @@ impl Buffer {
     /// to deliver does not wait for the destination.
     pub async fn finished(&self) {
         loop {
-            let items = self.shared.items.notified();
-            tokio::pin!(items);
-            items.as_mut().enable();
+            let finished = self.shared.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
             if self.is_finished() {
                 return;
             }
-            items.await;
+            finished.await;
         }
     }
 
@@ -122,6 +122,8 @@ impl Buffer {
             if !st.queue.is_empty() {
                 // Let another waiting consumer look too.
                 shared.items.notify_one();
+            } else if st.closed {
+                shared.finished.notify_waiters();
             }
             return Step::Take(queued);
         }

@@ -205,6 +205,7 @@ impl Buffer {
                 store,
                 state: Mutex::new(state),
                 items: Notify::new(),
+                finished: Notify::new(),
                 space: Notify::new(),
                 writer: Arc::new(tokio::sync::Mutex::new(())),
                 turns: Notify::new(),
@@ -279,6 +280,7 @@ impl Buffer {
         drop(st);
         shared.items.notify_waiters();
         shared.space.notify_waiters();
+        shared.finished.notify_waiters();
     }
 
     /// Whether `close` was called.

@@ -192,6 +192,10 @@ pub(super) struct Shared {
     pub(super) items: Notify,
     /// Signalled when room is freed.
     pub(super) space: Notify,
+    /// Signalled to every waiter when the buffer may have nothing left to hand out:
+    /// at close, and when a closed buffer's queue is emptied. Apart from `items`, so
+    /// that a wait for the end never takes a wake-up meant for a consumer.
+    pub(super) finished: Notify,
     /// Held by whoever writes staged chunk files (appends, seals), so that one staged
     /// chunk is never written by two tasks at once.
     pub(super) writer: Arc<tokio::sync::Mutex<()>>,
