@@ -278,7 +278,10 @@ impl ForwardServer {
         // For a Unix socket, this also removes its file: no client can connect
         // any more, and the next start finds the path free.
         drop(listener);
-        responder.abort_all();
+        // Waited for, not only aborted: the heartbeat responder holds the UDP port
+        // until it is dropped, and a source started in this one's place on the same
+        // port (a reload that renames it) binds as soon as this returns.
+        responder.shutdown().await;
         let open = connections.len();
         if open > 0 {
             tracing::info!(

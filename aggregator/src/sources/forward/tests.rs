@@ -764,6 +764,33 @@ async fn udp_heartbeats_are_answered_on_the_same_port() {
     server.task.await.unwrap().unwrap();
 }
 
+/// Once the server has stopped, its TCP and UDP ports are free: a source started
+/// in its place on the same port (a reload that renames it) can bind at once. On
+/// worker threads, where the heartbeat responder may still be running when the
+/// server ends; many times over, since that is a race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_has_let_go_of_both_its_ports() {
+    for round in 0..200 {
+        let server = start(local_config(), BufferConfig::default()).await;
+        server.shutdown.cancel();
+        server.task.await.unwrap().unwrap();
+        let udp = std::net::UdpSocket::bind(server.addr);
+        assert!(udp.is_ok(), "round {round}: UDP {}: {udp:?}", server.addr);
+        drop(udp);
+        let again = ForwardServer::bind(&ForwardSourceConfig {
+            bind: server.addr,
+            ..ForwardSourceConfig::default()
+        })
+        .await;
+        assert!(
+            again.is_ok(),
+            "round {round}: {}: {:?}",
+            server.addr,
+            again.err()
+        );
+    }
+}
+
 #[tokio::test]
 async fn deny_keepalive_closes_after_each_frame_and_says_so_in_helo() {
     let mut config = secured(false);
