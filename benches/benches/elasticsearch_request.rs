@@ -1,17 +1,22 @@
 //! The elasticsearch sink's request building, per event: name the index from the
 //! template `logs-{kubernetes.namespace_name}-%Y.%m.%d` (records of 3 namespaces, so
 //! 3 indices a day), encode the bulk action and document, batch per index into
-//! bodies of at most 5 MiB of NDJSON (the kit's batcher) and gzip each body (level
-//! 1, as the sink sends them) and sign each body with AWS SigV4 (as for Amazon
+//! bodies of at most 5 MiB of NDJSON (the kit's batcher) gzipping each batch as it
+//! fills (level 1, as the sink sends them) and sign each body with AWS SigV4 (as for Amazon
 //! OpenSearch Service: the body's SHA-256 and the signature). On Kubernetes records
 //! of about 326 bytes of JSON.
 //! The same without gzip, to tell the compressor's share. Beside it, in the same
 //! run: `serde_json::to_string` of the same records, the baseline (the JSON encoding
 //! alone, nothing else).
 //!
+//! Before criterion's runs, the two are also timed in turn, pass after pass over the
+//! records, and the ratio of each pair printed (median and quartiles): on a shared
+//! machine, where runs of a few seconds apart differ by ±15 %, a pair measured
+//! within the same tenth of a second is the fairest ratio.
+//!
 //!   cargo bench -p nagare-benches --bench elasticsearch_request
 //!
-//! Under `cargo test` criterion runs each benchmark once.
+//! Under `cargo test` criterion runs each benchmark once (and no pairs).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -26,7 +31,7 @@ use nagare_aggregator::sinks::elasticsearch::{
 };
 use nagare_benches::corpus::kubernetes_record;
 use nagare_core::config::ConfigDocument;
-use nagare_core::sink::{Batcher, Item, Ticket};
+use nagare_core::sink::{Batch, Batcher, Item, Ticket};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
 #[global_allocator]
@@ -97,12 +102,11 @@ fn build_requests(
 ) -> usize {
     let now = tokio::time::Instant::now();
     let chunk = ChunkId([7; 16]);
-    let mut batcher: Batcher<Arc<str>> = Batcher::new(config.batch.limits());
+    let mut batcher = batcher(config);
     let mut built = 0;
     let mut take = |batcher: &mut Batcher<Arc<str>>| {
         while let Some(batch) = batcher.take() {
-            let request = builder_build(config, &batch.items);
-            built += finish(request);
+            built += finish(builder_build(config, batch));
         }
     };
     for (position, (time, record)) in events.iter().enumerate() {
@@ -131,8 +135,21 @@ fn build_requests(
     built
 }
 
-fn builder_build(config: &ElasticsearchConfig, items: &[Item<Arc<str>>]) -> BulkRequest {
-    elasticsearch::build(config.compress, items.iter().map(|i| i.bytes.as_slice()))
+/// The kit's batcher as the sink's worker has it: gzipping batches as they fill
+/// when bodies are gzipped.
+fn batcher(config: &ElasticsearchConfig) -> Batcher<Arc<str>> {
+    Batcher::new(config.batch.limits()).gzip(config.compress.then_some(elasticsearch::GZIP_LEVEL))
+}
+
+/// A batch's request, as the sink's service builds it.
+fn builder_build(config: &ElasticsearchConfig, batch: Batch<Arc<str>>) -> BulkRequest {
+    match batch.gzipped {
+        Some(gzipped) => elasticsearch::build_gzipped(gzipped),
+        None => elasticsearch::build(
+            config.compress,
+            batch.items.iter().map(|i| i.bytes.as_slice()),
+        ),
+    }
 }
 
 fn elasticsearch_request(c: &mut Criterion) {
@@ -155,7 +172,7 @@ fn elasticsearch_request(c: &mut Criterion) {
     // One pass to report the shape: bodies, their sizes, the compression.
     let (mut bodies, mut ndjson, mut gz) = (0, 0, 0);
     {
-        let mut batcher: Batcher<Arc<str>> = Batcher::new(config.batch.limits());
+        let mut batcher = batcher(&config);
         let now = tokio::time::Instant::now();
         for (position, (time, record)) in events.iter().enumerate() {
             let item = builder
@@ -186,7 +203,7 @@ fn elasticsearch_request(c: &mut Criterion) {
         }
         batcher.seal_all();
         while let Some(batch) = batcher.take() {
-            let r = builder_build(&config, &batch.items);
+            let r = builder_build(&config, batch);
             bodies += 1;
             ndjson += r.ndjson_bytes;
             gz += r.body.len();
@@ -201,6 +218,9 @@ fn elasticsearch_request(c: &mut Criterion) {
         100.0 * gz as f64 / ndjson as f64
     );
     assert_eq!(build_requests(&events, &mut builder, &config), EVENTS);
+    if std::env::args().any(|a| a == "--bench") {
+        paired(&events, &mut builder, &config);
+    }
     let mut group = c.benchmark_group("elasticsearch_request");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function(
@@ -215,15 +235,54 @@ fn elasticsearch_request(c: &mut Criterion) {
         b.iter(|| black_box(build_requests(&events, &mut plain_builder, &plain)))
     });
     group.bench_function("serde_json::to_string of the records (baseline)", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for (_, r) in &events {
-                n += serde_json::to_string(black_box(r)).unwrap().len();
-            }
-            black_box(n)
-        })
+        b.iter(|| black_box(baseline(&events)))
     });
     group.finish();
+}
+
+/// How many pairs [`paired`] times.
+const PAIRS: usize = 40;
+
+/// Times the request building and the baseline in turn, [`PAIRS`] times, and prints
+/// the ratio of their rates within each pair: its median and quartiles.
+fn paired(events: &[(EventTime, Map)], builder: &mut RequestBuilder, config: &ElasticsearchConfig) {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    let mut ratios = Vec::with_capacity(PAIRS);
+    let mut ours = Vec::with_capacity(PAIRS);
+    for _ in 0..PAIRS {
+        let built = time(&mut || {
+            black_box(build_requests(events, builder, config));
+        });
+        let baseline = time(&mut || {
+            black_box(baseline(events));
+        });
+        ratios.push(baseline / built);
+        ours.push(built);
+    }
+    ratios.sort_by(f64::total_cmp);
+    ours.sort_by(f64::total_cmp);
+    let rate = |secs: f64| events.len() as f64 / secs / 1000.0;
+    eprintln!(
+        "elasticsearch_request: {PAIRS} pairs, request building / baseline: {:.2}x median ({:.2}-{:.2}x between the quartiles); request building {:.0} k events/s median, {:.0} k fastest",
+        ratios[PAIRS / 2],
+        ratios[PAIRS / 4],
+        ratios[3 * PAIRS / 4],
+        rate(ours[PAIRS / 2]),
+        rate(ours[0]),
+    );
+}
+
+/// `serde_json::to_string` of each record: the bytes written.
+fn baseline(events: &[(EventTime, Map)]) -> usize {
+    let mut n = 0;
+    for (_, r) in events {
+        n += serde_json::to_string(black_box(r)).unwrap().len();
+    }
+    n
 }
 
 criterion_group!(benches, elasticsearch_request);

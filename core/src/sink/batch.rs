@@ -9,6 +9,14 @@
 //! The batcher is bounded: once its open batches hold `max_bytes` in all, the
 //! oldest is sealed, so a worker holds at most about one request's worth of items
 //! however many keys it sees (the driver takes no lease while a batch is ready).
+//!
+//! For a service whose request body is its batch's items concatenated and gzipped
+//! ([`Batcher::gzip`]), a batch is gzipped as its items join it, while their bytes
+//! are still in the CPU's cache, and each item lets its bytes go once they are in
+//! the stream: the batch is then held compressed ([`Gzipped`]), and its items give
+//! back their bytes only if some are to be built into another request. At most
+//! [`GZIP_STREAMS`] batches are gzipped at a time (a stream's compressor state is
+//! about 300 KiB); the others hold their items' bytes as they are.
 
 use std::hash::Hash;
 use std::time::Duration;
@@ -17,7 +25,13 @@ use indexmap::IndexMap;
 use tokio::time::Instant;
 
 use super::item::Item;
+use crate::compression::{self, GzipStream};
 use crate::time::EventTime;
+
+/// How many open batches a batcher gzips at a time: enough for the few busy keys
+/// that fill most batches, few enough that the compressors' state (about 300 KiB
+/// each) stays below one request's worth of items.
+pub const GZIP_STREAMS: usize = 4;
 
 /// When a batch is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +60,41 @@ pub struct Batch<K> {
     pub key: K,
     /// The items.
     pub items: Vec<Item<K>>,
+    /// The items' bytes, concatenated and gzipped as they joined, when the batcher
+    /// gzips ([`Batcher::gzip`]): the items' own bytes are then empty.
+    pub gzipped: Option<Gzipped>,
+}
+
+/// A batch's items concatenated and gzipped as they joined it; the items let their
+/// own bytes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gzipped {
+    /// One gzip stream of every item's bytes, in order.
+    pub body: Vec<u8>,
+    /// Each item's length in bytes, in order.
+    pub lengths: Vec<u32>,
+}
+
+impl Gzipped {
+    /// The bytes before compression.
+    pub fn raw_len(&self) -> usize {
+        self.lengths.iter().map(|&l| l as usize).sum()
+    }
+
+    /// Gives `items` (the batch's, in order) back their bytes from `body` and
+    /// `lengths` (a [`Gzipped`]'s, which a request may have kept): for some of them
+    /// to be built into another request.
+    pub fn restore<K>(body: &[u8], lengths: &[u32], items: &mut [Item<K>]) {
+        let total = lengths.iter().map(|&l| l as usize).sum();
+        let raw = compression::decompress(compression::Compression::Gzip, body, total)
+            .expect("a batch this process gzipped unpacks to its items");
+        let mut at = 0;
+        for (item, &len) in items.iter_mut().zip(lengths) {
+            let end = at + len as usize;
+            item.bytes = raw[at..end].to_vec();
+            at = end;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -55,6 +104,8 @@ struct Open<K> {
     since: Instant,
     earliest: EventTime,
     latest: EventTime,
+    /// The batch gzipped so far, and its items' lengths, when it is gzipped.
+    gzip: Option<(GzipStream, Vec<u32>)>,
 }
 
 /// Open batches per key, and the batches ready to send.
@@ -66,6 +117,10 @@ pub struct Batcher<K> {
     open: IndexMap<K, Open<K>, foldhash::fast::RandomState>,
     open_size: usize,
     ready: std::collections::VecDeque<Batch<K>>,
+    /// The gzip level of batches gzipped as they fill, if they are.
+    gzip: Option<u32>,
+    /// Open batches being gzipped.
+    streams: usize,
 }
 
 impl<K: Clone + Eq + Hash> Batcher<K> {
@@ -79,12 +134,22 @@ impl<K: Clone + Eq + Hash> Batcher<K> {
             open: IndexMap::default(),
             open_size: 0,
             ready: Default::default(),
+            gzip: None,
+            streams: 0,
         }
+    }
+
+    /// Gzips batches at `level` as their items join them (see the module's
+    /// documentation), for a service that sends them so; `None` keeps the items'
+    /// bytes as they are.
+    pub fn gzip(mut self, level: Option<u32>) -> Self {
+        self.gzip = level;
+        self
     }
 
     /// Adds an item at `now`. Its key is hashed once, and cloned only when it opens
     /// a batch: this runs once per event.
-    pub fn push(&mut self, item: Item<K>, now: Instant) {
+    pub fn push(&mut self, mut item: Item<K>, now: Instant) {
         let limits = self.limits;
         let mut at = self.open.get_index_of(&item.key);
         if let Some(i) = at {
@@ -108,17 +173,31 @@ impl<K: Clone + Eq + Hash> Batcher<K> {
         let i = match at {
             Some(i) => i,
             None => {
+                let gzip = self
+                    .gzip
+                    .filter(|_| self.streams < GZIP_STREAMS)
+                    .map(|level| {
+                        self.streams += 1;
+                        (GzipStream::new(level, limits.max_bytes), Vec::new())
+                    });
                 let open = Open {
                     items: Vec::new(),
                     size: 0,
                     since: now,
                     earliest: item.time,
                     latest: item.time,
+                    gzip,
                 };
                 self.open.insert_full(item.key.clone(), open).0
             }
         };
         let open = &mut self.open[i];
+        if let Some((stream, lengths)) = &mut open.gzip {
+            stream.add(&item.bytes);
+            // An item is one event or a run of one chunk's: far below 4 GiB.
+            lengths.push(u32::try_from(item.bytes.len()).unwrap_or(u32::MAX));
+            item.bytes = Vec::new();
+        }
         open.size += item.size;
         open.earliest = open.earliest.min(item.time);
         open.latest = open.latest.max(item.time);
@@ -135,9 +214,17 @@ impl<K: Clone + Eq + Hash> Batcher<K> {
     fn seal_at(&mut self, index: usize) {
         if let Some((key, open)) = self.open.shift_remove_index(index) {
             self.open_size -= open.size;
+            let gzipped = open.gzip.map(|(stream, lengths)| {
+                self.streams -= 1;
+                Gzipped {
+                    body: stream.finish(),
+                    lengths,
+                }
+            });
             self.ready.push_back(Batch {
                 key,
                 items: open.items,
+                gzipped,
             });
         }
     }

@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
 
+use super::batch::Gzipped;
 use super::item::{Event, Item, Items};
 use super::outcome::Sent;
 
@@ -37,6 +38,25 @@ pub trait Service<K>: Send + 'static {
     /// items' bytes into the request, where that saves copying each event again,
     /// and then gives them back in [`restore`](Service::restore).
     fn build(&mut self, key: &K, items: &mut [Item<K>]) -> Self::Request;
+
+    /// The gzip level at which this service sends a batch's items, concatenated, as
+    /// its request body, if it does: the kit then gzips each batch as its items join
+    /// it and lets their bytes go (see [`Batcher`](super::Batcher)), and builds the
+    /// batch's first request with [`build_gzipped`](Service::build_gzipped). None
+    /// by default.
+    fn gzip_level(&self) -> Option<u32> {
+        None
+    }
+
+    /// The request for `items`, all of `key`, whose bytes, concatenated, are
+    /// gzipped in `gzipped` (their own bytes are empty). [`restore`](Service::restore)
+    /// must then give them back their bytes ([`Gzipped::restore`]) before another
+    /// request is built from them. By default they are given back at once and the
+    /// request is made by [`build`](Service::build).
+    fn build_gzipped(&mut self, key: &K, items: &mut [Item<K>], gzipped: Gzipped) -> Self::Request {
+        Gzipped::restore(&gzipped.body, &gzipped.lengths, items);
+        self.build(key, items)
+    }
 
     /// Puts back into `items` the bytes `build` moved into `request`, once its answer
     /// is known and some of them are to be built into another request (sent again,

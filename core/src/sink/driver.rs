@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::batch::{BatchLimits, Batcher};
+use super::batch::{Batch, BatchLimits, Batcher};
 use super::component::{Encoder, Service, Words};
 use super::item::{Event, Item, Items};
 use super::ledger::{DeadItem, Ledger};
@@ -49,9 +49,9 @@ where
             requests: ctx.metrics.counter(&catalog::sink_kit::REQUESTS, None),
             retries: ctx.metrics.counter(&catalog::sink_kit::RETRIES, None),
             blocked_log: blocked_log.clone(),
+            batcher: Batcher::new(limits).gzip(service.gzip_level()),
             encoder,
             service,
-            batcher: Batcher::new(limits),
             ledger: Ledger::new(),
             scratch: Vec::new(),
         };
@@ -139,7 +139,7 @@ where
                 }
                 continue;
             };
-            if !self.deliver(batch.key, batch.items).await {
+            if !self.deliver(batch).await {
                 return self.aborted();
             }
         }
@@ -201,7 +201,7 @@ where
                 self.batch(slot, self.scratch.len() - 1, now);
             }
             while let Some(batch) = self.batcher.take() {
-                if !self.deliver(batch.key, batch.items).await {
+                if !self.deliver(batch).await {
                     return false;
                 }
             }
@@ -210,7 +210,7 @@ where
         if self.batcher.limits().chunk_at_a_time {
             self.batcher.seal_all();
             while let Some(batch) = self.batcher.take() {
-                if !self.deliver(batch.key, batch.items).await {
+                if !self.deliver(batch).await {
                     return false;
                 }
             }
@@ -253,12 +253,18 @@ where
         }
     }
 
-    /// Sends `items` until each is delivered or dead-lettered. Returns false when
+    /// Sends a batch's items until each is delivered or dead-lettered. Returns false when
     /// aborted.
-    async fn deliver(&mut self, key: E::Key, items: Vec<Item<E::Key>>) -> bool {
+    async fn deliver(&mut self, batch: Batch<E::Key>) -> bool {
+        let Batch {
+            key,
+            mut items,
+            gzipped,
+        } = batch;
+        let request = gzipped.map(|g| self.service.build_gzipped(&key, &mut items, g));
         let mut groups = vec![Group {
             items,
-            request: None,
+            request,
             attempts: Attempts::new(),
             blocked: 0,
         }];

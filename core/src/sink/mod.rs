@@ -13,7 +13,8 @@
 //! The kit does the rest, the same way for every sink:
 //!
 //! - `batch.rs`: [`Batcher`], items grouped per key into batches ready by events,
-//!   bytes, span of event times or age ([`BatchLimits`]);
+//!   bytes, span of event times or age ([`BatchLimits`]); for a service that sends
+//!   gzipped bodies, each batch gzipped as its items join it ([`Gzipped`]);
 //! - `item.rs`: [`Item`], [`Ticket`] (which lease and events an item stands for),
 //!   [`Items`] (what an encoder pushes into);
 //! - `outcome.rs`: [`Outcome`] of an item (delivered, retry, rejected) and
@@ -44,7 +45,7 @@ mod outcome;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{Batch, BatchLimits, Batcher};
+pub use batch::{Batch, BatchLimits, Batcher, GZIP_STREAMS, Gzipped};
 pub use component::{Encoder, Service, Words};
 pub use driver::run;
 pub use item::{Event, Item, Items, Ticket};

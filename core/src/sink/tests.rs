@@ -75,11 +75,15 @@ struct TestService {
     answer: Answer,
     /// Never answers: the test aborts.
     hang: bool,
+    /// Has the kit gzip batches as they fill, at this level.
+    gzip: Option<u32>,
 }
 
 struct TestRequest {
     key: String,
     items: Vec<String>,
+    /// The batch as the kit gzipped it, when it did.
+    gzipped: Option<Gzipped>,
 }
 
 impl Service<String> for TestService {
@@ -95,10 +99,56 @@ impl Service<String> for TestService {
                 .iter_mut()
                 .map(|i| String::from_utf8(std::mem::take(&mut i.bytes)).unwrap())
                 .collect(),
+            gzipped: None,
+        }
+    }
+
+    fn gzip_level(&self) -> Option<u32> {
+        self.gzip
+    }
+
+    fn build_gzipped(
+        &mut self,
+        key: &String,
+        items: &mut [Item<String>],
+        gzipped: Gzipped,
+    ) -> TestRequest {
+        self.seen.lock().unwrap().built += 1;
+        assert!(
+            items.iter().all(|i| i.bytes.is_empty()),
+            "the items let their bytes go once gzipped"
+        );
+        // The items as the destination reads them: the body unpacked, cut at each
+        // item's length.
+        let raw = crate::compression::decompress(
+            crate::compression::Compression::Gzip,
+            &gzipped.body,
+            gzipped.raw_len(),
+        )
+        .unwrap();
+        let mut at = 0;
+        let items = gzipped
+            .lengths
+            .iter()
+            .map(|&len| {
+                let text = String::from_utf8(raw[at..at + len as usize].to_vec()).unwrap();
+                at += len as usize;
+                text
+            })
+            .collect();
+        assert_eq!(at, raw.len(), "the lengths cover the body");
+        TestRequest {
+            key: key.clone(),
+            items,
+            gzipped: Some(gzipped),
         }
     }
 
     fn restore(&mut self, request: TestRequest, items: &mut [Item<String>]) {
+        if let Some(g) = request.gzipped {
+            Gzipped::restore(&g.body, &g.lengths, items);
+            return;
+        }
         for (item, text) in items.iter_mut().zip(request.items) {
             item.bytes = text.into_bytes();
         }
@@ -142,6 +192,8 @@ fn limits(max_events: usize, max_bytes: usize) -> BatchLimits {
 }
 
 struct Run {
+    /// Whether the kit gzips batches as they fill.
+    gzip: Option<u32>,
     buffer: Buffer,
     metrics: crate::metrics::Metrics,
     seen: Arc<Mutex<Destination>>,
@@ -154,6 +206,7 @@ fn setup(config: BufferConfig) -> Run {
     let dead_letter = dir.path().join("dl/out.ndjson");
     let buffer = Buffer::new("out", &config).with_dead_letter(DeadLetter::new(dead_letter.clone()));
     Run {
+        gzip: None,
         buffer,
         metrics: crate::metrics::Metrics::new("test"),
         seen: Arc::default(),
@@ -206,6 +259,7 @@ impl Run {
                 seen: self.seen.clone(),
                 answer,
                 hang: false,
+                gzip: self.gzip,
             },
         );
         tokio::time::timeout(
@@ -252,6 +306,7 @@ impl Run {
             seen: self.seen.clone(),
             answer,
             hang,
+            gzip: self.gzip,
         };
         let encoder = TestEncoder {
             lines: false,
@@ -454,8 +509,18 @@ async fn per_item_outcomes_ack_or_mark_each_lease() {
 
 #[tokio::test]
 async fn a_failed_request_is_sent_again_with_its_bytes_and_retried_items_alone() {
+    sent_again_as_built_and_retried_items_alone(None).await;
+}
+
+#[tokio::test]
+async fn a_batch_gzipped_as_it_filled_is_sent_again_as_built_and_its_retried_items_alone() {
+    sent_again_as_built_and_retried_items_alone(Some(1)).await;
+}
+
+async fn sent_again_as_built_and_retried_items_alone(gzip: Option<u32>) {
     // The whole request fails twice: it is sent again as built.
-    let t = setup(quick_retries());
+    let mut t = setup(quick_retries());
+    t.gzip = gzip;
     let unavailable = BatchOutcome::All(Outcome::Retry {
         status: Some(503),
         reason: "unavailable".into(),
@@ -470,8 +535,10 @@ async fn a_failed_request_is_sent_again_with_its_bytes_and_retried_items_alone()
         "built once, sent three times"
     );
 
-    // Items refused for now go again, and only they.
-    let t = setup(quick_retries());
+    // Items refused for now go again, and only they (a gzipped batch's items given
+    // back their bytes first).
+    let mut t = setup(quick_retries());
+    t.gzip = gzip;
     let answer: Answer = Box::new(|items, attempt| {
         BatchOutcome::Items(
             items
@@ -498,7 +565,17 @@ async fn a_failed_request_is_sent_again_with_its_bytes_and_retried_items_alone()
 
 #[tokio::test]
 async fn a_request_refused_as_a_whole_is_split_until_the_culprit_is_alone() {
-    let t = setup(BufferConfig::default());
+    split_until_the_culprit_is_alone(None).await;
+}
+
+#[tokio::test]
+async fn a_batch_gzipped_as_it_filled_is_split_until_the_culprit_is_alone() {
+    split_until_the_culprit_is_alone(Some(1)).await;
+}
+
+async fn split_until_the_culprit_is_alone(gzip: Option<u32>) {
+    let mut t = setup(BufferConfig::default());
+    t.gzip = gzip;
     let too_large = BatchOutcome::Split {
         status: Some(413),
         reason: "too large".into(),
@@ -606,6 +683,7 @@ async fn a_failed_dead_letter_write_is_tried_again_until_it_works() {
                 })
             }),
             hang: false,
+            gzip: None,
         },
     );
     let task = tokio::spawn(async move { run(&ctx, limits(10, 1000), WORDS, vec![worker]).await });
@@ -671,6 +749,100 @@ fn a_batcher_bounds_what_it_holds_over_many_keys() {
     b.seal_all();
     let ready: Vec<String> = std::iter::from_fn(|| b.take()).map(|b| b.key).collect();
     assert_eq!(ready, ["c", "d"]);
+}
+
+/// An item of `key` with `bytes`, at position `n`.
+fn item(key: &str, bytes: &[u8], n: u32) -> Item<String> {
+    Item {
+        key: key.to_string(),
+        bytes: bytes.to_vec(),
+        size: bytes.len(),
+        time: EventTime::new(0, 0),
+        ticket: Ticket {
+            slot: 0,
+            position: n,
+            events: 1,
+        },
+    }
+}
+
+#[test]
+fn a_gzipping_batcher_holds_batches_gzipped_and_gives_the_bytes_back() {
+    let mut b = Batcher::new(limits(1000, 1 << 20)).gzip(Some(1));
+    let now = tokio::time::Instant::now();
+    let keys: Vec<String> = (0..=GZIP_STREAMS).map(|k| format!("k{k}")).collect();
+    // Items of every key in turn: one key more than are gzipped at a time.
+    let mut n = 0;
+    for round in 0..300 {
+        for key in &keys {
+            let line = format!("{{\"key\":\"{key}\",\"round\":{round}}}\n");
+            b.push(item(key, line.as_bytes(), n), now);
+            n += 1;
+        }
+    }
+    b.seal_all();
+    let batches: Vec<Batch<String>> = std::iter::from_fn(|| b.take()).collect();
+    assert_eq!(batches.len(), keys.len());
+    for (i, batch) in batches.into_iter().enumerate() {
+        let expected: Vec<u8> = (0..300)
+            .flat_map(|round| {
+                format!("{{\"key\":\"{}\",\"round\":{round}}}\n", batch.key).into_bytes()
+            })
+            .collect();
+        let Batch {
+            key,
+            mut items,
+            gzipped,
+        } = batch;
+        if i == GZIP_STREAMS {
+            // The batch opened when every stream was taken holds its bytes as they are.
+            assert!(gzipped.is_none(), "{key}");
+            assert_eq!(
+                items
+                    .iter()
+                    .flat_map(|i| i.bytes.clone())
+                    .collect::<Vec<_>>(),
+                expected
+            );
+            continue;
+        }
+        let gzipped = gzipped.unwrap_or_else(|| panic!("{key} gzipped"));
+        assert!(
+            items.iter().all(|i| i.bytes.is_empty()),
+            "{key}: bytes let go"
+        );
+        assert_eq!(gzipped.raw_len(), expected.len());
+        assert!(gzipped.body.len() < expected.len() / 4, "{key}: compressed");
+        assert_eq!(
+            crate::compression::decompress(
+                crate::compression::Compression::Gzip,
+                &gzipped.body,
+                expected.len()
+            )
+            .unwrap(),
+            expected,
+            "{key}: the body is the items' bytes in order"
+        );
+        Gzipped::restore(&gzipped.body, &gzipped.lengths, &mut items);
+        assert_eq!(
+            items
+                .iter()
+                .flat_map(|i| i.bytes.clone())
+                .collect::<Vec<_>>(),
+            expected
+        );
+        assert_eq!(
+            items[7].bytes,
+            format!("{{\"key\":\"{key}\",\"round\":7}}\n").into_bytes()
+        );
+    }
+
+    // Sealed batches give their streams back: the next batches are gzipped again.
+    for key in &keys[..GZIP_STREAMS] {
+        b.push(item(key, b"again\n", 0), now);
+    }
+    b.seal_all();
+    assert!(std::iter::from_fn(|| b.take()).all(|batch| batch.gzipped.is_some()));
 }
 
 mod blocked;

@@ -49,7 +49,9 @@ pub use index::{
     DataStreamConfig, IndexTarget, Mode, data_stream_part_problem, index_name_problem,
 };
 pub use namer::{IndexNamer, Named, format_period};
-pub use request_builder::{BulkRequest, EncodedItem, RequestBuilder, build};
+pub use request_builder::{
+    BulkRequest, EncodedItem, GZIP_LEVEL, RequestBuilder, build, build_gzipped,
+};
 pub use retry::{classify, classify_item, error_reason};
 pub use service::{BulkResponse, BulkService, PostError, SendError};
 pub use sink::{ElasticsearchSink, ElasticsearchSinkError, run};

@@ -33,7 +33,7 @@ use nagare_core::component::Invalid;
 use nagare_core::compression;
 use nagare_core::json::{write_str, write_u64, write_value};
 use nagare_core::metrics::Counter;
-use nagare_core::sink::{Encoder, Event, Items};
+use nagare_core::sink::{Encoder, Event, Gzipped, Items};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
 use super::config::{ElasticsearchConfig, OpType};
@@ -59,6 +59,9 @@ pub struct BulkRequest {
     pub items: usize,
     /// Bytes of NDJSON before compression.
     pub ndjson_bytes: usize,
+    /// Each item's length, when the body was gzipped as its batch filled and the
+    /// items let their bytes go ([`Gzipped`]): to give them back their bytes.
+    pub item_lengths: Option<Vec<u32>>,
 }
 
 /// Turns events into bulk items and items into requests.
@@ -347,17 +350,19 @@ const ID_PREFIX: usize = 8 + 32 + 1;
 /// The length of `"@timestamp":"` and `YYYY-MM-DDTHH:MM:SS.`.
 const STAMP_PREFIX: usize = 14 + 20;
 
+/// The gzip level of request bodies: log text compresses well already at the
+/// fastest level, and the aggregator's CPU is better spent on throughput.
+pub const GZIP_LEVEL: u32 = 1;
+
 /// Concatenates items into a request body, gzipped when `compress`.
 pub fn build<'a>(compress: bool, items: impl IntoIterator<Item = &'a [u8]>) -> BulkRequest {
     let items: Vec<&[u8]> = items.into_iter().collect();
     let count = items.len();
     let ndjson_bytes = items.iter().map(|i| i.len()).sum();
     let body = if compress {
-        // Level 1: log text compresses well already at the fastest level, and the
-        // aggregator's CPU is better spent on throughput. The items go to the
-        // compressor in blocks of 64 KiB, never concatenated into a whole body
-        // first. Compressing into memory cannot fail.
-        compression::gzip_parts(1, ndjson_bytes, items).unwrap_or_default()
+        // The items go to the compressor in blocks of 64 KiB, never concatenated
+        // into a whole body first.
+        compression::gzip_parts(GZIP_LEVEL, ndjson_bytes, items)
     } else {
         // Allocated once at its size: growing a buffer of megabytes by doubling
         // copies it again and again.
@@ -372,6 +377,20 @@ pub fn build<'a>(compress: bool, items: impl IntoIterator<Item = &'a [u8]>) -> B
         gzip: compress,
         items: count,
         ndjson_bytes,
+        item_lengths: None,
+    }
+}
+
+/// The request of a batch gzipped as its items joined it (the kit's
+/// [`Batcher::gzip`](nagare_core::sink::Batcher::gzip), at [`GZIP_LEVEL`]): its
+/// body as it is.
+pub fn build_gzipped(gzipped: Gzipped) -> BulkRequest {
+    BulkRequest {
+        items: gzipped.lengths.len(),
+        ndjson_bytes: gzipped.raw_len(),
+        body: Bytes::from(gzipped.body),
+        gzip: true,
+        item_lengths: Some(gzipped.lengths),
     }
 }
 

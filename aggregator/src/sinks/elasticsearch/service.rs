@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, DATE, HeaderValue};
 
-use nagare_core::sink::{BatchOutcome, Item, Outcome, Sent, Service};
+use nagare_core::sink::{BatchOutcome, Gzipped, Item, Outcome, Sent, Service};
 
 use super::auth::SignError;
 use super::client::{self, Auth, ClientError, error_chain};
@@ -167,6 +167,26 @@ impl Service<Arc<str>> for BulkService {
 
     fn build(&mut self, _index: &Arc<str>, items: &mut [Item<Arc<str>>]) -> BulkRequest {
         request_builder::build(self.compress, items.iter().map(|i| i.bytes.as_slice()))
+    }
+
+    /// Gzipped bodies are gzipped by the kit as each batch fills.
+    fn gzip_level(&self) -> Option<u32> {
+        self.compress.then_some(request_builder::GZIP_LEVEL)
+    }
+
+    fn build_gzipped(
+        &mut self,
+        _index: &Arc<str>,
+        _items: &mut [Item<Arc<str>>],
+        gzipped: Gzipped,
+    ) -> BulkRequest {
+        request_builder::build_gzipped(gzipped)
+    }
+
+    fn restore(&mut self, request: BulkRequest, items: &mut [Item<Arc<str>>]) {
+        if let Some(lengths) = &request.item_lengths {
+            Gzipped::restore(&request.body, lengths, items);
+        }
     }
 
     async fn send(&mut self, request: &mut BulkRequest) -> Sent {
