@@ -16,7 +16,7 @@
 //! the stream: the batch is then held compressed ([`Gzipped`]), and its items give
 //! back their bytes only if some are to be built into another request. At most
 //! [`GZIP_STREAMS`] batches are gzipped at a time (a stream's compressor state is
-//! about 300 KiB); the others hold their items' bytes as they are.
+//! about 350 KiB); the others hold their items' bytes as they are.
 
 use std::hash::Hash;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use crate::compression::{self, GzipStream};
 use crate::time::EventTime;
 
 /// How many open batches a batcher gzips at a time: enough for the few busy keys
-/// that fill most batches, few enough that the compressors' state (about 300 KiB
+/// that fill most batches, few enough that the compressors' state (about 350 KiB
 /// each) stays below one request's worth of items.
 pub const GZIP_STREAMS: usize = 4;
 
