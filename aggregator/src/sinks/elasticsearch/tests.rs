@@ -369,6 +369,45 @@ fn batch_body_plain_and_gzipped() {
         .unwrap();
     assert_eq!(unzipped, expected);
     assert_eq!(req.ndjson_bytes, expected.len());
+
+    // Gzipped by the kit's batcher as the items joined their batch: the same text,
+    // and the items given back their bytes from the body when some go again.
+    let limits = config("endpoints: [http://a:9200]\n").batch.limits();
+    let mut batcher = nagare_core::sink::Batcher::new(limits).gzip(Some(GZIP_LEVEL));
+    for (i, item) in items.iter().enumerate() {
+        batcher.push(
+            nagare_core::sink::Item {
+                key: item.index.clone(),
+                bytes: item.bytes.clone(),
+                size: item.bytes.len(),
+                time: t,
+                ticket: nagare_core::sink::Ticket {
+                    slot: 0,
+                    position: i as u32,
+                    events: 1,
+                },
+            },
+            tokio::time::Instant::now(),
+        );
+    }
+    batcher.seal_all();
+    let mut batch = batcher.take().unwrap();
+    let req = build_gzipped(batch.gzipped.take().expect("gzipped as it filled"));
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&req.body[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert!(req.gzip);
+    assert_eq!(
+        (unzipped, req.items, req.ndjson_bytes),
+        (expected.clone(), 3, expected.len())
+    );
+    assert!(batch.items.iter().all(|i| i.bytes.is_empty()));
+    let lengths = req.item_lengths.as_deref().unwrap();
+    nagare_core::sink::Gzipped::restore(&req.body, lengths, &mut batch.items);
+    let restored: Vec<&[u8]> = batch.items.iter().map(|i| i.bytes.as_slice()).collect();
+    let encoded: Vec<&[u8]> = items.iter().map(|i| i.bytes.as_slice()).collect();
+    assert_eq!(restored, encoded);
 }
 
 #[test]
