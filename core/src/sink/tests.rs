@@ -766,6 +766,11 @@ fn item(key: &str, bytes: &[u8], n: u32) -> Item<String> {
     }
 }
 
+/// The items' bytes, one after the other.
+fn concat(items: &[Item<String>]) -> Vec<u8> {
+    items.iter().flat_map(|i| i.bytes.clone()).collect()
+}
+
 #[test]
 fn a_gzipping_batcher_holds_batches_gzipped_and_gives_the_bytes_back() {
     let mut b = Batcher::new(limits(1000, 1 << 20)).gzip(Some(1));
@@ -797,13 +802,7 @@ fn a_gzipping_batcher_holds_batches_gzipped_and_gives_the_bytes_back() {
         if i == GZIP_STREAMS {
             // The batch opened when every stream was taken holds its bytes as they are.
             assert!(gzipped.is_none(), "{key}");
-            assert_eq!(
-                items
-                    .iter()
-                    .flat_map(|i| i.bytes.clone())
-                    .collect::<Vec<_>>(),
-                expected
-            );
+            assert_eq!(concat(&items), expected);
             continue;
         }
         let gzipped = gzipped.unwrap_or_else(|| panic!("{key} gzipped"));
@@ -824,13 +823,7 @@ fn a_gzipping_batcher_holds_batches_gzipped_and_gives_the_bytes_back() {
             "{key}: the body is the items' bytes in order"
         );
         Gzipped::restore(&gzipped.body, &gzipped.lengths, &mut items);
-        assert_eq!(
-            items
-                .iter()
-                .flat_map(|i| i.bytes.clone())
-                .collect::<Vec<_>>(),
-            expected
-        );
+        assert_eq!(concat(&items), expected);
         assert_eq!(
             items[7].bytes,
             format!("{{\"key\":\"{key}\",\"round\":7}}\n").into_bytes()
