@@ -1,10 +1,10 @@
 //! The elasticsearch sink's request building, per event: name the index from the
 //! template `logs-{kubernetes.namespace_name}-%Y.%m.%d` (records of 3 namespaces, so
 //! 3 indices a day), encode the bulk action and document, batch per index into
-//! bodies of at most 5 MiB of NDJSON (the kit's batcher) gzipping each batch as it
-//! fills (level 1, as the sink sends them) and sign each body with AWS SigV4 (as for Amazon
-//! OpenSearch Service: the body's SHA-256 and the signature). On Kubernetes records
-//! of about 326 bytes of JSON.
+//! bodies of at most 5 MiB of NDJSON (the kit's batcher, gzipping each batch at
+//! level 1 as it fills, as the sink sends them) and sign each body with AWS SigV4
+//! (as for Amazon OpenSearch Service: the body's SHA-256 and the signature). On
+//! Kubernetes records of about 326 bytes of JSON.
 //! The same without gzip, to tell the compressor's share. Beside it, in the same
 //! run: `serde_json::to_string` of the same records, the baseline (the JSON encoding
 //! alone, nothing else).

@@ -139,7 +139,7 @@ impl GzipStream {
     pub fn new(level: u32, size: usize) -> Self {
         Self {
             encoder: flate2::write::GzEncoder::new(
-                Vec::with_capacity(size / 8),
+                Vec::with_capacity(size / 16),
                 flate2::Compression::new(level.min(9)),
             ),
             block: Vec::with_capacity(GZIP_BLOCK.min(size.max(1))),
