@@ -368,6 +368,54 @@ async fn item_level_429_retries_only_those_items() {
     sink.finish().await;
 }
 
+/// Security refusing some items (credentials that may not write their index) blocks
+/// them: sent again, alone, past the retry limit, never dead-lettered; the rest of
+/// the request is indexed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_refused_to_the_credentials_are_sent_again_until_they_are_stored() {
+    let os = Osmem::start();
+    let proxy = FaultProxy::start(os.url());
+    for _ in 0..3 {
+        proxy.push(BulkFault::RejectItems {
+            positions: vec![0],
+            status: 403,
+        });
+    }
+    // One retry allowed: a refusal for now would go to the dead-letter file.
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("es.ndjson");
+    let buffer = Buffer::new(
+        "es",
+        &BufferConfig {
+            retry_max_times: Some(1),
+            ..fast_retries()
+        },
+    )
+    .with_dead_letter(DeadLetter::new(dead_letter.clone()));
+    let sink = start_with(es_config(&proxy.url(), "index: secured\n"), buffer);
+    let (ch, rx) = chunk("app", (0..4).map(record).collect(), 0);
+    let ids = ids_of(&ch);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    let mut stored: Vec<String> = os.documents("secured").into_iter().map(|d| d.id).collect();
+    stored.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(stored, want, "every event stored in the end");
+    let log = proxy.bulk_log();
+    let sent: Vec<usize> = log.iter().map(|x| x.ids.len()).collect();
+    assert_eq!(sent, [4, 1, 1, 1], "{log:?}");
+    assert!(
+        log[1..].iter().all(|x| x.ids == [Some(ids[0].clone())]),
+        "only the refused item, three times (past the one retry): {log:?}"
+    );
+    assert!(
+        !dead_letter.exists(),
+        "nothing dead-lettered for credentials"
+    );
+    sink.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_as_a_whole_is_split_to_isolate_the_event() {
     let os = Osmem::start();

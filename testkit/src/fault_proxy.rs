@@ -10,7 +10,9 @@
 //! - [`BulkFault::RejectItems`]: the chosen items are cut out of the request before
 //!   it is forwarded (so they are really not stored), and the response gets an item
 //!   with the chosen status (429 `es_rejected_execution_exception`) in their places,
-//!   with `errors: true`, as Elasticsearch answers when a shard's write queue is full.
+//!   with `errors: true`, as Elasticsearch answers when a shard's write queue is full
+//!   (or 403 `security_exception`, as its security answers an item whose index the
+//!   credentials may not write).
 //!
 //! Faults are queued and consumed one per `_bulk` request, in order; with the queue
 //! empty, requests pass through. Every `_bulk` request is logged ([`BulkExchange`]),
@@ -223,7 +225,21 @@ fn error_type(status: u16) -> &'static str {
     match status {
         429 => "es_rejected_execution_exception",
         503 => "unavailable_shards_exception",
+        401 | 403 => "security_exception",
         _ => "exception",
+    }
+}
+
+/// An item's error reason, in the words Elasticsearch uses for `status`.
+fn item_reason(status: u16, index: Option<&str>) -> String {
+    match status {
+        // As Elasticsearch's security answers an item whose index the user may not
+        // write (`indices:data/write/bulk[s]` is checked per shard request).
+        403 => format!(
+            "action [indices:data/write/bulk[s]] is unauthorized for user [nagare] with effective roles [logs_writer] on indices [{}], this action is granted by the index privileges [create_doc,create,write,index,all]",
+            index.unwrap_or_default()
+        ),
+        _ => "rejected execution by nagare-testkit's FaultProxy".into(),
     }
 }
 
@@ -337,7 +353,7 @@ fn reject_items(
                     "status": status,
                     "error": {
                         "type": error_type(status),
-                        "reason": "rejected execution by nagare-testkit's FaultProxy",
+                        "reason": item_reason(status, item.index.as_deref()),
                     },
                 }
             }));

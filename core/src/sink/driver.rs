@@ -285,7 +285,10 @@ where
             } = sent;
             let outcomes = match outcome {
                 BatchOutcome::Items(outcomes) if outcomes.len() == group.items.len() => {
-                    if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
+                    if outcomes
+                        .iter()
+                        .any(|o| matches!(o, Outcome::Retry { .. } | Outcome::Blocked { .. }))
+                    {
                         self.service.restore(request, &mut group.items);
                     }
                     outcomes
@@ -314,32 +317,15 @@ where
                     }
                     continue;
                 }
-                BatchOutcome::Blocked { status, reason } => {
-                    // Not counted under the retry policy: giving up would write
-                    // every event to the dead-letter output for a setting to fix.
-                    self.metrics.error(ErrorType::request_failed);
-                    let delay = self.retrier.policy().backoff.delay(group.blocked);
-                    group.blocked = group.blocked.saturating_add(1);
+                BatchOutcome::Blocked { status, reason }
+                | BatchOutcome::All(Outcome::Blocked { status, reason }) => {
                     group.request = Some(request);
-                    self.retries.inc();
-                    let status = status.map(i64::from).unwrap_or(-1);
-                    match self.blocked_log.open(BLOCKED_LOG_EVERY) {
-                        Some(held) => tracing::error!(
-                            sink = %self.name, destination = %destination, status, reason = %reason,
-                            events = events(&group.items), attempt = group.blocked, retry_in = ?delay,
-                            same_since_last = held,
-                            "the destination refuses every request until this is fixed; sending again without end (nothing goes to the dead-letter output; said once a minute)"
-                        ),
-                        None => tracing::debug!(
-                            sink = %self.name, destination = %destination, status, reason = %reason,
-                            attempt = group.blocked, retry_in = ?delay,
-                            "the destination still refuses every request"
-                        ),
-                    }
-                    if !pause(&self.abort, delay).await {
+                    if !self
+                        .blocked(group, (status, &reason, &destination), &mut groups)
+                        .await
+                    {
                         return false;
                     }
-                    groups.push(group);
                     continue;
                 }
                 // Delivered or rejected alike: nothing is built from these items again.
@@ -369,7 +355,9 @@ where
             };
             let mut retry = Vec::new();
             let mut rejected = Vec::new();
+            let mut blocked = Vec::new();
             let mut retry_reason = None;
+            let mut blocked_reason = None;
             let (mut delivered, mut bytes) = (0u64, 0u64);
             for (item, outcome) in group.items.into_iter().zip(outcomes) {
                 match outcome {
@@ -381,6 +369,10 @@ where
                     Outcome::Retry { status, reason } => {
                         retry_reason.get_or_insert((status, reason));
                         retry.push(item);
+                    }
+                    Outcome::Blocked { status, reason } => {
+                        blocked_reason.get_or_insert((status, reason));
+                        blocked.push(item);
                     }
                     Outcome::Rejected {
                         status,
@@ -408,6 +400,18 @@ where
             if !rejected.is_empty() && !self.dead_letter(&key, rejected, Why::Rejected).await {
                 return false;
             }
+            if let Some((status, reason)) = blocked_reason {
+                let blocked = Group {
+                    items: blocked,
+                    request: None,
+                    attempts: group.attempts,
+                    blocked: group.blocked,
+                };
+                let refused = (status, reason.as_str(), destination.as_str());
+                if !self.blocked(blocked, refused, &mut groups).await {
+                    return false;
+                }
+            }
             let Some((status, reason)) = retry_reason else {
                 continue;
             };
@@ -424,6 +428,41 @@ where
             }
         }
         true
+    }
+
+    /// Sends `group` again, refused until something is fixed (its status, reason
+    /// and destination): after the capped backoff, without end, never to the
+    /// dead-letter output, logged once a minute for the whole sink. Returns false
+    /// when aborted.
+    async fn blocked(
+        &mut self,
+        mut group: Group<E::Key, S::Request>,
+        (status, reason, destination): (Option<u16>, &str, &str),
+        groups: &mut Vec<Group<E::Key, S::Request>>,
+    ) -> bool {
+        // Not counted under the retry policy: giving up would write every event to
+        // the dead-letter output for a setting to fix.
+        self.metrics.error(ErrorType::request_failed);
+        let delay = self.retrier.policy().backoff.delay(group.blocked);
+        group.blocked = group.blocked.saturating_add(1);
+        self.retries.inc();
+        let status = status.map(i64::from).unwrap_or(-1);
+        match self.blocked_log.open(BLOCKED_LOG_EVERY) {
+            Some(held) => tracing::error!(
+                sink = %self.name, destination = %destination, status, reason = %reason,
+                events = events(&group.items), attempt = group.blocked, retry_in = ?delay,
+                same_since_last = held,
+                "the destination refuses these events until this is fixed; sending again without end (nothing goes to the dead-letter output; said once a minute)"
+            ),
+            None => tracing::debug!(
+                sink = %self.name, destination = %destination, status, reason = %reason,
+                attempt = group.blocked, retry_in = ?delay,
+                "the destination still refuses these events"
+            ),
+        }
+        let resumed = pause(&self.abort, delay).await;
+        groups.push(group);
+        resumed
     }
 
     /// Counts a failure of `group` (its status, reason, destination, and the sink's

@@ -12,6 +12,16 @@ pub enum Outcome {
         /// What went wrong, in words.
         reason: String,
     },
+    /// Refused until the destination's operator fixes something (this item's
+    /// credentials or permissions: a key that may not write its index): sent again
+    /// with the capped backoff without end, never dead-lettered, as for a whole
+    /// request [`BatchOutcome::Blocked`].
+    Blocked {
+        /// The destination's status, if it gave one.
+        status: Option<u16>,
+        /// What is wrong and what to check, in words.
+        reason: String,
+    },
     /// Refused for good: it goes to the dead-letter output.
     Rejected {
         /// The destination's status, if it gave one.

@@ -101,6 +101,8 @@ pub struct AwsSigner {
     credentials: CachedCredentials,
     region: String,
     service: AwsService,
+    /// The access key id of the last signature, for the logs.
+    last_key: std::sync::Mutex<Option<String>>,
 }
 
 impl AwsSigner {
@@ -115,7 +117,15 @@ impl AwsSigner {
             credentials: CachedCredentials::new(provider),
             region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
             service,
+            last_key: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Which access key the last request was signed with, for a log line (see
+    /// [`key_words`]); none before the first.
+    pub fn signed_with(&self) -> Option<String> {
+        let key = self.last_key.lock().ok()?.clone()?;
+        Some(key_words(&key))
     }
 
     /// The region signed for.
@@ -132,6 +142,11 @@ impl AwsSigner {
     /// the `Host` reqwest will send) and body.
     pub async fn sign_request(&self, request: &mut reqwest::Request) -> Result<(), SignError> {
         let credentials = self.credentials.get().await?;
+        if let Ok(mut last) = self.last_key.lock()
+            && last.as_deref() != Some(credentials.access_key_id())
+        {
+            *last = Some(credentials.access_key_id().to_string());
+        }
         let host = host_header(request.url());
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers().len() + 1);
         headers.push(("host", host.as_str()));
@@ -165,6 +180,26 @@ impl AwsSigner {
                 .insert(HeaderName::from_static(name), value);
         }
         Ok(())
+    }
+}
+
+/// An access key id as a log line shows it: its first and last four characters
+/// (enough to find it in IAM or CloudTrail; an id is not a secret, but a log is no
+/// place for whole ones) and what its prefix says it is: `AKIA` a long-term key of
+/// an IAM user, `ASIA` temporary credentials from STS (an assumed role, IRSA, Pod
+/// Identity, a container or instance role).
+pub fn key_words(id: &str) -> String {
+    let kind = match id.get(..4) {
+        Some("AKIA") => " (a long-term key of an IAM user)",
+        Some("ASIA") => " (temporary credentials from STS: a role's session)",
+        _ => "",
+    };
+    match (
+        id.get(..4),
+        id.len().checked_sub(4).and_then(|at| id.get(at..)),
+    ) {
+        (Some(head), Some(tail)) if id.len() > 8 => format!("access key {head}…{tail}{kind}"),
+        _ => format!("access key {id}{kind}"),
     }
 }
 
@@ -320,5 +355,19 @@ mod tests {
         for words in ["`aoss`", "aoss:APIAccessAll", "data access policy"] {
             assert!(aoss.contains(words), "{words}: {aoss}");
         }
+    }
+
+    #[test]
+    fn an_access_key_is_shown_by_its_ends_and_its_kind() {
+        assert_eq!(
+            key_words("AKIAIOSFODNN7EXAMPLE"),
+            "access key AKIA…MPLE (a long-term key of an IAM user)"
+        );
+        assert_eq!(
+            key_words("ASIAQNZGKIQY56JQ7WML"),
+            "access key ASIA…7WML (temporary credentials from STS: a role's session)"
+        );
+        assert_eq!(key_words("AKIDEXAMPLE"), "access key AKID…MPLE");
+        assert_eq!(key_words("short"), "access key short");
     }
 }

@@ -98,6 +98,15 @@ impl Auth {
         }
     }
 
+    /// With `aws:`, which access key the last request was signed with (see
+    /// [`auth::key_words`](super::auth::key_words)).
+    pub fn signed_with(&self) -> Option<String> {
+        match self {
+            Auth::Aws(signer) => signer.signed_with(),
+            _ => None,
+        }
+    }
+
     /// What is tried, for logs (never the secret).
     pub fn describe(&self) -> String {
         match self {

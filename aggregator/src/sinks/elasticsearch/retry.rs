@@ -9,9 +9,10 @@
 //!   never dead-lettered, so nothing is lost while an operator fixes them; any other
 //!   status (404: a setting to fix) is retried under the retry policy.
 //! - Each item: 2xx is stored; 409 under `op_type: create` means already stored (a
-//!   re-sent chunk); 429 and 5xx are sent again (only those items); any other 4xx
-//!   (a mapping conflict, a document too large) is refused for good and goes to the
-//!   dead-letter file with the reason.
+//!   re-sent chunk); 429 and 5xx are sent again (only those items); 401 and 403
+//!   (security refusing these credentials this index) block those items as a 403 on
+//!   the whole request blocks it; any other 4xx (a mapping conflict, a document too
+//!   large) is refused for good and goes to the dead-letter file with the reason.
 
 use nagare_core::sink::{BatchOutcome, Outcome};
 use serde::Deserialize;
@@ -71,6 +72,15 @@ pub fn classify_item(status: u16, error: Option<serde_json::Value>, op_type: OpT
         429 | 500..=599 => Outcome::Retry {
             status: Some(status),
             reason: error.as_ref().map(error_reason).unwrap_or_default(),
+        },
+        // The credentials may not write this item's index (a key or role limited
+        // to other indices): sent again without end, never dead-lettered.
+        401 | 403 => Outcome::Blocked {
+            status: Some(status),
+            reason: error
+                .as_ref()
+                .map(error_reason)
+                .unwrap_or_else(|| format!("refused with status {status}")),
         },
         _ => Outcome::Rejected {
             status: Some(status),

@@ -197,15 +197,33 @@ impl Service<Arc<str>> for BulkService {
                 if let Some(stats) = &self.stats {
                     stats.answered(request.items, &outcome);
                 }
-                if let BatchOutcome::Blocked { reason, .. } = &mut outcome {
+                let explain = |reason: &mut String| {
                     if let Some(skew) = response.clock_skew.filter(|s| s.abs() >= 60) {
                         reason.push_str(&format!(
                             "; the server's clock is {skew} s {} this machine's: a signature is valid for 5 minutes, set the clock right (NTP)",
                             if skew > 0 { "ahead of" } else { "behind" }
                         ));
                     }
+                    if let Some(key) = self.auth.signed_with() {
+                        reason.push_str("; signed with ");
+                        reason.push_str(&key);
+                    }
                     reason.push_str("; ");
                     reason.push_str(&self.auth_hint);
+                };
+                match &mut outcome {
+                    BatchOutcome::Blocked { reason, .. } => explain(reason),
+                    // Items refused to these credentials (their index is not theirs to
+                    // write): the hint for the first, which the log shows.
+                    BatchOutcome::Items(outcomes) => {
+                        if let Some(Outcome::Blocked { reason, .. }) = outcomes
+                            .iter_mut()
+                            .find(|o| matches!(o, Outcome::Blocked { .. }))
+                        {
+                            explain(reason);
+                        }
+                    }
+                    _ => {}
                 }
                 Sent {
                     outcome,

@@ -67,7 +67,9 @@ impl BulkStats {
 fn class(outcome: &Outcome) -> usize {
     let status = match outcome {
         Outcome::Delivered => return 0,
-        Outcome::Retry { status, .. } | Outcome::Rejected { status, .. } => status.unwrap_or(500),
+        Outcome::Retry { status, .. }
+        | Outcome::Blocked { status, .. }
+        | Outcome::Rejected { status, .. } => status.unwrap_or(500),
     };
     match status {
         200..=299 => 0,

@@ -109,3 +109,28 @@ fn classifies_items() {
         matches!(classify_item(409, None, OpType::Index), Outcome::Rejected { status: Some(409), reason, .. } if reason == "refused with status 409")
     );
 }
+
+/// Security refusing one item (a key or role that may not write its index) blocks
+/// that item: sent again without end, never dead-lettered; the others are read as
+/// usual.
+#[test]
+fn an_item_refused_to_the_credentials_is_blocked_not_rejected() {
+    let body = br#"{"took":3,"errors":true,"items":[
+        {"index":{"_index":"logs-shop","status":201}},
+        {"index":{"_index":"logs-audit","status":403,"error":{"type":"security_exception","reason":"action [indices:data/write/bulk[s]] is unauthorized for API key id [k1] of user [nagare] on indices [logs-audit]"}}},
+        {"index":{"_index":"logs-x","status":401,"error":{"type":"security_exception","reason":"missing authentication credentials"}}}]}"#;
+    let BatchOutcome::Items(items) = classify(200, body, 3, OpType::Index) else {
+        panic!("read item by item");
+    };
+    assert_eq!(items[0], Outcome::Delivered);
+    assert_eq!(
+        items[1],
+        Outcome::Blocked {
+            status: Some(403),
+            reason: "security_exception: action [indices:data/write/bulk[s]] is unauthorized for API key id [k1] of user [nagare] on indices [logs-audit]".into(),
+        }
+    );
+    assert!(
+        matches!(&items[2], Outcome::Blocked { status: Some(401), reason } if reason.ends_with("missing authentication credentials"))
+    );
+}
