@@ -163,6 +163,23 @@ pub fn data_stream_part_problem(part: &str, value: &str) -> Option<String> {
     None
 }
 
+/// Why `name` cannot be a whole data stream name `<type>-<dataset>-<namespace>`, if
+/// it cannot: three parts, each as [`data_stream_part_problem`] wants it (an
+/// `index_fallback` with `mode: data_stream` is such a name).
+pub fn data_stream_name_problem(name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('-').collect();
+    if parts.len() != 3 {
+        return Some(format!(
+            "`{name}` is not a data stream name `<type>-<dataset>-<namespace>`"
+        ));
+    }
+    DATA_STREAM_PARTS
+        .into_iter()
+        .zip(parts)
+        .find_map(|(part, value)| data_stream_part_problem(part, value))
+        .or_else(|| index_name_problem(name))
+}
+
 /// Whether `format` holds a strftime conversion (`%` not doubled).
 fn has_conversion(format: &str) -> bool {
     format.replace("%%", "").contains('%')
@@ -331,13 +348,15 @@ fn data_stream_target(
     let parts: [Template; 3] = parts
         .try_into()
         .map_err(|_| Invalid::new("data_stream", "a data stream name has three parts"))?;
-    if let Some(f) = &fallback {
-        let name: String = f.literals().collect();
-        if f.is_constant() && name.split('-').count() != 3 {
-            return Err(Invalid::new(
-                "index_fallback",
-                format!("`{name}` is not a data stream name `<type>-<dataset>-<namespace>`"),
-            ));
+    if let Some(f) = fallback.as_ref().filter(|f| f.is_constant()) {
+        // No field: the name as it will be written is known (but for its date).
+        let name = f
+            .literals()
+            .map(strftime_sample)
+            .collect::<Result<String, String>>()
+            .map_err(|e| Invalid::new("index_fallback", e))?;
+        if let Some(problem) = data_stream_name_problem(&name) {
+            return Err(Invalid::new("index_fallback", problem));
         }
     }
     Ok(IndexTarget::DataStream { parts, fallback })

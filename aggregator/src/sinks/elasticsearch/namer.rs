@@ -14,7 +14,10 @@ use std::sync::Arc;
 use nagare_core::template::Template;
 use nagare_core::{EventTime, Map};
 
-use super::index::{DATA_STREAM_PARTS, IndexTarget, data_stream_part_problem, index_name_problem};
+use super::index::{
+    DATA_STREAM_PARTS, IndexTarget, data_stream_name_problem, data_stream_part_problem,
+    index_name_problem,
+};
 
 /// How many recent names a namer keeps.
 const RECENT: usize = 16;
@@ -148,6 +151,12 @@ impl IndexNamer {
 
     /// The index of an event, or why it has none.
     pub fn name(&mut self, tag: &str, time: EventTime, record: &Map) -> Result<Named, String> {
+        // What a fallback name is checked against: a data stream's takes the place
+        // of a data stream name.
+        let problem = match self.kind {
+            Kind::DataStream { .. } => data_stream_name_problem,
+            _ => index_name_problem,
+        };
         let (primary, fallback) = match &mut self.kind {
             Kind::Fixed(index) => {
                 return Ok(Named {
@@ -197,7 +206,7 @@ impl IndexNamer {
         self.name.clear();
         fallback
             .render(tag, time, record, &mut self.name)
-            .and_then(|()| legal(&mut self.recent, &mut self.name, index_name_problem))
+            .and_then(|()| legal(&mut self.recent, &mut self.name, problem))
             .map(|index| Named {
                 index,
                 fallback: true,

@@ -22,7 +22,8 @@
 //! [`RequestBuilder::set_omit_ids`]), `routing` (`routing_key`), `pipeline`.
 //!
 //! The document is the record without its `remove_keys` fields, then `@timestamp`
-//! from the event time (unless the record has one, not removed), then the tag under
+//! from the event time (unless the record has one, not removed; with `mode:
+//! data_stream`, one that is not null), then the tag under
 //! `tag_key` when `include_tag_key` is set (in place, if the record has that key). A
 //! batch's items are concatenated and, with `compress`, gzipped.
 
@@ -37,6 +38,7 @@ use nagare_core::sink::{Encoder, Event, Gzipped, Items};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
 use super::config::{ElasticsearchConfig, OpType};
+use super::index::Mode;
 use super::namer::IndexNamer;
 
 /// One event encoded as a bulk item.
@@ -76,6 +78,8 @@ pub struct RequestBuilder {
     tag_key: Option<String>,
     compress: bool,
     suppress_type_name: bool,
+    /// `mode: data_stream`: every document has a date in `@timestamp`.
+    data_stream: bool,
     type_name: bool,
     omit_ids: bool,
     fallbacks: Counter,
@@ -101,6 +105,7 @@ impl RequestBuilder {
             tag_key: config.include_tag_key.then(|| config.tag_key.clone()),
             compress: config.compress,
             suppress_type_name: config.suppress_type_name,
+            data_stream: config.mode == Mode::DataStream,
             type_name: false,
             omit_ids: false,
             fallbacks: Counter::default(),
@@ -274,6 +279,11 @@ impl RequestBuilder {
         let mut wrote_tag = false;
         for (key, value) in record.iter() {
             if !self.remove_keys.is_empty() && self.remove_keys.iter().any(|k| k == key.as_str()) {
+                continue;
+            }
+            // A data stream needs a date in `@timestamp`: a null one gives way to the
+            // event time.
+            if self.data_stream && matches!(value, Value::Null) && key.as_str() == "@timestamp" {
                 continue;
             }
             if !first {

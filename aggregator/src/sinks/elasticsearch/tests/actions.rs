@@ -54,6 +54,23 @@ fn data_stream_create() {
             "{{\"create\":{{\"_index\":\"logs-app-shop\",\"_id\":\"{CHUNK_HEX}-9\"}}}}\n{{\"log\":\"hi\",\"kubernetes\":{{\"namespace_name\":\"Shop\",\"pod_name\":\"web-1\",\"container_name\":\"app\"}},\"@timestamp\":\"2024-01-01T00:00:00Z\"}}\n"
         )
     );
+    // A null `@timestamp` (no date: the data stream would refuse the document) gives
+    // way to the event time; under `mode: index` the record is written as it is.
+    let mut b = builder("mode: data_stream\n");
+    let r = record(&[("@timestamp", Value::Null), ("log", "hi".into())]);
+    let item = b.encode(CHUNK, 2, "t", t(), &r).unwrap();
+    assert!(
+        text(&item).ends_with(&format!("\n{{\"log\":\"hi\",{TS}}}\n")),
+        "{}",
+        text(&item)
+    );
+    let mut plain = builder("index: app\n");
+    let item = plain.encode(CHUNK, 2, "t", t(), &r).unwrap();
+    assert!(
+        text(&item).ends_with("\n{\"@timestamp\":null,\"log\":\"hi\"}\n"),
+        "{}",
+        text(&item)
+    );
     // `@timestamp` is always there, even when `remove_keys` takes the record's.
     let mut b = builder("mode: data_stream\nremove_keys: ['@timestamp']\n");
     let r = record(&[("@timestamp", "x".into())]);

@@ -260,6 +260,22 @@ fn data_stream_names_follow_the_naming_scheme() {
         assert_eq!(&*item.index, "logs-unknown-prod", "{bad:?}");
     }
     assert_eq!(fallbacks.get(), 4);
+    // A templated fallback must make a data stream name too: one that does not
+    // refuses the event (to the dead-letter output) with why.
+    let (mut b, _) = builder(
+        "mode: data_stream\ndata_stream: {dataset: '{app}'}\nindex_fallback: 'logs-{team}-default'\n",
+    );
+    let mut r = ns("shop".into());
+    r.insert("team", "core");
+    assert_eq!(
+        &*b.encode(CHUNK, 0, "t", t(), &r).unwrap().index,
+        "logs-core-default"
+    );
+    r.insert("team", "core-infra");
+    assert_eq!(
+        b.encode(CHUNK, 0, "t", t(), &r).unwrap_err(),
+        "data_stream.dataset `{app}`: the record has no field `app`; index_fallback `logs-{team}-default`: `logs-core-infra-default` is not a data stream name `<type>-<dataset>-<namespace>`"
+    );
     let (mut b, _) =
         builder("mode: data_stream\ndata_stream: {namespace: '{kubernetes.namespace_name}'}\n");
     assert_eq!(
@@ -334,6 +350,21 @@ fn refused_settings_name_their_key() {
             "data_stream: {dataset: x}",
             "data_stream",
             "mode: data_stream",
+        ),
+        (
+            "mode: data_stream\nindex_fallback: logs--x",
+            "index_fallback",
+            "data stream dataset is empty",
+        ),
+        (
+            "mode: data_stream\nindex_fallback: logs-unknown",
+            "index_fallback",
+            "not a data stream name",
+        ),
+        (
+            "mode: data_stream\nindex_fallback: '_logs-unknown-%Y'",
+            "index_fallback",
+            "must not start with",
         ),
         (
             "mode: data_stream\ndata_stream: {dataset: nginx-access}",
