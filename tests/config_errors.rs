@@ -371,6 +371,92 @@ fn elasticsearch_connection_refusals_name_their_line_and_key() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// The rest of the Elasticsearch sink's refusals, each through `nagare validate` with
+/// its file, line and key: what `aws:` cannot go with, the role's external id and the
+/// region, `update` without an id, names and policies a cluster would refuse, a
+/// client certificate without its key, an API key that is not `id:key`, empty
+/// `pipeline` and `routing_key`, a data stream fallback that is not a data stream
+/// name.
+#[test]
+fn more_elasticsearch_mistakes_name_their_line_and_key() {
+    let cloud_id = "staging:dXMtZWFzdC0xLmF3cy5mb3VuZC5pbyRjZWM2ZjI2MWE3NGJmMjRjZTMzYmI4ODExYjg0Mjk0ZiRjNmMyY2E2ZDA0MjI0OWFmMGNjN2Q3YTllOTYyNTc0Mw==";
+    // base64 of `no-colon-here`: decodes, but not to `id:key`.
+    let not_id_key = "bm8tY29sb24taGVyZQ==";
+    let api_key = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
+    // (the sink's text after BASE's, or a replaced endpoints line; the error's start.)
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{BASE}    user: elastic\n    password: x\n    aws: {{ region: eu-west-1 }}\n"),
+            "nagare.yaml:36: at `sinks.search.user`: requests are signed with AWS SigV4 (`aws:`), which replaces basic authentication",
+        ),
+        (
+            format!("{BASE}    api_key: {api_key}\n    aws: {{ region: eu-west-1 }}\n"),
+            "nagare.yaml:36: at `sinks.search.api_key`: requests are signed with AWS SigV4 (`aws:`), which replaces API keys",
+        ),
+        (
+            format!(
+                "{}    aws: {{ region: eu-west-1 }}\n",
+                broken(30, &format!("    cloud_id: '{cloud_id}'"))
+            ),
+            "nagare.yaml:36: at `sinks.search.aws`: `cloud_id` is Elastic Cloud, `aws:` Amazon OpenSearch Service",
+        ),
+        (
+            format!("{BASE}    aws:\n      region: eu-west-1\n      external_id: team-a\n"),
+            "nagare.yaml:38: at `sinks.search.aws.external_id`: an external id is given to the role assumed: set `role_arn` too",
+        ),
+        (
+            format!("{BASE}    aws:\n      region: EU West 1\n"),
+            "nagare.yaml:37: at `sinks.search.aws.region`: `EU West 1` is not a region name like `us-east-1`",
+        ),
+        (
+            format!("{BASE}    op_type: update\n"),
+            "nagare.yaml:36: at `sinks.search.op_type`: `update` changes the document whose `_id` is in `id_key`; set `id_key`",
+        ),
+        (
+            format!("{BASE}    template:\n      name: Logs Template\n"),
+            "nagare.yaml:37: at `sinks.search.template.name`: `Logs Template` is not a template name",
+        ),
+        (
+            format!("{BASE}    api_version: opensearch\n    template:\n      ilm_policy: logs\n"),
+            "nagare.yaml:38: at `sinks.search.template.ilm_policy`: OpenSearch has no ILM; use `ism_policy`",
+        ),
+        (
+            format!(
+                "{}    tls:\n      cert_path: /etc/nagare/client.pem\n",
+                broken(30, "    endpoints: [\"https://es:9200\"]")
+            ),
+            "nagare.yaml:36: at `sinks.search.tls`: a client certificate needs both cert_path and private_key_path",
+        ),
+        (
+            format!("{BASE}    api_key: {not_id_key}\n"),
+            "nagare.yaml:36: at `sinks.search.api_key`: the key decodes, but not to `id:api_key`",
+        ),
+        (
+            format!("{BASE}    pipeline: ''\n"),
+            "nagare.yaml:36: at `sinks.search.pipeline`: name an ingest pipeline",
+        ),
+        (
+            format!("{BASE}    routing_key: ''\n"),
+            "nagare.yaml:36: at `sinks.search.routing_key`: must not be empty",
+        ),
+        (
+            format!(
+                "{}    mode: data_stream\n    index_fallback: logs-unknown\n",
+                broken(31, "    compress: true")
+            ),
+            "nagare.yaml:37: at `sinks.search.index_fallback`: `logs-unknown` is not a data stream name `<type>-<dataset>-<namespace>`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in &cases {
+        let (code, err) = validate(text);
+        if code != 2 || !err.starts_with(want) {
+            failures.push(format!("want {want}\n  got  {err} (exit {code})"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
 /// The `aws:` block of the Elasticsearch sink: the service is `es` or `aoss`, and
 /// Serverless refuses document ids; the CloudWatch sink's `aws:` takes no service.
 #[test]
