@@ -191,6 +191,82 @@ async fn server_name_names_the_certificate_of_an_endpoint_known_by_another_name(
     close_and_drain(&named.buffer, named.task, Duration::from_secs(10)).await;
 }
 
+/// Verification turned down: `verify_hostname: false` takes a certificate for
+/// another name (its chain still checked: from an untrusted CA it is refused), and
+/// `insecure_skip_verify: true` takes one from a CA it was not given at all.
+#[tokio::test]
+async fn verification_off_takes_what_it_says_and_no_more() {
+    let logs = capture_logs(Level::WARN);
+    let pki = pki();
+    let internal = pki.ca("internal");
+    pki.leaf("es-internal", &["es.logging.internal"], &internal);
+    let os = Osmem::start();
+    let upstream = format!("127.0.0.1:{}", os.port()).parse().unwrap();
+    let front = TlsFront::start(
+        upstream,
+        &pki.path("es-internal.crt"),
+        &pki.path("es-internal.key"),
+        None,
+    );
+    let config = |tls: &str| {
+        es_config(&format!(
+            "endpoints: ['https://127.0.0.1:{}']
+tls:
+{tls}",
+            front.port()
+        ))
+    };
+    let ca = |name: &str| {
+        format!(
+            "  ca_path: {}
+",
+            pki.path(name).display()
+        )
+    };
+
+    // The name is not checked, the chain is: a CA that did not sign it is refused.
+    let untrusted = start(
+        config(&format!(
+            "{}  verify_hostname: false
+",
+            ca("other.crt")
+        )),
+        buffer(),
+    );
+    wait_for(
+        &logs,
+        &["WARN", "cannot reach Elasticsearch", "UnknownIssuer"],
+    )
+    .await;
+    untrusted.abort.cancel();
+    untrusted.task.await.unwrap().unwrap();
+
+    // The right CA: the certificate for es.logging.internal is taken at 127.0.0.1.
+    let by_chain = start(
+        config(&format!(
+            "{}  verify_hostname: false
+",
+            ca("internal.crt")
+        )),
+        buffer(),
+    );
+    deliver(&by_chain, 3).await;
+    assert_eq!(os.count("logstash-2024.01.15"), 3);
+    close_and_drain(&by_chain.buffer, by_chain.task, Duration::from_secs(10)).await;
+
+    // Nothing checked: no CA given, the certificate taken as it is.
+    let unchecked = start(
+        config(
+            "  insecure_skip_verify: true
+",
+        ),
+        buffer(),
+    );
+    deliver(&unchecked, 2).await;
+    assert_eq!(os.count("logstash-2024.01.15"), 5);
+    close_and_drain(&unchecked.buffer, unchecked.task, Duration::from_secs(10)).await;
+}
+
 /// A server certificate from a CA the sink does not trust: refused with the
 /// reason, retried, nothing dead-lettered; with the right CA everything arrives.
 #[tokio::test]
