@@ -1,7 +1,8 @@
 //! The Elasticsearch sink's index template against a real osmem-server: installed
 //! at start, left alone when there (even changed by hand), replaced with
-//! `overwrite`, a user's file as written, a policy that does not apply left out;
-//! documents then have the template's types.
+//! `overwrite`, a user's file as written, a policy that does not apply left out, a
+//! legacy template for a cluster that has only those; documents then have the
+//! template's types.
 
 mod es_support;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use es_support::{buffer, deliver, es_config, start, template_of, wait_for};
 use nagare_core::testing::close_and_drain;
-use nagare_testkit::{Osmem, capture_logs};
+use nagare_testkit::{FaultProxy, Osmem, capture_logs};
 use serde_json::json;
 use tracing::Level;
 
@@ -119,4 +120,73 @@ async fn a_template_file_is_installed_as_written() {
     let t = template_of(&os, "mine");
     assert_eq!(t["index_patterns"], json!(["app-*"]));
     assert_eq!(t["priority"], 7);
+}
+
+/// A cluster that says it is Elasticsearch 7.2 (its recorded `GET /` answer, relayed
+/// by the fault proxy; everything else is osmem's) has legacy templates only: the
+/// template goes to `_template/<name>`, is left alone on a second start, and
+/// documents then have its types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_cluster_gets_a_legacy_template() {
+    let es72 = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/es_root/elasticsearch-7.2.0.json"
+    ))
+    .unwrap();
+    let os = Osmem::start();
+    let proxy = FaultProxy::start(os.url());
+    proxy.answer_root(200, &es72);
+    let config = es_config(&format!(
+        "endpoints: ['{}']\ntemplate: {{name: nagare-legacy}}\n",
+        proxy.url()
+    ));
+    let legacy = |os: &Osmem| {
+        let r = os.request("GET", "/_template/nagare-legacy", None).unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["nagare-legacy"].clone()
+    };
+    let sink = start(config.clone(), buffer());
+    deliver(&sink, 5).await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    let installed = legacy(&os);
+    assert_eq!(
+        installed["index_patterns"],
+        json!(["logstash-*"]),
+        "{installed}"
+    );
+    let r = os
+        .request("GET", "/_index_template/nagare-legacy", None)
+        .unwrap();
+    assert_eq!(r.status, 404, "no composable template on a legacy cluster");
+    let requests: Vec<String> = proxy.other_requests().into_iter().map(|(r, _)| r).collect();
+    assert!(
+        requests.contains(&"PUT /_template/nagare-legacy".to_string()),
+        "{requests:?}"
+    );
+    let mapping = os
+        .request("GET", "/logstash-2024.01.15/_mapping", None)
+        .unwrap();
+    let mapping: serde_json::Value = serde_json::from_slice(&mapping.body).unwrap();
+    let props = &mapping["logstash-2024.01.15"]["mappings"]["properties"];
+    assert_eq!(props["@timestamp"]["type"], "date", "{mapping}");
+    assert_eq!(props["message"]["type"], "text", "{mapping}");
+
+    // Changed by hand: a second start asks, finds it, and leaves it.
+    let mut modified = installed.clone();
+    modified["order"] = json!(7);
+    let r = os
+        .request("PUT", "/_template/nagare-legacy", Some(&modified))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sink = start(config, buffer());
+    deliver(&sink, 1).await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    assert_eq!(legacy(&os)["order"], 7);
+    let puts = proxy
+        .other_requests()
+        .iter()
+        .filter(|(r, _)| r == "PUT /_template/nagare-legacy")
+        .count();
+    assert_eq!(puts, 1, "installed once");
 }
