@@ -66,16 +66,6 @@ fn create_user(moto: &Moto, actions: &[&str]) -> (String, AccessKey) {
 /// The ARN of the user moto's shared key belongs to.
 const TEST_USER: &str = "arn:aws:iam::123456789012:user/nagare-tests";
 
-/// What moto recorded of the roles assumed through its STS (`/moto-api/data.json`).
-fn assumed_roles(moto: &Moto) -> Vec<Value> {
-    let resp = nagare_testkit::http::send(moto.url(), "GET", "/moto-api/data.json", &[], b"")
-        .expect("moto's model data");
-    resp.json()["sts"]["AssumedRole"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// An aggregator tailing `dir/app.log` into a new group of moto, with only `env` in
 /// its environment and `aws` (YAML, indented by four spaces) as its `aws:` block.
 struct Shipper {
@@ -223,7 +213,8 @@ fn a_web_identity_token_is_exchanged_at_the_sts_endpoint_of_the_config() {
     let aws = format!("      sts_endpoint: \"{}\"\n", moto.url());
     let mut shipper = Shipper::start(dir.path(), &env, &aws);
     shipper.expect_delivered("web identity, sts_endpoint");
-    let sessions: Vec<Value> = assumed_roles(moto)
+    let sessions: Vec<Value> = moto
+        .assumed_roles()
         .into_iter()
         .filter(|r| r["role_arn"] == role.as_str())
         .collect();
@@ -251,7 +242,7 @@ fn a_web_identity_token_is_exchanged_by_the_default_chain() {
     let mut shipper = Shipper::start(dir.path(), &env, "");
     shipper.expect_delivered("web identity, default chain");
     assert!(
-        assumed_roles(moto)
+        moto.assumed_roles()
             .iter()
             .any(|r| r["role_arn"] == role.as_str() && r["session_name"] == "nagare-irsa-chain"),
         "moto's STS issued credentials for the role"
@@ -414,7 +405,8 @@ fn a_role_assumed_with_an_external_id_on_top_of_the_chain() {
 
     let mut shipper = Shipper::start(dir.path(), &env, &aws("shop-logs-7f3a"));
     shipper.expect_delivered("assumed role");
-    let sessions: Vec<Value> = assumed_roles(moto)
+    let sessions: Vec<Value> = moto
+        .assumed_roles()
         .into_iter()
         .filter(|r| r["role_arn"] == role.as_str())
         .collect();

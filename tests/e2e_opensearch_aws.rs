@@ -351,6 +351,75 @@ fn temporary_credentials_from_web_identity_are_signed_with_their_session_token()
     }
 }
 
+/// A role assumed with an external id on top of the chain (the static keys of
+/// moto's test user, which may assume it only with that id): every request is
+/// signed with the role session's temporary credentials, which the proxy checks
+/// against moto's STS, and moto recorded the id with the session.
+#[test]
+fn a_role_assumed_with_an_external_id_signs_every_request() {
+    const EXTERNAL_ID: &str = "search-logs-2b9c";
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, Some(moto), 0);
+    let role = moto.create_role(&json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:user/nagare-tests"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID}},
+        }],
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let key = moto.credentials();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", key.id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", key.secret.clone()),
+    ];
+    let aws = format!(
+        "      role_arn: \"{role}\"\n      external_id: {EXTERNAL_ID}\n      sts_endpoint: \"{}\"\n",
+        moto.url()
+    );
+    let index = "assumed-role";
+    let endpoint = route.url();
+    let sink = Sink {
+        endpoint: &endpoint,
+        index,
+        service: "es",
+        gzip: true,
+        extra: "",
+        aws_extra: &aws,
+    };
+    let mut child = start(dir.path(), &sink, &env);
+    expect_delivered(&mut child, &osmem, index, "assumed role");
+    let sessions: Vec<serde_json::Value> = moto
+        .assumed_roles()
+        .into_iter()
+        .filter(|r| r["role_arn"] == role.as_str())
+        .collect();
+    assert!(!sessions.is_empty(), "the role was assumed");
+    assert!(
+        sessions.iter().all(|r| r["external_id"] == EXTERNAL_ID),
+        "AssumeRole carried the external id: {sessions:?}"
+    );
+    let session_keys: Vec<&str> = sessions
+        .iter()
+        .filter_map(|r| r["access_key_id"].as_str())
+        .collect();
+    let seen = route.log();
+    assert_signed(&seen, "es", "assumed role");
+    for s in &seen {
+        assert_eq!(s.verdict, "ok", "{s:?}");
+        assert_eq!(s.auth["session_token"], true, "{s:?}");
+        assert!(
+            s.auth["key_id"]
+                .as_str()
+                .is_some_and(|k| session_keys.contains(&k)),
+            "signed with the role session's key, not the user's: {s:?}"
+        );
+    }
+}
+
 #[test]
 fn a_clock_off_by_more_than_five_minutes_is_named_in_the_log() {
     let osmem = Osmem::start();

@@ -222,6 +222,18 @@ impl Moto {
         xml_text(&xml, "Arn").expect("CreateRole: an Arn")
     }
 
+    /// The role sessions moto's STS has handed out (`AssumeRole`,
+    /// `AssumeRoleWithWebIdentity`), from its model: each with `role_arn`,
+    /// `external_id`, `access_key_id`, ... as moto records them.
+    pub fn assumed_roles(&self) -> Vec<Value> {
+        let resp = http::send(&self.url, "GET", "/moto-api/data.json", &[], b"")
+            .expect("moto's model data");
+        resp.json()["sts"]["AssumedRole"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// An IAM or STS call (`service` `iam` or `sts`, Query protocol: `params` as the
     /// form, the XML answer) signed with `key`; panics unless it succeeds. Read the
     /// answer with [`xml_text`].
