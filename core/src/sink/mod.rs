@@ -17,8 +17,9 @@
 //!   gzipped bodies, each batch gzipped as its items join it ([`Gzipped`]);
 //! - `item.rs`: [`Item`], [`Ticket`] (which lease and events an item stands for),
 //!   [`Items`] (what an encoder pushes into);
-//! - `outcome.rs`: [`Outcome`] of an item (delivered, retry, rejected) and
-//!   [`BatchOutcome`] of a request (per item, all alike, or split to find a culprit);
+//! - `outcome.rs`: [`Outcome`] of an item (delivered, retry, blocked, rejected) and
+//!   [`BatchOutcome`] of a request (per item, all alike, split to find a culprit, or
+//!   blocked);
 //! - `component.rs`: the traits a sink implements ([`Encoder`], [`Service`]) and its
 //!   [`Words`];
 //! - `ledger.rs`: the leases being delivered, each marked `delivered` once all its
