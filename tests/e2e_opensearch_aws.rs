@@ -6,8 +6,9 @@
 //! Serverless (`aoss`: no `_id`, nothing but `_bulk`); a wrong secret is refused,
 //! nothing is dead-lettered, the process stays up and says what to check, and after a
 //! restart with the right secret every record arrives; temporary credentials from
-//! moto's STS (web identity, as EKS IRSA) are signed with their session token; a clock
-//! off by more than 5 minutes is named in the log.
+//! moto's STS (web identity, as EKS IRSA, or a role assumed with an external id) are
+//! signed with their session token; a clock off by more than 5 minutes is named in the
+//! log; Serverless stores again what a crash sends again, and the resend is counted.
 #![cfg(feature = "aggregator")]
 
 mod support;
@@ -17,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nagare_testkit::moto::Moto;
-use nagare_testkit::{Child, Osmem, Route, RouteSpec, Seen, SigV4Proxy, wait_until};
+use nagare_testkit::{Child, Osmem, Route, RouteSpec, Seen, SigV4Proxy, StallProxy, wait_until};
 use serde_json::{Value, json};
 use support::{run_without_aws_setup, signal};
 
@@ -38,9 +39,16 @@ struct Sink<'a> {
     extra: &'a str,
     /// `aws:` keys (indented by six spaces).
     aws_extra: &'a str,
+    /// `buffer:` keys (indented by six spaces).
+    buffer: &'a str,
 }
 
 fn start(dir: &Path, sink: &Sink<'_>, env: &[(&str, String)]) -> Child {
+    start_with(dir, sink, env, "")
+}
+
+/// [`start`], with `top` (top-level keys) after `data_dir`.
+fn start_with(dir: &Path, sink: &Sink<'_>, env: &[(&str, String)], top: &str) -> Child {
     let Sink {
         endpoint,
         index,
@@ -48,10 +56,11 @@ fn start(dir: &Path, sink: &Sink<'_>, env: &[(&str, String)]) -> Child {
         gzip,
         extra,
         aws_extra,
+        buffer,
     } = sink;
     let config = format!(
         "data_dir: {data}
-sources:
+{top}sources:
   app:
     type: tail
     paths: [\"{log}\"]
@@ -75,7 +84,7 @@ sinks:
       region: {REGION}
       service: {service}
 {aws_extra}    buffer:
-      flush_interval: 100ms
+{buffer}      flush_interval: 100ms
       retry_wait: 100ms
       retry_max_interval: 500ms
       retry_max_times: 2
@@ -178,6 +187,7 @@ fn signed_requests_pass_with_gzip_on_and_off_for_es_and_aoss() {
             gzip,
             extra: "",
             aws_extra: "",
+            buffer: "",
         };
         let mut child = start(dir.path(), &sink, &static_keys(SECRET));
         expect_delivered(&mut child, &osmem, &index, &what);
@@ -245,6 +255,7 @@ fn a_wrong_secret_is_refused_nothing_is_lost_and_a_restart_delivers_everything()
         gzip: true,
         extra: "    id_key: line_id\n    remove_keys: [line_id]\n",
         aws_extra: "",
+        buffer: "",
     };
     let mut child = start(dir.path(), &sink, &static_keys("not-the-secret"));
     // More refusals than `retry_max_times` allows: a plain retry would have given up.
@@ -301,6 +312,91 @@ fn a_wrong_secret_is_refused_nothing_is_lost_and_a_restart_delivers_everything()
     expect_delivered(&mut child, &osmem, index, "after the restart");
 }
 
+/// Serverless makes its own ids, so what was stored before a crash is stored again:
+/// requests reach the collection but their answers never come back (a relay holds
+/// them), the aggregator is killed, and the restarted one sends the chunks its file
+/// buffer still holds again.
+/// Every line arrives, some twice, and the resend is counted in the metrics, as
+/// docs/delivery.md says.
+#[test]
+fn serverless_duplicates_what_a_crash_sends_again_and_counts_it() {
+    let osmem = Osmem::start();
+    let route = route(&osmem, None, 0);
+    let relay = StallProxy::start(
+        route
+            .url()
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap(),
+    );
+    relay.hold_answers();
+    let dir = tempfile::tempdir().unwrap();
+    let index = "serverless-resent";
+    let path = route
+        .url()
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    let held = format!("{}{path}", relay.url());
+    let sink = |endpoint| Sink {
+        endpoint,
+        index,
+        service: "aoss",
+        gzip: true,
+        extra: "",
+        aws_extra: "",
+        buffer: "      type: file\n",
+    };
+    let mut first = start(dir.path(), &sink(&held), &static_keys(SECRET));
+    let stored = wait_until(Duration::from_secs(30), || {
+        assert!(first.try_wait().is_none(), "{}", first.logs());
+        osmem.count(index) > 0
+    });
+    assert!(stored, "{}", first.logs());
+    first.kill();
+    let before = osmem.count(index);
+
+    let api = nagare_testkit::free_port();
+    let endpoint = route.url();
+    let mut second = start_with(
+        dir.path(),
+        &sink(&endpoint),
+        &static_keys(SECRET),
+        &format!("api:\n  bind: 127.0.0.1:{api}\n"),
+    );
+    let all = wait_until(Duration::from_secs(40), || {
+        assert!(second.try_wait().is_none(), "{}", second.logs());
+        osmem.count(index) >= (LINES as u64) + before
+    });
+    assert!(all, "{} documents\n{}", osmem.count(index), second.logs());
+    let mut copies = std::collections::BTreeMap::<u64, usize>::new();
+    for d in osmem.documents(index) {
+        *copies.entry(d.source["seq"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        copies.keys().copied().collect::<Vec<_>>(),
+        (0..LINES as u64).collect::<Vec<_>>(),
+        "every line"
+    );
+    assert!(
+        copies.values().any(|&n| n == 2),
+        "what the first run stored ({before}) was stored again: {copies:?}"
+    );
+    let recovered = support::metric(
+        api,
+        "nagare_buffer_recovered_chunks_total{component_id=\"es\",component_kind=\"sink\",component_type=\"elasticsearch\"}",
+    );
+    assert!(
+        recovered.is_some_and(|n| n >= 1.0),
+        "the resent chunks are counted: {recovered:?}\n{}",
+        second.logs()
+    );
+    signal(second.pid(), nix::sys::signal::Signal::SIGTERM);
+    assert!(second.wait_timeout(Duration::from_secs(30)).is_some());
+}
+
 #[test]
 fn temporary_credentials_from_web_identity_are_signed_with_their_session_token() {
     let moto = Moto::shared();
@@ -331,6 +427,7 @@ fn temporary_credentials_from_web_identity_are_signed_with_their_session_token()
         gzip: true,
         extra: "",
         aws_extra: &aws,
+        buffer: "",
     };
     let mut child = start(dir.path(), &sink, &env);
     expect_delivered(&mut child, &osmem, index, "web identity");
@@ -389,6 +486,7 @@ fn a_role_assumed_with_an_external_id_signs_every_request() {
         gzip: true,
         extra: "",
         aws_extra: &aws,
+        buffer: "",
     };
     let mut child = start(dir.path(), &sink, &env);
     expect_delivered(&mut child, &osmem, index, "assumed role");
@@ -434,6 +532,7 @@ fn a_clock_off_by_more_than_five_minutes_is_named_in_the_log() {
         gzip: true,
         extra: "",
         aws_extra: "",
+        buffer: "",
     };
     let mut child = start(dir.path(), &sink, &static_keys(SECRET));
     let said = wait_until(Duration::from_secs(30), || {
