@@ -213,11 +213,7 @@ fn a_web_identity_token_is_exchanged_at_the_sts_endpoint_of_the_config() {
     let aws = format!("      sts_endpoint: \"{}\"\n", moto.url());
     let mut shipper = Shipper::start(dir.path(), &env, &aws);
     shipper.expect_delivered("web identity, sts_endpoint");
-    let sessions: Vec<Value> = moto
-        .assumed_roles()
-        .into_iter()
-        .filter(|r| r["role_arn"] == role.as_str())
-        .collect();
+    let sessions = moto.sessions_of(&role);
     assert!(
         sessions
             .iter()
@@ -242,9 +238,9 @@ fn a_web_identity_token_is_exchanged_by_the_default_chain() {
     let mut shipper = Shipper::start(dir.path(), &env, "");
     shipper.expect_delivered("web identity, default chain");
     assert!(
-        moto.assumed_roles()
+        moto.sessions_of(&role)
             .iter()
-            .any(|r| r["role_arn"] == role.as_str() && r["session_name"] == "nagare-irsa-chain"),
+            .any(|r| r["session_name"] == "nagare-irsa-chain"),
         "moto's STS issued credentials for the role"
     );
     assert!(
@@ -405,11 +401,7 @@ fn a_role_assumed_with_an_external_id_on_top_of_the_chain() {
 
     let mut shipper = Shipper::start(dir.path(), &env, &aws("shop-logs-7f3a"));
     shipper.expect_delivered("assumed role");
-    let sessions: Vec<Value> = moto
-        .assumed_roles()
-        .into_iter()
-        .filter(|r| r["role_arn"] == role.as_str())
-        .collect();
+    let sessions = moto.sessions_of(&role);
     assert!(!sessions.is_empty(), "the role was assumed");
     assert!(
         sessions

@@ -490,11 +490,7 @@ fn a_role_assumed_with_an_external_id_signs_every_request() {
     };
     let mut child = start(dir.path(), &sink, &env);
     expect_delivered(&mut child, &osmem, index, "assumed role");
-    let sessions: Vec<serde_json::Value> = moto
-        .assumed_roles()
-        .into_iter()
-        .filter(|r| r["role_arn"] == role.as_str())
-        .collect();
+    let sessions = moto.sessions_of(&role);
     assert!(!sessions.is_empty(), "the role was assumed");
     assert!(
         sessions.iter().all(|r| r["external_id"] == EXTERNAL_ID),

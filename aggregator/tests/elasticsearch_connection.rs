@@ -150,22 +150,28 @@ async fn a_front_that_requires_client_certificates_takes_the_configured_one() {
     refused.task.await.unwrap().unwrap();
 }
 
+/// A TLS front to `os` with a certificate for `es.logging.internal` only, from the
+/// CA `internal.crt` of `pki`: reached at 127.0.0.1, its name is not the host's.
+fn internal_front(pki: &Pki, os: &Osmem) -> TlsFront {
+    let internal = pki.ca("internal");
+    pki.leaf("es-internal", &["es.logging.internal"], &internal);
+    let upstream = format!("127.0.0.1:{}", os.port()).parse().unwrap();
+    TlsFront::start(
+        upstream,
+        &pki.path("es-internal.crt"),
+        &pki.path("es-internal.key"),
+        None,
+    )
+}
+
 /// A certificate for another name than the endpoint's host (an IP address, an
 /// alias) is accepted with `tls.server_name` naming it, and refused without.
 #[tokio::test]
 async fn server_name_names_the_certificate_of_an_endpoint_known_by_another_name() {
     let logs = capture_logs(Level::WARN);
     let pki = pki();
-    let cluster = pki.ca("internal");
-    pki.leaf("es-internal", &["es.logging.internal"], &cluster);
     let os = Osmem::start();
-    let upstream = format!("127.0.0.1:{}", os.port()).parse().unwrap();
-    let front = TlsFront::start(
-        upstream,
-        &pki.path("es-internal.crt"),
-        &pki.path("es-internal.key"),
-        None,
-    );
+    let front = internal_front(&pki, &os);
     let config = |server_name: &str| {
         es_config(&format!(
             "endpoints: ['https://127.0.0.1:{}']\ntls:\n  ca_path: {}\n{server_name}",
@@ -198,16 +204,8 @@ async fn server_name_names_the_certificate_of_an_endpoint_known_by_another_name(
 async fn verification_off_takes_what_it_says_and_no_more() {
     let logs = capture_logs(Level::WARN);
     let pki = pki();
-    let internal = pki.ca("internal");
-    pki.leaf("es-internal", &["es.logging.internal"], &internal);
     let os = Osmem::start();
-    let upstream = format!("127.0.0.1:{}", os.port()).parse().unwrap();
-    let front = TlsFront::start(
-        upstream,
-        &pki.path("es-internal.crt"),
-        &pki.path("es-internal.key"),
-        None,
-    );
+    let front = internal_front(&pki, &os);
     let config = |tls: &str| {
         es_config(&format!(
             "endpoints: ['https://127.0.0.1:{}']

@@ -14,6 +14,15 @@ use nagare_testkit::{FaultProxy, Osmem, capture_logs};
 use serde_json::json;
 use tracing::Level;
 
+/// The mapped `properties` of `index` in osmem.
+fn properties(os: &Osmem, index: &str) -> serde_json::Value {
+    let r = os
+        .request("GET", &format!("/{index}/_mapping"), None)
+        .unwrap();
+    let mapping: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    mapping[index]["mappings"]["properties"].clone()
+}
+
 /// An ILM policy means nothing to OpenSearch (osmem refuses `index.lifecycle.name`):
 /// found to be OpenSearch at start, the template goes in without it, with a warning.
 #[tokio::test]
@@ -60,20 +69,16 @@ async fn the_template_is_installed_left_alone_then_replaced_with_overwrite() {
             .contains("logs-30d"),
         "{installed}"
     );
-    let mapping = os
-        .request("GET", "/logstash-2024.01.15/_mapping", None)
-        .unwrap();
-    let mapping: serde_json::Value = serde_json::from_slice(&mapping.body).unwrap();
-    let props = &mapping["logstash-2024.01.15"]["mappings"]["properties"];
-    assert_eq!(props["@timestamp"]["type"], "date", "{mapping}");
-    assert_eq!(props["message"]["type"], "text", "{mapping}");
+    let props = properties(&os, "logstash-2024.01.15");
+    assert_eq!(props["@timestamp"]["type"], "date", "{props}");
+    assert_eq!(props["message"]["type"], "text", "{props}");
     assert_eq!(
         props["kubernetes"]["properties"]["namespace_name"]["type"], "keyword",
-        "{mapping}"
+        "{props}"
     );
     assert_eq!(
         props["kubernetes"]["properties"]["pod_name"]["type"], "keyword",
-        "{mapping}"
+        "{props}"
     );
 
     // Changed by hand between starts: a second start leaves it so.
@@ -164,13 +169,9 @@ async fn a_legacy_cluster_gets_a_legacy_template() {
         requests.contains(&"PUT /_template/nagare-legacy".to_string()),
         "{requests:?}"
     );
-    let mapping = os
-        .request("GET", "/logstash-2024.01.15/_mapping", None)
-        .unwrap();
-    let mapping: serde_json::Value = serde_json::from_slice(&mapping.body).unwrap();
-    let props = &mapping["logstash-2024.01.15"]["mappings"]["properties"];
-    assert_eq!(props["@timestamp"]["type"], "date", "{mapping}");
-    assert_eq!(props["message"]["type"], "text", "{mapping}");
+    let props = properties(&os, "logstash-2024.01.15");
+    assert_eq!(props["@timestamp"]["type"], "date", "{props}");
+    assert_eq!(props["message"]["type"], "text", "{props}");
 
     // Changed by hand: a second start asks, finds it, and leaves it.
     let mut modified = installed.clone();

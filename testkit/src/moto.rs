@@ -234,6 +234,14 @@ impl Moto {
             .unwrap_or_default()
     }
 
+    /// The sessions of the role `role_arn` among [`assumed_roles`](Self::assumed_roles).
+    pub fn sessions_of(&self, role_arn: &str) -> Vec<Value> {
+        self.assumed_roles()
+            .into_iter()
+            .filter(|r| r["role_arn"] == role_arn)
+            .collect()
+    }
+
     /// An IAM or STS call (`service` `iam` or `sts`, Query protocol: `params` as the
     /// form, the XML answer) signed with `key`; panics unless it succeeds. Read the
     /// answer with [`xml_text`].
