@@ -153,6 +153,32 @@ fn expect_delivered(child: &mut Child, osmem: &Osmem, index: &str, what: &str) {
     );
 }
 
+/// Runs an aggregator for `sink` with `env` until every line is in osmem, where
+/// its credentials come from moto's STS: every request `route` saw is signed, for
+/// the sink's service, accepted, and carries a session token moto issued. What the
+/// route saw.
+fn deliver_with_session(
+    dir: &Path,
+    sink: &Sink<'_>,
+    env: &[(&str, String)],
+    route: &Route,
+    osmem: &Osmem,
+    what: &str,
+) -> Vec<Seen> {
+    let mut child = start(dir, sink, env);
+    expect_delivered(&mut child, osmem, sink.index, what);
+    let seen = route.log();
+    assert_signed(&seen, sink.service, what);
+    for s in &seen {
+        assert_eq!(s.verdict, "ok", "{what}: {s:?}");
+        assert_eq!(
+            s.auth["session_token"], true,
+            "{what}: a key moto's STS issued: {s:?}"
+        );
+    }
+    seen
+}
+
 /// What every signed request must show, accepted or not.
 fn assert_signed(seen: &[Seen], service: &str, what: &str) {
     assert!(!seen.is_empty(), "{what}: no request");
@@ -429,16 +455,8 @@ fn temporary_credentials_from_web_identity_are_signed_with_their_session_token()
         aws_extra: &aws,
         buffer: "",
     };
-    let mut child = start(dir.path(), &sink, &env);
-    expect_delivered(&mut child, &osmem, index, "web identity");
-    let seen = route.log();
-    assert_signed(&seen, "aoss", "web identity");
+    let seen = deliver_with_session(dir.path(), &sink, &env, &route, &osmem, "web identity");
     for s in &seen {
-        assert_eq!(s.verdict, "ok", "{s:?}");
-        assert_eq!(
-            s.auth["session_token"], true,
-            "a key moto's STS issued: {s:?}"
-        );
         assert!(s.header("x-amz-security-token").is_some());
         let signed = s.auth["signed"].as_array().cloned().unwrap_or_default();
         assert!(
@@ -488,8 +506,7 @@ fn a_role_assumed_with_an_external_id_signs_every_request() {
         aws_extra: &aws,
         buffer: "",
     };
-    let mut child = start(dir.path(), &sink, &env);
-    expect_delivered(&mut child, &osmem, index, "assumed role");
+    let seen = deliver_with_session(dir.path(), &sink, &env, &route, &osmem, "assumed role");
     let sessions = moto.sessions_of(&role);
     assert!(!sessions.is_empty(), "the role was assumed");
     assert!(
@@ -500,11 +517,7 @@ fn a_role_assumed_with_an_external_id_signs_every_request() {
         .iter()
         .filter_map(|r| r["access_key_id"].as_str())
         .collect();
-    let seen = route.log();
-    assert_signed(&seen, "es", "assumed role");
     for s in &seen {
-        assert_eq!(s.verdict, "ok", "{s:?}");
-        assert_eq!(s.auth["session_token"], true, "{s:?}");
         assert!(
             s.auth["key_id"]
                 .as_str()
