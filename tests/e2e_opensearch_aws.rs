@@ -43,6 +43,21 @@ struct Sink<'a> {
     buffer: &'a str,
 }
 
+impl<'a> Sink<'a> {
+    /// Gzip on, no extra keys.
+    fn new(endpoint: &'a str, index: &'a str, service: &'a str) -> Self {
+        Sink {
+            endpoint,
+            index,
+            service,
+            gzip: true,
+            extra: "",
+            aws_extra: "",
+            buffer: "",
+        }
+    }
+}
+
 fn start(dir: &Path, sink: &Sink<'_>, env: &[(&str, String)]) -> Child {
     start_with(dir, sink, env, "")
 }
@@ -207,13 +222,8 @@ fn signed_requests_pass_with_gzip_on_and_off_for_es_and_aoss() {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = route.url();
         let sink = Sink {
-            endpoint: &endpoint,
-            index: &index,
-            service,
             gzip,
-            extra: "",
-            aws_extra: "",
-            buffer: "",
+            ..Sink::new(&endpoint, &index, service)
         };
         let mut child = start(dir.path(), &sink, &static_keys(SECRET));
         expect_delivered(&mut child, &osmem, &index, &what);
@@ -275,13 +285,8 @@ fn a_wrong_secret_is_refused_nothing_is_lost_and_a_restart_delivers_everything()
     let endpoint = route.url();
     // Lines the tail reads again after the kill overwrite their document.
     let sink = Sink {
-        endpoint: &endpoint,
-        index,
-        service: "es",
-        gzip: true,
         extra: "    id_key: line_id\n    remove_keys: [line_id]\n",
-        aws_extra: "",
-        buffer: "",
+        ..Sink::new(&endpoint, index, "es")
     };
     let mut child = start(dir.path(), &sink, &static_keys("not-the-secret"));
     // More refusals than `retry_max_times` allows: a plain retry would have given up.
@@ -367,13 +372,8 @@ fn serverless_duplicates_what_a_crash_sends_again_and_counts_it() {
         .unwrap_or_default();
     let held = format!("{}{path}", relay.url());
     let sink = |endpoint| Sink {
-        endpoint,
-        index,
-        service: "aoss",
-        gzip: true,
-        extra: "",
-        aws_extra: "",
         buffer: "      type: file\n",
+        ..Sink::new(endpoint, index, "aoss")
     };
     let mut first = start(dir.path(), &sink(&held), &static_keys(SECRET));
     let stored = wait_until(Duration::from_secs(30), || {
@@ -447,13 +447,8 @@ fn temporary_credentials_from_web_identity_are_signed_with_their_session_token()
     let index = "web-identity";
     let endpoint = route.url();
     let sink = Sink {
-        endpoint: &endpoint,
-        index,
-        service: "aoss",
-        gzip: true,
-        extra: "",
         aws_extra: &aws,
-        buffer: "",
+        ..Sink::new(&endpoint, index, "aoss")
     };
     let seen = deliver_with_session(dir.path(), &sink, &env, &route, &osmem, "web identity");
     for s in &seen {
@@ -498,13 +493,8 @@ fn a_role_assumed_with_an_external_id_signs_every_request() {
     let index = "assumed-role";
     let endpoint = route.url();
     let sink = Sink {
-        endpoint: &endpoint,
-        index,
-        service: "es",
-        gzip: true,
-        extra: "",
         aws_extra: &aws,
-        buffer: "",
+        ..Sink::new(&endpoint, index, "es")
     };
     let seen = deliver_with_session(dir.path(), &sink, &env, &route, &osmem, "assumed role");
     let sessions = moto.sessions_of(&role);
@@ -534,15 +524,7 @@ fn a_clock_off_by_more_than_five_minutes_is_named_in_the_log() {
     let route = route(&osmem, None, 900);
     let dir = tempfile::tempdir().unwrap();
     let endpoint = route.url();
-    let sink = Sink {
-        endpoint: &endpoint,
-        index: "skewed",
-        service: "es",
-        gzip: true,
-        extra: "",
-        aws_extra: "",
-        buffer: "",
-    };
+    let sink = Sink::new(&endpoint, "skewed", "es");
     let mut child = start(dir.path(), &sink, &static_keys(SECRET));
     let said = wait_until(Duration::from_secs(30), || {
         assert!(child.try_wait().is_none(), "{}", child.logs());
