@@ -87,44 +87,70 @@ fn needs_escape(word: u64) -> bool {
         != 0
 }
 
-/// The bytes JSON escapes: `"`, `\` and those below 0x20.
-static ESCAPED: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = true;
-        b += 1;
+/// Whether `bytes` has any byte JSON escapes, looked at in 8-byte words: the words
+/// at every multiple of 8 and the last 8 bytes (overlapping); shorter strings in
+/// two overlapping 4-byte halves, or three single bytes.
+#[inline]
+fn is_clean(bytes: &[u8]) -> bool {
+    let len = bytes.len();
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    if len >= 8 {
+        let mut at = 0;
+        while at + 8 <= len {
+            if needs_escape(word(at)) {
+                return false;
+            }
+            at += 8;
+        }
+        return at == len || !needs_escape(word(len - 8));
     }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
+    let half = |at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&bytes[at..at + 4]);
+        u64::from(u32::from_le_bytes(w))
+    };
+    let w = if len >= 4 {
+        half(0) | half(len - 4) << 32
+    } else if len > 0 {
+        // One, two or three bytes: each of them, and `A`s (clean) in the rest.
+        const FILL: u64 = 0x4141_4141_4100_0000;
+        FILL | u64::from(bytes[0])
+            | u64::from(bytes[len / 2]) << 8
+            | u64::from(bytes[len - 1]) << 16
+    } else {
+        return true;
+    };
+    !needs_escape(w)
+}
 
-/// Appends `s` as a JSON string, escaped as `serde_json` escapes.
+/// Appends `s` as a JSON string, escaped as `serde_json` escapes. Most strings in
+/// logs need no escape: they are checked in words (no loop over their last bytes,
+/// whose count varies and so mispredicts) and copied in one piece, inline; the rest
+/// take the cold path.
+#[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    // Eight bytes at a time, then byte by byte, up to the first byte to escape.
-    let mut clean = 0;
-    for word in bytes.chunks_exact(8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        if needs_escape(u64::from_le_bytes(w)) {
-            break;
-        }
-        clean += 8;
-    }
-    while clean < bytes.len() && !ESCAPED[usize::from(bytes[clean])] {
-        clean += 1;
-    }
-    out.extend_from_slice(&bytes[..clean]);
-    if clean == bytes.len() {
+    if is_clean(bytes) {
+        out.reserve(bytes.len() + 2);
         out.push(b'"');
-        return;
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+    } else {
+        write_escaped(out, bytes);
     }
-    let mut start = clean;
-    for (i, &b) in bytes.iter().enumerate().skip(clean) {
+}
+
+/// [`write_str`] for a string with a byte to escape.
+#[cold]
+#[inline(never)]
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -188,14 +214,15 @@ mod tests {
 
     #[test]
     fn a_byte_to_escape_is_found_at_any_place_in_a_short_or_long_string() {
-        for len in 0..=20 {
-            let clean = &"abcdefghijklmnopqrst"[..len];
+        const CLEAN: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+        for len in 0..=CLEAN.len() {
+            let clean = &CLEAN[..len];
             let mut out = Vec::new();
             write_str(&mut out, clean);
             assert_eq!(out, format!("\"{clean}\"").into_bytes());
             for at in 0..len {
                 for escaped in ['"', '\\', '\n', '\u{1f}'] {
-                    let mut s: String = "abcdefghijklmnopqrst"[..len].into();
+                    let mut s: String = clean.into();
                     s.replace_range(at..=at, &escaped.to_string());
                     let mut out = Vec::new();
                     write_str(&mut out, &s);
