@@ -117,8 +117,14 @@ pub fn gzip_parts<'a>(
 /// costs one copy through the cache (Elasticsearch bodies of 2 MiB of 430-byte
 /// items, zlib-rs level 1: 31-37 ms part by part vs 16-22 ms gathered, for 50,000
 /// items).
+///
+/// The gzip frame (RFC 1952: the 10-byte header, then the raw deflate stream, then
+/// the CRC-32 and length of the input) is written here, with the CRC from
+/// `crc32fast`: about four times as fast as the CRC zlib-rs computes for a
+/// `GzEncoder` (52-57 vs 10-14 GB/s over the same 2 MiB of NDJSON).
 pub struct GzipStream {
-    encoder: flate2::write::GzEncoder<Vec<u8>>,
+    encoder: flate2::write::DeflateEncoder<Vec<u8>>,
+    crc: crc32fast::Hasher,
     block: Vec<u8>,
     /// Bytes added, before compression.
     len: usize,
@@ -133,15 +139,28 @@ impl fmt::Debug for GzipStream {
     }
 }
 
+/// The gzip member header (RFC 1952 2.3): magic, deflate, no flags, no time; the
+/// extra flags say "fastest" for level 1 and below and "best" for 9, as zlib
+/// writes them; operating system unknown.
+fn gzip_header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        0..=1 => 4,
+        9.. => 2,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
 impl GzipStream {
     /// An empty stream at `level` (0 to 9, a higher one counts as 9), with room
     /// for about `size` bytes of log text once compressed.
     pub fn new(level: u32, size: usize) -> Self {
+        let level = level.min(9);
+        let mut packed = Vec::with_capacity(size / 16);
+        packed.extend_from_slice(&gzip_header(level));
         Self {
-            encoder: flate2::write::GzEncoder::new(
-                Vec::with_capacity(size / 16),
-                flate2::Compression::new(level.min(9)),
-            ),
+            encoder: flate2::write::DeflateEncoder::new(packed, flate2::Compression::new(level)),
+            crc: crc32fast::Hasher::new(),
             block: Vec::with_capacity(GZIP_BLOCK.min(size.max(1))),
             len: 0,
         }
@@ -151,14 +170,20 @@ impl GzipStream {
     pub fn add(&mut self, part: &[u8]) {
         self.len += part.len();
         if self.block.len() + part.len() > GZIP_BLOCK && !self.block.is_empty() {
-            write_in_memory(&mut self.encoder, &self.block);
-            self.block.clear();
+            self.compress_block();
         }
         if part.len() >= GZIP_BLOCK {
+            self.crc.update(part);
             write_in_memory(&mut self.encoder, part);
         } else {
             self.block.extend_from_slice(part);
         }
+    }
+
+    fn compress_block(&mut self) {
+        self.crc.update(&self.block);
+        write_in_memory(&mut self.encoder, &self.block);
+        self.block.clear();
     }
 
     /// Bytes added so far, before compression.
@@ -173,19 +198,25 @@ impl GzipStream {
 
     /// The whole stream, gzipped.
     pub fn finish(mut self) -> Vec<u8> {
-        write_in_memory(&mut self.encoder, &self.block);
-        self.encoder
+        self.compress_block();
+        let mut packed = self
+            .encoder
             .finish()
-            .expect("gzip into memory cannot fail: a Vec takes every write")
+            .expect("deflate into memory cannot fail: a Vec takes every write");
+        // The trailer (RFC 1952 2.3.1): the CRC-32 and the input's length modulo
+        // 2^32, little-endian.
+        packed.extend_from_slice(&self.crc.finalize().to_le_bytes());
+        packed.extend_from_slice(&(self.len as u32).to_le_bytes());
+        packed
     }
 }
 
 /// Compresses `bytes` into an encoder whose output is memory: only the writer under
 /// it could fail, and a `Vec` takes every write.
-fn write_in_memory(encoder: &mut flate2::write::GzEncoder<Vec<u8>>, bytes: &[u8]) {
+fn write_in_memory(encoder: &mut flate2::write::DeflateEncoder<Vec<u8>>, bytes: &[u8]) {
     encoder
         .write_all(bytes)
-        .expect("gzip into memory cannot fail: a Vec takes every write");
+        .expect("deflate into memory cannot fail: a Vec takes every write");
 }
 
 /// `data` unpacked from `compression`, refused once it unpacks to more than `limit`
