@@ -16,7 +16,8 @@
 //! the stream: the batch is then held compressed ([`Gzipped`]), and its items give
 //! back their bytes only if some are to be built into another request. At most
 //! [`GZIP_STREAMS`] batches are gzipped at a time (a stream's compressor state is
-//! about 350 KiB); the others hold their items' bytes as they are.
+//! about 350 KiB, and it gathers up to 256 KiB of items before each call); the
+//! others hold their items' bytes as they are.
 
 use std::hash::Hash;
 use std::time::Duration;
@@ -29,8 +30,8 @@ use crate::compression::{self, GzipStream};
 use crate::time::EventTime;
 
 /// How many open batches a batcher gzips at a time: enough for the few busy keys
-/// that fill most batches, few enough that the compressors' state (about 350 KiB
-/// each) stays below one request's worth of items.
+/// that fill most batches, few enough that the compressors' state and gathered
+/// blocks (about 600 KiB each) stay below one request's worth of items.
 pub const GZIP_STREAMS: usize = 4;
 
 /// When a batch is ready.
