@@ -415,8 +415,8 @@ fn ids_by_seq(path: &Path) -> HashMap<u64, Vec<String>> {
 }
 
 /// The forwarder reads lines, is killed with SIGKILL before its checkpoint passes
-/// them (`checkpoint_interval: 1h`: only the write when the file was found is on
-/// disk), logrotate's copytruncate runs while it is down (`app.log` copied to
+/// them (`checkpoint_interval: 1h`: only the write when the file was found, with its
+/// first line, is on disk), logrotate's copytruncate runs while it is down (`app.log` copied to
 /// `app.log.1`, then emptied, then written again), and after the restart the lines
 /// are read again from the copy. They carry the ids they had, so the Elasticsearch
 /// sink with `id_key` holds exactly one document per line.
@@ -439,7 +439,10 @@ fn lines_read_again_from_a_copytruncate_copy_stay_one_document_each() {
     let aggregator_config = forward_aggregator(&dir.path().join("agg-data"), port, &sinks);
     let mut aggregator = Nagare::listening("aggregator", dir.path(), &aggregator_config, port);
     let app = logs.join("app.log");
-    write_seq_lines(&app, 0, BEFORE);
+    // One line first: the write when the file is found happens soon after, not at
+    // once, so the rest is written only once that write is on disk. Otherwise, on a
+    // loaded machine, it could already hold the offsets of every line delivered.
+    write_seq_lines(&app, 0, 1);
     let fwd_data = dir.path().join("fwd-data");
     let config = format!(
         "data_dir: {data}\n\
@@ -449,6 +452,20 @@ fn lines_read_again_from_a_copytruncate_copy_stay_one_document_each() {
         logs = logs.display(),
     );
     let mut forwarder = Nagare::start("forwarder", dir.path(), &config);
+    let store = fwd_data.join("tail/app/checkpoints");
+    let found = wait_until(Duration::from_secs(30), || {
+        forwarder.assert_running();
+        std::fs::read(&store)
+            .ok()
+            .and_then(|bytes| checkpoint::decode(&bytes).ok())
+            .is_some_and(|entries| entries.iter().any(|e| e.path == app))
+    });
+    assert!(
+        found,
+        "the file's entry never reached the checkpoints\n{}",
+        forwarder.child.logs()
+    );
+    write_seq_lines(&app, 1, BEFORE);
     let read = wait_until(Duration::from_secs(60), || {
         forwarder.assert_running();
         count_lines(&archive) >= BEFORE as u64
@@ -459,7 +476,6 @@ fn lines_read_again_from_a_copytruncate_copy_stay_one_document_each() {
         forwarder.child.logs()
     );
     forwarder.child.kill();
-    let store = fwd_data.join("tail/app/checkpoints");
     let entries = checkpoint::decode(&std::fs::read(&store).unwrap()).unwrap();
     let size = std::fs::metadata(&app).unwrap().len();
     let checkpointed = entries.iter().map(|e| e.offset).max().unwrap_or(0);
