@@ -767,11 +767,17 @@ async fn udp_heartbeats_are_answered_on_the_same_port() {
 /// Once the server has stopped, its TCP and UDP ports are free: a source started
 /// in its place on the same port (a reload that renames it) can bind at once. On
 /// worker threads, where the heartbeat responder may still be running when the
-/// server ends; many times over, since that is a race.
+/// server ends; many times over, since that is a race. The port comes from below the
+/// ephemeral range: the other tests of this binary bind port 0 meanwhile, and the
+/// kernel could hand one of them a stopped server's port number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_has_let_go_of_both_its_ports() {
     for round in 0..200 {
-        let server = start(local_config(), BufferConfig::default()).await;
+        let config = ForwardSourceConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], nagare_testkit::free_port())),
+            ..ForwardSourceConfig::default()
+        };
+        let server = start(config, BufferConfig::default()).await;
         server.shutdown.cancel();
         server.task.await.unwrap().unwrap();
         let udp = std::net::UdpSocket::bind(server.addr);
