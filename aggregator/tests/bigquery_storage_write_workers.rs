@@ -1,6 +1,7 @@
 //! Storage Write with committed streams and several workers, against
 //! local-bigquery's gRPC port: rows that reached the sink twice (a chunk back from
-//! the file buffer and again from the forwarder) at two workers land once, also
+//! the file buffer and again from the forwarder) land once, twice in one batch or
+//! at two workers, also
 //! when the append holding their other copy is abandoned by its worker, whose
 //! stream the other worker then finalizes; and a worker whose stream was finalized
 //! behind the journal's back goes on with a new one, landing nothing twice.
@@ -49,6 +50,43 @@ async fn rows_that_came_twice_to_two_workers_at_once_land_once() {
         assert!(delivered(&outcome, 10), "{outcome:?}");
     }
     assert_eq!(count(bq, &t.dataset), (10, 10));
+}
+
+/// Both copies of a chunk that came twice in one batch of one worker (the chunk back
+/// from the file buffer and again from the forwarder after a kill, both queued when
+/// the worker took its batch): each row lands once, and both copies are delivered.
+/// With the table's `_default` stream too, where a row in a batch twice is sent once.
+#[tokio::test]
+async fn a_chunk_twice_in_one_batch_lands_once() {
+    let bq = LocalBigQuery::shared();
+    for committed in [true, false] {
+        let t = table(bq);
+        let dir = tempfile::tempdir().unwrap();
+        let streams = if committed {
+            Streams::Committed(Committed::new(
+                Journal::open(&dir.path().join("j")).unwrap(),
+            ))
+        } else {
+            Streams::Default
+        };
+        let mut worker = service(bq, &t, streams);
+        let chunk = items(&t, &seqs(10));
+        let other = items_of(&t, OTHER, &seqs_from(100, 5));
+        let batch: Vec<_> = [&chunk[..], &other[..], &chunk[..]].concat();
+        let outcome = send(&mut worker, &t, &batch).await;
+        assert!(
+            delivered(&outcome, 25),
+            "committed {committed}: {outcome:?}"
+        );
+        assert_eq!(count(bq, &t.dataset), (15, 15), "committed {committed}");
+        // The same batch again (a resend of both chunks): nothing lands twice with
+        // committed streams, whose journal knows the rows.
+        if committed {
+            let outcome = send(&mut worker, &t, &batch).await;
+            assert!(delivered(&outcome, 25), "{outcome:?}");
+            assert_eq!(count(bq, &t.dataset), (15, 15));
+        }
+    }
 }
 
 /// A worker's append whose answer was lost, and that it never sends again (its

@@ -11,9 +11,10 @@
 //! rows. An append whose answer was lost stays first in the queue and goes again at
 //! its offset, with the next send of the table's rows, whatever batch they are in.
 //! A row that came twice (a chunk the forwarder sent again after the aggregator had
-//! buffered it) and whose other copy is in another worker's append not answered yet
-//! is not planned: it waits for that answer (`ABORTED`, sent again with the backoff),
-//! after which it is known written or free to plan. An answer that does not come
+//! buffered it) is planned once. Twice in one batch, its first copy is planned and
+//! both are answered by it. With its other copy in another worker's append not
+//! answered yet, it is not planned: it waits for that answer (`ABORTED`, sent again
+//! with the backoff), after which it is known written or free to plan. An answer that does not come
 //! within [`MAX_CLAIM_WAIT`] (the other worker gave up on those rows and sends no
 //! more of the table's rows, so its append stays queued) is not waited for any
 //! longer: the waiting worker finalizes the other's stream (logged at warn), whose
@@ -199,9 +200,14 @@ impl WriteService {
             .iter()
             .flat_map(|p| p.ids.iter().copied())
             .collect();
+        // A row can be in the batch twice: the chunk back from the file buffer and
+        // again from the forwarder after a kill, both queued when the batch was
+        // taken. The first copy is planned, the other is answered with it.
+        let mut seen = HashSet::with_capacity(request.rows.len());
         let mut fresh = Vec::new();
         for (id, bytes) in &request.rows {
-            let known = table.landed.contains(id)
+            let known = !seen.insert(*id)
+                || table.landed.contains(id)
                 || table.rejected.contains_key(id)
                 || queued.contains(id)
                 || matches!(&self.streams, Streams::Committed(c) if c.journal().is_written(&request.table, id.0, id.1));

@@ -52,12 +52,13 @@ impl Service<Key> for WriteService {
             let written = committed
                 .as_ref()
                 .is_some_and(|c| c.journal().is_written(&request.table, id.0, id.1));
-            let outcome = if table.landed.remove(id) || written {
+            // Looked up, not taken: a row twice in the batch has one answer for both.
+            let outcome = if table.landed.contains(id) || written {
                 Outcome::Delivered
-            } else if let Some(reason) = table.rejected.remove(id) {
+            } else if let Some(reason) = table.rejected.get(id) {
                 Outcome::Rejected {
                     status: None,
-                    reason,
+                    reason: reason.clone(),
                     error: None,
                 }
             } else {
@@ -66,6 +67,10 @@ impl Service<Key> for WriteService {
             };
             decided += 1;
             outcomes.push(Some(outcome));
+        }
+        for (id, _) in &request.rows {
+            table.landed.remove(id);
+            table.rejected.remove(id);
         }
         if table.landed.len() + table.rejected.len() > MAX_UNREPORTED {
             table.landed.clear();
