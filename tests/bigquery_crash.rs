@@ -63,6 +63,39 @@ struct Outcome {
     rows: u64,
     distinct: u64,
     took: Duration,
+    /// The logs of every aggregator process of the loop, killed or not, in order.
+    aggregator_logs: String,
+    /// The dataset the lines went to.
+    dataset: String,
+}
+
+impl Outcome {
+    /// The lines in the table more than once, as runs of consecutive `seq`s with
+    /// their copies (`first..=last ×n`), for a failure message.
+    fn copies(&self) -> String {
+        let rows = LocalBigQuery::shared().query(&format!(
+            "SELECT seq, COUNT(*) AS n FROM `{}.lines` GROUP BY seq HAVING COUNT(*) > 1 ORDER BY seq",
+            self.dataset
+        ));
+        let get = |row: &serde_json::Value, k: &str| {
+            row[k]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+        for row in &rows {
+            let (seq, n) = (get(row, "seq"), get(row, "n"));
+            match runs.last_mut() {
+                Some((_, last, copies)) if *last + 1 == seq && *copies == n => *last = seq,
+                _ => runs.push((seq, seq, n)),
+            }
+        }
+        runs.iter()
+            .map(|(first, last, n)| format!("{first}..={last} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Runs the crash loop with the `bigquery` sink's keys for its method (`method`
@@ -184,10 +217,12 @@ sinks:
         .collect();
     kills.sort();
     let mut kill_log = Vec::new();
+    let mut aggregator_logs = String::new();
     for at in kills {
         std::thread::sleep(at.saturating_sub(started.elapsed()));
         let pause = Duration::from_millis(rng.random_range(0..1500));
         aggregator.kill9();
+        aggregator_logs.push_str(&aggregator.child.logs());
         std::thread::sleep(pause);
         aggregator =
             Nagare::listening_again("aggregator", dir.path(), &aggregator_config, port, &[]);
@@ -228,10 +263,13 @@ sinks:
     ));
     assert_eq!(range[0]["lo"], "0");
     assert_eq!(range[0]["hi"], (LINES - 1).to_string());
+    aggregator_logs.push_str(&aggregator.child.logs());
     Outcome {
         rows,
         distinct,
         took,
+        aggregator_logs,
+        dataset,
     }
 }
 
@@ -265,12 +303,13 @@ fn insert_all_keeps_every_line_through_ten_sigkills_of_the_aggregator() {
 fn storage_write_puts_every_line_in_exactly_once_through_ten_sigkills() {
     let method =
         "    method: storage_write\n    write_stream: committed\n    grpc_endpoint: \"{grpc}\"\n";
+    let outcome = crash_loop("write_crash", method);
     let Outcome {
         rows,
         distinct,
         took,
         ..
-    } = crash_loop("write_crash", method);
+    } = outcome;
     println!(
         "crash loop: {LINES} lines, {KILLS} SIGKILLs of the aggregator, all in BigQuery (Storage Write, committed streams) in {:.1} s; COUNT(*) {rows}, COUNT(DISTINCT seq) {distinct}",
         took.as_secs_f64(),
@@ -278,6 +317,8 @@ fn storage_write_puts_every_line_in_exactly_once_through_ten_sigkills() {
     assert_eq!(
         (rows, distinct),
         (LINES as u64, LINES as u64),
-        "every line is in BigQuery exactly once"
+        "every line is in BigQuery exactly once; in it more than once: {}\n{}",
+        outcome.copies(),
+        outcome.aggregator_logs
     );
 }
