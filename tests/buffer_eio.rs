@@ -24,6 +24,11 @@ use support::fault_client::{
 };
 use support::{Nagare, plain, wait_listening};
 
+/// How long the client may take to finish its last posts once told to stop: a guard
+/// against a post never acknowledged, not a speed limit. strace stops the aggregator at
+/// every traced call, which on a loaded machine slows its acks many times over.
+const CLIENT_FINISHES: Duration = Duration::from_secs(90);
+
 /// Runs the EIO scenario against an aggregator whose buffer has `keys`; `what`
 /// names the storage in messages, `file_ending` the files whose fdatasync fails
 /// (the folder's fsync fails too).
@@ -98,7 +103,7 @@ fn failing_syncs_are_not_acknowledged(keys: &str, what: &str, file_ending: &str)
         agg.child.logs()
     );
     std::fs::write(&stop, b"").unwrap();
-    client.expect_success(Duration::from_secs(30));
+    client.expect_success(CLIENT_FINISHES);
     agg.assert_running();
     let posts = posts(&client);
     assert!(
@@ -326,7 +331,7 @@ fn a_push_written_while_a_segment_fdatasync_fails_is_written_again() {
     );
     // Every push finishes (retries included) while strace still watches.
     std::fs::write(&stop, b"").unwrap();
-    client.expect_success(Duration::from_secs(30));
+    client.expect_success(CLIENT_FINISHES);
     let log = strace.detach();
 
     let (writes, failed) = segment_calls(&log);
