@@ -416,9 +416,9 @@ fn ids_by_seq(path: &Path) -> HashMap<u64, Vec<String>> {
 
 /// The forwarder reads lines, is killed with SIGKILL before its checkpoint passes
 /// them (`checkpoint_interval: 1h`: only the write when the file was found, with its
-/// first line, is on disk), logrotate's copytruncate runs while it is down (`app.log` copied to
-/// `app.log.1`, then emptied, then written again), and after the restart the lines
-/// are read again from the copy. They carry the ids they had, so the Elasticsearch
+/// first line, is on disk), logrotate's copytruncate runs while it is down
+/// (`app.log` copied to `app.log.1`, then emptied, then written again), and after
+/// the restart the lines are read again from the copy. They carry the ids they had, so the Elasticsearch
 /// sink with `id_key` holds exactly one document per line.
 #[test]
 fn lines_read_again_from_a_copytruncate_copy_stay_one_document_each() {

@@ -14,10 +14,10 @@
 //! buffered it) is planned once. Twice in one batch, its first copy is planned and
 //! both are answered by it. With its other copy in another worker's append not
 //! answered yet, it is not planned: it waits for that answer (`ABORTED`, sent again
-//! with the backoff), after which it is known written or free to plan. An answer that does not come
-//! within [`MAX_CLAIM_WAIT`] (the other worker gave up on those rows and sends no
-//! more of the table's rows, so its append stays queued) is not waited for any
-//! longer: the waiting worker finalizes the other's stream (logged at warn), whose
+//! with the backoff), after which it is known written or free to plan. An answer
+//! that does not come within [`MAX_CLAIM_WAIT`] (the other worker gave up on those
+//! rows and sends no more of the table's rows, so its append stays queued) is not
+//! waited for any longer: the waiting worker finalizes the other's stream (logged at warn), whose
 //! length says which of its appends landed, and goes on, its rows delivered or
 //! appended by itself (see [`claims`](super::claims)). The worker whose stream it
 //! was finds it finalized in the journal at its next send there, answers its queued
