@@ -17,9 +17,9 @@
 //! with the backoff), after which it is known written or free to plan. An answer
 //! that does not come within [`MAX_CLAIM_WAIT`] (the other worker gave up on those
 //! rows and sends no more of the table's rows, so its append stays queued) is not
-//! waited for any longer: the waiting worker finalizes the other's stream (logged at warn), whose
-//! length says which of its appends landed, and goes on, its rows delivered or
-//! appended by itself (see [`claims`](super::claims)). The worker whose stream it
+//! waited for any longer: the waiting worker finalizes the other's stream (logged at
+//! warn), whose length says which of its appends landed, and goes on, its rows
+//! delivered or appended by itself (see [`claims`](super::claims)). The worker whose stream it
 //! was finds it finalized in the journal at its next send there, answers its queued
 //! appends by the recorded length (the rows of those that did not land are then
 //! known written by the other worker, or planned anew) and goes on with a new
