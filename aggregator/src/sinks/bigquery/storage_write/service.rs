@@ -9,22 +9,22 @@
 //! their offsets, recorded in the journal first with a committed stream) but not yet
 //! answered; a send first empties the queue, then plans and sends the batch's new
 //! rows. An append whose answer was lost stays first in the queue and goes again at
-//! its offset, with the next send of the table's rows, whatever batch they are in.
-//! A row that came twice (a chunk the forwarder sent again after the aggregator had
+//! its offset, with the next send of the table's rows, whatever batch they are in. A
+//! row that came twice (a chunk the forwarder sent again after the aggregator had
 //! buffered it) is planned once. Twice in one batch, its first copy is planned and
 //! both are answered by it. With its other copy in another worker's append not
 //! answered yet, it is not planned: it waits for that answer (`ABORTED`, sent again
-//! with the backoff), after which it is known written or free to plan. An answer
-//! that does not come within [`MAX_CLAIM_WAIT`] (the other worker gave up on those
-//! rows and sends no more of the table's rows, so its append stays queued) is not
-//! waited for any longer: the waiting worker finalizes the other's stream (logged at
-//! warn), whose length says which of its appends landed, and goes on, its rows
-//! delivered or appended by itself (see [`claims`](super::claims)). The worker whose stream it
-//! was finds it finalized in the journal at its next send there, answers its queued
-//! appends by the recorded length (the rows of those that did not land are then
-//! known written by the other worker, or planned anew) and goes on with a new
-//! stream; if it appends before the record, its append is refused as the stream is
-//! finalized and it asks the journal, which finalizes each stream once.
+//! with the backoff), after which it is known written or free to plan. An answer that
+//! does not come within [`MAX_CLAIM_WAIT`] (the other worker gave up on those rows
+//! and sends no more of the table's rows, so its append stays queued) is not waited
+//! for any longer: the waiting worker finalizes the other's stream (logged at warn),
+//! whose length says which of its appends landed, and goes on, its rows delivered or
+//! appended by itself (see [`claims`](super::claims)). The worker whose stream it was
+//! finds it finalized in the journal at its next send there, answers its queued
+//! appends by the recorded length (the rows of those that did not land are then known
+//! written by the other worker, or planned anew) and goes on with a new stream; if it
+//! appends before the record, its append is refused as the stream is finalized and it
+//! asks the journal, which finalizes each stream once.
 //!
 //! What an answer means:
 //! - success, or `ALREADY_EXISTS` at our offset: the rows landed;
