@@ -9,8 +9,7 @@
 //! prove that the one source under test supplied keys moto accepts.
 #![cfg(feature = "aggregator")]
 
-#[path = "cloudwatch_credentials/endpoint.rs"]
-mod endpoint;
+mod aws_endpoints;
 mod support;
 
 use std::path::Path;
@@ -325,7 +324,7 @@ fn the_container_credentials_endpoint_with_its_authorization_token() {
         "Expiration": expiration,
     });
     const TOKEN: &str = "task-auth-token-4242";
-    let endpoint = endpoint::CredentialsEndpoint::start(TOKEN, credentials);
+    let endpoint = aws_endpoints::CredentialsEndpoint::start(TOKEN, credentials);
     let dir = tempfile::tempdir().unwrap();
     let env = [
         (
@@ -338,10 +337,10 @@ fn the_container_credentials_endpoint_with_its_authorization_token() {
     shipper.expect_delivered("container credentials");
     let seen = endpoint.seen.lock().unwrap().clone();
     assert!(!seen.is_empty(), "the endpoint was asked");
-    for (path, authorization) in &seen {
-        assert_eq!(path, "/v2/credentials/task-1");
+    for request in &seen {
+        assert_eq!(request.path, "/v2/credentials/task-1");
         assert_eq!(
-            authorization.as_deref(),
+            request.headers.get("authorization").map(String::as_str),
             Some(TOKEN),
             "the token header arrives"
         );

@@ -7,17 +7,20 @@
 //! nothing is dead-lettered, the process stays up and says what to check, and after a
 //! restart with the right secret every record arrives; temporary credentials from
 //! moto's STS (web identity, as EKS IRSA, or a role assumed with an external id) are
-//! signed with their session token; a clock off by more than 5 minutes is named in the
+//! signed with their session token, and so are a role session from EKS Pod Identity's
+//! agent and from the instance metadata service (IMDSv2), both stand-ins handing out
+//! sessions moto's STS issued; a clock off by more than 5 minutes is named in the
 //! log; Serverless stores again what a crash sends again, and the resend is counted.
 #![cfg(feature = "aggregator")]
 
+mod aws_endpoints;
 mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use nagare_testkit::moto::Moto;
+use nagare_testkit::moto::{Moto, xml_text};
 use nagare_testkit::{Child, Osmem, Route, RouteSpec, Seen, SigV4Proxy, StallProxy, wait_until};
 use serde_json::{Value, json};
 use support::{run_without_aws_setup, signal};
@@ -321,7 +324,7 @@ fn a_wrong_secret_is_refused_nothing_is_lost_and_a_restart_delivers_everything()
     for words in [
         "status=403",
         "signature we calculated",
-        "signed with access key AKID…ARCH",
+        "signed with access key AKID…ARCH, from the environment (AWS_ACCESS_KEY_ID)",
         "the credentials of the default chain",
         "for service `es` in region eu-west-1",
         "es:ESHttpPost",
@@ -457,6 +460,120 @@ fn temporary_credentials_from_web_identity_are_signed_with_their_session_token()
         assert!(
             signed.contains(&json!("x-amz-security-token")),
             "{signed:?}"
+        );
+    }
+}
+
+/// A session of a role moto's test user may assume, as the credential endpoints hand
+/// them out: `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`, `RoleArn`.
+fn role_session(moto: &Moto, name: &str) -> Value {
+    let role = moto.create_role(&json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:user/nagare-tests"},
+            "Action": "sts:AssumeRole",
+        }],
+    }));
+    let xml = moto.query_as(
+        moto.credentials(),
+        "sts",
+        &[
+            ("Action", "AssumeRole"),
+            ("RoleArn", &role),
+            ("RoleSessionName", name),
+        ],
+    );
+    let element = |tag: &str| xml_text(&xml, tag).unwrap_or_else(|| panic!("no <{tag}> in {xml}"));
+    json!({
+        "RoleArn": role,
+        "AccessKeyId": element("AccessKeyId"),
+        "SecretAccessKey": element("SecretAccessKey"),
+        "Token": element("SessionToken"),
+        "Expiration": element("Expiration"),
+    })
+}
+
+/// EKS Pod Identity: the chain asks the agent's endpoint (a stand-in on 127.0.0.1;
+/// the SDK takes loopback as well as the agent's 169.254.170.23) with the token the
+/// kubelet mounts, read from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`; every request
+/// is signed with the role session it hands out, which the proxy checks against
+/// moto's STS.
+#[test]
+fn a_role_session_from_eks_pod_identity_signs_every_request() {
+    const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwb2QtaWRlbnRpdHkifQ.c2ln";
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, Some(moto), 0);
+    let agent = aws_endpoints::CredentialsEndpoint::start(TOKEN, role_session(moto, "pod"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let env = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://127.0.0.1:{}/v1/credentials", agent.port),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token.display().to_string(),
+        ),
+    ];
+    let endpoint = route.url();
+    let sink = Sink::new(&endpoint, "pod-identity", "es");
+    deliver_with_session(dir.path(), &sink, &env, &route, &osmem, "EKS Pod Identity");
+    let asked = agent.seen.lock().unwrap().clone();
+    assert!(!asked.is_empty(), "the agent was asked");
+    for request in &asked {
+        assert_eq!(request.path, "/v1/credentials");
+        assert_eq!(
+            request.headers.get("authorization").map(String::as_str),
+            Some(TOKEN),
+            "the token file's contents"
+        );
+    }
+}
+
+/// An instance role from IMDSv2 (a stand-in at `AWS_EC2_METADATA_SERVICE_ENDPOINT`):
+/// the chain takes a session token first and sends it with each GET; every request
+/// is signed with the role session the instance profile hands out.
+#[test]
+fn a_role_session_from_imdsv2_signs_every_request() {
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, Some(moto), 0);
+    let imds = aws_endpoints::Imds::start("nagare-node", role_session(moto, "instance"));
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("AWS_EC2_METADATA_DISABLED", "false".to_string()),
+        (
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{}", imds.port),
+        ),
+    ];
+    let endpoint = route.url();
+    let sink = Sink::new(&endpoint, "instance-role", "es");
+    deliver_with_session(dir.path(), &sink, &env, &route, &osmem, "IMDSv2");
+    let asked = imds.seen.lock().unwrap().clone();
+    assert_eq!(
+        (asked[0].method.as_str(), asked[0].path.as_str()),
+        ("PUT", "/latest/api/token"),
+        "a session token first: {asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.path == "/latest/meta-data/iam/security-credentials/nagare-node"),
+        "{asked:?}"
+    );
+    for request in asked.iter().filter(|r| r.method == "GET") {
+        assert_eq!(
+            request
+                .headers
+                .get("x-aws-ec2-metadata-token")
+                .map(String::as_str),
+            Some(aws_endpoints::Imds::TOKEN),
+            "every GET carries the session token: {request:?}"
         );
     }
 }

@@ -280,7 +280,7 @@ impl WebIdentity {
             c.secret_access_key,
             Some(c.session_token),
             expiry,
-            "nagare-web-identity",
+            WEB_IDENTITY,
         ))
     }
 }
@@ -293,6 +293,58 @@ impl ProvideCredentials for WebIdentity {
         future::ProvideCredentials::new(self.assume())
     }
 }
+
+/// Which source of the credentials chain gave `credentials`, in words, with the
+/// role where the environment names it (`var` reads an environment variable): for
+/// the log line of a request AWS refused, so that it says what was used, not only
+/// where the chain looks.
+pub fn credentials_origin(
+    credentials: &Credentials,
+    var: impl Fn(&str) -> Option<String>,
+) -> String {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    let Some(provider) = provider_name(credentials) else {
+        return "a credentials provider that gives no name".to_string();
+    };
+    match provider.as_str() {
+        "EnvironmentVariable" => "the environment (AWS_ACCESS_KEY_ID)".to_string(),
+        "ProfileFile" => format!(
+            "profile `{}` of the shared config files",
+            var("AWS_PROFILE").unwrap_or_else(|| "default".to_string())
+        ),
+        "WebIdentityToken" | WEB_IDENTITY => format!(
+            "web identity (IRSA): the role {} (AWS_ROLE_ARN) with the token file {}",
+            var("AWS_ROLE_ARN").unwrap_or_else(|| "named in the profile".to_string()),
+            var("AWS_WEB_IDENTITY_TOKEN_FILE")
+                .unwrap_or_else(|| "named in the profile".to_string())
+        ),
+        "EcsContainer" => match var("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+            Some(uri) if uri.contains("169.254.170.23") || uri.contains("[fd00:ec2::23]") => {
+                format!(
+                    "EKS Pod Identity (the agent at {uri}): the role associated with this pod's service account"
+                )
+            }
+            Some(uri) => format!("container credentials from {uri}"),
+            None => "the ECS task role (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)".to_string(),
+        },
+        "IMDSv2" => "the instance's role (IMDSv2)".to_string(),
+        "AssumeRoleProvider" => "the role assumed with STS AssumeRole".to_string(),
+        other => format!("the AWS SDK's `{other}` credentials provider"),
+    }
+}
+
+/// The name of the provider that made `credentials`. The SDK keeps it to itself
+/// but for their `Debug` form (`Credentials { provider_name: "…", … }`, where the
+/// secret is redacted); `the_provider_name_is_read_from_the_sdks_debug_form` pins
+/// that form, so an SDK that changes it fails the test, not the log line.
+fn provider_name(credentials: &Credentials) -> Option<String> {
+    let debug = format!("{credentials:?}");
+    let rest = debug.split_once("provider_name: \"")?.1;
+    Some(rest.split_once('"')?.0.to_string())
+}
+
+/// The provider name of the credentials [`WebIdentity`] gives.
+const WEB_IDENTITY: &str = "nagare-web-identity";
 
 /// Credentials from a provider, kept until shortly before they expire: for callers
 /// that sign requests themselves (SDK clients have a cache of their own). Refreshes
@@ -360,6 +412,75 @@ mod tests {
         )
         .validate("aws")
         .expect("valid");
+    }
+
+    fn from(provider: &'static str) -> Credentials {
+        Credentials::new("ASIAEXAMPLEKEY1234", "secret", None, None, provider)
+    }
+
+    #[test]
+    fn the_provider_name_is_read_from_the_sdks_debug_form() {
+        assert_eq!(
+            provider_name(&from("WebIdentityToken")).as_deref(),
+            Some("WebIdentityToken")
+        );
+        assert_eq!(provider_name(&from("")).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn the_origin_names_the_chains_source_and_its_role() {
+        let irsa = [
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/logs-writer"),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            ),
+        ];
+        for (provider, vars, words) in [
+            (
+                "EnvironmentVariable",
+                &[][..],
+                "the environment (AWS_ACCESS_KEY_ID)",
+            ),
+            (
+                "ProfileFile",
+                &[("AWS_PROFILE", "logs")][..],
+                "profile `logs` of the shared config files",
+            ),
+            ("ProfileFile", &[][..], "profile `default`"),
+            (
+                "WebIdentityToken",
+                &irsa[..],
+                "web identity (IRSA): the role arn:aws:iam::123456789012:role/logs-writer (AWS_ROLE_ARN) with the token file /var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            ),
+            (WEB_IDENTITY, &irsa[..], "role/logs-writer"),
+            (
+                "EcsContainer",
+                &[(
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "http://169.254.170.23/v1/credentials",
+                )][..],
+                "EKS Pod Identity (the agent at http://169.254.170.23/v1/credentials)",
+            ),
+            (
+                "EcsContainer",
+                &[(
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "/v2/credentials/abc",
+                )][..],
+                "the ECS task role",
+            ),
+            ("IMDSv2", &[][..], "the instance's role (IMDSv2)"),
+            ("AssumeRoleProvider", &[][..], "STS AssumeRole"),
+            ("SSO", &[][..], "the AWS SDK's `SSO` credentials provider"),
+        ] {
+            let origin = credentials_origin(&from(provider), |name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            });
+            assert!(origin.contains(words), "{provider}: {origin} says {words}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use crate::aws::{AwsConfig, AwsService, CachedCredentials};
+use crate::aws::{AwsConfig, AwsService, CachedCredentials, credentials_origin};
 
 /// Why a request could not be signed.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +101,9 @@ pub struct AwsSigner {
     credentials: CachedCredentials,
     region: String,
     service: AwsService,
-    /// The access key id of the last signature, for the logs.
-    last_key: std::sync::Mutex<Option<String>>,
+    /// The access key id of the last signature and the source of the chain it came
+    /// from (see [`credentials_origin`]), for the logs.
+    last_key: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl AwsSigner {
@@ -121,11 +122,12 @@ impl AwsSigner {
         })
     }
 
-    /// Which access key the last request was signed with, for a log line (see
-    /// [`key_words`]); none before the first.
+    /// Which access key the last request was signed with (see [`key_words`]) and
+    /// which source of the credentials chain gave it, for a log line; none before
+    /// the first.
     pub fn signed_with(&self) -> Option<String> {
-        let key = self.last_key.lock().ok()?.clone()?;
-        Some(key_words(&key))
+        let (key, origin) = self.last_key.lock().ok()?.clone()?;
+        Some(format!("{}, from {origin}", key_words(&key)))
     }
 
     /// The region signed for.
@@ -143,9 +145,10 @@ impl AwsSigner {
     pub async fn sign_request(&self, request: &mut reqwest::Request) -> Result<(), SignError> {
         let credentials = self.credentials.get().await?;
         if let Ok(mut last) = self.last_key.lock()
-            && last.as_deref() != Some(credentials.access_key_id())
+            && last.as_ref().map(|(key, _)| key.as_str()) != Some(credentials.access_key_id())
         {
-            *last = Some(credentials.access_key_id().to_string());
+            let origin = credentials_origin(&credentials, |name| std::env::var(name).ok());
+            *last = Some((credentials.access_key_id().to_string(), origin));
         }
         let host = host_header(request.url());
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers().len() + 1);
