@@ -457,6 +457,116 @@ fn more_elasticsearch_mistakes_name_their_line_and_key() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// The rest of the Elasticsearch sink's refusals, each through `nagare validate`:
+/// endpoints, credentials, batches, fields, the template block and the `aws:` block's
+/// own keys.
+#[test]
+fn elasticsearch_sink_refusals_name_their_line_and_key() {
+    let appended = |extra: &str| format!("{BASE}{extra}");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            broken(30, "    endpoints: [\"http://es:9200\", \"es:9200\"]"),
+            "nagare.yaml:30: at `sinks.search.endpoints.1`: `es:9200` is not an http:// or https:// URL with a host",
+        ),
+        (
+            broken(30, "    endpoints: [\"http://elastic:changeme@es:9200\"]"),
+            "nagare.yaml:30: at `sinks.search.endpoints.0`: put credentials in `user` and `password`, not in the endpoint URL",
+        ),
+        (
+            appended("    password: changeme\n"),
+            "nagare.yaml:36: at `sinks.search.password`: a password needs a `user`",
+        ),
+        (
+            broken(33, "      max_events: 0"),
+            "nagare.yaml:33: at `sinks.search.batch.max_events`: must be at least 1",
+        ),
+        (
+            broken(35, "    request_timeout: 0s"),
+            "nagare.yaml:35: at `sinks.search.request_timeout`: must be more than 0",
+        ),
+        (
+            appended("    include_tag_key: true\n    tag_key: \"@timestamp\"\n"),
+            "nagare.yaml:37: at `sinks.search.tag_key`: must be a field name other than `@timestamp`",
+        ),
+        (
+            appended("    remove_keys: [logtag, \"\"]\n"),
+            "nagare.yaml:36: at `sinks.search.remove_keys.1`: an empty key",
+        ),
+        (
+            appended("    id_key: \"\"\n"),
+            "nagare.yaml:36: at `sinks.search.id_key`: must not be empty",
+        ),
+        (
+            format!(
+                "{}    logstash_dateformat: \"%Y.%J\"\n",
+                broken(31, "    logstash_format: true")
+            ),
+            "nagare.yaml:36: at `sinks.search.logstash_dateformat`:",
+        ),
+        (
+            format!(
+                "{}    logstash_prefix: \"Logs\"\n",
+                broken(31, "    logstash_format: true")
+            ),
+            "nagare.yaml:36: at `sinks.search.logstash_prefix`:",
+        ),
+        (
+            format!(
+                "{}    index_fallback: Logs_Other\n",
+                broken(31, "    index: \"logs-{kubernetes.namespace_name}\"")
+            ),
+            "nagare.yaml:36: at `sinks.search.index_fallback`:",
+        ),
+        (
+            format!(
+                "{}    template: {{install: true}}\n",
+                broken(31, "    index: \"{kubernetes.namespace_name}-%Y.%m.%d\"")
+            ),
+            "nagare.yaml:36: at `sinks.search.template`: the index name starts with a field or a date",
+        ),
+        (
+            appended("    template:\n      name: _logs\n"),
+            "nagare.yaml:37: at `sinks.search.template.name`: `_logs` is not a template name",
+        ),
+        (
+            appended("    template:\n      ilm_policy: \" \"\n"),
+            "nagare.yaml:37: at `sinks.search.template.ilm_policy`: the policy name is empty",
+        ),
+        (
+            appended("    template:\n      file: /nonexistent/template.json\n"),
+            "nagare.yaml:37: at `sinks.search.template.file`:",
+        ),
+        (
+            appended("    aws:\n      region: EU-West-1\n"),
+            "nagare.yaml:37: at `sinks.search.aws.region`: `EU-West-1` is not a region name",
+        ),
+        (
+            appended("    aws:\n      profile: \"\"\n"),
+            "nagare.yaml:37: at `sinks.search.aws.profile`: must not be empty",
+        ),
+        (
+            appended("    aws:\n      role_arn: nagare-writer\n"),
+            "nagare.yaml:37: at `sinks.search.aws.role_arn`: `nagare-writer` is not a role ARN",
+        ),
+        (
+            appended("    aws:\n      external_id: abc\n"),
+            "nagare.yaml:37: at `sinks.search.aws.external_id`: an external id is given to the role assumed",
+        ),
+        (
+            appended("    aws:\n      sts_endpoint: sts.example\n"),
+            "nagare.yaml:37: at `sinks.search.aws.sts_endpoint`: `sts.example` is not an http:// or https:// URL",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in &cases {
+        let (code, err) = validate(text);
+        if code != 2 || !err.starts_with(want) {
+            failures.push(format!("want {want}\n  got  {err} (exit {code})"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
 /// The `aws:` block of the Elasticsearch sink: the service is `es` or `aoss`, and
 /// Serverless refuses document ids; the CloudWatch sink's `aws:` takes no service.
 #[test]

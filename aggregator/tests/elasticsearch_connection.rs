@@ -9,11 +9,17 @@ mod es_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
 use es_support::{T0, api_key, buffer, deliver, es_config, record, start, template_of, wait_for};
 use nagare_core::EventTime;
+use nagare_core::buffer::{Buffer, BufferConfig};
+use nagare_core::config::HumanDuration;
+use nagare_core::dead_letter::DeadLetter;
 use nagare_core::receipt::Delivery;
 use nagare_core::testing::{chunk_of, close_and_drain, with_receipt};
-use nagare_testkit::{FaultProxy, Osmem, TlsFront, capture_logs, free_port};
+use nagare_testkit::{
+    FaultProxy, Osmem, RouteSpec, SigV4Proxy, TlsFront, capture_logs, free_port, wait_until_async,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::json;
 use tracing::Level;
@@ -108,6 +114,95 @@ async fn https_with_a_ca_file_carries_the_api_key() {
         "{:?}",
         front.failed_handshakes()
     );
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+}
+
+/// A wrong API key: the cluster answers 401 (testkit's SigV4 proxy, which takes an
+/// `Authorization: ApiKey` only with one of its route's keys, as Elasticsearch's
+/// security does). The events are sent again past the retry limit, never
+/// dead-lettered, and the log says what authenticated; the sink started again with
+/// the right key on the same buffer delivers every one.
+#[tokio::test]
+async fn a_wrong_api_key_is_sent_again_never_dead_lettered_and_the_right_one_delivers() {
+    let logs = capture_logs(Level::WARN);
+    let os = Osmem::start();
+    let key = api_key();
+    let route = SigV4Proxy::shared().route(&RouteSpec {
+        upstream: os.url().to_string(),
+        api_keys: vec![key.clone()],
+        ..RouteSpec::default()
+    });
+    let config = |api_key: &str| {
+        es_config(&format!(
+            "endpoints: ['{}']\napi_key: {api_key}\n",
+            route.url()
+        ))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("es.ndjson");
+    // One retry allowed: a refusal handled as an error would be dead-lettered.
+    let buffer = Buffer::new(
+        "es",
+        &BufferConfig {
+            retry_wait: HumanDuration::millis(50),
+            retry_max_interval: HumanDuration::millis(200),
+            retry_max_times: Some(1),
+            ..BufferConfig::default()
+        },
+    )
+    .with_dead_letter(DeadLetter::new(dead_letter.clone()));
+    let wrong =
+        base64::engine::general_purpose::STANDARD.encode("VuaCfGcBCdbkQm-e5aOx:not-the-key");
+    let sink = start(config(&wrong), buffer.clone());
+    let (chunk, mut rx) = with_receipt(chunk_of(
+        "kube.payments",
+        (0..30).map(|i| (EventTime::new(T0 + i as i64, 0), record(i))),
+    ));
+    buffer.push(chunk).await.unwrap();
+    let refused = wait_until_async(Duration::from_secs(20), || {
+        route
+            .log()
+            .iter()
+            .filter(|s| s.path == "/_bulk" && s.status == 401)
+            .count()
+            >= 4
+    })
+    .await;
+    assert!(refused, "{:?}", route.log());
+    let line = wait_for(&logs, &["sending again without end", "401"]).await;
+    assert!(
+        line.contains("check `api_key`"),
+        "the log says what to check: {line}"
+    );
+    assert!(!line.contains(&wrong), "the key is never logged: {line}");
+    assert!(rx.try_recv().is_err(), "the chunk is still held");
+    assert_eq!(os.count("logstash-2024.01.15"), 0);
+    assert!(
+        !dead_letter.exists(),
+        "nothing dead-lettered for credentials"
+    );
+    // Stopped, and started again with the right key on the same buffer.
+    sink.abort.cancel();
+    tokio::time::timeout(Duration::from_secs(5), sink.task)
+        .await
+        .expect("abort is prompt")
+        .unwrap()
+        .unwrap();
+    let sink = start(config(&key), buffer);
+    let delivery = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("delivered in time")
+        .expect("the receipt fires");
+    assert_eq!(delivery, Delivery::Delivered);
+    assert_eq!(os.count("logstash-2024.01.15"), 30);
+    let accepted = route.log();
+    assert!(
+        accepted
+            .iter()
+            .any(|s| s.path == "/_bulk" && s.status == 200 && s.auth["api_key"] == true),
+        "{accepted:?}"
+    );
+    assert!(!dead_letter.exists());
     close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
 }
 

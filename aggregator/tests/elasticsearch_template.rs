@@ -69,6 +69,12 @@ async fn the_template_is_installed_left_alone_then_replaced_with_overwrite() {
             .contains("logs-30d"),
         "{installed}"
     );
+    // `log` (the raw line of a container, when nothing parsed it) is text too; these
+    // records have `message` only, so the template says it.
+    assert_eq!(
+        installed["template"]["mappings"]["properties"]["log"]["type"], "text",
+        "{installed}"
+    );
     let props = properties(&os, "logstash-2024.01.15");
     assert_eq!(props["@timestamp"]["type"], "date", "{props}");
     assert_eq!(props["message"]["type"], "text", "{props}");
