@@ -9,8 +9,8 @@
 //! moto's STS (web identity, as EKS IRSA, or a role assumed with an external id) are
 //! signed with their session token, and so are a role session from EKS Pod Identity's
 //! agent and from the instance metadata service (IMDSv2), both stand-ins handing out
-//! sessions moto's STS issued; a clock off by more than 5 minutes is named in the
-//! log; Serverless stores again what a crash sends again, and the resend is counted.
+//! sessions moto's STS issued; a refusal under IRSA names the role the key came
+//! from; a clock off by more than 5 minutes is named in the log; Serverless stores again what a crash sends again, and the resend is counted.
 #![cfg(feature = "aggregator")]
 
 mod aws_endpoints;
@@ -426,11 +426,9 @@ fn serverless_duplicates_what_a_crash_sends_again_and_counts_it() {
     assert!(second.wait_timeout(Duration::from_secs(30)).is_some());
 }
 
-#[test]
-fn temporary_credentials_from_web_identity_are_signed_with_their_session_token() {
-    let moto = Moto::shared();
-    let osmem = Osmem::start();
-    let route = route(&osmem, Some(moto), 0);
+/// As EKS IRSA sets a pod up: a role that trusts the cluster's OIDC provider, and a
+/// service account token in `dir`. The role's ARN and the token file.
+fn irsa(moto: &Moto, dir: &Path) -> (String, std::path::PathBuf) {
     let role = moto.create_role(&json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -439,9 +437,18 @@ fn temporary_credentials_from_web_identity_are_signed_with_their_session_token()
             "Action": "sts:AssumeRoleWithWebIdentity",
         }],
     }));
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
+    let token = dir.join("token");
     std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJuYWdhcmUifQ.c2ln\n").unwrap();
+    (role, token)
+}
+
+#[test]
+fn temporary_credentials_from_web_identity_are_signed_with_their_session_token() {
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, Some(moto), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let (role, token) = irsa(moto, dir.path());
     let env = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
         ("AWS_ROLE_ARN", role),
@@ -462,6 +469,48 @@ fn temporary_credentials_from_web_identity_are_signed_with_their_session_token()
             "{signed:?}"
         );
     }
+}
+
+/// A refusal under IRSA names the role the credentials came from: the proxy knows
+/// none of the keys moto's STS issues here (its route is not told of moto), so it
+/// refuses each request as AWS refuses an unknown session, and the once-a-minute
+/// log line says the key came from web identity, with the role in `AWS_ROLE_ARN`.
+#[test]
+fn a_refusal_under_irsa_names_the_role_the_key_came_from() {
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, None, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let (role, token) = irsa(moto, dir.path());
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ("AWS_ROLE_ARN", role.clone()),
+    ];
+    let aws = format!("      sts_endpoint: \"{}\"\n", moto.url());
+    let endpoint = route.url();
+    let sink = Sink {
+        aws_extra: &aws,
+        ..Sink::new(&endpoint, "irsa-refused", "es")
+    };
+    let mut child = start(dir.path(), &sink, &env);
+    let said = wait_until(Duration::from_secs(30), || {
+        assert!(child.try_wait().is_none(), "{}", child.logs());
+        child.logs().contains("sending again without end")
+    });
+    let logs = child.logs();
+    assert!(said, "{logs}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("sending again without end"))
+        .unwrap_or_default();
+    let origin = format!("from web identity (IRSA): the role {role} (AWS_ROLE_ARN)");
+    assert!(line.contains(&origin), "{origin} in:\n{line}");
+    assert!(
+        line.contains("security token included in the request is invalid"),
+        "{line}"
+    );
+    assert_eq!(osmem.count("irsa-refused"), 0);
+    child.kill();
 }
 
 /// A session of a role moto's test user may assume, as the credential endpoints hand
