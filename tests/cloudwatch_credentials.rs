@@ -15,7 +15,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use nagare_testkit::moto::{AccessKey, Moto, REGION, xml_text};
+use nagare_testkit::moto::{AccessKey, Moto, REGION, web_identity_token, xml_text};
 use nagare_testkit::{Child, wait_until};
 use serde_json::{Value, json};
 use support::{run_without_aws_setup, signal};
@@ -61,9 +61,6 @@ fn create_user(moto: &Moto, actions: &[&str]) -> (String, AccessKey) {
     };
     (format!("arn:aws:iam::{ACCOUNT}:user/{name}"), key)
 }
-
-/// The ARN of the user moto's shared key belongs to.
-const TEST_USER: &str = "arn:aws:iam::123456789012:user/nagare-tests";
 
 /// An aggregator tailing `dir/app.log` into a new group of moto, with only `env` in
 /// its environment and `aws` (YAML, indented by four spaces) as its `aws:` block.
@@ -179,33 +176,16 @@ sinks:
     }
 }
 
-/// The trust policy of a role for web identities (what IRSA's roles have: the
-/// cluster's OIDC provider as the federated principal).
-fn web_identity_trust() -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/EXAMPLE")},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-        }],
-    })
-}
-
-/// A token file as the kubelet projects it for IRSA (moto does not verify the JWT).
-fn token_file(dir: &Path) -> String {
-    let path = dir.join("token");
-    std::fs::write(&path, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9nZ2luZzpuYWdhcmUifQ.c2lnbmF0dXJl\n").unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn a_web_identity_token_is_exchanged_at_the_sts_endpoint_of_the_config() {
     let moto = Moto::shared();
-    let role = moto.create_role(&web_identity_trust());
+    let role = moto.web_identity_role();
     let dir = tempfile::tempdir().unwrap();
     let env = [
-        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file(dir.path())),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            web_identity_token(dir.path()).display().to_string(),
+        ),
         ("AWS_ROLE_ARN", role.clone()),
         ("AWS_ROLE_SESSION_NAME", "nagare-irsa-config".to_string()),
     ];
@@ -226,10 +206,13 @@ fn a_web_identity_token_is_exchanged_by_the_default_chain() {
     // As on EKS: only the environment IRSA sets (plus the STS endpoint, which the SDK
     // takes from AWS_ENDPOINT_URL_STS), nothing in the config.
     let moto = Moto::shared();
-    let role = moto.create_role(&web_identity_trust());
+    let role = moto.web_identity_role();
     let dir = tempfile::tempdir().unwrap();
     let env = [
-        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file(dir.path())),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            web_identity_token(dir.path()).display().to_string(),
+        ),
         ("AWS_ROLE_ARN", role.clone()),
         ("AWS_ROLE_SESSION_NAME", "nagare-irsa-chain".to_string()),
         ("AWS_ENDPOINT_URL_STS", moto.url().to_string()),
@@ -301,28 +284,7 @@ fn the_container_credentials_endpoint_with_its_authorization_token() {
     // The task role's credentials, as ECS hands them out: temporary keys of a role.
     // (Its trust names the test's user, who assumes it here in ECS's place: moto's
     // trust check knows only `AWS` principals, not `ecs-tasks.amazonaws.com`.)
-    let role = moto.create_role(&json!({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"AWS": TEST_USER}, "Action": "sts:AssumeRole"}],
-        }),
-    );
-    let xml = moto.query_as(
-        moto.credentials(),
-        "sts",
-        &[
-            ("Action", "AssumeRole"),
-            ("RoleArn", &role),
-            ("RoleSessionName", "ecs-task"),
-        ],
-    );
-    let expiration = element(&xml, "Expiration");
-    let credentials = json!({
-        "RoleArn": role,
-        "AccessKeyId": element(&xml, "AccessKeyId"),
-        "SecretAccessKey": element(&xml, "SecretAccessKey"),
-        "Token": element(&xml, "SessionToken"),
-        "Expiration": expiration,
-    });
+    let credentials = moto.role_session("ecs-task");
     const TOKEN: &str = "task-auth-token-4242";
     let endpoint = aws_endpoints::CredentialsEndpoint::start(TOKEN, credentials);
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use nagare_testkit::moto::{Moto, xml_text};
+use nagare_testkit::moto::{Moto, TEST_USER, web_identity_token};
 use nagare_testkit::{Child, Osmem, Route, RouteSpec, Seen, SigV4Proxy, StallProxy, wait_until};
 use serde_json::{Value, json};
 use support::{run_without_aws_setup, signal};
@@ -426,29 +426,14 @@ fn serverless_duplicates_what_a_crash_sends_again_and_counts_it() {
     assert!(second.wait_timeout(Duration::from_secs(30)).is_some());
 }
 
-/// As EKS IRSA sets a pod up: a role that trusts the cluster's OIDC provider, and a
-/// service account token in `dir`. The role's ARN and the token file.
-fn irsa(moto: &Moto, dir: &Path) -> (String, std::path::PathBuf) {
-    let role = moto.create_role(&json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE"},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-        }],
-    }));
-    let token = dir.join("token");
-    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJuYWdhcmUifQ.c2ln\n").unwrap();
-    (role, token)
-}
-
 #[test]
 fn temporary_credentials_from_web_identity_are_signed_with_their_session_token() {
     let moto = Moto::shared();
     let osmem = Osmem::start();
     let route = route(&osmem, Some(moto), 0);
     let dir = tempfile::tempdir().unwrap();
-    let (role, token) = irsa(moto, dir.path());
+    let role = moto.web_identity_role();
+    let token = web_identity_token(dir.path());
     let env = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
         ("AWS_ROLE_ARN", role),
@@ -481,7 +466,8 @@ fn a_refusal_under_irsa_names_the_role_the_key_came_from() {
     let osmem = Osmem::start();
     let route = route(&osmem, None, 0);
     let dir = tempfile::tempdir().unwrap();
-    let (role, token) = irsa(moto, dir.path());
+    let role = moto.web_identity_role();
+    let token = web_identity_token(dir.path());
     let env = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
         ("AWS_ROLE_ARN", role.clone()),
@@ -513,36 +499,6 @@ fn a_refusal_under_irsa_names_the_role_the_key_came_from() {
     child.kill();
 }
 
-/// A session of a role moto's test user may assume, as the credential endpoints hand
-/// them out: `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`, `RoleArn`.
-fn role_session(moto: &Moto, name: &str) -> Value {
-    let role = moto.create_role(&json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"AWS": "arn:aws:iam::123456789012:user/nagare-tests"},
-            "Action": "sts:AssumeRole",
-        }],
-    }));
-    let xml = moto.query_as(
-        moto.credentials(),
-        "sts",
-        &[
-            ("Action", "AssumeRole"),
-            ("RoleArn", &role),
-            ("RoleSessionName", name),
-        ],
-    );
-    let element = |tag: &str| xml_text(&xml, tag).unwrap_or_else(|| panic!("no <{tag}> in {xml}"));
-    json!({
-        "RoleArn": role,
-        "AccessKeyId": element("AccessKeyId"),
-        "SecretAccessKey": element("SecretAccessKey"),
-        "Token": element("SessionToken"),
-        "Expiration": element("Expiration"),
-    })
-}
-
 /// EKS Pod Identity: the chain asks the agent's endpoint (a stand-in on 127.0.0.1;
 /// the SDK takes loopback as well as the agent's 169.254.170.23) with the token the
 /// kubelet mounts, read from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`; every request
@@ -554,7 +510,7 @@ fn a_role_session_from_eks_pod_identity_signs_every_request() {
     let moto = Moto::shared();
     let osmem = Osmem::start();
     let route = route(&osmem, Some(moto), 0);
-    let agent = aws_endpoints::CredentialsEndpoint::start(TOKEN, role_session(moto, "pod"));
+    let agent = aws_endpoints::CredentialsEndpoint::start(TOKEN, moto.role_session("pod"));
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("eks-pod-identity-token");
     std::fs::write(&token, TOKEN).unwrap();
@@ -591,7 +547,7 @@ fn a_role_session_from_imdsv2_signs_every_request() {
     let moto = Moto::shared();
     let osmem = Osmem::start();
     let route = route(&osmem, Some(moto), 0);
-    let imds = aws_endpoints::Imds::start("nagare-node", role_session(moto, "instance"));
+    let imds = aws_endpoints::Imds::start("nagare-node", moto.role_session("instance"));
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("AWS_EC2_METADATA_DISABLED", "false".to_string()),
@@ -641,7 +597,7 @@ fn a_role_assumed_with_an_external_id_signs_every_request() {
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
-            "Principal": {"AWS": "arn:aws:iam::123456789012:user/nagare-tests"},
+            "Principal": {"AWS": TEST_USER},
             "Action": "sts:AssumeRole",
             "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID}},
         }],

@@ -12,6 +12,7 @@
 //!
 //! The helpers sign their requests with `aws-sigv4`, the signer the AWS SDK uses.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -220,6 +221,49 @@ impl Moto {
             ],
         );
         xml_text(&xml, "Arn").expect("CreateRole: an Arn")
+    }
+
+    /// A session of a new role that [`TEST_USER`] may assume, as a credentials
+    /// endpoint (ECS's, EKS Pod Identity's agent, the instance metadata service)
+    /// hands it out: `{"AccessKeyId", "SecretAccessKey", "Token", "Expiration",
+    /// "RoleArn"}`. `name` is the session's name.
+    pub fn role_session(&self, name: &str) -> Value {
+        let role = self.create_role(&json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": TEST_USER}, "Action": "sts:AssumeRole"}],
+        }));
+        let xml = self.query_as(
+            &self.key,
+            "sts",
+            &[
+                ("Action", "AssumeRole"),
+                ("RoleArn", &role),
+                ("RoleSessionName", name),
+            ],
+        );
+        let element =
+            |tag: &str| xml_text(&xml, tag).unwrap_or_else(|| panic!("no <{tag}> in {xml}"));
+        json!({
+            "RoleArn": role,
+            "AccessKeyId": element("AccessKeyId"),
+            "SecretAccessKey": element("SecretAccessKey"),
+            "Token": element("SessionToken"),
+            "Expiration": element("Expiration"),
+        })
+    }
+
+    /// A new role for web identities, as IRSA's roles are (the cluster's OIDC
+    /// provider as the federated principal, trusted for
+    /// `sts:AssumeRoleWithWebIdentity`); its ARN.
+    pub fn web_identity_role(&self) -> String {
+        self.create_role(&json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Federated": format!("arn:aws:iam::123456789012:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/EXAMPLE")},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+            }],
+        }))
     }
 
     /// The role sessions moto's STS has handed out (`AssumeRole`,
@@ -470,6 +514,18 @@ fn percent_encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// The ARN of the user moto's shared key ([`Moto::credentials`]) belongs to.
+pub const TEST_USER: &str = "arn:aws:iam::123456789012:user/nagare-tests";
+
+/// A service account token file in `dir`, as the kubelet projects it for IRSA
+/// (moto does not verify the JWT); its path.
+pub fn web_identity_token(dir: &Path) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9nZ2luZzpuYWdhcmUifQ.c2lnbmF0dXJl\n")
+        .expect("the token file is written");
+    path
 }
 
 /// The text of the first `<tag>` element in `xml`.
