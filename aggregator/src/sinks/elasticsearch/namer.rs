@@ -222,9 +222,15 @@ fn legal(
     name: &mut String,
     problem: fn(&str) -> Option<String>,
 ) -> Result<Arc<str>, String> {
+    // Recent names are lower-case: one that matches needs no lower-casing.
+    let known =
+        |recent: &[Arc<str>], name: &str| recent.iter().rev().find(|k| ***k == *name).cloned();
+    if let Some(known) = known(recent, name) {
+        return Ok(known);
+    }
     lowercase(name);
-    if let Some(known) = recent.iter().rev().find(|k| ***k == **name) {
-        return Ok(known.clone());
+    if let Some(known) = known(recent, name) {
+        return Ok(known);
     }
     if let Some(problem) = problem(name) {
         return Err(problem);
