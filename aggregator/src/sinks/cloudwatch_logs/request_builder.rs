@@ -368,7 +368,9 @@ impl Encoder for RequestBuilder {
             Ok(key) => key,
             Err(reason) => return out.refuse(&reason),
         };
-        let mut message = Vec::with_capacity(self.hint + 32);
+        // Some room over the last length: the JSON writer needs up to 66 bytes free
+        // to write a string of up to 64.
+        let mut message = Vec::with_capacity(self.hint + 96);
         self.message(event.record, &mut message);
         self.hint = message.len();
         if message.is_empty() {

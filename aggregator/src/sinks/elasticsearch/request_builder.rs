@@ -88,7 +88,8 @@ pub struct RequestBuilder {
     /// `"@timestamp":"YYYY-MM-DDTHH:MM:SS.` of the last second an event was in.
     stamp: Option<(i64, [u8; STAMP_PREFIX])>,
     scratch: String,
-    /// The size of the last item: room for the next.
+    /// The size of the last item and some: room for the next (the JSON writer needs
+    /// up to 66 bytes free to write a string of up to 64).
     hint: usize,
 }
 
@@ -212,7 +213,7 @@ impl RequestBuilder {
             }
         }
         bytes.push(b'\n');
-        self.hint = bytes.len() + 64;
+        self.hint = bytes.len() + 128;
         Ok(EncodedItem { index, bytes })
     }
 
