@@ -78,6 +78,13 @@ fn an_index_per_namespace_and_day() {
         &*b.index_for("t", t(), &ns(Value::Int(7))).unwrap(),
         "logs-7-2024.01.15"
     );
+    // A name seen before is the one shared name, whether the value comes lower-cased
+    // or not.
+    let first = b.index_for("t", t(), &ns("Shop-EU".into())).unwrap();
+    for value in ["shop-eu", "SHOP-eu", "Shop-EU"] {
+        let again = b.index_for("t", t(), &ns(value.into())).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again), "{value}: {again}");
+    }
 }
 
 #[test]
