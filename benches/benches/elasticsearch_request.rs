@@ -7,18 +7,23 @@
 //! Kubernetes records of about 326 bytes of JSON.
 //! The same without gzip, to tell the compressor's share. Beside it, in the same
 //! run: `serde_json::to_string` of the same records, the baseline (the JSON encoding
-//! alone, nothing else).
+//! alone, nothing else). And a second one, for scale: `serde_json` of the same records
+//! into NDJSON bodies of 2 MiB (the average body here), each gzipped at the same level
+//! with flate2 (the JSON and the compression, no action line, naming, batching or
+//! signing).
 //!
-//! Before criterion's runs, the two are also timed in turn, pass after pass over the
-//! records, and the ratio of each pair printed (median and quartiles): on a shared
-//! machine, where runs of a few seconds apart differ by ±15 %, a pair measured
-//! within the same tenth of a second is the fairest ratio.
+//! Before criterion's runs, request building and the baseline are also timed in
+//! turn, pass after pass over the records, and the ratio of each pair printed (median
+//! and quartiles): on a shared machine, where runs of a few seconds apart differ by
+//! ±15 %, a pair measured within the same tenth of a second is the fairest ratio.
+//! Then the same against the second baseline.
 //!
 //!   cargo bench -p nagare-benches --bench elasticsearch_request
 //!
 //! Under `cargo test` criterion runs each benchmark once (and no pairs).
 
 use std::hint::black_box;
+use std::io::Write;
 use std::sync::Arc;
 
 use std::sync::LazyLock;
@@ -237,43 +242,55 @@ fn elasticsearch_request(c: &mut Criterion) {
     group.bench_function("serde_json::to_string of the records (baseline)", |b| {
         b.iter(|| black_box(baseline(&events)))
     });
+    group.bench_function("serde_json + gzip of the records (second baseline)", |b| {
+        b.iter(|| black_box(baseline_gzip(&events)))
+    });
     group.finish();
 }
+
+/// A baseline: a pass over the records, returning the bytes it wrote.
+type Baseline = fn(&[(EventTime, Map)]) -> usize;
 
 /// How many pairs [`paired`] times.
 const PAIRS: usize = 40;
 
-/// Times the request building and the baseline in turn, [`PAIRS`] times, and prints
-/// the ratio of their rates within each pair: its median and quartiles.
+/// Times the request building and each baseline in turn, [`PAIRS`] times, and
+/// prints the ratio of their rates within each pair: its median and quartiles.
 fn paired(events: &[(EventTime, Map)], builder: &mut RequestBuilder, config: &ElasticsearchConfig) {
-    let time = |f: &mut dyn FnMut()| {
-        let start = std::time::Instant::now();
-        f();
-        start.elapsed().as_secs_f64()
-    };
-    let mut ratios = Vec::with_capacity(PAIRS);
-    let mut ours = Vec::with_capacity(PAIRS);
-    for _ in 0..PAIRS {
-        let built = time(&mut || {
-            black_box(build_requests(events, builder, config));
-        });
-        let baseline = time(&mut || {
-            black_box(baseline(events));
-        });
-        ratios.push(baseline / built);
-        ours.push(built);
+    let baselines: [(&str, Baseline); 2] = [
+        ("serde_json::to_string", baseline),
+        ("serde_json + gzip", baseline_gzip),
+    ];
+    for (name, baseline) in baselines {
+        let time = |f: &mut dyn FnMut()| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        };
+        let mut ratios = Vec::with_capacity(PAIRS);
+        let mut ours = Vec::with_capacity(PAIRS);
+        for _ in 0..PAIRS {
+            let built = time(&mut || {
+                black_box(build_requests(events, builder, config));
+            });
+            let base = time(&mut || {
+                black_box(baseline(events));
+            });
+            ratios.push(base / built);
+            ours.push(built);
+        }
+        ratios.sort_by(f64::total_cmp);
+        ours.sort_by(f64::total_cmp);
+        let rate = |secs: f64| events.len() as f64 / secs / 1000.0;
+        eprintln!(
+            "elasticsearch_request: {PAIRS} pairs, request building / {name}: {:.2}x median ({:.2}-{:.2}x between the quartiles); request building {:.0} k events/s median, {:.0} k fastest",
+            ratios[PAIRS / 2],
+            ratios[PAIRS / 4],
+            ratios[3 * PAIRS / 4],
+            rate(ours[PAIRS / 2]),
+            rate(ours[0]),
+        );
     }
-    ratios.sort_by(f64::total_cmp);
-    ours.sort_by(f64::total_cmp);
-    let rate = |secs: f64| events.len() as f64 / secs / 1000.0;
-    eprintln!(
-        "elasticsearch_request: {PAIRS} pairs, request building / baseline: {:.2}x median ({:.2}-{:.2}x between the quartiles); request building {:.0} k events/s median, {:.0} k fastest",
-        ratios[PAIRS / 2],
-        ratios[PAIRS / 4],
-        ratios[3 * PAIRS / 4],
-        rate(ours[PAIRS / 2]),
-        rate(ours[0]),
-    );
 }
 
 /// `serde_json::to_string` of each record: the bytes written.
@@ -283,6 +300,31 @@ fn baseline(events: &[(EventTime, Map)]) -> usize {
         n += serde_json::to_string(black_box(r)).unwrap().len();
     }
     n
+}
+
+/// The size of the second baseline's bodies: the average of the request bodies here.
+const BASELINE_BODY: usize = 2 << 20;
+
+/// `serde_json` of each record into NDJSON bodies of [`BASELINE_BODY`], each gzipped
+/// at [`elasticsearch::GZIP_LEVEL`] with flate2: the gzipped bytes.
+fn baseline_gzip(events: &[(EventTime, Map)]) -> usize {
+    let gzip = |body: &[u8]| {
+        let level = flate2::Compression::new(elasticsearch::GZIP_LEVEL);
+        let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), level);
+        encoder.write_all(body).expect("gzip into memory");
+        encoder.finish().expect("gzip into memory").len()
+    };
+    let mut body = Vec::with_capacity(BASELINE_BODY + 4096);
+    let mut n = 0;
+    for (_, r) in events {
+        serde_json::to_writer(&mut body, black_box(r)).unwrap();
+        body.push(b'\n');
+        if body.len() >= BASELINE_BODY {
+            n += gzip(&body);
+            body.clear();
+        }
+    }
+    n + gzip(&body)
 }
 
 criterion_group!(benches, elasticsearch_request);
