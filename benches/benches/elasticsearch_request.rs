@@ -9,8 +9,8 @@
 //! run: `serde_json::to_string` of the same records, the baseline (the JSON encoding
 //! alone, nothing else). And a second one, for scale: `serde_json` of the same records
 //! into NDJSON bodies of 2 MiB (the average body here), each gzipped at the same level
-//! with flate2 (the JSON and the compression, no action line, naming, batching or
-//! signing).
+//! with flate2 (the JSON and the compression, no action line or `@timestamp`, no
+//! naming, batching or signing).
 //!
 //! Before criterion's runs, request building and the baseline are also timed in
 //! turn, pass after pass over the records, and the ratio of each pair printed (median
