@@ -249,9 +249,43 @@ fn first_iov(call: &str) -> Vec<u8> {
     unhex(&text[..text.find('"').unwrap_or(text.len())])
 }
 
-/// From strace's log: the writes of chunks to segments, and the failed fdatasyncs
-/// as (segment, first line, last line) of the time they ran.
-fn segment_calls(log: &str) -> (Vec<ChunkWrite>, Vec<(String, usize, usize)>) {
+/// What strace's log shows of segments: the writes of chunks, the failed fdatasyncs
+/// as (segment, first line, last line) of the time they ran, and how many
+/// fdatasyncs are still running at its end.
+struct SegmentCalls {
+    writes: Vec<ChunkWrite>,
+    failed: Vec<(String, usize, usize)>,
+    running: usize,
+}
+
+impl SegmentCalls {
+    /// The chunks written to a segment while an fdatasync of it ran and failed.
+    fn during_failures(&self) -> Vec<&ChunkWrite> {
+        self.writes
+            .iter()
+            .filter(|w| {
+                self.failed.iter().any(|(segment, start, end)| {
+                    *segment == w.segment && w.line > *start && w.line < *end
+                })
+            })
+            .collect()
+    }
+
+    /// Of those, the ones not (yet) written again to another segment.
+    fn not_written_again(&self) -> Vec<&ChunkWrite> {
+        self.during_failures()
+            .into_iter()
+            .filter(|w| {
+                !self.writes.iter().any(|again| {
+                    again.line > w.line && again.segment != w.segment && again.chunk == w.chunk
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads strace's log: see [`SegmentCalls`].
+fn segment_calls(log: &str) -> SegmentCalls {
     let mut writes = Vec::new();
     let mut running: std::collections::HashMap<String, (String, usize)> = Default::default();
     let mut failed = Vec::new();
@@ -284,7 +318,11 @@ fn segment_calls(log: &str) -> (Vec<ChunkWrite>, Vec<(String, usize, usize)>) {
             failed.push((segment, start, line));
         }
     }
-    (writes, failed)
+    SegmentCalls {
+        writes,
+        failed,
+        running: running.len(),
+    }
 }
 
 #[test]
@@ -321,42 +359,32 @@ fn a_push_written_while_a_segment_fdatasync_fails_is_written_again() {
         ],
         &paths,
     );
+    // strace counts calls per thread, so each new thread of the blocking pool (they
+    // end after 10 s idle) fails its first fdatasync again. It lets go once its log
+    // holds what is checked: at least two failed fdatasyncs, chunks written to a
+    // segment while one of them ran, each of those written again to another segment,
+    // and no fdatasync running (one starting later is delayed 300 ms before it fails,
+    // longer than strace takes to let go).
     let before = acked(&client);
-    assert!(
-        wait_until(Duration::from_secs(30), || strace.injected() >= 2
-            && acked(&client) >= before + 100),
-        "{}\n{}",
-        strace.log_text(),
-        agg.child.logs()
-    );
-    // Every push finishes (retries included) while strace still watches.
-    std::fs::write(&stop, b"").unwrap();
-    client.expect_success(CLIENT_FINISHES);
+    let mut calls = segment_calls("");
+    let seen = wait_until(Duration::from_secs(90), || {
+        std::thread::sleep(Duration::from_millis(200));
+        calls = segment_calls(&strace.log_text());
+        calls.failed.len() >= 2
+            && calls.running == 0
+            && !calls.during_failures().is_empty()
+            && calls.not_written_again().is_empty()
+            && acked(&client) >= before + 100
+    });
     let log = strace.detach();
-
-    let (writes, failed) = segment_calls(&log);
-    let during: Vec<&ChunkWrite> = writes
-        .iter()
-        .filter(|w| {
-            failed.iter().any(|(segment, start, end)| {
-                *segment == w.segment && w.line > *start && w.line < *end
-            })
-        })
-        .collect();
+    let during = calls.during_failures();
     assert!(
         !during.is_empty(),
         "no push wrote while a failing fdatasync ran ({} failed, {} writes); nothing to check\n{log}",
-        failed.len(),
-        writes.len()
+        calls.failed.len(),
+        calls.writes.len()
     );
-    let not_again: Vec<&&ChunkWrite> = during
-        .iter()
-        .filter(|w| {
-            !writes.iter().any(|again| {
-                again.line > w.line && again.segment != w.segment && again.chunk == w.chunk
-            })
-        })
-        .collect();
+    let not_again = calls.not_written_again();
     assert!(
         not_again.is_empty(),
         "{} of {} chunks written to a segment while its fdatasync failed were never written again (acknowledged on a later fdatasync of the failed file): {:?}",
@@ -364,6 +392,17 @@ fn a_push_written_while_a_segment_fdatasync_fails_is_written_again() {
         during.len(),
         &not_again[..not_again.len().min(3)]
     );
+    assert!(
+        seen,
+        "strace saw {} failed fdatasyncs of segments, {} still running, {} acks since it attached\n{log}\n{}",
+        calls.failed.len(),
+        calls.running,
+        acked(&client) - before,
+        agg.child.logs()
+    );
+    // Every push finishes, its retries included, now that fdatasyncs work.
+    std::fs::write(&stop, b"").unwrap();
+    client.expect_success(CLIENT_FINISHES);
 
     // And nothing acknowledged is lost.
     let posts = posts(&client);
@@ -378,7 +417,7 @@ fn a_push_written_while_a_segment_fdatasync_fails_is_written_again() {
     agg.assert_running();
     println!(
         "{} failed fdatasyncs of segments; {} chunks written while one ran, each written again",
-        failed.len(),
+        calls.failed.len(),
         during.len()
     );
     assert!(agg.terminate(Duration::from_secs(30)).success());
