@@ -15,8 +15,9 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nagare_aggregator::sinks::cloudwatch_logs::{self, CloudWatchLogsConfig, Key, RequestBuilder};
 use nagare_benches::corpus::kubernetes_record;
+use nagare_benches::ticket;
 use nagare_core::config::ConfigDocument;
-use nagare_core::sink::{Batcher, Item, Ticket};
+use nagare_core::sink::{Batcher, Item};
 use nagare_core::{EventTime, Map};
 
 #[global_allocator]
@@ -61,11 +62,7 @@ fn build_requests(
                 bytes,
                 size,
                 time: *time,
-                ticket: Ticket {
-                    slot: 0,
-                    position: position as u32,
-                    events: 1,
-                },
+                ticket: ticket(position),
             },
             now,
         );

@@ -12,11 +12,16 @@
 //! with flate2 (the JSON and the compression, no action line or `@timestamp`, no
 //! naming, batching or signing).
 //!
+//! And the compressor alone: the request bodies, built once not gzipped, gzipped as
+//! the kit gzips them (nagare-core's `gzip_parts`, zlib-rs level 1), item by item: the
+//! share of the baseline's time no request building can go below while it gzips.
+//!
 //! Before criterion's runs, request building and the baseline are also timed in
 //! turn, pass after pass over the records, and the ratio of each pair printed (median
 //! and quartiles): on a shared machine, where runs of a few seconds apart differ by
 //! ±15 %, a pair measured within the same tenth of a second is the fairest ratio.
-//! Then the same against the second baseline.
+//! Then the same against the second baseline, and the compressor alone against the
+//! first.
 //!
 //!   cargo bench -p nagare-benches --bench elasticsearch_request
 //!
@@ -35,9 +40,10 @@ use nagare_aggregator::sinks::elasticsearch::{
     self, BulkRequest, ElasticsearchConfig, RequestBuilder, Scope, sign,
 };
 use nagare_benches::corpus::kubernetes_record;
+use nagare_benches::ticket;
 use nagare_core::config::ConfigDocument;
-use nagare_core::sink::{Batch, Batcher, Item, Ticket};
-use nagare_core::{ChunkId, EventTime, Map, Value};
+use nagare_core::sink::{Batch, Batcher, Item};
+use nagare_core::{ChunkId, EventTime, Map, Value, compression};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -106,7 +112,6 @@ fn build_requests(
     config: &ElasticsearchConfig,
 ) -> usize {
     let now = tokio::time::Instant::now();
-    let chunk = ChunkId([7; 16]);
     let mut batcher = batcher(config);
     let mut built = 0;
     let mut take = |batcher: &mut Batcher<Arc<str>>| {
@@ -114,30 +119,55 @@ fn build_requests(
             built += finish(builder_build(config, batch));
         }
     };
-    for (position, (time, record)) in events.iter().enumerate() {
-        let item = builder
-            .encode(chunk, position as u32, "kube.shop", *time, record)
-            .unwrap();
-        let size = item.bytes.len();
-        batcher.push(
-            Item {
-                key: item.index,
-                bytes: item.bytes,
-                size,
-                time: *time,
-                ticket: Ticket {
-                    slot: 0,
-                    position: position as u32,
-                    events: 1,
-                },
-            },
-            now,
-        );
+    for (position, event) in events.iter().enumerate() {
+        batcher.push(item(builder, position, event), now);
         take(&mut batcher);
     }
     batcher.seal_all();
     take(&mut batcher);
     built
+}
+
+/// The event at `position` as the batcher's item, encoded as the sink encodes it.
+/// Inlined: a call here made the measured loop about 20 % slower in one build.
+#[inline(always)]
+fn item(
+    builder: &mut RequestBuilder,
+    position: usize,
+    (time, record): &(EventTime, Map),
+) -> Item<Arc<str>> {
+    let item = builder
+        .encode(
+            ChunkId([7; 16]),
+            position as u32,
+            "kube.shop",
+            *time,
+            record,
+        )
+        .unwrap();
+    let size = item.bytes.len();
+    Item {
+        key: item.index,
+        bytes: item.bytes,
+        size,
+        time: *time,
+        ticket: ticket(position),
+    }
+}
+
+/// Every event batched, then every batch sealed: the batches, in the order taken.
+fn batches(
+    events: &[(EventTime, Map)],
+    builder: &mut RequestBuilder,
+    config: &ElasticsearchConfig,
+) -> Vec<Batch<Arc<str>>> {
+    let now = tokio::time::Instant::now();
+    let mut batcher = batcher(config);
+    for (position, event) in events.iter().enumerate() {
+        batcher.push(item(builder, position, event), now);
+    }
+    batcher.seal_all();
+    std::iter::from_fn(|| batcher.take()).collect()
 }
 
 /// The kit's batcher as the sink's worker has it: gzipping batches as they fill
@@ -176,43 +206,11 @@ fn elasticsearch_request(c: &mut Criterion) {
     let mut builder = RequestBuilder::new(&config).unwrap();
     // One pass to report the shape: bodies, their sizes, the compression.
     let (mut bodies, mut ndjson, mut gz) = (0, 0, 0);
-    {
-        let mut batcher = batcher(&config);
-        let now = tokio::time::Instant::now();
-        for (position, (time, record)) in events.iter().enumerate() {
-            let item = builder
-                .encode(
-                    ChunkId([7; 16]),
-                    position as u32,
-                    "kube.shop",
-                    *time,
-                    record,
-                )
-                .unwrap();
-            let size = item.bytes.len();
-            let ticket = Ticket {
-                slot: 0,
-                position: position as u32,
-                events: 1,
-            };
-            batcher.push(
-                Item {
-                    key: item.index,
-                    bytes: item.bytes,
-                    size,
-                    time: *time,
-                    ticket,
-                },
-                now,
-            );
-        }
-        batcher.seal_all();
-        while let Some(batch) = batcher.take() {
-            let r = builder_build(&config, batch);
-            bodies += 1;
-            ndjson += r.ndjson_bytes;
-            gz += r.body.len();
-        }
+    for batch in batches(&events, &mut builder, &config) {
+        let r = builder_build(&config, batch);
+        bodies += 1;
+        ndjson += r.ndjson_bytes;
+        gz += r.body.len();
     }
     eprintln!(
         "elasticsearch_request: {} events, {} bytes of JSON a record on average, {} indices, {bodies} bodies of {:.2} MiB NDJSON on average, gzip to {:.1} %",
@@ -223,8 +221,15 @@ fn elasticsearch_request(c: &mut Criterion) {
         100.0 * gz as f64 / ndjson as f64
     );
     assert_eq!(build_requests(&events, &mut builder, &config), EVENTS);
+    let mut plain = config.clone();
+    plain.compress = false;
+    let mut plain_builder = RequestBuilder::new(&plain).unwrap();
+    let bodies = plain_bodies(&events, &mut plain_builder, &plain);
+    let plain_bytes: usize = bodies.iter().flatten().map(Vec::len).sum();
+    assert_eq!(plain_bytes, ndjson, "the plain bodies hold the same NDJSON");
     if std::env::args().any(|a| a == "--bench") {
         paired(&events, &mut builder, &config);
+        compressor_share(&events, &bodies);
     }
     let mut group = c.benchmark_group("elasticsearch_request");
     group.throughput(Throughput::Elements(EVENTS as u64));
@@ -233,9 +238,6 @@ fn elasticsearch_request(c: &mut Criterion) {
         |b| b.iter(|| black_box(build_requests(&events, &mut builder, &config))),
     );
     // The same without gzip: what naming and encoding cost, apart from the compressor.
-    let mut plain = config.clone();
-    plain.compress = false;
-    let mut plain_builder = RequestBuilder::new(&plain).unwrap();
     group.bench_function("the same, bodies not gzipped", |b| {
         b.iter(|| black_box(build_requests(&events, &mut plain_builder, &plain)))
     });
@@ -245,7 +247,68 @@ fn elasticsearch_request(c: &mut Criterion) {
     group.bench_function("serde_json + gzip of the records (second baseline)", |b| {
         b.iter(|| black_box(baseline_gzip(&events)))
     });
+    group.bench_function(
+        "gzip alone of the same request bodies (the compressor)",
+        |b| b.iter(|| black_box(gzip_bodies(&bodies))),
+    );
     group.finish();
+}
+
+/// The request bodies not gzipped, item by item: what the kit gzips.
+fn plain_bodies(
+    events: &[(EventTime, Map)],
+    builder: &mut RequestBuilder,
+    config: &ElasticsearchConfig,
+) -> Vec<Vec<Vec<u8>>> {
+    batches(events, builder, config)
+        .into_iter()
+        .map(|batch| batch.items.into_iter().map(|i| i.bytes).collect())
+        .collect()
+}
+
+/// Each body's items gzipped as one stream, the way the kit's batcher does it: the
+/// gzipped bytes.
+fn gzip_bodies(bodies: &[Vec<Vec<u8>>]) -> usize {
+    bodies
+        .iter()
+        .map(|items| {
+            let size = items.iter().map(Vec::len).sum();
+            compression::gzip_parts(
+                elasticsearch::GZIP_LEVEL,
+                size,
+                items.iter().map(Vec::as_slice),
+            )
+            .len()
+        })
+        .sum()
+}
+
+/// Times the compressor alone ([`gzip_bodies`]) and the first baseline in turn,
+/// [`PAIRS`] times, and prints the share of the baseline's time the compressor takes
+/// within each pair: its median and quartiles.
+fn compressor_share(events: &[(EventTime, Map)], bodies: &[Vec<Vec<u8>>]) {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    let mut shares = Vec::with_capacity(PAIRS);
+    for _ in 0..PAIRS {
+        let gzip = time(&mut || {
+            black_box(gzip_bodies(bodies));
+        });
+        let base = time(&mut || {
+            black_box(baseline(events));
+        });
+        shares.push(gzip / base);
+    }
+    shares.sort_by(f64::total_cmp);
+    eprintln!(
+        "elasticsearch_request: {PAIRS} pairs, gzip alone of the request bodies / serde_json::to_string: {:.2}x of its time median ({:.2}-{:.2}x between the quartiles)",
+        shares[PAIRS / 2],
+        shares[PAIRS / 4],
+        shares[3 * PAIRS / 4],
+    );
 }
 
 /// A baseline: a pass over the records, returning the bytes it wrote.

@@ -10,6 +10,7 @@
 //! - [`Case`]: one format's corpus, nagare's parser and its baseline, as the
 //!   criterion benches (`benches/parsers.rs`) and the summary table
 //!   (`benches/parsers_table.rs`) run them.
+//! - [`ticket`]: the ticket the request benches' items carry.
 
 pub mod baseline;
 pub mod corpus;
@@ -17,7 +18,19 @@ pub mod cri_workload;
 pub mod rss;
 
 use nagare_core::EventTime;
+use nagare_core::sink::Ticket;
 use nagare_parsers::{Parser, ParserConfig};
+
+/// The ticket of the event at `position` of a chunk, alone, in lease slot 0: what
+/// the request benches' items carry into the sink kit's batcher.
+#[inline]
+pub fn ticket(position: usize) -> Ticket {
+    Ticket {
+        slot: 0,
+        position: position as u32,
+        events: 1,
+    }
+}
 
 /// A format's name, parser config, corpus maker and baseline.
 type Spec = (
