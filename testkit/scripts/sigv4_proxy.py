@@ -102,10 +102,13 @@ def check_sigv4(route, method, path, query, headers, body, authorization, now):
     sent = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
         tzinfo=datetime.timezone.utc).timestamp()
     if abs(sent - now) > 300:
-        ours = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        raise Refused(403, "Signature expired: %s is now earlier than %s - 5 min." % (amz_date, ours)
+        # AWS's words, with its own time in brackets.
+        stamp = lambda t: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))
+        raise Refused(403, "Signature expired: %s is now earlier than %s (%s - 5 min.)"
+                      % (amz_date, stamp(now - 300), stamp(now))
                       if sent < now else
-                      "Signature not yet current: %s is still later than %s + 5 min." % (amz_date, ours))
+                      "Signature not yet current: %s is still later than %s (%s + 5 min.)"
+                      % (amz_date, stamp(now + 300), stamp(now)))
     if day != amz_date[:8]:
         raise Refused(403, "the credential scope's date is not x-amz-date's")
     url = "http://" + headers["host"] + path + ("?" + query if query else "")

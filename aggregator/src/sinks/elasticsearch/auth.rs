@@ -159,10 +159,14 @@ impl AwsSigner {
                 .map_err(|_| SignError::Request(format!("the header `{name}` is not text")))?;
             headers.push((name.as_str(), value));
         }
-        let body = request
-            .body()
-            .and_then(|b| b.as_bytes())
-            .unwrap_or_default();
+        // Every body here is in memory; one that is not (a stream) could not be
+        // hashed, and signing it as empty would only be refused by the server.
+        let body = match request.body() {
+            None => &[][..],
+            Some(body) => body.as_bytes().ok_or_else(|| {
+                SignError::Request("the body is a stream, which cannot be hashed to sign".into())
+            })?,
+        };
         let signed = sign(
             request.method().as_str(),
             request.url().as_str(),

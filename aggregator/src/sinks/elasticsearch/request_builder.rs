@@ -169,6 +169,21 @@ impl RequestBuilder {
         time: EventTime,
         record: &Map,
     ) -> Result<EncodedItem, String> {
+        if let (OpType::Update | OpType::Upsert, Some(key)) = (self.op_type, &self.id_key)
+            && field(record, key).and_then(id_text).is_none()
+        {
+            // A derived id names no document an update could find (and would make a
+            // stray one for an upsert).
+            return Err(format!(
+                "op_type {} needs a document id from the record's `{key}` field (id_key), and this record has {}",
+                self.op_type.config_name(),
+                match field(record, key) {
+                    None => "no such field".to_string(),
+                    Some(Value::Str(_)) => "an empty string there".to_string(),
+                    Some(v) => format!("a value of type {} there, which cannot be an id", v.kind()),
+                }
+            ));
+        }
         let named = self.index.name(tag, time, record)?;
         if named.fallback {
             self.fallbacks.inc();

@@ -26,9 +26,9 @@ pub struct BulkResponse {
     pub status: u16,
     /// The body.
     pub body: Bytes,
-    /// How far the server's clock (its `Date` header) is ahead of this machine's,
-    /// in seconds, for a 401 or 403 (a signature refused as expired).
-    pub clock_skew: Option<i64>,
+    /// For a 401 or 403 to a SigV4-signed request that the server refused for the
+    /// signature's time: how far its clock is from this machine's.
+    pub clock_skew: Option<ClockSkew>,
 }
 
 /// A request that got no response: connection refused or reset, timeout, TLS.
@@ -138,15 +138,16 @@ impl BulkService {
             })?;
         let response = self.client.execute(http).await.map_err(send_error)?;
         let status = response.status().as_u16();
-        let clock_skew = match status {
-            401 | 403 => response
-                .headers()
-                .get(DATE)
-                .and_then(|d| d.to_str().ok())
-                .and_then(clock_skew),
+        let date = response
+            .headers()
+            .get(DATE)
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.map_err(send_error)?;
+        let clock_skew = match (status, &self.auth) {
+            (401 | 403, Auth::Aws(_)) => clock_skew(&body, date.as_deref()),
             _ => None,
         };
-        let body = response.bytes().await.map_err(send_error)?;
         Ok(BulkResponse {
             endpoint,
             status,
@@ -156,10 +157,48 @@ impl BulkService {
     }
 }
 
-/// Seconds the clock of a server that sent `date` (an HTTP date) is ahead of ours.
-fn clock_skew(date: &str) -> Option<i64> {
-    let theirs = jiff::fmt::rfc2822::parse(date).ok()?.timestamp();
-    Some(theirs.as_second() - jiff::Timestamp::now().as_second())
+/// How a SigV4 request was refused for its time: the server says the signature
+/// expired or is not yet current, as AWS words it:
+///
+/// ```text
+/// Signature expired: 20240115T103000Z is now earlier than 20240115T103500Z (20240115T104000Z - 5 min.)
+/// Signature not yet current: 20240115T105000Z is still later than 20240115T104500Z (20240115T104000Z + 5 min.)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// Seconds the server's clock is ahead of this machine's (behind when
+    /// negative): from the server's time in its message, else its `Date` header;
+    /// `None` when it gave neither.
+    pub seconds: Option<i64>,
+}
+
+/// The [`ClockSkew`] of a 401 or 403 to a signed request whose `body` says the
+/// signature expired or is not yet current; `date` is the answer's `Date` header.
+fn clock_skew(body: &[u8], date: Option<&str>) -> Option<ClockSkew> {
+    let text = String::from_utf8_lossy(body);
+    let at = text
+        .find("Signature expired")
+        .or_else(|| text.find("Signature not yet current"))?;
+    let theirs = server_time(&text[at..]).or_else(|| {
+        let date = jiff::fmt::rfc2822::parse(date?).ok()?;
+        Some(date.timestamp().as_second())
+    });
+    Some(ClockSkew {
+        seconds: theirs.map(|t| t - jiff::Timestamp::now().as_second()),
+    })
+}
+
+/// The server's time in AWS's message: the `YYYYMMDDTHHMMSSZ` after the `(`.
+fn server_time(message: &str) -> Option<i64> {
+    let open = message.find('(')?;
+    let stamp = message.get(open + 1..open + 17)?;
+    let time = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp).ok()?;
+    Some(
+        time.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_second(),
+    )
 }
 
 impl Service<Arc<str>> for BulkService {
@@ -198,11 +237,16 @@ impl Service<Arc<str>> for BulkService {
                     stats.answered(request.items, &outcome);
                 }
                 let explain = |reason: &mut String| {
-                    if let Some(skew) = response.clock_skew.filter(|s| s.abs() >= 60) {
-                        reason.push_str(&format!(
-                            "; the server's clock is {skew} s {} this machine's: a signature is valid for 5 minutes, set the clock right (NTP)",
-                            if skew > 0 { "ahead of" } else { "behind" }
-                        ));
+                    match response.clock_skew.map(|s| s.seconds) {
+                        Some(Some(skew)) => reason.push_str(&format!(
+                            "; the server's clock is {} s {} this machine's: a signature is valid for 5 minutes, set the clock right (NTP)",
+                            skew.abs(),
+                            if skew >= 0 { "ahead of" } else { "behind" }
+                        )),
+                        Some(None) => reason.push_str(
+                            "; the server says the signature's time is off: a signature is valid for 5 minutes, check this machine's clock (NTP)",
+                        ),
+                        None => {}
                     }
                     if let Some(key) = self.auth.signed_with() {
                         reason.push_str("; signed with ");
@@ -259,22 +303,59 @@ impl Service<Arc<str>> for BulkService {
 mod tests {
     use super::clock_skew;
 
+    /// `YYYYMMDDTHHMMSSZ`, `offset` seconds from now.
+    fn stamp(offset: i64) -> String {
+        let t = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + offset).unwrap();
+        t.strftime("%Y%m%dT%H%M%SZ").to_string()
+    }
+
+    fn http_date(offset: i64) -> String {
+        let t = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + offset).unwrap();
+        jiff::fmt::rfc2822::to_string(&t.to_zoned(jiff::tz::TimeZone::UTC))
+            .unwrap()
+            .replace("+0000", "GMT")
+    }
+
+    fn near(skew: Option<super::ClockSkew>, want: i64) -> bool {
+        skew.and_then(|s| s.seconds)
+            .is_some_and(|s| (want - 1..=want + 1).contains(&s))
+    }
+
     #[test]
-    fn the_clock_skew_is_read_from_an_http_date() {
-        let ahead = jiff::Timestamp::now().as_second() + 900;
-        let date = jiff::fmt::rfc2822::to_string(
-            &jiff::Timestamp::from_second(ahead)
-                .unwrap()
-                .to_zoned(jiff::tz::TimeZone::UTC),
-        )
-        .unwrap()
-        .replace("+0000", "GMT");
-        let skew = clock_skew(&date).expect("a skew");
-        assert!((899..=901).contains(&skew), "{date}: {skew}");
-        assert_eq!(
-            clock_skew("Sun, 06 Nov 1994 08:49:37 GMT").map(|s| s < 0),
-            Some(true)
+    fn the_skew_is_read_from_aws_words_for_an_expired_signature() {
+        // This machine 15 minutes behind: its signature expired.
+        let body = format!(
+            r#"{{"message":"Signature expired: {} is now earlier than {} ({} - 5 min.)"}}"#,
+            stamp(0),
+            stamp(600),
+            stamp(900)
         );
-        assert_eq!(clock_skew("yesterday"), None);
+        assert!(near(clock_skew(body.as_bytes(), None), 900), "{body}");
+        // This machine 10 minutes ahead: not yet current. The message wins over Date.
+        let body = format!(
+            r#"{{"message":"Signature not yet current: {} is still later than {} ({} + 5 min.)"}}"#,
+            stamp(0),
+            stamp(-300),
+            stamp(-600)
+        );
+        assert!(
+            near(clock_skew(body.as_bytes(), Some(&http_date(5))), -600),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn without_the_server_time_in_its_words_the_date_header_tells_the_skew() {
+        let body = br#"{"message":"Signature expired: 20240115T103000Z is now earlier than 20240115T103500Z"}"#;
+        assert!(near(clock_skew(body, Some(&http_date(900))), 900));
+        let skew = clock_skew(body, Some("yesterday")).expect("expired");
+        assert_eq!(skew.seconds, None, "said expired, with no time to tell by");
+    }
+
+    #[test]
+    fn other_refusals_say_nothing_of_the_clock() {
+        let wrong_key = br#"{"message":"The request signature we calculated does not match the signature you provided."}"#;
+        assert_eq!(clock_skew(wrong_key, Some(&http_date(900))), None);
+        assert_eq!(clock_skew(b"", Some(&http_date(-900))), None);
     }
 }

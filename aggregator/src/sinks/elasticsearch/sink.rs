@@ -155,9 +155,13 @@ pub async fn run(
     // Every `tls:` file is read here, so that a mistake fails the start.
     let http = client::http_client(&config).map_err(client_error)?;
     let endpoints = client::endpoints(&config).map_err(client_error)?;
-    let auth = match &signer {
-        Some((aws, _)) => aws.clone(),
-        None => Auth::of(&config),
+    let (auth, hint) = match &signer {
+        Some((aws, hint)) => (aws.clone(), hint.clone()),
+        None => {
+            let auth = Auth::of(&config);
+            let hint = auth.hint();
+            (auth, hint)
+        }
     };
     let startup = Startup {
         sink: &ctx.name,
@@ -165,6 +169,7 @@ pub async fn run(
         client: &http,
         endpoints: &endpoints,
         auth: &auth,
+        hint: &hint,
     };
     let Some(cluster) = startup.run(ctx.stopped_before_start()).await else {
         // Stopped before the cluster answered: every chunk stays in the buffer.

@@ -31,7 +31,14 @@ pub struct Startup<'a> {
     pub endpoints: &'a [String],
     /// Credentials.
     pub auth: &'a Auth,
+    /// What to check when the credentials cannot be had or are refused (for SigV4:
+    /// where they come from, the role, the region and service).
+    pub hint: &'a str,
 }
+
+/// How often a cluster that cannot be reached at start is logged, after the first
+/// failure.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A failure worth trying again (no answer, 5xx, 429).
 #[derive(Debug)]
@@ -48,17 +55,29 @@ impl Startup<'_> {
             ..Backoff::default()
         };
         let mut attempt = 0u32;
+        // Logged at the first failure, then once a minute with the attempts since.
+        let mut logged: Option<tokio::time::Instant> = None;
+        let mut unlogged = 0u32;
         loop {
             let endpoint = &self.endpoints[attempt as usize % self.endpoints.len()];
             match self.once(endpoint).await {
                 Ok(cluster) => return Some(cluster),
                 Err(Transient(why)) => {
-                    tracing::warn!(
-                        sink = %self.sink,
-                        endpoint = %endpoint,
-                        error = %why,
-                        "cannot reach Elasticsearch at start (to learn its version and install the template); trying again"
-                    );
+                    let now = tokio::time::Instant::now();
+                    if logged.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+                        tracing::warn!(
+                            sink = %self.sink,
+                            endpoint = %endpoint,
+                            error = %why,
+                            attempts = attempt + 1,
+                            failed_unlogged = unlogged,
+                            "cannot reach Elasticsearch at start (to learn its version and install the template); trying again, said again once a minute"
+                        );
+                        logged = Some(now);
+                        unlogged = 0;
+                    } else {
+                        unlogged += 1;
+                    }
                     let wait = backoff.delay(attempt);
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
@@ -226,7 +245,7 @@ impl Startup<'_> {
         self.auth
             .sign(&mut request)
             .await
-            .map_err(|e| Transient(format!("{method} {url}: {e}")))?;
+            .map_err(|e| Transient(format!("{method} {url}: {e}; {}", self.hint)))?;
         let response = self.client.execute(request).await.map_err(fail)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(fail)?;

@@ -246,8 +246,10 @@ impl TemplateConfig {
 
 /// The indices the sink writes to, as template patterns: `<logstash_prefix>-*`, or
 /// `index` (or, with `mode: data_stream`, `<type>-<dataset>-<namespace>`) up to its
-/// first `{` or `%` followed by `*` (the name itself if it has neither). `None` when
-/// nothing comes before the first `{` or `%`.
+/// first `{` or `%` followed by `*` (the name itself if it has neither); then
+/// `index_fallback`'s, made the same way, where the first does not cover it (so the
+/// events that fall back get the same mappings). `None` when nothing comes before
+/// the first `{` or `%` of the indices.
 pub fn index_patterns(config: &ElasticsearchConfig) -> Option<Vec<String>> {
     let stream;
     let (text, daily) = match (&config.index, config.mode) {
@@ -259,10 +261,33 @@ pub fn index_patterns(config: &ElasticsearchConfig) -> Option<Vec<String>> {
         (Some(index), Mode::Index) => (index.as_str(), false),
         (None, Mode::Index) => (config.logstash_prefix.as_str(), true),
     };
-    let prefix = match text.find(['{', '%']) {
-        Some(at) => &text[..at],
-        None if daily => return Some(vec![format!("{text}-*")]),
-        None => return Some(vec![text.to_string()]),
-    };
-    (!prefix.is_empty()).then(|| vec![format!("{prefix}*")])
+    let mut patterns = vec![pattern(text, daily)?];
+    if let Some(fallback) = config
+        .index_fallback
+        .as_deref()
+        .and_then(|f| pattern(f, false))
+        && !patterns.iter().any(|p| covers(p, &fallback))
+    {
+        patterns.push(fallback);
+    }
+    Some(patterns)
+}
+
+/// `name` up to its first `{` or `%`, then `*`; the name itself if it has neither
+/// (with `-*` if `daily`).
+fn pattern(name: &str, daily: bool) -> Option<String> {
+    match name.find(['{', '%']) {
+        Some(0) => None,
+        Some(at) => Some(format!("{}*", &name[..at])),
+        None if daily => Some(format!("{name}-*")),
+        None => Some(name.to_string()),
+    }
+}
+
+/// Whether every index `other` matches is matched by `pattern`.
+fn covers(pattern: &str, other: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => other.starts_with(prefix),
+        None => pattern == other,
+    }
 }

@@ -106,6 +106,53 @@ fn update_and_upsert() {
     }
 }
 
+/// An update names the document it changes: an event whose record gives no id is
+/// refused with the reason (it goes to the dead-letter output) rather than sent with
+/// a derived id no document has (an upsert would make a stray document of it).
+#[test]
+fn update_and_upsert_refuse_a_record_without_an_id() {
+    for op in ["update", "upsert"] {
+        let mut b = builder(&format!("index: app\nop_type: {op}\nid_key: id\n"));
+        let cases = [
+            (record(&[("n", Value::Int(1))]), "no such field"),
+            (
+                record(&[("id", "".into()), ("n", Value::Int(1))]),
+                "an empty string there",
+            ),
+            (
+                record(&[("id", Value::Null), ("n", Value::Int(1))]),
+                "a value of type null there, which cannot be an id",
+            ),
+        ];
+        for (r, why) in cases {
+            let reason = b.encode(CHUNK, 0, "t", t(), &r).unwrap_err();
+            assert_eq!(
+                reason,
+                format!(
+                    "op_type {op} needs a document id from the record's `id` field (id_key), and this record has {why}"
+                )
+            );
+        }
+        // A dotted path finds a nested id.
+        let mut b = builder(&format!("index: app\nop_type: {op}\nid_key: doc.id\n"));
+        let mut inner = Map::new();
+        inner.insert("id", "a-1");
+        let r = record(&[("doc", Value::Map(inner))]);
+        let item = b.encode(CHUNK, 0, "t", t(), &r).unwrap();
+        assert!(
+            text(&item).starts_with("{\"update\":{\"_index\":\"app\",\"_id\":\"a-1\"}}\n"),
+            "{}",
+            text(&item)
+        );
+    }
+    // `index` and `create` keep the derived id for such a record.
+    let mut b = builder("index: app\nid_key: id\n");
+    let item = b
+        .encode(CHUNK, 3, "t", t(), &record(&[("n", Value::Int(1))]))
+        .unwrap();
+    assert!(text(&item).contains(&format!("\"_id\":\"{CHUNK_HEX}-3\"")));
+}
+
 #[test]
 fn type_name_for_elasticsearch_6_unless_suppressed() {
     let r = record(&[("log", "hi".into())]);

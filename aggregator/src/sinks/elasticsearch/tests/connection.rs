@@ -156,6 +156,29 @@ fn index_patterns_follow_the_index_setting() {
         Some(vec!["logs-*".to_string()])
     );
     assert_eq!(patterns("index: '%Y'\n"), None);
+    // A fallback outside the indices' pattern gets its own, so its events get the
+    // same mappings; one inside adds nothing.
+    assert_eq!(
+        patterns("index: 'logs-{kubernetes.namespace_name}'\nindex_fallback: 'unknown-%Y'\n"),
+        Some(vec!["logs-*".to_string(), "unknown-*".to_string()])
+    );
+    assert_eq!(
+        patterns("index: 'logs-{kubernetes.namespace_name}'\nindex_fallback: 'logs-unknown'\n"),
+        Some(vec!["logs-*".to_string()])
+    );
+    assert_eq!(
+        patterns("index: 'app-{tag}'\nindex_fallback: app-other\n"),
+        Some(vec!["app-*".to_string()])
+    );
+    assert_eq!(
+        patterns(
+            "mode: data_stream\ndata_stream: {namespace: '{kubernetes.namespace_name}'}\nindex_fallback: logs-kubernetes-unknown\n"
+        ),
+        Some(vec![
+            "logs-generic-*".to_string(),
+            "logs-kubernetes-unknown".to_string()
+        ])
+    );
 }
 
 #[test]
