@@ -87,6 +87,19 @@ impl TemplateConfig {
                 "set `ilm_policy` (Elasticsearch) or `ism_policy` (OpenSearch), not both",
             ));
         }
+        if config.serverless() {
+            for (key, policy) in [
+                ("template.ilm_policy", &self.ilm_policy),
+                ("template.ism_policy", &self.ism_policy),
+            ] {
+                if policy.is_some() {
+                    return Err(Invalid::new(
+                        key,
+                        "OpenSearch Serverless (`aws.service: aoss`) has neither ILM nor ISM: a collection keeps its indices as long as its data lifecycle policy says (`aws opensearchserverless create-lifecycle-policy`); remove the key",
+                    ));
+                }
+            }
+        }
         match config.api_version {
             ApiVersion::Opensearch if self.ilm_policy.is_some() => {
                 return Err(Invalid::new(

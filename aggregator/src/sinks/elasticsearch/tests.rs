@@ -431,6 +431,15 @@ fn aws_signing_settings_and_what_serverless_refuses() {
         ),
         ("aws: { region: eu-west-1 }\nuser: elastic\n", "user"),
         ("aws: { region: 'EU West' }\n", "aws.region"),
+        // Serverless keeps indices by its own data lifecycle policies.
+        (
+            "aws: { service: aoss }\ntemplate: { ism_policy: logs-30d }\n",
+            "template.ism_policy",
+        ),
+        (
+            "aws: { service: aoss }\ntemplate: { ilm_policy: logs-30d }\n",
+            "template.ilm_policy",
+        ),
     ] {
         assert_eq!(invalid_key(&format!("{base}{extra}")), key, "{extra}");
     }
