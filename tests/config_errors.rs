@@ -306,6 +306,112 @@ fn elasticsearch_index_and_action_mistakes_name_their_line_and_key() {
             "mode",
             "unknown variant `stream`",
         ),
+        (
+            None,
+            "    logstash_format: true\n",
+            36,
+            "logstash_format",
+            "set either `index` (one index, or a template) or `logstash_format: true` (daily indices), not both",
+        ),
+        (
+            Some("    logstash_format: false"),
+            "",
+            31,
+            "logstash_format",
+            "with `logstash_format: false`, set `index` to the index to write to",
+        ),
+        (
+            Some("    index: 'logs-%J'"),
+            "",
+            31,
+            "index",
+            "`logs-%J` is not a strftime format",
+        ),
+        (
+            Some("    index: 'logs-%b-{a}'"),
+            "",
+            31,
+            "index",
+            "`logs-%b-{a}` writes `logs-Nov-`: an index name must be lowercase",
+        ),
+        (
+            Some("    index: 'logs {a}'"),
+            "",
+            31,
+            "index",
+            "`logs {a}` holds ` `, which an index name must not contain",
+        ),
+        (
+            Some("    index: '_logs'"),
+            "",
+            31,
+            "index",
+            "index name `_logs` must not start with `-`, `_` or `+`",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    op_type: upsert\n    id_key: id\n",
+            36,
+            "op_type",
+            "a data stream takes only `create` actions, not `upsert`",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    logstash_format: true\n",
+            36,
+            "logstash_format",
+            "with `mode: data_stream` there are no daily indices",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    data_stream:\n      namespace: Prod\n",
+            37,
+            "data_stream.namespace",
+            "data stream namespace `Prod` must be lowercase",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    data_stream: {namespace: 'prod-{a}'}\n",
+            36,
+            "data_stream.namespace",
+            "`prod-{a}` holds `-`, which separates type, dataset and namespace",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    data_stream:\n      dataset: '{a'\n",
+            37,
+            "data_stream.dataset",
+            "is never closed",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    data_stream:\n      type: ''\n",
+            37,
+            "data_stream.type",
+            "the data stream type is empty",
+        ),
+        // `logs--x` splits into three parts, the middle one empty.
+        (
+            Some("    mode: data_stream"),
+            "    index_fallback: logs--x\n",
+            36,
+            "index_fallback",
+            "the data stream dataset is empty",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    index_fallback: logs\n",
+            36,
+            "index_fallback",
+            "`logs` is not a data stream name `<type>-<dataset>-<namespace>`",
+        ),
+        (
+            Some("    mode: data_stream"),
+            "    index_fallback: '_logs-unknown-%Y'\n",
+            36,
+            "index_fallback",
+            "index name `_logs-unknown-2023` must not start with `-`, `_` or `+`",
+        ),
     ];
     let mut failures = Vec::new();
     for (index_line, appended, line, key, words) in cases {
@@ -365,6 +471,25 @@ fn elasticsearch_connection_refusals_name_their_line_and_key() {
         (
             format!("{BASE}    template:\n      ilm_policy: a\n      ism_policy: b\n"),
             "nagare.yaml:38: at `sinks.search.template.ism_policy`: set `ilm_policy` (Elasticsearch) or `ism_policy` (OpenSearch), not both".into(),
+        ),
+        (
+            format!("{BASE}    api_key: 'not base64!'\n"),
+            "nagare.yaml:36: at `sinks.search.api_key`: the key is not base64".into(),
+        ),
+        (
+            format!("{BASE}    api_key: ''\n"),
+            "nagare.yaml:36: at `sinks.search.api_key`: the API key is empty".into(),
+        ),
+        (
+            format!(
+                "{}    tls:\n      server_name: 'not a name'\n",
+                broken(30, "    endpoints: [\"https://es:9200\"]")
+            ),
+            "nagare.yaml:37: at `sinks.search.tls.server_name`: `not a name` is not a host name or IP address a certificate can be checked against".into(),
+        ),
+        (
+            format!("{BASE}    api_version: v8\n    template:\n      ism_policy: logs\n"),
+            "nagare.yaml:38: at `sinks.search.template.ism_policy`: Elasticsearch has no ISM; use `ilm_policy`".into(),
         ),
         (
             format!("{BASE}    template:\n      file: /nonexistent/t.json\n"),
