@@ -553,6 +553,10 @@ fn more_elasticsearch_mistakes_name_their_line_and_key() {
             "nagare.yaml:38: at `sinks.search.template.ilm_policy`: OpenSearch has no ILM; use `ism_policy`",
         ),
         (
+            format!("{BASE}    aws: {{ service: aoss }}\n    template:\n      ism_policy: logs\n"),
+            "nagare.yaml:38: at `sinks.search.template.ism_policy`: OpenSearch Serverless (`aws.service: aoss`) has neither ILM nor ISM",
+        ),
+        (
             format!(
                 "{}    tls:\n      cert_path: /etc/nagare/client.pem\n",
                 broken(30, "    endpoints: [\"https://es:9200\"]")
