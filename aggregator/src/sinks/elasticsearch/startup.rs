@@ -58,9 +58,11 @@ impl Startup<'_> {
         // Logged at the first failure, then once a minute with the attempts since.
         let mut logged: Option<tokio::time::Instant> = None;
         let mut unlogged = 0u32;
+        // What `GET /` said, kept when the template is what failed: asked once.
+        let mut known: Option<Cluster> = None;
         loop {
             let endpoint = &self.endpoints[attempt as usize % self.endpoints.len()];
-            match self.once(endpoint).await {
+            match self.once(endpoint, &mut known).await {
                 Ok(cluster) => return Some(cluster),
                 Err(Transient(why)) => {
                     let now = tokio::time::Instant::now();
@@ -89,14 +91,19 @@ impl Startup<'_> {
         }
     }
 
-    async fn once(&self, endpoint: &str) -> Result<Cluster, Transient> {
-        let cluster = match Cluster::configured(self.config.api_version) {
-            Some(cluster) => cluster,
+    async fn once(
+        &self,
+        endpoint: &str,
+        known: &mut Option<Cluster>,
+    ) -> Result<Cluster, Transient> {
+        let cluster = match (Cluster::configured(self.config.api_version), *known) {
+            (Some(cluster), _) | (None, Some(cluster)) => cluster,
             // OpenSearch Serverless does not serve `GET /`: not asked.
-            None if self.config.serverless() => Cluster::configured(ApiVersion::Opensearch)
+            (None, None) if self.config.serverless() => Cluster::configured(ApiVersion::Opensearch)
                 .expect("an explicit api_version names its cluster"),
-            None => self.detect(endpoint).await?,
+            (None, None) => self.detect(endpoint).await?,
         };
+        *known = Some(cluster);
         if let Some(template) = self.config.template.as_ref().filter(|t| t.install) {
             let (ilm, ism) = (template.ilm_policy.is_some(), template.ism_policy.is_some());
             if (ilm && cluster.is_opensearch()) || (ism && !cluster.is_opensearch()) {
