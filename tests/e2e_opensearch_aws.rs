@@ -10,7 +10,9 @@
 //! signed with their session token, and so are a role session from EKS Pod Identity's
 //! agent and from the instance metadata service (IMDSv2), both stand-ins handing out
 //! sessions moto's STS issued; a refusal under IRSA names the role the key came
-//! from; a clock off by more than 5 minutes is named in the log; Serverless stores again what a crash sends again, and the resend is counted.
+//! from; a clock off by more than 5 minutes is named in the log; Serverless stores
+//! again what a crash sends again, and the resend is counted; an index template is
+//! installed with signed requests, for `es` and `aoss`.
 #![cfg(feature = "aggregator")]
 
 mod aws_endpoints;
@@ -215,6 +217,21 @@ fn assert_signed(seen: &[Seen], service: &str, what: &str) {
     }
 }
 
+/// The metadata of a `_bulk` action line, whatever its kind: the line is an object
+/// with one key, `index`, `create`, `update` or `delete`.
+fn action_meta(action: &Value) -> &Value {
+    let (kind, meta) = action
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+        .unwrap_or_else(|| panic!("an action line is an object with one key: {action}"));
+    assert!(
+        ["index", "create", "update", "delete"].contains(&kind.as_str()),
+        "an action: {action}"
+    );
+    meta
+}
+
 #[test]
 fn signed_requests_pass_with_gzip_on_and_off_for_es_and_aoss() {
     let osmem = Osmem::start();
@@ -268,14 +285,77 @@ fn signed_requests_pass_with_gzip_on_and_off_for_es_and_aoss() {
             );
             assert!(!seen.iter().any(|s| s.path.contains("_refresh")));
             for a in &actions {
-                assert!(a["index"].get("_id").is_none(), "{what}: no _id: {a}");
+                assert!(action_meta(a).get("_id").is_none(), "{what}: no _id: {a}");
             }
         } else {
-            assert!(
-                actions.iter().all(|a| a["index"]["_id"].is_string()),
-                "{what}"
-            );
+            for a in &actions {
+                assert!(action_meta(a)["_id"].is_string(), "{what}: an _id: {a}");
+            }
         }
+    }
+}
+
+/// `template: {install: true}` through the proxy, for a managed domain and for
+/// Serverless: the sink asks for the template and puts it, both signed and
+/// accepted, before the first `_bulk`; the template is then in the cluster, the
+/// index has its types (`log` a text without the `.keyword` dynamic mapping adds),
+/// and every line arrives.
+#[test]
+fn an_index_template_is_installed_with_signed_requests_for_es_and_aoss() {
+    let osmem = Osmem::start();
+    for service in ["es", "aoss"] {
+        let route = route(&osmem, None, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = route.url();
+        let (index, name) = (format!("templated-{service}"), format!("nagare-{service}"));
+        let extra = format!("    template: {{install: true, name: {name}}}\n");
+        let sink = Sink {
+            extra: &extra,
+            ..Sink::new(&endpoint, &index, service)
+        };
+        let mut child = start(dir.path(), &sink, &static_keys(SECRET));
+        expect_delivered(&mut child, &osmem, &index, service);
+        let seen = route.log();
+        assert_signed(&seen, service, service);
+        for s in &seen {
+            assert_eq!(s.verdict, "ok", "{service}: {s:?}");
+            assert_eq!(s.auth["service"], service, "{service}: {s:?}");
+        }
+        let path = format!("/_index_template/{name}");
+        let calls: Vec<(&str, &str, u16)> = seen
+            .iter()
+            .map(|s| (s.method.as_str(), s.path.as_str(), s.status))
+            .collect();
+        let at = |call: (&str, &str, u16)| calls.iter().position(|c| *c == call);
+        let asked = at(("GET", &path, 404)).unwrap_or_else(|| panic!("{service}: {calls:?}"));
+        let put = at(("PUT", &path, 200)).unwrap_or_else(|| panic!("{service}: {calls:?}"));
+        let first_bulk = calls.iter().position(|c| c.1 == "/_bulk");
+        assert!(
+            asked < put && first_bulk.is_some_and(|b| put < b),
+            "{service}: asked, put, then _bulk: {calls:?}"
+        );
+        assert_eq!(
+            calls.iter().any(|c| (c.0, c.1) == ("GET", "/")),
+            service == "es",
+            "{service}: `GET /` for a managed domain only: {calls:?}"
+        );
+        let r = osmem.request("GET", &path, None).unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "{service}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let template: Value = serde_json::from_slice(&r.body).unwrap();
+        let template = &template["index_templates"][0]["index_template"];
+        assert_eq!(template["index_patterns"], json!([index]), "{template}");
+        assert_eq!(template["_meta"]["managed_by"], "nagare", "{template}");
+        let r = osmem
+            .request("GET", &format!("/{index}/_mapping"), None)
+            .unwrap();
+        let mapping: Value = serde_json::from_slice(&r.body).unwrap();
+        let props = &mapping[&index]["mappings"]["properties"];
+        assert_eq!(props["log"], json!({"type": "text"}), "{service}: {props}");
     }
 }
 
@@ -639,27 +719,34 @@ fn a_role_assumed_with_an_external_id_signs_every_request() {
     }
 }
 
+/// The server's clock 15 minutes ahead (this machine's signatures expired) and 15
+/// minutes behind (not yet current): the log says by how much and which way, from
+/// the server's time in AWS's words.
 #[test]
 fn a_clock_off_by_more_than_five_minutes_is_named_in_the_log() {
     let osmem = Osmem::start();
-    // The server's clock (and its Date header) 15 minutes ahead.
-    let route = route(&osmem, None, 900);
-    let dir = tempfile::tempdir().unwrap();
-    let endpoint = route.url();
-    let sink = Sink::new(&endpoint, "skewed", "es");
-    let mut child = start(dir.path(), &sink, &static_keys(SECRET));
-    let said = wait_until(Duration::from_secs(30), || {
-        assert!(child.try_wait().is_none(), "{}", child.logs());
-        child.logs().contains("s ahead of this machine's")
-    });
-    let logs = child.logs();
-    assert!(said, "{logs}");
-    assert!(logs.contains("Signature expired"), "{logs}");
-    assert!(
-        ["clock is 899 s", "clock is 900 s", "clock is 901 s"]
-            .iter()
-            .any(|w| logs.contains(w)),
-        "the skew in seconds: {logs}"
-    );
-    assert_eq!(osmem.count("skewed"), 0);
+    for (offset, refusal, way) in [
+        (900, "Signature expired", "ahead of"),
+        (-900, "Signature not yet current", "behind"),
+    ] {
+        let route = route(&osmem, None, offset);
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = route.url();
+        let sink = Sink::new(&endpoint, "skewed", "es");
+        let mut child = start(dir.path(), &sink, &static_keys(SECRET));
+        let said = wait_until(Duration::from_secs(30), || {
+            assert!(child.try_wait().is_none(), "{}", child.logs());
+            child.logs().contains(&format!("s {way} this machine's"))
+        });
+        let logs = child.logs();
+        assert!(said, "{offset}: {logs}");
+        assert!(logs.contains(refusal), "{offset}: {logs}");
+        assert!(
+            [899, 900, 901]
+                .iter()
+                .any(|s| logs.contains(&format!("clock is {s} s {way} this machine's"))),
+            "the skew in seconds: {logs}"
+        );
+        assert_eq!(osmem.count("skewed"), 0);
+    }
 }

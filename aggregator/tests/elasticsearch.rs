@@ -509,6 +509,80 @@ async fn a_resent_chunk_does_not_duplicate_documents() {
     }
 }
 
+/// A record for `op_type: update`/`upsert`: the document id in `key`, and `fields`.
+fn keyed(i: usize, fields: &[(&str, &str)]) -> Map {
+    let mut m = Map::new();
+    m.insert("key", format!("doc-{i}"));
+    for (k, v) in fields {
+        m.insert(*k, *v);
+    }
+    m
+}
+
+/// `(id, state, message)` of each document of `index`, by id.
+fn states(os: &Osmem, index: &str) -> Vec<(String, serde_json::Value, serde_json::Value)> {
+    let mut docs: Vec<_> = os
+        .documents(index)
+        .into_iter()
+        .map(|d| (d.id, d.source["state"].clone(), d.source["message"].clone()))
+        .collect();
+    docs.sort_by(|a, b| a.0.cmp(&b.0));
+    docs
+}
+
+/// `upsert` creates the documents of `id_key` then merges a second batch into them;
+/// `update` merges into documents already there. Partial updates: a field the
+/// second batch does not carry keeps its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_and_upsert_change_the_documents_of_id_key() {
+    let os = Osmem::start();
+    let ids: Vec<String> = (0..5).map(|i| format!("doc-{i}")).collect();
+    let first: Vec<Map> = (0..5)
+        .map(|i| keyed(i, &[("message", "placed"), ("state", "new")]))
+        .collect();
+    let second: Vec<Map> = (0..5).map(|i| keyed(i, &[("state", "done")])).collect();
+    let want = |state: &str| -> Vec<(String, serde_json::Value, serde_json::Value)> {
+        ids.iter()
+            .map(|id| (id.clone(), json!(state), json!("placed")))
+            .collect()
+    };
+
+    let config = |index: &str, op: &str| {
+        es_config(
+            os.url(),
+            &format!("index: {index}\nop_type: {op}\nid_key: key\n"),
+        )
+    };
+
+    // upsert: created from the first batch, changed by the second.
+    let sink = start(config("upserted", "upsert"));
+    let (ch, rx) = chunk("app", first.clone(), 0);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    assert_eq!(states(&os, "upserted"), want("new"), "created by upsert");
+    let (ch, rx) = chunk("app", second.clone(), 0);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    assert_eq!(os.count("upserted"), 5, "the same documents");
+    assert_eq!(states(&os, "upserted"), want("done"), "changed by upsert");
+    sink.finish().await;
+
+    // update: the documents indexed first (by the same ids), then changed.
+    let sink = start(config("updated", "index"));
+    let (ch, rx) = chunk("app", first, 0);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    sink.finish().await;
+    assert_eq!(states(&os, "updated"), want("new"));
+    let sink = start(config("updated", "update"));
+    let (ch, rx) = chunk("app", second, 0);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    assert_eq!(os.count("updated"), 5, "the same documents");
+    assert_eq!(states(&os, "updated"), want("done"), "changed by update");
+    sink.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_returns_at_once_and_leaves_the_chunk_in_the_buffer() {
     let port = free_port();

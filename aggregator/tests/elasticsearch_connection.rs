@@ -1,8 +1,8 @@
 //! The Elasticsearch sink's connection path against a real osmem-server: TLS (a
 //! CA file, a client certificate, a server name, a wrong CA) through a
-//! TLS-terminating front, API keys seen by the fault proxy, `GET /` refused or
-//! answered as another version, a cluster down at start. Certificates are made per
-//! test with rcgen; nothing is committed.
+//! TLS-terminating front, API keys seen by the fault proxy, `GET /` refused,
+//! answered as another version or not asked (an explicit `api_version`), a cluster
+//! down at start. Certificates are made per test with rcgen; nothing is committed.
 
 mod es_support;
 
@@ -558,4 +558,68 @@ async fn elasticsearch_6_detected_at_start_gets_the_doc_type_unless_suppressed()
     deliver(&suppressed, 3).await;
     assert_eq!(os.count("es6"), 3);
     close_and_drain(&suppressed.buffer, suppressed.task, Duration::from_secs(10)).await;
+}
+
+/// An explicit `api_version` is taken as it is: no `GET /` at start (the route logs
+/// every request), only `_bulk`; `v6` puts `"_type": "_doc"` in every action (which
+/// osmem, an OpenSearch 3, refuses), `v7` and `opensearch` none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_api_version_skips_get_root_and_v6_sends_the_doc_type() {
+    let os = Osmem::start();
+    let key = api_key();
+    for version in ["v6", "v7", "opensearch"] {
+        let route = SigV4Proxy::shared().route(&RouteSpec {
+            upstream: os.url().to_string(),
+            api_keys: vec![key.clone()],
+            ..RouteSpec::default()
+        });
+        let index = format!("explicit-{version}");
+        let sink = start(
+            es_config(&format!(
+                "endpoints: ['{}']\napi_key: {key}\napi_version: {version}\nindex: {index}\n",
+                route.url()
+            )),
+            buffer(),
+        );
+        let (chunk, rx) = with_receipt(chunk_of(
+            "kube.payments",
+            (0..3).map(|i| (EventTime::new(T0 + i as i64, 0), record(i))),
+        ));
+        sink.buffer.push(chunk).await.unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(20), rx)
+            .await
+            .expect("resolved in time")
+            .expect("the receipt fires");
+        close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+        let seen = route.log();
+        let requests: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|s| (s.method.as_str(), s.path.as_str()))
+            .collect();
+        assert!(
+            !requests.is_empty() && requests.iter().all(|r| *r == ("POST", "/_bulk")),
+            "{version}: no `GET /`, only `_bulk`: {requests:?}"
+        );
+        let actions: Vec<&serde_json::Value> = seen
+            .iter()
+            .flat_map(|s| s.actions.iter().flatten())
+            .collect();
+        assert!(!actions.is_empty(), "{version}");
+        for action in &actions {
+            let (kind, meta) = action
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .unwrap_or_else(|| panic!("{version}: an action: {action}"));
+            assert_eq!(kind, "index", "{version}: {action}");
+            let want = (version == "v6").then(|| json!("_doc"));
+            assert_eq!(meta.get("_type").cloned(), want, "{version}: {action}");
+        }
+        if version == "v6" {
+            assert_eq!(delivery, Delivery::Failed, "osmem refuses `_type`");
+            assert_eq!(os.count(&index), 0);
+        } else {
+            assert_eq!(delivery, Delivery::Delivered, "{version}");
+            assert_eq!(os.count(&index), 3, "{version}");
+        }
+    }
 }
