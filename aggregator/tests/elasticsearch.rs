@@ -760,3 +760,72 @@ async fn a_merged_chunk_keeps_the_ids_of_the_chunks_it_was_merged_from() {
     assert_eq!(stored, want);
     sink.finish().await;
 }
+
+/// A record of a pod labelled as Kubernetes recommends (`app.kubernetes.io/name`) or
+/// the old way (`app`).
+fn labelled(i: usize, label: &str) -> Map {
+    let mut labels = Map::new();
+    labels.insert(label, "web");
+    let mut k = Map::new();
+    k.insert("namespace_name", "shop");
+    k.insert("labels", Value::Map(labels));
+    let mut r = record(i);
+    r.insert("kubernetes", Value::Map(k));
+    r
+}
+
+/// Pods labelled `app` and pods labelled `app.kubernetes.io/name` in one index: as
+/// they are, the cluster reads the second as an object under the first's keyword
+/// and refuses it (`replace_dots: none` shows it); by default the label keys' dots
+/// are written as `_` and every document is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_labelled_both_ways_share_an_index() {
+    let os = Osmem::start();
+    let records = || -> Vec<Map> {
+        (0..10)
+            .map(|i| {
+                labelled(
+                    i,
+                    if i % 2 == 0 {
+                        "app"
+                    } else {
+                        "app.kubernetes.io/name"
+                    },
+                )
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("dl/es.ndjson");
+    let sink = start_with(
+        es_config(os.url(), "index: as-they-are\nreplace_dots: none\n"),
+        buffer().with_dead_letter(DeadLetter::new(dead_letter.clone())),
+    );
+    let (ch, rx) = chunk("kube.shop", records(), 0);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Failed);
+    sink.finish().await;
+    assert_eq!(os.count("as-they-are"), 5);
+    let refused = read_lines(&dead_letter);
+    assert_eq!(refused.len(), 5, "{refused:?}");
+    for line in &refused {
+        let reason = line["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("kubernetes.labels.app"),
+            "the cluster names the clash: {reason}"
+        );
+    }
+
+    let sink = start(es_config(os.url(), "index: dedotted\n"));
+    let (ch, rx) = chunk("kube.shop", records(), 0);
+    sink.buffer.push(ch).await.unwrap();
+    assert_eq!(outcome(rx).await, Delivery::Delivered);
+    sink.finish().await;
+    assert_eq!(os.count("dedotted"), 10);
+    let r = os.request("GET", "/dedotted/_mapping", None).unwrap();
+    let mapping: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let labels = &mapping["dedotted"]["mappings"]["properties"]["kubernetes"]["properties"]["labels"]
+        ["properties"];
+    assert!(labels["app"].is_object(), "{labels}");
+    assert!(labels["app_kubernetes_io/name"].is_object(), "{labels}");
+}

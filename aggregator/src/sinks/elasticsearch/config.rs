@@ -169,6 +169,14 @@ pub struct ElasticsearchConfig {
     /// that it is not indexed as well. `id_key` still sees them.
     #[serde(default)]
     pub remove_keys: Vec<String>,
+    /// Which field names have their dots written as `_`: `labels` (the keys of
+    /// `kubernetes.labels`, `annotations`, `namespace_labels` and
+    /// `namespace_annotations`, as Fluentd's kubernetes_metadata `de_dot`: a label
+    /// `app.kubernetes.io/name` beside a label `app` would otherwise be refused by
+    /// Elasticsearch, which reads the dots as objects), `all` (every field name at
+    /// any depth, as Fluent Bit's `Replace_Dots On`) or `none`.
+    #[serde(default)]
+    pub replace_dots: ReplaceDots,
     /// Add the event's tag to each document.
     #[serde(default)]
     pub include_tag_key: bool,
@@ -245,6 +253,19 @@ impl Default for BatchConfig {
             timeout: default_batch_timeout(),
         }
     }
+}
+
+/// Which field names have their dots written as `_` ([`ElasticsearchConfig::replace_dots`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaceDots {
+    /// The keys of the Kubernetes label and annotation maps under `kubernetes`.
+    #[default]
+    Labels,
+    /// Every field name, at any depth.
+    All,
+    /// None: dotted names go as they are (Elasticsearch reads them as objects).
+    None,
 }
 
 /// The bulk action.

@@ -44,7 +44,7 @@ mod version;
 pub use auth::{AwsSigner, Scope, SignError, auth_hint, host_header, sign};
 pub use client::{Auth, ClientError};
 pub use cloud::decode as decode_cloud_id;
-pub use config::{BatchConfig, ElasticsearchConfig, OpType};
+pub use config::{BatchConfig, ElasticsearchConfig, OpType, ReplaceDots};
 pub use index::{
     DataStreamConfig, IndexTarget, Mode, data_stream_part_problem, index_name_problem,
 };

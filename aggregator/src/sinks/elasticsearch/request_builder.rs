@@ -21,7 +21,9 @@
 //! [`RequestBuilder::set_type_name`]), `_id` (left out with
 //! [`RequestBuilder::set_omit_ids`]), `routing` (`routing_key`), `pipeline`.
 //!
-//! The document is the record without its `remove_keys` fields, then `@timestamp`
+//! The document is the record without its `remove_keys` fields (with the dots of
+//! field names written as `_` where `replace_dots` says: by default the keys of the
+//! Kubernetes label and annotation maps), then `@timestamp`
 //! from the event time (unless the record has one, not removed; with `mode:
 //! data_stream`, one that is not null), then the tag under
 //! `tag_key` when `include_tag_key` is set (in place, if the record has that key). A
@@ -37,7 +39,7 @@ use nagare_core::metrics::Counter;
 use nagare_core::sink::{Encoder, Event, Gzipped, Items};
 use nagare_core::{ChunkId, EventTime, Map, Value};
 
-use super::config::{ElasticsearchConfig, OpType};
+use super::config::{ElasticsearchConfig, OpType, ReplaceDots};
 use super::index::Mode;
 use super::namer::IndexNamer;
 
@@ -75,6 +77,7 @@ pub struct RequestBuilder {
     routing_key: Option<String>,
     pipeline: Option<String>,
     remove_keys: Vec<String>,
+    replace_dots: ReplaceDots,
     tag_key: Option<String>,
     compress: bool,
     suppress_type_name: bool,
@@ -103,6 +106,7 @@ impl RequestBuilder {
             routing_key: config.routing_key.clone(),
             pipeline: config.pipeline.clone(),
             remove_keys: config.remove_keys.clone(),
+            replace_dots: config.replace_dots,
             tag_key: config.include_tag_key.then(|| config.tag_key.clone()),
             compress: config.compress,
             suppress_type_name: config.suppress_type_name,
@@ -306,14 +310,25 @@ impl RequestBuilder {
                 out.push(b',');
             }
             first = false;
-            write_str(out, key.as_str());
+            if self.replace_dots == ReplaceDots::All {
+                write_key_dedotted(out, key.as_str());
+            } else {
+                write_str(out, key.as_str());
+            }
             out.push(b':');
             if self.tag_key.as_deref() == Some(key.as_str()) {
                 write_str(out, tag);
                 wrote_tag = true;
             } else {
                 has_timestamp |= key.as_str() == "@timestamp";
-                write_value(out, value);
+                match (self.replace_dots, value) {
+                    (ReplaceDots::None, _) => write_value(out, value),
+                    (ReplaceDots::Labels, Value::Map(k8s)) if key.as_str() == "kubernetes" => {
+                        write_kubernetes(out, k8s)
+                    }
+                    (ReplaceDots::Labels, _) => write_value(out, value),
+                    (ReplaceDots::All, _) => write_value_dedotted(out, value),
+                }
             }
         }
         if !has_timestamp {
@@ -362,6 +377,81 @@ impl Encoder for RequestBuilder {
 
     fn destination(&self, index: &Arc<str>) -> Option<(&'static str, String)> {
         Some(("index", index.to_string()))
+    }
+}
+
+/// The maps under `kubernetes` whose keys are Kubernetes label or annotation keys
+/// (`app.kubernetes.io/name`), never paths.
+const LABEL_MAPS: [&str; 4] = [
+    "labels",
+    "annotations",
+    "namespace_labels",
+    "namespace_annotations",
+];
+
+/// The `kubernetes` map with the keys of its label and annotation maps dedotted.
+fn write_kubernetes(out: &mut Vec<u8>, k8s: &Map) {
+    out.push(b'{');
+    for (i, (key, value)) in k8s.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key.as_str());
+        out.push(b':');
+        match value {
+            Value::Map(labels) if LABEL_MAPS.contains(&key.as_str()) => {
+                out.push(b'{');
+                for (j, (label, value)) in labels.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    write_key_dedotted(out, label.as_str());
+                    out.push(b':');
+                    write_value(out, value);
+                }
+                out.push(b'}');
+            }
+            _ => write_value(out, value),
+        }
+    }
+    out.push(b'}');
+}
+
+/// `value` with every field name in it dedotted, at any depth.
+fn write_value_dedotted(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Map(map) => {
+            out.push(b'{');
+            for (i, (key, value)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_key_dedotted(out, key.as_str());
+                out.push(b':');
+                write_value_dedotted(out, value);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value_dedotted(out, item);
+            }
+            out.push(b']');
+        }
+        other => write_value(out, other),
+    }
+}
+
+/// A field name as a JSON string, each `.` written as `_`.
+fn write_key_dedotted(out: &mut Vec<u8>, key: &str) {
+    if key.contains('.') {
+        write_str(out, &key.replace('.', "_"));
+    } else {
+        write_str(out, key);
     }
 }
 

@@ -153,6 +153,54 @@ fn update_and_upsert_refuse_a_record_without_an_id() {
     assert!(text(&item).contains(&format!("\"_id\":\"{CHUNK_HEX}-3\"")));
 }
 
+/// Kubernetes label keys are names, not paths: `app.kubernetes.io/name` beside `app`
+/// would be read by Elasticsearch as an object under a keyword and refused. By
+/// default their dots are written as `_` (and only theirs); `all` does it for every
+/// field name, `none` for none.
+#[test]
+fn dots_in_label_keys_are_replaced() {
+    let mut labels = Map::new();
+    labels.insert("app", "web");
+    labels.insert("app.kubernetes.io/name", "web");
+    let mut k = Map::new();
+    k.insert("pod_name", "web-1");
+    k.insert("labels", Value::Map(labels.clone()));
+    k.insert("namespace_labels", Value::Map(labels));
+    let mut nested = Map::new();
+    nested.insert("a.b", Value::Int(1));
+    let r = record(&[
+        ("log.level", "info".into()),
+        ("kubernetes", Value::Map(k)),
+        ("http", Value::Map(nested)),
+    ]);
+    let doc = |yaml: &str| {
+        let mut b = builder(&format!("index: app\n{yaml}"));
+        let item = b.encode(CHUNK, 0, "t", t(), &r).unwrap();
+        text(&item).lines().nth(1).unwrap().to_string()
+    };
+    let labels = r#"{"app":"web","app_kubernetes_io/name":"web"}"#;
+    assert_eq!(
+        doc(""),
+        format!(
+            r#"{{"log.level":"info","kubernetes":{{"pod_name":"web-1","labels":{labels},"namespace_labels":{labels}}},"http":{{"a.b":1}},{TS}}}"#
+        )
+    );
+    assert_eq!(doc(""), doc("replace_dots: labels\n"));
+    assert_eq!(
+        doc("replace_dots: all\n"),
+        format!(
+            r#"{{"log_level":"info","kubernetes":{{"pod_name":"web-1","labels":{labels},"namespace_labels":{labels}}},"http":{{"a_b":1}},{TS}}}"#
+        )
+    );
+    let dotted = r#"{"app":"web","app.kubernetes.io/name":"web"}"#;
+    assert_eq!(
+        doc("replace_dots: none\n"),
+        format!(
+            r#"{{"log.level":"info","kubernetes":{{"pod_name":"web-1","labels":{dotted},"namespace_labels":{dotted}}},"http":{{"a.b":1}},{TS}}}"#
+        )
+    );
+}
+
 #[test]
 fn type_name_for_elasticsearch_6_unless_suppressed() {
     let r = record(&[("log", "hi".into())]);
