@@ -750,3 +750,71 @@ fn a_clock_off_by_more_than_five_minutes_is_named_in_the_log() {
         assert_eq!(osmem.count("skewed"), 0);
     }
 }
+
+/// No credentials to sign with: the role cannot be assumed (its STS does not answer).
+/// Nothing is sent, nothing dead-lettered, the process stays up, and the log says
+/// once (not at each of the retries) what failed and what was tried: the role, the
+/// service and the region.
+#[test]
+fn credentials_that_cannot_be_had_are_said_once_with_what_was_tried() {
+    let osmem = Osmem::start();
+    let route = route(&osmem, None, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = route.url();
+    let role = "arn:aws:iam::123456789012:role/nagare-aggregator";
+    // A port nothing listens on: STS refuses the connection.
+    let sts = format!("http://127.0.0.1:{}", nagare_testkit::free_port());
+    let aws_extra = format!("      role_arn: {role}\n      sts_endpoint: {sts}\n");
+    let sink = Sink {
+        aws_extra: &aws_extra,
+        ..Sink::new(&endpoint, "no-credentials", "es")
+    };
+    let mut child = start_with(
+        dir.path(),
+        &sink,
+        &static_keys(SECRET),
+        "shutdown_timeout: 2s\n",
+    );
+    let said = wait_until(Duration::from_secs(20), || {
+        assert!(child.try_wait().is_none(), "{}", child.logs());
+        child.logs().contains("cannot reach Elasticsearch at start")
+    });
+    assert!(said, "{}", child.logs());
+    // Several retries go by (0.5, 1, 2, 4 s apart) while the log stays quiet.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(child.try_wait().is_none(), "{}", child.logs());
+    let logs = child.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("cannot reach Elasticsearch at start"))
+        .collect();
+    assert_eq!(lines.len(), 1, "said once a minute: {logs}");
+    for words in [
+        "no AWS credentials",
+        &format!("by the role {role}"),
+        "for service `es` in region eu-west-1",
+        "attempts=1",
+    ] {
+        assert!(lines[0].contains(words), "{words}: {}", lines[0]);
+    }
+    assert!(
+        route.log().is_empty(),
+        "nothing unsigned is sent: {:?}",
+        route.log()
+    );
+    assert_eq!(osmem.count("no-credentials"), 0);
+    let dead = dir.path().join("data/dead-letter/es.ndjson");
+    assert!(
+        std::fs::read_to_string(&dead)
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing is dead-lettered"
+    );
+    // A stop gives up on the undeliverable lines after `shutdown_timeout`.
+    signal(child.pid(), nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        child.wait_timeout(Duration::from_secs(20)).is_some(),
+        "{}",
+        child.logs()
+    );
+}
