@@ -209,3 +209,122 @@ async fn a_legacy_cluster_gets_a_legacy_template() {
         .count();
     assert_eq!(puts, 1, "installed once");
 }
+
+/// What the cluster answers about the template does not stop delivery: a template
+/// it refuses (400, a mapping it cannot parse) is logged with its reason, a user
+/// not allowed to read templates (403) is logged with the privilege it needs and
+/// nothing is put, a failing cluster (500) is asked again until it answers; each
+/// time the documents are delivered. (On one thread: the logs are captured there.)
+#[tokio::test]
+async fn a_refused_or_failing_template_does_not_stop_delivery() {
+    let logs = capture_logs(Level::WARN);
+    let os = Osmem::start();
+
+    // 400: a template file whose mapping the cluster cannot parse.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"index_patterns": ["bad-*"], "template": {"mappings": {"properties": {"a": {"type": "nonsense"}}}}}"#,
+    )
+    .unwrap();
+    let sink = start(
+        es_config(&format!(
+            "endpoints: ['{}']\nindex: bad-logs\ntemplate: {{name: bad, file: '{}'}}\n",
+            os.url(),
+            file.display()
+        )),
+        buffer(),
+    );
+    deliver(&sink, 3).await;
+    wait_for(
+        &logs,
+        &[
+            "ERROR",
+            "the cluster refused the index template",
+            "No handler for type [nonsense]",
+        ],
+    )
+    .await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    let r = os.request("GET", "/_index_template/bad", None).unwrap();
+    assert_eq!(r.status, 404, "not installed");
+    assert_eq!(os.count("bad-logs"), 3);
+
+    // 403 on the GET: no privilege to manage templates; nothing is put.
+    let proxy = FaultProxy::start(os.url());
+    let forbidden = json!({"error": {"type": "security_exception", "reason": "action [indices:admin/index_template/get] is unauthorized for user [nagare]"}, "status": 403});
+    proxy.answer(
+        "GET",
+        "/_index_template/denied",
+        403,
+        forbidden.to_string().as_bytes(),
+    );
+    let sink = start(
+        es_config(&format!(
+            "endpoints: ['{}']\nindex: denied-logs\ntemplate: {{name: denied}}\n",
+            proxy.url()
+        )),
+        buffer(),
+    );
+    deliver(&sink, 3).await;
+    wait_for(
+        &logs,
+        &[
+            "WARN",
+            "not allowed to install the index template",
+            "manage_index_templates",
+        ],
+    )
+    .await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    let requests: Vec<String> = proxy.other_requests().into_iter().map(|(r, _)| r).collect();
+    assert!(
+        !requests.iter().any(|r| r.starts_with("PUT ")),
+        "{requests:?}"
+    );
+    assert_eq!(os.count("denied-logs"), 3);
+
+    // 500 on the GET: asked again (GET / only once) until the cluster answers.
+    let proxy = FaultProxy::start(os.url());
+    proxy.answer(
+        "GET",
+        "/_index_template/later",
+        500,
+        b"{\"error\":\"busy\"}",
+    );
+    let sink = start(
+        es_config(&format!(
+            "endpoints: ['{}']\nindex: later-logs\ntemplate: {{name: later}}\n",
+            proxy.url()
+        )),
+        buffer(),
+    );
+    wait_for(
+        &logs,
+        &[
+            "WARN",
+            "cannot reach Elasticsearch at start",
+            "answered 500",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.relay("GET", "/_index_template/later");
+    deliver(&sink, 3).await;
+    close_and_drain(&sink.buffer, sink.task, Duration::from_secs(10)).await;
+    let requests: Vec<String> = proxy.other_requests().into_iter().map(|(r, _)| r).collect();
+    let asked = |what: &str| requests.iter().filter(|r| *r == what).count();
+    assert!(asked("GET /_index_template/later") >= 2, "{requests:?}");
+    assert_eq!(
+        asked("GET /"),
+        1,
+        "the version is learnt once: {requests:?}"
+    );
+    assert_eq!(asked("PUT /_index_template/later"), 1, "{requests:?}");
+    assert_eq!(
+        template_of(&os, "later")["index_patterns"],
+        json!(["later-logs"])
+    );
+    assert_eq!(os.count("later-logs"), 3);
+}

@@ -14,6 +14,11 @@
 //!   (or 403 `security_exception`, as its security answers an item whose index the
 //!   credentials may not write).
 //!
+//! - [`FaultProxy::answer`]: a call other than `_bulk` (`GET /`, the index
+//!   template's `GET` and `PUT`) answered with a chosen status and body until
+//!   [`FaultProxy::relay`], as a cluster answers a user without a privilege (403) or
+//!   a node in trouble (500).
+//!
 //! Faults are queued and consumed one per `_bulk` request, in order; with the queue
 //! empty, requests pass through. Every `_bulk` request is logged ([`BulkExchange`]),
 //! with the `_id`s it carried, so a test can check what was re-sent.
@@ -61,8 +66,8 @@ pub struct BulkExchange {
 struct State {
     faults: VecDeque<BulkFault>,
     log: Vec<BulkExchange>,
-    /// The status and body `GET /` is answered with instead of osmem's answer.
-    root: Option<(u16, Vec<u8>)>,
+    /// `(method, path)` answered with a status and body instead of osmem's answer.
+    answers: Vec<((String, String), (u16, Vec<u8>))>,
     /// The `Authorization` header of every request that is not a `_bulk`.
     other_auth: Vec<(String, Option<String>)>,
 }
@@ -116,7 +121,23 @@ impl FaultProxy {
     /// Answers every `GET /` with `status` and `body` (JSON), such as the recorded
     /// answer of another Elasticsearch version.
     pub fn answer_root(&self, status: u16, body: &[u8]) {
-        self.shared.lock().root = Some((status, body.to_vec()));
+        self.answer("GET", "/", status, body);
+    }
+
+    /// Answers every `method path` (not a `_bulk`; the path without its query) with
+    /// `status` and `body` (JSON) instead of relaying it: a privilege the user lacks
+    /// (403 `security_exception`), or a cluster failing one call (500).
+    pub fn answer(&self, method: &str, path: &str, status: u16, body: &[u8]) {
+        let mut state = self.shared.lock();
+        let key = (method.to_string(), path.to_string());
+        state.answers.retain(|(k, _)| *k != key);
+        state.answers.push((key, (status, body.to_vec())));
+    }
+
+    /// Relays `method path` to osmem again after [`answer`](Self::answer).
+    pub fn relay(&self, method: &str, path: &str) {
+        let key = (method.to_string(), path.to_string());
+        self.shared.lock().answers.retain(|(k, _)| *k != key);
     }
 
     /// `METHOD path` and the `Authorization` header of every request other than
@@ -136,17 +157,20 @@ fn handle(request: Request, shared: &Shared) -> Response {
             .iter()
             .find(|(k, _)| k == "authorization")
             .map(|(_, v)| v.clone());
-        let root = {
+        let path = request.target.split('?').next().unwrap_or_default();
+        let answer = {
             let mut state = shared.lock();
             state.other_auth.push((
                 format!("{} {}", request.method, request.target),
                 authorization,
             ));
-            state.root.clone()
+            state
+                .answers
+                .iter()
+                .find(|((method, p), _)| *method == request.method && p == path)
+                .map(|(_, answer)| answer.clone())
         };
-        if let Some((status, body)) =
-            root.filter(|_| request.method == "GET" && request.target == "/")
-        {
+        if let Some((status, body)) = answer {
             return Response {
                 status,
                 headers: vec![("Content-Type".into(), "application/json".into())],
