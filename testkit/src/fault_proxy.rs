@@ -62,12 +62,22 @@ pub struct BulkExchange {
     pub authorization: Option<String>,
 }
 
+/// A call (not a `_bulk`) the proxy answers itself.
+#[derive(Debug, Clone)]
+struct Answer {
+    method: String,
+    /// Without the query.
+    path: String,
+    status: u16,
+    body: Vec<u8>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     faults: VecDeque<BulkFault>,
     log: Vec<BulkExchange>,
-    /// `(method, path)` answered with a status and body instead of osmem's answer.
-    answers: Vec<((String, String), (u16, Vec<u8>))>,
+    /// Calls answered here instead of by osmem.
+    answers: Vec<Answer>,
     /// The `Authorization` header of every request that is not a `_bulk`.
     other_auth: Vec<(String, Option<String>)>,
 }
@@ -128,16 +138,21 @@ impl FaultProxy {
     /// `status` and `body` (JSON) instead of relaying it: a privilege the user lacks
     /// (403 `security_exception`), or a cluster failing one call (500).
     pub fn answer(&self, method: &str, path: &str, status: u16, body: &[u8]) {
-        let mut state = self.shared.lock();
-        let key = (method.to_string(), path.to_string());
-        state.answers.retain(|(k, _)| *k != key);
-        state.answers.push((key, (status, body.to_vec())));
+        self.relay(method, path);
+        self.shared.lock().answers.push(Answer {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            body: body.to_vec(),
+        });
     }
 
     /// Relays `method path` to osmem again after [`answer`](Self::answer).
     pub fn relay(&self, method: &str, path: &str) {
-        let key = (method.to_string(), path.to_string());
-        self.shared.lock().answers.retain(|(k, _)| *k != key);
+        self.shared
+            .lock()
+            .answers
+            .retain(|a| a.method != method || a.path != path);
     }
 
     /// `METHOD path` and the `Authorization` header of every request other than
@@ -167,8 +182,8 @@ fn handle(request: Request, shared: &Shared) -> Response {
             state
                 .answers
                 .iter()
-                .find(|((method, p), _)| *method == request.method && p == path)
-                .map(|(_, answer)| answer.clone())
+                .find(|a| a.method == request.method && a.path == path)
+                .map(|a| (a.status, a.body.clone()))
         };
         if let Some((status, body)) = answer {
             return Response {
