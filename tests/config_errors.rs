@@ -480,6 +480,16 @@ fn elasticsearch_connection_refusals_name_their_line_and_key() {
             format!("{BASE}    api_key: ''\n"),
             "nagare.yaml:36: at `sinks.search.api_key`: the API key is empty".into(),
         ),
+        // Written with nothing (as `${VAR}` of a variable set to nothing reads): YAML's
+        // null, which must not pass for no key at all.
+        (
+            format!("{BASE}    api_key:\n"),
+            "nagare.yaml:36: at `sinks.search.api_key`: the API key is empty (written with nothing, or `${VAR}` of a variable set to nothing)".into(),
+        ),
+        (
+            format!("{BASE}    user: elastic\n    password:\n"),
+            "nagare.yaml:37: at `sinks.search.password`: the password is empty (written with nothing".into(),
+        ),
         (
             format!(
                 "{}    tls:\n      server_name: 'not a name'\n",

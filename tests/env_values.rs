@@ -98,3 +98,46 @@ fn env_values_reach_records_exactly_and_keep_their_types() {
     assert_eq!(record["port"], 24224, "a plain `${{PORT}}` is a number");
     assert_eq!(record["message"], "hello");
 }
+
+/// An Elasticsearch API key or password from a variable set to nothing (a Secret
+/// whose key is there but empty): `nagare validate` refuses it, naming the line and
+/// key, where YAML alone would read null and run without credentials.
+#[test]
+fn a_secret_from_a_variable_set_to_nothing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (keys, line, key, reason) in [
+        (
+            "    api_key: ${ES_API_KEY}\n",
+            11,
+            "api_key",
+            "the API key is empty",
+        ),
+        (
+            "    user: elastic\n    password: ${ES_PASSWORD}\n",
+            12,
+            "password",
+            "the password is empty",
+        ),
+    ] {
+        let config = format!(
+            "data_dir: {data}\n\
+             sources:\n  in:\n    type: http\n    bind: 127.0.0.1:9880\n\
+             sinks:\n  search:\n    type: elasticsearch\n    match: \"**\"\n    endpoints: [\"http://es:9200\"]\n{keys}",
+            data = dir.path().join("data").display(),
+        );
+        let path = dir.path().join("nagare.yaml");
+        std::fs::write(&path, &config).unwrap();
+        let out = Command::new(binary())
+            .args(["validate", "-c"])
+            .arg(&path)
+            .env("ES_API_KEY", "")
+            .env("ES_PASSWORD", "")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let want = format!("nagare.yaml:{line}: at `sinks.search.{key}`: {reason}");
+        assert!(err.contains(&want), "want {want}\n got {err}");
+        assert!(err.contains("a variable set to nothing"), "{err}");
+    }
+}

@@ -218,7 +218,7 @@ fn api_key_problem(key: &str) -> Option<String> {
     use base64::Engine;
     let key = key.trim();
     if key.is_empty() {
-        return Some("the API key is empty".into());
+        return Some(format!("the API key is empty{}", super::config::EMPTY_HINT));
     }
     if key.contains(':') {
         return Some(

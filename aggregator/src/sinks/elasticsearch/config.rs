@@ -105,8 +105,9 @@ pub struct ElasticsearchConfig {
     pub cloud_id: Option<String>,
     /// An Elasticsearch API key, sent as `Authorization: ApiKey <key>`: the base64
     /// `id:api_key` value Elasticsearch issues (`encoded` in the answer to
-    /// `POST /_security/api_key`). Instead of `user`/`password`.
-    #[serde(default)]
+    /// `POST /_security/api_key`). Instead of `user`/`password`. Written with nothing
+    /// (or an environment variable set to nothing) it is empty, and refused.
+    #[serde(default, deserialize_with = "written")]
     pub api_key: Option<Secret>,
     /// Which API the cluster speaks: `auto` (ask it with `GET /` at start; where
     /// that is refused, as for Serverless or users without the `monitor`
@@ -140,8 +141,9 @@ pub struct ElasticsearchConfig {
     /// User for HTTP basic authentication.
     #[serde(default)]
     pub user: Option<String>,
-    /// Password for HTTP basic authentication.
-    #[serde(default)]
+    /// Password for HTTP basic authentication; not empty (written with nothing, or
+    /// an environment variable set to nothing, it is empty, and refused).
+    #[serde(default, deserialize_with = "written")]
     pub password: Option<Secret>,
     /// Gzip request bodies.
     #[serde(default = "default_compress")]
@@ -307,6 +309,18 @@ impl OpType {
     }
 }
 
+/// What an empty secret usually is.
+pub(super) const EMPTY_HINT: &str =
+    " (written with nothing, or `${VAR}` of a variable set to nothing)";
+
+/// A secret key that is there, even written with nothing: YAML reads `key:` (and
+/// `key: ${VAR}` with `VAR` set to nothing) as null, which would otherwise count as
+/// no key at all and go unnoticed until the cluster refuses the request. An empty
+/// secret is refused by `validate` instead.
+fn written<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Some(Option::<Secret>::deserialize(d)?.unwrap_or_default()))
+}
+
 fn default_logstash_prefix() -> String {
     "logstash".to_string()
 }
@@ -365,6 +379,16 @@ impl ElasticsearchConfig {
         self.validate_actions()?;
         if self.password.is_some() && self.user.is_none() {
             return Err(Invalid::new("password", "a password needs a `user`"));
+        }
+        if self
+            .password
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
+            return Err(Invalid::new(
+                "password",
+                format!("the password is empty{EMPTY_HINT}"),
+            ));
         }
         if let Some(template) = &self.template {
             template.validate(self)?;
