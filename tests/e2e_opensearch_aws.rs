@@ -818,3 +818,31 @@ fn credentials_that_cannot_be_had_are_said_once_with_what_was_tried() {
         child.logs()
     );
 }
+
+/// IRSA as it runs on EKS: no `sts_endpoint`, so the credentials come from the AWS
+/// SDK's own web identity provider in its default chain (not nagare's, which
+/// `sts_endpoint` selects), here pointed at moto's STS by the SDK's own
+/// service-specific endpoint variable, `AWS_ENDPOINT_URL_STS`. Every request is
+/// signed with the session moto issued.
+#[test]
+fn irsa_through_the_sdks_default_chain_signs_with_its_session() {
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, Some(moto), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let role = moto.web_identity_role();
+    let token = web_identity_token(dir.path());
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+        ("AWS_ROLE_ARN", role),
+        ("AWS_ENDPOINT_URL_STS", moto.url().to_string()),
+    ];
+    let endpoint = route.url();
+    let sink = Sink::new(&endpoint, "sdk-web-identity", "es");
+    let seen = deliver_with_session(dir.path(), &sink, &env, &route, &osmem, "SDK chain");
+    assert!(
+        seen.iter()
+            .all(|s| s.header("x-amz-security-token").is_some()),
+        "{seen:?}"
+    );
+}
