@@ -391,47 +391,30 @@ const LABEL_MAPS: [&str; 4] = [
 
 /// The `kubernetes` map with the keys of its label and annotation maps dedotted.
 fn write_kubernetes(out: &mut Vec<u8>, k8s: &Map) {
-    out.push(b'{');
-    for (i, (key, value)) in k8s.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, key.as_str());
+    write_object(out, k8s, |out, key, value| {
+        write_str(out, key);
         out.push(b':');
         match value {
-            Value::Map(labels) if LABEL_MAPS.contains(&key.as_str()) => {
-                out.push(b'{');
-                for (j, (label, value)) in labels.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
-                    }
-                    write_key_dedotted(out, label.as_str());
+            Value::Map(labels) if LABEL_MAPS.contains(&key) => {
+                write_object(out, labels, |out, label, value| {
+                    write_key_dedotted(out, label);
                     out.push(b':');
                     write_value(out, value);
-                }
-                out.push(b'}');
+                });
             }
             _ => write_value(out, value),
         }
-    }
-    out.push(b'}');
+    });
 }
 
 /// `value` with every field name in it dedotted, at any depth.
 fn write_value_dedotted(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Map(map) => {
-            out.push(b'{');
-            for (i, (key, value)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_key_dedotted(out, key.as_str());
-                out.push(b':');
-                write_value_dedotted(out, value);
-            }
-            out.push(b'}');
-        }
+        Value::Map(map) => write_object(out, map, |out, key, value| {
+            write_key_dedotted(out, key);
+            out.push(b':');
+            write_value_dedotted(out, value);
+        }),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -444,6 +427,18 @@ fn write_value_dedotted(out: &mut Vec<u8>, value: &Value) {
         }
         other => write_value(out, other),
     }
+}
+
+/// `map` as a JSON object, each entry (`"key":value`) written by `entry`.
+fn write_object(out: &mut Vec<u8>, map: &Map, mut entry: impl FnMut(&mut Vec<u8>, &str, &Value)) {
+    out.push(b'{');
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        entry(out, key.as_str(), value);
+    }
+    out.push(b'}');
 }
 
 /// A field name as a JSON string, each `.` written as `_`.
