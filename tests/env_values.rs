@@ -99,7 +99,8 @@ fn env_values_reach_records_exactly_and_keep_their_types() {
     assert_eq!(record["message"], "hello");
 }
 
-/// An Elasticsearch API key or password from a variable set to nothing (a Secret
+/// An Elasticsearch API key or password, or the `aws:` block's external id, from a
+/// variable set to nothing (a Secret
 /// whose key is there but empty): `nagare validate` refuses it, naming the line and
 /// key, where YAML alone would read null and run without credentials.
 #[test]
@@ -118,6 +119,12 @@ fn a_secret_from_a_variable_set_to_nothing_is_refused() {
             "password",
             "the password is empty",
         ),
+        (
+            "    aws:\n      role_arn: arn:aws:iam::123456789012:role/r\n      external_id: ${EXTERNAL_ID}\n",
+            13,
+            "aws.external_id",
+            "the external id is empty",
+        ),
     ] {
         let config = format!(
             "data_dir: {data}\n\
@@ -132,6 +139,7 @@ fn a_secret_from_a_variable_set_to_nothing_is_refused() {
             .arg(&path)
             .env("ES_API_KEY", "")
             .env("ES_PASSWORD", "")
+            .env("EXTERNAL_ID", "")
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -47,8 +47,10 @@ pub struct AwsConfig {
     /// A role to assume with the credentials the chain found (STS AssumeRole).
     #[serde(default)]
     pub role_arn: Option<String>,
-    /// The external id the role's trust policy asks for; only with `role_arn`.
-    #[serde(default)]
+    /// The external id the role's trust policy asks for; only with `role_arn`; not
+    /// empty (written with nothing, or `${VAR}` of a variable set to nothing, it is
+    /// refused rather than taken for no external id).
+    #[serde(default, deserialize_with = "Secret::written")]
     pub external_id: Option<Secret>,
     /// An STS endpoint (`https://sts.us-east-1.amazonaws.com`, a VPC endpoint, an
     /// emulator) for AssumeRole and AssumeRoleWithWebIdentity.
@@ -126,6 +128,12 @@ impl AwsConfig {
             return Err(Invalid::new(
                 key("external_id"),
                 "an external id is given to the role assumed: set `role_arn` too",
+            ));
+        }
+        if self.external_id.as_ref().is_some_and(Secret::is_empty) {
+            return Err(Invalid::new(
+                key("external_id"),
+                format!("the external id is empty{}", Secret::EMPTY_HINT),
             ));
         }
         if let Some(url) = &self.sts_endpoint
@@ -401,6 +409,14 @@ mod tests {
             ("profile: ''", "aws.profile"),
             ("role_arn: nagare", "aws.role_arn"),
             ("external_id: x", "aws.external_id"),
+            (
+                "{role_arn: 'arn:aws:iam::1:role/r', external_id: ''}",
+                "aws.external_id",
+            ),
+            (
+                "{role_arn: 'arn:aws:iam::1:role/r', external_id: }",
+                "aws.external_id",
+            ),
             ("sts_endpoint: localhost:5000", "aws.sts_endpoint"),
         ];
         for (yaml, key) in cases {

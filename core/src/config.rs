@@ -320,9 +320,28 @@ impl Expected for Reason {
 pub struct Secret(String);
 
 impl Secret {
+    /// What an empty secret usually is, for the error that refuses it.
+    pub const EMPTY_HINT: &'static str =
+        " (written with nothing, or `${VAR}` of a variable set to nothing)";
+
     /// Wraps a secret.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Reads an optional secret that is there whenever its key is, even written
+    /// with nothing, for `#[serde(default, deserialize_with = "Secret::written")]`:
+    /// YAML reads `key:` (and `key: ${VAR}` of a variable set to nothing) as null,
+    /// which would otherwise count as no key at all, and a missing credential go
+    /// unnoticed until a peer refuses the request. It is then empty, for `validate`
+    /// to refuse (with [`Secret::EMPTY_HINT`]).
+    pub fn written<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Ok(Some(Option::<Secret>::deserialize(d)?.unwrap_or_default()))
     }
 
     /// The secret itself, for the one place that must use it.

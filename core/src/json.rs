@@ -10,39 +10,57 @@ use crate::value::{Map, Value};
 
 /// Appends `map` as compact JSON, leaving out the top-level keys `skip` names.
 pub fn write_map(out: &mut Vec<u8>, map: &Map, skip: &[String]) {
+    write_map_keyed(out, map, skip, write_str);
+}
+
+/// Appends `value` as compact JSON.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    write_value_keyed(out, value, write_str);
+}
+
+/// [`write_map`], each key (at any depth) written by `key` rather than as it is:
+/// for a sink that rewrites field names (Elasticsearch's dots as `_`). `key`
+/// writes one JSON string.
+pub fn write_map_keyed<K>(out: &mut Vec<u8>, map: &Map, skip: &[String], key: K)
+where
+    K: Fn(&mut Vec<u8>, &str) + Copy,
+{
     out.push(b'{');
     let mut first = true;
-    for (key, value) in map.iter() {
-        if skip.iter().any(|k| k == key.as_str()) {
+    for (name, value) in map.iter() {
+        if skip.iter().any(|k| k == name.as_str()) {
             continue;
         }
         if !first {
             out.push(b',');
         }
         first = false;
-        write_str(out, key);
+        key(out, name);
         out.push(b':');
-        write_value(out, value);
+        write_value_keyed(out, value, key);
     }
     out.push(b'}');
 }
 
-/// Appends `value` as compact JSON.
-pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+/// [`write_value`], each key of its maps (at any depth) written by `key`.
+pub fn write_value_keyed<K>(out: &mut Vec<u8>, value: &Value, key: K)
+where
+    K: Fn(&mut Vec<u8>, &str) + Copy,
+{
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Int(i) => write_i64(out, *i),
         Value::Str(s) => write_str(out, s),
-        Value::Map(m) => write_map(out, m, &[]),
+        Value::Map(m) => write_map_keyed(out, m, &[], key),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(out, item);
+                write_value_keyed(out, item, key);
             }
             out.push(b']');
         }

@@ -218,7 +218,10 @@ fn api_key_problem(key: &str) -> Option<String> {
     use base64::Engine;
     let key = key.trim();
     if key.is_empty() {
-        return Some(format!("the API key is empty{}", super::config::EMPTY_HINT));
+        return Some(format!(
+            "the API key is empty{}",
+            nagare_core::config::Secret::EMPTY_HINT
+        ));
     }
     if key.contains(':') {
         return Some(

@@ -107,7 +107,7 @@ pub struct ElasticsearchConfig {
     /// `id:api_key` value Elasticsearch issues (`encoded` in the answer to
     /// `POST /_security/api_key`). Instead of `user`/`password`. Written with nothing
     /// (or an environment variable set to nothing) it is empty, and refused.
-    #[serde(default, deserialize_with = "written")]
+    #[serde(default, deserialize_with = "Secret::written")]
     pub api_key: Option<Secret>,
     /// Which API the cluster speaks: `auto` (ask it with `GET /` at start; where
     /// that is refused, as for Serverless or users without the `monitor`
@@ -143,7 +143,7 @@ pub struct ElasticsearchConfig {
     pub user: Option<String>,
     /// Password for HTTP basic authentication; not empty (written with nothing, or
     /// an environment variable set to nothing, it is empty, and refused).
-    #[serde(default, deserialize_with = "written")]
+    #[serde(default, deserialize_with = "Secret::written")]
     pub password: Option<Secret>,
     /// Gzip request bodies.
     #[serde(default = "default_compress")]
@@ -309,18 +309,6 @@ impl OpType {
     }
 }
 
-/// What an empty secret usually is.
-pub(super) const EMPTY_HINT: &str =
-    " (written with nothing, or `${VAR}` of a variable set to nothing)";
-
-/// A secret key that is there, even written with nothing: YAML reads `key:` (and
-/// `key: ${VAR}` with `VAR` set to nothing) as null, which would otherwise count as
-/// no key at all and go unnoticed until the cluster refuses the request. An empty
-/// secret is refused by `validate` instead.
-fn written<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-    Ok(Some(Option::<Secret>::deserialize(d)?.unwrap_or_default()))
-}
-
 fn default_logstash_prefix() -> String {
     "logstash".to_string()
 }
@@ -380,14 +368,10 @@ impl ElasticsearchConfig {
         if self.password.is_some() && self.user.is_none() {
             return Err(Invalid::new("password", "a password needs a `user`"));
         }
-        if self
-            .password
-            .as_ref()
-            .is_some_and(|p| p.expose().is_empty())
-        {
+        if self.password.as_ref().is_some_and(Secret::is_empty) {
             return Err(Invalid::new(
                 "password",
-                format!("the password is empty{EMPTY_HINT}"),
+                format!("the password is empty{}", Secret::EMPTY_HINT),
             ));
         }
         if let Some(template) = &self.template {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use nagare_core::component::Invalid;
 use nagare_core::compression;
-use nagare_core::json::{write_str, write_u64, write_value};
+use nagare_core::json::{write_map_keyed, write_str, write_u64, write_value, write_value_keyed};
 use nagare_core::metrics::Counter;
 use nagare_core::sink::{Encoder, Event, Gzipped, Items};
 use nagare_core::{ChunkId, EventTime, Map, Value};
@@ -173,8 +173,14 @@ impl RequestBuilder {
         time: EventTime,
         record: &Map,
     ) -> Result<EncodedItem, String> {
-        if let (OpType::Update | OpType::Upsert, Some(key)) = (self.op_type, &self.id_key)
-            && field(record, key).and_then(id_text).is_none()
+        // The record's own id, looked up once: `write_id` writes it.
+        let own_id = self
+            .id_key
+            .as_deref()
+            .and_then(|key| field(record, key))
+            .and_then(id_text);
+        if let (OpType::Update | OpType::Upsert, Some(key), None) =
+            (self.op_type, &self.id_key, &own_id)
         {
             // A derived id names no document an update could find (and would make a
             // stray one for an upsert).
@@ -202,7 +208,7 @@ impl RequestBuilder {
             bytes.extend_from_slice(b",\"_type\":\"_doc\"");
         }
         if !self.omit_ids {
-            self.write_id(chunk, position, record, &mut bytes);
+            self.write_id(chunk, position, own_id.as_deref(), &mut bytes);
         }
         if let Some(routing) = self
             .routing_key
@@ -239,15 +245,16 @@ impl RequestBuilder {
     /// `,"_id":...`: the record's `id_key` field when it has one; otherwise (no
     /// `id_key`, or a record without that field) the chunk and position, so a
     /// resent chunk still overwrites its documents.
-    fn write_id(&mut self, chunk: ChunkId, position: u32, record: &Map, bytes: &mut Vec<u8>) {
-        let own_id = self
-            .id_key
-            .as_deref()
-            .and_then(|key| field(record, key))
-            .and_then(id_text);
+    fn write_id(
+        &mut self,
+        chunk: ChunkId,
+        position: u32,
+        own_id: Option<&str>,
+        bytes: &mut Vec<u8>,
+    ) {
         if let Some(id) = own_id {
             bytes.extend_from_slice(b",\"_id\":");
-            write_str(bytes, &id);
+            write_str(bytes, id);
             return;
         }
         let prefix = match &self.id_prefix {
@@ -327,7 +334,7 @@ impl RequestBuilder {
                         write_kubernetes(out, k8s)
                     }
                     (ReplaceDots::Labels, _) => write_value(out, value),
-                    (ReplaceDots::All, _) => write_value_dedotted(out, value),
+                    (ReplaceDots::All, _) => write_value_keyed(out, value, write_key_dedotted),
                 }
             }
         }
@@ -391,62 +398,34 @@ const LABEL_MAPS: [&str; 4] = [
 
 /// The `kubernetes` map with the keys of its label and annotation maps dedotted.
 fn write_kubernetes(out: &mut Vec<u8>, k8s: &Map) {
-    write_object(out, k8s, |out, key, value| {
-        write_str(out, key);
-        out.push(b':');
-        match value {
-            Value::Map(labels) if LABEL_MAPS.contains(&key) => {
-                write_object(out, labels, |out, label, value| {
-                    write_key_dedotted(out, label);
-                    out.push(b':');
-                    write_value(out, value);
-                });
-            }
-            _ => write_value(out, value),
-        }
-    });
-}
-
-/// `value` with every field name in it dedotted, at any depth.
-fn write_value_dedotted(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Map(map) => write_object(out, map, |out, key, value| {
-            write_key_dedotted(out, key);
-            out.push(b':');
-            write_value_dedotted(out, value);
-        }),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value_dedotted(out, item);
-            }
-            out.push(b']');
-        }
-        other => write_value(out, other),
-    }
-}
-
-/// `map` as a JSON object, each entry (`"key":value`) written by `entry`.
-fn write_object(out: &mut Vec<u8>, map: &Map, mut entry: impl FnMut(&mut Vec<u8>, &str, &Value)) {
     out.push(b'{');
-    for (i, (key, value)) in map.iter().enumerate() {
+    for (i, (key, value)) in k8s.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        entry(out, key.as_str(), value);
+        write_str(out, key.as_str());
+        out.push(b':');
+        match value {
+            Value::Map(labels) if LABEL_MAPS.contains(&key.as_str()) => {
+                write_map_keyed(out, labels, &[], write_key_dedotted);
+            }
+            _ => write_value(out, value),
+        }
     }
     out.push(b'}');
 }
 
-/// A field name as a JSON string, each `.` written as `_`.
+/// A field name as a JSON string, each `.` written as `_`: in place in what was
+/// written, with no copy of the name (JSON's escapes never hold a `.`).
 fn write_key_dedotted(out: &mut Vec<u8>, key: &str) {
+    let start = out.len();
+    write_str(out, key);
     if key.contains('.') {
-        write_str(out, &key.replace('.', "_"));
-    } else {
-        write_str(out, key);
+        for byte in &mut out[start..] {
+            if *byte == b'.' {
+                *byte = b'_';
+            }
+        }
     }
 }
 
