@@ -100,9 +100,9 @@ fn env_values_reach_records_exactly_and_keep_their_types() {
 }
 
 /// An Elasticsearch API key or password, or the `aws:` block's external id, from a
-/// variable set to nothing (a Secret
-/// whose key is there but empty): `nagare validate` refuses it, naming the line and
-/// key, where YAML alone would read null and run without credentials.
+/// variable set to nothing (a secret whose key is there but empty): `nagare
+/// validate` refuses it, naming the line and key, where YAML alone would read null
+/// and run without that credential.
 #[test]
 fn a_secret_from_a_variable_set_to_nothing_is_refused() {
     let dir = tempfile::tempdir().unwrap();
