@@ -9,13 +9,52 @@ use crate::dead_letter::write_json;
 use crate::value::{Map, Value};
 
 /// Appends `map` as compact JSON, leaving out the top-level keys `skip` names.
+///
+/// Not [`write_map_keyed`] with [`write_str`]: written out, so that the writer on
+/// every sink's path is compiled as it was measured (through the generic one, the
+/// Elasticsearch request bench ran 0.98-1.03 M events/s median, against 1.14-1.19 M
+/// written out, builds timed one after the other).
 pub fn write_map(out: &mut Vec<u8>, map: &Map, skip: &[String]) {
-    write_map_keyed(out, map, skip, write_str);
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in map.iter() {
+        if skip.iter().any(|k| k == key.as_str()) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, value);
+    }
+    out.push(b'}');
 }
 
 /// Appends `value` as compact JSON.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
-    write_value_keyed(out, value, write_str);
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => write_i64(out, *i),
+        Value::Str(s) => write_str(out, s),
+        Value::Map(m) => write_map(out, m, &[]),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        // Floats, big integers, bytes, times and extensions are rare in records:
+        // serde's own text for them.
+        other => write_json(out, other),
+    }
 }
 
 /// [`write_map`], each key (at any depth) written by `key` rather than as it is:
