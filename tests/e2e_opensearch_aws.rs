@@ -9,7 +9,8 @@
 //! moto's STS (web identity, as EKS IRSA, or a role assumed with an external id) are
 //! signed with their session token, and so are a role session from EKS Pod Identity's
 //! agent and from the instance metadata service (IMDSv2), both stand-ins handing out
-//! sessions moto's STS issued; a refusal under IRSA names the role the key came
+//! sessions moto's STS issued; credentials near their expiry are replaced before
+//! they are used; a refusal under IRSA names the role the key came
 //! from; a clock off by more than 5 minutes is named in the log; Serverless stores
 //! again what a crash sends again, and the resend is counted; an index template is
 //! installed with signed requests, for `es` and `aoss`.
@@ -630,6 +631,97 @@ fn a_role_session_from_eks_pod_identity_signs_every_request() {
             "the token file's contents"
         );
     }
+}
+
+/// Credentials are replaced before they expire: the container credentials endpoint
+/// (a stand-in, as for EKS Pod Identity) hands out a role session that has a few
+/// seconds left before the last five minutes of its life, then a second session.
+/// What is delivered first is signed with the first; once those seconds are past,
+/// the endpoint is asked again and every later request is signed with the second.
+#[test]
+fn credentials_near_their_expiry_are_replaced_before_signing() {
+    const TOKEN: &str = "task-auth-token-rotating";
+    /// How long the first session is good for before the sink replaces it.
+    const GRACE: Duration = Duration::from_secs(8);
+    let moto = Moto::shared();
+    let osmem = Osmem::start();
+    let route = route(&osmem, Some(moto), 0);
+    let mut first = moto.role_session("rotating-1");
+    let second = moto.role_session("rotating-2");
+    let started = std::time::Instant::now();
+    // Five minutes is the margin the sink keeps (`CachedCredentials::REFRESH_BEFORE`).
+    let expiry = std::time::SystemTime::now() + Duration::from_secs(5 * 60) + GRACE;
+    first["Expiration"] = json!(humantime::format_rfc3339_seconds(expiry).to_string());
+    let (first_key, second_key) = (first["AccessKeyId"].clone(), second["AccessKeyId"].clone());
+    assert_ne!(first_key, second_key, "two sessions");
+    let endpoint = aws_endpoints::CredentialsEndpoint::start_rotating(TOKEN, vec![first, second]);
+    let dir = tempfile::tempdir().unwrap();
+    let half = LINES / 2;
+    let numbered = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|n| format!("{{\"seq\":{n},\"msg\":\"order placed\"}}\n"))
+            .collect()
+    };
+    std::fs::write(dir.path().join("app.log"), numbered(0..half)).unwrap();
+    let env = [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://127.0.0.1:{}/v2/credentials/task-1", endpoint.port),
+        ),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", TOKEN.to_string()),
+    ];
+    let url = route.url();
+    let sink = Sink::new(&url, "rotating", "es");
+    let mut child = start(dir.path(), &sink, &env);
+    assert!(
+        wait_until(Duration::from_secs(30), || osmem.count("rotating")
+            >= half as u64),
+        "the first half: {} documents\n{}",
+        osmem.count("rotating"),
+        child.logs()
+    );
+    assert!(
+        started.elapsed() < GRACE,
+        "the first half arrived within the first session's grace ({:?}): the test \
+         cannot tell the sessions apart on a host this slow",
+        started.elapsed()
+    );
+    let before = route.log().len();
+    std::thread::sleep(GRACE.saturating_sub(started.elapsed()) + Duration::from_secs(1));
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("app.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, numbered(half..LINES).as_bytes()).unwrap();
+    expect_delivered(&mut child, &osmem, "rotating", "rotated credentials");
+
+    let seen = route.log();
+    assert_signed(&seen, "es", "rotated credentials");
+    for s in &seen {
+        assert_eq!(s.verdict, "ok", "{s:?}");
+        assert_eq!(s.auth["session_token"], true, "{s:?}");
+    }
+    let keys = |seen: &[Seen]| -> BTreeSet<String> {
+        seen.iter()
+            .map(|s| s.auth["key_id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(
+        keys(&seen[..before]),
+        BTreeSet::from([first_key.as_str().unwrap().to_string()]),
+        "the first half signed with the first session"
+    );
+    assert!(seen.len() > before, "requests after the grace");
+    assert_eq!(
+        keys(&seen[before..]),
+        BTreeSet::from([second_key.as_str().unwrap().to_string()]),
+        "after the grace, every request signed with the second session"
+    );
+    let asked = endpoint.seen.lock().unwrap().len();
+    assert_eq!(
+        asked, 2,
+        "asked once for each session, not for every request"
+    );
 }
 
 /// An instance role from IMDSv2 (a stand-in at `AWS_EC2_METADATA_SERVICE_ENDPOINT`):

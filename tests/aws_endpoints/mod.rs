@@ -92,9 +92,20 @@ pub struct CredentialsEndpoint {
 impl CredentialsEndpoint {
     /// Serves `credentials` to requests that carry `token`.
     pub fn start(token: &'static str, credentials: Value) -> CredentialsEndpoint {
+        Self::start_rotating(token, vec![credentials])
+    }
+
+    /// Serves the first of `sessions` to the first request that carries `token`, the
+    /// next to the next, and the last to every one after: as the endpoint hands out
+    /// the role's new session once the old one nears its expiry.
+    pub fn start_rotating(token: &'static str, sessions: Vec<Value>) -> CredentialsEndpoint {
+        assert!(!sessions.is_empty(), "at least one session");
+        let served = std::sync::atomic::AtomicUsize::new(0);
         let (port, seen) = serve(move |request| {
             let json = vec![("Content-Type", "application/json".to_string())];
             if request.headers.get("authorization").map(String::as_str) == Some(token) {
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let credentials = &sessions[n.min(sessions.len() - 1)];
                 ("200 OK", json, credentials.to_string())
             } else {
                 (
